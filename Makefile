@@ -1,0 +1,44 @@
+# Two commands on a fresh clone: `make demo`, then `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+DEMO_DIR := data_t4sa/demo
+DEMO_N ?= 2000
+SEED ?= 0
+# What every phase gets on the demo: its manifest, images, word vectors and the seed.
+DEMO_DATA := --manifest $(DEMO_DIR)/image_labels.csv --image-root $(DEMO_DIR) --seed $(SEED)
+DEMO_GLOVE := --glove $(DEMO_DIR)/glove.demo.200d.txt
+IMAGE_WEIGHTS ?= none
+
+.PHONY: help venv data demo test
+
+help:
+	@echo "make demo   set up .venv, generate the demo data set, run every phase on it"
+	@echo "make test   set up .venv, run the test suite"
+	@echo "make venv   create .venv and install Requirements.txt"
+	@echo "make data   generate the demo data set in $(DEMO_DIR) (DEMO_N=$(DEMO_N), SEED=$(SEED))"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: Requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r Requirements.txt
+	touch $@
+
+data: $(DEMO_DIR)/image_labels.csv
+
+$(DEMO_DIR)/image_labels.csv: $(VENV)/.installed emorec/demo.py
+	$(PY) -m emorec.demo --out $(DEMO_DIR) --n $(DEMO_N) --seed $(SEED)
+
+# Each phase runs on the demo when its script exists; phases land one issue at a time.
+demo: data
+	@if [ -f TER.py ]; then set -x; $(PY) TER.py $(DEMO_DATA) $(DEMO_GLOVE) --epoch 10; fi
+	@if [ -f IER.py ]; then set -x; $(PY) IER.py $(DEMO_DATA) --image-weights $(IMAGE_WEIGHTS) --epoch 10; fi
+	@if [ -f Intermediate_fusion.py ]; then set -x; $(PY) Intermediate_fusion.py $(DEMO_DATA) $(DEMO_GLOVE) --epoch 10; fi
+	@if [ -f Late_fusion.py ]; then set -x; $(PY) Late_fusion.py $(DEMO_DATA); fi
+	@[ -f TER.py ] || [ -f IER.py ] || [ -f Intermediate_fusion.py ] || [ -f Late_fusion.py ] || \
+		echo "demo data set ready in $(DEMO_DIR); no phase script exists yet (each lands with its own issue)"
+
+test: venv
+	$(PY) -m pytest

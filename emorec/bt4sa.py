@@ -1,0 +1,157 @@
+"""Convert B-T4SA, as distributed, into a manifest with its own split.
+
+B-T4SA (Vadicamo et al., 2017) ships three split files ``b-t4sa_train.txt``,
+``b-t4sa_val.txt`` and ``b-t4sa_test.txt``, one ``data/75801/758014713804587008-1.jpg 2``
+per line (0 negative, 1 neutral, 2 positive), the images under
+``data/<5 digits>/<tweet id>-<n>.jpg``, and the tweets' text in
+``raw_tweets_text.csv`` (``"id","text"``). The manifest written here has
+columns ``label,text,image,id,split``, image paths relative to the B-T4SA root
+(pass that folder to the phases as ``--image-root``), and its class names in
+``<manifest stem>.classes.txt`` beside it.
+
+Usage::
+
+    python -m emorec.bt4sa --root data_t4sa --out data_files/bt4sa.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from emorec.cli import run, setup_logging
+from emorec.data import class_names_path, image_stem, tweet_of_stem
+from emorec.errors import InputError, list_some
+from emorec.fileio import write_csv_atomic, write_text_atomic
+
+log = logging.getLogger("emorec")
+
+CLASS_NAMES = ("negative", "neutral", "positive")
+SPLIT_FILES = {"train": "b-t4sa_train.txt", "val": "b-t4sa_val.txt", "test": "b-t4sa_test.txt"}
+TEXT_FILE = "raw_tweets_text.csv"
+
+
+def read_split_file(path: Path) -> pd.DataFrame:
+    """Read one B-T4SA split file (``<relative image path> <label>`` per line).
+
+    Returns a DataFrame with columns ``image`` and ``label`` (class name).
+    Raises :class:`InputError` naming the first malformed lines.
+    """
+    if not path.is_file():
+        raise InputError(
+            f"B-T4SA split file not found: {path}\n"
+            f"--root must be the B-T4SA folder holding {', '.join(SPLIT_FILES.values())}, "
+            f"{TEXT_FILE} and data/."
+        )
+    images, labels, bad = [], [], []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                bad.append(f"line {number}: {line.rstrip()!r}")
+                continue
+            images.append(parts[0])
+            labels.append(CLASS_NAMES[int(parts[1])])
+    if bad:
+        raise InputError(
+            f"{path}: {len(bad)} malformed line(s); each line is '<image path> <label 0|1|2>':\n{list_some(bad)}"
+        )
+    return pd.DataFrame({"image": images, "label": labels})
+
+
+def read_tweet_texts(path: Path) -> pd.Series:
+    """Read ``raw_tweets_text.csv`` (columns id,text) and return the texts indexed by tweet id (str)."""
+    if not path.is_file():
+        raise InputError(f"B-T4SA tweet texts not found: {path} (it comes with B-T4SA as {TEXT_FILE}).")
+    try:
+        texts = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot be read as a CSV file: {error}") from error
+    if not {"id", "text"} <= set(texts.columns):
+        raise InputError(f"{path}: needs columns id,text; found {', '.join(texts.columns)}.")
+    texts["id"] = texts["id"].str.strip()
+    return texts.drop_duplicates("id").set_index("id")["text"]
+
+
+def convert(root: str | os.PathLike, out: str | os.PathLike, drop_missing_text: bool = False) -> pd.DataFrame:
+    """Convert the B-T4SA folder ``root`` into the manifest ``out`` (and its class-names file).
+
+    Returns the manifest as written (columns label,text,image,id,split). Rows
+    whose tweet has no text are an error, or dropped and counted with
+    ``drop_missing_text``. Nothing is written when the input is bad.
+    """
+    root = Path(root)
+    parts = []
+    for split, name in SPLIT_FILES.items():
+        part = read_split_file(root / name)
+        part["split"] = split
+        parts.append(part)
+    manifest = pd.concat(parts, ignore_index=True)
+    manifest["id"] = manifest["image"].map(image_stem)
+    repeated = manifest["id"].duplicated(keep=False)
+    if repeated.any():
+        rows = manifest[repeated].sort_values("id")
+        raise InputError(
+            f"{root}: {repeated.sum()} image(s) listed more than once across the split files:\n"
+            + list_some(f"{row.image} ({row.split})" for row in rows.itertuples())
+        )
+
+    texts = read_tweet_texts(root / TEXT_FILE)
+    manifest["text"] = manifest["id"].map(tweet_of_stem).map(texts).fillna("").str.strip()
+    no_text = manifest["text"] == ""
+    if no_text.any():
+        if not drop_missing_text:
+            raise InputError(
+                f"{root / TEXT_FILE}: no text for {no_text.sum()} image(s):\n"
+                + list_some(manifest.loc[no_text, "image"])
+                + "\nUse --drop-missing-text to leave those images out."
+            )
+        log.warning("dropped %d image(s) whose tweet has no text in %s", no_text.sum(), TEXT_FILE)
+        manifest = manifest[~no_text]
+
+    manifest = manifest[["label", "text", "image", "id", "split"]]
+    write_csv_atomic(manifest, out)
+    write_text_atomic(class_names_path(out), "\n".join(CLASS_NAMES) + "\n")
+    counts = manifest["split"].value_counts()
+    log.info(
+        "wrote %s: %d images (train %d, val %d, test %d), classes %s",
+        out, len(manifest), counts.get("train", 0), counts.get("val", 0), counts.get("test", 0),
+        ", ".join(CLASS_NAMES),
+    )
+    log.info("image paths are relative to %s: pass --image-root %s to the phases", root, root)
+    return manifest
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the converter's command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m emorec.bt4sa",
+        description="Convert B-T4SA (split files, raw_tweets_text.csv, data/) into a manifest with its split.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--root", required=True, help="the B-T4SA folder (holds b-t4sa_*.txt, raw_tweets_text.csv, data/)")
+    parser.add_argument("--out", default="data_files/bt4sa.csv", help="the manifest CSV to write")
+    parser.add_argument(
+        "--drop-missing-text", action="store_true", help="leave out images whose tweet has no text instead of stopping"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the converter; returns 0."""
+    setup_logging()
+    args = parse_args(argv)
+    convert(args.root, args.out, args.drop_missing_text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

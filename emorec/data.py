@@ -1,0 +1,404 @@
+"""The data contract: reading a manifest and the one train/val/test split every phase shares.
+
+A manifest is the IIT-R TIER form of the paper's ``data_files/image_labels.csv``:
+a CSV with header ``label,text,image``, optionally ``id`` (else the image file's
+stem is the id), ``split`` (train/val/test, kept as given) and ``group`` (rows of
+one tweet; else the image stem before its last ``-``). ``label`` is a class
+index or a class name. ``image`` is relative to the image root; the paper's
+absolute-looking ``/data_bt4sa/76809/768097967425200128-1.jpg`` resolves under
+the image root too.
+
+Class names default to happy, sad, hate, anger (indices 0..3, the paper's
+order). A data set with other classes names them once, one per line in order,
+in ``<manifest stem>.classes.txt`` beside the manifest (the B-T4SA converter
+writes it), or a caller passes them explicitly.
+
+The split is stratified by label, grouped by tweet and seeded; it is stored
+once beside the manifest as ``<manifest stem>.split.csv`` (``id,split``) and
+reused by every later run and every phase.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from emorec.errors import InputError, list_some
+from emorec.fileio import write_csv_atomic
+
+log = logging.getLogger("emorec")
+
+DEFAULT_CLASS_NAMES = ("happy", "sad", "hate", "anger")
+DEFAULT_IMAGE_ROOT = "data_t4sa"
+DEFAULT_MANIFEST = "data_files/image_labels.csv"
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
+REQUIRED_COLUMNS = ("label", "text", "image")
+
+
+def class_names_path(manifest_path: str | os.PathLike) -> Path:
+    """Return the path of the class-names file that belongs to a manifest."""
+    manifest_path = Path(manifest_path)
+    return manifest_path.with_name(f"{manifest_path.stem}.classes.txt")
+
+
+def split_path(manifest_path: str | os.PathLike) -> Path:
+    """Return the path of the stored split (``id,split``) that belongs to a manifest."""
+    manifest_path = Path(manifest_path)
+    return manifest_path.with_name(f"{manifest_path.stem}.split.csv")
+
+
+def read_class_names(
+    manifest_path: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """Return the class names of a manifest, in index order.
+
+    Takes the manifest's path and optional explicit names. Explicit names win;
+    otherwise the manifest's ``.classes.txt`` is read when it exists; otherwise
+    the paper's four classes. Raises :class:`InputError` for empty or repeated names.
+    """
+    source = "the class names given"
+    if class_names is None:
+        sidecar = class_names_path(manifest_path)
+        if sidecar.exists():
+            source = str(sidecar)
+            lines = sidecar.read_text(encoding="utf-8").splitlines()
+            class_names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        else:
+            return DEFAULT_CLASS_NAMES
+    names = tuple(name.strip().lower() for name in class_names)
+    if len(names) < 2 or "" in names or len(set(names)) != len(names):
+        raise InputError(
+            f"{source}: need at least two distinct, non-empty class names, got {list(names)}. "
+            "Write one class name per line, in index order."
+        )
+    return names
+
+
+def read_manifest(
+    path: str | os.PathLike,
+    image_root: str | os.PathLike = DEFAULT_IMAGE_ROOT,
+    class_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Read and check a manifest.
+
+    Takes the manifest CSV's path, the folder its image paths are relative to,
+    and optionally the class names (see :func:`read_class_names`). Returns a
+    DataFrame with columns ``id`` (str), ``label`` (int class index), ``text``,
+    ``image_path`` (absolute), ``group`` (the tweet the row belongs to) and,
+    when the manifest has one, ``split``. Its ``attrs["class_names"]`` holds the
+    class names.
+
+    Raises one :class:`InputError` that lists every problem found (missing
+    file or columns; unknown labels, empty texts, duplicated ids, bad split
+    values, image files that do not exist), naming the file, the first rows of
+    each kind and what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"manifest not found: {path}\n"
+            "Make the demo data set with `make data`, convert B-T4SA with "
+            "`python -m emorec.bt4sa --root DIR --out data_files/bt4sa.csv`, "
+            "or point --manifest at your CSV (header label,text,image)."
+        )
+    names = read_class_names(path, class_names)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot be read as a UTF-8 CSV file: {error}") from error
+    raw.columns = [str(column).strip().lower() for column in raw.columns]
+    missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(raw.columns) or 'none'}.\n"
+            "A manifest needs the header label,text,image (optional: id, split, group)."
+        )
+    if raw.empty:
+        raise InputError(f"{path}: the manifest has a header but no rows.")
+
+    raw = raw.apply(lambda column: column.str.strip())
+    # Line numbers as an editor shows them: the header is line 1.
+    line = pd.Series(raw.index + 2, index=raw.index)
+    problems: list[str] = []
+
+    labels = parse_labels(raw["label"], names)
+    unknown = labels.isna()
+    if unknown.any():
+        problems.append(
+            _problem(
+                f"unknown label in {unknown.sum()} row(s)",
+                [f"line {line[i]}: {raw.at[i, 'label']!r}" for i in raw.index[unknown]],
+                f"a label is a class index 0..{len(names) - 1} or one of: {', '.join(names)} "
+                f"(other classes: list them in {class_names_path(path).name}, one per line)",
+            )
+        )
+
+    empty_text = raw["text"] == ""
+    if empty_text.any():
+        problems.append(
+            _problem(
+                f"empty or missing text in {empty_text.sum()} row(s)",
+                [f"line {line[i]}" for i in raw.index[empty_text]],
+                "give every row its tweet's text, or remove the row",
+            )
+        )
+
+    empty_image = raw["image"] == ""
+    if empty_image.any():
+        problems.append(
+            _problem(
+                f"empty image path in {empty_image.sum()} row(s)",
+                [f"line {line[i]}" for i in raw.index[empty_image]],
+                "give every row its image file, relative to the image root",
+            )
+        )
+
+    stems = raw["image"].map(image_stem)
+    ids = raw["id"] if "id" in raw.columns else stems
+    empty_id = ids == ""
+    if empty_id.any():
+        problems.append(
+            _problem(
+                f"empty id in {empty_id.sum()} row(s)",
+                [f"line {line[i]}" for i in raw.index[empty_id]],
+                "give every row an id, or drop the id column to use the image file names",
+            )
+        )
+    duplicated = ids.duplicated(keep=False) & ~empty_id
+    if duplicated.any():
+        repeats = line[duplicated].groupby(ids[duplicated], sort=False).agg(list)
+        problems.append(
+            _problem(
+                f"duplicated id in {duplicated.sum()} row(s)",
+                [f"id {key!r} on lines {', '.join(map(str, rows))}" for key, rows in repeats.items()],
+                "every row needs its own id (by default the image file's name without extension)",
+            )
+        )
+
+    if "split" in raw.columns:
+        raw["split"] = raw["split"].str.lower()
+        bad_split = ~raw["split"].isin(SPLITS)
+        if bad_split.any():
+            problems.append(
+                _problem(
+                    f"bad split value in {bad_split.sum()} row(s)",
+                    [f"line {line[i]}: {raw.at[i, 'split']!r}" for i in raw.index[bad_split]],
+                    f"a split is one of {', '.join(SPLITS)}; or drop the column to split automatically",
+                )
+            )
+
+    image_root = Path(image_root)
+    image_paths, found = resolve_image_paths(raw["image"], image_root)
+    not_found = ~found & ~empty_image
+    if not_found.any():
+        problems.append(
+            _problem(
+                f"{not_found.sum()} image file(s) not found under the image root {image_root}",
+                [f"line {line[i]}: {image_paths[i]}" for i in raw.index[not_found]],
+                "check --image-root; image paths are relative to it (the paper's "
+                "'/data_bt4sa/76809/<id>-1.jpg' also resolves as '<root>/76809/<id>-1.jpg')",
+            )
+        )
+
+    if problems:
+        raise InputError(f"{path}: the manifest has problems.\n" + "\n".join(problems))
+
+    frame = pd.DataFrame(
+        {
+            "id": ids,
+            "label": labels.astype(int),
+            "text": raw["text"],
+            "image_path": image_paths,
+            "group": raw["group"] if "group" in raw.columns else stems.map(tweet_of_stem),
+        }
+    )
+    if "split" in raw.columns:
+        frame["split"] = raw["split"]
+    frame = frame.reset_index(drop=True)
+    frame.attrs["class_names"] = names
+    return frame
+
+
+def parse_labels(values: pd.Series, class_names: Sequence[str]) -> pd.Series:
+    """Map label strings (class indices or case-insensitive class names) to class indices.
+
+    Returns a float Series (NaN where a label is unknown), aligned with ``values``.
+    """
+    by_name = {name: index for index, name in enumerate(class_names)}
+    by_name.update({str(index): index for index in range(len(class_names))})
+    return values.str.lower().map(by_name).astype(float)
+
+
+def image_stem(image: str) -> str:
+    """Return an image path's file name without extension (the default row id)."""
+    return Path(image.replace("\\", "/")).stem if image else ""
+
+
+def tweet_of_stem(stem: str) -> str:
+    """Return the tweet a B-T4SA style stem ``<tweet id>-<n>`` belongs to (the whole stem if it has no '-')."""
+    return stem.rsplit("-", 1)[0] if "-" in stem else stem
+
+
+def resolve_image_paths(images: pd.Series, image_root: Path) -> tuple[pd.Series, pd.Series]:
+    """Resolve manifest image paths against the image root.
+
+    A relative path is ``<root>/<path>``. An absolute-looking one (the paper's
+    ``/data_bt4sa/76809/x.jpg``) is tried as ``<root>/data_bt4sa/76809/x.jpg``,
+    then ``<root>/76809/x.jpg``, then as the absolute path itself. Returns the
+    absolute paths (the first candidate when none exists) and whether each exists.
+    """
+    root = image_root.resolve()
+    resolved, exists = [], []
+    for image in images:
+        image = image.replace("\\", "/")
+        relative = image.lstrip("/")
+        candidates = [root / relative]
+        if image.startswith("/"):
+            if "/" in relative:
+                candidates.append(root / relative.split("/", 1)[1])
+            candidates.append(Path(image))
+        found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        resolved.append(str(found or candidates[0]))
+        exists.append(found is not None)
+    return pd.Series(resolved, index=images.index), pd.Series(exists, index=images.index)
+
+
+def assign_split(
+    frame: pd.DataFrame,
+    manifest_path: str | os.PathLike,
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    resplit: bool = False,
+) -> pd.DataFrame:
+    """Give every row its split (train/val/test), the same for every phase and run.
+
+    Takes the frame from :func:`read_manifest`, the manifest's path, the seed,
+    the train/val/test fractions and whether to draw a new split. A manifest
+    with its own ``split`` column keeps it. Otherwise the split stored beside the
+    manifest (:func:`split_path`) is reused; if there is none (or ``resplit``),
+    one is drawn, stratified by label and grouped by tweet, and stored.
+    Returns a copy of the frame with a ``split`` column. Raises
+    :class:`InputError` when the stored split does not match the manifest's ids.
+    """
+    if "split" in frame.columns:
+        log.info("using the manifest's own split: %s", _split_counts(frame["split"]))
+        return frame.copy()
+    stored = split_path(manifest_path)
+    if stored.exists() and not resplit:
+        splits = read_stored_split(stored, frame["id"])
+        log.info("reusing the split in %s (--resplit draws a new one): %s", stored, _split_counts(splits))
+    else:
+        splits = draw_split(frame, seed, fractions)
+        write_csv_atomic(pd.DataFrame({"id": frame["id"], "split": splits}), stored)
+        log.info("drew a new split with seed %d, stored in %s: %s", seed, stored, _split_counts(splits))
+    result = frame.copy()
+    result["split"] = splits.to_numpy()
+    return result
+
+
+def draw_split(
+    frame: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> pd.Series:
+    """Draw a seeded train/val/test split, stratified by label and grouped by ``group``.
+
+    Whole tweets (groups) are assigned, stratified by each tweet's label (its
+    first row's), so the images of one tweet never straddle two splits. Returns
+    a Series of split names aligned with ``frame``.
+    """
+    fractions = _check_fractions(fractions)
+    tweets = frame.groupby("group", sort=True)["label"].first()
+    train_fraction, val_fraction, test_fraction = fractions
+    try:
+        rest, test = train_test_split(
+            tweets.index, test_size=test_fraction, stratify=tweets, random_state=seed
+        )
+        train, val = train_test_split(
+            rest,
+            test_size=val_fraction / (train_fraction + val_fraction),
+            stratify=tweets[rest],
+            random_state=seed,
+        )
+    except ValueError as error:
+        counts = tweets.value_counts().sort_index()
+        class_names = frame.attrs.get("class_names")
+        per_class = ", ".join(
+            f"{class_names[label] if class_names else label}: {count}" for label, count in counts.items()
+        )
+        raise InputError(
+            f"cannot draw a stratified {'/'.join(f'{f:g}' for f in fractions)} split "
+            f"({error}). Tweets per class: {per_class}. Every class needs enough tweets "
+            "for each split; add examples, or give the manifest a split column."
+        ) from error
+    split_of_tweet = pd.Series("train", index=tweets.index)
+    split_of_tweet[val] = "val"
+    split_of_tweet[test] = "test"
+    return frame["group"].map(split_of_tweet).rename("split")
+
+
+def read_stored_split(path: Path, ids: pd.Series) -> pd.Series:
+    """Read a stored ``id,split`` file and return the split of each id in ``ids`` (aligned with it).
+
+    Raises :class:`InputError` when the file is malformed or its ids differ from ``ids``.
+    """
+    try:
+        stored = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: stored split cannot be read ({error}); use --resplit.") from error
+    if list(stored.columns[:2]) != ["id", "split"] or not stored["split"].isin(SPLITS).all():
+        raise InputError(
+            f"{path}: not a stored split (needs columns id,split with values {', '.join(SPLITS)}); "
+            "use --resplit to draw a new one."
+        )
+    added = sorted(set(ids) - set(stored["id"]))
+    removed = sorted(set(stored["id"]) - set(ids))
+    if added or removed or stored["id"].duplicated().any():
+        details = []
+        if added:
+            details.append(f"{len(added)} id(s) in the manifest but not in the split:\n{list_some(added)}")
+        if removed:
+            details.append(f"{len(removed)} id(s) in the split but not in the manifest:\n{list_some(removed)}")
+        raise InputError(
+            f"{path}: the stored split no longer matches the manifest.\n"
+            + "\n".join(details)
+            + "\nUse --resplit to draw a new split (results made with the old one are then not comparable)."
+        )
+    return ids.map(stored.set_index("id")["split"]).rename("split")
+
+
+def load_dataset(
+    manifest_path: str | os.PathLike,
+    image_root: str | os.PathLike = DEFAULT_IMAGE_ROOT,
+    seed: int = 0,
+    resplit: bool = False,
+    class_names: Sequence[str] | None = None,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+) -> pd.DataFrame:
+    """Read a manifest and give it its shared split: what every phase starts from.
+
+    Returns the frame of :func:`read_manifest` with a ``split`` column; see
+    :func:`assign_split`. Nothing is written unless the manifest is valid.
+    """
+    frame = read_manifest(manifest_path, image_root, class_names)
+    return assign_split(frame, manifest_path, seed=seed, fractions=fractions, resplit=resplit)
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise InputError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
+    return fractions
+
+
+def _split_counts(splits: pd.Series) -> str:
+    counts = splits.value_counts()
+    return ", ".join(f"{name} {counts.get(name, 0)}" for name in SPLITS)
+
+
+def _problem(title: str, rows: list[str], fix: str) -> str:
+    return f"- {title}:\n{list_some(rows)}\n  what to do: {fix}"

@@ -1,0 +1,48 @@
+"""Shared test helpers: tiny images and manifests written by the tests themselves."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (16, 12), fmt: str = "JPEG") -> Path:
+    """Write a small random RGB image to ``path`` (folders created) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels, "RGB").save(path, format=fmt)
+    return path
+
+
+def write_manifest(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
+    """Write ``rows`` (dicts) as a CSV manifest with the given column order."""
+    columns = columns or list(rows[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """A valid 40-row manifest in the IIT-R TIER form with its images; 8 tweets have two images.
+
+    Returns (manifest path, image root).
+    """
+    root = tmp_path / "images"
+    names = ["happy", "sad", "hate", "anger"]
+    rows = []
+    for tweet in range(32):
+        tweet_id = f"76809796742520{tweet:04d}"
+        label = tweet % 4
+        for number in range(1, 3 if tweet < 8 else 2):
+            image = f"data/76809/{tweet_id}-{number}.jpg"
+            write_image(root / image, seed=tweet * 10 + number)
+            rows.append({"label": names[label] if tweet % 2 else str(label), "text": f"tweet {tweet} text", "image": image})
+    return write_manifest(tmp_path / "image_labels.csv", rows), root

@@ -1,0 +1,83 @@
+"""The B-T4SA converter on a tiny fixture in the data set's exact distributed format (issue 3, point 6)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from emorec import bt4sa
+from emorec.cli import run
+from emorec.data import class_names_path, load_dataset, split_path
+from emorec.errors import InputError
+
+from conftest import write_image
+
+TWEETS = {
+    "758014713804587008": ('Just landed in #Rome!! 😍 https://t.co/abc', 2, 2, "train"),
+    "758014713804587009": ('so "tired" of this, honestly\nnew line', 0, 1, "train"),
+    "768097967425200128": ("meh, it's a monday", 1, 1, "val"),
+    "768097967425200200": ("@someone what a GAME tonight", 2, 1, "test"),
+    "768097967425200300": ("worst service ever", 0, 1, "test"),
+}
+
+
+def write_bt4sa(root, tweets=TWEETS, extra_lines=()):
+    """Write B-T4SA as distributed: split files, raw_tweets_text.csv (quoted "id","text") and data/."""
+    lines = {"train": [], "val": [], "test": []}
+    for tweet_id, (_, label, images, split) in tweets.items():
+        for number in range(1, images + 1):
+            relative = f"data/{tweet_id[:5]}/{tweet_id}-{number}.jpg"
+            write_image(root / relative, seed=number)
+            lines[split].append(f"{relative} {label}")
+    lines["train"].extend(extra_lines)
+    for split, content in lines.items():
+        (root / f"b-t4sa_{split}.txt").write_text("\n".join(content) + "\n")
+    texts = pd.DataFrame({"id": list(tweets), "text": [t[0] for t in tweets.values()]})
+    texts.to_csv(root / "raw_tweets_text.csv", index=False, quoting=1)  # csv.QUOTE_ALL, as distributed
+    return root
+
+
+def test_converts_to_a_manifest_with_its_split_and_class_names(tmp_path):
+    root = write_bt4sa(tmp_path / "b-t4sa")
+    out = tmp_path / "data_files" / "bt4sa.csv"
+    assert bt4sa.main(["--root", str(root), "--out", str(out)]) == 0
+
+    manifest = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(manifest.columns) == ["label", "text", "image", "id", "split"]
+    assert len(manifest) == 6
+    assert class_names_path(out).read_text().split() == ["negative", "neutral", "positive"]
+    row = manifest.set_index("id").loc["758014713804587008-2"]
+    assert (row.label, row.split, row.image) == ("positive", "train", "data/75801/758014713804587008-2.jpg")
+    assert row.text == TWEETS["758014713804587008"][0]
+    assert manifest.set_index("id").at["758014713804587009-1", "text"] == 'so "tired" of this, honestly\nnew line'
+
+    frame = load_dataset(out, root)
+    assert frame.attrs["class_names"] == ("negative", "neutral", "positive")
+    assert frame.set_index("id")["split"].to_dict() == manifest.set_index("id")["split"].to_dict()
+    assert frame.set_index("id").at["768097967425200128-1", "label"] == 1
+    assert not split_path(out).exists()  # B-T4SA's own split is kept, nothing drawn
+
+
+def test_malformed_split_line_is_named(tmp_path):
+    root = write_bt4sa(tmp_path, extra_lines=["data/75801/x-1.jpg positive"])
+    with pytest.raises(InputError, match=r"(?s)b-t4sa_train.txt: 1 malformed line\(s\).*line 4: 'data/75801/x-1.jpg positive'"):
+        bt4sa.convert(root, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_missing_text_stops_or_is_dropped_on_request(tmp_path):
+    root = write_bt4sa(tmp_path)
+    texts = pd.read_csv(root / "raw_tweets_text.csv", dtype=str)
+    texts[texts["id"] != "768097967425200300"].to_csv(root / "raw_tweets_text.csv", index=False, quoting=1)
+    with pytest.raises(InputError, match="(?s)no text for 1 image.*768097967425200300-1.jpg.*--drop-missing-text"):
+        bt4sa.convert(root, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    manifest = bt4sa.convert(root, tmp_path / "out.csv", drop_missing_text=True)
+    assert len(manifest) == 5
+
+
+def test_wrong_root_exits_2_with_a_message(tmp_path, capsys):
+    assert run(bt4sa.main, ["--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o.csv")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: B-T4SA split file not found")
+    assert "Traceback" not in error

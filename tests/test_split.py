@@ -1,0 +1,108 @@
+"""The shared split: seeded, stratified, grouped, stored once and reused (issue 3, point 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emorec.data import draw_split, load_dataset, split_path
+from emorec.errors import InputError
+
+from conftest import write_image, write_manifest
+
+
+def synthetic_frame(tweets: int = 1500, seed: int = 0) -> pd.DataFrame:
+    """Rows as read_manifest returns them, without files: one tweet in five has two images."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(4, size=tweets, p=[0.05, 0.25, 0.18, 0.52])
+    rows = []
+    for tweet, label in enumerate(labels):
+        for number in range(1, 3 if tweet % 5 == 0 else 2):
+            rows.append({"id": f"{tweet}-{number}", "label": int(label), "group": str(tweet)})
+    return pd.DataFrame(rows)
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    frame = synthetic_frame()
+    first, again, other = draw_split(frame, seed=0), draw_split(frame, seed=0), draw_split(frame, seed=1)
+    assert first.equals(again)
+    assert (first != other).mean() > 0.2
+
+
+def test_default_fractions_are_70_10_20_and_stratified():
+    frame = synthetic_frame()
+    split = draw_split(frame, seed=0)
+    tweets = frame.assign(split=split).groupby("group").first()
+    shares = tweets["split"].value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.7, abs=0.01)
+    assert shares["val"] == pytest.approx(0.1, abs=0.01)
+    assert shares["test"] == pytest.approx(0.2, abs=0.01)
+    overall = tweets["label"].value_counts(normalize=True)
+    for name in ("train", "val", "test"):
+        in_split = tweets.loc[tweets["split"] == name, "label"].value_counts(normalize=True)
+        for label in range(4):
+            assert in_split[label] == pytest.approx(overall[label], abs=0.02), (name, label)
+
+
+def test_images_of_one_tweet_never_straddle_two_splits():
+    frame = synthetic_frame()
+    split = draw_split(frame, seed=3)
+    assert (frame.assign(split=split).groupby("group")["split"].nunique() == 1).all()
+    assert frame.groupby("group").size().max() == 2  # the property is not vacuous
+
+
+def test_split_does_not_depend_on_row_order():
+    frame = synthetic_frame()
+    shuffled = frame.sample(frac=1, random_state=7)
+    assert draw_split(frame, 0).equals(draw_split(shuffled, 0).sort_index())
+
+
+def test_too_few_examples_of_a_class_is_a_clear_error():
+    frame = pd.DataFrame({"id": list("abcdef"), "label": [0, 0, 0, 0, 0, 1], "group": list("abcdef")})
+    with pytest.raises(InputError, match="Tweets per class: 0: 5, 1: 1"):
+        draw_split(frame, seed=0)
+
+
+def test_split_is_stored_beside_the_manifest_and_reused(tiny_dataset):
+    manifest, root = tiny_dataset
+    first = load_dataset(manifest, root, seed=0)
+    stored = split_path(manifest)
+    assert stored == manifest.with_name("image_labels.split.csv")
+    on_disk = pd.read_csv(stored, dtype=str)
+    assert list(on_disk.columns) == ["id", "split"]
+    assert on_disk["id"].tolist() == first["id"].tolist()
+    # Another seed reuses the stored split rather than drawing a new one.
+    assert load_dataset(manifest, root, seed=5)["split"].equals(first["split"])
+    # --resplit draws anew with the given seed, and stores it.
+    redrawn = load_dataset(manifest, root, seed=5, resplit=True)
+    assert not redrawn["split"].equals(first["split"])
+    assert pd.read_csv(stored, dtype=str)["split"].tolist() == redrawn["split"].tolist()
+
+
+def test_stored_split_that_no_longer_matches_is_an_error(tiny_dataset):
+    manifest, root = tiny_dataset
+    load_dataset(manifest, root, seed=0)
+    frame = pd.read_csv(manifest, dtype=str)
+    write_image(root / "extra-1.jpg")
+    frame = pd.concat([frame.iloc[1:], pd.DataFrame([{"label": "0", "text": "new", "image": "extra-1.jpg"}])])
+    frame.to_csv(manifest, index=False)
+    with pytest.raises(InputError) as error:
+        load_dataset(manifest, root, seed=0)
+    message = str(error.value)
+    assert "no longer matches" in message and "--resplit" in message
+    assert "1 id(s) in the manifest but not in the split" in message and "extra-1" in message
+    assert "1 id(s) in the split but not in the manifest" in message
+    assert len(load_dataset(manifest, root, seed=0, resplit=True)) == 40
+
+
+def test_a_manifest_with_its_own_split_keeps_it(tmp_path):
+    rows = []
+    for i, split in enumerate(["train", "val", "test", "TEST"]):
+        write_image(tmp_path / f"{i}.jpg")
+        rows.append({"label": "0", "text": "t", "image": f"{i}.jpg", "split": split})
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    frame = load_dataset(manifest, tmp_path, seed=0)
+    assert frame["split"].tolist() == ["train", "val", "test", "test"]
+    assert not split_path(manifest).exists()
+
