@@ -240,8 +240,8 @@ def render_image(rng: np.random.Generator, palette: int) -> Image.Image:
         width, height = height, width
     top, bottom = np.array(_hsv_colour(rng, palette)), np.array(_hsv_colour(rng, palette))
     ramp = np.linspace(0.0, 1.0, height)[:, None, None]
-    pixels = (top * (1 - ramp) + bottom * ramp) * np.ones((1, width, 1))
-    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    column = (top * (1 - ramp) + bottom * ramp).astype(np.uint8)
+    image = Image.fromarray(column, "RGB").resize((width, height), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(image)
     shapes = [palette] * int(rng.integers(4, 10)) + [2] * int(rng.integers(2, 6))
     for shape_palette in rng.permutation(shapes):
@@ -255,8 +255,8 @@ def render_image(rng: np.random.Generator, palette: int) -> Image.Image:
             draw.rectangle((x0, y0, x1, y1), fill=colour)
         else:
             draw.polygon([(x0, y1), ((x0 + x1) // 2, y0), (x1, y1)], fill=colour)
-    noisy = np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, size=(height, width, 1), dtype=np.int16)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+    noise = rng.integers(-12, 13, size=(height, width, 1), dtype=np.int16)
+    return Image.fromarray(np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8), "RGB")
 
 
 def save_image(rng: np.random.Generator, image: Image.Image, stem_path: Path) -> Path:

@@ -1,0 +1,71 @@
+"""User errors exit 2 without a traceback; outputs are written atomically."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from emorec.cli import run
+from emorec.errors import InputError, list_some
+from emorec.fileio import atomic_path, write_text_atomic
+
+
+def test_run_turns_an_input_error_into_status_2(capsys):
+    def main(argv):
+        raise InputError("manifest not found: x.csv")
+
+    assert run(main, []) == 2
+    assert capsys.readouterr().err == "error: manifest not found: x.csv\n"
+
+
+def test_run_lets_bugs_keep_their_traceback():
+    def main(argv):
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        run(main, [])
+
+
+def test_list_some_shows_ten_and_counts_the_rest():
+    text = list_some(range(25))
+    assert text.splitlines()[:10] == [f"  {i}" for i in range(10)]
+    assert text.splitlines()[10] == "  ... and 15 more (25 in all)"
+    assert list_some(["a"]) == "  a"
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
+    target = tmp_path / "out" / "prob.csv"
+    write_text_atomic(target, "old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old\n"
+    assert os.listdir(target.parent) == ["prob.csv"]
+
+
+def test_atomic_write_gives_the_usual_permissions(tmp_path):
+    target = tmp_path / "file.txt"
+    write_text_atomic(target, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("module", ["emorec.demo", "emorec.bt4sa"])
+def test_module_help_runs(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
+    assert "usage: python -m " + module in result.stdout
+    assert "(default:" in result.stdout
+
+
+def test_demo_command_line_reports_a_user_error_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "emorec.demo", "--out", str(tmp_path), "--n", "5"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --n must be at least 20 (one split needs every class), got 5"
