@@ -127,49 +127,28 @@ def read_manifest(
     line = pd.Series(raw.index + 2, index=raw.index)
     problems: list[str] = []
 
+    def flag(bad: pd.Series, title: str, fix: str, shown: pd.Series | None = None) -> None:
+        """Record a problem for the rows where ``bad`` holds: each by line, with its ``shown`` value."""
+        if bad.any():
+            rows = [f"line {line[i]}" + ("" if shown is None else f": {shown[i]!r}") for i in raw.index[bad]]
+            problems.append(_problem(title.replace("{count}", str(bad.sum())), rows, fix))
+
     labels = parse_labels(raw["label"], names)
-    unknown = labels.isna()
-    if unknown.any():
-        problems.append(
-            _problem(
-                f"unknown label in {unknown.sum()} row(s)",
-                [f"line {line[i]}: {raw.at[i, 'label']!r}" for i in raw.index[unknown]],
-                f"a label is a class index 0..{len(names) - 1} or one of: {', '.join(names)} "
-                f"(other classes: list them in {class_names_path(path).name}, one per line)",
-            )
-        )
-
-    empty_text = raw["text"] == ""
-    if empty_text.any():
-        problems.append(
-            _problem(
-                f"empty or missing text in {empty_text.sum()} row(s)",
-                [f"line {line[i]}" for i in raw.index[empty_text]],
-                "give every row its tweet's text, or remove the row",
-            )
-        )
-
+    flag(
+        labels.isna(),
+        "unknown label in {count} row(s)",
+        f"a label is a class index 0..{len(names) - 1} or one of: {', '.join(names)} "
+        f"(other classes: list them in {class_names_path(path).name}, one per line)",
+        shown=raw["label"],
+    )
+    flag(raw["text"] == "", "empty or missing text in {count} row(s)", "give every row its tweet's text, or remove the row")
     empty_image = raw["image"] == ""
-    if empty_image.any():
-        problems.append(
-            _problem(
-                f"empty image path in {empty_image.sum()} row(s)",
-                [f"line {line[i]}" for i in raw.index[empty_image]],
-                "give every row its image file, relative to the image root",
-            )
-        )
+    flag(empty_image, "empty image path in {count} row(s)", "give every row its image file, relative to the image root")
 
     stems = raw["image"].map(image_stem)
     ids = raw["id"] if "id" in raw.columns else stems
     empty_id = ids == ""
-    if empty_id.any():
-        problems.append(
-            _problem(
-                f"empty id in {empty_id.sum()} row(s)",
-                [f"line {line[i]}" for i in raw.index[empty_id]],
-                "give every row an id, or drop the id column to use the image file names",
-            )
-        )
+    flag(empty_id, "empty id in {count} row(s)", "give every row an id, or drop the id column to use the image file names")
     duplicated = ids.duplicated(keep=False) & ~empty_id
     if duplicated.any():
         repeats = line[duplicated].groupby(ids[duplicated], sort=False).agg(list)
@@ -183,28 +162,22 @@ def read_manifest(
 
     if "split" in raw.columns:
         raw["split"] = raw["split"].str.lower()
-        bad_split = ~raw["split"].isin(SPLITS)
-        if bad_split.any():
-            problems.append(
-                _problem(
-                    f"bad split value in {bad_split.sum()} row(s)",
-                    [f"line {line[i]}: {raw.at[i, 'split']!r}" for i in raw.index[bad_split]],
-                    f"a split is one of {', '.join(SPLITS)}; or drop the column to split automatically",
-                )
-            )
+        flag(
+            ~raw["split"].isin(SPLITS),
+            "bad split value in {count} row(s)",
+            f"a split is one of {', '.join(SPLITS)}; or drop the column to split automatically",
+            shown=raw["split"],
+        )
 
     image_root = Path(image_root)
     image_paths, found = resolve_image_paths(raw["image"], image_root)
-    not_found = ~found & ~empty_image
-    if not_found.any():
-        problems.append(
-            _problem(
-                f"{not_found.sum()} image file(s) not found under the image root {image_root}",
-                [f"line {line[i]}: {image_paths[i]}" for i in raw.index[not_found]],
-                "check --image-root; image paths are relative to it (the paper's "
-                "'/data_bt4sa/76809/<id>-1.jpg' also resolves as '<root>/76809/<id>-1.jpg')",
-            )
-        )
+    flag(
+        ~found & ~empty_image,
+        f"{{count}} image file(s) not found under the image root {image_root}",
+        "check --image-root; image paths are relative to it (the paper's "
+        "'/data_bt4sa/76809/<id>-1.jpg' also resolves as '<root>/76809/<id>-1.jpg')",
+        shown=image_paths,
+    )
 
     if problems:
         raise InputError(f"{path}: the manifest has problems.\n" + "\n".join(problems))

@@ -77,6 +77,7 @@ log = logging.getLogger("emorec")
 
 MANIFEST_NAME = "image_labels.csv"
 GLOVE_NAME = "glove.demo.200d.txt"
+DEMO_MARKER = ".emorec-demo"
 EMBEDDING_DIM = 200
 
 CLASS_PRIORS = (0.05, 0.25, 0.18, 0.52)  # happy, sad, hate, anger: the paper's 1k subset
@@ -338,13 +339,14 @@ def generate(out: str | Path, n: int = 2000, seed: int = 0, corpus_size: int = 3
     if n < 20:
         raise InputError(f"--n must be at least 20 (one split needs every class), got {n}")
     out = Path(out)
-    manifest_path = out / MANIFEST_NAME
-    if (out / "data").exists():
-        if not manifest_path.exists():
-            raise InputError(f"{out}/data exists but is not a demo data set; choose another --out")
-        shutil.rmtree(out / "data")
-        manifest_path.unlink()
+    manifest_path, marker = out / MANIFEST_NAME, out / DEMO_MARKER
+    if (out / "data").exists() or manifest_path.exists():
+        if not marker.exists():  # never delete what this generator did not write (real data, say)
+            raise InputError(f"{out} holds data that is not a generated demo data set; choose another --out")
+        shutil.rmtree(out / "data", ignore_errors=True)
+        manifest_path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by python -m emorec.demo; regenerating replaces this folder's demo files\n")
     text_rng, image_rng, corpus_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
     images_per_tweet = []

@@ -11,6 +11,7 @@ from PIL import Image
 
 from emorec import demo
 from emorec.data import load_dataset, read_manifest
+from emorec.errors import InputError
 
 
 def tree_digest(folder):
@@ -37,7 +38,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     first = tree_digest(tmp_path / "a")
     assert first == tree_digest(tmp_path / "b")
     assert first != tree_digest(tmp_path / "c")
-    assert len(first) >= 42  # 40 images, the manifest and the vectors
+    assert len(first) == 43  # 40 images, the manifest, the vectors and the marker
 
 
 def test_regenerating_replaces_the_previous_demo(tmp_path):
@@ -45,6 +46,15 @@ def test_regenerating_replaces_the_previous_demo(tmp_path):
     demo.generate(tmp_path, n=30, seed=1, corpus_size=1500)
     images = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
     assert len(images) == 30
+
+
+def test_never_deletes_a_folder_it_did_not_write(tmp_path):
+    real = tmp_path / "data" / "75801" / "758014713804587008-1.jpg"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"a real image")
+    with pytest.raises(InputError, match="not a generated demo data set"):
+        demo.generate(tmp_path, n=30, seed=0, corpus_size=1500)
+    assert real.read_bytes() == b"a real image"
 
 
 def test_manifest_and_images_in_the_real_layouts(small_demo):
