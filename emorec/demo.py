@@ -267,7 +267,7 @@ def save_image(rng: np.random.Generator, image: Image.Image, stem_path: Path) ->
         path = stem_path.with_suffix(".png")
         image = image.convert("RGBA")
         image.putalpha(int(rng.integers(180, 256)))
-        image.save(path, format="PNG")
+        image.save(path, format="PNG", compress_level=1)  # noisy pixels: zlib effort buys little
     else:
         path = stem_path.with_suffix(".jpg")
         if draw < PNG_RATE + GRAYSCALE_RATE:
