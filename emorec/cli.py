@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
+from emorec.data import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.errors import InputError
 
 
@@ -32,3 +36,102 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
         print(f"error: {error}", file=sys.stderr)
         return 2
     return result if isinstance(result, int) else 0
+
+
+def phase_parser(
+    phase: str, description: str, *, epochs: int = 100, batch_size: int = 32, lr: float = 1e-4
+) -> argparse.ArgumentParser:
+    """Return the parser every phase script starts from, with the phase's own training defaults.
+
+    Groups: data (--manifest, --image-root, --classes, --seed, --resplit),
+    training (--epoch/--epochs, --batch-size, --lr) and outputs (--run-name,
+    --checkpoint-dir, --log-dir, --prob-dir). A phase adds its own flags to it.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"python {phase}.py", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--manifest", default=DEFAULT_MANIFEST, help="manifest CSV: label,text,image[,id][,split][,group]")
+    data.add_argument(
+        "--image-root", default=DEFAULT_IMAGE_ROOT, help="folder the manifest's image paths are relative to"
+    )
+    data.add_argument(
+        "--classes", type=_class_list, default=None,
+        help="class names in index order, comma-separated (default: <manifest stem>.classes.txt beside the "
+        "manifest if it exists, else happy,sad,hate,anger)",
+    )
+    data.add_argument(
+        "--seed", type=int, default=0,
+        help="random seed: the split (when first drawn), initialisation and batch order; "
+        "the same seed on the same machine gives the same numbers",
+    )
+    data.add_argument(
+        "--resplit", action="store_true",
+        help="draw a new train/val/test split with --seed, replacing the one stored beside the manifest",
+    )
+    training = parser.add_argument_group("training")
+    training.add_argument("--epoch", "--epochs", dest="epochs", type=_positive_int, default=epochs, help="training epochs")
+    training.add_argument("--batch-size", type=_positive_int, default=batch_size, help="examples per training batch")
+    training.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument(
+        "--run-name", type=_run_name, default=None,
+        help="put every output one folder deeper (model_checkpoints/NAME/..., data_files/NAME/..., "
+        "tb_logs/NAME/...) so runs do not overwrite each other; later phases read the same run",
+    )
+    outputs.add_argument("--checkpoint-dir", default="model_checkpoints", help="where models and their JSON go")
+    outputs.add_argument("--log-dir", default="tb_logs", help="where TensorBoard curves go")
+    outputs.add_argument("--prob-dir", default="data_files", help="where the class-probability CSVs go")
+    return parser
+
+
+@dataclass(frozen=True)
+class PhaseOutputs:
+    """Where one phase of one run writes (see design §2): every path moves one folder deeper with --run-name."""
+
+    model: Path
+    args_json: Path
+    metrics_json: Path
+    epochs_csv: Path
+    best_weights: Path
+    tensorboard: Path
+    prob_dir: Path
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, phase: str) -> "PhaseOutputs":
+        """The outputs of ``phase`` for the parsed command line ``args``."""
+        run = args.run_name or ""
+        checkpoints = Path(args.checkpoint_dir) / run
+        return cls(
+            model=checkpoints / f"{phase}.keras",
+            args_json=checkpoints / f"{phase}.args.json",
+            metrics_json=checkpoints / f"{phase}.metrics.json",
+            epochs_csv=checkpoints / f"{phase}.epochs.csv",
+            best_weights=checkpoints / f".{phase}.best.weights.h5",
+            tensorboard=Path(args.log_dir) / run / phase,
+            prob_dir=Path(args.prob_dir) / run,
+        )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _class_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(","))
+
+
+def _run_name(text: str) -> str:
+    if not text or "/" in text or "\\" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"a run name is one folder name (no '/'), got {text!r}")
+    return text

@@ -36,9 +36,20 @@ log = logging.getLogger("emorec")
 DEFAULT_CLASS_NAMES = ("happy", "sad", "hate", "anger")
 DEFAULT_IMAGE_ROOT = "data_t4sa"
 DEFAULT_MANIFEST = "data_files/image_labels.csv"
+DEFAULT_GLOVE = "data_files/glove.twitter.27B.200d.txt"
+GLOVE_DOWNLOAD = "https://nlp.stanford.edu/data/glove.twitter.27B.zip"
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
 REQUIRED_COLUMNS = ("label", "text", "image")
+
+
+def missing_glove_message(path: str | os.PathLike) -> str:
+    """Explain how to get the GloVe file that ``path`` names, or how to train without it."""
+    return (
+        f"GloVe file not found: {path}\n"
+        f"Download {GLOVE_DOWNLOAD} (1.4 GB), unzip it and place glove.twitter.27B.200d.txt "
+        f"at {path} (or pass --glove PATH). To train without pretrained vectors, pass --glove none."
+    )
 
 
 def class_names_path(manifest_path: str | os.PathLike) -> Path:

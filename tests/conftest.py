@@ -46,3 +46,13 @@ def tiny_dataset(tmp_path):
             write_image(root / image, seed=tweet * 10 + number)
             rows.append({"label": names[label] if tweet % 2 else str(label), "text": f"tweet {tweet} text", "image": image})
     return write_manifest(tmp_path / "image_labels.csv", rows), root
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory):
+    """A 600-image demo (the default is 2000), with word vectors from 5,000 unlabelled tweets; its folder."""
+    from emorec import demo
+
+    out = tmp_path_factory.mktemp("demo")
+    demo.generate(out, n=600, seed=0, corpus_size=5000)
+    return out

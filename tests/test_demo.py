@@ -23,14 +23,6 @@ def tree_digest(folder):
     }
 
 
-@pytest.fixture(scope="module")
-def small_demo(tmp_path_factory):
-    """A 600-image demo (the default is 2000), with word vectors from 5,000 unlabelled tweets."""
-    out = tmp_path_factory.mktemp("demo")
-    demo.generate(out, n=600, seed=0, corpus_size=5000)
-    return out
-
-
 def test_same_seed_gives_byte_identical_files(tmp_path):
     demo.generate(tmp_path / "a", n=40, seed=3, corpus_size=1500)
     demo.generate(tmp_path / "b", n=40, seed=3, corpus_size=1500)

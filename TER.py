@@ -1,0 +1,107 @@
+"""Text emotion recognition (TER), the paper's first phase.
+
+    python TER.py --epoch=100
+
+Arguments -> data (the manifest and its shared split) -> text pipeline (tweet
+normalisation and vocabulary from the training split, GloVe vectors) -> model
+(two GloVe channels, BiLSTM and convolution paths) -> training (best
+validation loss kept) -> evaluation -> outputs: ``model_checkpoints/TER.keras``
+(raw strings in, probabilities out; ``import emorec.text`` before loading it),
+``TER.args.json``, ``TER.metrics.json``, ``TER.epochs.csv``, TensorBoard curves
+in ``tb_logs/TER/`` and ``data_files/text_prob.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from emorec.cli import PhaseOutputs, phase_parser, run, setup_logging
+from emorec.data import DEFAULT_GLOVE, missing_glove_message
+from emorec.errors import InputError
+
+log = logging.getLogger("emorec")
+PHASE = "TER"
+PROB_FILE = "text_prob.csv"
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse TER's command line: the shared phase flags plus the text model's own."""
+    parser = phase_parser(PHASE, "Train the paper's text emotion recognition model.", batch_size=256, lr=1e-3)
+    text = parser.add_argument_group("text model")
+    text.add_argument(
+        "--glove", default=DEFAULT_GLOVE,
+        help="GloVe text file (glove.twitter.27B.200d.txt from glove.twitter.27B.zip); 'none' for random initialisation",
+    )
+    text.add_argument("--embedding-dim", type=int, default=200, help="embedding dimension; must match the GloVe file")
+    text.add_argument("--max-words", type=int, default=40000, help="vocabulary size: the most frequent training words")
+    text.add_argument("--seq-len", type=int, default=30, help="tokens per text (longer texts are cut, shorter padded)")
+    args = parser.parse_args(argv)
+    args.glove = None if args.glove.lower() == "none" else args.glove
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train TER and write its model, metrics and probabilities; returns 0."""
+    args = parse_args(argv)
+    setup_logging()
+    if args.glove is not None and not Path(args.glove).is_file():  # before any work, not after it
+        raise InputError(missing_glove_message(args.glove))
+    # Heavy imports after parsing, so --help and argument errors answer at once.
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from emorec.data import load_dataset
+    from emorec.fileio import write_csv_atomic, write_json_atomic
+    from emorec.models import build_ter_network, text_model
+    from emorec.report import classification_metrics, probability_table
+    from emorec.text import adapt_vectorizer, build_vectorizer, embedding_matrix, vectorize
+    from emorec.train import fit_best, save_model, seed_everything
+
+    seed_everything(args.seed)
+    outputs = PhaseOutputs.of(args, PHASE)
+
+    # Data: every phase reads the same manifest and the same split.
+    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes)
+    class_names = frame.attrs["class_names"]
+    train, val = (frame["split"] == "train").to_numpy(), (frame["split"] == "val").to_numpy()
+
+    # Text pipeline: the vocabulary comes from the training split only.
+    vectorizer = build_vectorizer(args.max_words, args.seq_len)
+    vocabulary = adapt_vectorizer(vectorizer, frame["text"][train])
+    log.info("vocabulary: %s words from %s training texts", f"{len(vocabulary) - 2:,}", f"{train.sum():,}")
+    embeddings = embedding_matrix(args.glove, vocabulary, args.embedding_dim, args.seed)
+    token_ids = vectorize(vectorizer, frame["text"])
+    labels = frame["label"].to_numpy()
+
+    # Model and training.
+    network = build_ter_network(embeddings, args.seq_len, len(class_names))
+    network.compile(
+        optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    training = fit_best(
+        network, (token_ids[train], labels[train]), (token_ids[val], labels[val]), args.epochs, args.batch_size, outputs
+    )
+
+    # Evaluation, with the saved model itself: raw strings in, probabilities out.
+    model = text_model(vectorizer, network)
+    probabilities = model.predict(tf.constant(frame["text"].tolist()), batch_size=1024, verbose=0)
+    metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
+    for split, scores in metrics["splits"].items():
+        log.info("%s: accuracy %.3f, macro-F1 %.3f (n=%d)", split, scores["accuracy"], scores["macro_f1"], scores["n"])
+
+    save_model(model, outputs.model)
+    write_json_atomic(outputs.metrics_json, {"phase": PHASE, "class_names": list(class_names), **training, **metrics})
+    write_json_atomic(outputs.args_json, {"argv": list(sys.argv[1:] if argv is None else argv), **vars(args),
+                                          "keras": keras.__version__, "tensorflow": tf.__version__,
+                                          "numpy": np.__version__})
+    write_csv_atomic(probability_table(frame, probabilities, class_names), outputs.prob_dir / PROB_FILE)
+    log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / PROB_FILE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,184 @@
+"""Text: tweet-aware normalisation inside the model, the vocabulary, and GloVe vectors with their cache.
+
+The normalisation is written in TensorFlow string ops and registered with
+Keras, so it travels inside the saved model: ``keras.models.load_model`` on a
+TER checkpoint maps raw strings to probabilities once this module is imported
+(``import emorec.text``), with no tokenizer pickle beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emorec.data import missing_glove_message
+from emorec.errors import InputError
+from emorec.fileio import atomic_path
+
+log = logging.getLogger("emorec")
+
+PAD, OOV = "", "[UNK]"
+
+# Emoji and pictographs (kept as tokens of their own); variation selectors and joiners are dropped.
+_EMOJI = r"[\x{1F000}-\x{1FAFF}\x{2600}-\x{27BF}\x{2B00}-\x{2BFF}\x{3030}\x{303D}]"
+_PUNCTUATION = r"[!\"$%&()*+,\-./:;=?\[\\\]^_`{|}~…“”‘’«»¡¿]+"
+
+
+@keras.saving.register_keras_serializable(package="emorec")
+def tweet_standardize(texts: tf.Tensor) -> tf.Tensor:
+    """Normalise tweets the way GloVe-twitter's tokens are written; string tensor in, string tensor out.
+
+    Lower case; links become ``<url>``, @mentions ``<user>``, numbers standing
+    alone ``<number>``; '#' is stripped from hashtags; each emoji becomes a token of
+    its own; other punctuation (not apostrophes) becomes a space.
+    """
+    texts = tf.strings.lower(texts, encoding="utf-8")
+    texts = tf.strings.regex_replace(texts, r"(?:https?://|www\.)\S+", " <url> ")
+    texts = tf.strings.regex_replace(texts, r"@[\pL\pN_]+", " <user> ")
+    texts = tf.strings.regex_replace(texts, r"#([\pL\pN_]+)", r" \1 ")
+    texts = tf.strings.regex_replace(texts, r"\b\d+(?:[.,:/]\d+)*\b", " <number> ")
+    texts = tf.strings.regex_replace(texts, r"[\x{FE0E}\x{FE0F}\x{200D}]", "")
+    texts = tf.strings.regex_replace(texts, _EMOJI, r" \0 ")
+    return tf.strings.regex_replace(texts, _PUNCTUATION, " ")
+
+
+def build_vectorizer(max_words: int, seq_len: int) -> keras.layers.TextVectorization:
+    """Return an unadapted TextVectorization: :func:`tweet_standardize`, whitespace split,
+    the ``max_words`` most frequent words (plus padding and out-of-vocabulary), ``seq_len`` ids per text.
+    """
+    return keras.layers.TextVectorization(
+        max_tokens=max_words + 2,
+        standardize=tweet_standardize,
+        split="whitespace",
+        output_mode="int",
+        output_sequence_length=seq_len,
+        name="text_vectorization",
+    )
+
+
+def adapt_vectorizer(vectorizer: keras.layers.TextVectorization, texts: Sequence[str]) -> list[str]:
+    """Learn the vocabulary from ``texts`` (the training split only); return it, padding and OOV first."""
+    vectorizer.adapt(tf.constant(list(texts)), batch_size=1024)
+    return [str(word) for word in vectorizer.get_vocabulary()]
+
+
+def vectorize(vectorizer: keras.layers.TextVectorization, texts: Sequence[str], batch_size: int = 4096) -> np.ndarray:
+    """Map texts to padded token-id sequences, shape (len(texts), seq_len), int32."""
+    texts = list(texts)
+    parts = [vectorizer(tf.constant(texts[i : i + batch_size])).numpy() for i in range(0, len(texts), batch_size)]
+    return np.concatenate(parts).astype(np.int32)
+
+
+def read_glove(
+    path: str | os.PathLike, vocabulary: Sequence[str] | None, dim: int
+) -> dict[str, np.ndarray]:
+    """Parse a GloVe text file (``word v1 ... v<dim>`` per line).
+
+    With a ``vocabulary``, only its words' vectors are parsed (every line is
+    still checked to have ``dim`` values); with ``None``, every vector is.
+    Returns a dict word -> float32 vector. Raises :class:`InputError` for a
+    missing file, a dimension that is not ``dim`` or a malformed line, naming
+    the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(missing_glove_message(path))
+    wanted = None if vocabulary is None else {word.encode("utf-8") for word in vocabulary}
+    vectors: dict[str, np.ndarray] = {}
+    with open(path, "rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.rstrip(b"\r\n").rstrip(b" ")
+            if line.count(b" ") != dim:
+                if number == 1:
+                    raise InputError(
+                        f"{path}, line 1: {line.count(b' ')} values per word, but the model uses {dim} "
+                        f"(--embedding-dim). Use the {dim}-dimensional file (glove.twitter.27B.{dim}d.txt) "
+                        "or set --embedding-dim to the file's dimension."
+                    )
+                raise InputError(
+                    f"{path}, line {number}: {line.count(b' ')} values instead of {dim}: "
+                    f"{line[:60].decode('utf-8', 'replace')!r}... The file may be truncated or corrupt; "
+                    "download it again."
+                )
+            word, values = line.split(b" ", 1)
+            if wanted is not None and word not in wanted:
+                continue
+            try:
+                vectors[word.decode("utf-8")] = np.array(values.split(b" "), dtype=np.float32)
+            except (ValueError, UnicodeDecodeError) as error:
+                raise InputError(f"{path}, line {number}: cannot be parsed ({error}); download the file again.") from error
+    return vectors
+
+
+def glove_cache_path(path: str | os.PathLike, vocabulary: Sequence[str], dim: int) -> Path:
+    """Return where the vectors of ``vocabulary`` from the GloVe file ``path`` are cached.
+
+    Beside the GloVe file, keyed by its size and modification time, the
+    dimension and the vocabulary, so a changed file or vocabulary misses.
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = hashlib.sha256(
+        json.dumps([path.name, stat.st_size, stat.st_mtime_ns, dim, list(vocabulary)]).encode("utf-8")
+    ).hexdigest()[:16]
+    return path.with_name(f"{path.name}.{key}.cache.npz")
+
+
+def load_glove_vectors(
+    path: str | os.PathLike, vocabulary: Sequence[str], dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the GloVe vectors of ``vocabulary``, from the cache when it holds them, else parsed and cached.
+
+    Returns (vectors, found): a float32 array (len(vocabulary), dim) with zeros
+    where a word has no vector, and a boolean mask of the words found. Logs
+    the hits and misses.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(missing_glove_message(path))
+    cache = glove_cache_path(path, vocabulary, dim)
+    if cache.exists():
+        with np.load(cache) as stored:
+            vectors, found = stored["vectors"], stored["found"]
+        log.info("GloVe: %s of %s words from the cache %s", f"{found.sum():,}", f"{len(vocabulary):,}", cache.name)
+        return vectors, found
+    log.info("GloVe: reading %s for %s vocabulary words (once; cached afterwards)", path, f"{len(vocabulary):,}")
+    parsed = read_glove(path, vocabulary, dim)
+    vectors = np.zeros((len(vocabulary), dim), dtype=np.float32)
+    found = np.zeros(len(vocabulary), dtype=bool)
+    for row, word in enumerate(vocabulary):
+        if word in parsed:
+            vectors[row], found[row] = parsed[word], True
+    with atomic_path(cache) as tmp, open(tmp, "wb") as out:
+        np.savez(out, vectors=vectors, found=found)
+    log.info("GloVe: found %s of %s words; cached in %s", f"{found.sum():,}", f"{len(vocabulary):,}", cache)
+    return vectors, found
+
+
+def embedding_matrix(glove: str | None, vocabulary: Sequence[str], dim: int, seed: int) -> np.ndarray:
+    """Return the initial embedding matrix (len(vocabulary), dim), float32, for the given vocabulary.
+
+    Words with a GloVe vector get it; the others (and every word when
+    ``glove`` is None) are drawn from a normal distribution with the GloVe
+    vectors' standard deviation (0.05 without GloVe), seeded. The padding row
+    is zero.
+    """
+    rng = np.random.default_rng(seed)
+    if glove is None:
+        matrix = rng.normal(0.0, 0.05, size=(len(vocabulary), dim)).astype(np.float32)
+        log.info("GloVe: none; %s words initialised at random", f"{len(vocabulary):,}")
+    else:
+        vectors, found = load_glove_vectors(glove, vocabulary, dim)
+        scale = float(vectors[found].std()) if found.any() else 0.05
+        matrix = rng.normal(0.0, scale, size=(len(vocabulary), dim)).astype(np.float32)
+        matrix[found] = vectors[found]
+    matrix[0] = 0.0  # padding
+    return matrix

@@ -1,0 +1,101 @@
+"""TER.py end to end on a small demo: outputs, the reloadable model, accuracy and determinism (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+import TER
+from emorec.cli import run
+from emorec.data import read_manifest
+from emorec.demo import GLOVE_NAME, MANIFEST_NAME
+
+
+def ter_argv(demo, out, *extra):
+    return [
+        "--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo), "--glove", str(demo / GLOVE_NAME),
+        "--epoch", "2", "--batch-size", "32", "--lr", "3e-3", "--seed", "0",
+        "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"), *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def ter_run(small_demo, tmp_path_factory):
+    """One TER run on the small demo, 2 epochs, as the named run 'r1'; returns its output folder."""
+    out = tmp_path_factory.mktemp("ter")
+    assert TER.main(ter_argv(small_demo, out, "--run-name", "r1")) == 0
+    return out
+
+
+def test_outputs_exist_and_parse(ter_run, small_demo):
+    probs = pd.read_csv(ter_run / "probs" / "r1" / "text_prob.csv", dtype={"id": str})
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME)
+    assert list(probs.columns) == ["id", "split", "label", "happy", "sad", "hate", "anger"]
+    assert len(probs) == len(manifest)
+    assert set(probs["split"]) == {"train", "val", "test"}
+    np.testing.assert_allclose(probs[["happy", "sad", "hate", "anger"]].sum(axis=1), 1.0, atol=1e-5)
+
+    checkpoints = ter_run / "ckpt" / "r1"
+    args = json.loads((checkpoints / "TER.args.json").read_text())
+    assert args["epochs"] == 2 and args["max_words"] == 40000 and args["seq_len"] == 30 and args["run_name"] == "r1"
+    metrics = json.loads((checkpoints / "TER.metrics.json").read_text())
+    assert set(metrics["splits"]) == {"train", "val", "test"}
+    assert set(metrics["test_per_class"]) == {"happy", "sad", "hate", "anger"}
+    assert metrics["epochs_run"] == 2 and 1 <= metrics["best_epoch"] <= 2
+    epochs = pd.read_csv(checkpoints / "TER.epochs.csv")
+    assert list(epochs.columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"] and len(epochs) == 2
+    assert metrics["best_val_loss"] == pytest.approx(epochs["val_loss"].min())
+    for curves in ("train", "validation"):
+        assert list((ter_run / "tb" / "r1" / "TER" / curves).glob("events.out.tfevents.*"))
+    assert not list(checkpoints.glob(".*"))  # no temporary or partial files left
+
+
+def test_test_accuracy_beats_the_majority_class(ter_run):
+    test = json.loads((ter_run / "ckpt" / "r1" / "TER.metrics.json").read_text())["splits"]["test"]
+    assert test["accuracy"] > test["majority_accuracy"] + 0.05
+
+
+def test_reloaded_model_maps_raw_strings_to_the_written_probabilities(ter_run, small_demo):
+    model = keras.models.load_model(ter_run / "ckpt" / "r1" / "TER.keras")
+    probs = pd.read_csv(ter_run / "probs" / "r1" / "text_prob.csv", dtype={"id": str})
+    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo)
+    assert probs["id"].tolist() == frame["id"].tolist()
+    predicted = model.predict(tf.constant(frame["text"].tolist()), verbose=0)
+    np.testing.assert_allclose(predicted, probs[["happy", "sad", "hate", "anger"]].to_numpy(), atol=1e-6)
+
+
+def test_same_seed_gives_the_same_probabilities(ter_run, small_demo, tmp_path):
+    assert TER.main(ter_argv(small_demo, tmp_path)) == 0  # the default run: no --run-name
+    first = pd.read_csv(ter_run / "probs" / "r1" / "text_prob.csv")
+    again = pd.read_csv(tmp_path / "probs" / "text_prob.csv")
+    pd.testing.assert_frame_equal(first, again)
+    assert (tmp_path / "ckpt" / "TER.keras").exists() and (tmp_path / "tb" / "TER").is_dir()
+
+
+def test_missing_glove_exits_2_with_where_to_get_it(small_demo, tmp_path, capsys):
+    argv = ter_argv(small_demo, tmp_path)
+    argv[argv.index("--glove") + 1] = str(tmp_path / "glove.twitter.27B.200d.txt")
+    assert run(TER.main, argv) == 2
+    error = capsys.readouterr().err
+    assert "error: GloVe file not found" in error and "--glove none" in error and "Traceback" not in error
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "probs").exists()
+
+
+def test_help_documents_every_flag_with_its_default():
+    result = subprocess.run([sys.executable, "TER.py", "--help"], capture_output=True, text=True, check=True)
+    text = " ".join(result.stdout.split())  # argparse wraps long lines
+    for flag, default in [
+        ("--manifest", "data_files/image_labels.csv"), ("--glove", "data_files/glove.twitter.27B.200d.txt"),
+        ("--max-words", "40000"), ("--seq-len", "30"), ("--batch-size", "256"), ("--lr", "0.001"),
+        ("--seed", "0"), ("--checkpoint-dir", "model_checkpoints"), ("--log-dir", "tb_logs"), ("--image-root", "data_t4sa"),
+    ]:
+        assert flag in text and f"(default: {default})" in text, flag
+    assert "--epoch EPOCHS, --epochs EPOCHS" in text and "--run-name" in text
+    assert TER.parse_args(["--epochs", "7"]).epochs == TER.parse_args(["--epoch=7"]).epochs == 7
