@@ -148,9 +148,9 @@ def load_glove_vectors(
     if cache.exists():
         with np.load(cache) as stored:
             vectors, found = stored["vectors"], stored["found"]
-        log.info("GloVe: %s of %s words from the cache %s", f"{found.sum():,}", f"{len(vocabulary):,}", cache.name)
+        log.info("GloVe: %s of %s words from the cache %s", f"{found.sum():,}", _word_count(vocabulary), cache.name)
         return vectors, found
-    log.info("GloVe: reading %s for %s vocabulary words (once; cached afterwards)", path, f"{len(vocabulary):,}")
+    log.info("GloVe: reading %s for %s vocabulary words (once; cached afterwards)", path, _word_count(vocabulary))
     parsed = read_glove(path, vocabulary, dim)
     vectors = np.zeros((len(vocabulary), dim), dtype=np.float32)
     found = np.zeros(len(vocabulary), dtype=bool)
@@ -159,8 +159,13 @@ def load_glove_vectors(
             vectors[row], found[row] = parsed[word], True
     with atomic_path(cache) as tmp, open(tmp, "wb") as out:
         np.savez(out, vectors=vectors, found=found)
-    log.info("GloVe: found %s of %s words; cached in %s", f"{found.sum():,}", f"{len(vocabulary):,}", cache)
+    log.info("GloVe: found %s of %s words; cached in %s", f"{found.sum():,}", _word_count(vocabulary), cache)
     return vectors, found
+
+
+def _word_count(vocabulary: Sequence[str]) -> str:
+    """How many real words (not padding or out-of-vocabulary) a vocabulary has, formatted with commas."""
+    return f"{sum(word not in (PAD, OOV) for word in vocabulary):,}"
 
 
 def embedding_matrix(glove: str | None, vocabulary: Sequence[str], dim: int, seed: int) -> np.ndarray:
