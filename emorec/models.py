@@ -94,3 +94,21 @@ def text_model(vectorizer: layers.TextVectorization, network: keras.Model, name:
     """Wrap a token-id network with its vectorizer: raw strings (batch,) in, class probabilities out."""
     texts = keras.Input(shape=(), dtype="string", name="text")
     return keras.Model(texts, network(vectorizer(texts)), name=name)
+
+
+def build_ier_head(feature_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """The paper's image head on frozen backbone features (VGG16: 7x7x512).
+
+    Flatten -> Dense(1000, relu) -> Dense(n_classes, softmax).
+    """
+    features = keras.Input(shape=feature_shape, name="image_features")
+    x = layers.Flatten(name="image_flatten")(features)
+    x = layers.Dense(1000, activation="relu", name="image_dense1000")(x)
+    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(features, probabilities, name="ier_head")
+
+
+def image_model(extractor: keras.Model, head: keras.Model, name: str = "IER") -> keras.Model:
+    """Join the frozen extractor and a head: RGB pixels (size, size, 3), 0-255, in; class probabilities out."""
+    pixels = keras.Input(shape=extractor.input_shape[1:], name="image")
+    return keras.Model(pixels, head(extractor(pixels)), name=name)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from emorec.cli import PhaseOutputs
@@ -23,10 +24,35 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+class ArrayBatches(keras.utils.PyDataset):
+    """Batches of ``(inputs[rows], labels[rows])`` read on demand, so a memory-mapped array never loads whole.
+
+    ``inputs`` may be a float16 memmap (batches come out as float32); with
+    ``seed``, the rows are reshuffled every epoch by a seeded generator.
+    """
+
+    def __init__(self, inputs, labels, rows, batch_size: int, seed: int | None = None):
+        super().__init__()
+        self.inputs, self.labels, self.batch_size = inputs, labels, batch_size
+        self.rows = np.array(rows)
+        self.rng = None if seed is None else np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        return np.asarray(self.inputs[rows], dtype=np.float32), self.labels[rows]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rows if self.rng is None else self.rng.permutation(self.rows)
+
+
 def fit_best(
-    model: keras.Model, train: tuple, val: tuple, epochs: int, batch_size: int, outputs: PhaseOutputs
+    model: keras.Model, train, val, epochs: int, batch_size: int | None, outputs: PhaseOutputs
 ) -> dict:
-    """Train ``model`` on ``train`` = (x, y), validating on ``val``; end with the best-validation-loss weights.
+    """Train ``model`` on ``train`` (an (x, y) pair or a dataset), validating on ``val``; end with the best weights.
 
     Callbacks: ModelCheckpoint (best val_loss, restored at the end),
     TensorBoard (per-epoch loss and accuracy, train and validation, in
@@ -46,9 +72,9 @@ def fit_best(
         keras.callbacks.CSVLogger(str(partial_log)),
     ]
     started = time.perf_counter()
+    x, y = train if isinstance(train, tuple) else (train, None)
     history = model.fit(
-        train[0], train[1], validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True,
-        callbacks=callbacks,
+        x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks
     )
     seconds = time.perf_counter() - started
     model.load_weights(outputs.best_weights)

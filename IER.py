@@ -1,0 +1,112 @@
+"""Image emotion recognition (IER), the paper's second phase.
+
+    python IER.py --epoch=100
+
+Arguments -> data (the manifest and its shared split) -> features (the frozen
+backbone, by default ImageNet VGG16, run once per image into a float16 cache
+that later runs and Intermediate_fusion.py reuse) -> model (the paper's dense
+head on the cached features) -> training (best validation loss kept) ->
+evaluation -> outputs: ``model_checkpoints/IER.keras`` (backbone and head:
+RGB pixels in, probabilities out; ``import emorec.images`` before loading it),
+``IER.args.json``, ``IER.metrics.json``, ``IER.epochs.csv``, TensorBoard curves
+in ``tb_logs/IER/`` and ``data_files/img_prob.csv`` (empty probabilities for
+images that could not be read).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Sequence
+
+from emorec.cli import PhaseOutputs, phase_parser, run, setup_logging
+
+log = logging.getLogger("emorec")
+PHASE = "IER"
+PROB_FILE = "img_prob.csv"
+BACKBONE_NAMES = ("vgg16", "resnet50", "efficientnetb0")
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse IER's command line: the shared phase flags plus the image model's own."""
+    parser = phase_parser(PHASE, "Train the paper's image emotion recognition model.", batch_size=20, lr=1e-4)
+    image = parser.add_argument_group("image model")
+    image.add_argument("--backbone", choices=BACKBONE_NAMES, default="vgg16", help="frozen keras.applications backbone")
+    image.add_argument(
+        "--image-weights", default="imagenet",
+        help="backbone weights: imagenet (Keras' download and cache), none (random), or a weights file",
+    )
+    image.add_argument("--image-size", type=int, default=224, help="images are resized to SIZE x SIZE")
+    image.add_argument("--extract-batch-size", type=int, default=32, help="images per backbone batch when extracting")
+    image.add_argument("--cache-dir", default="data_files/features", help="where backbone features are cached")
+    image.add_argument(
+        "--on-bad-image", choices=("skip", "error"), default="skip",
+        help="an unreadable image: leave its row out (with one warning listing them) or stop the run",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train IER and write its model, metrics and probabilities; returns 0."""
+    args = parse_args(argv)
+    setup_logging()
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from emorec.data import load_dataset
+    from emorec.fileio import write_csv_atomic, write_json_atomic
+    from emorec.images import build_extractor, cache_folder, cached_features
+    from emorec.models import build_ier_head, image_model
+    from emorec.report import classification_metrics, probability_table
+    from emorec.train import ArrayBatches, fit_best, save_model, seed_everything
+
+    seed_everything(args.seed)
+    outputs = PhaseOutputs.of(args, PHASE)
+
+    # Data: the same manifest and split as every phase.
+    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes)
+    class_names = frame.attrs["class_names"]
+
+    # Features: the frozen backbone runs once per image; later runs read the cache.
+    extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size, args.seed)
+    folder = cache_folder(args.cache_dir, args.backbone, weights_identity, args.image_size, frame["image_path"])
+    cache = cached_features(
+        folder, frame, lambda: extractor, args.image_size, args.extract_batch_size, args.on_bad_image
+    )
+    labels = frame["label"].to_numpy()
+    rows = {split: np.flatnonzero((frame["split"] == split).to_numpy() & cache.ok) for split in ("train", "val")}
+
+    # Model and training, on the cached features.
+    seed_everything(args.seed)
+    head = build_ier_head(cache.features.shape[1:], len(class_names))
+    head.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    training = fit_best(
+        head,
+        ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
+        ArrayBatches(cache.features, labels, rows["val"], 256),
+        args.epochs, None, outputs,
+    )
+
+    # Evaluation on every readable image; unreadable ones keep empty probabilities.
+    readable = np.flatnonzero(cache.ok)
+    probabilities = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
+    probabilities[readable] = head.predict(ArrayBatches(cache.features, labels, readable, 256), verbose=0)
+    metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
+    for split, scores in metrics["splits"].items():
+        log.info("%s: accuracy %.3f, macro-F1 %.3f (n=%d)", split, scores["accuracy"], scores["macro_f1"], scores["n"])
+
+    save_model(image_model(extractor, head), outputs.model)
+    write_json_atomic(outputs.metrics_json, {
+        "phase": PHASE, "class_names": list(class_names), "feature_cache": str(folder),
+        "weights_identity": weights_identity, "unreadable_images": int((~cache.ok).sum()), **training, **metrics,
+    })
+    write_json_atomic(outputs.args_json, {"argv": list(sys.argv[1:] if argv is None else argv), **vars(args),
+                                          "keras": keras.__version__, "tensorflow": tf.__version__})
+    write_csv_atomic(probability_table(frame, probabilities, class_names), outputs.prob_dir / PROB_FILE)
+    log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / PROB_FILE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,133 @@
+"""IER.py end to end on a small demo, the feature cache, bad images and the weights message (issue 5)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+import IER
+from emorec import images
+from emorec.cli import run
+from emorec.data import read_manifest
+from emorec.demo import MANIFEST_NAME
+from emorec.errors import InputError
+from emorec.images import FeatureCache, load_image
+
+CLASSES = ["happy", "sad", "hate", "anger"]
+
+
+def ier_argv(demo, out, *extra):
+    return [
+        "--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo), "--image-weights", "none",
+        "--image-size", "32", "--epoch", "2", "--batch-size", "32", "--lr", "1e-3", "--seed", "0",
+        "--cache-dir", str(out / "features"), "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"),
+        "--prob-dir", str(out / "probs"), *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def ier_run(small_demo, tmp_path_factory):
+    """One IER run on the small demo (32 px, random VGG16, 2 epochs); returns its output folder."""
+    out = tmp_path_factory.mktemp("ier")
+    assert IER.main(ier_argv(small_demo, out)) == 0
+    return out
+
+
+def test_outputs_exist_and_parse(ier_run, small_demo):
+    probs = pd.read_csv(ier_run / "probs" / "img_prob.csv", dtype={"id": str})
+    assert list(probs.columns) == ["id", "split", "label", *CLASSES]
+    assert len(probs) == len(pd.read_csv(small_demo / MANIFEST_NAME))
+    np.testing.assert_allclose(probs[CLASSES].sum(axis=1), 1.0, atol=1e-5)
+    metrics = json.loads((ier_run / "ckpt" / "IER.metrics.json").read_text())
+    assert metrics["unreadable_images"] == 0 and metrics["epochs_run"] == 2
+    assert metrics["weights_identity"] == "none-seed0"
+    args = json.loads((ier_run / "ckpt" / "IER.args.json").read_text())
+    assert args["backbone"] == "vgg16" and args["image_size"] == 32
+    assert len(pd.read_csv(ier_run / "ckpt" / "IER.epochs.csv")) == 2
+    assert list((ier_run / "tb" / "IER" / "validation").glob("events.out.tfevents.*"))
+    cache = FeatureCache.open(next((ier_run / "features").iterdir()))
+    assert cache.features.dtype == np.float16 and cache.features.shape[1:] == (1, 1, 512)  # block5_pool at 32 px
+    assert isinstance(cache.features, np.memmap)
+
+
+def test_saved_model_on_raw_pixels_matches_the_cached_path(ier_run, small_demo):
+    model = keras.models.load_model(ier_run / "ckpt" / "IER.keras")
+    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo)
+    probs = pd.read_csv(ier_run / "probs" / "img_prob.csv", dtype={"id": str})
+    rows = [0, 7, 42]
+    pixels = np.stack([load_image(frame["image_path"][row], 32)[0] for row in rows]).astype(np.float32)
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), probs.loc[rows, CLASSES].to_numpy(), atol=2e-3)
+
+
+def test_second_run_reuses_the_cache_without_running_the_backbone(ier_run, small_demo, monkeypatch):
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the backbone ran again")
+
+    monkeypatch.setattr(images, "compute_features", no_extraction)
+    assert IER.main(ier_argv(small_demo, ier_run, "--run-name", "again")) == 0
+    first = pd.read_csv(ier_run / "probs" / "img_prob.csv")
+    again = pd.read_csv(ier_run / "probs" / "again" / "img_prob.csv")
+    pd.testing.assert_frame_equal(first, again)  # same seed, same numbers
+
+
+@pytest.fixture
+def damaged_demo(small_demo, tmp_path):
+    """A copy of the small demo with one truncated JPEG, one zero-byte file and one text file posing as an image."""
+    demo = tmp_path / "demo"
+    shutil.copytree(small_demo, demo)
+    frame = read_manifest(demo / MANIFEST_NAME, demo)
+    jpegs = [path for path in frame["image_path"] if path.endswith(".jpg")]
+    truncated, empty, not_image = jpegs[3], jpegs[5], jpegs[8]
+    data = open(truncated, "rb").read()
+    open(truncated, "wb").write(data[: len(data) // 2])
+    open(empty, "wb").close()
+    open(not_image, "w").write("this is not an image")
+    return demo, truncated, empty, not_image
+
+
+def test_truncated_jpegs_are_read_as_far_as_they_go(damaged_demo):
+    _, truncated, empty, not_image = damaged_demo
+    pixels, ok = load_image(truncated, 32)
+    assert ok and pixels.shape == (32, 32, 3) and pixels.any()
+    assert not load_image(empty, 32)[1] and not load_image(not_image, 32)[1]
+
+
+def test_bad_images_are_skipped_and_marked(damaged_demo, tmp_path, capsys):
+    demo, truncated, empty, not_image = damaged_demo
+    assert IER.main(ier_argv(demo, tmp_path, "--epoch", "1")) == 0
+    logged = capsys.readouterr().err
+    assert logged.count("2 image file(s) could not be read") == 1
+    assert empty in logged and not_image in logged and truncated not in logged
+    probs = pd.read_csv(tmp_path / "probs" / "img_prob.csv", dtype={"id": str})
+    frame = read_manifest(demo / MANIFEST_NAME, demo)
+    unscored = probs[CLASSES].isna().all(axis=1)
+    assert sorted(frame["image_path"][unscored.to_numpy()]) == sorted([empty, not_image])
+    assert json.loads((tmp_path / "ckpt" / "IER.metrics.json").read_text())["unreadable_images"] == 2
+
+
+def test_bad_images_stop_the_run_in_error_mode(damaged_demo, tmp_path, capsys):
+    demo, _, empty, not_image = damaged_demo
+    assert run(IER.main, ier_argv(demo, tmp_path, "--on-bad-image", "error")) == 2
+    error = capsys.readouterr().err
+    assert "could not be read" in error and (empty in error or not_image in error) and "--on-bad-image skip" in error
+    assert not (tmp_path / "ckpt" / "IER.keras").exists()
+
+
+def test_missing_imagenet_weights_say_where_to_put_them(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.applications.vgg16.file_utils.get_file", offline)
+    with pytest.raises(InputError) as error:
+        images.build_extractor("vgg16", "imagenet", 32, seed=0)
+    message = str(error.value)
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert str(tmp_path / "models") in message
+    assert "--image-weights PATH" in message and "--image-weights none" in message
