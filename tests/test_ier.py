@@ -131,3 +131,58 @@ def test_missing_imagenet_weights_say_where_to_put_them(monkeypatch, tmp_path):
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert str(tmp_path / "models") in message
     assert "--image-weights PATH" in message and "--image-weights none" in message
+
+
+def test_every_image_mode_becomes_rgb(tmp_path):
+    from PIL import Image
+
+    base = Image.new("RGB", (40, 30), (200, 30, 30))
+    files = {
+        "gray.jpg": base.convert("L"), "cmyk.jpg": base.convert("CMYK"), "palette.png": base.convert("P"),
+        "alpha.png": base.convert("RGBA"), "la.png": base.convert("LA"),
+    }
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ((200, 30, 30), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    for name in [*files, "anim.gif"]:
+        pixels, ok = load_image(str(tmp_path / name), 16)
+        assert ok and pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8, name
+    red = load_image(str(tmp_path / "anim.gif"), 16)[0].mean(axis=(0, 1))
+    assert red[0] > 150 and red[2] < 80  # the first frame, not the blue second one
+    transparent = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    transparent.save(tmp_path / "clear.png")
+    assert load_image(str(tmp_path / "clear.png"), 8)[0].min() == 255  # laid on white
+
+
+def test_killed_extraction_resumes_where_it_stopped(small_demo, tmp_path, caplog):
+    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo).iloc[:40]
+    extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
+    folder = images.cache_folder(tmp_path, "vgg16", identity, 32, frame["image_path"])
+    calls = []
+
+    class Killed(Exception):
+        pass
+
+    def dying_predict(batch):
+        calls.append(len(batch))
+        if len(calls) == 3:  # dies in the second chunk of 16
+            raise Killed()
+        return extractor.predict_on_batch(batch)
+
+    dying = type("Dying", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(dying_predict)})
+    with pytest.raises(Killed):
+        images.compute_features(folder, frame, lambda: dying, 32, 8, "skip", chunk=16)
+    assert not folder.exists()  # nothing visible until complete
+    caplog.set_level("INFO", logger="emorec")
+    calls.clear()
+    counted = type("Counted", (), {"output_shape": extractor.output_shape,
+                                   "predict_on_batch": staticmethod(lambda b: calls.append(len(b)) or extractor.predict_on_batch(b))})
+    images.compute_features(folder, frame, lambda: counted, 32, 8, "skip", chunk=16)
+    assert "resuming at 16 of 40" in caplog.text
+    assert sum(calls) == 24  # only the images not done before
+    resumed = FeatureCache.open(folder)
+    fresh = tmp_path / "fresh"
+    images.compute_features(fresh, frame, lambda: extractor, 32, 8, "skip", chunk=16)
+    np.testing.assert_array_equal(resumed.features, FeatureCache.open(fresh).features)
+    assert resumed.ids.tolist() == frame["id"].tolist() and resumed.ok.all()

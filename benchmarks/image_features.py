@@ -1,0 +1,144 @@
+"""Image features: how fast the frozen backbone runs, what the cache saves, and extraction's memory.
+
+In one run, on this machine:
+1. the machine's float32 matmul GFLOP/s (2048 x 2048, TensorFlow);
+2. VGG16's images/s and the GFLOP/s it reaches at 224 px (15.5 G multiply-adds,
+   31 GFLOPs, per image), as a share of the matmul figure;
+3. one epoch of the IER head on cached features against the same epoch through
+   the frozen backbone (what the paper's script does every epoch), per image,
+   for N images;
+4. peak resident memory of a feature extraction over N and 4N images (separate
+   processes), which must not grow with the number of images.
+
+    .venv/bin/python benchmarks/image_features.py [--images 32] [--image-size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+VGG16_GFLOPS_224 = 31.0  # 2 x 15.5 G multiply-adds per image
+
+
+def write_images(folder: Path, count: int) -> list[str]:
+    """Write ``count`` 500x375 JPEGs of noise and return their paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        path = folder / f"{index}-1.jpg"
+        Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def extraction_peak_rss(count: int, image_size: int, folder: Path) -> float:
+    """Extract features of ``count`` images in a fresh process; return its peak RSS in MB."""
+    code = f"""
+import resource, sys
+import pandas as pd
+sys.path.insert(0, {str(ROOT)!r})
+from benchmarks.image_features import write_images
+from emorec.images import build_extractor, compute_features
+from pathlib import Path
+folder = Path({str(folder)!r}) / "n{count}"
+folder.mkdir()
+paths = write_images(folder, {count})
+frame = pd.DataFrame({{"id": [p.split("/")[-1] for p in paths], "image_path": paths}})
+extractor, _ = build_extractor("vgg16", "none", {image_size}, 0)
+compute_features(folder / "features", frame, lambda: extractor, {image_size}, 16, "skip", chunk=64)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=32, help="N: images per timing, and the smaller RSS run")
+    parser.add_argument("--image-size", type=int, default=224, help="backbone input size")
+    args = parser.parse_args()
+    import keras
+    import tensorflow as tf
+
+    from emorec.images import build_extractor
+    from emorec.models import build_ier_head, image_model
+
+    size = 2048
+    a, b = tf.random.normal((size, size)), tf.random.normal((size, size))
+    tf.matmul(a, b).numpy()
+    started = time.perf_counter()
+    for _ in range(10):
+        tf.matmul(a, b).numpy()
+    matmul_gflops = 10 * 2 * size**3 / (time.perf_counter() - started) / 1e9
+
+    extractor, _ = build_extractor("vgg16", "none", args.image_size, 0)
+    pixels = np.random.default_rng(0).uniform(0, 255, (16, args.image_size, args.image_size, 3)).astype(np.float32)
+    extractor.predict_on_batch(pixels)
+    batches = max(1, args.images // 16)
+    started = time.perf_counter()
+    for _ in range(batches):
+        extractor.predict_on_batch(pixels)
+    images_per_s = batches * 16 / (time.perf_counter() - started)
+    backbone_gflops = images_per_s * VGG16_GFLOPS_224 * (args.image_size / 224) ** 2
+
+    labels = np.zeros(args.images, dtype=np.int64)
+    images = np.resize(pixels, (args.images, *pixels.shape[1:]))
+    features = extractor.predict(images, batch_size=16, verbose=0).astype(np.float16)
+    head = build_ier_head(features.shape[1:], 4)
+    head.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
+    head.fit(features.astype(np.float32), labels, batch_size=20, epochs=1, verbose=0)  # compile once
+    # The head's epoch costs little per image, so time it on many rows (the features repeated)
+    # and compare seconds per image: an epoch over the real data scales with that.
+    # At the paper's batch of 20 the head's cost is Adam updating its 25 M weights every step,
+    # so it is timed at batch 256 too.
+    many = np.resize(features, (100 * args.images, *features.shape[1:])).astype(np.float32)
+    cached_epoch = {}
+    for batch_size in (20, 256):
+        head.fit(many[:batch_size], labels.repeat(100)[:batch_size], batch_size=batch_size, epochs=1, verbose=0)
+        started = time.perf_counter()
+        head.fit(many, np.zeros(len(many), dtype=np.int64), batch_size=batch_size, epochs=1, verbose=0)
+        cached_epoch[batch_size] = (time.perf_counter() - started) / len(many) * args.images
+    through = image_model(extractor, head)
+    through.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
+    through.fit(images[:20], labels[:20], batch_size=20, epochs=1, verbose=0)
+    started = time.perf_counter()
+    through.fit(images, labels, batch_size=20, epochs=1, verbose=0)
+    backbone_epoch = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as folder:
+        rss_small = extraction_peak_rss(args.images, args.image_size, Path(folder))
+        rss_large = extraction_peak_rss(4 * args.images, args.image_size, Path(folder))
+
+    results = {
+        "matmul_gflops": round(matmul_gflops, 1),
+        "vgg16_images_per_s": round(images_per_s, 2),
+        "vgg16_gflops": round(backbone_gflops, 1),
+        "vgg16_share_of_matmul": round(backbone_gflops / matmul_gflops, 2),
+        f"head_epoch_through_backbone_s_{args.images}_images_batch20": round(backbone_epoch, 2),
+        f"head_epoch_on_cache_s_{args.images}_images_batch20": round(cached_epoch[20], 4),
+        f"head_epoch_on_cache_s_{args.images}_images_batch256": round(cached_epoch[256], 4),
+        "cache_speedup_batch20": round(backbone_epoch / cached_epoch[20], 1),
+        "cache_speedup_batch256": round(backbone_epoch / cached_epoch[256], 1),
+        f"extraction_peak_rss_mb_{args.images}": round(rss_small, 1),
+        f"extraction_peak_rss_mb_{4 * args.images}": round(rss_large, 1),
+        "rss_ratio_4n_over_n": round(rss_large / rss_small, 3),
+        "image_size": args.image_size,
+    }
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
