@@ -71,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Features: the frozen backbone runs once per image; later runs read the cache.
     extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size, args.seed)
     folder = cache_folder(args.cache_dir, args.backbone, weights_identity, args.image_size, frame["image_path"])
-    cache = cached_features(
-        folder, frame, lambda: extractor, args.image_size, args.extract_batch_size, args.on_bad_image
-    )
+    cache = cached_features(folder, frame, extractor, args.image_size, args.extract_batch_size, args.on_bad_image)
     labels = frame["label"].to_numpy()
     rows = {split: np.flatnonzero((frame["split"] == split).to_numpy() & cache.ok) for split in ("train", "val")}
 

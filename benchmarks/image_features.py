@@ -58,7 +58,7 @@ folder.mkdir()
 paths = write_images(folder, {count})
 frame = pd.DataFrame({{"id": [p.split("/")[-1] for p in paths], "image_path": paths}})
 extractor, _ = build_extractor("vgg16", "none", {image_size}, 0)
-compute_features(folder / "features", frame, lambda: extractor, {image_size}, 16, "skip", chunk=64)
+compute_features(folder / "features", frame, extractor, {image_size}, 16, "skip", chunk=64)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -182,7 +182,7 @@ def cache_folder(cache_dir: str | os.PathLike, backbone: str, identity: str, ima
 def cached_features(
     folder: Path,
     frame: pd.DataFrame,
-    make_extractor: Callable[[], keras.Model],
+    extractor: keras.Model,
     image_size: int,
     batch_size: int,
     on_bad_image: str,
@@ -190,21 +190,21 @@ def cached_features(
 ) -> FeatureCache:
     """Return the feature cache in ``folder``, computing what is missing first.
 
-    ``frame`` gives ``id`` and ``image_path``; ``make_extractor`` is called only
-    when images remain to be computed. Extraction goes in chunks into a hidden
+    ``frame`` gives ``id`` and ``image_path``; ``extractor`` (from
+    :func:`build_extractor`) runs only on images not yet computed. Extraction goes in chunks into a hidden
     partial folder, resumes there after a kill, and is renamed into place when
     complete. Unreadable images are skipped (``ok`` False) with one warning,
     or, with ``on_bad_image='error'``, stop the run naming the files.
     """
     if not folder.exists():
-        compute_features(folder, frame, make_extractor, image_size, batch_size, on_bad_image, chunk)
+        compute_features(folder, frame, extractor, image_size, batch_size, on_bad_image, chunk)
     else:
         log.info("image features: reusing the cache %s", folder)
     cache = FeatureCache.open(folder)
     bad = frame["image_path"].to_numpy()[~cache.ok]
     if len(bad):
         if on_bad_image == "error":
-            raise InputError(_bad_images_message(bad) + "\nFix or remove them, or pass --on-bad-image skip.")
+            raise _bad_images_error(bad)
         log.warning("%s\nThese rows are left out, and their probabilities are empty.", _bad_images_message(bad))
     return cache
 
@@ -212,7 +212,7 @@ def cached_features(
 def compute_features(
     folder: Path,
     frame: pd.DataFrame,
-    make_extractor: Callable[[], keras.Model],
+    extractor: keras.Model,
     image_size: int,
     batch_size: int,
     on_bad_image: str,
@@ -224,7 +224,6 @@ def compute_features(
     progress_file = partial / "progress.json"
     progress = json.loads(progress_file.read_text()) if progress_file.exists() else {"done": 0, "ok": []}
     paths = frame["image_path"].tolist()
-    extractor = make_extractor()
     shape = (len(paths), *extractor.output_shape[1:])
     features_file = partial / "features.npy"
     if progress["done"] and features_file.exists():
@@ -241,10 +240,7 @@ def compute_features(
             first = start + offset * batch_size
             ok = ok.numpy()
             if on_bad_image == "error" and not ok.all():
-                raise InputError(
-                    _bad_images_message(np.asarray(paths[first : first + len(ok)])[~ok])
-                    + "\nFix or remove them, or pass --on-bad-image skip."
-                )
+                raise _bad_images_error(np.asarray(paths[first : first + len(ok)])[~ok])
             features[first : first + len(ok)] = extractor.predict_on_batch(pixels).astype(np.float16)
             progress["ok"].extend(bool(flag) for flag in ok)
             bar.update(first + len(ok))
@@ -261,6 +257,10 @@ def compute_features(
 
 def _bad_images_message(paths: Sequence[str]) -> str:
     return f"{len(paths)} image file(s) could not be read (empty, not an image, or damaged):\n{list_some(paths)}"
+
+
+def _bad_images_error(paths: Sequence[str]) -> InputError:
+    return InputError(_bad_images_message(paths) + "\nFix or remove them, or pass --on-bad-image skip.")
 
 
 def _size_and_mtime(path: str) -> tuple[int, int]:

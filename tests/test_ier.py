@@ -172,17 +172,17 @@ def test_killed_extraction_resumes_where_it_stopped(small_demo, tmp_path, caplog
 
     dying = type("Dying", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(dying_predict)})
     with pytest.raises(Killed):
-        images.compute_features(folder, frame, lambda: dying, 32, 8, "skip", chunk=16)
+        images.compute_features(folder, frame, dying, 32, 8, "skip", chunk=16)
     assert not folder.exists()  # nothing visible until complete
     caplog.set_level("INFO", logger="emorec")
     calls.clear()
     counted = type("Counted", (), {"output_shape": extractor.output_shape,
                                    "predict_on_batch": staticmethod(lambda b: calls.append(len(b)) or extractor.predict_on_batch(b))})
-    images.compute_features(folder, frame, lambda: counted, 32, 8, "skip", chunk=16)
+    images.compute_features(folder, frame, counted, 32, 8, "skip", chunk=16)
     assert "resuming at 16 of 40" in caplog.text
     assert sum(calls) == 24  # only the images not done before
     resumed = FeatureCache.open(folder)
     fresh = tmp_path / "fresh"
-    images.compute_features(fresh, frame, lambda: extractor, 32, 8, "skip", chunk=16)
+    images.compute_features(fresh, frame, extractor, 32, 8, "skip", chunk=16)
     np.testing.assert_array_equal(resumed.features, FeatureCache.open(fresh).features)
     assert resumed.ids.tolist() == frame["id"].tolist() and resumed.ok.all()
