@@ -52,14 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from emorec.data import load_dataset
-    from emorec.fileio import write_csv_atomic, write_json_atomic
     from emorec.images import build_extractor, cache_folder, cached_features
     from emorec.models import build_ier_head, image_model
     from emorec.report import classification_metrics, probability_table
-    from emorec.train import ArrayBatches, fit_best, save_model, seed_everything
+    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -91,18 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     probabilities = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
     probabilities[readable] = head.predict(ArrayBatches(cache.features, labels, readable, 256), verbose=0)
     metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
-    for split, scores in metrics["splits"].items():
-        log.info("%s: accuracy %.3f, macro-F1 %.3f (n=%d)", split, scores["accuracy"], scores["macro_f1"], scores["n"])
-
-    save_model(image_model(extractor, head), outputs.model)
-    write_json_atomic(outputs.metrics_json, {
-        "phase": PHASE, "class_names": list(class_names), "feature_cache": str(folder),
-        "weights_identity": weights_identity, "unreadable_images": int((~cache.ok).sum()), **training, **metrics,
-    })
-    write_json_atomic(outputs.args_json, {"argv": list(sys.argv[1:] if argv is None else argv), **vars(args),
-                                          "keras": keras.__version__, "tensorflow": tf.__version__})
-    write_csv_atomic(probability_table(frame, probabilities, class_names), outputs.prob_dir / PROB_FILE)
-    log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / PROB_FILE)
+    save_phase(
+        outputs, PHASE, image_model(extractor, head), args, argv,
+        {"class_names": list(class_names), "feature_cache": str(folder), "weights_identity": weights_identity,
+         "unreadable_images": int((~cache.ok).sum()), **training, **metrics},
+        probability_table(frame, probabilities, class_names), PROB_FILE,
+    )
     return 0
 
 

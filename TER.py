@@ -51,15 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(missing_glove_message(args.glove))
     # Heavy imports after parsing, so --help and argument errors answer at once.
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from emorec.data import load_dataset
-    from emorec.fileio import write_csv_atomic, write_json_atomic
     from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
     from emorec.text import adapt_vectorizer, build_vectorizer, embedding_matrix, vectorize
-    from emorec.train import fit_best, save_model, seed_everything
+    from emorec.train import fit_best, save_phase, seed_everything
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -90,16 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = text_model(vectorizer, network)
     probabilities = model.predict(tf.constant(frame["text"].tolist()), batch_size=1024, verbose=0)
     metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
-    for split, scores in metrics["splits"].items():
-        log.info("%s: accuracy %.3f, macro-F1 %.3f (n=%d)", split, scores["accuracy"], scores["macro_f1"], scores["n"])
-
-    save_model(model, outputs.model)
-    write_json_atomic(outputs.metrics_json, {"phase": PHASE, "class_names": list(class_names), **training, **metrics})
-    write_json_atomic(outputs.args_json, {"argv": list(sys.argv[1:] if argv is None else argv), **vars(args),
-                                          "keras": keras.__version__, "tensorflow": tf.__version__,
-                                          "numpy": np.__version__})
-    write_csv_atomic(probability_table(frame, probabilities, class_names), outputs.prob_dir / PROB_FILE)
-    log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / PROB_FILE)
+    save_phase(
+        outputs, PHASE, model, args, argv, {"class_names": list(class_names), **training, **metrics},
+        probability_table(frame, probabilities, class_names), PROB_FILE,
+    )
     return 0
 
 

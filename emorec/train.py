@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from emorec.cli import PhaseOutputs
-from emorec.fileio import atomic_path
+from emorec.fileio import atomic_path, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger("emorec")
 
@@ -97,3 +98,25 @@ def save_model(model: keras.Model, path: Path) -> None:
     with atomic_path(path) as tmp:
         model.save(tmp)
     log.info("saved %s", path)
+
+
+def save_phase(
+    outputs: PhaseOutputs, phase: str, model: keras.Model, args, argv, metrics: dict, probabilities, prob_file: str
+) -> None:
+    """Log a phase's scores and write its outputs, each atomically.
+
+    Writes ``model`` (whole, ``.keras``), ``<phase>.metrics.json`` (``metrics``
+    with the phase's name; ``metrics["splits"]`` is logged), ``<phase>.args.json``
+    (the command line, every flag and the library versions) and the
+    probability table ``probabilities`` as ``prob_file`` in the run's prob folder.
+    """
+    for split, scores in metrics["splits"].items():
+        log.info("%s: accuracy %.3f, macro-F1 %.3f (n=%d)", split, scores["accuracy"], scores["macro_f1"], scores["n"])
+    save_model(model, outputs.model)
+    write_json_atomic(outputs.metrics_json, {"phase": phase, **metrics})
+    write_json_atomic(outputs.args_json, {
+        "argv": list(sys.argv[1:] if argv is None else argv), **vars(args),
+        "keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
+    })
+    write_csv_atomic(probabilities, outputs.prob_dir / prob_file)
+    log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / prob_file)
