@@ -13,10 +13,10 @@ from emorec.data import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.errors import InputError
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Send the package's log lines to stderr as ``[emorec] message`` (INFO, or DEBUG if ``verbose``)."""
+def setup_logging() -> None:
+    """Send the package's log lines (INFO and above) to stderr as ``[emorec] message``."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.INFO,
         format="[%(name)s] %(message)s",
         stream=sys.stderr,
         force=True,
