@@ -39,40 +39,44 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
 
 
 def phase_parser(
-    phase: str, description: str, *, epochs: int = 100, batch_size: int = 32, lr: float = 1e-4
+    phase: str, description: str, *, epochs: int = 100, batch_size: int = 32, lr: float = 1e-4, training: bool = True
 ) -> argparse.ArgumentParser:
     """Return the parser every phase script starts from, with the phase's own training defaults.
 
     Groups: data (--manifest, --image-root, --classes, --seed, --resplit),
     training (--epoch/--epochs, --batch-size, --lr) and outputs (--run-name,
-    --checkpoint-dir, --log-dir, --prob-dir). A phase adds its own flags to it.
+    --checkpoint-dir, --log-dir, --prob-dir). A phase that trains nothing
+    (``training=False``) gets neither the training group nor the image and
+    split flags. A phase adds its own flags to it.
     """
     parser = argparse.ArgumentParser(
         prog=f"python {phase}.py", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     data = parser.add_argument_group("data")
     data.add_argument("--manifest", default=DEFAULT_MANIFEST, help="manifest CSV: label,text,image[,id][,split][,group]")
-    data.add_argument(
-        "--image-root", default=DEFAULT_IMAGE_ROOT, help="folder the manifest's image paths are relative to"
-    )
-    data.add_argument(
-        "--classes", type=_class_list, default=None,
-        help="class names in index order, comma-separated (default: <manifest stem>.classes.txt beside the "
-        "manifest if it exists, else happy,sad,hate,anger)",
-    )
+    if training:
+        data.add_argument(
+            "--image-root", default=DEFAULT_IMAGE_ROOT, help="folder the manifest's image paths are relative to"
+        )
+        data.add_argument(
+            "--classes", type=_class_list, default=None,
+            help="class names in index order, comma-separated (default: <manifest stem>.classes.txt beside the "
+            "manifest if it exists, else happy,sad,hate,anger)",
+        )
     data.add_argument(
         "--seed", type=int, default=0,
         help="random seed: the split (when first drawn), initialisation and batch order; "
         "the same seed on the same machine gives the same numbers",
     )
-    data.add_argument(
-        "--resplit", action="store_true",
-        help="draw a new train/val/test split with --seed, replacing the one stored beside the manifest",
-    )
-    training = parser.add_argument_group("training")
-    training.add_argument("--epoch", "--epochs", dest="epochs", type=_positive_int, default=epochs, help="training epochs")
-    training.add_argument("--batch-size", type=_positive_int, default=batch_size, help="examples per training batch")
-    training.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
+    if training:
+        data.add_argument(
+            "--resplit", action="store_true",
+            help="draw a new train/val/test split with --seed, replacing the one stored beside the manifest",
+        )
+        group = parser.add_argument_group("training")
+        group.add_argument("--epoch", "--epochs", dest="epochs", type=_positive_int, default=epochs, help="training epochs")
+        group.add_argument("--batch-size", type=_positive_int, default=batch_size, help="examples per training batch")
+        group.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument(
         "--run-name", type=_run_name, default=None,
@@ -111,6 +115,17 @@ class PhaseOutputs:
             tensorboard=Path(args.log_dir) / run / phase,
             prob_dir=Path(args.prob_dir) / run,
         )
+
+
+def require_output(path: Path, phase: str, args: argparse.Namespace) -> Path:
+    """Return ``path`` (a file an earlier phase writes), or raise :class:`InputError` naming the command that makes it."""
+    if not Path(path).exists():
+        same = " --run-name " + args.run_name if args.run_name else ""
+        raise InputError(
+            f"{path} is missing. It is written by `python {phase}.py`: run that first, with the same "
+            f"--manifest{same} and output folders as this command."
+        )
+    return Path(path)
 
 
 def _positive_int(text: str) -> int:

@@ -112,3 +112,65 @@ def image_model(extractor: keras.Model, head: keras.Model, name: str = "IER") ->
     """Join the frozen extractor and a head: RGB pixels (size, size, 3), 0-255, in; class probabilities out."""
     pixels = keras.Input(shape=extractor.input_shape[1:], name="image")
     return keras.Model(pixels, head(extractor(pixels)), name=name)
+
+
+def build_fusion_network(
+    embedding_matrix: np.ndarray, seq_len: int, feature_shape: tuple[int, ...], n_classes: int
+) -> keras.Model:
+    """The paper's intermediate (feature-level) fusion network.
+
+    Inputs ``{"token_ids": (batch, seq_len), "image_features": (batch, *feature_shape)}``.
+    Image: Flatten -> Dense(3000, relu) -> Dense(500, relu). Text: the two
+    GloVe channels, :func:`first_text_path` flattened and
+    :func:`second_text_path` flattened. All three concatenated ->
+    Dense(1000, relu) -> Dense(n_classes, softmax). Text layers keep TER's
+    names, so :func:`warm_start` can copy them.
+    """
+    token_ids = keras.Input(shape=(seq_len,), dtype="int32", name="token_ids")
+    features = keras.Input(shape=feature_shape, name="image_features")
+    image = layers.Flatten(name="image_flatten")(features)
+    image = layers.Dense(3000, activation="relu", name="image_dense3000")(image)
+    image = layers.Dense(500, activation="relu", name="image_dense500")(image)
+    frozen, tuned = text_channels(token_ids, embedding_matrix)
+    first = layers.Flatten(name="text_first_flatten")(first_text_path(frozen, tuned))
+    second = layers.Flatten(name="text_second_flatten")(second_text_path(frozen, tuned))
+    x = layers.Concatenate(name="fusion_joined")([image, first, second])
+    x = layers.Dense(1000, activation="relu", name="fusion_dense1000")(x)
+    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model({"token_ids": token_ids, "image_features": features}, probabilities, name="fusion_network")
+
+
+def warm_start(fusion: keras.Model, ter_network: keras.Model, ier_head: keras.Model) -> list[str]:
+    """Copy trained unimodal weights into a fusion network; return the names of the layers changed.
+
+    Every ``text_*`` layer of the fusion network takes the weights of TER's
+    layer of the same name. The image Dense(3000) takes IER's Dense(1000) as
+    its first 1000 units (the rest keep their initialisation), since the
+    paper's fusion layer is wider than IER's.
+    """
+    changed = []
+    ter_layers = {layer.name: layer for layer in ter_network.layers}
+    for layer in fusion.layers:
+        if layer.name.startswith("text_") and layer.weights and layer.name in ter_layers:
+            layer.set_weights(ter_layers[layer.name].get_weights())
+            changed.append(layer.name)
+    kernel, bias = fusion.get_layer("image_dense3000").get_weights()
+    ier_kernel, ier_bias = ier_head.get_layer("image_dense1000").get_weights()
+    if ier_kernel.shape[0] != kernel.shape[0]:
+        raise ValueError(f"IER's head reads {ier_kernel.shape[0]} features, the fusion network {kernel.shape[0]}")
+    kernel[:, : ier_kernel.shape[1]], bias[: ier_bias.shape[0]] = ier_kernel, ier_bias
+    fusion.get_layer("image_dense3000").set_weights([kernel, bias])
+    return changed + ["image_dense3000"]
+
+
+def fusion_model(
+    vectorizer: layers.TextVectorization, extractor: keras.Model, network: keras.Model, name: str = "Intermediate_fusion"
+) -> keras.Model:
+    """Wrap a fusion network with its vectorizer and frozen extractor.
+
+    Inputs ``{"text": strings (batch,), "image": RGB pixels (batch, size, size, 3), 0-255}``; class probabilities out.
+    """
+    texts = keras.Input(shape=(), dtype="string", name="text")
+    pixels = keras.Input(shape=extractor.input_shape[1:], name="image")
+    probabilities = network({"token_ids": vectorizer(texts), "image_features": extractor(pixels)})
+    return keras.Model({"text": texts, "image": pixels}, probabilities, name=name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 
 from emorec.data import SPLITS
+from emorec.fileio import atomic_path
 
 
 def classification_metrics(
@@ -58,3 +60,89 @@ def probability_table(frame: pd.DataFrame, probabilities: np.ndarray, class_name
     for column, name in enumerate(class_names):
         table[name] = probabilities[:, column]
     return table
+
+
+def method_scores(labels: np.ndarray, probabilities: np.ndarray, splits: Sequence[str]) -> dict:
+    """Accuracy, macro-F1 and weighted-F1 (scikit-learn) per split, on the rows this method scored (no NaN).
+
+    Returns ``{split: {"n", "accuracy", "macro_f1", "weighted_f1"}}``.
+    """
+    labels, splits, probabilities = np.asarray(labels), np.asarray(splits), np.asarray(probabilities)
+    scored = ~np.isnan(probabilities).any(axis=1)
+    n_classes = probabilities.shape[1]
+    scores = {}
+    for split in SPLITS:
+        rows = (splits == split) & scored
+        if rows.any():
+            truth, predicted = labels[rows], probabilities[rows].argmax(axis=1)
+            scores[split] = {
+                "n": int(rows.sum()),
+                "accuracy": float(accuracy_score(truth, predicted)),
+                "macro_f1": float(f1_score(truth, predicted, average="macro", labels=range(n_classes), zero_division=0)),
+                "weighted_f1": float(f1_score(truth, predicted, average="weighted", labels=range(n_classes), zero_division=0)),
+            }
+    return scores
+
+
+def write_confusion_png(
+    path, labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str], title: str
+) -> Path:
+    """Draw the confusion matrix with matplotlib and save it as a PNG at ``path`` (atomically); return the path.
+
+    Rows are the true classes, columns the predicted ones, named on the axes;
+    each cell shows its count and its row-normalised rate, which is also its colour.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(labels, predictions, labels=range(len(class_names)))
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(1.3 * len(class_names) + 2, 1.1 * len(class_names) + 1.6), dpi=100)
+    image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
+    for (row, column), count in np.ndenumerate(counts):
+        axes.text(column, row, f"{count}\n{rates[row, column]:.0%}", ha="center", va="center",
+                  color="white" if rates[row, column] > 0.5 else "black", fontsize=9)
+    axes.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp)
+    plt.close(figure)
+    return Path(path)
+
+
+def summary_markdown(scores: dict, dataset: str, split_sizes: dict, command: str, notes: Sequence[str] = ()) -> str:
+    """The results table as Markdown: one row per method with its test accuracy, macro-F1 and weighted-F1."""
+    sizes = ", ".join(f"{split} {split_sizes[split]:,}" for split in SPLITS if split in split_sizes)
+    lines = [
+        f"# Results: {dataset}", "",
+        f"Splits: {sizes}. Command: `{command}`", "",
+        "| method | test n | accuracy | macro-F1 | weighted-F1 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for method, per_split in scores.items():
+        test = per_split.get("test")
+        if test:
+            lines.append(f"| {method} | {test['n']:,} | {test['accuracy']:.3f} | {test['macro_f1']:.3f} | {test['weighted_f1']:.3f} |")
+    lines += ["", *notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def log_results_to_tensorboard(log_dir, markdown: str, pictures: dict) -> None:
+    """Write the summary table (a text summary) and the pictures (``{name: png path}``, image summaries) to TensorBoard."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        tf.summary.text("summary", markdown, step=0)
+        for name, path in pictures.items():
+            png = tf.io.decode_png(tf.io.read_file(str(path)), channels=4)
+            tf.summary.image(name, png[None], step=0)
+    writer.close()

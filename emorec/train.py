@@ -28,7 +28,8 @@ def seed_everything(seed: int) -> None:
 class ArrayBatches(keras.utils.PyDataset):
     """Batches of ``(inputs[rows], labels[rows])`` read on demand, so a memory-mapped array never loads whole.
 
-    ``inputs`` may be a float16 memmap (batches come out as float32); with
+    ``inputs`` is an array or a dict of arrays (a multi-input model's); a
+    float16 array (the feature cache's memmap) comes out as float32. With
     ``seed``, the rows are reshuffled every epoch by a seeded generator.
     """
 
@@ -44,10 +45,16 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
-        return np.asarray(self.inputs[rows], dtype=np.float32), self.labels[rows]
+        if isinstance(self.inputs, dict):
+            return {name: _rows_of(array, rows) for name, array in self.inputs.items()}, self.labels[rows]
+        return _rows_of(self.inputs, rows), self.labels[rows]
 
     def on_epoch_end(self) -> None:
         self.order = self.rows if self.rng is None else self.rng.permutation(self.rows)
+
+
+def _rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(array[rows], dtype=np.float32 if array.dtype == np.float16 else array.dtype)
 
 
 def fit_best(
@@ -100,6 +107,14 @@ def save_model(model: keras.Model, path: Path) -> None:
     log.info("saved %s", path)
 
 
+def write_run_config(outputs: PhaseOutputs, args, argv) -> None:
+    """Write ``<phase>.args.json``: the command line, every flag and the library versions."""
+    write_json_atomic(outputs.args_json, {
+        "argv": list(sys.argv[1:] if argv is None else argv), **vars(args),
+        "keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
+    })
+
+
 def save_phase(
     outputs: PhaseOutputs, phase: str, model: keras.Model, args, argv, metrics: dict, probabilities, prob_file: str
 ) -> None:
@@ -114,9 +129,6 @@ def save_phase(
         log.info("%s: accuracy %.3f, macro-F1 %.3f (n=%d)", split, scores["accuracy"], scores["macro_f1"], scores["n"])
     save_model(model, outputs.model)
     write_json_atomic(outputs.metrics_json, {"phase": phase, **metrics})
-    write_json_atomic(outputs.args_json, {
-        "argv": list(sys.argv[1:] if argv is None else argv), **vars(args),
-        "keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
-    })
+    write_run_config(outputs, args, argv)
     write_csv_atomic(probabilities, outputs.prob_dir / prob_file)
     log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / prob_file)

@@ -1,0 +1,135 @@
+"""Intermediate (feature-level) fusion, the paper's third phase.
+
+    python Intermediate_fusion.py --epoch=100
+
+Arguments -> inputs from the earlier phases of the same run (TER's text
+vectorizer and GloVe matrix from ``TER.keras``; IER's image feature cache,
+never recomputed, and its frozen backbone from ``IER.keras``) -> data (the same
+manifest and split) -> model (image features -> Dense(3000) -> Dense(500),
+joined with TER's two text paths -> Dense(1000) -> softmax; optionally
+warm-started from the unimodal models) -> training (best validation loss
+kept) -> evaluation -> outputs: ``model_checkpoints/Intermediate_fusion.keras``
+(raw text and RGB pixels in, probabilities out; ``import emorec.text,
+emorec.images`` before loading it), its args/metrics JSON and epochs CSV,
+TensorBoard curves in ``tb_logs/Intermediate_fusion/`` and
+``data_files/inter_prob.csv`` (empty probabilities where IER could not read the image).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from emorec.cli import PhaseOutputs, phase_parser, require_output, run, setup_logging
+from emorec.errors import InputError
+
+log = logging.getLogger("emorec")
+PHASE = "Intermediate_fusion"
+PROB_FILE = "inter_prob.csv"
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse the command line: the shared phase flags plus the fusion model's own."""
+    parser = phase_parser(PHASE, "Train the paper's intermediate-fusion model on TER's text pipeline and IER's "
+                          "cached image features.", batch_size=32, lr=1e-4)
+    fusion = parser.add_argument_group("fusion model")
+    fusion.add_argument(
+        "--init-from-unimodal", action="store_true",
+        help="start the text layers from TER.keras and the image Dense(3000)'s first 1000 units from IER.keras "
+        "(off, as in the paper: random initialisation on top of the GloVe embeddings)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train the fusion model and write its model, metrics and probabilities; returns 0."""
+    args = parse_args(argv)
+    setup_logging()
+    ter_files, ier_files = PhaseOutputs.of(args, "TER"), PhaseOutputs.of(args, "IER")
+    for path, phase in ((ter_files.model, "TER"), (ier_files.model, "IER"), (ier_files.metrics_json, "IER"),
+                        (ier_files.args_json, "IER")):
+        require_output(path, phase, args)
+    import keras
+    import numpy as np
+
+    import emorec.images  # noqa: F401  (registers the layers that IER.keras holds)
+    from emorec.data import load_dataset
+    from emorec.models import build_fusion_network, fusion_model, warm_start
+    from emorec.report import classification_metrics, probability_table
+    from emorec.text import vectorize
+    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything
+
+    seed_everything(args.seed)
+    outputs = PhaseOutputs.of(args, PHASE)
+    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes)
+    class_names = frame.attrs["class_names"]
+    labels = frame["label"].to_numpy()
+
+    # Text: TER's vectorizer, and its frozen channel, which holds the GloVe matrix unchanged.
+    ter = keras.models.load_model(ter_files.model)
+    vectorizer, ter_network = ter.get_layer("text_vectorization"), ter.get_layer("ter_network")
+    glove_matrix = ter_network.get_layer("text_embedding_frozen").get_weights()[0]
+    token_ids = vectorize(vectorizer, frame["text"])
+
+    # Image: IER's feature cache, checked against this manifest's images (never recomputed here).
+    ier = keras.models.load_model(ier_files.model)
+    extractor, ier_head = ier.layers[1], ier.get_layer("ier_head")
+    cache = _image_features(frame, json.loads(ier_files.metrics_json.read_text()), json.loads(ier_files.args_json.read_text()))
+    rows = {split: np.flatnonzero((frame["split"] == split).to_numpy() & cache.ok) for split in ("train", "val")}
+    inputs = {"token_ids": token_ids, "image_features": cache.features}
+
+    # Model and training.
+    seed_everything(args.seed)
+    network = build_fusion_network(glove_matrix, token_ids.shape[1], cache.features.shape[1:], len(class_names))
+    warm_started = warm_start(network, ter_network, ier_head) if args.init_from_unimodal else []
+    if warm_started:
+        log.info("warm start from TER and IER: %s", ", ".join(warm_started))
+    network.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    training = fit_best(
+        network,
+        ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
+        ArrayBatches(inputs, labels, rows["val"], 256),
+        args.epochs, None, outputs,
+    )
+
+    # Evaluation on every row with a readable image; the others keep empty probabilities.
+    readable = np.flatnonzero(cache.ok)
+    probabilities = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
+    probabilities[readable] = network.predict(ArrayBatches(inputs, labels, readable, 256), verbose=0)
+    metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
+    save_phase(
+        outputs, PHASE, fusion_model(vectorizer, extractor, network), args, argv,
+        {"class_names": list(class_names), "feature_cache": str(cache.folder), "warm_started_layers": warm_started,
+         "unreadable_images": int((~cache.ok).sum()),
+         **training, **metrics},
+        probability_table(frame, probabilities, class_names), PROB_FILE,
+    )
+    return 0
+
+
+def _image_features(frame, ier_metrics: dict, ier_args: dict):
+    """Open IER's feature cache after checking that it belongs to this manifest's images as they are now."""
+    from emorec.images import FeatureCache, cache_folder
+
+    folder = Path(ier_metrics["feature_cache"])
+    rerun = "Run `python IER.py` again with this --manifest (it reuses a cache that is still valid, else recomputes it)."
+    expected = cache_folder(folder.parent, ier_args["backbone"], ier_metrics["weights_identity"], ier_args["image_size"],
+                            frame["image_path"])
+    if expected != folder:
+        raise InputError(f"IER's feature cache {folder} was computed for other images (the manifest or an image "
+                         f"changed since IER ran). {rerun}")
+    if not folder.is_dir():
+        raise InputError(f"IER's feature cache {folder} is missing. {rerun}")
+    cache = FeatureCache.open(folder)
+    if list(cache.ids) != frame["id"].tolist():
+        raise InputError(f"IER's feature cache {folder} lists other ids than the manifest. {rerun}")
+    if (~cache.ok).any():
+        log.warning("%d row(s) whose image IER could not read are left out; their probabilities are empty", (~cache.ok).sum())
+    return cache
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,148 @@
+"""Late (score-level) fusion, the paper's fourth phase, and the results report.
+
+    python Late_fusion.py
+
+Arguments -> the three phases' probability files of the same run (joined on
+``id``; files that disagree are refused) -> weight search (the paper's grid
+w in {0.1..0.9}^3 normalised to sum to 1, chosen on the validation split by
+accuracy, then macro-F1, then the most even weights) and, beyond the paper, a
+logistic-regression stacker fitted on validation probabilities -> evaluation
+of every method on test -> outputs: ``data_files/late_prob.csv``,
+``model_checkpoints/Late_fusion.metrics.json`` (the chosen weights) and
+``.args.json``, ``results/summary.md``, ``summary.json`` and a confusion-matrix
+PNG per method, and the same table and pictures in ``tb_logs/Late_fusion/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from emorec.cli import PhaseOutputs, phase_parser, require_output, run, setup_logging
+
+log = logging.getLogger("emorec")
+PHASE = "Late_fusion"
+PROB_FILE = "late_prob.csv"
+# The fused members: the phase that writes each, and its probability file.
+MEMBERS = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
+METHOD_NAMES = {
+    "TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
+    "Average": "Average of the three", "Late_fusion": "Late fusion (weights chosen on val)",
+    "Stacker": "Logistic-regression stacker (fitted on val)",
+}
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse the command line: the shared data and output flags plus the weight grid and the results folder."""
+    parser = phase_parser(PHASE, "Fuse the three phases' class probabilities with weights chosen on the validation "
+                          "split, and write the results report.", training=False)
+    fusion = parser.add_argument_group("late fusion")
+    fusion.add_argument("--grid-step", type=float, default=0.1,
+                        help="weights per member run over step, 2*step, ... < 1, then are normalised to sum to 1")
+    fusion.add_argument("--results-dir", default="results", help="where the summary table and figures go")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Fuse, report and write the late-fusion outputs; returns 0."""
+    args = parse_args(argv)
+    setup_logging()
+    outputs = PhaseOutputs.of(args, PHASE)
+    paths = {member: require_output(outputs.prob_dir / file, member, args) for member, file in MEMBERS.items()}
+    import numpy as np
+
+    from emorec import fusion
+    from emorec.errors import InputError
+    from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
+    from emorec.report import (log_results_to_tensorboard, method_scores, probability_table, summary_markdown,
+                               write_confusion_png)
+    from emorec.train import write_run_config
+
+    # Data: the members' probabilities, joined on id.
+    rows, class_names, probabilities = fusion.read_probability_files(paths)
+    labels, splits = rows["label"].to_numpy(), rows["split"].to_numpy()
+    val = splits == "val"
+    if not val.any():
+        raise InputError(f"{paths['TER']} has no validation rows: the weights are chosen on the val split")
+
+    # The paper's weight grid, searched on validation only.
+    grid = fusion.weight_grid(len(MEMBERS), args.grid_step)
+    best, val_accuracy, val_macro_f1 = fusion.choose_weights(grid, probabilities[:, val], labels[val])
+    weights = dict(zip(MEMBERS, map(float, grid[best])))
+    log.info("late fusion: %d weight candidates; chosen on val (accuracy %.3f, macro-F1 %.3f): %s", len(grid),
+             val_accuracy[best], val_macro_f1[best], ", ".join(f"{m} {w:.3f}" for m, w in weights.items()))
+
+    # Every method, each on the rows it could score.
+    features = fusion.stacking_features(probabilities)
+    stacker = fusion.fit_stacker(features[val], labels[val], args.seed)
+    methods = {
+        **{member: probabilities[i] for i, member in enumerate(MEMBERS)},
+        "Average": fusion.fuse(np.full(len(MEMBERS), 1 / len(MEMBERS)), probabilities),
+        "Late_fusion": fusion.fuse(grid[best], probabilities),
+        "Stacker": fusion.stacker_probabilities(stacker, features, len(class_names)),
+    }
+    scores = {method: method_scores(labels, p, splits) for method, p in methods.items()}
+    fewer = {split: fusion.rows_fused_from_fewer(probabilities, splits == split) for split in ("train", "val", "test")}
+    if any(fewer.values()):
+        log.warning("rows fused from fewer than all three members (a member could not score them): %s", fewer)
+
+    # Outputs: the fused probabilities, the metrics with the chosen weights, the run's configuration.
+    write_csv_atomic(probability_table(rows, methods["Late_fusion"], class_names), outputs.prob_dir / PROB_FILE)
+    metrics = {
+        "phase": PHASE, "class_names": class_names, "weights": weights, "members": {m: str(p) for m, p in paths.items()},
+        "grid_step": args.grid_step, "candidates": len(grid),
+        "val_accuracy": float(val_accuracy[best]), "val_macro_f1": float(val_macro_f1[best]),
+        "rows_fused_from_fewer_members": fewer, "methods": scores,
+    }
+    write_json_atomic(outputs.metrics_json, metrics)
+    write_run_config(outputs, args, argv)
+
+    # The results report: table, confusion matrices, and the same in TensorBoard.
+    results = Path(args.results_dir) / (args.run_name or "")
+    pictures = {}
+    for method, p in methods.items():
+        scored = (splits == "test") & ~np.isnan(p).any(axis=1)
+        pictures[f"confusion_{method}"] = write_confusion_png(
+            results / f"confusion_{method}.png", labels[scored], p[scored].argmax(axis=1), class_names,
+            f"{METHOD_NAMES[method]}: test (n={scored.sum()})",
+        )
+    commands = _phase_commands(outputs.args_json.parent, argv)
+    notes = ["Late-fusion weights (chosen on val): " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()) + "."]
+    if any(fewer.values()):
+        notes.append(f"Rows fused from fewer members (an image IER could not read): {fewer}.")
+    markdown = summary_markdown({METHOD_NAMES[m]: s for m, s in scores.items()}, args.manifest,
+                                {s: int((splits == s).sum()) for s in ("train", "val", "test")}, commands[-1],
+                                notes + ["", "Commands of this run:", "", *[f"    {c}" for c in commands]])
+    write_text_atomic(results / "summary.md", markdown)
+    write_json_atomic(results / "summary.json", {
+        "dataset": args.manifest, "class_names": class_names, "commands": commands, "weights": weights,
+        "split_sizes": {s: int((splits == s).sum()) for s in ("train", "val", "test")},
+        "rows_fused_from_fewer_members": fewer, "methods": scores,
+    })
+    log_results_to_tensorboard(outputs.tensorboard, markdown, pictures)
+    log.info("wrote %s, %s and %s", outputs.prob_dir / PROB_FILE, outputs.metrics_json, results / "summary.md")
+    print(markdown)
+    return 0
+
+
+def _phase_commands(checkpoints: Path, argv) -> list[str]:
+    """The command lines of this run's phases (from their ``.args.json``), this one last."""
+    commands = []
+    for phase in (*MEMBERS, PHASE):
+        if phase == PHASE:
+            arguments = list(sys.argv[1:] if argv is None else argv)
+        else:
+            config = checkpoints / f"{phase}.args.json"
+            if not config.exists():
+                continue
+            arguments = json.loads(config.read_text())["argv"]
+        commands.append(shlex.join(["python", f"{phase}.py", *arguments]))
+    return commands
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,152 @@
+"""Late (score-level) fusion: join the phases' probability files, search the weights, stack.
+
+The weight search follows the paper (a grid of 0.1 ... 0.9 per member,
+normalised to sum to 1) but chooses on the validation split, never on test,
+and evaluates every candidate at once with numpy. A row that a member could
+not score (an image IER could not read) is fused from the members that did,
+with their weights renormalised.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from emorec.errors import InputError, list_some
+
+KEY_COLUMNS = ["id", "split", "label"]
+
+
+def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+    """Read and join the members' probability files (``{member: path}``) on ``id``.
+
+    Returns ``(rows, class_names, probabilities)``: ``rows`` has ``id, split,
+    label`` (class index) in the first file's order, ``probabilities`` is
+    (members, rows, classes) with NaN where a member has no score. Raises
+    :class:`InputError` when the files disagree on ids, splits, labels or
+    class columns, or one is malformed.
+    """
+    tables = {}
+    for member, path in paths.items():
+        table = pd.read_csv(path, dtype={"id": str, "split": str, "label": str})
+        if list(table.columns[:3]) != KEY_COLUMNS or table.shape[1] < 5:
+            raise InputError(f"{path}: not a probability file (columns id,split,label,<one per class>), got "
+                             f"{list(table.columns)}")
+        duplicated = table["id"][table["id"].duplicated()]
+        if len(duplicated):
+            raise InputError(f"{path}: {len(duplicated)} duplicated id(s):\n{list_some(duplicated.tolist())}")
+        tables[member] = table
+    (first_member, first), others = next(iter(tables.items())), list(tables.items())[1:]
+    class_names = list(first.columns[3:])
+    for member, table in others:
+        where = f"{paths[member]} and {paths[first_member]}"
+        if list(table.columns[3:]) != class_names:
+            raise InputError(f"{where} have different class columns: {list(table.columns[3:])} vs {class_names}")
+        missing, extra = set(first["id"]) - set(table["id"]), set(table["id"]) - set(first["id"])
+        if missing or extra:
+            raise InputError(
+                f"{where} hold different ids ({len(missing)} only in the second, {len(extra)} only in the first):\n"
+                f"{list_some(sorted(missing | extra))}\nRun every phase on the same manifest (and --run-name)."
+            )
+        aligned = table.set_index("id").loc[first["id"]]
+        for column in ("split", "label"):
+            differ = first["id"][aligned[column].to_numpy() != first[column].to_numpy()]
+            if len(differ):
+                raise InputError(f"{where} disagree on the {column} of {len(differ)} id(s):\n"
+                                 f"{list_some(differ.tolist())}\nRun every phase on the same manifest and split.")
+        tables[member] = aligned.reset_index()
+    unknown = ~first["label"].isin(class_names)
+    if unknown.any():
+        raise InputError(f"{paths[first_member]}: labels that are not class columns: {sorted(set(first['label'][unknown]))}")
+    probabilities = np.stack([table[class_names].to_numpy(np.float64) for table in tables.values()])
+    rows = pd.DataFrame({"id": first["id"], "split": first["split"],
+                         "label": first["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()})
+    return rows, class_names, probabilities
+
+
+def weight_grid(n_members: int, step: float = 0.1) -> np.ndarray:
+    """Every combination of weights step, 2*step, ... < 1 per member, normalised to sum to 1, duplicates dropped.
+
+    Returns (candidates, n_members), in the grid's order.
+    """
+    if not 0 < step < 1:
+        raise InputError(f"--grid-step must be between 0 and 1, got {step}")
+    values = np.arange(1, round(1 / step)) * step
+    grid = np.array(list(itertools.product(values, repeat=n_members)))
+    grid = grid / grid.sum(axis=1, keepdims=True)
+    _, first = np.unique(np.round(grid, 9), axis=0, return_index=True)
+    return grid[np.sort(first)]
+
+
+def fuse(weights: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Weighted averages of the members' probabilities, for many weight vectors at once.
+
+    ``weights`` is (candidates, members) or (members,); ``probabilities`` is
+    (members, rows, classes) with NaN rows where a member has no score: those
+    rows are averaged over the members that have one, their weights
+    renormalised. Returns (candidates, rows, classes) (or (rows, classes)).
+    """
+    single = weights.ndim == 1
+    weights = np.atleast_2d(weights)
+    scored = ~np.isnan(probabilities).any(axis=2)  # (members, rows)
+    totals = np.einsum("km,mnc->knc", weights, np.nan_to_num(probabilities))
+    mass = np.einsum("km,mn->kn", weights, scored.astype(float))[:, :, None]
+    fused = totals / np.where(mass > 0, mass, np.nan)
+    return fused[0] if single else fused
+
+
+def accuracy_and_macro_f1(fused: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and macro-F1 (scikit-learn's definition, 0 for a class never predicted nor present) per candidate.
+
+    ``fused`` is (candidates, rows, classes), ``labels`` (rows,). Returns two (candidates,) arrays.
+    """
+    n_classes = fused.shape[2]
+    predicted = fused.argmax(axis=2)
+    truth = np.eye(n_classes, dtype=bool)[labels]  # (rows, classes)
+    hits = np.eye(n_classes, dtype=bool)[predicted]  # (candidates, rows, classes)
+    true_positive = (hits & truth).sum(axis=1)
+    denominator = hits.sum(axis=1) + truth.sum(axis=0)
+    f1 = np.divide(2 * true_positive, denominator, out=np.zeros(true_positive.shape), where=denominator > 0)
+    return (predicted == labels).mean(axis=1), f1.mean(axis=1)
+
+
+def choose_weights(grid: np.ndarray, probabilities: np.ndarray, labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Pick the candidate with the best accuracy; ties go to higher macro-F1, then to the most even weights.
+
+    Returns (index into ``grid``, accuracy per candidate, macro-F1 per candidate).
+    """
+    accuracy, macro_f1 = accuracy_and_macro_f1(fuse(grid, probabilities), labels)
+    unevenness = ((grid - 1 / grid.shape[1]) ** 2).sum(axis=1)
+    order = np.lexsort((np.round(unevenness, 9), -np.round(macro_f1, 9), -accuracy))
+    return int(order[0]), accuracy, macro_f1
+
+
+def stacking_features(probabilities: np.ndarray) -> np.ndarray:
+    """Members' probabilities side by side (rows, members*classes); a missing member takes the others' mean."""
+    mean = np.nanmean(probabilities, axis=0)
+    filled = np.where(np.isnan(probabilities), mean[None], probabilities)
+    return np.concatenate(list(filled), axis=1)
+
+
+def fit_stacker(features: np.ndarray, labels: np.ndarray, seed: int) -> LogisticRegression:
+    """Fit a logistic-regression stacker (scikit-learn, L2, lbfgs) on validation features and labels."""
+    if len(np.unique(labels)) < 2:
+        raise InputError("the validation split holds a single class: the stacker cannot be fitted")
+    return LogisticRegression(max_iter=2000, random_state=seed).fit(features, labels)
+
+
+def stacker_probabilities(stacker: LogisticRegression, features: np.ndarray, n_classes: int) -> np.ndarray:
+    """The stacker's class probabilities (rows, n_classes); classes absent from its training data get 0."""
+    full = np.zeros((len(features), n_classes))
+    full[:, stacker.classes_] = stacker.predict_proba(features)
+    return full
+
+
+def rows_fused_from_fewer(probabilities: np.ndarray, rows: Sequence[bool] | np.ndarray) -> int:
+    """How many of ``rows`` lack a score from at least one member (and were fused from fewer)."""
+    return int((np.isnan(probabilities).any(axis=2).any(axis=0) & np.asarray(rows)).sum())
