@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emorec.models import build_ter_network
+from emorec.models import build_fusion_network, build_ier_head, build_ter_network, warm_start
 
 
 def lstm(units, inputs):
@@ -37,3 +37,30 @@ def test_embeddings_start_from_the_matrix_given():
     network = build_ter_network(matrix, seq_len=8, n_classes=3)
     for name in ("text_embedding_frozen", "text_embedding_tuned"):
         np.testing.assert_array_equal(network.get_layer(name).get_weights()[0], matrix)
+
+
+def test_fusion_network_shapes_and_warm_start():
+    vocab, dim, seq_len, classes = 60, 8, 12, 4
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(vocab, dim)).astype(np.float32)
+    ter = build_ter_network(matrix, seq_len, classes)
+    head = build_ier_head((2, 2, 16), classes)
+    network = build_fusion_network(matrix, seq_len, (2, 2, 16), classes)
+    inputs = {"token_ids": np.zeros((3, seq_len), np.int32), "image_features": np.zeros((3, 2, 2, 16), np.float32)}
+    assert network.predict(inputs, verbose=0).shape == (3, classes)
+    assert network.get_layer("image_dense3000").get_weights()[0].shape == (64, 3000)
+    assert network.get_layer("image_dense500").get_weights()[0].shape == (3000, 500)
+    joined = 500 + seq_len * 5 * 24 + seq_len * 24  # image, first text path, second text path (flattened)
+    assert network.get_layer("fusion_dense1000").get_weights()[0].shape == (joined, 1000)
+
+    for layer in ter.layers + head.layers:  # make the unimodal weights recognisable
+        layer.set_weights([w + rng.normal(size=w.shape).astype(w.dtype) for w in layer.get_weights()])
+    before = network.get_layer("image_dense3000").get_weights()[0].copy()
+    changed = warm_start(network, ter, head)
+    assert "text_bilstm12" in changed and "text_conv24_w8" in changed and "image_dense3000" in changed
+    for name in changed[:-1]:
+        for fused, unimodal in zip(network.get_layer(name).get_weights(), ter.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(fused, unimodal)
+    kernel = network.get_layer("image_dense3000").get_weights()[0]
+    np.testing.assert_array_equal(kernel[:, :1000], head.get_layer("image_dense1000").get_weights()[0])
+    np.testing.assert_array_equal(kernel[:, 1000:], before[:, 1000:])

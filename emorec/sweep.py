@@ -1,0 +1,183 @@
+"""The label-efficiency study: the four phases for every (label fraction, seed), then the curve.
+
+    python -m emorec.sweep --fractions 0.05 0.1 0.25 0.5 1.0 --seeds 0 1 2 --epoch 20
+
+Every setting is its own named run (``--run-name <prefix>-f<fraction>-s<seed>``,
+design §2) that trains TER, IER and Intermediate_fusion on the same stratified,
+seeded subsample of the training split (``--label-fraction``) and fuses them
+with Late_fusion; val and test are the same for all. The image feature cache and
+the GloVe cache are shared, so no setting runs the backbone again. A phase or
+setting that already finished is skipped, so an interrupted sweep resumes.
+Writes ``results/label_efficiency.csv``, ``.md`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from emorec.cli import run, setup_logging
+from emorec.errors import InputError
+
+log = logging.getLogger("emorec")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAINED = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
+METHODS = ("TER", "IER", "Intermediate_fusion", "Average", "Late_fusion", "Stacker")
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse the sweep's command line: the settings, the data, the outputs and flags passed through to the phases."""
+    parser = argparse.ArgumentParser(
+        prog="python -m emorec.sweep", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run the four phases for every label fraction and seed, and draw accuracy against labels.",
+    )
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.25, 0.5, 1.0],
+                        help="fractions of the training split's labels (per class) to train on")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and fraction")
+    parser.add_argument("--manifest", default=None, help="passed to every phase (default: the phases' own)")
+    parser.add_argument("--image-root", default=None, help="passed to the training phases (default: theirs)")
+    parser.add_argument("--epoch", "--epochs", dest="epochs", type=int, default=None,
+                        help="epochs for TER, IER and Intermediate_fusion (default: the phases' own)")
+    for phase, flag in (("TER", "--ter-args"), ("IER", "--ier-args"), ("Intermediate_fusion", "--inter-args")):
+        parser.add_argument(flag, default="", help=f"more flags for {phase}.py, as one quoted string")
+    parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
+    parser.add_argument("--checkpoint-dir", default="model_checkpoints", help="passed to every phase")
+    parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")
+    parser.add_argument("--prob-dir", default="data_files", help="passed to every phase")
+    parser.add_argument("--results-dir", default="results", help="where each setting's report and the curve go")
+    args = parser.parse_args(argv)
+    bad = [f for f in args.fractions if not 0 < f <= 1]
+    if bad:
+        parser.error(f"--fractions must lie in (0, 1], got {bad}")
+    return args
+
+
+def run_name(prefix: str, fraction: float, seed: int) -> str:
+    """The named run of one setting, for example ``labels-f0.05-s0``."""
+    return f"{prefix}-f{fraction:g}-s{seed}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every setting not yet done, then write the label-efficiency table and figure; returns 0."""
+    args = parse_args(argv)
+    setup_logging()
+    settings = [(fraction, seed) for fraction in sorted(set(args.fractions)) for seed in args.seeds]
+    results = Path(args.results_dir)
+    started, ran = time.perf_counter(), 0
+    for number, (fraction, seed) in enumerate(settings, 1):
+        name = run_name(args.run_prefix, fraction, seed)
+        if (results / name / "summary.json").exists():
+            log.info("[%d/%d] %s: already done, skipped", number, len(settings), name)
+            continue
+        run_setting(args, name, fraction, seed)
+        ran += 1
+        elapsed = time.perf_counter() - started
+        remaining = len(settings) - number
+        log.info("[%d/%d] %s done: %.0f s so far, about %.0f s left", number, len(settings), name, elapsed,
+                 elapsed / ran * remaining)
+    table = collect(args, settings)
+    write_label_efficiency(table, results)
+    log.info("wrote %s, .md and .png", results / "label_efficiency.csv")
+    return 0
+
+
+def run_setting(args, name: str, fraction: float, seed: int) -> None:
+    """Run the phases of one setting in this process, skipping a phase whose probability file already exists."""
+    import keras
+
+    sys.path.insert(0, str(REPO_ROOT))  # the phase scripts live at the repository root
+    outputs = ["--run-name", name, "--checkpoint-dir", args.checkpoint_dir, "--log-dir", args.log_dir,
+               "--prob-dir", args.prob_dir]
+    manifest = ["--manifest", args.manifest] if args.manifest else []
+    data = [*manifest, *(["--image-root", args.image_root] if args.image_root else []), "--seed", str(seed)]
+    training = [*(["--label-fraction", f"{fraction:g}"] if fraction < 1 else []),
+                *(["--epoch", str(args.epochs)] if args.epochs else [])]
+    extra = {"TER": args.ter_args, "IER": args.ier_args, "Intermediate_fusion": args.inter_args}
+    for phase, prob_file in TRAINED.items():
+        if (Path(args.prob_dir) / name / prob_file).exists():
+            log.info("%s: %s already done, skipped", name, phase)
+            continue
+        _call(phase, [*data, *training, *outputs, *shlex.split(extra[phase])])
+        keras.backend.clear_session()
+        gc.collect()
+    _call("Late_fusion", [*manifest, "--seed", str(seed), *outputs,
+                          "--results-dir", args.results_dir])
+
+
+def _call(phase: str, argv: list[str]) -> None:
+    log.info("python %s.py %s", phase, shlex.join(argv))
+    status = importlib.import_module(phase).main(argv)
+    if status:
+        raise InputError(f"{phase}.py stopped with status {status}")
+
+
+def collect(args, settings) -> "pd.DataFrame":
+    """One row per (setting, method): fraction, seed, training labels, method, test accuracy and macro-F1."""
+    import pandas as pd
+
+    rows = []
+    for fraction, seed in settings:
+        name = run_name(args.run_prefix, fraction, seed)
+        summary = json.loads((Path(args.results_dir) / name / "summary.json").read_text())
+        labels = json.loads((Path(args.checkpoint_dir) / name / "TER.metrics.json").read_text())["training_labels"]
+        for method in METHODS:
+            test = summary["methods"][method]["test"]
+            rows.append({"fraction": fraction, "seed": seed, "training_labels": labels, "method": method,
+                         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"]})
+    return pd.DataFrame(rows)
+
+
+def write_label_efficiency(table, results: Path) -> None:
+    """Write the table as CSV, its mean ± std per fraction and method as Markdown, and the curve as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from emorec.fileio import atomic_path, write_csv_atomic, write_text_atomic
+
+    write_csv_atomic(table, results / "label_efficiency.csv")
+    grouped = table.groupby(["fraction", "method"], sort=False)
+    stats = grouped.agg(labels=("training_labels", "mean"), seeds=("seed", "count"),
+                        accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
+                        macro_f1=("macro_f1", "mean"), macro_f1_std=("macro_f1", "std")).fillna(0.0).reset_index()
+    header = ["| fraction | training labels | seeds | " + " | ".join(METHODS) + " |",
+              "|---:|---:|---:|" + "---:|" * len(METHODS)]
+    blocks = []
+    for metric, title in (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1")):
+        block = [f"**{title}**, mean ± std over seeds", "", *header]
+        for fraction, rows in stats.groupby("fraction"):
+            cells = {row.method: f"{getattr(row, metric):.3f} ± {getattr(row, metric + '_std'):.3f}"
+                     for row in rows.itertuples()}
+            block.append(f"| {fraction:g} | {rows['labels'].iloc[0]:,.0f} | {rows['seeds'].iloc[0]} | "
+                         + " | ".join(cells.get(method, "") for method in METHODS) + " |")
+        blocks.append("\n".join(block))
+    write_text_atomic(results / "label_efficiency.md", "\n\n".join(blocks) + "\n")
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    for axis, (metric, title) in zip(axes, (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"))):
+        for method in METHODS:
+            rows = stats[stats["method"] == method].sort_values("labels")
+            axis.errorbar(rows["labels"], rows[metric], yerr=rows[metric + "_std"], marker="o", capsize=3, label=method)
+        axis.set_xscale("log")
+        axis.set_xlabel("labelled training examples (log scale)")
+        axis.set_ylabel(title)
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle("Label efficiency: mean ± std over seeds")
+    figure.tight_layout()
+    with atomic_path(results / "label_efficiency.png") as tmp:
+        figure.savefig(tmp)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,176 @@
+"""The four phases chained on a small demo, the results report, predict.py and the missing-input messages (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+
+import IER
+import Intermediate_fusion
+import Late_fusion
+import predict
+import TER
+from emorec.cli import run
+from emorec.demo import GLOVE_NAME, MANIFEST_NAME
+
+CLASSES = ["happy", "sad", "hate", "anger"]
+RUN = "p"
+PROB_FILES = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv",
+              "Late_fusion": "late_prob.csv"}
+
+
+def outputs(out, run_name=RUN):
+    return ["--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
+            "--run-name", run_name]
+
+
+def data(demo):
+    return ["--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo), "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(small_demo, tmp_path_factory):
+    """TER, IER, Intermediate_fusion and Late_fusion on the small demo, as the run 'p'; returns the output folder."""
+    out = tmp_path_factory.mktemp("pipeline")
+    assert TER.main([*data(small_demo), "--glove", str(small_demo / GLOVE_NAME), "--epoch", "2", "--batch-size", "32",
+                     "--lr", "3e-3", *outputs(out)]) == 0
+    assert IER.main([*data(small_demo), "--image-weights", "none", "--image-size", "32", "--epoch", "2",
+                     "--batch-size", "32", "--lr", "1e-3", "--cache-dir", str(out / "features"), *outputs(out)]) == 0
+    assert Intermediate_fusion.main([*data(small_demo), "--epoch", "2", "--lr", "1e-3", *outputs(out)]) == 0
+    assert Late_fusion.main(["--manifest", str(small_demo / MANIFEST_NAME), "--results-dir", str(out / "results"),
+                             *outputs(out)]) == 0
+    return out
+
+
+def read_probs(out, phase, run_name=RUN):
+    return pd.read_csv(out / "probs" / run_name / PROB_FILES[phase], dtype={"id": str})
+
+
+def test_every_phase_writes_every_output(pipeline, small_demo):
+    checkpoints = pipeline / "ckpt" / RUN
+    for phase in ("TER", "IER", "Intermediate_fusion"):
+        for suffix in (".keras", ".args.json", ".metrics.json", ".epochs.csv"):
+            assert (checkpoints / f"{phase}{suffix}").is_file(), phase + suffix
+        assert list((pipeline / "tb" / RUN / phase / "validation").glob("events.out.tfevents.*"))
+    assert (checkpoints / "Late_fusion.metrics.json").is_file() and (checkpoints / "Late_fusion.args.json").is_file()
+    assert list((pipeline / "tb" / RUN / "Late_fusion").glob("events.out.tfevents.*"))
+    n = len(pd.read_csv(small_demo / MANIFEST_NAME))
+    for phase in PROB_FILES:
+        probs = read_probs(pipeline, phase)
+        assert list(probs.columns) == ["id", "split", "label", *CLASSES] and len(probs) == n
+        np.testing.assert_allclose(probs[CLASSES].sum(axis=1), 1.0, atol=1e-5)
+    results = pipeline / "results" / RUN
+    assert {p.name for p in results.glob("confusion_*.png")} == {
+        f"confusion_{m}.png" for m in ("TER", "IER", "Intermediate_fusion", "Average", "Late_fusion", "Stacker")}
+    summary = (results / "summary.md").read_text()
+    assert "| Late fusion (weights chosen on val) |" in summary and "python Intermediate_fusion.py" in summary
+    weights = json.loads((checkpoints / "Late_fusion.metrics.json").read_text())["weights"]
+    assert set(weights) == {"TER", "IER", "Intermediate_fusion"} and sum(weights.values()) == pytest.approx(1.0)
+
+
+def scikit_scores(labels, predictions):
+    return {"n": len(labels), "accuracy": accuracy_score(labels, predictions),
+            "macro_f1": f1_score(labels, predictions, average="macro", labels=CLASSES, zero_division=0),
+            "weighted_f1": f1_score(labels, predictions, average="weighted", labels=CLASSES, zero_division=0)}
+
+
+def test_summary_numbers_are_what_scikit_learn_computes_from_the_prob_files(pipeline):
+    summary = json.loads((pipeline / "results" / RUN / "summary.json").read_text())
+    members = {phase: read_probs(pipeline, phase) for phase in PROB_FILES}
+    stacked = np.stack([members[m][CLASSES].to_numpy() for m in ("TER", "IER", "Intermediate_fusion")])
+    average = np.nanmean(stacked, axis=0)  # equal weights, renormalised over the members that scored a row
+    features = np.concatenate(list(np.where(np.isnan(stacked), average[None], stacked)), axis=1)
+    frame = members["TER"]
+    val = (frame["split"] == "val").to_numpy()
+    stacker = LogisticRegression(max_iter=2000, random_state=0).fit(features[val], frame["label"][val])
+    predictions = {phase: table[CLASSES].to_numpy() for phase, table in members.items()}
+    predictions["Average"] = average
+    for method, probabilities in predictions.items():
+        for split in ("train", "val", "test"):
+            rows = (frame["split"] == split).to_numpy() & ~np.isnan(probabilities).any(axis=1)
+            expected = scikit_scores(frame["label"][rows], np.array(CLASSES)[probabilities[rows].argmax(axis=1)])
+            assert summary["methods"][method][split] == pytest.approx(expected), (method, split)
+    test = (frame["split"] == "test").to_numpy()
+    expected = scikit_scores(frame["label"][test], stacker.predict(features[test]))
+    assert summary["methods"]["Stacker"]["test"] == pytest.approx(expected)
+    assert summary["split_sizes"] == frame["split"].value_counts().to_dict()
+
+
+def test_predict_reproduces_the_phases_prob_files(pipeline, small_demo, tmp_path):
+    out = tmp_path / "predictions.csv"
+    argv = ["--csv", str(small_demo / MANIFEST_NAME), "--out", str(out), "--checkpoint-dir", str(pipeline / "ckpt"),
+            "--run-name", RUN, "--batch-size", "128"]
+    assert predict.main(argv) == 0
+    predicted = pd.read_csv(out)
+    assert predicted["image_ok"].all()
+    for phase in PROB_FILES:
+        np.testing.assert_allclose(predicted[[f"{phase}_{c}" for c in CLASSES]].to_numpy(),
+                                   read_probs(pipeline, phase)[CLASSES].to_numpy(), atol=2e-3, err_msg=phase)
+    late = read_probs(pipeline, "Late_fusion")
+    assert (predicted["prediction"] == np.array(CLASSES)[late[CLASSES].to_numpy().argmax(axis=1)]).mean() > 0.99
+
+
+def test_predict_one_tweet_as_json(pipeline, small_demo, capsys):
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME)
+    image, text = str(small_demo / manifest["image"][0]), manifest["text"][0]
+    argv = ["--image", image, "--text", text, "--json", "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
+    assert predict.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["class_names"] == CLASSES and len(result["rows"]) == 1
+    row = result["rows"][0]
+    assert row["prediction"] in CLASSES and row["image_ok"]
+    for model in ("TER", "IER", "Intermediate_fusion", "Late_fusion"):
+        assert sum(row[model].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_demo, tmp_path, capsys):
+    empty = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "probs")]
+    assert run(Intermediate_fusion.main, [*data(small_demo), *empty]) == 2
+    assert "TER.keras is missing" in capsys.readouterr().err
+    assert run(Late_fusion.main, empty) == 2
+    assert "python TER.py" in capsys.readouterr().err
+    assert run(predict.main, ["--image", "x.jpg", "--text", "hi", "--checkpoint-dir", str(tmp_path / "ckpt")]) == 2
+    assert "python TER.py" in capsys.readouterr().err
+    shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
+    (tmp_path / "probs" / "inter_prob.csv").unlink()
+    assert run(Late_fusion.main, empty) == 2
+    error = capsys.readouterr().err
+    assert "inter_prob.csv is missing" in error and "python Intermediate_fusion.py" in error
+
+
+def test_fusion_refuses_a_missing_or_stale_feature_cache(pipeline, small_demo, tmp_path, capsys):
+    shutil.copytree(pipeline / "ckpt" / RUN, tmp_path / "ckpt")
+    metrics_file = tmp_path / "ckpt" / "IER.metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    cache = tmp_path / "features" / "copy"
+    metrics["feature_cache"] = str(cache)
+    metrics_file.write_text(json.dumps(metrics))
+    argv = [*data(small_demo), "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"),
+            "--prob-dir", str(tmp_path / "probs")]
+    assert run(Intermediate_fusion.main, argv) == 2
+    assert "was computed for other images" in capsys.readouterr().err
+    real = json.loads((pipeline / "ckpt" / RUN / "IER.metrics.json").read_text())["feature_cache"]
+    metrics["feature_cache"] = str(tmp_path / "features" / real.rsplit("/", 1)[1])  # right key, folder not there
+    metrics_file.write_text(json.dumps(metrics))
+    assert run(Intermediate_fusion.main, argv) == 2
+    error = capsys.readouterr().err
+    assert "is missing" in error and "python IER.py" in error
+
+
+def test_late_fusion_refuses_files_from_another_split(pipeline, tmp_path, capsys):
+    shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
+    (tmp_path / "probs" / "late_prob.csv").unlink()
+    image = pd.read_csv(tmp_path / "probs" / "img_prob.csv", dtype={"id": str})
+    image.loc[image["split"] == "test", "split"] = "val"
+    image.to_csv(tmp_path / "probs" / "img_prob.csv", index=False)
+    argv = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir",
+            str(tmp_path / "probs"), "--results-dir", str(tmp_path / "results")]
+    assert run(Late_fusion.main, argv) == 2
+    assert "disagree on the split" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "probs" / "late_prob.csv").exists()
