@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.images import build_extractor, cache_folder, cached_features
     from emorec.models import build_ier_head, image_model
     from emorec.report import classification_metrics, probability_table
-    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything
+    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = cache_folder(args.cache_dir, args.backbone, weights_identity, args.image_size, frame["image_path"])
     cache = cached_features(folder, frame, extractor, args.image_size, args.extract_batch_size, args.on_bad_image)
     labels = frame["label"].to_numpy()
-    rows = {split: np.flatnonzero((frame["split"] == split).to_numpy() & cache.ok) for split in ("train", "val")}
+    train = select_training_rows(frame, args)
+    rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
 
     # Model and training, on the cached features.
     seed_everything(args.seed)
@@ -91,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
     save_phase(
         outputs, PHASE, image_model(extractor, head), args, argv,
-        {"class_names": list(class_names), "feature_cache": str(folder), "weights_identity": weights_identity,
+        {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_cache": str(folder),
+         "weights_identity": weights_identity,
          "unreadable_images": int((~cache.ok).sum()), **training, **metrics},
         probability_table(frame, probabilities, class_names), PROB_FILE,
     )

@@ -49,8 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     ter_files, ier_files = PhaseOutputs.of(args, "TER"), PhaseOutputs.of(args, "IER")
-    for path, phase in ((ter_files.model, "TER"), (ier_files.model, "IER"), (ier_files.metrics_json, "IER"),
-                        (ier_files.args_json, "IER")):
+    for path, phase in ((ter_files.model, "TER"), (ter_files.args_json, "TER"), (ier_files.model, "IER"),
+                        (ier_files.metrics_json, "IER"), (ier_files.args_json, "IER")):
         require_output(path, phase, args)
     import keras
     import numpy as np
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.report import classification_metrics, probability_table
     from emorec.text import vectorize
-    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything
+    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -78,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ier = keras.models.load_model(ier_files.model)
     extractor, ier_head = ier.layers[1], ier.get_layer("ier_head")
     cache = _image_features(frame, json.loads(ier_files.metrics_json.read_text()), json.loads(ier_files.args_json.read_text()))
-    rows = {split: np.flatnonzero((frame["split"] == split).to_numpy() & cache.ok) for split in ("train", "val")}
+    train = select_training_rows(frame, args)
+    _check_same_training_rows(args.training_ids, (ter_files.args_json, ier_files.args_json))
+    rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
     inputs = {"token_ids": token_ids, "image_features": cache.features}
 
     # Model and training.
@@ -102,12 +104,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
     save_phase(
         outputs, PHASE, fusion_model(vectorizer, extractor, network), args, argv,
-        {"class_names": list(class_names), "feature_cache": str(cache.folder), "warm_started_layers": warm_started,
+        {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_cache": str(cache.folder),
+         "warm_started_layers": warm_started,
          "unreadable_images": int((~cache.ok).sum()),
          **training, **metrics},
         probability_table(frame, probabilities, class_names), PROB_FILE,
     )
     return 0
+
+
+def _check_same_training_rows(training_ids, configs) -> None:
+    """Refuse to fuse unimodal runs that learnt from other training examples than this command would."""
+    def count(ids):
+        return "the whole train split" if ids is None else f"{len(ids)} subsampled examples"
+
+    for config in configs:
+        theirs = json.loads(Path(config).read_text()).get("training_ids")
+        if theirs != training_ids:
+            raise InputError(
+                f"{config} trained on other examples ({count(theirs)}) than this command would "
+                f"({count(training_ids)}). Give every phase of a run the same --label-fraction or "
+                "--labels-per-class and --seed."
+            )
 
 
 def _image_features(frame, ier_metrics: dict, ier_args: dict):

@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
     from emorec.text import adapt_vectorizer, build_vectorizer, embedding_matrix, vectorize
-    from emorec.train import fit_best, save_phase, seed_everything
+    from emorec.train import fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -65,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Data: every phase reads the same manifest and the same split.
     frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes)
     class_names = frame.attrs["class_names"]
-    train, val = (frame["split"] == "train").to_numpy(), (frame["split"] == "val").to_numpy()
+    train, val = select_training_rows(frame, args), (frame["split"] == "val").to_numpy()
 
-    # Text pipeline: the vocabulary comes from the training split only.
+    # Text pipeline: the vocabulary comes from the training rows only.
     vectorizer = build_vectorizer(args.max_words, args.seq_len)
     vocabulary = adapt_vectorizer(vectorizer, frame["text"][train])
     log.info("vocabulary: %s words from %s training texts", f"{len(vocabulary) - 2:,}", f"{train.sum():,}")
@@ -89,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     probabilities = model.predict(tf.constant(frame["text"].tolist()), batch_size=1024, verbose=0)
     metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
     save_phase(
-        outputs, PHASE, model, args, argv, {"class_names": list(class_names), **training, **metrics},
+        outputs, PHASE, model, args, argv,
+        {"class_names": list(class_names), "training_labels": int(train.sum()), **training, **metrics},
         probability_table(frame, probabilities, class_names), PROB_FILE,
     )
     return 0

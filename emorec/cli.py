@@ -44,7 +44,8 @@ def phase_parser(
     """Return the parser every phase script starts from, with the phase's own training defaults.
 
     Groups: data (--manifest, --image-root, --classes, --seed, --resplit),
-    training (--epoch/--epochs, --batch-size, --lr) and outputs (--run-name,
+    training (--epoch/--epochs, --batch-size, --lr, --label-fraction,
+    --labels-per-class) and outputs (--run-name,
     --checkpoint-dir, --log-dir, --prob-dir). A phase that trains nothing
     (``training=False``) gets neither the training group nor the image and
     split flags. A phase adds its own flags to it.
@@ -77,6 +78,16 @@ def phase_parser(
         group.add_argument("--epoch", "--epochs", dest="epochs", type=_positive_int, default=epochs, help="training epochs")
         group.add_argument("--batch-size", type=_positive_int, default=batch_size, help="examples per training batch")
         group.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
+        fewer = group.add_mutually_exclusive_group()
+        fewer.add_argument(
+            "--label-fraction", type=_fraction, default=None, metavar="F",
+            help="train on a stratified, seeded subsample: this fraction of each class's training examples "
+            "(at least one per class); val and test are untouched, and the phases of one run use the same examples",
+        )
+        fewer.add_argument(
+            "--labels-per-class", type=_positive_int, default=None, metavar="K",
+            help="train on a seeded subsample of K training examples per class (all of a smaller class)",
+        )
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument(
         "--run-name", type=_run_name, default=None,
@@ -139,6 +150,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
     return value
 
 

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -370,6 +371,30 @@ def load_dataset(
     """
     frame = read_manifest(manifest_path, image_root, class_names)
     return assign_split(frame, manifest_path, seed=seed, fractions=fractions, resplit=resplit)
+
+
+def labelled_training_rows(
+    frame: pd.DataFrame, fraction: float | None = None, per_class: int | None = None, seed: int = 0
+) -> np.ndarray:
+    """The training rows a phase learns from: all of the train split, or a stratified, seeded subsample of it.
+
+    With ``fraction`` each class keeps round(fraction x its training rows), at
+    least one; with ``per_class`` each class keeps that many (all of a smaller
+    class). The draw depends only on the frame's rows, labels and splits and on
+    ``seed``, so every phase of a run picks the same rows. Val and test rows are
+    never touched. Returns a boolean mask aligned with ``frame``.
+    """
+    train = (frame["split"] == "train").to_numpy()
+    if fraction is None and per_class is None:
+        return train
+    labels = frame["label"].to_numpy()
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(frame), dtype=bool)
+    for label in np.unique(labels[train]):
+        rows = np.flatnonzero(train & (labels == label))
+        wanted = per_class if per_class is not None else max(1, round(fraction * len(rows)))
+        keep[rng.permutation(rows)[: min(wanted, len(rows))]] = True
+    return keep
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:

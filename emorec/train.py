@@ -57,6 +57,27 @@ def _rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.asarray(array[rows], dtype=np.float32 if array.dtype == np.float16 else array.dtype)
 
 
+def select_training_rows(frame, args) -> np.ndarray:
+    """The training rows of this run: the whole train split, or the subsample that ``--label-fraction`` or
+    ``--labels-per-class`` asks for (see :func:`emorec.data.labelled_training_rows`).
+
+    Returns a boolean mask aligned with ``frame``, logs the count and sets
+    ``args.training_ids`` (the subsample's ids, or None for the whole split) so
+    the run's ``.args.json`` records exactly which examples were used.
+    """
+    from emorec.data import labelled_training_rows
+
+    rows = labelled_training_rows(frame, args.label_fraction, args.labels_per_class, args.seed)
+    whole = int((frame["split"] == "train").sum())
+    subsampled = args.label_fraction is not None or args.labels_per_class is not None
+    args.training_ids = frame["id"][rows].tolist() if subsampled else None
+    if subsampled:
+        per_class = np.bincount(frame["label"][rows], minlength=len(frame.attrs["class_names"]))
+        log.info("training on %d of %d labelled training examples (per class: %s)", rows.sum(), whole,
+                 ", ".join(f"{name} {n}" for name, n in zip(frame.attrs["class_names"], per_class)))
+    return rows
+
+
 def fit_best(
     model: keras.Model, train, val, epochs: int, batch_size: int | None, outputs: PhaseOutputs
 ) -> dict:

@@ -1,0 +1,110 @@
+"""The label-efficiency study: the training subsample and the sweep that draws the curve (issue 7)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import Intermediate_fusion
+from emorec import sweep
+from emorec.cli import run
+from emorec.data import labelled_training_rows, load_dataset
+from emorec.demo import GLOVE_NAME, MANIFEST_NAME
+
+
+@pytest.fixture(scope="module")
+def demo_frame(small_demo):
+    return load_dataset(small_demo / MANIFEST_NAME, small_demo, seed=0)
+
+
+def test_subsample_is_stratified_seeded_and_leaves_val_and_test_alone(demo_frame):
+    train = (demo_frame["split"] == "train").to_numpy()
+    labels = demo_frame["label"].to_numpy()
+    for fraction in (0.01, 0.1, 0.5):
+        rows = labelled_training_rows(demo_frame, fraction=fraction, seed=0)
+        assert not (rows & ~train).any()  # never a val or test row
+        for label in range(4):
+            available = int((train & (labels == label)).sum())
+            assert (rows & (labels == label)).sum() == max(1, round(fraction * available))
+        np.testing.assert_array_equal(rows, labelled_training_rows(demo_frame, fraction=fraction, seed=0))
+        assert (rows != labelled_training_rows(demo_frame, fraction=fraction, seed=1)).any()
+    rows = labelled_training_rows(demo_frame, per_class=5, seed=0)
+    assert np.bincount(labels[rows], minlength=4).tolist() == [5, 5, 5, 5]
+    np.testing.assert_array_equal(labelled_training_rows(demo_frame), train)
+    assert labelled_training_rows(demo_frame, fraction=1.0, seed=3).sum() == train.sum()
+
+
+@pytest.fixture(scope="module")
+def swept(small_demo, tmp_path_factory):
+    """A two-fraction, one-seed sweep on the small demo (1 epoch per phase, 32 px images); its output folder."""
+    out = tmp_path_factory.mktemp("sweep")
+    argv = sweep_argv(small_demo, out)
+    assert sweep.main(argv) == 0
+    return out, argv
+
+
+def sweep_argv(demo, out):
+    return [
+        "--fractions", "0.25", "1.0", "--seeds", "0", "--epoch", "1", "--run-prefix", "t",
+        "--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo),
+        "--ter-args", f"--glove {demo / GLOVE_NAME} --batch-size 32",
+        "--ier-args", f"--image-weights none --image-size 32 --batch-size 32 --cache-dir {out / 'features'}",
+        "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
+        "--results-dir", str(out / "results"),
+    ]
+
+
+def test_the_sweep_writes_one_row_per_setting_and_method(swept):
+    out, _ = swept
+    table = pd.read_csv(out / "results" / "label_efficiency.csv")
+    assert len(table) == 2 * len(sweep.METHODS)
+    assert set(table["method"]) == set(sweep.METHODS) and set(table["fraction"]) == {0.25, 1.0}
+    labels = table.groupby("fraction")["training_labels"].first()
+    assert labels[0.25] < labels[1.0]
+    summary = json.loads((out / "results" / "t-f0.25-s0" / "summary.json").read_text())
+    row = table[(table["fraction"] == 0.25) & (table["method"] == "Late_fusion")].iloc[0]
+    assert row["accuracy"] == summary["methods"]["Late_fusion"]["test"]["accuracy"]
+    markdown = (out / "results" / "label_efficiency.md").read_text()
+    assert "Test accuracy" in markdown and "Test macro-F1" in markdown and "| 0.25 |" in markdown
+    assert (out / "results" / "label_efficiency.png").stat().st_size > 10_000
+
+
+def test_the_three_phases_of_a_setting_train_on_the_same_examples(swept):
+    out, _ = swept
+    ids = {phase: json.loads((out / "ckpt" / "t-f0.25-s0" / f"{phase}.args.json").read_text())["training_ids"]
+           for phase in ("TER", "IER", "Intermediate_fusion")}
+    assert ids["TER"] and ids["TER"] == ids["IER"] == ids["Intermediate_fusion"]
+    whole = json.loads((out / "ckpt" / "t-f1-s0" / "TER.args.json").read_text())
+    assert whole["training_ids"] is None and whole["label_fraction"] is None
+    metrics = json.loads((out / "ckpt" / "t-f0.25-s0" / "TER.metrics.json").read_text())
+    assert metrics["training_labels"] == len(ids["TER"])
+    assert metrics["splits"]["test"]["n"] == json.loads(
+        (out / "ckpt" / "t-f1-s0" / "TER.metrics.json").read_text())["splits"]["test"]["n"]
+
+
+def test_fusion_refuses_unimodal_runs_on_other_examples(swept, small_demo, capsys):
+    out, _ = swept
+    argv = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--run-name", "t-f0.25-s0",
+            "--label-fraction", "0.5", "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb2"),
+            "--prob-dir", str(out / "probs2")]
+    assert run(Intermediate_fusion.main, argv) == 2
+    assert "trained on other examples" in capsys.readouterr().err
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(swept, monkeypatch):
+    out, argv = swept
+    calls = []
+    monkeypatch.setattr(sweep, "_call", lambda phase, phase_argv: calls.append(phase))
+    assert sweep.main(argv) == 0
+    assert calls == []  # both settings finished: nothing runs
+    (out / "results" / "t-f0.25-s0" / "summary.json").unlink()  # as if killed during late fusion
+    monkeypatch.undo()
+    recorded = []
+    real_call = sweep._call
+    monkeypatch.setattr(sweep, "_call", lambda phase, phase_argv: recorded.append(phase) or real_call(phase, phase_argv))
+    assert sweep.main(argv) == 0
+    assert recorded == ["Late_fusion"]
+    assert len(pd.read_csv(out / "results" / "label_efficiency.csv")) == 2 * len(sweep.METHODS)
