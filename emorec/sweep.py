@@ -31,6 +31,8 @@ log = logging.getLogger("emorec")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINED = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
 METHODS = ("TER", "IER", "Intermediate_fusion", "Average", "Late_fusion", "Stacker")
+LABELS = {"TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
+          "Average": "Average of the three", "Late_fusion": "Late fusion", "Stacker": "LR stacker"}
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -141,6 +143,7 @@ def write_label_efficiency(table, results: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from emorec.fileio import atomic_path, write_csv_atomic, write_text_atomic
 
@@ -149,7 +152,7 @@ def write_label_efficiency(table, results: Path) -> None:
     stats = grouped.agg(labels=("training_labels", "mean"), seeds=("seed", "count"),
                         accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
                         macro_f1=("macro_f1", "mean"), macro_f1_std=("macro_f1", "std")).fillna(0.0).reset_index()
-    header = ["| fraction | training labels | seeds | " + " | ".join(METHODS) + " |",
+    header = ["| fraction | training labels | seeds | " + " | ".join(LABELS[m] for m in METHODS) + " |",
               "|---:|---:|---:|" + "---:|" * len(METHODS)]
     blocks = []
     for metric, title in (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1")):
@@ -166,8 +169,12 @@ def write_label_efficiency(table, results: Path) -> None:
     for axis, (metric, title) in zip(axes, (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"))):
         for method in METHODS:
             rows = stats[stats["method"] == method].sort_values("labels")
-            axis.errorbar(rows["labels"], rows[metric], yerr=rows[metric + "_std"], marker="o", capsize=3, label=method)
+            axis.errorbar(rows["labels"], rows[metric], yerr=rows[metric + "_std"], marker="o", capsize=3,
+                          label=LABELS[method])
         axis.set_xscale("log")
+        ticks = sorted(stats["labels"].unique())
+        axis.set_xticks(ticks, [f"{tick:,.0f}" for tick in ticks])
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("labelled training examples (log scale)")
         axis.set_ylabel(title)
         axis.grid(True, which="both", alpha=0.3)
