@@ -36,6 +36,11 @@ def parse_args(argv: Sequence[str] | None = None):
         "--image-weights", default="imagenet",
         help="backbone weights: imagenet (Keras' download and cache), none (random), or a weights file",
     )
+    image.add_argument(
+        "--backbone-seed", type=int, default=0,
+        help="seed of the random backbone of --image-weights none; apart from --seed, so that runs with "
+        "different seeds share one feature cache, as they do with real weights",
+    )
     image.add_argument("--image-size", type=int, default=224, help="images are resized to SIZE x SIZE")
     image.add_argument("--extract-batch-size", type=int, default=32, help="images per backbone batch when extracting")
     image.add_argument("--cache-dir", default="data_files/features", help="where backbone features are cached")
@@ -67,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     class_names = frame.attrs["class_names"]
 
     # Features: the frozen backbone runs once per image; later runs read the cache.
-    extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size, args.seed)
+    extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size, args.backbone_seed)
     folder = cache_folder(args.cache_dir, args.backbone, weights_identity, args.image_size, frame["image_path"])
     cache = cached_features(folder, frame, extractor, args.image_size, args.extract_batch_size, args.on_bad_image)
     labels = frame["label"].to_numpy()

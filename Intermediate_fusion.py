@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Image: IER's feature cache, checked against this manifest's images (never recomputed here).
     ier = keras.models.load_model(ier_files.model)
-    extractor, ier_head = ier.layers[1], ier.get_layer("ier_head")
+    extractor = next(layer for layer in ier.layers if layer.name.endswith("_extractor"))
+    ier_head = ier.get_layer("ier_head")
     cache = _image_features(frame, json.loads(ier_files.metrics_json.read_text()), json.loads(ier_files.args_json.read_text()))
     train = select_training_rows(frame, args)
     _check_same_training_rows(args.training_ids, (ter_files.args_json, ier_files.args_json))

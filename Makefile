@@ -16,11 +16,15 @@ INTER_EPOCHS ?= 10
 # VGG16 at 224 px runs at about 3 images/s on two CPU cores; the demo's images are read at 112 px.
 IMAGE_SIZE ?= 112
 
-.PHONY: help venv data demo test
+SWEEP_FRACTIONS ?= 0.05 0.1 0.25 0.5 1.0
+SWEEP_SEEDS ?= 0 1 2
+
+.PHONY: help venv data demo sweep test
 
 help:
 	@echo "make demo   set up .venv, generate the demo data set, run every phase on it (TER_EPOCHS=$(TER_EPOCHS), IER_EPOCHS=$(IER_EPOCHS), INTER_EPOCHS=$(INTER_EPOCHS), IMAGE_SIZE=$(IMAGE_SIZE), IMAGE_WEIGHTS=$(IMAGE_WEIGHTS))"
 	@echo "make test   set up .venv, run the test suite"
+	@echo "make sweep  the label-efficiency sweep on the demo (SWEEP_FRACTIONS=$(SWEEP_FRACTIONS), SWEEP_SEEDS=$(SWEEP_SEEDS))"
 	@echo "make venv   create .venv and install Requirements.txt"
 	@echo "make data   generate the demo data set in $(DEMO_DIR) (DEMO_N=$(DEMO_N), SEED=$(SEED))"
 
@@ -44,6 +48,15 @@ demo: data
 	$(PY) Intermediate_fusion.py $(DEMO_DATA) --epoch $(INTER_EPOCHS)
 	$(PY) Late_fusion.py --manifest $(DEMO_DIR)/image_labels.csv --seed $(SEED)
 	@echo "(IER backbone weights: $(IMAGE_WEIGHTS); this table is results/summary.md, confusion matrices beside it)"
+
+# Accuracy against the number of training labels: every phase per (fraction, seed), as named runs.
+sweep: data
+	$(PY) -m emorec.sweep --fractions $(SWEEP_FRACTIONS) --seeds $(SWEEP_SEEDS) \
+		--manifest $(DEMO_DIR)/image_labels.csv --image-root $(DEMO_DIR) \
+		--ter-args "$(DEMO_GLOVE) --epoch $(TER_EPOCHS)" \
+		--ier-args "--image-weights $(IMAGE_WEIGHTS) --image-size $(IMAGE_SIZE) --epoch $(IER_EPOCHS)" \
+		--inter-args "--epoch $(INTER_EPOCHS)"
+	@cat results/label_efficiency.md
 
 test: venv
 	$(PY) -m pytest

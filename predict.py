@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import run, setup_logging
+from emorec.cli import positive_int, run, setup_logging
 from emorec.errors import InputError, list_some
 
 log = logging.getLogger("emorec")
@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None):
     many.add_argument("--csv", help="CSV with columns text,image (other columns are kept in the output)")
     many.add_argument("--image-root", help="folder the CSV's image paths are relative to (default: the CSV's folder)")
     many.add_argument("--out", help="output CSV (default: <csv stem>.predictions.csv beside the input)")
-    many.add_argument("--batch-size", type=int, default=64, help="tweets per model batch")
+    many.add_argument("--batch-size", type=positive_int, default=64, help="tweets per model batch")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     run_group = parser.add_argument_group("trained run")
     run_group.add_argument("--checkpoint-dir", default="model_checkpoints", help="where the phases saved their models")

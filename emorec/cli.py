@@ -75,8 +75,8 @@ def phase_parser(
             help="draw a new train/val/test split with --seed, replacing the one stored beside the manifest",
         )
         group = parser.add_argument_group("training")
-        group.add_argument("--epoch", "--epochs", dest="epochs", type=_positive_int, default=epochs, help="training epochs")
-        group.add_argument("--batch-size", type=_positive_int, default=batch_size, help="examples per training batch")
+        group.add_argument("--epoch", "--epochs", dest="epochs", type=positive_int, default=epochs, help="training epochs")
+        group.add_argument("--batch-size", type=positive_int, default=batch_size, help="examples per training batch")
         group.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
         fewer = group.add_mutually_exclusive_group()
         fewer.add_argument(
@@ -85,7 +85,7 @@ def phase_parser(
             "(at least one per class); val and test are untouched, and the phases of one run use the same examples",
         )
         fewer.add_argument(
-            "--labels-per-class", type=_positive_int, default=None, metavar="K",
+            "--labels-per-class", type=positive_int, default=None, metavar="K",
             help="train on a seeded subsample of K training examples per class (all of a smaller class)",
         )
     outputs = parser.add_argument_group("outputs")
@@ -139,7 +139,8 @@ def require_output(path: Path, phase: str, args: argparse.Namespace) -> Path:
     return Path(path)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import run, setup_logging
+from emorec.cli import positive_int, run, setup_logging
 from emorec.errors import InputError
 
 log = logging.getLogger("emorec")
@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and fraction")
     parser.add_argument("--manifest", default=None, help="passed to every phase (default: the phases' own)")
     parser.add_argument("--image-root", default=None, help="passed to the training phases (default: theirs)")
-    parser.add_argument("--epoch", "--epochs", dest="epochs", type=int, default=None,
+    parser.add_argument("--epoch", "--epochs", dest="epochs", type=positive_int, default=None,
                         help="epochs for TER, IER and Intermediate_fusion (default: the phases' own)")
     for phase, flag in (("TER", "--ter-args"), ("IER", "--ier-args"), ("Intermediate_fusion", "--inter-args")):
         parser.add_argument(flag, default="", help=f"more flags for {phase}.py, as one quoted string")
@@ -95,7 +95,8 @@ def run_setting(args, name: str, fraction: float, seed: int) -> None:
     """Run the phases of one setting in this process, skipping a phase whose probability file already exists."""
     import keras
 
-    sys.path.insert(0, str(REPO_ROOT))  # the phase scripts live at the repository root
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))  # the phase scripts live at the repository root
     outputs = ["--run-name", name, "--checkpoint-dir", args.checkpoint_dir, "--log-dir", args.log_dir,
                "--prob-dir", args.prob_dir]
     manifest = ["--manifest", args.manifest] if args.manifest else []
