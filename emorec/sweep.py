@@ -73,22 +73,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     settings = [(fraction, seed) for fraction in sorted(set(args.fractions)) for seed in args.seeds]
     results = Path(args.results_dir)
-    started, ran = time.perf_counter(), 0
+    started, durations = time.perf_counter(), []
     for number, (fraction, seed) in enumerate(settings, 1):
         name = run_name(args.run_prefix, fraction, seed)
         if (results / name / "summary.json").exists():
             log.info("[%d/%d] %s: already done, skipped", number, len(settings), name)
             continue
+        setting_started = time.perf_counter()
         run_setting(args, name, fraction, seed)
-        ran += 1
-        elapsed = time.perf_counter() - started
-        remaining = len(settings) - number
-        log.info("[%d/%d] %s done: %.0f s so far, about %.0f s left", number, len(settings), name, elapsed,
-                 elapsed / ran * remaining)
+        durations.append((fraction, time.perf_counter() - setting_started))
+        left = time_left(durations, [f for f, _ in settings[number:]])
+        log.info("[%d/%d] %s done in %.0f s: %.0f s so far, about %.0f s left", number, len(settings), name,
+                 durations[-1][1], time.perf_counter() - started, left)
     table = collect(args, settings)
     write_label_efficiency(table, results)
     log.info("wrote %s, .md and .png", results / "label_efficiency.csv")
     return 0
+
+
+def time_left(durations: list[tuple[float, float]], fractions_left: list[float]) -> float:
+    """Seconds the remaining settings should take, from (fraction, seconds) of those done.
+
+    A setting costs a fixed part (start-up, graph building, saving) plus a part
+    that grows with its fraction, so once two fractions have run, a line
+    through them predicts each remaining one; before that, their mean does.
+    """
+    import numpy as np
+
+    fractions, seconds = np.array(durations).T
+    if len(set(fractions)) < 2:
+        return float(seconds.mean() * len(fractions_left))
+    slope, intercept = np.polyfit(fractions, seconds, 1)
+    return float(np.maximum(intercept + slope * np.array(fractions_left), seconds.min()).sum())
 
 
 def run_setting(args, name: str, fraction: float, seed: int) -> None:

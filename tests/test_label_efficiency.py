@@ -108,3 +108,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(swept, mon
     assert sweep.main(argv) == 0
     assert recorded == ["Late_fusion"]
     assert len(pd.read_csv(out / "results" / "label_efficiency.csv")) == 2 * len(sweep.METHODS)
+
+
+def test_time_left_grows_with_the_fractions_still_to_run():
+    done = [(0.1, 100.0), (0.5, 300.0)]  # a line: 50 s fixed, 500 s per whole training split
+    assert sweep.time_left(done, [1.0, 0.05]) == pytest.approx(550.0 + 100.0)  # never below the fastest seen
+    assert sweep.time_left([(0.1, 100.0)], [0.1, 0.1]) == pytest.approx(200.0)
