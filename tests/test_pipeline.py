@@ -174,3 +174,19 @@ def test_late_fusion_refuses_files_from_another_split(pipeline, tmp_path, capsys
     assert run(Late_fusion.main, argv) == 2
     assert "disagree on the split" in capsys.readouterr().err
     assert not (tmp_path / "results").exists() and not (tmp_path / "probs" / "late_prob.csv").exists()
+
+
+def test_predict_scores_an_unreadable_image_row_by_text_alone(pipeline, small_demo, tmp_path):
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME).iloc[:3]
+    (tmp_path / "broken.jpg").write_text("not an image")
+    tweets = pd.DataFrame({"text": manifest["text"], "image": [str(small_demo / manifest["image"][0]),
+                                                               str(tmp_path / "broken.jpg"), "missing.jpg"]})
+    tweets.to_csv(tmp_path / "tweets.csv", index=False)
+    argv = ["--csv", str(tmp_path / "tweets.csv"), "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
+    assert predict.main(argv) == 0
+    predicted = pd.read_csv(tmp_path / "tweets.predictions.csv")
+    assert predicted["image_ok"].tolist() == [True, False, False]
+    late = predicted[[f"Late_fusion_{c}" for c in CLASSES]].to_numpy()
+    text = predicted[[f"TER_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(late[1:], text[1:], atol=1e-6)  # fused from TER alone
+    assert predicted[[f"IER_{c}" for c in CLASSES]].iloc[1:].isna().all().all()
