@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Sequence
 
 from emorec.cli import PhaseOutputs, phase_parser, require_output, run, setup_logging
+from emorec.fusion import MEMBERS
 
 log = logging.getLogger("emorec")
 PHASE = "Late_fusion"
 PROB_FILE = "late_prob.csv"
-# The fused members: the phase that writes each, and its probability file.
-MEMBERS = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
 METHOD_NAMES = {
     "TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
     "Average": "Average of the three", "Late_fusion": "Late fusion (weights chosen on val)",
@@ -114,13 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = ["Late-fusion weights (chosen on val): " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()) + "."]
     if any(fewer.values()):
         notes.append(f"Rows fused from fewer members (an image IER could not read): {fewer}.")
-    markdown = summary_markdown({METHOD_NAMES[m]: s for m, s in scores.items()}, args.manifest,
-                                {s: int((splits == s).sum()) for s in ("train", "val", "test")}, commands[-1],
+    split_sizes = {split: int((splits == split).sum()) for split in ("train", "val", "test")}
+    markdown = summary_markdown({METHOD_NAMES[m]: s for m, s in scores.items()}, args.manifest, split_sizes, commands[-1],
                                 notes + ["", "Commands of this run:", "", *[f"    {c}" for c in commands]])
     write_text_atomic(results / "summary.md", markdown)
     write_json_atomic(results / "summary.json", {
         "dataset": args.manifest, "class_names": class_names, "commands": commands, "weights": weights,
-        "split_sizes": {s: int((splits == s).sum()) for s in ("train", "val", "test")},
+        "split_sizes": split_sizes,
         "rows_fused_from_fewer_members": fewer, "methods": scores,
     })
     log_results_to_tensorboard(outputs.tensorboard, markdown, pictures)

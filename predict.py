@@ -22,9 +22,9 @@ from typing import Sequence
 
 from emorec.cli import positive_int, run, setup_logging
 from emorec.errors import InputError, list_some
+from emorec.fusion import MEMBERS
 
 log = logging.getLogger("emorec")
-MEMBERS = ("TER", "IER", "Intermediate_fusion")
 
 
 def parse_args(argv: Sequence[str] | None = None):

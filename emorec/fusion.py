@@ -20,6 +20,10 @@ from sklearn.linear_model import LogisticRegression
 from emorec.errors import InputError, list_some
 
 KEY_COLUMNS = ["id", "split", "label"]
+# The fused members, in the order of the weights: the phase that writes each, and its probability file.
+MEMBERS = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
+# Every method Late_fusion.py reports: the members alone, then the three ways of fusing them.
+METHODS = (*MEMBERS, "Average", "Late_fusion", "Stacker")
 
 
 def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, list[str], np.ndarray]:

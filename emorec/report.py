@@ -18,26 +18,17 @@ def classification_metrics(
 ) -> dict:
     """Score predictions (the argmax of ``probabilities``) per split, with scikit-learn.
 
-    Returns ``{"splits": {split: {"n", "accuracy", "macro_f1", "majority_accuracy"}},
-    "test_per_class": {class: {"precision", "recall", "f1", "support"}}}``; the
-    majority rate predicts the most common training class.
+    Returns ``{"splits": {split: {"n", "accuracy", "macro_f1", "weighted_f1",
+    "majority_accuracy"}}, "test_per_class": {class: {"precision", "recall",
+    "f1", "support"}}}`` (per split as :func:`method_scores`); the majority
+    rate predicts the most common training class.
     """
     labels, splits = np.asarray(labels), np.asarray(splits)
     predictions = np.asarray(probabilities).argmax(axis=1)
     majority = np.bincount(labels[splits == "train"], minlength=len(class_names)).argmax()
-    per_split = {}
-    for split in SPLITS:
-        rows = splits == split
-        if rows.any():
-            per_split[split] = {
-                "n": int(rows.sum()),
-                "accuracy": float(accuracy_score(labels[rows], predictions[rows])),
-                "macro_f1": float(
-                    f1_score(labels[rows], predictions[rows], average="macro",
-                             labels=range(len(class_names)), zero_division=0)
-                ),
-                "majority_accuracy": float((labels[rows] == majority).mean()),
-            }
+    per_split = method_scores(labels, probabilities, splits)
+    for split, scores in per_split.items():
+        scores["majority_accuracy"] = float((labels[splits == split] == majority).mean())
     test = splits == "test"
     report = classification_report(
         labels[test], predictions[test], labels=range(len(class_names)), target_names=list(class_names),

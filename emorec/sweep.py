@@ -26,11 +26,10 @@ from typing import Sequence
 
 from emorec.cli import positive_int, run, setup_logging
 from emorec.errors import InputError
+from emorec.fusion import MEMBERS, METHODS
 
 log = logging.getLogger("emorec")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRAINED = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
-METHODS = ("TER", "IER", "Intermediate_fusion", "Average", "Late_fusion", "Stacker")
 LABELS = {"TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
           "Average": "Average of the three", "Late_fusion": "Late fusion", "Stacker": "LR stacker"}
 
@@ -120,7 +119,7 @@ def run_setting(args, name: str, fraction: float, seed: int) -> None:
     training = [*(["--label-fraction", f"{fraction:g}"] if fraction < 1 else []),
                 *(["--epoch", str(args.epochs)] if args.epochs else [])]
     extra = {"TER": args.ter_args, "IER": args.ier_args, "Intermediate_fusion": args.inter_args}
-    for phase, prob_file in TRAINED.items():
+    for phase, prob_file in MEMBERS.items():
         if (Path(args.prob_dir) / name / prob_file).exists():
             log.info("%s: %s already done, skipped", name, phase)
             continue

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from emorec.cli import PhaseOutputs
+from emorec.data import labelled_training_rows
 from emorec.fileio import atomic_path, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger("emorec")
@@ -65,8 +66,6 @@ def select_training_rows(frame, args) -> np.ndarray:
     ``args.training_ids`` (the subsample's ids, or None for the whole split) so
     the run's ``.args.json`` records exactly which examples were used.
     """
-    from emorec.data import labelled_training_rows
-
     rows = labelled_training_rows(frame, args.label_fraction, args.labels_per_class, args.seed)
     whole = int((frame["split"] == "train").sum())
     subsampled = args.label_fraction is not None or args.labels_per_class is not None
