@@ -108,7 +108,6 @@ class PhaseOutputs:
     args_json: Path
     metrics_json: Path
     epochs_csv: Path
-    best_weights: Path
     tensorboard: Path
     prob_dir: Path
 
@@ -122,7 +121,6 @@ class PhaseOutputs:
             args_json=checkpoints / f"{phase}.args.json",
             metrics_json=checkpoints / f"{phase}.metrics.json",
             epochs_csv=checkpoints / f"{phase}.epochs.csv",
-            best_weights=checkpoints / f".{phase}.best.weights.h5",
             tensorboard=Path(args.log_dir) / run / phase,
             prob_dir=Path(args.prob_dir) / run,
         )

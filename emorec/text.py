@@ -121,33 +121,52 @@ def read_glove(
 def glove_cache_path(path: str | os.PathLike, vocabulary: Sequence[str], dim: int) -> Path:
     """Return where the vectors of ``vocabulary`` from the GloVe file ``path`` are cached.
 
-    Beside the GloVe file, keyed by its size and modification time, the
-    dimension and the vocabulary, so a changed file or vocabulary misses.
+    Beside the GloVe file, named by two keys: the file's (its size and
+    modification time, and the dimension), so a changed file misses, and the
+    vocabulary's.
     """
     path = Path(path)
+    vocabulary_key = hashlib.sha256(json.dumps(list(vocabulary)).encode("utf-8")).hexdigest()[:16]
+    return path.with_name(f"{path.name}.{_glove_file_key(path, dim)}-{vocabulary_key}.cache.npz")
+
+
+def _glove_file_key(path: Path, dim: int) -> str:
     stat = path.stat()
-    key = hashlib.sha256(
-        json.dumps([path.name, stat.st_size, stat.st_mtime_ns, dim, list(vocabulary)]).encode("utf-8")
-    ).hexdigest()[:16]
-    return path.with_name(f"{path.name}.{key}.cache.npz")
+    return hashlib.sha256(json.dumps([path.name, stat.st_size, stat.st_mtime_ns, dim]).encode("utf-8")).hexdigest()[:12]
+
+
+def _from_a_larger_cache(path: Path, vocabulary: Sequence[str], dim: int) -> tuple[np.ndarray, np.ndarray, Path] | None:
+    """The vectors of ``vocabulary`` taken from any cache of the same file whose words include them all, or None.
+
+    A label-efficiency sweep trains on subsamples whose vocabularies are parts
+    of the whole training split's, so one parse serves every setting.
+    """
+    for cache in sorted(path.parent.glob(f"{path.name}.{_glove_file_key(path, dim)}-*.cache.npz")):
+        with np.load(cache) as stored:
+            words = stored["words"].tolist()
+            index = {word: row for row, word in enumerate(words)}
+            if all(word in index for word in vocabulary):
+                rows = np.array([index[word] for word in vocabulary], dtype=np.int64)
+                return stored["vectors"][rows], stored["found"][rows], cache
+    return None
 
 
 def load_glove_vectors(
     path: str | os.PathLike, vocabulary: Sequence[str], dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the GloVe vectors of ``vocabulary``, from the cache when it holds them, else parsed and cached.
+    """Return the GloVe vectors of ``vocabulary``, from a cache when one holds them, else parsed and cached.
 
     Returns (vectors, found): a float32 array (len(vocabulary), dim) with zeros
-    where a word has no vector, and a boolean mask of the words found. Logs
-    the hits and misses.
+    where a word has no vector, and a boolean mask of the words found. A cache
+    of this vocabulary, or of a larger one from the same file, spares the
+    parse. Logs the hits and misses.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(missing_glove_message(path))
-    cache = glove_cache_path(path, vocabulary, dim)
-    if cache.exists():
-        with np.load(cache) as stored:
-            vectors, found = stored["vectors"], stored["found"]
+    cached = _from_a_larger_cache(path, vocabulary, dim)
+    if cached is not None:
+        vectors, found, cache = cached
         log.info("GloVe: %s of %s words from the cache %s", f"{found.sum():,}", _word_count(vocabulary), cache.name)
         return vectors, found
     log.info("GloVe: reading %s for %s vocabulary words (once; cached afterwards)", path, _word_count(vocabulary))
@@ -157,8 +176,9 @@ def load_glove_vectors(
     for row, word in enumerate(vocabulary):
         if word in parsed:
             vectors[row], found[row] = parsed[word], True
+    cache = glove_cache_path(path, vocabulary, dim)
     with atomic_path(cache) as tmp, open(tmp, "wb") as out:
-        np.savez(out, vectors=vectors, found=found)
+        np.savez(out, words=np.array(list(vocabulary), dtype=str), vectors=vectors, found=found)
     log.info("GloVe: found %s of %s words; cached in %s", f"{found.sum():,}", _word_count(vocabulary), cache)
     return vectors, found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,7 @@ def test_subsample_is_stratified_seeded_and_leaves_val_and_test_alone(demo_frame
 def swept(small_demo, tmp_path_factory):
     """A two-fraction, one-seed sweep on the small demo (1 epoch per phase, 32 px images); its output folder."""
     out = tmp_path_factory.mktemp("sweep")
+    shutil.copy(small_demo / GLOVE_NAME, out / GLOVE_NAME)  # a GloVe file of its own, so its caches are this sweep's
     argv = sweep_argv(small_demo, out)
     assert sweep.main(argv) == 0
     return out, argv
@@ -50,7 +52,7 @@ def sweep_argv(demo, out):
     return [
         "--fractions", "0.25", "1.0", "--seeds", "0", "--epoch", "1", "--run-prefix", "t",
         "--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo),
-        "--ter-args", f"--glove {demo / GLOVE_NAME} --batch-size 32",
+        "--ter-args", f"--glove {out / GLOVE_NAME} --batch-size 32",
         "--ier-args", f"--image-weights none --image-size 32 --batch-size 32 --cache-dir {out / 'features'}",
         "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
         "--results-dir", str(out / "results"),
@@ -70,6 +72,8 @@ def test_the_sweep_writes_one_row_per_setting_and_method(swept):
     markdown = (out / "results" / "label_efficiency.md").read_text()
     assert "Test accuracy" in markdown and "Test macro-F1" in markdown and "| 0.25 |" in markdown
     assert (out / "results" / "label_efficiency.png").stat().st_size > 10_000
+    # The whole-split setting ran first; its GloVe cache served the subsample without a second parse.
+    assert len(list(out.glob(f"{GLOVE_NAME}.*.cache.npz"))) == 1
 
 
 def test_the_three_phases_of_a_setting_train_on_the_same_examples(swept):

@@ -75,6 +75,25 @@ def test_hits_misses_and_the_cache(glove_file, monkeypatch, caplog):
     assert text.glove_cache_path(glove_file, vocabulary, 3) != before
 
 
+def test_a_cache_of_a_larger_vocabulary_serves_its_parts(glove_file, monkeypatch):
+    whole = ["", "[UNK]", "good", "bad", "😡", "missing"]
+    vectors, found = text.load_glove_vectors(glove_file, whole, dim=3)
+    parses = []
+    monkeypatch.setattr(text, "read_glove", lambda *args: parses.append(args) or {})
+
+    part = ["", "[UNK]", "😡", "missing", "good"]  # a subsample's vocabulary, in its own order
+    part_vectors, part_found = text.load_glove_vectors(glove_file, part, dim=3)
+    rows = [whole.index(word) for word in part]
+    np.testing.assert_array_equal(part_vectors, vectors[rows])
+    np.testing.assert_array_equal(part_found, found[rows])
+    assert parses == [] and not text.glove_cache_path(glove_file, part, 3).exists()
+
+    text.load_glove_vectors(glove_file, ["", "[UNK]", "good", "new"], dim=3)  # "new" is in no cache
+    assert len(parses) == 1
+    text.load_glove_vectors(glove_file, part, dim=4)  # another dimension is another file's cache
+    assert len(parses) == 2
+
+
 def test_missing_file_says_where_to_get_it(tmp_path):
     with pytest.raises(InputError) as error:
         text.load_glove_vectors(tmp_path / "glove.twitter.27B.200d.txt", ["a"], dim=200)
