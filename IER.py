@@ -55,14 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train IER and write its model, metrics and probabilities; returns 0."""
     args = parse_args(argv)
     setup_logging()
-    import keras
     import numpy as np
 
     from emorec.data import load_dataset
     from emorec.images import build_extractor, cache_folder, cached_features
     from emorec.models import build_ier_head, image_model
     from emorec.report import classification_metrics, probability_table
-    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import ArrayBatches, FusedAdam, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -82,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Model and training, on the cached features.
     seed_everything(args.seed)
     head = build_ier_head(cache.features.shape[1:], len(class_names))
-    head.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    head.compile(optimizer=FusedAdam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     training = fit_best(
         head,
         ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.report import classification_metrics, probability_table
     from emorec.text import vectorize
-    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import ArrayBatches, FusedAdam, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm_started = warm_start(network, ter_network, ier_head) if args.init_from_unimodal else []
     if warm_started:
         log.info("warm start from TER and IER: %s", ", ".join(warm_started))
-    network.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    network.compile(optimizer=FusedAdam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     training = fit_best(
         network,
         ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),

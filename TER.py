@@ -50,14 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.glove is not None and not Path(args.glove).is_file():  # before any work, not after it
         raise InputError(missing_glove_message(args.glove))
     # Heavy imports after parsing, so --help and argument errors answer at once.
-    import keras
     import tensorflow as tf
 
     from emorec.data import load_dataset
     from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
     from emorec.text import adapt_vectorizer, build_vectorizer, embedding_matrix, vectorize
-    from emorec.train import fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import FusedAdam, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -78,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Model and training.
     network = build_ter_network(embeddings, args.seq_len, len(class_names))
     network.compile(
-        optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        optimizer=FusedAdam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     training = fit_best(
         network, (token_ids[train], labels[train]), (token_ids[val], labels[val]), args.epochs, args.batch_size, outputs

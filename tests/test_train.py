@@ -7,9 +7,10 @@ import argparse
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from emorec.cli import PhaseOutputs
-from emorec.train import fit_best, seed_everything
+from emorec.train import FusedAdam, fit_best, seed_everything
 
 
 def test_fit_best_restores_the_best_validation_epoch(tmp_path):
@@ -33,3 +34,32 @@ def test_fit_best_restores_the_best_validation_epoch(tmp_path):
     restored = model.evaluate(x, 1 - y, batch_size=64, verbose=0)
     assert np.isclose(restored, summary["best_val_loss"], rtol=1e-4)
     assert [path.name for path in outputs.model.parent.iterdir()] == ["Toy.epochs.csv"]  # nothing else left behind
+
+
+def test_fused_adam_makes_keras_adams_updates(monkeypatch):
+    """Dense gradients go through the fused kernel, the embedding's sparse ones through Keras' path; the weights
+    after a few steps match keras.optimizers.Adam's, and a second run repeats the first exactly."""
+    fused_calls = []
+    kernel = tf.raw_ops.ResourceApplyAdam
+    monkeypatch.setattr(tf.raw_ops, "ResourceApplyAdam", lambda **kw: fused_calls.append(tuple(kw["grad"].shape)) or kernel(**kw))
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 50, size=(40, 6))
+    labels = rng.integers(0, 3, size=40)
+
+    def trained(optimizer):
+        seed_everything(0)
+        model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(50, 8),
+                                  keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        model.fit(tokens, labels, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    reference = trained(keras.optimizers.Adam(1e-2))
+    assert fused_calls == []
+    fused = trained(FusedAdam(1e-2))
+    assert set(fused_calls) == {(48, 16), (16,), (16, 3), (3,)}  # the dense layers', not the embedding's (50, 8)
+    for expected, got in zip(reference, fused):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    for first, second in zip(fused, trained(FusedAdam(1e-2))):
+        np.testing.assert_array_equal(first, second)
