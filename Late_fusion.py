@@ -23,16 +23,11 @@ from pathlib import Path
 from typing import Sequence
 
 from emorec.cli import PhaseOutputs, phase_parser, require_output, run, setup_logging
-from emorec.fusion import MEMBERS
+from emorec.fusion import MEMBERS, METHOD_NAMES
 
 log = logging.getLogger("emorec")
 PHASE = "Late_fusion"
 PROB_FILE = "late_prob.csv"
-METHOD_NAMES = {
-    "TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
-    "Average": "Average of the three", "Late_fusion": "Late fusion (weights chosen on val)",
-    "Stacker": "Logistic-regression stacker (fitted on val)",
-}
 
 
 def parse_args(argv: Sequence[str] | None = None):

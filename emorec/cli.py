@@ -80,7 +80,7 @@ def phase_parser(
         group.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
         fewer = group.add_mutually_exclusive_group()
         fewer.add_argument(
-            "--label-fraction", type=_fraction, default=None, metavar="F",
+            "--label-fraction", type=unit_fraction, default=None, metavar="F",
             help="train on a stratified, seeded subsample: this fraction of each class's training examples "
             "(at least one per class); val and test are untouched, and the phases of one run use the same examples",
         )
@@ -152,7 +152,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
+def unit_fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")

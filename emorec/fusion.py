@@ -24,6 +24,12 @@ KEY_COLUMNS = ["id", "split", "label"]
 MEMBERS = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
 # Every method Late_fusion.py reports: the members alone, then the three ways of fusing them.
 METHODS = (*MEMBERS, "Average", "Late_fusion", "Stacker")
+# How reports name them.
+METHOD_NAMES = {
+    "TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
+    "Average": "Average of the three", "Late_fusion": "Late fusion (weights chosen on val)",
+    "Stacker": "Logistic-regression stacker (fitted on val)",
+}
 
 
 def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, list[str], np.ndarray]:

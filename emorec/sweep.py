@@ -26,14 +26,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import positive_int, run, setup_logging
+from emorec.cli import positive_int, run, setup_logging, unit_fraction
 from emorec.errors import InputError
-from emorec.fusion import MEMBERS, METHODS
+from emorec.fusion import MEMBERS, METHOD_NAMES, METHODS
 
 log = logging.getLogger("emorec")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LABELS = {"TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
-          "Average": "Average of the three", "Late_fusion": "Late fusion", "Stacker": "LR stacker"}
+# The report's names, two of them shortened to fit a table column and a legend.
+LABELS = {**METHOD_NAMES, "Late_fusion": "Late fusion", "Stacker": "LR stacker"}
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -42,7 +42,7 @@ def parse_args(argv: Sequence[str] | None = None):
         prog="python -m emorec.sweep", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run the four phases for every label fraction and seed, and draw accuracy against labels.",
     )
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.25, 0.5, 1.0],
+    parser.add_argument("--fractions", type=unit_fraction, nargs="+", default=[0.05, 0.1, 0.25, 0.5, 1.0],
                         help="fractions of the training split's labels (per class) to train on")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and fraction")
     parser.add_argument("--manifest", default=None, help="passed to every phase (default: the phases' own)")
@@ -56,11 +56,7 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")
     parser.add_argument("--prob-dir", default="data_files", help="passed to every phase")
     parser.add_argument("--results-dir", default="results", help="where each setting's report and the curve go")
-    args = parser.parse_args(argv)
-    bad = [f for f in args.fractions if not 0 < f <= 1]
-    if bad:
-        parser.error(f"--fractions must lie in (0, 1], got {bad}")
-    return args
+    return parser.parse_args(argv)
 
 
 def run_name(prefix: str, fraction: float, seed: int) -> str:

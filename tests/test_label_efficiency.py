@@ -118,3 +118,10 @@ def test_time_left_grows_with_the_fractions_still_to_run():
     done = [(0.1, 100.0), (0.5, 300.0)]  # a line: 50 s fixed, 500 s per whole training split
     assert sweep.time_left(done, [1.0, 0.05]) == pytest.approx(550.0 + 100.0)  # never below the fastest seen
     assert sweep.time_left([(0.1, 100.0)], [0.1, 0.1]) == pytest.approx(200.0)
+
+
+def test_the_sweep_refuses_fractions_outside_zero_to_one():
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(SystemExit):
+            sweep.parse_args(["--fractions", "0.5", bad])
+    assert sweep.parse_args(["--fractions", "0.05", "1"]).fractions == [0.05, 1.0]
