@@ -7,7 +7,7 @@ backbone, by default ImageNet VGG16, run once per image into a float16 cache
 that later runs and Intermediate_fusion.py reuse) -> model (the paper's dense
 head on the cached features) -> training (best validation loss kept) ->
 evaluation -> outputs: ``model_checkpoints/IER.keras`` (backbone and head:
-RGB pixels in, probabilities out; ``import emorec.images`` before loading it),
+RGB pixels in, probabilities out; ``import emorec.models`` before loading it),
 ``IER.args.json``, ``IER.metrics.json``, ``IER.epochs.csv``, TensorBoard curves
 in ``tb_logs/IER/`` and ``data_files/img_prob.csv`` (empty probabilities for
 images that could not be read).
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.images import build_extractor, cache_folder, cached_features
     from emorec.models import build_ier_head, image_model
     from emorec.report import classification_metrics, probability_table
-    from emorec.train import ArrayBatches, FusedAdam, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -81,12 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Model and training, on the cached features.
     seed_everything(args.seed)
     head = build_ier_head(cache.features.shape[1:], len(class_names))
-    head.compile(optimizer=FusedAdam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     training = fit_best(
         head,
         ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(cache.features, labels, rows["val"], 256),
-        args.epochs, None, outputs,
+        args.epochs, None, args.lr, outputs,
     )
 
     # Evaluation on every readable image; unreadable ones keep empty probabilities.

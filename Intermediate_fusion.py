@@ -9,8 +9,8 @@ manifest and split) -> model (image features -> Dense(3000) -> Dense(500),
 joined with TER's two text paths -> Dense(1000) -> softmax; optionally
 warm-started from the unimodal models) -> training (best validation loss
 kept) -> evaluation -> outputs: ``model_checkpoints/Intermediate_fusion.keras``
-(raw text and RGB pixels in, probabilities out; ``import emorec.text,
-emorec.images`` before loading it), its args/metrics JSON and epochs CSV,
+(raw text and RGB pixels in, probabilities out; ``import emorec.models``
+before loading it), its args/metrics JSON and epochs CSV,
 TensorBoard curves in ``tb_logs/Intermediate_fusion/`` and
 ``data_files/inter_prob.csv`` (empty probabilities where IER could not read the image).
 """
@@ -55,12 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import keras
     import numpy as np
 
-    import emorec.images  # noqa: F401  (registers the layers that IER.keras holds)
     from emorec.data import load_dataset
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.report import classification_metrics, probability_table
     from emorec.text import vectorize
-    from emorec.train import ArrayBatches, FusedAdam, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -90,12 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm_started = warm_start(network, ter_network, ier_head) if args.init_from_unimodal else []
     if warm_started:
         log.info("warm start from TER and IER: %s", ", ".join(warm_started))
-    network.compile(optimizer=FusedAdam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     training = fit_best(
         network,
         ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(inputs, labels, rows["val"], 256),
-        args.epochs, None, outputs,
+        args.epochs, None, args.lr, outputs,
     )
 
     # Evaluation on every row with a readable image; the others keep empty probabilities.

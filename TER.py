@@ -6,7 +6,7 @@ Arguments -> data (the manifest and its shared split) -> text pipeline (tweet
 normalisation and vocabulary from the training split, GloVe vectors) -> model
 (two GloVe channels, BiLSTM and convolution paths) -> training (best
 validation loss kept) -> evaluation -> outputs: ``model_checkpoints/TER.keras``
-(raw strings in, probabilities out; ``import emorec.text`` before loading it),
+(raw strings in, probabilities out; ``import emorec.models`` before loading it),
 ``TER.args.json``, ``TER.metrics.json``, ``TER.epochs.csv``, TensorBoard curves
 in ``tb_logs/TER/`` and ``data_files/text_prob.csv``.
 """
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
     from emorec.text import adapt_vectorizer, build_vectorizer, embedding_matrix, vectorize
-    from emorec.train import FusedAdam, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -76,11 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Model and training.
     network = build_ter_network(embeddings, args.seq_len, len(class_names))
-    network.compile(
-        optimizer=FusedAdam(args.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
     training = fit_best(
-        network, (token_ids[train], labels[train]), (token_ids[val], labels[val]), args.epochs, args.batch_size, outputs
+        network, (token_ids[train], labels[train]), (token_ids[val], labels[val]), args.epochs, args.batch_size, args.lr, outputs
     )
 
     # Evaluation, with the saved model itself: raw strings in, probabilities out.

@@ -109,8 +109,7 @@ def predict(checkpoints: Path, texts: list[str], image_paths: list[str], batch_s
     import numpy as np
     import tensorflow as tf
 
-    import emorec.images  # noqa: F401  (registers the layers the saved models hold)
-    import emorec.text  # noqa: F401
+    import emorec.models  # noqa: F401  (registers the custom objects the saved models hold)
     from emorec.fusion import fuse
     from emorec.images import image_batches
 

@@ -4,6 +4,12 @@ Shapes below are for the paper's settings: sequences of 30 token ids and
 200-dimensional embeddings. Every Conv1D uses 'same' padding and ReLU, so the
 paths keep the sequence length and can be concatenated feature-wise. Layer
 names start with ``text_`` so a fusion model can warm-start them from TER.
+
+Importing this module registers every custom object that the saved models
+(``TER.keras``, ``IER.keras``, ``Intermediate_fusion.keras``) hold: the tweet
+normalisation and the backbones' preprocessing. ``import emorec.models`` is
+the one import needed before ``keras.models.load_model`` on any of them; the
+saved models carry no optimizer (see :func:`emorec.train.fit_best`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import layers, regularizers
+
+import emorec.images  # noqa: F401  (registers BackbonePreprocess, held by IER.keras and Intermediate_fusion.keras)
+import emorec.text  # noqa: F401  (registers tweet_standardize, held by TER.keras and Intermediate_fusion.keras)
 
 L2 = 1e-4
 

@@ -106,10 +106,17 @@ def select_training_rows(frame, args) -> np.ndarray:
 
 
 def fit_best(
-    model: keras.Model, train, val, epochs: int, batch_size: int | None, outputs: PhaseOutputs
+    model: keras.Model, train, val, epochs: int, batch_size: int | None, lr: float, outputs: PhaseOutputs
 ) -> dict:
     """Train ``model`` on ``train`` (an (x, y) pair or a dataset), validating on ``val``; end with the best weights.
 
+    The paper's Adam (:class:`FusedAdam`, learning rate ``lr``) minimises the
+    sparse categorical cross-entropy of a training twin of ``model``: a
+    functional model over the same layers and weights, compiled in its place.
+    ``model`` itself is never compiled, so the inference model a phase saves
+    around it carries no optimizer: no optimizer state in the file (for the
+    image heads, twice their weights) and no optimizer class to register before
+    loading it.
     Callbacks: EarlyStopping with ``restore_best_weights`` and a patience of
     every epoch (it never stops early; it keeps the weights of the best
     val_loss in memory and restores them at the end), TensorBoard (per-epoch
@@ -129,9 +136,11 @@ def fit_best(
         keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
         keras.callbacks.CSVLogger(str(partial_log)),
     ]
+    trainer = keras.Model(model.input, model.output, name=f"{model.name}_training")
+    trainer.compile(optimizer=FusedAdam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     started = time.perf_counter()
     x, y = train if isinstance(train, tuple) else (train, None)
-    history = model.fit(
+    history = trainer.fit(
         x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks
     )
     seconds = time.perf_counter() - started
