@@ -19,19 +19,21 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import PhaseOutputs, phase_parser, run, setup_logging
+from emorec.cli import PhaseOutputs, phase_parser, positive_int, require_files, run, setup_logging
+from emorec.data import manifest_fix
 
 log = logging.getLogger("emorec")
 PHASE = "IER"
 PROB_FILE = "img_prob.csv"
-BACKBONE_NAMES = ("vgg16", "resnet50", "efficientnetb0")
+# The backbones, each with the smallest image side keras.applications builds it for.
+MIN_IMAGE_SIZE = {"vgg16": 32, "resnet50": 32, "efficientnetb0": 32}
 
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse IER's command line: the shared phase flags plus the image model's own."""
     parser = phase_parser(PHASE, "Train the paper's image emotion recognition model.", batch_size=20, lr=1e-4)
     image = parser.add_argument_group("image model")
-    image.add_argument("--backbone", choices=BACKBONE_NAMES, default="vgg16", help="frozen keras.applications backbone")
+    image.add_argument("--backbone", choices=tuple(MIN_IMAGE_SIZE), default="vgg16", help="frozen keras.applications backbone")
     image.add_argument(
         "--image-weights", default="imagenet",
         help="backbone weights: imagenet (Keras' download and cache), none (random), or a weights file",
@@ -41,20 +43,26 @@ def parse_args(argv: Sequence[str] | None = None):
         help="seed of the random backbone of --image-weights none; apart from --seed, so that runs with "
         "different seeds share one feature cache, as they do with real weights",
     )
-    image.add_argument("--image-size", type=int, default=224, help="images are resized to SIZE x SIZE")
-    image.add_argument("--extract-batch-size", type=int, default=32, help="images per backbone batch when extracting")
+    image.add_argument("--image-size", type=int, default=224,
+                       help="images are resized to SIZE x SIZE (at least 32 for every backbone offered)")
+    image.add_argument("--extract-batch-size", type=positive_int, default=32, help="images per backbone batch when extracting")
     image.add_argument("--cache-dir", default="data_files/features", help="where backbone features are cached")
     image.add_argument(
         "--on-bad-image", choices=("skip", "error"), default="skip",
         help="an unreadable image: leave its row out (with one warning listing them) or stop the run",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.image_size < MIN_IMAGE_SIZE[args.backbone]:
+        parser.error(f"--image-size must be at least {MIN_IMAGE_SIZE[args.backbone]} for {args.backbone}, "
+                     f"got {args.image_size}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train IER and write its model, metrics and probabilities; returns 0."""
     args = parse_args(argv)
     setup_logging()
+    require_files({args.manifest: manifest_fix(args.manifest)})
     import numpy as np
 
     from emorec.data import load_dataset

@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import PhaseOutputs, phase_parser, require_output, run, setup_logging
+from emorec.cli import PhaseOutputs, phase_output_fix, phase_parser, require_files, run, setup_logging
+from emorec.data import manifest_fix
 from emorec.errors import InputError
 
 log = logging.getLogger("emorec")
@@ -49,9 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     ter_files, ier_files = PhaseOutputs.of(args, "TER"), PhaseOutputs.of(args, "IER")
-    for path, phase in ((ter_files.model, "TER"), (ter_files.args_json, "TER"), (ier_files.model, "IER"),
-                        (ier_files.metrics_json, "IER"), (ier_files.args_json, "IER")):
-        require_output(path, phase, args)
+    require_files({
+        args.manifest: manifest_fix(args.manifest),
+        **{path: phase_output_fix(phase, args) for path, phase in (
+            (ter_files.model, "TER"), (ter_files.args_json, "TER"), (ier_files.model, "IER"),
+            (ier_files.metrics_json, "IER"), (ier_files.args_json, "IER"))},
+    })
     import keras
     import numpy as np
 

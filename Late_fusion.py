@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import PhaseOutputs, phase_parser, require_output, run, setup_logging
+from emorec.cli import (PhaseOutputs, open_unit_fraction, phase_output_fix, phase_parser, require_files, run,
+                        setup_logging)
+from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES
 
 log = logging.getLogger("emorec")
@@ -35,8 +37,9 @@ def parse_args(argv: Sequence[str] | None = None):
     parser = phase_parser(PHASE, "Fuse the three phases' class probabilities with weights chosen on the validation "
                           "split, and write the results report.", training=False)
     fusion = parser.add_argument_group("late fusion")
-    fusion.add_argument("--grid-step", type=float, default=0.1,
-                        help="weights per member run over step, 2*step, ... < 1, then are normalised to sum to 1")
+    fusion.add_argument("--grid-step", type=open_unit_fraction, default=0.1,
+                        help="weights per member run over step, 2*step, ... < 1, then are normalised to sum to 1 "
+                        "(from 0.5 on, one candidate: equal weights)")
     fusion.add_argument("--results-dir", default="results", help="where the summary table and figures go")
     return parser.parse_args(argv)
 
@@ -46,11 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     outputs = PhaseOutputs.of(args, PHASE)
-    paths = {member: require_output(outputs.prob_dir / file, member, args) for member, file in MEMBERS.items()}
+    paths = {member: outputs.prob_dir / file for member, file in MEMBERS.items()}
+    configs = {member: PhaseOutputs.of(args, member).args_json for member in MEMBERS}
+    require_files({path: phase_output_fix(member, args) for table in (paths, configs) for member, path in table.items()})
+    args.manifest = _phases_manifest(configs, args.manifest)
     import numpy as np
 
     from emorec import fusion
-    from emorec.errors import InputError
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
     from emorec.report import (log_results_to_tensorboard, method_scores, probability_table, summary_markdown,
                                write_confusion_png)
@@ -121,6 +126,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("wrote %s, %s and %s", outputs.prob_dir / PROB_FILE, outputs.metrics_json, results / "summary.md")
     print(markdown)
     return 0
+
+
+def _phases_manifest(configs: dict, given: str | None) -> str:
+    """The manifest the members' phases read (from their ``.args.json``); ``given``, if any, must be that one.
+
+    Raises :class:`InputError` when the phases read different manifests, or
+    ``given`` is missing or another file, saying which phases to rerun.
+    """
+    used = {member: json.loads(Path(path).read_text())["manifest"] for member, path in configs.items()}
+    if len({Path(manifest).resolve() for manifest in used.values()}) > 1:
+        raise InputError("the phases of this run read different manifests: "
+                         + ", ".join(f"{member} {manifest}" for member, manifest in used.items())
+                         + ". Rerun them with one --manifest (TER.py, IER.py, then Intermediate_fusion.py).")
+    manifest = used["TER"]
+    if given is not None:
+        if not Path(given).is_file():
+            raise InputError(f"--manifest {given}: no such file. Leave --manifest out to use the phases' own ({manifest}).")
+        if Path(given).resolve() != Path(manifest).resolve():
+            raise InputError(
+                f"--manifest {given} is not the manifest the phases of this run read ({manifest}, recorded in "
+                f"{configs['TER']}). Leave --manifest out, or rerun TER.py, IER.py and Intermediate_fusion.py "
+                f"with --manifest {given} first."
+            )
+    return manifest
 
 
 def _phase_commands(checkpoints: Path, argv) -> list[str]:

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import PhaseOutputs, phase_parser, run, setup_logging
-from emorec.data import DEFAULT_GLOVE, missing_glove_message
-from emorec.errors import InputError
+from emorec.cli import PhaseOutputs, at_least, phase_parser, positive_int, require_files, run, setup_logging
+from emorec.data import DEFAULT_GLOVE, glove_fix, manifest_fix
 
 log = logging.getLogger("emorec")
 PHASE = "TER"
 PROB_FILE = "text_prob.csv"
+MIN_SEQ_LEN = 4  # the network max-pools the sequence by 4 (emorec.models.build_ter_network)
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -35,9 +34,13 @@ def parse_args(argv: Sequence[str] | None = None):
         "--glove", default=DEFAULT_GLOVE,
         help="GloVe text file (glove.twitter.27B.200d.txt from glove.twitter.27B.zip); 'none' for random initialisation",
     )
-    text.add_argument("--embedding-dim", type=int, default=200, help="embedding dimension; must match the GloVe file")
-    text.add_argument("--max-words", type=int, default=40000, help="vocabulary size: the most frequent training words")
-    text.add_argument("--seq-len", type=int, default=30, help="tokens per text (longer texts are cut, shorter padded)")
+    text.add_argument("--embedding-dim", type=positive_int, default=200,
+                      help="embedding dimension; must match the GloVe file")
+    text.add_argument("--max-words", type=positive_int, default=40000,
+                      help="vocabulary size: the most frequent training words")
+    text.add_argument("--seq-len", type=at_least(MIN_SEQ_LEN), default=30,
+                      help=f"tokens per text (longer texts are cut, shorter padded); at least {MIN_SEQ_LEN}, the "
+                      "model's pooling width")
     args = parser.parse_args(argv)
     args.glove = None if args.glove.lower() == "none" else args.glove
     return args
@@ -47,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train TER and write its model, metrics and probabilities; returns 0."""
     args = parse_args(argv)
     setup_logging()
-    if args.glove is not None and not Path(args.glove).is_file():  # before any work, not after it
-        raise InputError(missing_glove_message(args.glove))
+    # Every missing input at once, before any work.
+    require_files({args.manifest: manifest_fix(args.manifest), **({args.glove: glove_fix(args.glove)} if args.glove else {})})
     # Heavy imports after parsing, so --help and argument errors answer at once.
     import tensorflow as tf
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import positive_int, run, setup_logging
+from emorec.cli import HelpFormatter, positive_int, run, setup_logging
 from emorec.errors import InputError, list_some
 from emorec.fusion import MEMBERS
 
@@ -30,7 +30,7 @@ log = logging.getLogger("emorec")
 def parse_args(argv: Sequence[str] | None = None):
     """Parse predict.py's command line: one tweet (--image, --text) or a CSV of them (--csv)."""
     parser = argparse.ArgumentParser(
-        prog="python predict.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python predict.py", formatter_class=HelpFormatter,
         description="Predict the emotion of tweets (text and image) with a trained run's models and late-fusion weights.",
     )
     one = parser.add_argument_group("one tweet")

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from emorec.cli import run, setup_logging
+from emorec.cli import HelpFormatter, run, setup_logging
 from emorec.data import class_names_path, image_stem, tweet_of_stem
 from emorec.errors import InputError, list_some
 from emorec.fileio import write_csv_atomic, write_text_atomic
@@ -135,7 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m emorec.bt4sa",
         description="Convert B-T4SA (split files, raw_tweets_text.csv, data/) into a manifest with its split.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--root", required=True, help="the B-T4SA folder (holds b-t4sa_*.txt, raw_tweets_text.csv, data/)")
     parser.add_argument("--out", default="data_files/bt4sa.csv", help="the manifest CSV to write")

@@ -13,6 +13,13 @@ from emorec.data import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.errors import InputError
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each flag's default, except where it is None: those flags' help says what None means."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def setup_logging() -> None:
     """Send the package's log lines (INFO and above) to stderr as ``[emorec] message``."""
     logging.basicConfig(
@@ -27,7 +34,7 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     """Call ``main(argv)`` and turn an :class:`InputError` into ``error: ...`` on stderr and status 2.
 
     Returns the exit status for ``sys.exit``: 0 on success (or ``main``'s own
-    integer result), 2 for a user error. Any other exception propagates with
+    integer result), 2 for a user error, 130 after Ctrl-C (KeyboardInterrupt). Any other exception propagates with
     its traceback, since it is a bug.
     """
     try:
@@ -35,6 +42,9 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
     return result if isinstance(result, int) else 0
 
 
@@ -48,13 +58,20 @@ def phase_parser(
     --labels-per-class) and outputs (--run-name,
     --checkpoint-dir, --log-dir, --prob-dir). A phase that trains nothing
     (``training=False``) gets neither the training group nor the image and
-    split flags. A phase adds its own flags to it.
+    split flags, and its --manifest defaults to the one the training phases read. A phase adds its own flags to it.
     """
     parser = argparse.ArgumentParser(
-        prog=f"python {phase}.py", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=f"python {phase}.py", description=description, formatter_class=HelpFormatter
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--manifest", default=DEFAULT_MANIFEST, help="manifest CSV: label,text,image[,id][,split][,group]")
+    if training:
+        data.add_argument("--manifest", default=DEFAULT_MANIFEST, help="manifest CSV: label,text,image[,id][,split][,group]")
+    else:
+        data.add_argument(
+            "--manifest", default=None,
+            help="the manifest the run's phases read (default: the one their .args.json records); "
+            "a different one is refused",
+        )
     if training:
         data.add_argument(
             "--image-root", default=DEFAULT_IMAGE_ROOT, help="folder the manifest's image paths are relative to"
@@ -126,23 +143,39 @@ class PhaseOutputs:
         )
 
 
-def require_output(path: Path, phase: str, args: argparse.Namespace) -> Path:
-    """Return ``path`` (a file an earlier phase writes), or raise :class:`InputError` naming the command that makes it."""
-    if not Path(path).exists():
-        same = " --run-name " + args.run_name if args.run_name else ""
-        raise InputError(
-            f"{path} is missing. It is written by `python {phase}.py`: run that first, with the same "
-            f"--manifest{same} and output folders as this command."
-        )
-    return Path(path)
+def phase_output_fix(phase: str, args: argparse.Namespace) -> str:
+    """How to make a file that the phase ``phase`` writes: the command to run first, for this run's outputs."""
+    same = " --run-name " + args.run_name if getattr(args, "run_name", None) else ""
+    return f"written by `python {phase}.py`: run that first, with the same --manifest{same} and output folders."
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def require_files(needed: dict) -> None:
+    """Check that every input file exists before any work; raise one :class:`InputError` listing all that do not.
+
+    ``needed`` maps each path to what makes it (a command, or where to get
+    it), which the message gives beside the path.
+    """
+    missing = [f"{path} is missing: {fix}" for path, fix in needed.items() if not Path(path).is_file()]
+    if len(missing) == 1:
+        raise InputError(missing[0])
+    if missing:
+        raise InputError(f"{len(missing)} input files are missing:\n" + "\n".join(f"- {line}" for line in missing))
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """Return an argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+positive_int = at_least(1)  # argparse type: an integer of at least 1
 
 
 def _positive_float(text: str) -> float:
@@ -157,6 +190,14 @@ def unit_fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def open_unit_fraction(text: str) -> float:
+    """argparse type: a number in (0, 1)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (both excluded), got {value}")
     return value
 
 

@@ -44,12 +44,30 @@ DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
 REQUIRED_COLUMNS = ("label", "text", "image")
 
 
-def missing_glove_message(path: str | os.PathLike) -> str:
-    """Explain how to get the GloVe file that ``path`` names, or how to train without it."""
+DEMO_FOLDER = "data_t4sa/demo"
+
+
+def glove_fix(path: str | os.PathLike) -> str:
+    """How to get the GloVe file that ``path`` names, or how to train without it."""
     return (
-        f"GloVe file not found: {path}\n"
         f"Download {GLOVE_DOWNLOAD} (1.4 GB), unzip it and place glove.twitter.27B.200d.txt "
-        f"at {path} (or pass --glove PATH). To train without pretrained vectors, pass --glove none."
+        f"at {path} (or pass --glove PATH). To train without pretrained vectors, pass --glove none; "
+        f"the demo's vectors are --glove {DEMO_FOLDER}/glove.demo.200d.txt."
+    )
+
+
+def missing_glove_message(path: str | os.PathLike) -> str:
+    """Explain that the GloVe file ``path`` is missing, and how to get it or train without it."""
+    return f"GloVe file not found: {path}\n{glove_fix(path)}"
+
+
+def manifest_fix(path: str | os.PathLike) -> str:
+    """The commands that give a phase the manifest ``path``: place real data there, convert B-T4SA, or make the demo."""
+    return (
+        f"Place the IIT-R TIER manifest (header label,text,image) at {path}, or point --manifest at your CSV; "
+        "convert B-T4SA with `python -m emorec.bt4sa --root data_t4sa --out data_files/bt4sa.csv` and pass "
+        "--manifest data_files/bt4sa.csv; or make the demo data set with `python -m emorec.demo` (or `make data`), "
+        f"which writes {DEMO_FOLDER}/, and pass --manifest {DEMO_FOLDER}/image_labels.csv --image-root {DEMO_FOLDER}."
     )
 
 
@@ -113,12 +131,7 @@ def read_manifest(
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(
-            f"manifest not found: {path}\n"
-            "Make the demo data set with `make data`, convert B-T4SA with "
-            "`python -m emorec.bt4sa --root DIR --out data_files/bt4sa.csv`, "
-            "or point --manifest at your CSV (header label,text,image)."
-        )
+        raise InputError(f"manifest not found: {path}\n{manifest_fix(path)}")
     names = read_class_names(path, class_names)
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")

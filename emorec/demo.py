@@ -68,7 +68,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from emorec.cli import run, setup_logging
+from emorec.cli import HelpFormatter, run, setup_logging
 from emorec.data import DEFAULT_CLASS_NAMES, draw_split, read_manifest
 from emorec.errors import InputError
 from emorec.fileio import atomic_path, write_csv_atomic
@@ -86,6 +86,10 @@ LIGHT_OF_CLASS = (0, 1, 0, 1)  # 0 bright warm, 1 dark cool: what the image show
 CUE_ABSENT, CUE_CONFLICT = 0.06, 0.03
 CLASS_WORD_RATE, CLASS_EMOJI_RATE = 0.15, 0.25
 TWO_IMAGE_RATE = 0.1
+# The smallest demo the phases accept: at least 32 tweets (the stratified 70/10/20 split needs a validation split
+# of one tweet per class), and so 64 images even if every tweet had two, with at least 5 tweets of every class
+# (so that each class keeps tweets in the training split).
+MIN_IMAGES, MIN_TWEETS_PER_CLASS = 64, 5
 GRAYSCALE_RATE, PNG_RATE = 0.08, 0.08
 
 TONE_WORDS = (
@@ -144,8 +148,18 @@ class Tweet:
 
 
 def sample_labels(rng: np.random.Generator, count: int) -> np.ndarray:
-    """Draw ``count`` class indices with the paper's class proportions."""
-    return rng.choice(len(CLASS_PRIORS), size=count, p=CLASS_PRIORS)
+    """Draw ``count`` class indices with the paper's class proportions, at least ``MIN_TWEETS_PER_CLASS`` of each.
+
+    A class drawn fewer times (happy, 5 %, in a small demo) takes the last
+    draws of the most frequent class; larger demos are drawn as they fall.
+    """
+    labels = rng.choice(len(CLASS_PRIORS), size=count, p=CLASS_PRIORS)
+    for label in range(len(CLASS_PRIORS)):
+        short = MIN_TWEETS_PER_CLASS - int((labels == label).sum())
+        if short > 0:
+            largest = np.bincount(labels, minlength=len(CLASS_PRIORS)).argmax()
+            labels[np.flatnonzero(labels == largest)[-short:]] = label
+    return labels
 
 
 def noisy_cue(rng: np.random.Generator, true_value: int) -> int | None:
@@ -336,8 +350,9 @@ def generate(out: str | Path, n: int = 2000, seed: int = 0, corpus_size: int = 3
     unlabelled tweets the word vectors are learned from. The same arguments
     give byte-identical files. A previous demo under ``out`` is replaced.
     """
-    if n < 20:
-        raise InputError(f"--n must be at least 20 (one split needs every class), got {n}")
+    if n < MIN_IMAGES:
+        raise InputError(f"--n must be at least {MIN_IMAGES} (the phases' stratified split needs "
+                         f"{MIN_TWEETS_PER_CLASS} tweets of every class), got {n}")
     out = Path(out)
     manifest_path, marker = out / MANIFEST_NAME, out / DEMO_MARKER
     if (out / "data").exists() or manifest_path.exists():
@@ -436,7 +451,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m emorec.demo",
         description="Generate the demo data set: images, a manifest and GloVe-format word vectors.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--out", default="data_t4sa/demo", help="folder to write the demo data set into")
     parser.add_argument("--n", type=int, default=2000, help="number of images (manifest rows)")

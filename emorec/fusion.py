@@ -43,10 +43,14 @@ def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, lis
     """
     tables = {}
     for member, path in paths.items():
-        table = pd.read_csv(path, dtype={"id": str, "split": str, "label": str})
+        try:
+            table = pd.read_csv(path, dtype={"id": str, "split": str, "label": str})
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise InputError(f"{path}: cannot be read as a probability file ({error}). It is written by "
+                             f"`python {member}.py`: run that phase again.") from error
         if list(table.columns[:3]) != KEY_COLUMNS or table.shape[1] < 5:
             raise InputError(f"{path}: not a probability file (columns id,split,label,<one per class>), got "
-                             f"{list(table.columns)}")
+                             f"{list(table.columns)}. It is written by `python {member}.py`: run that phase again.")
         duplicated = table["id"][table["id"].duplicated()]
         if len(duplicated):
             raise InputError(f"{path}: {len(duplicated)} duplicated id(s):\n{list_some(duplicated.tolist())}")
@@ -86,7 +90,9 @@ def weight_grid(n_members: int, step: float = 0.1) -> np.ndarray:
     """
     if not 0 < step < 1:
         raise InputError(f"--grid-step must be between 0 and 1, got {step}")
-    values = np.arange(1, round(1 / step)) * step
+    # k * step for k = 1, 2, ... while below 1 (the tolerance keeps 0.1 * 10 from counting as below 1);
+    # a step of 0.5 or more leaves one value, hence one candidate: equal weights.
+    values = np.arange(1, int(np.ceil(1 / step - 1e-9))) * step
     grid = np.array(list(itertools.product(values, repeat=n_members)))
     grid = grid / grid.sum(axis=1, keepdims=True)
     _, first = np.unique(np.round(grid, 9), axis=0, return_index=True)

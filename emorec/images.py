@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -218,7 +219,14 @@ def compute_features(
     on_bad_image: str,
     chunk: int = 512,
 ) -> None:
-    """Run the backbone over every image not yet done and complete the cache folder (see :func:`cached_features`)."""
+    """Run the backbone over every image not yet done and complete the cache folder (see :func:`cached_features`).
+
+    The backbone runs in a worker thread, so that Ctrl-C (SIGINT), which
+    Python delivers to the main thread only between bytecodes, is not held up
+    by a batch that takes seconds inside TensorFlow: the main thread keeps
+    every batch finished so far (progress written, features flushed) and
+    re-raises KeyboardInterrupt at once; the same command resumes after them.
+    """
     partial = folder.with_name(f".{folder.name}.partial")
     partial.mkdir(parents=True, exist_ok=True)
     progress_file = partial / "progress.json"
@@ -234,19 +242,47 @@ def compute_features(
         progress = {"done": 0, "ok": []}
     bar = keras.utils.Progbar(len(paths), unit_name="image")
     bar.update(progress["done"])
-    for start in range(progress["done"], len(paths), chunk):
-        stop = min(start + chunk, len(paths))
-        for offset, (pixels, ok) in enumerate(image_batches(paths[start:stop], image_size, batch_size)):
-            first = start + offset * batch_size
-            ok = ok.numpy()
-            if on_bad_image == "error" and not ok.all():
-                raise _bad_images_error(np.asarray(paths[first : first + len(ok)])[~ok])
-            features[first : first + len(ok)] = extractor.predict_on_batch(pixels).astype(np.float16)
-            progress["ok"].extend(bool(flag) for flag in ok)
-            bar.update(first + len(ok))
+    lock, stop, failures = threading.Lock(), threading.Event(), []
+
+    def keep_progress() -> None:  # with the lock held
         features.flush()
-        progress["done"] = stop
         write_json_atomic(progress_file, progress)
+
+    def extract() -> None:
+        try:
+            for start in range(progress["done"], len(paths), chunk):
+                stop_at = min(start + chunk, len(paths))
+                for offset, (pixels, ok) in enumerate(image_batches(paths[start:stop_at], image_size, batch_size)):
+                    first, ok = start + offset * batch_size, ok.numpy()
+                    if on_bad_image == "error" and not ok.all():
+                        raise _bad_images_error(np.asarray(paths[first : first + len(ok)])[~ok])
+                    batch = extractor.predict_on_batch(pixels).astype(np.float16)
+                    with lock:
+                        if stop.is_set():  # interrupted meanwhile: what was kept stays as it was
+                            return
+                        features[first : first + len(ok)] = batch
+                        progress["ok"].extend(bool(flag) for flag in ok)
+                        progress["done"] = first + len(ok)
+                    bar.update(progress["done"])
+                with lock:
+                    keep_progress()
+        except BaseException as error:  # handed to the main thread, which raises it
+            failures.append(error)
+
+    worker = threading.Thread(target=extract, name="feature-extraction", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.1)
+    except KeyboardInterrupt:
+        with lock:
+            stop.set()
+            keep_progress()
+        log.warning("\nimage features: interrupted; the %d of %d images done are kept in %s. Run the same command "
+                    "again to resume there.", progress["done"], len(paths), partial)
+        raise
+    if failures:
+        raise failures[0]
     del features
     write_csv_atomic(pd.DataFrame({"id": frame["id"], "ok": progress["ok"]}), partial / "index.csv")
     progress_file.unlink()

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import positive_int, run, setup_logging, unit_fraction
+from emorec.cli import HelpFormatter, positive_int, run, setup_logging, unit_fraction
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES, METHODS
 
@@ -34,12 +34,14 @@ log = logging.getLogger("emorec")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The report's names, two of them shortened to fit a table column and a legend.
 LABELS = {**METHOD_NAMES, "Late_fusion": "Late fusion", "Stacker": "LR stacker"}
+# The flags whose value is more flags for one phase, passed through as one string.
+PASS_THROUGH = {"TER": "--ter-args", "IER": "--ier-args", "Intermediate_fusion": "--inter-args"}
 
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse the sweep's command line: the settings, the data, the outputs and flags passed through to the phases."""
     parser = argparse.ArgumentParser(
-        prog="python -m emorec.sweep", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m emorec.sweep", formatter_class=HelpFormatter,
         description="Run the four phases for every label fraction and seed, and draw accuracy against labels.",
     )
     parser.add_argument("--fractions", type=unit_fraction, nargs="+", default=[0.05, 0.1, 0.25, 0.5, 1.0],
@@ -49,14 +51,27 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--image-root", default=None, help="passed to the training phases (default: theirs)")
     parser.add_argument("--epoch", "--epochs", dest="epochs", type=positive_int, default=None,
                         help="epochs for TER, IER and Intermediate_fusion (default: the phases' own)")
-    for phase, flag in (("TER", "--ter-args"), ("IER", "--ier-args"), ("Intermediate_fusion", "--inter-args")):
-        parser.add_argument(flag, default="", help=f"more flags for {phase}.py, as one quoted string")
+    for phase, flag in PASS_THROUGH.items():
+        parser.add_argument(flag, default="", help=f"more flags for {phase}.py, as one quoted string "
+                            f"(\"--init-from-unimodal\" or \"--lr 1e-3 --batch-size 64\")")
     parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
     parser.add_argument("--checkpoint-dir", default="model_checkpoints", help="passed to every phase")
     parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")
     parser.add_argument("--prob-dir", default="data_files", help="passed to every phase")
     parser.add_argument("--results-dir", default="results", help="where each setting's report and the curve go")
-    return parser.parse_args(argv)
+    return parser.parse_args(_attach_pass_through(sys.argv[1:] if argv is None else argv))
+
+
+def _attach_pass_through(argv: Sequence[str]) -> list[str]:
+    """Join each pass-through flag with the string after it (``--inter-args=--init-from-unimodal``).
+
+    argparse would otherwise take a value that starts with ``-`` for a flag of the sweep's own.
+    """
+    joined, tokens = [], iter(argv)
+    for token in tokens:
+        value = next(tokens, None) if token in PASS_THROUGH.values() else None
+        joined.append(token if value is None else f"{token}={value}")
+    return joined
 
 
 def run_name(prefix: str, fraction: float, seed: int) -> str:
@@ -117,7 +132,7 @@ def run_setting(args, name: str, fraction: float, seed: int) -> None:
     data = [*manifest, *(["--image-root", args.image_root] if args.image_root else []), "--seed", str(seed)]
     training = [*(["--label-fraction", f"{fraction:g}"] if fraction < 1 else []),
                 *(["--epoch", str(args.epochs)] if args.epochs else [])]
-    extra = {"TER": args.ter_args, "IER": args.ier_args, "Intermediate_fusion": args.inter_args}
+    extra = {phase: getattr(args, flag[2:].replace("-", "_")) for phase, flag in PASS_THROUGH.items()}
     for phase, prob_file in MEMBERS.items():
         if (Path(args.prob_dir) / name / prob_file).exists():
             log.info("%s: %s already done, skipped", name, phase)

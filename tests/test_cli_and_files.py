@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 import subprocess
@@ -68,4 +69,34 @@ def test_demo_command_line_reports_a_user_error_without_traceback(tmp_path):
         [sys.executable, "-m", "emorec.demo", "--out", str(tmp_path), "--n", "5"], capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: --n must be at least 20 (one split needs every class), got 5"
+    assert result.stderr.strip() == ("error: --n must be at least 64 (the phases' stratified split needs 5 tweets "
+                                     "of every class), got 5")
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("TER", ["--seq-len", "3"], "--seq-len: must be at least 4"),
+    ("TER", ["--max-words", "0"], "--max-words: must be at least 1"),
+    ("IER", ["--image-size", "16"], "--image-size must be at least 32 for vgg16"),
+    ("IER", ["--backbone", "efficientnetb0", "--image-size", "31"], "at least 32 for efficientnetb0"),
+    ("Late_fusion", ["--grid-step", "1"], "--grid-step: must be between 0 and 1"),
+])
+def test_flags_out_of_range_are_refused_by_the_parser(script, argv, message, capsys):
+    """Values that once reached Keras or numpy and failed there with a traceback (issue 12)."""
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as exit_status:
+        module.parse_args(argv)
+    assert exit_status.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["TER.py"], ["IER.py"], ["Intermediate_fusion.py"], ["Late_fusion.py"],
+                                     ["predict.py"], ["-m", "emorec.sweep"], ["-m", "emorec.demo"], ["-m", "emorec.bt4sa"]])
+def test_help_never_prints_a_default_of_none(command):
+    result = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, check=True)
+    assert "(default: None)" not in result.stdout and "(default:" in result.stdout
+
+
+def test_sweep_passes_a_flag_without_value_through_to_a_phase():
+    from emorec.sweep import parse_args
+
+    args = parse_args(["--inter-args", "--init-from-unimodal", "--ter-args", "--lr 1e-3 --seed 4", "--seeds", "1"])
+    assert (args.inter_args, args.ter_args, args.ier_args, args.seeds) == ("--init-from-unimodal", "--lr 1e-3 --seed 4", "", [1])

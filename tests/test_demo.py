@@ -24,20 +24,20 @@ def tree_digest(folder):
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path):
-    demo.generate(tmp_path / "a", n=40, seed=3, corpus_size=1500)
-    demo.generate(tmp_path / "b", n=40, seed=3, corpus_size=1500)
-    demo.generate(tmp_path / "c", n=40, seed=4, corpus_size=1500)
+    demo.generate(tmp_path / "a", n=64, seed=3, corpus_size=1500)
+    demo.generate(tmp_path / "b", n=64, seed=3, corpus_size=1500)
+    demo.generate(tmp_path / "c", n=64, seed=4, corpus_size=1500)
     first = tree_digest(tmp_path / "a")
     assert first == tree_digest(tmp_path / "b")
     assert first != tree_digest(tmp_path / "c")
-    assert len(first) == 43  # 40 images, the manifest, the vectors and the marker
+    assert len(first) == 67  # 64 images, the manifest, the vectors and the marker
 
 
 def test_regenerating_replaces_the_previous_demo(tmp_path):
-    demo.generate(tmp_path, n=60, seed=0, corpus_size=1500)
-    demo.generate(tmp_path, n=30, seed=1, corpus_size=1500)
+    demo.generate(tmp_path, n=80, seed=0, corpus_size=1500)
+    demo.generate(tmp_path, n=64, seed=1, corpus_size=1500)
     images = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
-    assert len(images) == 30
+    assert len(images) == 64
 
 
 def test_never_deletes_a_folder_it_did_not_write(tmp_path):
@@ -45,7 +45,7 @@ def test_never_deletes_a_folder_it_did_not_write(tmp_path):
     real.parent.mkdir(parents=True)
     real.write_bytes(b"a real image")
     with pytest.raises(InputError, match="not a generated demo data set"):
-        demo.generate(tmp_path, n=30, seed=0, corpus_size=1500)
+        demo.generate(tmp_path, n=64, seed=0, corpus_size=1500)
     assert real.read_bytes() == b"a real image"
 
 
@@ -120,3 +120,21 @@ def test_demo_is_a_valid_dataset_for_the_phases(small_demo):
     frame = load_dataset(small_demo / demo.MANIFEST_NAME, small_demo, seed=0)
     assert set(frame["split"]) == {"train", "val", "test"}
     assert frame.groupby("group")["split"].nunique().max() == 1
+
+
+def test_the_smallest_demo_is_one_the_phases_accept(tmp_path):
+    """At --n MIN_IMAGES every class has enough tweets for the phases' split, whatever the seeds (issue 12)."""
+    import TER
+
+    for demo_seed in range(4):
+        out = tmp_path / f"demo{demo_seed}"
+        manifest = demo.generate(out, n=demo.MIN_IMAGES, seed=demo_seed, corpus_size=300)
+        for split_seed in range(3):
+            frame = load_dataset(manifest, out, seed=split_seed, resplit=True)
+            for label in range(4):
+                assert (frame["label"][frame["split"] == "train"] == label).sum() >= 3
+    assert TER.main(["--manifest", str(manifest), "--image-root", str(out), "--glove", "none", "--epoch", "1",
+                     "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"),
+                     "--prob-dir", str(tmp_path / "probs")]) == 0
+    with pytest.raises(InputError, match="at least 64"):
+        demo.generate(tmp_path / "smaller", n=demo.MIN_IMAGES - 1, seed=0, corpus_size=300)

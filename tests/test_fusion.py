@@ -36,6 +36,13 @@ def test_grid_is_the_papers_normalised_and_without_duplicates():
         fusion.weight_grid(3, 1.5)
 
 
+@pytest.mark.parametrize("step, values", [(0.3, (0.3, 0.6, 0.9)), (0.5, (0.5,)), (0.7, (0.7,)), (0.9, (0.9,))])
+def test_grid_of_a_coarse_step_holds_every_multiple_below_one(step, values):
+    grid = fusion.weight_grid(3, step)
+    expected = {tuple(np.round(np.array(w) / sum(w), 9)) for w in itertools.product(values, repeat=3)}
+    assert {tuple(np.round(w, 9)) for w in grid} == expected  # from 0.5 on: one candidate, equal weights
+
+
 def test_rows_a_member_could_not_score_are_fused_from_the_others():
     probabilities, _ = random_members()
     weights = np.array([0.2, 0.5, 0.3])
@@ -136,6 +143,14 @@ def test_files_that_disagree_are_refused(prob_files, change, message):
     table = pd.read_csv(paths["Intermediate_fusion"], dtype={"id": str})
     change(table).to_csv(paths["Intermediate_fusion"], index=False)
     with pytest.raises(InputError, match=message):
+        fusion.read_probability_files(paths)
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00garbage\n", b"id,split,label\n"])
+def test_empty_or_unreadable_probability_files_name_the_phase_to_rerun(prob_files, content):
+    paths = prob_files[0]
+    paths["IER"].write_bytes(content)
+    with pytest.raises(InputError, match=r"img_prob.csv.*`python IER.py`"):
         fusion.read_probability_files(paths)
 
 

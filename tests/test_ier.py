@@ -186,3 +186,47 @@ def test_killed_extraction_resumes_where_it_stopped(small_demo, tmp_path, caplog
     images.compute_features(fresh, frame, extractor, 32, 8, "skip", chunk=16)
     np.testing.assert_array_equal(resumed.features, FeatureCache.open(fresh).features)
     assert resumed.ids.tolist() == frame["id"].tolist() and resumed.ok.all()
+
+
+def test_ctrl_c_during_extraction_stops_at_once_keeping_the_finished_batches(tmp_path):
+    """SIGINT while the backbone is inside a long batch: exit 130 within seconds, not after the batch, with the
+    batches already finished kept; the same command then resumes after them (issue 12)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from emorec import demo
+
+    demo.generate(tmp_path / "demo", n=128, seed=0, corpus_size=300)
+    argv = [sys.executable, "IER.py", *ier_argv(tmp_path / "demo", tmp_path, "--image-size", "160",
+                                                "--extract-batch-size", "64", "--epoch", "1")]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    printed = []
+    threading.Thread(target=lambda: printed.extend(iter(lambda: os.read(process.stdout.fileno(), 4096), b"")),
+                     daemon=True).start()
+    def wait_for(progress: bytes) -> float:
+        deadline = time.monotonic() + 300
+        while progress not in b"".join(printed) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return time.monotonic()
+
+    started = wait_for(b" 0/128")
+    interrupted = wait_for(b" 64/128")  # the first batch is done, the second is now inside VGG16
+    process.send_signal(signal.SIGINT)
+    status = process.wait(timeout=60)
+    exit_seconds, batch_seconds = time.monotonic() - interrupted, interrupted - started
+    error = process.stderr.read().decode()
+    assert status == 130, error[-3000:]
+    assert exit_seconds < batch_seconds / 2, (exit_seconds, batch_seconds)  # not held up by the batch under way
+    assert "interrupted; the 64 of 128 images done are kept" in error and "Traceback" not in error
+    progress = json.loads(next((tmp_path / "features").glob(".*.partial/progress.json")).read_text())
+    assert progress["done"] == 64 and len(progress["ok"]) == 64
+
+    resumed = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming at 64 of 128 images" in resumed.stderr
+    assert FeatureCache.open(next((tmp_path / "features").glob("vgg16_160px_*"))).ok.all()

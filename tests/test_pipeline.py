@@ -165,6 +165,7 @@ def test_fusion_refuses_a_missing_or_stale_feature_cache(pipeline, small_demo, t
 
 def test_late_fusion_refuses_files_from_another_split(pipeline, tmp_path, capsys):
     shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
+    shutil.copytree(pipeline / "ckpt" / RUN, tmp_path / "ckpt")
     (tmp_path / "probs" / "late_prob.csv").unlink()
     image = pd.read_csv(tmp_path / "probs" / "img_prob.csv", dtype={"id": str})
     image.loc[image["split"] == "test", "split"] = "val"
@@ -174,6 +175,23 @@ def test_late_fusion_refuses_files_from_another_split(pipeline, tmp_path, capsys
     assert run(Late_fusion.main, argv) == 2
     assert "disagree on the split" in capsys.readouterr().err
     assert not (tmp_path / "results").exists() and not (tmp_path / "probs" / "late_prob.csv").exists()
+
+
+def test_late_fusion_takes_the_manifest_the_phases_read_and_refuses_another(pipeline, small_demo, tmp_path, capsys):
+    shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
+    shutil.copytree(pipeline / "ckpt" / RUN, tmp_path / "ckpt")
+    argv = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir",
+            str(tmp_path / "probs"), "--results-dir", str(tmp_path / "results"), "--grid-step", "0.7"]
+    assert run(Late_fusion.main, argv) == 0  # no --manifest: the phases' own; a step of 0.7: equal weights only
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert summary["dataset"] == str(small_demo / MANIFEST_NAME)
+    assert json.loads((tmp_path / "ckpt" / "Late_fusion.metrics.json").read_text())["candidates"] == 1
+    other = shutil.copy(small_demo / MANIFEST_NAME, tmp_path / "other.csv")
+    (tmp_path / "results" / "summary.json").unlink()
+    for manifest, message in ((tmp_path / "nope.csv", "no such file"), (other, "is not the manifest the phases")):
+        assert run(Late_fusion.main, [*argv, "--manifest", str(manifest)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "results" / "summary.json").exists()
 
 
 def test_predict_scores_an_unreadable_image_row_by_text_alone(pipeline, small_demo, tmp_path):

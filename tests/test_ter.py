@@ -84,8 +84,19 @@ def test_missing_glove_exits_2_with_where_to_get_it(small_demo, tmp_path, capsys
     argv[argv.index("--glove") + 1] = str(tmp_path / "glove.twitter.27B.200d.txt")
     assert run(TER.main, argv) == 2
     error = capsys.readouterr().err
-    assert "error: GloVe file not found" in error and "--glove none" in error and "Traceback" not in error
-    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "probs").exists()
+    assert "glove.twitter.27B.200d.txt is missing: Download" in error and "--glove none" in error
+    assert "Traceback" not in error and not (tmp_path / "ckpt").exists() and not (tmp_path / "probs").exists()
+
+
+def test_nothing_in_place_reports_every_missing_input_with_its_fix(tmp_path, capsys, monkeypatch):
+    """`python TER.py --epoch=100` on a fresh clone: the manifest and the GloVe file, in one message (issue 12)."""
+    monkeypatch.chdir(tmp_path)
+    assert run(TER.main, ["--epoch=100"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: 2 input files are missing:")
+    assert "- data_files/image_labels.csv is missing: Place the IIT-R TIER manifest" in error
+    assert "`python -m emorec.demo`" in error and "--manifest data_t4sa/demo/image_labels.csv" in error
+    assert "- data_files/glove.twitter.27B.200d.txt is missing: Download" in error
 
 
 def test_help_documents_every_flag_with_its_default():

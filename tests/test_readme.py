@@ -1,0 +1,228 @@
+"""Every command the README tells a user to run, run as written, each in a fresh process (issue 12).
+
+The README marks each block a user runs with ``<!-- test: NAME -->`` on the
+line before it. This module reads the blocks from README.md itself, so a README
+edit that breaks a command fails here, and runs them in the README's order in a
+sandbox laid out like a clone: the demo data set placed where the real data
+goes (``data_files/image_labels.csv``, in the paper's ``/data_bt4sa/...`` image
+form, and the GloVe file), the phases' outputs left for the commands after them.
+
+Each command runs as the README writes it, in a new interpreter (one pytest
+process, where every module is already imported, hides a missing import or
+registration), with a few flags appended that keep it small (argparse keeps a
+flag's last value): rows, epochs, image size, and a VGG16 weights file that
+the test writes in Keras' .h5 format, since ImageNet's cannot be downloaded here.
+Blocks of ``make`` commands are not run: ``make test`` is this suite, and
+``make demo``/``make sweep`` run the same scripts with the demo's flags.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WEIGHTS = "keras_home/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# What each marked block is: the names this module runs. A new marked block needs a test here.
+TESTED = {"phases", "load", "predict", "tensorboard", "demo", "sweep", "bt4sa"}
+# Flags appended to a command to keep it small, by script or module.
+SMALL = {
+    "emorec.demo": ["--n", "120", "--corpus-size", "3000"],
+    "TER.py": ["--epoch", "1", "--batch-size", "32"],
+    "IER.py": ["--epoch", "1", "--image-size", "32", "--image-weights", WEIGHTS],
+    "Intermediate_fusion.py": ["--epoch", "1"],
+    "emorec.sweep": ["--fractions", "0.5", "--seeds", "0", "--epoch", "1"],
+}
+CLASSES = ["happy", "sad", "hate", "anger"]
+BLOCK = re.compile(r"(?:<!-- test: (?P<name>[\w-]+) -->\n)?```(?P<language>\w*)\n(?P<body>.*?)```", re.S)
+
+
+def readme_blocks() -> list[tuple[str | None, str, str]]:
+    """Every fenced block of README.md: (its test name or None, its language, its text)."""
+    return [(m["name"], m["language"], m["body"]) for m in BLOCK.finditer((REPO / "README.md").read_text("utf-8"))]
+
+
+def block(name: str) -> str:
+    return next(body for marked, _, body in readme_blocks() if marked == name)
+
+
+def commands(body: str) -> list[list[str]]:
+    """A shell block's commands, continuation lines joined and comments dropped, each as its words."""
+    lines = body.replace("\\\n", " ").splitlines()
+    return [words for words in (shlex.split(line, comments=True) for line in lines) if words]
+
+
+def target(words: list[str]) -> str:
+    """The script or module a command runs: ``TER.py``, ``emorec.sweep``, ``tensorboard``."""
+    if Path(words[0]).name == "tensorboard":
+        return "tensorboard"
+    return words[2] if words[1] == "-m" else words[1]
+
+
+def argv_of(words: list[str]) -> list[str]:
+    """The command as this interpreter runs it: ``python`` and ``.venv/bin/...`` are this environment's."""
+    program = Path(words[0]).name
+    assert program in ("python", "tensorboard"), f"the README runs {words[0]}, which this test does not know"
+    return [sys.executable if program == "python" else str(BIN / program), *words[1:], *SMALL.get(target(words), [])]
+
+
+def run_command(words: list[str], cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+    """Run one README command in a fresh process in ``cwd``; fail with its output unless it exits 0."""
+    result = subprocess.run(argv_of(words), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"`{shlex.join(words)}` exited {result.returncode}:\n{result.stderr[-4000:]}"
+    return result
+
+
+def run_block(name: str, cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Run every command of the README block ``name`` in order, skipping ``make`` lines."""
+    return [run_command(words, cwd) for words in commands(block(name)) if words[0] != "make"]
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A folder laid out like a clone (the scripts and the package, linked), with a VGG16 weights file."""
+    import keras
+
+    root = tmp_path_factory.mktemp("clone")
+    for path in REPO.iterdir():
+        if path.suffix == ".py" or path.name == "emorec":
+            (root / path.name).symlink_to(path)
+    (root / WEIGHTS).parent.mkdir()
+    keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save(root / WEIGHTS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(clone):
+    """The demo block, its data placed as the real data goes, then the four phases' block: the clone."""
+    demo = run_block("demo", clone)
+    assert "demo baselines" in demo[0].stdout
+    manifest = pd.read_csv(clone / "data_t4sa/demo/image_labels.csv", dtype=str, keep_default_na=False)
+    manifest["image"] = "/data_bt4sa/demo/" + manifest["image"]  # the paper's form: resolves under data_t4sa/
+    (clone / "data_files").mkdir()
+    manifest.to_csv(clone / "data_files/image_labels.csv", index=False)
+    shutil.copy(clone / "data_t4sa/demo/glove.demo.200d.txt", clone / "data_files/glove.twitter.27B.200d.txt")
+    shutil.copy(next((clone / "data_t4sa/demo/data").rglob("*.jpg")), clone / "photo.jpg")
+    run_block("phases", clone)
+    return clone
+
+
+def test_every_command_block_of_the_readme_is_run_here():
+    blocks = readme_blocks()
+    marked = [name for name, _, _ in blocks if name]
+    assert sorted(marked) == sorted(TESTED), "each marked block once, and each has its test here"
+    for name, language, body in blocks:
+        if name is None and language in ("sh", "python"):
+            assert all(words[0] == "make" for words in commands(body)), f"a README block no test runs:\n{body}"
+    assert len([c for name in TESTED - {"load"} for c in commands(block(name)) if c[0] != "make"]) >= 11
+
+
+def test_the_phases_block_runs_the_four_phases_on_data_in_the_real_places(trained):
+    for prob_file in ("text_prob.csv", "img_prob.csv", "inter_prob.csv", "late_prob.csv"):
+        probs = pd.read_csv(trained / "data_files" / prob_file)
+        assert len(probs) == 120 and list(probs.columns[3:]) == CLASSES
+    summary = json.loads((trained / "results/summary.json").read_text())
+    assert summary["dataset"] == "data_files/image_labels.csv"  # the manifest the phases read
+    assert [c.split()[1] for c in summary["commands"]] == ["TER.py", "IER.py", "Intermediate_fusion.py", "Late_fusion.py"]
+
+
+def test_the_loading_example_runs_with_its_one_import(trained):
+    (trained / "readme_load.py").write_text(block("load"), encoding="utf-8")
+    printed = run_command(["python", "readme_load.py"], trained).stdout
+    assert len(re.findall(r"^\[\[", printed, re.M)) == 3  # three (1, classes) arrays
+
+
+# Loads each saved model with the README's one import (and emorec.train, which holds the training optimizer, never
+# imported), then scores raw rows: texts and image files as the manifest gives them.
+FRESH_LOAD = """
+import json, sys
+import keras
+import emorec.models
+models = {p: keras.models.load_model(f"model_checkpoints/{p}.keras") for p in ("TER", "IER", "Intermediate_fusion")}
+assert "emorec.train" not in sys.modules
+import numpy as np, pandas as pd, tensorflow as tf
+from pathlib import Path
+from emorec.data import resolve_image_paths
+from emorec.images import load_image
+rows = pd.read_csv("data_files/image_labels.csv", dtype=str, keep_default_na=False).iloc[::10]
+paths, _ = resolve_image_paths(rows["image"], Path("data_t4sa"))
+texts = tf.constant(rows["text"].tolist())
+images = np.stack([load_image(p, models["IER"].input_shape[1])[0] for p in paths]).astype("float32")
+out = {"rows": rows.index.tolist(), "TER": models["TER"].predict(texts, verbose=0).tolist(),
+       "IER": models["IER"].predict(images, verbose=0).tolist(),
+       "Intermediate_fusion": models["Intermediate_fusion"].predict({"text": texts, "image": images}, verbose=0).tolist()}
+print(json.dumps(out))
+"""
+
+
+def test_saved_models_loaded_in_a_fresh_interpreter_reproduce_the_prob_files(trained):
+    result = subprocess.run([sys.executable, "-c", FRESH_LOAD], cwd=trained, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    scored = json.loads(result.stdout.splitlines()[-1])
+    for phase, prob_file in (("TER", "text_prob.csv"), ("IER", "img_prob.csv"), ("Intermediate_fusion", "inter_prob.csv")):
+        written = pd.read_csv(trained / "data_files" / prob_file).iloc[scored["rows"]][CLASSES].to_numpy()
+        np.testing.assert_allclose(scored[phase], written, atol=2e-3, err_msg=phase)  # image features cached as float16
+
+
+def test_the_predict_block_in_each_form(trained):
+    manifest = pd.read_csv(trained / "data_t4sa/demo/image_labels.csv").iloc[:5]
+    pd.DataFrame({"text": manifest["text"], "image": "data_t4sa/demo/" + manifest["image"]}).to_csv(
+        trained / "tweets.csv", index=False)
+    table, as_json, as_csv = run_block("predict", trained)
+    assert re.search(r"^prediction: (happy|sad|hate|anger)$", table.stdout, re.M)
+    assert json.loads(as_json.stdout)["rows"][0]["prediction"] in CLASSES
+    predictions = pd.read_csv(trained / "predictions.csv")
+    assert len(predictions) == 5 and predictions["image_ok"].all() and predictions["prediction"].isin(CLASSES).all()
+
+
+def test_the_tensorboard_command_serves_the_run_on_127_0_0_1(trained):
+    (words,) = commands(block("tensorboard"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([*argv_of(words), "--host", "127.0.0.1", "--port", str(port)], cwd=trained,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        runs, deadline = None, time.monotonic() + 90
+        while runs is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as answer:
+                    runs = json.load(answer)
+            except OSError:
+                time.sleep(1)
+        assert runs is not None, f"tensorboard did not answer: {server.poll()=}"
+        assert {"TER/train", "IER/validation", "Late_fusion"} <= set(runs)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_the_sweep_block_on_a_tiny_setting(trained):
+    (words,) = [c for c in commands(block("sweep")) if c[0] != "make"]
+    words[words.index("--ier-args") + 1] += f" --image-weights {WEIGHTS}"  # the README's image flags, our weights
+    run_command(words, trained)
+    table = pd.read_csv(trained / "results/label_efficiency.csv")
+    assert set(table["fraction"]) == {0.5} and set(table["seed"]) == {0} and len(table) == 6
+
+
+def test_the_bt4sa_block_converts_the_official_format(clone):
+    from test_bt4sa import TWEETS, write_bt4sa
+
+    write_bt4sa(clone / "data_t4sa")
+    run_block("bt4sa", clone)
+    manifest = pd.read_csv(clone / "data_files/bt4sa.csv", dtype=str)
+    assert len(manifest) == sum(images for _, _, images, _ in TWEETS.values())
+    assert (clone / "data_files/bt4sa.classes.txt").read_text().split() == ["negative", "neutral", "positive"]
