@@ -34,8 +34,9 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     """Call ``main(argv)`` and turn an :class:`InputError` into ``error: ...`` on stderr and status 2.
 
     Returns the exit status for ``sys.exit``: 0 on success (or ``main``'s own
-    integer result), 2 for a user error, 130 after Ctrl-C (KeyboardInterrupt). Any other exception propagates with
-    its traceback, since it is a bug.
+    integer result), 2 for a user error, 130 after Ctrl-C (KeyboardInterrupt,
+    printed as ``interrupted``). Any other exception propagates with its
+    traceback, since it is a bug.
     """
     try:
         result = main(argv)
