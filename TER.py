@@ -51,7 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     # Every missing input at once, before any work.
-    require_files({args.manifest: manifest_fix(args.manifest), **({args.glove: glove_fix(args.glove)} if args.glove else {})})
+    needed = {args.manifest: manifest_fix(args.manifest)}
+    if args.glove is not None:
+        needed[args.glove] = glove_fix(args.glove)
+    require_files(needed)
     # Heavy imports after parsing, so --help and argument errors answer at once.
     import tensorflow as tf
 

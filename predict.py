@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import HelpFormatter, positive_int, run, setup_logging
+from emorec.cli import HelpFormatter, positive_int, require_files, run, setup_logging
 from emorec.errors import InputError, list_some
 from emorec.fusion import MEMBERS
 
@@ -60,10 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoints = Path(args.checkpoint_dir) / (args.run_name or "")
     needed = {checkpoints / f"{phase}.keras": phase for phase in MEMBERS}
     needed[checkpoints / "Late_fusion.metrics.json"] = "Late_fusion"
-    for path, phase in needed.items():
-        if not path.is_file():
-            raise InputError(f"{path} is missing. It is written by `python {phase}.py`: run the phases "
-                             "(TER, IER, Intermediate_fusion, Late_fusion) first, or point --checkpoint-dir/--run-name at their run.")
+    require_files({path: f"written by `python {phase}.py`: run the phases (TER, IER, Intermediate_fusion, "
+                         "Late_fusion) first, or point --checkpoint-dir/--run-name at their run." for path, phase in needed.items()})
     import pandas as pd
 
     from emorec.data import resolve_image_paths

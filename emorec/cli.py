@@ -59,21 +59,21 @@ def phase_parser(
     --labels-per-class) and outputs (--run-name,
     --checkpoint-dir, --log-dir, --prob-dir). A phase that trains nothing
     (``training=False``) gets neither the training group nor the image and
-    split flags, and its --manifest defaults to the one the training phases read. A phase adds its own flags to it.
+    split flags, and its --manifest defaults to the one the training phases
+    read. A phase adds its own flags to it.
     """
     parser = argparse.ArgumentParser(
         prog=f"python {phase}.py", description=description, formatter_class=HelpFormatter
     )
     data = parser.add_argument_group("data")
-    if training:
-        data.add_argument("--manifest", default=DEFAULT_MANIFEST, help="manifest CSV: label,text,image[,id][,split][,group]")
-    else:
+    if not training:
         data.add_argument(
             "--manifest", default=None,
             help="the manifest the run's phases read (default: the one their .args.json records); "
             "a different one is refused",
         )
-    if training:
+    else:
+        data.add_argument("--manifest", default=DEFAULT_MANIFEST, help="manifest CSV: label,text,image[,id][,split][,group]")
         data.add_argument(
             "--image-root", default=DEFAULT_IMAGE_ROOT, help="folder the manifest's image paths are relative to"
         )
