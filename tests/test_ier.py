@@ -203,8 +203,15 @@ def test_ctrl_c_during_extraction_stops_at_once_keeping_the_finished_batches(tmp
     demo.generate(tmp_path / "demo", n=128, seed=0, corpus_size=300)
     argv = [sys.executable, "IER.py", *ier_argv(tmp_path / "demo", tmp_path, "--image-size", "160",
                                                 "--extract-batch-size", "64", "--epoch", "1")]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # As in a terminal, the child starts with SIGINT at its default, so Python turns it into KeyboardInterrupt: a
+    # handled signal is reset to the default on exec, an ignored one (a shell's background job, as CI may be) stays
+    # ignored in the child.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
     printed = []
     threading.Thread(target=lambda: printed.extend(iter(lambda: os.read(process.stdout.fileno(), 4096), b"")),
                      daemon=True).start()
