@@ -120,7 +120,7 @@ def phase_parser(
 
 @dataclass(frozen=True)
 class PhaseOutputs:
-    """Where one phase of one run writes (see design §2): every path moves one folder deeper with --run-name."""
+    """Where one phase of one run writes: every path moves one folder deeper with --run-name."""
 
     model: Path
     args_json: Path

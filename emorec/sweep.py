@@ -2,8 +2,8 @@
 
     python -m emorec.sweep --fractions 0.05 0.1 0.25 0.5 1.0 --seeds 0 1 2 --epoch 20
 
-Every setting is its own named run (``--run-name <prefix>-f<fraction>-s<seed>``,
-design §2) that trains TER, IER and Intermediate_fusion on the same stratified,
+Every setting is its own named run (``--run-name <prefix>-f<fraction>-s<seed>``:
+each output one folder deeper) that trains TER, IER and Intermediate_fusion on the same stratified,
 seeded subsample of the training split (``--label-fraction``) and fuses them
 with Late_fusion; val and test are the same for all. The image feature cache and
 the GloVe cache are shared, so no setting runs the backbone again, and the
