@@ -146,7 +146,7 @@ class PhaseOutputs:
 
 def phase_output_fix(phase: str, args: argparse.Namespace) -> str:
     """How to make a file that the phase ``phase`` writes: the command to run first, for this run's outputs."""
-    same = " --run-name " + args.run_name if getattr(args, "run_name", None) else ""
+    same = " --run-name " + args.run_name if args.run_name else ""
     return f"written by `python {phase}.py`: run that first, with the same --manifest{same} and output folders."
 
 
