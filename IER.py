@@ -5,7 +5,7 @@
 Arguments -> data (the manifest and its shared split) -> features (the frozen
 backbone, by default ImageNet VGG16, run once per image into a float16 cache
 that later runs and Intermediate_fusion.py reuse) -> model (the paper's dense
-head on the cached features) -> training (best validation loss kept) ->
+head on the cached features) -> training (the best validation epoch kept, by --monitor) ->
 evaluation -> outputs: ``model_checkpoints/IER.keras`` (backbone and head:
 RGB pixels in, probabilities out; ``import emorec.models`` before loading it),
 ``IER.args.json``, ``IER.metrics.json``, ``IER.epochs.csv``, TensorBoard curves
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.images import build_extractor, cache_folder, cached_features
     from emorec.models import build_ier_head, image_model
     from emorec.report import classification_metrics, probability_table
-    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         head,
         ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(cache.features, labels, rows["val"], 256),
-        args.epochs, None, args.lr, outputs,
+        args.epochs, None, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
     )
 
     # Evaluation on every readable image; unreadable ones keep empty probabilities.

@@ -7,8 +7,8 @@ vectorizer and GloVe matrix from ``TER.keras``; IER's image feature cache,
 never recomputed, and its frozen backbone from ``IER.keras``) -> data (the same
 manifest and split) -> model (image features -> Dense(3000) -> Dense(500),
 joined with TER's two text paths -> Dense(1000) -> softmax; optionally
-warm-started from the unimodal models) -> training (best validation loss
-kept) -> evaluation -> outputs: ``model_checkpoints/Intermediate_fusion.keras``
+warm-started from the unimodal models) -> training (the best validation epoch
+kept, by --monitor) -> evaluation -> outputs: ``model_checkpoints/Intermediate_fusion.keras``
 (raw text and RGB pixels in, probabilities out; ``import emorec.models``
 before loading it), its args/metrics JSON and epochs CSV,
 TensorBoard curves in ``tb_logs/Intermediate_fusion/`` and
@@ -60,10 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from emorec.data import load_dataset
+    from emorec.images import phase_feature_cache
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.report import classification_metrics, probability_table
     from emorec.text import vectorize
-    from emorec.train import ArrayBatches, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ier = keras.models.load_model(ier_files.model)
     extractor = next(layer for layer in ier.layers if layer.name.endswith("_extractor"))
     ier_head = ier.get_layer("ier_head")
-    cache = _image_features(frame, json.loads(ier_files.metrics_json.read_text()), json.loads(ier_files.args_json.read_text()))
+    cache = phase_feature_cache(frame, json.loads(ier_files.metrics_json.read_text()), json.loads(ier_files.args_json.read_text()))
     train = select_training_rows(frame, args)
     _check_same_training_rows(args.training_ids, (ter_files.args_json, ier_files.args_json))
     rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         network,
         ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(inputs, labels, rows["val"], 256),
-        args.epochs, None, args.lr, outputs,
+        args.epochs, None, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
     )
 
     # Evaluation on every row with a readable image; the others keep empty probabilities.
@@ -129,27 +130,6 @@ def _check_same_training_rows(training_ids, configs) -> None:
                 f"({count(training_ids)}). Give every phase of a run the same --label-fraction or "
                 "--labels-per-class and --seed."
             )
-
-
-def _image_features(frame, ier_metrics: dict, ier_args: dict):
-    """Open IER's feature cache after checking that it belongs to this manifest's images as they are now."""
-    from emorec.images import FeatureCache, cache_folder
-
-    folder = Path(ier_metrics["feature_cache"])
-    rerun = "Run `python IER.py` again with this --manifest (it reuses a cache that is still valid, else recomputes it)."
-    expected = cache_folder(folder.parent, ier_args["backbone"], ier_metrics["weights_identity"], ier_args["image_size"],
-                            frame["image_path"])
-    if expected != folder:
-        raise InputError(f"IER's feature cache {folder} was computed for other images (the manifest or an image "
-                         f"changed since IER ran). {rerun}")
-    if not folder.is_dir():
-        raise InputError(f"IER's feature cache {folder} is missing. {rerun}")
-    cache = FeatureCache.open(folder)
-    if list(cache.ids) != frame["id"].tolist():
-        raise InputError(f"IER's feature cache {folder} lists other ids than the manifest. {rerun}")
-    if (~cache.ok).any():
-        log.warning("%d row(s) whose image IER could not read are left out; their probabilities are empty", (~cache.ok).sum())
-    return cache
 
 
 if __name__ == "__main__":

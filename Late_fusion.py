@@ -3,12 +3,17 @@
     python Late_fusion.py
 
 Arguments -> the three phases' probability files of the same run (joined on
-``id``; files that disagree are refused) -> weight search (the paper's grid
-w in {0.1..0.9}^3 normalised to sum to 1, chosen on the validation split by
-accuracy, then macro-F1, then the most even weights) and, beyond the paper, a
-logistic-regression stacker fitted on validation probabilities -> evaluation
-of every method on test -> outputs: ``data_files/late_prob.csv``,
-``model_checkpoints/Late_fusion.metrics.json`` (the chosen weights) and
+``id``; files that disagree are refused) -> the simple baselines on the run's
+own training rows (:mod:`emorec.baselines`: TF-IDF + logistic regression,
+a linear probe on IER's cached image features, both together) -> weight search
+(the paper's grid w in {0.1..0.9}^3 normalised to sum to 1, chosen on the
+validation split by accuracy, then macro-F1, then the most even weights) and,
+beyond the paper, a logistic-regression stacker fitted on validation
+probabilities; with ``--with-baselines`` both again over the three members
+and the three baselines -> evaluation of every method on test -> outputs:
+``data_files/late_prob.csv`` (the paper's fusion of three), the baselines'
+``data_files/baseline_{text,image,both}_prob.csv``,
+``model_checkpoints/Late_fusion.metrics.json`` (the chosen weights and C) and
 ``.args.json``, ``results/summary.md``, ``summary.json`` and a confusion-matrix
 PNG per method, and the same table and pictures in ``tb_logs/Late_fusion/``.
 """
@@ -30,16 +35,24 @@ from emorec.fusion import MEMBERS, METHOD_NAMES
 log = logging.getLogger("emorec")
 PHASE = "Late_fusion"
 PROB_FILE = "late_prob.csv"
+GRID_STEP = 0.1  # the paper's grid
+GRID_STEP_WITH_BASELINES = 0.2
 
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse the command line: the shared data and output flags plus the weight grid and the results folder."""
     parser = phase_parser(PHASE, "Fuse the three phases' class probabilities with weights chosen on the validation "
-                          "split, and write the results report.", training=False)
+                          "split, and write the results report with the simple baselines beside them.", training=False)
     fusion = parser.add_argument_group("late fusion")
-    fusion.add_argument("--grid-step", type=open_unit_fraction, default=0.1,
+    fusion.add_argument("--grid-step", type=open_unit_fraction, default=None,
                         help="weights per member run over step, 2*step, ... < 1, then are normalised to sum to 1 "
-                        "(from 0.5 on, one candidate: equal weights)")
+                        f"(from 0.5 on, one candidate: equal weights); default {GRID_STEP} for the paper's three "
+                        f"members, {GRID_STEP_WITH_BASELINES} with --with-baselines (six members: 4^6 candidates "
+                        "rather than 9^6)")
+    fusion.add_argument("--with-baselines", action="store_true",
+                        help="also fuse the three members together with the three baselines (weight search and "
+                        "stacker over six members), reported beside the paper's fusion of three; late_prob.csv and "
+                        "the weights predict.py uses stay the paper's three members'")
     fusion.add_argument("--results-dir", default="results", help="where the summary table and figures go")
     return parser.parse_args(argv)
 
@@ -50,12 +63,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     outputs = PhaseOutputs.of(args, PHASE)
     paths = {member: outputs.prob_dir / file for member, file in MEMBERS.items()}
-    configs = {member: PhaseOutputs.of(args, member).args_json for member in MEMBERS}
-    require_files({path: phase_output_fix(member, args) for table in (paths, configs) for member, path in table.items()})
+    phases = {member: PhaseOutputs.of(args, member) for member in MEMBERS}
+    configs = {member: files.args_json for member, files in phases.items()}
+    require_files({path: phase_output_fix(member, args) for table in (paths, configs) for member, path in table.items()}
+                  | {phases["IER"].metrics_json: phase_output_fix("IER", args)})
     args.manifest = _phases_manifest(configs, args.manifest)
     import numpy as np
 
     from emorec import fusion
+    from emorec.baselines import BASELINE_PROB_FILES
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
     from emorec.report import (log_results_to_tensorboard, method_scores, probability_table, summary_markdown,
                                write_confusion_png)
@@ -68,22 +84,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not val.any():
         raise InputError(f"{paths['TER']} has no validation rows: the weights are chosen on the val split")
 
-    # The paper's weight grid, searched on validation only.
-    grid = fusion.weight_grid(len(MEMBERS), args.grid_step)
-    best, val_accuracy, val_macro_f1 = fusion.choose_weights(grid, probabilities[:, val], labels[val])
-    weights = dict(zip(MEMBERS, map(float, grid[best])))
-    log.info("late fusion: %d weight candidates; chosen on val (accuracy %.3f, macro-F1 %.3f): %s", len(grid),
-             val_accuracy[best], val_macro_f1[best], ", ".join(f"{m} {w:.3f}" for m, w in weights.items()))
+    # The simple baselines, on the run's own training rows, scored like the members.
+    baselines = _fit_baselines(args, phases, rows, class_names)
+    for name, baseline in baselines.items():
+        write_csv_atomic(probability_table(rows, baseline.probabilities, class_names), outputs.prob_dir / BASELINE_PROB_FILES[name])
 
-    # Every method, each on the rows it could score.
-    features = fusion.stacking_features(probabilities)
-    stacker = fusion.fit_stacker(features[val], labels[val], args.seed)
+    # The paper's weight grid, searched on validation only, and the stacker; again with the baselines as members.
+    paper = _fuse(fusion, list(MEMBERS), probabilities, labels, val, args.grid_step or GRID_STEP, args.seed)
     methods = {
         **{member: probabilities[i] for i, member in enumerate(MEMBERS)},
+        **{name: baseline.probabilities for name, baseline in baselines.items()},
         "Average": fusion.fuse(np.full(len(MEMBERS), 1 / len(MEMBERS)), probabilities),
-        "Late_fusion": fusion.fuse(grid[best], probabilities),
-        "Stacker": fusion.stacker_probabilities(stacker, features, len(class_names)),
+        "Late_fusion": paper["late"], "Stacker": paper["stacker"],
     }
+    if args.with_baselines:
+        members = [*MEMBERS, *baselines]
+        everything = np.concatenate([probabilities, np.stack([b.probabilities for b in baselines.values()])])
+        extended = _fuse(fusion, members, everything, labels, val, args.grid_step or GRID_STEP_WITH_BASELINES, args.seed)
+        methods |= {"Late_fusion_with_baselines": extended["late"], "Stacker_with_baselines": extended["stacker"]}
     scores = {method: method_scores(labels, p, splits) for method, p in methods.items()}
     fewer = {split: fusion.rows_fused_from_fewer(probabilities, splits == split) for split in ("train", "val", "test")}
     if any(fewer.values()):
@@ -91,10 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Outputs: the fused probabilities, the metrics with the chosen weights, the run's configuration.
     write_csv_atomic(probability_table(rows, methods["Late_fusion"], class_names), outputs.prob_dir / PROB_FILE)
+    weights = paper["weights"]
+    baseline_choices = {name: {"C": b.C, "val_macro_f1": b.val_macro_f1, "training_rows": b.training_rows,
+                               "prob_file": str(outputs.prob_dir / BASELINE_PROB_FILES[name])}
+                        for name, b in baselines.items()}
     metrics = {
         "phase": PHASE, "class_names": class_names, "weights": weights, "members": {m: str(p) for m, p in paths.items()},
-        "grid_step": args.grid_step, "candidates": len(grid),
-        "val_accuracy": float(val_accuracy[best]), "val_macro_f1": float(val_macro_f1[best]),
+        "grid_step": paper["grid_step"], "candidates": paper["candidates"],
+        "val_accuracy": paper["val_accuracy"], "val_macro_f1": paper["val_macro_f1"],
+        "baselines": baseline_choices,
+        **({"weights_with_baselines": extended["weights"], "grid_step_with_baselines": extended["grid_step"]}
+           if args.with_baselines else {}),
         "rows_fused_from_fewer_members": fewer, "methods": scores,
     }
     write_json_atomic(outputs.metrics_json, metrics)
@@ -110,7 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{METHOD_NAMES[method]}: test (n={scored.sum()})",
         )
     commands = _phase_commands(outputs.args_json.parent, argv)
-    notes = ["Late-fusion weights (chosen on val): " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()) + "."]
+    notes = ["Late-fusion weights (chosen on val): " + _listed(weights) + ".",
+             "Baselines: scikit-learn logistic regression on the run's training rows, class weighting "
+             f"{_run_class_weight(phases)}, C chosen on val: "
+             + ", ".join(f"{name.removeprefix('Baseline_')} {b.C:g}" for name, b in baselines.items()) + "."]
+    if args.with_baselines:
+        notes.append("Weights with the baselines as members (chosen on val): " + _listed(extended["weights"]) + ".")
     if any(fewer.values()):
         notes.append(f"Rows fused from fewer members (an image IER could not read): {fewer}.")
     split_sizes = {split: int((splits == split).sum()) for split in ("train", "val", "test")}
@@ -119,13 +149,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_text_atomic(results / "summary.md", markdown)
     write_json_atomic(results / "summary.json", {
         "dataset": args.manifest, "class_names": class_names, "commands": commands, "weights": weights,
-        "split_sizes": split_sizes,
+        **({"weights_with_baselines": extended["weights"]} if args.with_baselines else {}),
+        "baselines": baseline_choices, "split_sizes": split_sizes,
         "rows_fused_from_fewer_members": fewer, "methods": scores,
     })
     log_results_to_tensorboard(outputs.tensorboard, markdown, pictures)
     log.info("wrote %s, %s and %s", outputs.prob_dir / PROB_FILE, outputs.metrics_json, results / "summary.md")
     print(markdown)
     return 0
+
+
+def _fuse(fusion, members: list[str], probabilities, labels, val, step: float, seed: int) -> dict:
+    """The weight search on validation and the stacker fitted there, over ``members`` (their probabilities stacked
+    as members x rows x classes). Returns the chosen weights, the fused and stacked probabilities of every row,
+    the grid and the chosen candidate's validation scores."""
+    grid = fusion.weight_grid(len(members), step)
+    best, val_accuracy, val_macro_f1 = fusion.choose_weights(grid, probabilities[:, val], labels[val])
+    weights = dict(zip(members, map(float, grid[best])))
+    log.info("late fusion of %d members: %d weight candidates; chosen on val (accuracy %.3f, macro-F1 %.3f): %s",
+             len(members), len(grid), val_accuracy[best], val_macro_f1[best], _listed(weights))
+    features = fusion.stacking_features(probabilities)
+    stacker = fusion.fit_stacker(features[val], labels[val], seed)
+    return {
+        "weights": weights, "late": fusion.fuse(grid[best], probabilities),
+        "stacker": fusion.stacker_probabilities(stacker, features, probabilities.shape[2]),
+        "grid_step": step, "candidates": len(grid),
+        "val_accuracy": float(val_accuracy[best]), "val_macro_f1": float(val_macro_f1[best]),
+    }
+
+
+def _fit_baselines(args, phases: dict, rows, class_names: list[str]) -> dict:
+    """The baselines (:mod:`emorec.baselines`) on this run's data: the manifest, split and training rows that TER
+    recorded, and IER's feature cache; ``rows`` (the probability files' ids, splits and labels) must match them."""
+    from emorec.baselines import run_baselines
+    from emorec.data import load_dataset
+    from emorec.images import phase_feature_cache
+
+    ter = json.loads(phases["TER"].args_json.read_text())
+    frame = load_dataset(ter["manifest"], ter["image_root"], seed=ter["seed"], class_names=class_names)
+    if (frame["id"].tolist() != rows["id"].tolist() or (frame["split"].to_numpy() != rows["split"].to_numpy()).any()
+            or (frame["label"].to_numpy() != rows["label"].to_numpy()).any()):
+        raise InputError(f"{ter['manifest']} or its split changed since the phases of this run wrote their probability "
+                         "files (other ids, splits or labels). Rerun TER.py, IER.py and Intermediate_fusion.py.")
+    ids = ter.get("training_ids")
+    train = (frame["split"] == "train").to_numpy() if ids is None else frame["id"].isin(ids).to_numpy()
+    cache = phase_feature_cache(frame, json.loads(phases["IER"].metrics_json.read_text()),
+                                json.loads(phases["IER"].args_json.read_text()))
+    return run_baselines(frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy(), train,
+                         len(class_names), cache.features, cache.ok, _run_class_weight(phases), ter["seed"])
+
+
+def _run_class_weight(phases: dict) -> str:
+    """The run's --class-weight, as TER recorded it ("none" for runs from before the flag)."""
+    return json.loads(phases["TER"].args_json.read_text()).get("class_weight", "none")
+
+
+def _listed(weights: dict) -> str:
+    return ", ".join(f"{member} {weight:.3f}" for member, weight in weights.items())
 
 
 def _phases_manifest(configs: dict, given: str | None) -> str:

@@ -4,8 +4,8 @@
 
 Arguments -> data (the manifest and its shared split) -> text pipeline (tweet
 normalisation and vocabulary from the training split, GloVe vectors) -> model
-(two GloVe channels, BiLSTM and convolution paths) -> training (best
-validation loss kept) -> evaluation -> outputs: ``model_checkpoints/TER.keras``
+(two GloVe channels, BiLSTM and convolution paths) -> training (the best
+validation epoch kept, by --monitor) -> evaluation -> outputs: ``model_checkpoints/TER.keras``
 (raw strings in, probabilities out; ``import emorec.models`` before loading it),
 ``TER.args.json``, ``TER.metrics.json``, ``TER.epochs.csv``, TensorBoard curves
 in ``tb_logs/TER/`` and ``data_files/text_prob.csv``.
@@ -62,13 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
     from emorec.text import adapt_vectorizer, build_vectorizer, embedding_matrix, vectorize
-    from emorec.train import fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import class_weights, fit_best, save_phase, seed_everything, select_training_rows
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
 
-    # Data: every phase reads the same manifest and the same split.
-    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes)
+    # Data: every phase reads the same manifest and the same split. TER also runs on text alone (empty image cells).
+    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes,
+                         images_required=False)
     class_names = frame.attrs["class_names"]
     train, val = select_training_rows(frame, args), (frame["split"] == "val").to_numpy()
 
@@ -83,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Model and training.
     network = build_ter_network(embeddings, args.seq_len, len(class_names))
     training = fit_best(
-        network, (token_ids[train], labels[train]), (token_ids[val], labels[val]), args.epochs, args.batch_size, args.lr, outputs
+        network, (token_ids[train], labels[train]), (token_ids[val], labels[val]), args.epochs, args.batch_size, args.lr,
+        outputs, class_weights(labels[train], args.class_weight), args.monitor,
     )
 
     # Evaluation, with the saved model itself: raw strings in, probabilities out.

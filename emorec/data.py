@@ -114,11 +114,15 @@ def read_manifest(
     path: str | os.PathLike,
     image_root: str | os.PathLike = DEFAULT_IMAGE_ROOT,
     class_names: Sequence[str] | None = None,
+    images_required: bool = True,
 ) -> pd.DataFrame:
     """Read and check a manifest.
 
     Takes the manifest CSV's path, the folder its image paths are relative to,
-    and optionally the class names (see :func:`read_class_names`). Returns a
+    and optionally the class names (see :func:`read_class_names`). With
+    ``images_required=False`` (a text-only phase) the image column may be
+    missing or empty: such rows need an ``id`` and are their own group, and
+    their ``image_path`` is empty; images that are named must still exist. Returns a
     DataFrame with columns ``id`` (str), ``label`` (int class index), ``text``,
     ``image_path`` (absolute), ``group`` (the tweet the row belongs to) and,
     when the manifest has one, ``split``. Its ``attrs["class_names"]`` holds the
@@ -138,6 +142,8 @@ def read_manifest(
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot be read as a UTF-8 CSV file: {error}") from error
     raw.columns = [str(column).strip().lower() for column in raw.columns]
+    if not images_required and "image" not in raw.columns:
+        raw["image"] = ""
     missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
     if missing:
         raise InputError(
@@ -168,12 +174,14 @@ def read_manifest(
     )
     flag(raw["text"] == "", "empty or missing text in {count} row(s)", "give every row its tweet's text, or remove the row")
     empty_image = raw["image"] == ""
-    flag(empty_image, "empty image path in {count} row(s)", "give every row its image file, relative to the image root")
+    if images_required:
+        flag(empty_image, "empty image path in {count} row(s)", "give every row its image file, relative to the image root")
 
     stems = raw["image"].map(image_stem)
     ids = raw["id"] if "id" in raw.columns else stems
     empty_id = ids == ""
-    flag(empty_id, "empty id in {count} row(s)", "give every row an id, or drop the id column to use the image file names")
+    flag(empty_id, "empty id in {count} row(s)", "give every row an id, or drop the id column to use the image file names"
+         + ("" if images_required else " (a row without an image needs an id column)"))
     duplicated = ids.duplicated(keep=False) & ~empty_id
     if duplicated.any():
         repeats = line[duplicated].groupby(ids[duplicated], sort=False).agg(list)
@@ -196,6 +204,7 @@ def read_manifest(
 
     image_root = Path(image_root)
     image_paths, found = resolve_image_paths(raw["image"], image_root)
+    image_paths[empty_image] = ""
     flag(
         ~found & ~empty_image,
         f"{{count}} image file(s) not found under the image root {image_root}",
@@ -213,7 +222,7 @@ def read_manifest(
             "label": labels.astype(int),
             "text": raw["text"],
             "image_path": image_paths,
-            "group": raw["group"] if "group" in raw.columns else stems.map(tweet_of_stem),
+            "group": raw["group"] if "group" in raw.columns else stems.map(tweet_of_stem).where(~empty_image, ids),
         }
     )
     if "split" in raw.columns:
@@ -376,13 +385,15 @@ def load_dataset(
     resplit: bool = False,
     class_names: Sequence[str] | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    images_required: bool = True,
 ) -> pd.DataFrame:
     """Read a manifest and give it its shared split: what every phase starts from.
 
-    Returns the frame of :func:`read_manifest` with a ``split`` column; see
-    :func:`assign_split`. Nothing is written unless the manifest is valid.
+    Returns the frame of :func:`read_manifest` (``images_required`` is passed
+    to it) with a ``split`` column; see :func:`assign_split`. Nothing is
+    written unless the manifest is valid.
     """
-    frame = read_manifest(manifest_path, image_root, class_names)
+    frame = read_manifest(manifest_path, image_root, class_names, images_required)
     return assign_split(frame, manifest_path, seed=seed, fractions=fractions, resplit=resplit)
 
 

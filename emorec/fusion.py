@@ -17,19 +17,26 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from emorec.baselines import BASELINE_NAMES
 from emorec.errors import InputError, list_some
 
 KEY_COLUMNS = ["id", "split", "label"]
 # The fused members, in the order of the weights: the phase that writes each, and its probability file.
 MEMBERS = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
-# Every method Late_fusion.py reports: the members alone, then the three ways of fusing them.
-METHODS = (*MEMBERS, "Average", "Late_fusion", "Stacker")
+# Every method Late_fusion.py reports: the members alone, the baselines, then the ways of fusing the members
+# (and, with --with-baselines, of fusing the members and the baselines).
+FUSIONS = ("Average", "Late_fusion", "Stacker")
+FUSIONS_WITH_BASELINES = ("Late_fusion_with_baselines", "Stacker_with_baselines")
+METHODS = (*MEMBERS, *BASELINE_NAMES, *FUSIONS, *FUSIONS_WITH_BASELINES)
 # How reports name them.
 METHOD_NAMES = {
-    "TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
+    "TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion", **BASELINE_NAMES,
     "Average": "Average of the three", "Late_fusion": "Late fusion (weights chosen on val)",
     "Stacker": "Logistic-regression stacker (fitted on val)",
+    "Late_fusion_with_baselines": "Late fusion of the three and the baselines (weights chosen on val)",
+    "Stacker_with_baselines": "Stacker on the three and the baselines (fitted on val)",
 }
+WEIGHT_CHUNK = 2**24  # candidates x rows x classes evaluated at once by choose_weights (128 MB of float64)
 
 
 def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, list[str], np.ndarray]:
@@ -134,9 +141,13 @@ def accuracy_and_macro_f1(fused: np.ndarray, labels: np.ndarray) -> tuple[np.nda
 def choose_weights(grid: np.ndarray, probabilities: np.ndarray, labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """Pick the candidate with the best accuracy; ties go to higher macro-F1, then to the most even weights.
 
-    Returns (index into ``grid``, accuracy per candidate, macro-F1 per candidate).
+    Returns (index into ``grid``, accuracy per candidate, macro-F1 per candidate). The candidates are scored
+    in blocks of about :data:`WEIGHT_CHUNK` fused probabilities, so memory stays bounded whatever the rows.
     """
-    accuracy, macro_f1 = accuracy_and_macro_f1(fuse(grid, probabilities), labels)
+    block = max(1, WEIGHT_CHUNK // (probabilities.shape[1] * probabilities.shape[2]))
+    scores = [accuracy_and_macro_f1(fuse(grid[start : start + block], probabilities), labels)
+              for start in range(0, len(grid), block)]
+    accuracy, macro_f1 = (np.concatenate(parts) for parts in zip(*scores))
     unevenness = ((grid - 1 / grid.shape[1]) ** 2).sum(axis=1)
     order = np.lexsort((np.round(unevenness, 9), -np.round(macro_f1, 9), -accuracy))
     return int(order[0]), accuracy, macro_f1

@@ -210,6 +210,31 @@ def cached_features(
     return cache
 
 
+def phase_feature_cache(frame, ier_metrics: dict, ier_args: dict):
+    """Open the feature cache that IER.py computed, after checking that it belongs to ``frame``'s images as they are now.
+
+    ``ier_metrics`` and ``ier_args`` are IER's ``.metrics.json`` and
+    ``.args.json``. Returns the :class:`FeatureCache`; raises
+    :class:`InputError` (with the command to rerun) when the cache is missing
+    or was computed for other images or ids.
+    """
+    folder = Path(ier_metrics["feature_cache"])
+    rerun = "Run `python IER.py` again with this --manifest (it reuses a cache that is still valid, else recomputes it)."
+    expected = cache_folder(folder.parent, ier_args["backbone"], ier_metrics["weights_identity"], ier_args["image_size"],
+                            frame["image_path"])
+    if expected != folder:
+        raise InputError(f"IER's feature cache {folder} was computed for other images (the manifest or an image "
+                         f"changed since IER ran). {rerun}")
+    if not folder.is_dir():
+        raise InputError(f"IER's feature cache {folder} is missing. {rerun}")
+    cache = FeatureCache.open(folder)
+    if list(cache.ids) != frame["id"].tolist():
+        raise InputError(f"IER's feature cache {folder} lists other ids than the manifest. {rerun}")
+    if (~cache.ok).any():
+        log.warning("%d row(s) whose image IER could not read are left out; their probabilities are empty", (~cache.ok).sum())
+    return cache
+
+
 def compute_features(
     folder: Path,
     frame: pd.DataFrame,

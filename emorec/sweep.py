@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from emorec.baselines import BASELINE_NAMES
 from emorec.cli import HelpFormatter, positive_int, run, setup_logging, unit_fraction
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES, METHODS
@@ -33,7 +34,9 @@ from emorec.fusion import MEMBERS, METHOD_NAMES, METHODS
 log = logging.getLogger("emorec")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The report's names, two of them shortened to fit a table column and a legend.
-LABELS = {**METHOD_NAMES, "Late_fusion": "Late fusion", "Stacker": "LR stacker"}
+LABELS = {**METHOD_NAMES, "Late_fusion": "Late fusion", "Stacker": "LR stacker", "Baseline_text": "TF-IDF + LR",
+          "Baseline_image": "Linear probe", "Baseline_both": "LR text + image",
+          "Late_fusion_with_baselines": "Late fusion + baselines", "Stacker_with_baselines": "LR stacker + baselines"}
 # The flags whose value is more flags for one phase, passed through as one string.
 PASS_THROUGH = {"TER": "--ter-args", "IER": "--ier-args", "Intermediate_fusion": "--inter-args"}
 
@@ -54,6 +57,8 @@ def parse_args(argv: Sequence[str] | None = None):
     for phase, flag in PASS_THROUGH.items():
         parser.add_argument(flag, default="", help=f"more flags for {phase}.py, as one quoted string "
                             f"(\"--init-from-unimodal\" or \"--lr 1e-3 --batch-size 64\")")
+    parser.add_argument("--with-baselines", action="store_true",
+                        help="passed to Late_fusion.py: also fuse the baselines with the three members")
     parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
     parser.add_argument("--checkpoint-dir", default="model_checkpoints", help="passed to every phase")
     parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")
@@ -140,8 +145,8 @@ def run_setting(args, name: str, fraction: float, seed: int) -> None:
         _call(phase, [*data, *training, *outputs, *shlex.split(extra[phase])])
         keras.backend.clear_session()
         gc.collect()
-    _call("Late_fusion", [*manifest, "--seed", str(seed), *outputs,
-                          "--results-dir", args.results_dir])
+    _call("Late_fusion", [*manifest, "--seed", str(seed), *outputs, "--results-dir", args.results_dir,
+                          *(["--with-baselines"] if args.with_baselines else [])])
 
 
 def _call(phase: str, argv: list[str]) -> None:
@@ -160,7 +165,7 @@ def collect(args, settings) -> "pd.DataFrame":
         name = run_name(args.run_prefix, fraction, seed)
         summary = json.loads((Path(args.results_dir) / name / "summary.json").read_text())
         labels = json.loads((Path(args.checkpoint_dir) / name / "TER.metrics.json").read_text())["training_labels"]
-        for method in METHODS:
+        for method in (m for m in METHODS if m in summary["methods"]):  # the fusions with baselines are optional
             test = summary["methods"][method]["test"]
             rows.append({"fraction": fraction, "seed": seed, "training_labels": labels, "method": method,
                          "accuracy": test["accuracy"], "macro_f1": test["macro_f1"]})
@@ -178,12 +183,13 @@ def write_label_efficiency(table, results: Path) -> None:
     from emorec.fileio import atomic_path, write_csv_atomic, write_text_atomic
 
     write_csv_atomic(table, results / "label_efficiency.csv")
+    methods = [method for method in METHODS if method in set(table["method"])]
     grouped = table.groupby(["fraction", "method"], sort=False)
     stats = grouped.agg(labels=("training_labels", "mean"), seeds=("seed", "count"),
                         accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
                         macro_f1=("macro_f1", "mean"), macro_f1_std=("macro_f1", "std")).fillna(0.0).reset_index()
-    header = ["| fraction | training labels | seeds | " + " | ".join(LABELS[m] for m in METHODS) + " |",
-              "|---:|---:|---:|" + "---:|" * len(METHODS)]
+    header = ["| fraction | training labels | seeds | " + " | ".join(LABELS[m] for m in methods) + " |",
+              "|---:|---:|---:|" + "---:|" * len(methods)]
     blocks = []
     for metric, title in (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1")):
         block = [f"**{title}**, mean ± std over seeds", "", *header]
@@ -191,16 +197,16 @@ def write_label_efficiency(table, results: Path) -> None:
             cells = {row.method: f"{getattr(row, metric):.3f} ± {getattr(row, metric + '_std'):.3f}"
                      for row in rows.itertuples()}
             block.append(f"| {fraction:g} | {rows['labels'].iloc[0]:,.0f} | {rows['seeds'].iloc[0]} | "
-                         + " | ".join(cells.get(method, "") for method in METHODS) + " |")
+                         + " | ".join(cells.get(method, "") for method in methods) + " |")
         blocks.append("\n".join(block))
     write_text_atomic(results / "label_efficiency.md", "\n\n".join(blocks) + "\n")
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     for axis, (metric, title) in zip(axes, (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"))):
-        for method in METHODS:
+        for method in methods:
             rows = stats[stats["method"] == method].sort_values("labels")
             axis.errorbar(rows["labels"], rows[metric], yerr=rows[metric + "_std"], marker="o", capsize=3,
-                          label=LABELS[method])
+                          label=LABELS[method], linestyle="--" if method in BASELINE_NAMES else "-")
         axis.set_xscale("log")
         ticks = sorted(stats["labels"].unique())
         axis.set_xticks(ticks, [f"{tick:,.0f}" for tick in ticks])

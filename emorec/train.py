@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from emorec.cli import PhaseOutputs
 from emorec.data import labelled_training_rows
@@ -86,6 +87,65 @@ def _rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.asarray(array[rows], dtype=np.float32 if array.dtype == np.float16 else array.dtype)
 
 
+class MacroF1(keras.metrics.Metric):
+    """Macro-averaged F1 of the argmax predictions over every batch since the last reset (not a mean of batches).
+
+    Accumulates the confusion matrix of sparse labels against
+    ``argmax(y_pred)``, so an epoch's validation value is scikit-learn's
+    ``f1_score(average="macro", labels=range(num_classes), zero_division=0)``
+    on the whole validation split: a class neither present nor predicted
+    counts 0. Sample weights (from ``class_weight`` during training) weight
+    the counts.
+    """
+
+    def __init__(self, num_classes: int, name: str = "macro_f1", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.confusion = self.add_variable(shape=(num_classes, num_classes), initializer="zeros", name="confusion")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        truth = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.num_classes, dtype=self.dtype)
+        predicted = ops.one_hot(ops.argmax(y_pred, axis=-1), self.num_classes, dtype=self.dtype)
+        if sample_weight is not None:
+            truth = truth * ops.reshape(ops.cast(sample_weight, self.dtype), (-1, 1))
+        self.confusion.assign_add(ops.matmul(ops.transpose(truth), predicted))
+
+    def result(self):
+        true_positive = ops.diagonal(self.confusion)
+        denominator = ops.sum(self.confusion, axis=0) + ops.sum(self.confusion, axis=1)  # 2tp + fp + fn
+        f1 = ops.where(denominator > 0, 2 * true_positive / ops.maximum(denominator, 1e-12), 0.0)
+        return ops.mean(f1)
+
+    def reset_state(self):
+        self.confusion.assign(ops.zeros_like(self.confusion))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+# What picks the best epoch: the validation measure and whether lower or higher is better.
+MONITORS = {"val_loss": "min", "val_macro_f1": "max"}
+
+
+def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
+    """The loss weight of each class for ``--class-weight`` ``mode`` ("none" or "balanced").
+
+    ``labels`` are the training rows' class indices. "balanced" gives each
+    class present ``n_rows / (n_present_classes * n_rows_of_class)``, as
+    scikit-learn's ``compute_class_weight("balanced")``; "none" returns None
+    (every example weighs 1, as in the paper).
+    """
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise ValueError(f"unknown class weighting {mode!r}: none or balanced")
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(label): float(weight) for label, weight in zip(present, weights)}
+
+
 def select_training_rows(frame, args) -> np.ndarray:
     """The training rows of this run: the whole train split, or the subsample that ``--label-fraction`` or
     ``--labels-per-class`` asks for (see :func:`emorec.data.labelled_training_rows`).
@@ -106,7 +166,8 @@ def select_training_rows(frame, args) -> np.ndarray:
 
 
 def fit_best(
-    model: keras.Model, train, val, epochs: int, batch_size: int | None, lr: float, outputs: PhaseOutputs
+    model: keras.Model, train, val, epochs: int, batch_size: int | None, lr: float, outputs: PhaseOutputs,
+    class_weight: dict[int, float] | None = None, monitor: str = "val_loss",
 ) -> dict:
     """Train ``model`` on ``train`` (an (x, y) pair or a dataset), validating on ``val``; end with the best weights.
 
@@ -116,44 +177,59 @@ def fit_best(
     ``model`` itself is never compiled, so the inference model a phase saves
     around it carries no optimizer: no optimizer state in the file (for the
     image heads, twice their weights) and no optimizer class to register before
-    loading it.
+    loading it. ``class_weight`` (see :func:`class_weights`) weights each
+    training example's loss by its class.
+    Each epoch logs loss, accuracy and macro-F1 (:class:`MacroF1`), on the
+    training batches and on the whole validation split. ``monitor``
+    (``val_loss`` or ``val_macro_f1``) picks the best epoch.
     Callbacks: EarlyStopping with ``restore_best_weights`` and a patience of
     every epoch (it never stops early; it keeps the weights of the best
-    val_loss in memory and restores them at the end), TensorBoard (per-epoch
-    loss and accuracy, train and validation, in ``outputs.tensorboard``,
-    cleared first) and CSVLogger (``outputs.epochs_csv``, moved into place
-    when training ends). Keras prints its progress bar.
-    Returns a summary: epochs run, the best epoch and its validation loss,
-    seconds in all and per epoch.
+    epoch in memory and restores them at the end), TensorBoard (the per-epoch
+    measures, train and validation, in ``outputs.tensorboard``, cleared
+    first) and CSVLogger (``outputs.epochs_csv``, moved into place when
+    training ends). Keras prints its progress bar.
+    Returns a summary: epochs run, the monitor, the best epoch with its
+    validation loss and macro-F1, seconds in all and per epoch.
     """
+    if monitor not in MONITORS:
+        raise ValueError(f"unknown monitor {monitor!r}: one of {', '.join(MONITORS)}")
     shutil.rmtree(outputs.tensorboard, ignore_errors=True)
     outputs.epochs_csv.parent.mkdir(parents=True, exist_ok=True)
     partial_log = outputs.epochs_csv.with_name(f".{outputs.epochs_csv.name}.partial")
     callbacks = [
         # In memory rather than a ModelCheckpoint file: at 224 px the fusion model holds 90 M weights, and
         # writing them at every better epoch and reading them back cost seconds per epoch for nothing kept.
-        keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=epochs, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor], patience=epochs, restore_best_weights=True),
         keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
         keras.callbacks.CSVLogger(str(partial_log)),
     ]
     trainer = keras.Model(model.input, model.output, name=f"{model.name}_training")
-    trainer.compile(optimizer=FusedAdam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    trainer.compile(optimizer=FusedAdam(lr), loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy", MacroF1(model.output.shape[-1])])
+    if class_weight is not None:
+        log.info("class weights: %s", ", ".join(f"{label}: {weight:.3f}" for label, weight in class_weight.items()))
     started = time.perf_counter()
     x, y = train if isinstance(train, tuple) else (train, None)
     history = trainer.fit(
-        x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks
+        x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks,
+        class_weight=class_weight,
     )
     seconds = time.perf_counter() - started
     os.replace(partial_log, outputs.epochs_csv)
-    val_losses = history.history["val_loss"]
-    best = min(range(len(val_losses)), key=val_losses.__getitem__)
-    log.info("best validation loss %.4f at epoch %d of %d; its weights restored", val_losses[best], best + 1, epochs)
+    measures = history.history
+    chosen = np.asarray(measures[monitor])
+    best = int(chosen.argmin() if MONITORS[monitor] == "min" else chosen.argmax())
+    log.info("best %s %.4f at epoch %d of %d (val_loss %.4f, val_macro_f1 %.4f); its weights restored", monitor,
+             chosen[best], best + 1, epochs, measures["val_loss"][best], measures["val_macro_f1"][best])
     return {
-        "epochs_run": len(val_losses),
+        "epochs_run": len(chosen),
+        "monitor": monitor,
         "best_epoch": best + 1,
-        "best_val_loss": float(val_losses[best]),
+        "best_val_loss": float(measures["val_loss"][best]),
+        "best_val_macro_f1": float(measures["val_macro_f1"][best]),
+        "class_weights": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
         "fit_seconds": round(seconds, 2),
-        "seconds_per_epoch": round(seconds / len(val_losses), 2),
+        "seconds_per_epoch": round(seconds / len(chosen), 2),
     }
 
 

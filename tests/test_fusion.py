@@ -75,8 +75,9 @@ def brute_force_choice(probabilities, labels, step=0.1):
     return best
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_weight_search_matches_a_brute_force_loop(seed):
+@pytest.mark.parametrize("seed, chunk", [(0, fusion.WEIGHT_CHUNK), (1, fusion.WEIGHT_CHUNK), (2, 5000)])
+def test_weight_search_matches_a_brute_force_loop(seed, chunk, monkeypatch):
+    monkeypatch.setattr(fusion, "WEIGHT_CHUNK", chunk)  # 5000: candidates scored a few at a time
     probabilities, labels = random_members(seed)
     grid = fusion.weight_grid(3, 0.1)
     index, accuracy, macro_f1 = fusion.choose_weights(grid, probabilities, labels)

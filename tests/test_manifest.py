@@ -161,3 +161,17 @@ def test_nothing_is_written_when_the_input_is_bad(tmp_path):
         load_dataset(manifest, tmp_path)
     assert sorted(tmp_path.rglob("*")) == before
     assert not split_path(manifest).exists()
+
+
+def test_a_text_only_phase_reads_rows_without_images_that_have_ids(tmp_path):
+    write_image(tmp_path / "a.jpg")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,label,text,image\nx1,0,hello,\nx2,1,there,a.jpg\nx3,2,again,\n")
+    frame = read_manifest(manifest, tmp_path, images_required=False)
+    assert frame["image_path"].tolist() == ["", str((tmp_path / "a.jpg").resolve()), ""]
+    assert frame["group"].tolist() == ["x1", "a", "x3"]  # a row without an image is its own group
+    with pytest.raises(InputError, match=r"empty image path in 2 row\(s\)"):
+        read_manifest(manifest, tmp_path)  # the image phases need every image
+    (tmp_path / "n.csv").write_text("label,text\n0,hello\n1,there\n")
+    with pytest.raises(InputError, match=r"(?s)empty id in 2 row\(s\).*a row without an image needs an id column"):
+        read_manifest(tmp_path / "n.csv", tmp_path, images_required=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ import predict
 import TER
 from emorec.cli import run
 from emorec.demo import GLOVE_NAME, MANIFEST_NAME
+from emorec.fusion import METHOD_NAMES, METHODS
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 RUN = "p"
@@ -44,7 +46,7 @@ def pipeline(small_demo, tmp_path_factory):
                      "--batch-size", "32", "--lr", "1e-3", "--cache-dir", str(out / "features"), *outputs(out)]) == 0
     assert Intermediate_fusion.main([*data(small_demo), "--epoch", "2", "--lr", "1e-3", *outputs(out)]) == 0
     assert Late_fusion.main(["--manifest", str(small_demo / MANIFEST_NAME), "--results-dir", str(out / "results"),
-                             *outputs(out)]) == 0
+                             "--with-baselines", *outputs(out)]) == 0
     return out
 
 
@@ -66,10 +68,11 @@ def test_every_phase_writes_every_output(pipeline, small_demo):
         assert list(probs.columns) == ["id", "split", "label", *CLASSES] and len(probs) == n
         np.testing.assert_allclose(probs[CLASSES].sum(axis=1), 1.0, atol=1e-5)
     results = pipeline / "results" / RUN
-    assert {p.name for p in results.glob("confusion_*.png")} == {
-        f"confusion_{m}.png" for m in ("TER", "IER", "Intermediate_fusion", "Average", "Late_fusion", "Stacker")}
+    assert {p.name for p in results.glob("confusion_*.png")} == {f"confusion_{m}.png" for m in METHODS}
     summary = (results / "summary.md").read_text()
     assert "| Late fusion (weights chosen on val) |" in summary and "python Intermediate_fusion.py" in summary
+    for method in METHODS:  # every member, baseline and fusion has its row
+        assert f"| {METHOD_NAMES[method]} | " in summary, method
     weights = json.loads((checkpoints / "Late_fusion.metrics.json").read_text())["weights"]
     assert set(weights) == {"TER", "IER", "Intermediate_fusion"} and sum(weights.values()) == pytest.approx(1.0)
 
@@ -100,6 +103,55 @@ def test_summary_numbers_are_what_scikit_learn_computes_from_the_prob_files(pipe
     expected = scikit_scores(frame["label"][test], stacker.predict(features[test]))
     assert summary["methods"]["Stacker"]["test"] == pytest.approx(expected)
     assert summary["split_sizes"] == frame["split"].value_counts().to_dict()
+
+
+def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo):
+    """Each baseline, refitted here with scikit-learn alone on the run's training rows (the C that Late_fusion
+    chose, which must be the grid's best on val), gives the probabilities and test scores that the report holds."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import StandardScaler
+
+    from emorec.baselines import BASELINE_PROB_FILES, C_GRID
+    from emorec.images import FeatureCache
+
+    summary = json.loads((pipeline / "results" / RUN / "summary.json").read_text())
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME)
+    frame = read_probs(pipeline, "TER")
+    labels = frame["label"].map(CLASSES.index).to_numpy()
+    train, val, test = ((frame["split"] == split).to_numpy() for split in ("train", "val", "test"))
+    assert len(manifest) == len(frame) and train.sum() >= 100  # terms in at least two training texts are kept
+    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2).fit(manifest["text"][train])
+    text = words.transform(manifest["text"])
+    ier = json.loads((pipeline / "ckpt" / RUN / "IER.metrics.json").read_text())
+    cache = FeatureCache.open(Path(ier["feature_cache"]))
+    pooled = np.asarray(cache.features, dtype=np.float32).mean(axis=(1, 2))
+    image = StandardScaler().fit(pooled[train]).transform(pooled) / np.sqrt(pooled.shape[1])
+    inputs = {"Baseline_text": text, "Baseline_image": image, "Baseline_both": sparse.hstack([text, image]).tocsr()}
+    for name, x in inputs.items():
+        def fitted(C):
+            return LogisticRegression(C=C, max_iter=2000, random_state=0).fit(x[train], labels[train])
+
+        val_scores = [f1_score(labels[val], fitted(C).predict(x[val]), average="macro") for C in C_GRID]
+        chosen = summary["baselines"][name]["C"]
+        assert chosen == C_GRID[int(np.argmax(val_scores))], name
+        expected = fitted(chosen).predict_proba(x)
+        written = pd.read_csv(pipeline / "probs" / RUN / BASELINE_PROB_FILES[name])
+        np.testing.assert_allclose(written[CLASSES].to_numpy(), expected, atol=1e-5, err_msg=name)
+        test_scores = scikit_scores(frame["label"][test], np.array(CLASSES)[expected[test].argmax(axis=1)])
+        assert summary["methods"][name]["test"] == pytest.approx(test_scores), name
+
+
+def test_fusion_with_baselines_searches_six_members(pipeline):
+    metrics = json.loads((pipeline / "ckpt" / RUN / "Late_fusion.metrics.json").read_text())
+    six = metrics["weights_with_baselines"]
+    assert list(six) == ["TER", "IER", "Intermediate_fusion", "Baseline_text", "Baseline_image", "Baseline_both"]
+    assert sum(six.values()) == pytest.approx(1.0) and metrics["grid_step_with_baselines"] == 0.2
+    assert set(metrics["weights"]) == {"TER", "IER", "Intermediate_fusion"}  # the paper's three stay the default
+    fused = read_probs(pipeline, "Late_fusion")
+    members = {phase: read_probs(pipeline, phase)[CLASSES].to_numpy() for phase in ("TER", "IER", "Intermediate_fusion")}
+    expected = sum(metrics["weights"][phase] * p for phase, p in members.items())
+    np.testing.assert_allclose(fused[CLASSES].to_numpy(), expected, atol=1e-6)  # late_prob.csv: the paper's fusion
 
 
 def test_predict_reproduces_the_phases_prob_files(pipeline, small_demo, tmp_path):

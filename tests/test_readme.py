@@ -33,6 +33,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emorec.baselines import BASELINE_NAMES
+from emorec.fusion import FUSIONS, MEMBERS
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WEIGHTS = "keras_home/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -215,7 +218,8 @@ def test_the_sweep_block_on_a_tiny_setting(trained):
     words[words.index("--ier-args") + 1] += f" --image-weights {WEIGHTS}"  # the README's image flags, our weights
     run_command(words, trained)
     table = pd.read_csv(trained / "results/label_efficiency.csv")
-    assert set(table["fraction"]) == {0.5} and set(table["seed"]) == {0} and len(table) == 6
+    assert set(table["fraction"]) == {0.5} and set(table["seed"]) == {0}
+    assert set(table["method"]) == {*MEMBERS, *BASELINE_NAMES, *FUSIONS} and len(table) == 9  # the baselines too
 
 
 def test_the_bt4sa_block_converts_the_official_format(clone):

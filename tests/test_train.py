@@ -10,7 +10,7 @@ import pandas as pd
 import tensorflow as tf
 
 from emorec.cli import PhaseOutputs
-from emorec.train import FusedAdam, fit_best, seed_everything
+from emorec.train import FusedAdam, class_weights, fit_best, seed_everything
 
 
 def test_fit_best_restores_the_best_validation_epoch(tmp_path):
@@ -64,3 +64,61 @@ def test_fused_adam_makes_keras_adams_updates(monkeypatch):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
     for first, second in zip(fused, trained(FusedAdam(1e-2))):
         np.testing.assert_array_equal(first, second)
+
+
+def test_balanced_class_weights_are_scikit_learns():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.array([0] * 50 + [1] * 7 + [3] * 3)  # class 2 absent from the training rows
+    weights = class_weights(labels, "balanced")
+    expected = compute_class_weight("balanced", classes=np.array([0, 1, 3]), y=labels)
+    assert list(weights) == [0, 1, 3]
+    np.testing.assert_allclose(list(weights.values()), expected)
+    assert class_weights(labels, "none") is None
+
+
+def test_validation_macro_f1_of_each_epoch_is_scikit_learns_on_that_epochs_weights(tmp_path, monkeypatch):
+    """The logged val_macro_f1 is computed over the whole validation split, not averaged over batches: a callback
+    predicts the validation rows with each epoch's weights, and scikit-learn's macro-F1 on them equals the log."""
+    from sklearn.metrics import f1_score
+
+    seed_everything(0)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 6)).astype(np.float32)
+    y = (x[:, :3].argmax(axis=1) + (x[:, 3] > 1.2)).astype(np.int64)  # four classes, the last one rare
+    x_val, y_val = x[80:], y[80:]
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(inputs))
+    outputs = PhaseOutputs.of(argparse.Namespace(run_name=None, checkpoint_dir=tmp_path / "ckpt", log_dir=tmp_path / "tb",
+                                                 prob_dir=tmp_path / "probs"), "Toy")
+    expected = []
+
+    class ScoreWithScikitLearn(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            predicted = model.predict(x_val, batch_size=7, verbose=0).argmax(axis=1)  # the weights of this epoch
+            expected.append(f1_score(y_val, predicted, average="macro", labels=range(4), zero_division=0))
+
+    original_fit = keras.Model.fit
+
+    def fit_with_callback(self, *args, **kwargs):
+        kwargs["callbacks"] = [*kwargs["callbacks"], ScoreWithScikitLearn()]
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit_with_callback)
+    # Validation batches of 7 rows: a mean over batches would differ from the whole split's value.
+    summary = fit_best(model, (x[:80], y[:80]), keras_batches(x_val, y_val, 7), 5, 16, 0.05, outputs,
+                       class_weights(y[:80], "balanced"), "val_macro_f1")
+    logged = pd.read_csv(outputs.epochs_csv)["val_macro_f1"].to_numpy()
+    np.testing.assert_allclose(logged, expected, atol=1e-6)
+    assert len(set(np.round(expected, 6))) > 1  # the measure moved between epochs, so the check has teeth
+    best = int(np.argmax(expected))
+    assert summary["monitor"] == "val_macro_f1" and summary["best_epoch"] == best + 1
+    assert np.isclose(summary["best_val_macro_f1"], expected[best], atol=1e-6)
+    restored = model.predict(x_val, verbose=0).argmax(axis=1)  # the best epoch's weights are the ones kept
+    assert np.isclose(f1_score(y_val, restored, average="macro", labels=range(4), zero_division=0), expected[best])
+    assert summary["class_weights"] == {str(k): v for k, v in class_weights(y[:80], "balanced").items()}
+
+
+def keras_batches(x, y, batch_size):
+    """A validation dataset of fixed small batches."""
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
