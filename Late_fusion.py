@@ -110,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Outputs: the fused probabilities, the metrics with the chosen weights, the run's configuration.
     write_csv_atomic(probability_table(rows, methods["Late_fusion"], class_names), outputs.prob_dir / PROB_FILE)
     weights = paper["weights"]
+    weighting = _class_weights(phases)
     baseline_choices = {name: {"C": b.C, "val_macro_f1": b.val_macro_f1, "training_rows": b.training_rows,
+                               "class_weight": weighting[name],
                                "prob_file": str(outputs.prob_dir / BASELINE_PROB_FILES[name])}
                         for name, b in baselines.items()}
     metrics = {
@@ -136,9 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     commands = _phase_commands(outputs.args_json.parent, argv)
     notes = ["Late-fusion weights (chosen on val): " + _listed(weights) + ".",
-             "Baselines: scikit-learn logistic regression on the run's training rows, class weighting "
-             f"{_run_class_weight(phases)}, C chosen on val: "
-             + ", ".join(f"{name.removeprefix('Baseline_')} {b.C:g}" for name, b in baselines.items()) + "."]
+             "Baselines: scikit-learn logistic regression on the run's training rows, C chosen on val and "
+             "class weighting as the phase of the same modality: "
+             + ", ".join(f"{name.removeprefix('Baseline_')} C {b.C:g} ({weighting[name]})" for name, b in baselines.items())
+             + "."]
     if args.with_baselines:
         notes.append("Weights with the baselines as members (chosen on val): " + _listed(extended["weights"]) + ".")
     if any(fewer.values()):
@@ -196,12 +199,15 @@ def _fit_baselines(args, phases: dict, rows, class_names: list[str]) -> dict:
     cache = phase_feature_cache(frame, json.loads(phases["IER"].metrics_json.read_text()),
                                 json.loads(phases["IER"].args_json.read_text()))
     return run_baselines(frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy(), train,
-                         len(class_names), cache.features, cache.ok, _run_class_weight(phases), ter["seed"])
+                         len(class_names), cache.features, cache.ok, _class_weights(phases), ter["seed"])
 
 
-def _run_class_weight(phases: dict) -> str:
-    """The run's --class-weight, as TER recorded it ("none" for runs from before the flag)."""
-    return json.loads(phases["TER"].args_json.read_text()).get("class_weight", "none")
+def _class_weights(phases: dict) -> dict[str, str]:
+    """Each baseline's class weighting: the --class-weight of the phase of its modality, as its .args.json
+    recorded it ("none" for runs from before the flag)."""
+    compared = {"Baseline_text": "TER", "Baseline_image": "IER", "Baseline_both": "Intermediate_fusion"}
+    return {name: json.loads(phases[phase].args_json.read_text()).get("class_weight", "none")
+            for name, phase in compared.items()}
 
 
 def _listed(weights: dict) -> str:

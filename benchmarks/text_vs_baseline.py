@@ -64,7 +64,7 @@ def main() -> int:
                 frame = load_dataset(manifest, seed=seed, images_required=False)
                 splits, labels = frame["split"].to_numpy(), frame["label"].to_numpy()
                 baseline = run_baselines(frame["text"].tolist(), labels, splits, splits == "train", len(classes),
-                                         None, None, weighting, seed)["Baseline_text"]
+                                         None, None, {"Baseline_text": weighting}, seed)["Baseline_text"]
                 predicted = baseline.probabilities.argmax(axis=1)
                 from sklearn.metrics import accuracy_score, f1_score
 

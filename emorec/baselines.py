@@ -12,7 +12,8 @@ macro-F1, and scores every row, like a phase:
   of IER.py, average-pooled over the spatial axes and standardised;
 - both: logistic regression on the two side by side.
 
-The class weighting follows the run's ``--class-weight``. Everything is sparse
+Each baseline's class weighting follows the ``--class-weight`` of the phase it
+is compared with (text: TER, image: IER, both: Intermediate_fusion). Everything is sparse
 or pooled, so 100,000 rows take minutes on a CPU, not hours.
 """
 
@@ -128,26 +129,31 @@ def fit_baseline(
 
 def run_baselines(
     texts: Sequence[str], labels: np.ndarray, splits: np.ndarray, train: np.ndarray, n_classes: int,
-    features: np.ndarray | None, features_ok: np.ndarray | None, class_weight: str = "none", seed: int = 0,
+    features: np.ndarray | None, features_ok: np.ndarray | None, class_weights: dict[str, str] | None = None,
+    seed: int = 0,
 ) -> dict[str, Baseline]:
     """Fit the three baselines (the text one alone when ``features`` is None).
 
     ``texts``, ``labels`` and ``splits`` cover every row; ``train`` marks the
     rows to learn from (within the train split); ``features`` is IER's feature
     cache (rows x ...), ``features_ok`` which of its rows hold a readable
-    image. Returns ``{name: Baseline}`` in :data:`BASELINE_NAMES` order.
+    image; ``class_weights`` gives each baseline's class weighting by name
+    ("none" or "balanced"; "none" where not given), so that it can follow the
+    phase it is compared with. Returns ``{name: Baseline}`` in
+    :data:`BASELINE_NAMES` order.
     """
+    weighting = {name: (class_weights or {}).get(name, "none") for name in BASELINE_NAMES}
     splits = np.asarray(splits)
     val, everything = splits == "val", np.ones(len(labels), dtype=bool)
     if not val.any():
         raise ValueError("the baselines choose C on the validation split, which is empty")
     text = text_features(texts, train)
-    fitted = {"Baseline_text": fit_baseline(text, labels, train, val, everything, n_classes, class_weight, seed)}
+    inputs = {"Baseline_text": (text, everything)}
     if features is not None:
         image = image_features(pooled_features(features), train & features_ok)
-        fitted["Baseline_image"] = fit_baseline(image, labels, train, val, features_ok, n_classes, class_weight, seed)
-        fitted["Baseline_both"] = fit_baseline(both_features(text, image), labels, train, val, features_ok, n_classes,
-                                               class_weight, seed)
+        inputs |= {"Baseline_image": (image, features_ok), "Baseline_both": (both_features(text, image), features_ok)}
+    fitted = {name: fit_baseline(x, labels, train, val, scored, n_classes, weighting[name], seed)
+              for name, (x, scored) in inputs.items()}
     for name, baseline in fitted.items():
         log.info("%s: C %g chosen on val (macro-F1 %.3f)", name, baseline.C, baseline.val_macro_f1)
     return fitted

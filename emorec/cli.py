@@ -13,11 +13,6 @@ from emorec.data import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.errors import InputError
 
 
-# Beyond the paper, chosen by measurement (README, "Defaults that differ from the paper").
-DEFAULT_CLASS_WEIGHT = "none"
-DEFAULT_MONITOR = "val_loss"
-
-
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each flag's default, except where it is None: those flags' help says what None means."""
 
@@ -55,7 +50,8 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
 
 
 def phase_parser(
-    phase: str, description: str, *, epochs: int = 100, batch_size: int = 32, lr: float = 1e-4, training: bool = True
+    phase: str, description: str, *, epochs: int = 100, batch_size: int = 32, lr: float = 1e-4,
+    class_weight: str = "none", monitor: str = "val_loss", training: bool = True,
 ) -> argparse.ArgumentParser:
     """Return the parser every phase script starts from, with the phase's own training defaults.
 
@@ -102,12 +98,12 @@ def phase_parser(
         group.add_argument("--batch-size", type=positive_int, default=batch_size, help="examples per training batch")
         group.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
         group.add_argument(
-            "--class-weight", choices=("none", "balanced"), default=DEFAULT_CLASS_WEIGHT,
+            "--class-weight", choices=("none", "balanced"), default=class_weight,
             help="weight each training example's loss by its class: balanced (inversely to the class's share of "
             "the training rows, as scikit-learn's compute_class_weight) or none (the paper)",
         )
         group.add_argument(
-            "--monitor", choices=("val_loss", "val_macro_f1"), default=DEFAULT_MONITOR,
+            "--monitor", choices=("val_loss", "val_macro_f1"), default=monitor,
             help="the validation measure whose best epoch is kept: val_macro_f1 (over the whole validation "
             "split) or val_loss (the paper)",
         )

@@ -23,6 +23,7 @@ from emorec.fusion import METHOD_NAMES, METHODS
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 RUN = "p"
+COMPARED = {"Baseline_text": "TER", "Baseline_image": "IER", "Baseline_both": "Intermediate_fusion"}
 PROB_FILES = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv",
               "Late_fusion": "late_prob.csv"}
 
@@ -129,8 +130,12 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     image = StandardScaler().fit(pooled[train]).transform(pooled) / np.sqrt(pooled.shape[1])
     inputs = {"Baseline_text": text, "Baseline_image": image, "Baseline_both": sparse.hstack([text, image]).tocsr()}
     for name, x in inputs.items():
+        weighting = summary["baselines"][name]["class_weight"]  # the phase of the same modality's
+        assert weighting == json.loads((pipeline / "ckpt" / RUN / f"{COMPARED[name]}.args.json").read_text())["class_weight"]
+
         def fitted(C):
-            return LogisticRegression(C=C, max_iter=2000, random_state=0).fit(x[train], labels[train])
+            return LogisticRegression(C=C, max_iter=2000, random_state=0, class_weight=None if weighting == "none"
+                                      else weighting).fit(x[train], labels[train])
 
         val_scores = [f1_score(labels[val], fitted(C).predict(x[val]), average="macro") for C in C_GRID]
         chosen = summary["baselines"][name]["C"]
