@@ -53,7 +53,8 @@ def phase_parser(
     phase: str, description: str, *, epochs: int = 100, batch_size: int = 32, lr: float = 1e-4,
     class_weight: str = "none", monitor: str = "val_loss", training: bool = True,
 ) -> argparse.ArgumentParser:
-    """Return the parser every phase script starts from, with the phase's own training defaults.
+    """Return the parser every phase script starts from, with the phase's own training defaults
+    (``epochs``, ``batch_size``, ``lr``, ``class_weight``, ``monitor``: the paper's where the keyword's default is).
 
     Groups: data (--manifest, --image-root, --classes, --seed, --resplit),
     training (--epoch/--epochs, --batch-size, --lr, --class-weight, --monitor,
