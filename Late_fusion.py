@@ -30,6 +30,7 @@ from typing import Sequence
 from emorec.cli import (PhaseOutputs, open_unit_fraction, phase_output_fix, phase_parser, require_files, run,
                         setup_logging)
 from emorec.errors import InputError
+from emorec import fusion
 from emorec.fusion import MEMBERS, METHOD_NAMES
 
 log = logging.getLogger("emorec")
@@ -43,17 +44,17 @@ def parse_args(argv: Sequence[str] | None = None):
     """Parse the command line: the shared data and output flags plus the weight grid and the results folder."""
     parser = phase_parser(PHASE, "Fuse the three phases' class probabilities with weights chosen on the validation "
                           "split, and write the results report with the simple baselines beside them.", training=False)
-    fusion = parser.add_argument_group("late fusion")
-    fusion.add_argument("--grid-step", type=open_unit_fraction, default=None,
+    group = parser.add_argument_group("late fusion")
+    group.add_argument("--grid-step", type=open_unit_fraction, default=None,
                         help="weights per member run over step, 2*step, ... < 1, then are normalised to sum to 1 "
                         f"(from 0.5 on, one candidate: equal weights); default {GRID_STEP} for the paper's three "
                         f"members, {GRID_STEP_WITH_BASELINES} with --with-baselines (six members: 4^6 candidates "
                         "rather than 9^6)")
-    fusion.add_argument("--with-baselines", action="store_true",
+    group.add_argument("--with-baselines", action="store_true",
                         help="also fuse the three members together with the three baselines (weight search and "
                         "stacker over six members), reported beside the paper's fusion of three; late_prob.csv and "
                         "the weights predict.py uses stay the paper's three members'")
-    fusion.add_argument("--results-dir", default="results", help="where the summary table and figures go")
+    group.add_argument("--results-dir", default="results", help="where the summary table and figures go")
     return parser.parse_args(argv)
 
 
@@ -70,7 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.manifest = _phases_manifest(configs, args.manifest)
     import numpy as np
 
-    from emorec import fusion
     from emorec.baselines import BASELINE_PROB_FILES
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
     from emorec.report import (log_results_to_tensorboard, method_scores, probability_table, summary_markdown,
@@ -85,12 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"{paths['TER']} has no validation rows: the weights are chosen on the val split")
 
     # The simple baselines, on the run's own training rows, scored like the members.
-    baselines = _fit_baselines(args, phases, rows, class_names)
+    weighting = _class_weights(phases)
+    baselines = _fit_baselines(phases, rows, class_names, weighting)
     for name, baseline in baselines.items():
         write_csv_atomic(probability_table(rows, baseline.probabilities, class_names), outputs.prob_dir / BASELINE_PROB_FILES[name])
 
     # The paper's weight grid, searched on validation only, and the stacker; again with the baselines as members.
-    paper = _fuse(fusion, list(MEMBERS), probabilities, labels, val, args.grid_step or GRID_STEP, args.seed)
+    paper = _fuse(list(MEMBERS), probabilities, labels, val, args.grid_step or GRID_STEP, args.seed)
     methods = {
         **{member: probabilities[i] for i, member in enumerate(MEMBERS)},
         **{name: baseline.probabilities for name, baseline in baselines.items()},
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.with_baselines:
         members = [*MEMBERS, *baselines]
         everything = np.concatenate([probabilities, np.stack([b.probabilities for b in baselines.values()])])
-        extended = _fuse(fusion, members, everything, labels, val, args.grid_step or GRID_STEP_WITH_BASELINES, args.seed)
+        extended = _fuse(members, everything, labels, val, args.grid_step or GRID_STEP_WITH_BASELINES, args.seed)
         methods |= {"Late_fusion_with_baselines": extended["late"], "Stacker_with_baselines": extended["stacker"]}
     scores = {method: method_scores(labels, p, splits) for method, p in methods.items()}
     fewer = {split: fusion.rows_fused_from_fewer(probabilities, splits == split) for split in ("train", "val", "test")}
@@ -110,7 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Outputs: the fused probabilities, the metrics with the chosen weights, the run's configuration.
     write_csv_atomic(probability_table(rows, methods["Late_fusion"], class_names), outputs.prob_dir / PROB_FILE)
     weights = paper["weights"]
-    weighting = _class_weights(phases)
     baseline_choices = {name: {"C": b.C, "val_macro_f1": b.val_macro_f1, "training_rows": b.training_rows,
                                "class_weight": weighting[name],
                                "prob_file": str(outputs.prob_dir / BASELINE_PROB_FILES[name])}
@@ -162,10 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _fuse(fusion, members: list[str], probabilities, labels, val, step: float, seed: int) -> dict:
+def _fuse(members: list[str], probabilities, labels, val, step: float, seed: int) -> dict:
     """The weight search on validation and the stacker fitted there, over ``members`` (their probabilities stacked
     as members x rows x classes). Returns the chosen weights, the fused and stacked probabilities of every row,
     the grid and the chosen candidate's validation scores."""
+    from emorec.report import class_probabilities
+
     grid = fusion.weight_grid(len(members), step)
     best, val_accuracy, val_macro_f1 = fusion.choose_weights(grid, probabilities[:, val], labels[val])
     weights = dict(zip(members, map(float, grid[best])))
@@ -175,15 +177,16 @@ def _fuse(fusion, members: list[str], probabilities, labels, val, step: float, s
     stacker = fusion.fit_stacker(features[val], labels[val], seed)
     return {
         "weights": weights, "late": fusion.fuse(grid[best], probabilities),
-        "stacker": fusion.stacker_probabilities(stacker, features, probabilities.shape[2]),
+        "stacker": class_probabilities(stacker, features, probabilities.shape[2]),
         "grid_step": step, "candidates": len(grid),
         "val_accuracy": float(val_accuracy[best]), "val_macro_f1": float(val_macro_f1[best]),
     }
 
 
-def _fit_baselines(args, phases: dict, rows, class_names: list[str]) -> dict:
+def _fit_baselines(phases: dict, rows, class_names: list[str], weighting: dict[str, str]) -> dict:
     """The baselines (:mod:`emorec.baselines`) on this run's data: the manifest, split and training rows that TER
-    recorded, and IER's feature cache; ``rows`` (the probability files' ids, splits and labels) must match them."""
+    recorded, and IER's feature cache; ``rows`` (the probability files' ids, splits and labels) must match them.
+    ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
     from emorec.baselines import run_baselines
     from emorec.data import load_dataset
     from emorec.images import phase_feature_cache
@@ -199,7 +202,7 @@ def _fit_baselines(args, phases: dict, rows, class_names: list[str]) -> dict:
     cache = phase_feature_cache(frame, json.loads(phases["IER"].metrics_json.read_text()),
                                 json.loads(phases["IER"].args_json.read_text()))
     return run_baselines(frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy(), train,
-                         len(class_names), cache.features, cache.ok, _class_weights(phases), ter["seed"])
+                         len(class_names), cache.features, cache.ok, weighting, ter["seed"])
 
 
 def _class_weights(phases: dict) -> dict[str, str]:

@@ -31,6 +31,8 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from emorec.report import class_probabilities
+
 log = logging.getLogger("emorec")
 
 # The baselines, in report order, with how reports name them.
@@ -126,8 +128,7 @@ def fit_baseline(
     model, score, C = best
     probabilities = np.full((x.shape[0], n_classes), np.nan)
     rows = np.flatnonzero(scored)
-    probabilities[np.ix_(rows, model.classes_)] = model.predict_proba(x[rows])
-    probabilities[np.ix_(rows, np.setdiff1d(np.arange(n_classes), model.classes_))] = 0.0
+    probabilities[rows] = class_probabilities(model, x[rows], n_classes)
     return Baseline(probabilities, C, float(score), int(train.sum()))
 
 

@@ -167,13 +167,6 @@ def fit_stacker(features: np.ndarray, labels: np.ndarray, seed: int) -> Logistic
     return LogisticRegression(max_iter=2000, random_state=seed).fit(features, labels)
 
 
-def stacker_probabilities(stacker: LogisticRegression, features: np.ndarray, n_classes: int) -> np.ndarray:
-    """The stacker's class probabilities (rows, n_classes); classes absent from its training data get 0."""
-    full = np.zeros((len(features), n_classes))
-    full[:, stacker.classes_] = stacker.predict_proba(features)
-    return full
-
-
 def rows_fused_from_fewer(probabilities: np.ndarray, rows: Sequence[bool] | np.ndarray) -> int:
     """How many of ``rows`` lack a score from at least one member (and were fused from fewer)."""
     return int((np.isnan(probabilities).any(axis=2).any(axis=0) & np.asarray(rows)).sum())

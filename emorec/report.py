@@ -53,6 +53,14 @@ def probability_table(frame: pd.DataFrame, probabilities: np.ndarray, class_name
     return table
 
 
+def class_probabilities(model, x, n_classes: int) -> np.ndarray:
+    """A fitted scikit-learn classifier's probabilities for the rows of ``x`` over all ``n_classes`` classes
+    (rows, n_classes); classes absent from its training data get 0."""
+    full = np.zeros((x.shape[0], n_classes))
+    full[:, model.classes_] = model.predict_proba(x)
+    return full
+
+
 def method_scores(labels: np.ndarray, probabilities: np.ndarray, splits: Sequence[str]) -> dict:
     """Accuracy, macro-F1 and weighted-F1 (scikit-learn) per split, on the rows this method scored (no NaN).
 

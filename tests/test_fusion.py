@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from emorec import fusion
 from emorec.errors import InputError
+from emorec.report import class_probabilities
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 
@@ -161,5 +162,5 @@ def test_stacker_fills_a_missing_member_with_the_others_mean():
     assert features.shape == (80, 12) and not np.isnan(features).any()
     np.testing.assert_allclose(features[3, 4:8], (probabilities[0, 3] + probabilities[2, 3]) / 2)
     stacker = fusion.fit_stacker(features, labels, seed=0)
-    out = fusion.stacker_probabilities(stacker, features, 4)
+    out = class_probabilities(stacker, features, 4)
     np.testing.assert_allclose(out.sum(axis=1), 1.0)
