@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = {member: files.args_json for member, files in phases.items()}
     require_files({path: phase_output_fix(member, args) for table in (paths, configs) for member, path in table.items()}
                   | {phases["IER"].metrics_json: phase_output_fix("IER", args)})
-    args.manifest = _phases_manifest(configs, args.manifest)
+    recorded = {member: json.loads(path.read_text()) for member, path in configs.items()}  # each phase's flags
+    args.manifest = _phases_manifest(recorded, configs, args.manifest)
     import numpy as np
 
     from emorec.baselines import BASELINE_PROB_FILES
@@ -85,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"{paths['TER']} has no validation rows: the weights are chosen on the val split")
 
     # The simple baselines, on the run's own training rows, scored like the members.
-    weighting = _class_weights(phases)
-    baselines = _fit_baselines(phases, rows, class_names, weighting)
+    weighting = _class_weights(recorded)
+    baselines = _fit_baselines(recorded["TER"], phases["IER"], rows, class_names, weighting)
     for name, baseline in baselines.items():
         write_csv_atomic(probability_table(rows, baseline.probabilities, class_names), outputs.prob_dir / BASELINE_PROB_FILES[name])
 
@@ -183,15 +184,15 @@ def _fuse(members: list[str], probabilities, labels, val, step: float, seed: int
     }
 
 
-def _fit_baselines(phases: dict, rows, class_names: list[str], weighting: dict[str, str]) -> dict:
+def _fit_baselines(ter: dict, ier, rows, class_names: list[str], weighting: dict[str, str]) -> dict:
     """The baselines (:mod:`emorec.baselines`) on this run's data: the manifest, split and training rows that TER
-    recorded, and IER's feature cache; ``rows`` (the probability files' ids, splits and labels) must match them.
+    recorded (``ter``, its parsed ``.args.json``), and the feature cache of IER (``ier``, its
+    :class:`PhaseOutputs`); ``rows`` (the probability files' ids, splits and labels) must match them.
     ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
     from emorec.baselines import run_baselines
     from emorec.data import load_dataset
     from emorec.images import phase_feature_cache
 
-    ter = json.loads(phases["TER"].args_json.read_text())
     frame = load_dataset(ter["manifest"], ter["image_root"], seed=ter["seed"], class_names=class_names)
     if (frame["id"].tolist() != rows["id"].tolist() or (frame["split"].to_numpy() != rows["split"].to_numpy()).any()
             or (frame["label"].to_numpy() != rows["label"].to_numpy()).any()):
@@ -199,31 +200,31 @@ def _fit_baselines(phases: dict, rows, class_names: list[str], weighting: dict[s
                          "files (other ids, splits or labels). Rerun TER.py, IER.py and Intermediate_fusion.py.")
     ids = ter.get("training_ids")
     train = (frame["split"] == "train").to_numpy() if ids is None else frame["id"].isin(ids).to_numpy()
-    cache = phase_feature_cache(frame, json.loads(phases["IER"].metrics_json.read_text()),
-                                json.loads(phases["IER"].args_json.read_text()))
+    cache = phase_feature_cache(frame, json.loads(ier.metrics_json.read_text()), json.loads(ier.args_json.read_text()))
     return run_baselines(frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy(), train,
                          len(class_names), cache.features, cache.ok, weighting, ter["seed"])
 
 
-def _class_weights(phases: dict) -> dict[str, str]:
-    """Each baseline's class weighting: the --class-weight of the phase of its modality, as its .args.json
-    recorded it ("none" for runs from before the flag)."""
-    compared = {"Baseline_text": "TER", "Baseline_image": "IER", "Baseline_both": "Intermediate_fusion"}
-    return {name: json.loads(phases[phase].args_json.read_text()).get("class_weight", "none")
-            for name, phase in compared.items()}
+def _class_weights(recorded: dict) -> dict[str, str]:
+    """Each baseline's class weighting: the --class-weight of the phase it is compared with, from that phase's
+    parsed ``.args.json`` in ``recorded`` ("none" for runs from before the flag)."""
+    from emorec.baselines import COMPARED_PHASE
+
+    return {name: recorded[phase].get("class_weight", "none") for name, phase in COMPARED_PHASE.items()}
 
 
 def _listed(weights: dict) -> str:
     return ", ".join(f"{member} {weight:.3f}" for member, weight in weights.items())
 
 
-def _phases_manifest(configs: dict, given: str | None) -> str:
-    """The manifest the members' phases read (from their ``.args.json``); ``given``, if any, must be that one.
+def _phases_manifest(recorded: dict, configs: dict, given: str | None) -> str:
+    """The manifest the members' phases read (``recorded``: their parsed ``.args.json``, read from the paths
+    ``configs``); ``given``, if any, must be that one.
 
     Raises :class:`InputError` when the phases read different manifests, or
     ``given`` is missing or another file, saying which phases to rerun.
     """
-    used = {member: json.loads(Path(path).read_text())["manifest"] for member, path in configs.items()}
+    used = {member: flags["manifest"] for member, flags in recorded.items()}
     if len({Path(manifest).resolve() for manifest in used.values()}) > 1:
         raise InputError("the phases of this run read different manifests: "
                          + ", ".join(f"{member} {manifest}" for member, manifest in used.items())

@@ -27,8 +27,6 @@ sys.path.insert(0, str(REPO))
 
 WEIGHTINGS = ("none", "balanced")
 MONITORS = ("val_loss", "val_macro_f1")
-# Each phase against the baseline of its modality.
-PAIRS = {"TER": "Baseline_text", "IER": "Baseline_image", "Intermediate_fusion": "Baseline_both"}
 
 
 def main() -> int:
@@ -41,6 +39,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from emorec import demo, sweep
+    from emorec.baselines import COMPARED_PHASE
+
+    pairs = {phase: baseline for baseline, phase in COMPARED_PHASE.items()}  # each phase against its baseline
 
     rows = []
     for seed in args.seeds:
@@ -72,7 +73,7 @@ def main() -> int:
     lines = ["| phase | --class-weight | --monitor | " + " | ".join(f"seed {s}" for s in args.seeds)
              + " | mean | baseline (mean) | phase >= baseline on every seed |",
              "|---|---|---|" + "---:|" * (len(args.seeds) + 2) + "---|"]
-    for phase, baseline in PAIRS.items():
+    for phase, baseline in pairs.items():
         for weighting, monitor in itertools.product(WEIGHTINGS, MONITORS):
             setting = table[(table["class_weight"] == weighting) & (table["monitor"] == monitor)]
             ours = setting[setting["method"] == phase].set_index("seed")["macro_f1"]

@@ -41,6 +41,8 @@ BASELINE_NAMES = {
     "Baseline_image": "Baseline: linear probe on pooled image features",
     "Baseline_both": "Baseline: logistic regression on TF-IDF + image features",
 }
+# The phase each baseline is compared with (and whose --class-weight it follows).
+COMPARED_PHASE = {"Baseline_text": "TER", "Baseline_image": "IER", "Baseline_both": "Intermediate_fusion"}
 # Each baseline's probability file, in the run's prob folder (the phases' layout).
 BASELINE_PROB_FILES = {"Baseline_text": "baseline_text_prob.csv", "Baseline_image": "baseline_image_prob.csv",
                        "Baseline_both": "baseline_both_prob.csv"}

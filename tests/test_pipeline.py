@@ -23,7 +23,6 @@ from emorec.fusion import METHOD_NAMES, METHODS
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 RUN = "p"
-COMPARED = {"Baseline_text": "TER", "Baseline_image": "IER", "Baseline_both": "Intermediate_fusion"}
 PROB_FILES = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv",
               "Late_fusion": "late_prob.csv"}
 
@@ -113,7 +112,7 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.preprocessing import StandardScaler
 
-    from emorec.baselines import BASELINE_PROB_FILES, C_GRID
+    from emorec.baselines import BASELINE_PROB_FILES, C_GRID, COMPARED_PHASE
     from emorec.images import FeatureCache
 
     summary = json.loads((pipeline / "results" / RUN / "summary.json").read_text())
@@ -131,7 +130,7 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     inputs = {"Baseline_text": text, "Baseline_image": image, "Baseline_both": sparse.hstack([text, image]).tocsr()}
     for name, x in inputs.items():
         weighting = summary["baselines"][name]["class_weight"]  # the phase of the same modality's
-        assert weighting == json.loads((pipeline / "ckpt" / RUN / f"{COMPARED[name]}.args.json").read_text())["class_weight"]
+        assert weighting == json.loads((pipeline / "ckpt" / RUN / f"{COMPARED_PHASE[name]}.args.json").read_text())["class_weight"]
 
         def fitted(C):
             return LogisticRegression(C=C, max_iter=2000, random_state=0, class_weight=None if weighting == "none"
