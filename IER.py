@@ -76,8 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = PhaseOutputs.of(args, PHASE)
 
     # Data: the same manifest and split as every phase.
-    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes)
-    class_names = frame.attrs["class_names"]
+    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes,
+                         strict_split=args.strict_split)
+    class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
 
     # Features: the frozen backbone runs once per image; later runs read the cache.
     extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size, args.backbone_seed)
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs, PHASE, image_model(extractor, head), args, argv,
         {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_cache": str(folder),
          "weights_identity": weights_identity,
-         "unreadable_images": int((~cache.ok).sum()), **training, **metrics},
+         "unreadable_images": int((~cache.ok).sum()), "split_leakage": frame.attrs["split_leakage"], **training, **metrics},
         probability_table(frame, probabilities, class_names), PROB_FILE,
     )
     return 0

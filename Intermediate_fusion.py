@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from emorec.cli import PhaseOutputs, phase_output_fix, phase_parser, require_files, run, setup_logging
@@ -36,7 +35,7 @@ def parse_args(argv: Sequence[str] | None = None):
     """Parse the command line: the shared phase flags plus the fusion model's own."""
     parser = phase_parser(PHASE, "Train the paper's intermediate-fusion model on TER's text pipeline and IER's "
                           "cached image features.", batch_size=32, lr=1e-4,
-                          monitor="val_macro_f1")  # README: defaults that differ from the paper
+                          monitor="val_macro_f1", resplit=False)  # README: defaults that differ from the paper
     fusion = parser.add_argument_group("fusion model")
     fusion.add_argument(
         "--init-from-unimodal", action="store_true",
@@ -60,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import keras
     import numpy as np
 
-    from emorec.data import load_dataset
+    from emorec.data import check_same_data, load_dataset
     from emorec.images import phase_feature_cache
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.report import classification_metrics, probability_table
@@ -69,8 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seed_everything(args.seed)
     outputs = PhaseOutputs.of(args, PHASE)
-    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes)
-    class_names = frame.attrs["class_names"]
+    frame = load_dataset(args.manifest, args.image_root, class_names=args.classes, strict_split=args.strict_split,
+                         draw=False)  # TER's and IER's split, never a new one
+    class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
+    # TER and IER must have read these rows with this split, and learnt from the examples this command would.
+    earlier = {phase: (files.args_json, json.loads(files.args_json.read_text())) for phase, files in
+               (("TER", ter_files), ("IER", ier_files))}
+    check_same_data(args.data, earlier, "TER.py and IER.py (then this phase)")
+    train = select_training_rows(frame, args)
+    _check_same_training_rows(args.training_ids, earlier)
     labels = frame["label"].to_numpy()
 
     # Text: TER's vectorizer, and its frozen channel, which holds the GloVe matrix unchanged.
@@ -83,9 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ier = keras.models.load_model(ier_files.model)
     extractor = next(layer for layer in ier.layers if layer.name.endswith("_extractor"))
     ier_head = ier.get_layer("ier_head")
-    cache = phase_feature_cache(frame, json.loads(ier_files.metrics_json.read_text()), json.loads(ier_files.args_json.read_text()))
-    train = select_training_rows(frame, args)
-    _check_same_training_rows(args.training_ids, (ter_files.args_json, ier_files.args_json))
+    cache = phase_feature_cache(frame, json.loads(ier_files.metrics_json.read_text()), earlier["IER"][1])
     rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
     inputs = {"token_ids": token_ids, "image_features": cache.features}
 
@@ -111,20 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs, PHASE, fusion_model(vectorizer, extractor, network), args, argv,
         {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_cache": str(cache.folder),
          "warm_started_layers": warm_started,
-         "unreadable_images": int((~cache.ok).sum()),
+         "unreadable_images": int((~cache.ok).sum()), "split_leakage": frame.attrs["split_leakage"],
          **training, **metrics},
         probability_table(frame, probabilities, class_names), PROB_FILE,
     )
     return 0
 
 
-def _check_same_training_rows(training_ids, configs) -> None:
-    """Refuse to fuse unimodal runs that learnt from other training examples than this command would."""
+def _check_same_training_rows(training_ids, configs: dict) -> None:
+    """Refuse to fuse unimodal runs that learnt from other training examples than this command would
+    (``configs``: each phase's ``.args.json`` path and parsed content)."""
     def count(ids):
         return "the whole train split" if ids is None else f"{len(ids)} subsampled examples"
 
-    for config in configs:
-        theirs = json.loads(Path(config).read_text()).get("training_ids")
+    for config, flags in configs.values():
+        theirs = flags.get("training_ids")
         if theirs != training_ids:
             raise InputError(
                 f"{config} trained on other examples ({count(theirs)}) than this command would "

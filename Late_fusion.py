@@ -14,8 +14,13 @@ and the three baselines -> evaluation of every method on test -> outputs:
 ``data_files/late_prob.csv`` (the paper's fusion of three), the baselines'
 ``data_files/baseline_{text,image,both}_prob.csv``,
 ``model_checkpoints/Late_fusion.metrics.json`` (the chosen weights and C) and
-``.args.json``, ``results/summary.md``, ``summary.json`` and a confusion-matrix
-PNG per method, and the same table and pictures in ``tb_logs/Late_fusion/``.
+``.args.json``, ``results/summary.md`` and ``summary.json`` (every method's
+scores with bootstrap intervals over the test tweets, on its own rows, on the
+rows every method scored and per tweet, and the best fusion against the best
+single modality), ``results/test_predictions.csv`` (each method's test
+predictions) and a confusion-matrix PNG per method, and the same table and
+pictures in ``tb_logs/Late_fusion/``. Refused (exit 2) when the phases used
+another manifest or split than the one stored now.
 """
 
 from __future__ import annotations
@@ -73,12 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from emorec.baselines import BASELINE_PROB_FILES
+    from emorec.data import check_same_data, load_dataset
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
-    from emorec.report import (log_results_to_tensorboard, method_scores, probability_table, summary_markdown,
+    from emorec.report import (log_results_to_tensorboard, probability_table, summary_markdown, test_predictions,
                                write_confusion_png)
     from emorec.train import write_run_config
 
-    # Data: the members' probabilities, joined on id.
+    # Data: the manifest and split as they are now, which every member must have used; their probabilities.
+    ter = recorded["TER"]
+    frame = load_dataset(ter["manifest"], ter["image_root"], class_names=ter["classes"], draw=False)
+    args.data = frame.attrs["data"]
+    check_same_data(args.data, {member: (configs[member], recorded[member]) for member in MEMBERS},
+                    "TER.py, IER.py and Intermediate_fusion.py")
     rows, class_names, probabilities = fusion.read_probability_files(paths)
     labels, splits = rows["label"].to_numpy(), rows["split"].to_numpy()
     val = splits == "val"
@@ -87,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The simple baselines, on the run's own training rows, scored like the members.
     weighting = _class_weights(recorded)
-    baselines = _fit_baselines(recorded["TER"], phases["IER"], rows, class_names, weighting)
+    baselines = _fit_baselines(frame, ter.get("training_ids"), phases["IER"], rows, weighting, ter["seed"])
     for name, baseline in baselines.items():
         write_csv_atomic(probability_table(rows, baseline.probabilities, class_names), outputs.prob_dir / BASELINE_PROB_FILES[name])
 
@@ -104,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         everything = np.concatenate([probabilities, np.stack([b.probabilities for b in baselines.values()])])
         extended = _fuse(members, everything, labels, val, args.grid_step or GRID_STEP_WITH_BASELINES, args.seed)
         methods |= {"Late_fusion_with_baselines": extended["late"], "Stacker_with_baselines": extended["stacker"]}
-    scores = {method: method_scores(labels, p, splits) for method, p in methods.items()}
+    tweets = frame["group"].to_numpy()
+    report = fusion.score_methods(methods, labels, splits, tweets, len(class_names), args.seed)
+    scores = report["methods"]
     fewer = {split: fusion.rows_fused_from_fewer(probabilities, splits == split) for split in ("train", "val", "test")}
     if any(fewer.values()):
         log.warning("rows fused from fewer than all three members (a member could not score them): %s", fewer)
@@ -148,14 +161,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(fewer.values()):
         notes.append(f"Rows fused from fewer members (an image IER could not read): {fewer}.")
     split_sizes = {split: int((splits == split).sum()) for split in ("train", "val", "test")}
-    markdown = summary_markdown({METHOD_NAMES[m]: s for m, s in scores.items()}, args.manifest, split_sizes, commands[-1],
+    markdown = summary_markdown(report, METHOD_NAMES, args.manifest, split_sizes, commands[-1],
                                 notes + ["", "Commands of this run:", "", *[f"    {c}" for c in commands]])
     write_text_atomic(results / "summary.md", markdown)
+    write_csv_atomic(test_predictions(rows, tweets, methods, class_names), results / "test_predictions.csv")
     write_json_atomic(results / "summary.json", {
-        "dataset": args.manifest, "class_names": class_names, "commands": commands, "weights": weights,
+        "dataset": args.manifest, "data": args.data, "split_leakage": frame.attrs["split_leakage"],
+        "class_names": class_names, "commands": commands, "weights": weights,
         **({"weights_with_baselines": extended["weights"]} if args.with_baselines else {}),
         "baselines": baseline_choices, "split_sizes": split_sizes,
-        "rows_fused_from_fewer_members": fewer, "methods": scores,
+        # The labels the run learnt from: the weights, the stacker (and every best epoch) add val's to training's.
+        "labels_used": {"training": split_sizes["train"] if ter.get("training_ids") is None else len(ter["training_ids"]),
+                        "validation": split_sizes["val"]},
+        "rows_fused_from_fewer_members": fewer, "evaluation": report["evaluation"],
+        "fusion_vs_single": report["fusion_vs_single"], "methods": scores,
     })
     log_results_to_tensorboard(outputs.tensorboard, markdown, pictures)
     log.info("wrote %s, %s and %s", outputs.prob_dir / PROB_FILE, outputs.metrics_json, results / "summary.md")
@@ -184,25 +203,22 @@ def _fuse(members: list[str], probabilities, labels, val, step: float, seed: int
     }
 
 
-def _fit_baselines(ter: dict, ier, rows, class_names: list[str], weighting: dict[str, str]) -> dict:
-    """The baselines (:mod:`emorec.baselines`) on this run's data: the manifest, split and training rows that TER
-    recorded (``ter``, its parsed ``.args.json``), and the feature cache of IER (``ier``, its
-    :class:`PhaseOutputs`); ``rows`` (the probability files' ids, splits and labels) must match them.
-    ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
+def _fit_baselines(frame, training_ids, ier, rows, weighting: dict[str, str], seed: int) -> dict:
+    """The baselines (:mod:`emorec.baselines`) on this run's data: ``frame`` (the manifest and split the members
+    used), the training rows TER recorded (``training_ids``, None for the whole train split), and the feature
+    cache of IER (``ier``, its :class:`PhaseOutputs`); ``rows`` (the probability files' ids, splits and labels)
+    must match ``frame``. ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
     from emorec.baselines import run_baselines
-    from emorec.data import load_dataset
     from emorec.images import phase_feature_cache
 
-    frame = load_dataset(ter["manifest"], ter["image_root"], seed=ter["seed"], class_names=class_names)
     if (frame["id"].tolist() != rows["id"].tolist() or (frame["split"].to_numpy() != rows["split"].to_numpy()).any()
             or (frame["label"].to_numpy() != rows["label"].to_numpy()).any()):
-        raise InputError(f"{ter['manifest']} or its split changed since the phases of this run wrote their probability "
-                         "files (other ids, splits or labels). Rerun TER.py, IER.py and Intermediate_fusion.py.")
-    ids = ter.get("training_ids")
-    train = (frame["split"] == "train").to_numpy() if ids is None else frame["id"].isin(ids).to_numpy()
+        raise InputError("the probability files hold other ids, splits or labels than the manifest and split their "
+                         "phases recorded. Rerun TER.py, IER.py and Intermediate_fusion.py.")
+    train = (frame["split"] == "train").to_numpy() if training_ids is None else frame["id"].isin(training_ids).to_numpy()
     cache = phase_feature_cache(frame, json.loads(ier.metrics_json.read_text()), json.loads(ier.args_json.read_text()))
     return run_baselines(frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy(), train,
-                         len(class_names), cache.features, cache.ok, weighting, ter["seed"])
+                         len(frame.attrs["class_names"]), cache.features, cache.ok, weighting, seed)
 
 
 def _class_weights(recorded: dict) -> dict[str, str]:

@@ -70,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Data: every phase reads the same manifest and the same split. TER also runs on text alone (empty image cells).
     frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes,
-                         images_required=False)
-    class_names = frame.attrs["class_names"]
+                         strict_split=args.strict_split, images_required=False)
+    class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
     train, val = select_training_rows(frame, args), (frame["split"] == "val").to_numpy()
 
     # Text pipeline: the vocabulary comes from the training rows only.
@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
     save_phase(
         outputs, PHASE, model, args, argv,
-        {"class_names": list(class_names), "training_labels": int(train.sum()), **training, **metrics},
+        {"class_names": list(class_names), "training_labels": int(train.sum()), "split_leakage": frame.attrs["split_leakage"],
+         **training, **metrics},
         probability_table(frame, probabilities, class_names), PROB_FILE,
     )
     return 0

@@ -5,7 +5,8 @@
     python predict.py --image photo.jpg --text "..." --json
 
 Uses only the saved models of a run (``TER.keras``, ``IER.keras``,
-``Intermediate_fusion.keras``) and the weights in ``Late_fusion.metrics.json``.
+``Intermediate_fusion.keras``) and the weights in ``Late_fusion.metrics.json``;
+their ``.args.json`` must record one manifest and one split (else exit 2).
 A row whose image cannot be read is scored by TER alone (the fused weights are
 renormalised over the members that scored it, as in Late_fusion.py).
 """
@@ -59,12 +60,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     checkpoints = Path(args.checkpoint_dir) / (args.run_name or "")
     needed = {checkpoints / f"{phase}.keras": phase for phase in MEMBERS}
+    needed |= {checkpoints / f"{phase}.args.json": phase for phase in (*MEMBERS, "Late_fusion")}
     needed[checkpoints / "Late_fusion.metrics.json"] = "Late_fusion"
     require_files({path: f"written by `python {phase}.py`: run the phases (TER, IER, Intermediate_fusion, "
                          "Late_fusion) first, or point --checkpoint-dir/--run-name at their run." for path, phase in needed.items()})
     import pandas as pd
 
-    from emorec.data import resolve_image_paths
+    from emorec.data import check_same_data, resolve_image_paths
+
+    # The models and the fusion weights must come from one run: one manifest, one split.
+    configs = {phase: checkpoints / f"{phase}.args.json" for phase in (*MEMBERS, "Late_fusion")}
+    recorded = {phase: (path, json.loads(path.read_text())) for phase, path in configs.items()}
+    late = recorded.pop("Late_fusion")[1]
+    if "data" not in late:
+        raise InputError(f"{configs['Late_fusion']} recorded no data fingerprint (a run from an older version): "
+                         "rerun Late_fusion.py")
+    check_same_data(late["data"], recorded, "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py")
 
     if args.csv:
         table = _read_tweets(Path(args.csv))

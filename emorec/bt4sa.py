@@ -9,9 +9,14 @@ columns ``label,text,image,id,split``, image paths relative to the B-T4SA root
 (pass that folder to the phases as ``--image-root``), and its class names in
 ``<manifest stem>.classes.txt`` beside it.
 
+The official split is per image, so the images of one tweet (which share its
+text) can sit in different splits, and so can tweets whose texts normalise
+alike. The converter counts both and reports them; ``--regroup`` moves each
+such tweet wholly into one split (:func:`regroup_split`).
+
 Usage::
 
-    python -m emorec.bt4sa --root data_t4sa --out data_files/bt4sa.csv
+    python -m emorec.bt4sa --root data_t4sa --out data_files/bt4sa.csv [--regroup]
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Sequence
 import pandas as pd
 
 from emorec.cli import HelpFormatter, run, setup_logging
-from emorec.data import class_names_path, image_stem, tweet_of_stem
+from emorec.data import class_names_path, image_stem, split_leakage, split_units, tweet_of_stem
 from emorec.errors import InputError, list_some
 from emorec.fileio import write_csv_atomic, write_text_atomic
 
@@ -35,6 +40,7 @@ log = logging.getLogger("emorec")
 CLASS_NAMES = ("negative", "neutral", "positive")
 SPLIT_FILES = {"train": "b-t4sa_train.txt", "val": "b-t4sa_val.txt", "test": "b-t4sa_test.txt"}
 TEXT_FILE = "raw_tweets_text.csv"
+REGROUP_ORDER = ("test", "val", "train")  # where --regroup sends a tweet whose images are evenly split
 
 
 def read_split_file(path: Path) -> pd.DataFrame:
@@ -81,12 +87,17 @@ def read_tweet_texts(path: Path) -> pd.Series:
     return texts.drop_duplicates("id").set_index("id")["text"]
 
 
-def convert(root: str | os.PathLike, out: str | os.PathLike, drop_missing_text: bool = False) -> pd.DataFrame:
+def convert(
+    root: str | os.PathLike, out: str | os.PathLike, drop_missing_text: bool = False, regroup: bool = False
+) -> pd.DataFrame:
     """Convert the B-T4SA folder ``root`` into the manifest ``out`` (and its class-names file).
 
-    Returns the manifest as written (columns label,text,image,id,split). Rows
-    whose tweet has no text are an error, or dropped and counted with
-    ``drop_missing_text``. Nothing is written when the input is bad.
+    Returns the manifest as written (columns label,text,image,id,split), with
+    ``attrs["split_leakage"]``: the tweets and normalised texts that straddle
+    the official split (:func:`emorec.data.split_leakage`), counted before
+    ``regroup`` (:func:`regroup_split`) moves them. Rows whose tweet has no
+    text are an error, or dropped and counted with ``drop_missing_text``.
+    Nothing is written when the input is bad.
     """
     root = Path(root)
     parts = []
@@ -118,6 +129,7 @@ def convert(root: str | os.PathLike, out: str | os.PathLike, drop_missing_text: 
         manifest = manifest[~no_text]
 
     manifest = manifest[["label", "text", "image", "id", "split"]]
+    manifest, leakage = _check_straddling(manifest, regroup)
     write_csv_atomic(manifest, out)
     write_text_atomic(class_names_path(out), "\n".join(CLASS_NAMES) + "\n")
     counts = manifest["split"].value_counts()
@@ -128,6 +140,48 @@ def convert(root: str | os.PathLike, out: str | os.PathLike, drop_missing_text: 
     )
     log.info("image paths are relative to %s: pass --image-root %s to the phases", root, root)
     return manifest
+
+
+def regroup_split(manifest: pd.DataFrame) -> pd.Series:
+    """A split that keeps every tweet, and every set of tweets with the same normalised text, in one split.
+
+    Each unit (:func:`emorec.data.split_units`) goes wholly to the split that
+    already holds most of its images; on a tie, to test, then val, then
+    train, so that the held-out splits never lose a tweet to training on a
+    tie. Units already whole keep their split. Returns the new split of each
+    row of ``manifest`` (columns id, text, split).
+    """
+    frame = manifest.assign(group=manifest["id"].map(tweet_of_stem))
+    units = split_units(frame)
+    counts = pd.crosstab(units, frame["split"]).reindex(columns=REGROUP_ORDER, fill_value=0)
+    # idxmax takes the first of equal counts: the columns are in tie-breaking order.
+    return units.map(counts.idxmax(axis=1)).rename("split")
+
+
+def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> tuple[pd.DataFrame, dict]:
+    """Count and report what straddles the official split; with ``regroup``, move it (:func:`regroup_split`)."""
+    frame = manifest.assign(group=manifest["id"].map(tweet_of_stem))
+    leakage = split_leakage(frame)
+    if leakage["straddling_tweets"] or leakage["straddling_texts"]:
+        log.warning(
+            "the official split has %d tweet(s) with images in more than one split and %d normalised text(s) in "
+            "more than one split (%d images involved); TER would be validated or tested on texts it was trained on.\n%s\n%s",
+            leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"],
+            list_some([*leakage["examples"]["tweets"], *leakage["examples"]["texts"]]),
+            "moving each such tweet wholly into one split (--regroup)" if regroup else
+            "--regroup moves each wholly into one split; the phases' --strict-split refuses the split as it is",
+        )
+    else:
+        log.info("no tweet and no normalised text straddles the official split")
+    if regroup:
+        regrouped = regroup_split(manifest)
+        moved = manifest["split"] != regrouped
+        if moved.any():
+            moves = (manifest["split"][moved] + " -> " + regrouped[moved]).value_counts()
+            log.info("--regroup moved %d image(s): %s", moved.sum(), ", ".join(f"{m} {n}" for m, n in moves.items()))
+        manifest = manifest.assign(split=regrouped)
+    manifest.attrs["split_leakage"] = leakage
+    return manifest, leakage
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -142,6 +196,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--drop-missing-text", action="store_true", help="leave out images whose tweet has no text instead of stopping"
     )
+    parser.add_argument(
+        "--regroup", action="store_true",
+        help="move every tweet whose images straddle the official split (and every tweet sharing a normalised "
+        "text with another split's) wholly into the split holding most of its images (ties: test, val, train); "
+        "without it the official split is kept as it is, and its straddling tweets and texts are reported",
+    )
     return parser.parse_args(argv)
 
 
@@ -149,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the converter; returns 0."""
     setup_logging()
     args = parse_args(argv)
-    convert(args.root, args.out, args.drop_missing_text)
+    convert(args.root, args.out, args.drop_missing_text, args.regroup)
     return 0
 
 

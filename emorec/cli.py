@@ -51,18 +51,19 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
 
 def phase_parser(
     phase: str, description: str, *, epochs: int = 100, batch_size: int = 32, lr: float = 1e-4,
-    class_weight: str = "none", monitor: str = "val_loss", training: bool = True,
+    class_weight: str = "none", monitor: str = "val_loss", training: bool = True, resplit: bool = True,
 ) -> argparse.ArgumentParser:
     """Return the parser every phase script starts from, with the phase's own training defaults
     (``epochs``, ``batch_size``, ``lr``, ``class_weight``, ``monitor``: the paper's where the keyword's default is).
 
-    Groups: data (--manifest, --image-root, --classes, --seed, --resplit),
+    Groups: data (--manifest, --image-root, --classes, --seed, --resplit, --strict-split),
     training (--epoch/--epochs, --batch-size, --lr, --class-weight, --monitor,
     --label-fraction, --labels-per-class) and outputs (--run-name,
     --checkpoint-dir, --log-dir, --prob-dir). A phase that trains nothing
     (``training=False``) gets neither the training group nor the image and
     split flags, and its --manifest defaults to the one the training phases
-    read. A phase adds its own flags to it.
+    read. ``resplit=False`` leaves out --resplit (a phase that must use the
+    split of the phases before it). A phase adds its own flags to it.
     """
     parser = argparse.ArgumentParser(
         prog=f"python {phase}.py", description=description, formatter_class=HelpFormatter
@@ -89,10 +90,16 @@ def phase_parser(
         help="random seed: the split (when first drawn), initialisation and batch order; "
         "the same seed on the same machine gives the same numbers",
     )
-    if training:
+    if training and resplit:
         data.add_argument(
             "--resplit", action="store_true",
             help="draw a new train/val/test split with --seed, replacing the one stored beside the manifest",
+        )
+    if training:
+        data.add_argument(
+            "--strict-split", action="store_true",
+            help="refuse a split in which a tweet or a normalised text occurs in more than one split (without "
+            "it, such leakage is logged and counted in the metrics JSON); a drawn split never has any",
         )
         group = parser.add_argument_group("training")
         group.add_argument("--epoch", "--epochs", dest="epochs", type=positive_int, default=epochs, help="training epochs")

@@ -13,13 +13,18 @@ order). A data set with other classes names them once, one per line in order,
 in ``<manifest stem>.classes.txt`` beside the manifest (the B-T4SA converter
 writes it), or a caller passes them explicitly.
 
-The split is stratified by label, grouped by tweet and seeded; it is stored
-once beside the manifest as ``<manifest stem>.split.csv`` (``id,split``) and
-reused by every later run and every phase.
+The split is stratified by label, grouped by tweet and by normalised text (rows
+of one tweet, and tweets whose texts TER would see as the same, always share a
+split) and seeded; it is stored once beside the manifest as
+``<manifest stem>.split.csv`` (``id,split``) and reused by every later run and
+every phase. Every split, drawn or given, is checked for leakage (tweets and
+normalised texts in more than one split), and fingerprinted, so that the
+phases of a run can prove they used the same rows and the same split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -282,6 +287,7 @@ def assign_split(
     seed: int = 0,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     resplit: bool = False,
+    draw: bool = True,
 ) -> pd.DataFrame:
     """Give every row its split (train/val/test), the same for every phase and run.
 
@@ -289,37 +295,82 @@ def assign_split(
     the train/val/test fractions and whether to draw a new split. A manifest
     with its own ``split`` column keeps it. Otherwise the split stored beside the
     manifest (:func:`split_path`) is reused; if there is none (or ``resplit``),
-    one is drawn, stratified by label and grouped by tweet, and stored.
-    Returns a copy of the frame with a ``split`` column. Raises
+    one is drawn (:func:`draw_split`) and stored, unless ``draw`` is False (a
+    phase that only reads what earlier phases made), which raises instead.
+    Returns a copy of the frame with a ``split`` column and
+    ``attrs["split_source"]`` (manifest, stored or drawn). Raises
     :class:`InputError` when the stored split does not match the manifest's ids.
     """
+    result = frame.copy()
     if "split" in frame.columns:
         log.info("using the manifest's own split: %s", _split_counts(frame["split"]))
-        return frame.copy()
+        result.attrs["split_source"] = "manifest"
+        return result
     stored = split_path(manifest_path)
     if stored.exists() and not resplit:
         splits = read_stored_split(stored, frame["id"])
         log.info("reusing the split in %s (--resplit draws a new one): %s", stored, _split_counts(splits))
+        result.attrs["split_source"] = "stored"
+    elif not draw:
+        raise InputError(f"{stored}: the split of {manifest_path} is missing; the phases of this run stored it "
+                         "there. Rerun them (TER.py, IER.py, Intermediate_fusion.py) to draw and use a new one.")
     else:
         splits = draw_split(frame, seed, fractions)
         write_csv_atomic(pd.DataFrame({"id": frame["id"], "split": splits}), stored)
         log.info("drew a new split with seed %d, stored in %s: %s", seed, stored, _split_counts(splits))
-    result = frame.copy()
+        result.attrs["split_source"] = "drawn"
     result["split"] = splits.to_numpy()
     return result
+
+
+def split_units(frame: pd.DataFrame) -> pd.Series:
+    """The units a split keeps whole: rows linked by tweet (``group``) or by normalised text, transitively.
+
+    A tweet's images share its text, and a text posted again (a retweet, a
+    copy) normalises to the same tokens (:func:`emorec.text.normalise_texts`,
+    TER's own normalisation), so a split that kept them apart would test TER
+    on inputs it was trained on. Frames without a ``text`` column are grouped
+    by tweet alone. Returns, aligned with ``frame``, each row's unit, named
+    after the smallest tweet (``group``) in it.
+    """
+    groups = frame["group"].astype(str)
+    if "text" not in frame.columns:
+        return groups.rename("unit")
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    group_codes, group_names = pd.factorize(groups, sort=True)
+    text_codes, _ = pd.factorize(pd.Series(normalised_texts(frame["text"]), index=frame.index))
+    n_groups = len(group_names)
+    # One node per tweet and per normalised text; each row links its tweet to its text.
+    size = n_groups + text_codes.max() + 1
+    links = coo_matrix((np.ones(len(frame)), (group_codes, n_groups + text_codes)), shape=(size, size))
+    _, component = connected_components(links, directed=False)
+    # Name each unit after its smallest tweet, so that a data set without shared texts keeps its tweets' order.
+    first_group = pd.Series(np.arange(n_groups)).groupby(component[:n_groups]).min()
+    return pd.Series(group_names[first_group[component[group_codes]].to_numpy()], index=frame.index, name="unit")
+
+
+def normalised_texts(texts: pd.Series) -> list[str]:
+    """The texts as TER's vectorizer sees them (:func:`emorec.text.normalise_texts`)."""
+    from emorec.text import normalise_texts
+
+    return normalise_texts(texts.tolist())
 
 
 def draw_split(
     frame: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
 ) -> pd.Series:
-    """Draw a seeded train/val/test split, stratified by label and grouped by ``group``.
+    """Draw a seeded train/val/test split, stratified by label and grouped by tweet and normalised text.
 
-    Whole tweets (groups) are assigned, stratified by each tweet's label (its
-    first row's), so the images of one tweet never straddle two splits. Returns
-    a Series of split names aligned with ``frame``.
+    Whole units (:func:`split_units`: a tweet's images, and every tweet whose
+    text normalises the same) are assigned, stratified by each unit's label
+    (its first row's), so neither a tweet nor a text straddles two splits.
+    Returns a Series of split names aligned with ``frame``.
     """
     fractions = _check_fractions(fractions)
-    tweets = frame.groupby("group", sort=True)["label"].first()
+    units = split_units(frame)
+    tweets = frame["label"].groupby(units, sort=True).first()
     train_fraction, val_fraction, test_fraction = fractions
     try:
         rest, test = train_test_split(
@@ -342,10 +393,106 @@ def draw_split(
             f"({error}). Tweets per class: {per_class}. Every class needs enough tweets "
             "for each split; add examples, or give the manifest a split column."
         ) from error
-    split_of_tweet = pd.Series("train", index=tweets.index)
-    split_of_tweet[val] = "val"
-    split_of_tweet[test] = "test"
-    return frame["group"].map(split_of_tweet).rename("split")
+    split_of_unit = pd.Series("train", index=tweets.index)
+    split_of_unit[val] = "val"
+    split_of_unit[test] = "test"
+    return units.map(split_of_unit).rename("split")
+
+
+def split_leakage(frame: pd.DataFrame, examples: int = 5) -> dict:
+    """Count what straddles the splits of ``frame`` (which has ``split``, ``group`` and ``text``).
+
+    Returns ``{"straddling_tweets", "straddling_texts", "rows_involved",
+    "examples": {"tweets": [...], "texts": [...]}}``: the tweets (groups) and
+    the normalised texts (as TER normalises them) that occur in more than one
+    split, the rows they hold, and the first ``examples`` of each with their splits.
+    """
+    normalised = pd.Series(normalised_texts(frame["text"]), index=frame.index)
+    straddling = {}
+    for kind, key in (("tweets", frame["group"]), ("texts", normalised)):
+        counts = frame["split"].groupby(key, sort=True).nunique()
+        straddling[kind] = counts.index[counts > 1]
+    involved = frame["group"].isin(straddling["tweets"]) | normalised.isin(straddling["texts"])
+    return {
+        "straddling_tweets": len(straddling["tweets"]),
+        "straddling_texts": len(straddling["texts"]),
+        "rows_involved": int(involved.sum()),
+        "examples": {kind: [f"{key!r} in " + "/".join(sorted(set(frame["split"][(keys == key).to_numpy()])))
+                            for key in found[:examples]]
+                     for (kind, found), keys in zip(straddling.items(), (frame["group"], normalised))},
+    }
+
+
+def check_leakage(frame: pd.DataFrame, strict: bool = False) -> dict:
+    """Count the split's leakage (:func:`split_leakage`), log it when there is any, and return it.
+
+    With ``strict`` any leakage raises :class:`InputError` (``--strict-split``).
+    """
+    leakage = split_leakage(frame)
+    if leakage["straddling_tweets"] or leakage["straddling_texts"]:
+        source = frame.attrs.get("split_source", "given")
+        fix = {"manifest": "fix the manifest's split column (for B-T4SA: `python -m emorec.bt4sa --regroup`)",
+               "stored": "--resplit draws a split that keeps tweets and texts whole"}.get(source, "redraw the split")
+        message = (f"the split ({source}) leaks: {leakage['straddling_tweets']} tweet(s) and "
+                   f"{leakage['straddling_texts']} normalised text(s) occur in more than one split "
+                   f"({leakage['rows_involved']} rows involved).\n"
+                   + list_some([*leakage["examples"]["tweets"], *leakage["examples"]["texts"]])
+                   + f"\nTo fix: {fix}.")
+        if strict:
+            raise InputError(message + " (--strict-split makes this an error.)")
+        log.warning("%s Scores on such a split are optimistic; --strict-split refuses it.", message)
+    return leakage
+
+
+def data_fingerprint(frame: pd.DataFrame) -> dict:
+    """What a phase records of the data it used: row count, split counts and sha256 fingerprints.
+
+    ``manifest_sha256`` covers each row's id, label, text, tweet and image file
+    name, in order; ``split_sha256`` each row's id and split. Two phases with
+    equal fingerprints read the same rows and used the same split.
+    """
+    def sha256(*columns: pd.Series) -> str:
+        digest = hashlib.sha256()
+        for column in columns:
+            digest.update("\x1f".join(column.astype(str)).encode("utf-8"))
+            digest.update(b"\x1e")
+        return digest.hexdigest()
+
+    return {
+        "rows": len(frame),
+        "split_counts": {split: int((frame["split"] == split).sum()) for split in SPLITS},
+        "split_source": frame.attrs.get("split_source", "given"),
+        "manifest_sha256": sha256(frame["id"], frame["label"], frame["text"], frame["group"],
+                                  frame["image_path"].map(os.path.basename)),
+        "split_sha256": sha256(frame["id"], frame["split"]),
+    }
+
+
+def check_same_data(expected: dict, recorded: dict, rerun: str) -> None:
+    """Refuse to combine phases that used other data than ``expected`` (a :func:`data_fingerprint`).
+
+    ``recorded`` maps each earlier phase to ``(path of its .args.json, its
+    parsed content)``. ``rerun`` says which phases to rerun, in order. Raises
+    one :class:`InputError` naming every phase that read another manifest or
+    used another split (or recorded none: a run from before fingerprints).
+    """
+    problems = []
+    for phase, (path, flags) in recorded.items():
+        theirs = flags.get("data")
+        if theirs is None:
+            problems.append(f"{phase} ({path}) recorded no data fingerprint (a run from an older version)")
+        elif theirs["manifest_sha256"] != expected["manifest_sha256"]:
+            problems.append(f"{phase} ({path}) read other manifest rows ({theirs['rows']:,} rows, sha256 "
+                            f"{theirs['manifest_sha256'][:12]}; now {expected['rows']:,}, {expected['manifest_sha256'][:12]})")
+        elif theirs["split_sha256"] != expected["split_sha256"]:
+            problems.append(f"{phase} ({path}) used another split (sha256 {theirs['split_sha256'][:12]}, "
+                            f"{_counts_text(theirs['split_counts'])}; now {expected['split_sha256'][:12]}, "
+                            f"{_counts_text(expected['split_counts'])}): the split was redrawn (--resplit) or "
+                            "the manifest's split column changed")
+    if problems:
+        raise InputError("inputs from phases that used other data than this run:\n"
+                         + "\n".join(f"- {problem}" for problem in problems)
+                         + f"\nRerun {rerun} on the manifest and split as they are now.")
 
 
 def read_stored_split(path: Path, ids: pd.Series) -> pd.Series:
@@ -386,15 +533,23 @@ def load_dataset(
     class_names: Sequence[str] | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     images_required: bool = True,
+    strict_split: bool = False,
+    draw: bool = True,
 ) -> pd.DataFrame:
     """Read a manifest and give it its shared split: what every phase starts from.
 
     Returns the frame of :func:`read_manifest` (``images_required`` is passed
-    to it) with a ``split`` column; see :func:`assign_split`. Nothing is
-    written unless the manifest is valid.
+    to it) with a ``split`` column (see :func:`assign_split`; ``draw`` False
+    refuses to draw one), checked for leakage (:func:`check_leakage`, an error
+    with ``strict_split``). ``attrs["data"]`` holds its :func:`data_fingerprint`
+    and ``attrs["split_leakage"]`` the leakage counts. Nothing is written
+    unless the manifest is valid.
     """
     frame = read_manifest(manifest_path, image_root, class_names, images_required)
-    return assign_split(frame, manifest_path, seed=seed, fractions=fractions, resplit=resplit)
+    frame = assign_split(frame, manifest_path, seed=seed, fractions=fractions, resplit=resplit, draw=draw)
+    frame.attrs["split_leakage"] = check_leakage(frame, strict_split)
+    frame.attrs["data"] = data_fingerprint(frame)
+    return frame
 
 
 def labelled_training_rows(
@@ -426,6 +581,10 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
         raise InputError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
     return fractions
+
+
+def _counts_text(counts: dict) -> str:
+    return ", ".join(f"{split} {counts.get(split, 0):,}" for split in SPLITS)
 
 
 def _split_counts(splits: pd.Series) -> str:

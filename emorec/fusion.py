@@ -19,6 +19,8 @@ from sklearn.linear_model import LogisticRegression
 
 from emorec.baselines import BASELINE_NAMES
 from emorec.errors import InputError, list_some
+from emorec.intervals import evaluate_test, paired_difference
+from emorec.report import method_scores
 
 KEY_COLUMNS = ["id", "split", "label"]
 # The fused members, in the order of the weights: the phase that writes each, and its probability file.
@@ -35,6 +37,19 @@ METHOD_NAMES = {
     "Stacker": "Logistic-regression stacker (fitted on val)",
     "Late_fusion_with_baselines": "Late fusion of the three and the baselines (weights chosen on val)",
     "Stacker_with_baselines": "Stacker on the three and the baselines (fitted on val)",
+}
+# The comparison the summary makes: the best fusion of text and image against the best single modality.
+SINGLE_MODALITY = ("TER", "IER", "Baseline_text", "Baseline_image")
+FUSION_METHODS = ("Intermediate_fusion", "Baseline_both", *FUSIONS, *FUSIONS_WITH_BASELINES)
+# What the validation split chose for each method, so that its validation scores are in-sample.
+VALIDATION_USE = {
+    **{member: "best epoch chosen on val" for member in MEMBERS},
+    **{name: "C chosen on val" for name in BASELINE_NAMES},
+    "Average": "the members' best epochs chosen on val",
+    "Late_fusion": "weights (and the members' best epochs) chosen on val",
+    "Stacker": "fitted on val",
+    "Late_fusion_with_baselines": "weights (and the members' best epochs and C) chosen on val",
+    "Stacker_with_baselines": "fitted on val",
 }
 WEIGHT_CHUNK = 2**24  # candidates x rows x classes evaluated at once by choose_weights (128 MB of float64)
 
@@ -170,3 +185,35 @@ def fit_stacker(features: np.ndarray, labels: np.ndarray, seed: int) -> Logistic
 def rows_fused_from_fewer(probabilities: np.ndarray, rows: Sequence[bool] | np.ndarray) -> int:
     """How many of ``rows`` lack a score from at least one member (and were fused from fewer)."""
     return int((np.isnan(probabilities).any(axis=2).any(axis=0) & np.asarray(rows)).sum())
+
+
+def score_methods(methods: Mapping[str, np.ndarray], labels: np.ndarray, splits: np.ndarray, tweets: np.ndarray,
+                  n_classes: int, seed: int = 0) -> dict:
+    """Every reported method's scores: per split, and on test with intervals, on the same rows and per tweet.
+
+    ``methods`` maps each method to its probabilities (rows, classes; NaN
+    where it scored nothing), aligned with ``labels``, ``splits`` and
+    ``tweets`` (each row's tweet). Returns ``{"methods": {method: {split:
+    scores (:func:`emorec.report.method_scores`; val marked ``in_sample`` with
+    what val chose), "test" with ``accuracy_ci`` and ``macro_f1_ci``,
+    "test_same_rows", "test_per_tweet"}}, "evaluation": the test rows, tweets,
+    same rows left out and the bootstrap's settings, "fusion_vs_single": the
+    paired difference of the best fusion and the best single modality}`` (see
+    :mod:`emorec.intervals`).
+    """
+    test = splits == "test"
+    evaluation = evaluate_test({method: p[test] for method, p in methods.items()}, labels[test], tweets[test],
+                               n_classes, seed=seed)
+    scores = {}
+    for method, p in methods.items():
+        scores[method] = method_scores(labels, p, splits)
+        if "val" in scores[method]:
+            scores[method]["val"]["in_sample"] = VALIDATION_USE[method]
+        tested = evaluation["scores"][method]
+        scores[method]["test"] |= {key: tested["test"][key] for key in ("accuracy_ci", "macro_f1_ci")}
+        scores[method] |= {way: tested[way] for way in ("test_same_rows", "test_per_tweet")}
+    return {
+        "methods": scores,
+        "evaluation": {key: value for key, value in evaluation.items() if key not in ("scores", "replicates")},
+        "fusion_vs_single": paired_difference(evaluation, FUSION_METHODS, SINGLE_MODALITY),
+    }

@@ -53,6 +53,20 @@ def probability_table(frame: pd.DataFrame, probabilities: np.ndarray, class_name
     return table
 
 
+def test_predictions(rows: pd.DataFrame, tweets, methods: dict, class_names: Sequence[str]) -> pd.DataFrame:
+    """Each method's prediction on every test row: ``id, tweet, label``, then one column per method with the
+    predicted class name (empty where the method scored nothing). ``rows`` has id, split, label (index);
+    ``methods`` maps each method to its probabilities (rows, classes), aligned with ``rows``."""
+    test = (rows["split"] == "test").to_numpy()
+    names = np.asarray([*class_names, ""])
+    table = pd.DataFrame({"id": rows["id"].to_numpy()[test], "tweet": np.asarray(tweets)[test],
+                          "label": np.asarray(class_names)[rows["label"].to_numpy()[test]]})
+    for method, p in methods.items():
+        p = p[test]
+        table[method] = names[np.where(np.isnan(p).any(axis=1), -1, np.nan_to_num(p).argmax(axis=1))]
+    return table
+
+
 def class_probabilities(model, x, n_classes: int) -> np.ndarray:
     """A fitted scikit-learn classifier's probabilities for the rows of ``x`` over all ``n_classes`` classes
     (rows, n_classes); classes absent from its training data get 0."""
@@ -117,21 +131,64 @@ def write_confusion_png(
     return Path(path)
 
 
-def summary_markdown(scores: dict, dataset: str, split_sizes: dict, command: str, notes: Sequence[str] = ()) -> str:
-    """The results table as Markdown: one row per method with its test accuracy, macro-F1 and weighted-F1."""
+def summary_markdown(report: dict, names: dict, dataset: str, split_sizes: dict, command: str,
+                     notes: Sequence[str] = ()) -> str:
+    """The results report as Markdown, from :func:`emorec.fusion.score_methods`' ``report``.
+
+    Two tables of test scores with their bootstrap intervals: each method on
+    every test row it scored (with weighted-F1), then every method on the
+    same rows and per tweet; then the paired difference of the best fusion
+    and the best single modality, and the ``notes``. ``names`` maps each method to its name in the tables.
+    """
+    evaluation, methods = report["evaluation"], report["methods"]
+    bootstrap = evaluation["bootstrap"]
     sizes = ", ".join(f"{split} {split_sizes[split]:,}" for split in SPLITS if split in split_sizes)
     lines = [
         f"# Results: {dataset}", "",
         f"Splits: {sizes}. Command: `{command}`", "",
-        "| method | test n | accuracy | macro-F1 | weighted-F1 |",
+        f"Test: {evaluation['rows']:,} rows from {evaluation['tweets']:,} tweets. In brackets, 95 % intervals from a "
+        f"bootstrap over the test tweets ({bootstrap['resamples']:,} resamples, seed {bootstrap['seed']}; a tweet's "
+        "images are drawn together).", "",
+        "| method | test rows | accuracy | macro-F1 | weighted-F1 |",
         "|---|---:|---:|---:|---:|",
     ]
-    for method, per_split in scores.items():
-        test = per_split.get("test")
-        if test:
-            lines.append(f"| {method} | {test['n']:,} | {test['accuracy']:.3f} | {test['macro_f1']:.3f} | {test['weighted_f1']:.3f} |")
-    lines += ["", *notes]
+    for method, scores in methods.items():
+        test = scores["test"]
+        lines.append(f"| {names[method]} | {test['n']:,} | {_with_interval(test, 'accuracy')} | "
+                     f"{_with_interval(test, 'macro_f1')} | {test['weighted_f1']:.3f} |")
+    lines += [
+        "", f"**The same rows for every method, and per tweet.** The {evaluation['same_rows']:,} test rows that every "
+        f"method scored ({evaluation['left_out']:,} left out, which some method could not score), and the same rows "
+        f"pooled into their {evaluation['same_rows_tweets']:,} tweets (a tweet's prediction is the mean of its "
+        "images' probabilities, scored once).", "",
+        "| method | same rows: accuracy | same rows: macro-F1 | per tweet: accuracy | per tweet: macro-F1 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for method, scores in methods.items():
+        same, tweet = scores["test_same_rows"], scores["test_per_tweet"]
+        lines.append(f"| {names[method]} | {_with_interval(same, 'accuracy')} | {_with_interval(same, 'macro_f1')} | "
+                     f"{_with_interval(tweet, 'accuracy')} | {_with_interval(tweet, 'macro_f1')} |")
+    difference = report["fusion_vs_single"]
+
+    def verdict(metric):
+        return "its interval excludes 0" if difference[f"{metric}_beyond_interval"] else "its interval includes 0"
+
+    lines += [
+        "", f"**Best fusion against the best single modality** (each the best by macro-F1 on the same rows, chosen on "
+        f"test; paired bootstrap): {names[difference['better']]} minus {names[difference['than']]}: accuracy "
+        f"{_with_interval(difference, 'accuracy', signed=True)}, {verdict('accuracy')}; macro-F1 "
+        f"{_with_interval(difference, 'macro_f1', signed=True)}, {verdict('macro_f1')}.", "",
+        "Validation scores (in summary.json) are in-sample: val chose each method's best epoch, the fusion weights, "
+        "the stacker and the baselines' C.",
+        "", *notes,
+    ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _with_interval(scores: dict, metric: str, signed: bool = False) -> str:
+    low, high = scores[f"{metric}_ci"]
+    sign = "+" if signed else ""
+    return f"{scores[metric]:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]"
 
 
 def log_results_to_tensorboard(log_dir, markdown: str, pictures: dict) -> None:

@@ -37,6 +37,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LABELS = {**METHOD_NAMES, "Late_fusion": "Late fusion", "Stacker": "LR stacker", "Baseline_text": "TF-IDF + LR",
           "Baseline_image": "Linear probe", "Baseline_both": "LR text + image",
           "Late_fusion_with_baselines": "Late fusion + baselines", "Stacker_with_baselines": "LR stacker + baselines"}
+INTERVALS_NOTE = (
+    "Each cell is the mean over seeds of a method's test score, with a 95 % interval from a bootstrap that "
+    "redraws both the seeds and the test tweets (1,000 resamples: each draws the seeds with replacement and the "
+    "test tweets with replacement, and averages the drawn seeds' scores on the drawn tweets), so it holds the "
+    "spread between seeds and the sampling of the test set. '+ val labels': the validation labels that chose "
+    "every best epoch, the late-fusion weights, the stacker and the baselines' C, besides the training labels.")
 # The flags whose value is more flags for one phase, passed through as one string.
 PASS_THROUGH = {"TER": "--ter-args", "IER": "--ier-args", "Intermediate_fusion": "--inter-args"}
 
@@ -103,8 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         left = time_left(durations, [f for f, _ in settings[number:]])
         log.info("[%d/%d] %s done in %.0f s: %.0f s so far, about %.0f s left", number, len(settings), name,
                  durations[-1][1], time.perf_counter() - started, left)
-    table = collect(args, settings)
-    write_label_efficiency(table, results)
+    write_label_efficiency(*collect(args, settings), results)
     log.info("wrote %s, .md and .png", results / "label_efficiency.csv")
     return 0
 
@@ -156,24 +161,67 @@ def _call(phase: str, argv: list[str]) -> None:
         raise InputError(f"{phase}.py stopped with status {status}")
 
 
-def collect(args, settings) -> "pd.DataFrame":
-    """One row per (setting, method): fraction, seed, training labels, method, test accuracy and macro-F1."""
+def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
+    """Read every setting's report: one row per (setting, method) with fraction, seed, training labels,
+    validation labels, method, test accuracy and macro-F1; each setting's test predictions
+    (``results/<run>/test_predictions.csv``), keyed by (fraction, seed); and the class names.
+
+    Raises :class:`InputError` when the settings did not share one manifest and split (their test rows
+    would differ), or a setting's report predates the data fingerprints.
+    """
     import pandas as pd
 
-    rows = []
+    rows, predictions, splits = [], {}, {}
     for fraction, seed in settings:
         name = run_name(args.run_prefix, fraction, seed)
-        summary = json.loads((Path(args.results_dir) / name / "summary.json").read_text())
+        folder = Path(args.results_dir) / name
+        summary = json.loads((folder / "summary.json").read_text())
+        if "data" not in summary or not (folder / "test_predictions.csv").exists():
+            raise InputError(f"{folder} was written by an older version (no data fingerprint or test predictions): "
+                             f"delete {folder} and the run's folders ({name} under the checkpoint, prob and log "
+                             "folders) and run the sweep again")
+        splits[name] = summary["data"]["split_sha256"]
+        predictions[fraction, seed] = pd.read_csv(folder / "test_predictions.csv", dtype=str, keep_default_na=False)
         labels = json.loads((Path(args.checkpoint_dir) / name / "TER.metrics.json").read_text())["training_labels"]
         for method in (m for m in METHODS if m in summary["methods"]):  # the fusions with baselines are optional
             test = summary["methods"][method]["test"]
-            rows.append({"fraction": fraction, "seed": seed, "training_labels": labels, "method": method,
+            rows.append({"fraction": fraction, "seed": seed, "training_labels": labels,
+                         "validation_labels": summary["labels_used"]["validation"], "method": method,
                          "accuracy": test["accuracy"], "macro_f1": test["macro_f1"]})
-    return pd.DataFrame(rows).sort_values(["fraction", "seed"], kind="stable", ignore_index=True)
+    if len(set(splits.values())) > 1:
+        raise InputError("the sweep's settings used different manifests or splits, so their test rows differ:\n"
+                         + "\n".join(f"  {name}: split sha256 {sha[:12]}" for name, sha in splits.items())
+                         + "\nRerun the settings on one split (delete their outputs and run the sweep again).")
+    table = pd.DataFrame(rows).sort_values(["fraction", "seed"], kind="stable", ignore_index=True)
+    return table, predictions, summary["class_names"]
 
 
-def write_label_efficiency(table, results: Path) -> None:
-    """Write the table as CSV, its mean ± std per fraction and method as Markdown, and the curve as a PNG."""
+def seed_intervals(table, predictions: dict, class_names: list[str]) -> "pd.DataFrame":
+    """Per fraction and method: the mean over seeds of test accuracy and macro-F1 with 95 % intervals
+    (:func:`emorec.intervals.seeds_and_tweets_interval`: seeds and test tweets redrawn together), and the
+    training and validation labels. ``predictions`` are :func:`collect`'s, naming ``class_names``."""
+    import pandas as pd
+
+    from emorec.intervals import seeds_and_tweets_interval
+
+    index = {name: i for i, name in enumerate(class_names)} | {"": -1}  # empty: the method scored nothing
+    stats = []
+    for (fraction, method), rows in table.groupby(["fraction", "method"], sort=False):
+        tested = [predictions[fraction, seed] for seed in rows["seed"]]
+        predicted = [t[method].map(index).to_numpy() for t in tested]
+        labels = tested[0]["label"].map(index).to_numpy()
+        bounds = seeds_and_tweets_interval(labels, predicted, tested[0]["tweet"], len(class_names))
+        stats.append({"fraction": fraction, "method": method, "labels": rows["training_labels"].mean(),
+                      "validation_labels": rows["validation_labels"].iloc[0], "seeds": len(rows),
+                      **{metric: rows[metric].mean() for metric in ("accuracy", "macro_f1")},
+                      **{f"{metric}_low": bounds[metric][0] for metric in bounds},
+                      **{f"{metric}_high": bounds[metric][1] for metric in bounds}})
+    return pd.DataFrame(stats)
+
+
+def write_label_efficiency(table, predictions: dict, class_names: list[str], results: Path) -> None:
+    """Write the table (:func:`collect`'s, with its ``predictions`` and ``class_names``) as CSV, its mean over
+    seeds with 95 % intervals per fraction and method as Markdown, and the curve with the same intervals as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,20 +232,17 @@ def write_label_efficiency(table, results: Path) -> None:
 
     write_csv_atomic(table, results / "label_efficiency.csv")
     methods = [method for method in METHODS if method in set(table["method"])]
-    grouped = table.groupby(["fraction", "method"], sort=False)
-    stats = grouped.agg(labels=("training_labels", "mean"), seeds=("seed", "count"),
-                        accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
-                        macro_f1=("macro_f1", "mean"), macro_f1_std=("macro_f1", "std")).fillna(0.0).reset_index()
-    header = ["| fraction | training labels | seeds | " + " | ".join(LABELS[m] for m in methods) + " |",
-              "|---:|---:|---:|" + "---:|" * len(methods)]
-    blocks = []
+    stats = seed_intervals(table, predictions, class_names)
+    header = ["| fraction | training labels | + val labels | seeds | " + " | ".join(LABELS[m] for m in methods) + " |",
+              "|---:|---:|---:|---:|" + "---:|" * len(methods)]
+    blocks = [INTERVALS_NOTE]
     for metric, title in (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1")):
-        block = [f"**{title}**, mean ± std over seeds", "", *header]
+        block = [f"**{title}**, mean over seeds [95 % interval]", "", *header]
         for fraction, rows in stats.groupby("fraction"):
-            cells = {row.method: f"{getattr(row, metric):.3f} ± {getattr(row, metric + '_std'):.3f}"
-                     for row in rows.itertuples()}
-            block.append(f"| {fraction:g} | {rows['labels'].iloc[0]:,.0f} | {rows['seeds'].iloc[0]} | "
-                         + " | ".join(cells.get(method, "") for method in methods) + " |")
+            cells = {row.method: f"{getattr(row, metric):.3f} [{getattr(row, metric + '_low'):.3f}, "
+                                 f"{getattr(row, metric + '_high'):.3f}]" for row in rows.itertuples()}
+            block.append(f"| {fraction:g} | {rows['labels'].iloc[0]:,.0f} | {rows['validation_labels'].iloc[0]:,} | "
+                         f"{rows['seeds'].iloc[0]} | " + " | ".join(cells.get(method, "") for method in methods) + " |")
         blocks.append("\n".join(block))
     write_text_atomic(results / "label_efficiency.md", "\n\n".join(blocks) + "\n")
 
@@ -205,7 +250,8 @@ def write_label_efficiency(table, results: Path) -> None:
     for axis, (metric, title) in zip(axes, (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"))):
         for method in methods:
             rows = stats[stats["method"] == method].sort_values("labels")
-            axis.errorbar(rows["labels"], rows[metric], yerr=rows[metric + "_std"], marker="o", capsize=3,
+            spread = [rows[metric] - rows[metric + "_low"], rows[metric + "_high"] - rows[metric]]
+            axis.errorbar(rows["labels"], rows[metric], yerr=spread, marker="o", capsize=3,
                           label=LABELS[method], linestyle="--" if method in BASELINE_NAMES else "-")
         axis.set_xscale("log")
         ticks = sorted(stats["labels"].unique())
@@ -215,7 +261,7 @@ def write_label_efficiency(table, results: Path) -> None:
         axis.set_ylabel(title)
         axis.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
-    figure.suptitle("Label efficiency: mean ± std over seeds")
+    figure.suptitle("Label efficiency: mean over seeds, 95 % intervals (seeds and test tweets resampled)")
     figure.tight_layout()
     with atomic_path(results / "label_efficiency.png") as tmp:
         figure.savefig(tmp)

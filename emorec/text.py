@@ -50,6 +50,20 @@ def tweet_standardize(texts: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_replace(texts, _PUNCTUATION, " ")
 
 
+def normalise_texts(texts: Sequence[str], batch_size: int = 65536) -> list[str]:
+    """The texts as TER's vectorizer sees them: :func:`tweet_standardize`, then its tokens joined by one space.
+
+    Two texts with the same result are the same input to TER (before the
+    vocabulary cut). Returns one string per text.
+    """
+    texts = list(texts)
+    normalised = []
+    for start in range(0, len(texts), batch_size):
+        for text in tweet_standardize(tf.constant(texts[start : start + batch_size])).numpy():
+            normalised.append(" ".join(text.decode("utf-8").split()))
+    return normalised
+
+
 def build_vectorizer(max_words: int, seq_len: int) -> keras.layers.TextVectorization:
     """Return an unadapted TextVectorization: :func:`tweet_standardize`, whitespace split,
     the ``max_words`` most frequent words (plus padding and out-of-vocabulary), ``seq_len`` ids per text.

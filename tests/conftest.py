@@ -44,8 +44,13 @@ def tiny_dataset(tmp_path):
         for number in range(1, 3 if tweet < 8 else 2):
             image = f"data/76809/{tweet_id}-{number}.jpg"
             write_image(root / image, seed=tweet * 10 + number)
-            rows.append({"label": names[label] if tweet % 2 else str(label), "text": f"tweet {tweet} text", "image": image})
+            rows.append({"label": names[label] if tweet % 2 else str(label), "text": f"tweet {_word(tweet)} text", "image": image})
     return write_manifest(tmp_path / "image_labels.csv", rows), root
+
+
+def _word(number: int) -> str:
+    """A word of letters for ``number`` (aa, ab, ...): texts that differ only in a number normalise alike."""
+    return chr(97 + number // 26) + chr(97 + number % 26)
 
 
 @pytest.fixture(scope="session")

@@ -81,3 +81,61 @@ def test_wrong_root_exits_2_with_a_message(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("error: B-T4SA split file not found")
     assert "Traceback" not in error
+
+
+def write_split_files(root, images):
+    """Write B-T4SA's split files from (tweet id, image number, label, split) and the images they name."""
+    lines = {"train": [], "val": [], "test": []}
+    for tweet_id, number, label, split in images:
+        relative = f"data/{tweet_id[:5]}/{tweet_id}-{number}.jpg"
+        write_image(root / relative, seed=number)
+        lines[split].append(f"{relative} {label}")
+    for split, content in lines.items():
+        (root / f"b-t4sa_{split}.txt").write_text("\n".join(content) + "\n")
+
+
+STRADDLING = {  # tweet id: text
+    "758000000000000001": "Two photos, one tweet https://t.co/x",
+    "758000000000000002": "GREAT day at the beach 2day? #sun 1",
+    "758000000000000003": "great day at the beach 2day #SUN 22",  # the same text to TER (numbers and case)
+    "758000000000000004": "a tweet kept whole",
+}
+
+
+def test_straddling_tweets_and_texts_are_reported_and_regrouped(tmp_path, caplog):
+    root = tmp_path / "b-t4sa"
+    write_split_files(root, [
+        ("758000000000000001", 1, 2, "train"), ("758000000000000001", 2, 2, "test"),  # one tweet, two splits
+        ("758000000000000002", 1, 1, "train"), ("758000000000000003", 1, 1, "val"),   # one text, two splits
+        ("758000000000000004", 1, 0, "test"), ("758000000000000004", 2, 0, "test"),
+    ])
+    pd.DataFrame({"id": list(STRADDLING), "text": list(STRADDLING.values())}).to_csv(
+        root / "raw_tweets_text.csv", index=False, quoting=1)
+
+    kept = bt4sa.convert(root, tmp_path / "kept.csv")
+    leakage = kept.attrs["split_leakage"]
+    assert (leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"]) == (1, 2, 4)
+    assert "'758000000000000001' in test/train" in leakage["examples"]["tweets"]
+    assert "'great day at the beach 2day sun <number>' in train/val" in leakage["examples"]["texts"]
+    assert "--regroup moves each wholly into one split" in caplog.text
+    # Without --regroup the official split is kept, and the phases' leakage guard sees the same counts.
+    assert kept["split"].tolist() == ["train", "train", "val", "test", "test", "test"]
+    assert load_dataset(tmp_path / "kept.csv", root).attrs["split_leakage"]["straddling_texts"] == 2
+    with pytest.raises(InputError, match="1 tweet\\(s\\) and 2 normalised text\\(s\\) occur in more than one split"):
+        load_dataset(tmp_path / "kept.csv", root, strict_split=True)
+
+    assert bt4sa.main(["--root", str(root), "--out", str(tmp_path / "regrouped.csv"), "--regroup"]) == 0
+    regrouped = pd.read_csv(tmp_path / "regrouped.csv", dtype=str).set_index("id")["split"]
+    # Ties go to the held-out side: the two-image tweet (train/test) to test, the shared text (train/val) to val.
+    assert regrouped.to_dict() == {
+        "758000000000000001-1": "test", "758000000000000001-2": "test", "758000000000000002-1": "val",
+        "758000000000000003-1": "val", "758000000000000004-1": "test", "758000000000000004-2": "test"}
+    frame = load_dataset(tmp_path / "regrouped.csv", root, strict_split=True)
+    assert frame.attrs["split_leakage"]["straddling_tweets"] == frame.attrs["split_leakage"]["straddling_texts"] == 0
+
+
+def test_regroup_follows_the_majority_of_a_tweets_images():
+    manifest = pd.DataFrame({
+        "id": ["7-1", "7-2", "7-3", "8-1"], "text": ["x y", "x y", "x y", "other"],
+        "split": ["train", "train", "test", "val"]})
+    assert bt4sa.regroup_split(manifest).tolist() == ["train", "train", "train", "val"]

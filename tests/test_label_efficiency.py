@@ -74,6 +74,14 @@ def test_the_sweep_writes_one_row_per_setting_and_method(swept):
     assert row["accuracy"] == summary["methods"]["Late_fusion"]["test"]["accuracy"]
     markdown = (out / "results" / "label_efficiency.md").read_text()
     assert "Test accuracy" in markdown and "Test macro-F1" in markdown and "| 0.25 |" in markdown
+    assert "redraws both the seeds and the test tweets" in markdown and "+ val labels" in markdown
+    assert (table["validation_labels"] == summary["split_sizes"]["val"]).all()
+    row_of_table = next(line for line in markdown.splitlines() if line.startswith("| 0.25 |"))
+    cells = [cell.strip() for cell in row_of_table.strip("|").split("|")]
+    assert cells[1:4] == [f"{labels[0.25]:,}", f"{summary['split_sizes']['val']:,}", "1"]
+    for cell in cells[4:]:  # "mean [low, high]": one seed, so the interval is the test tweets' bootstrap
+        mean, low, high = map(float, cell.replace("[", "").replace("]", "").replace(",", "").split())
+        assert low <= mean <= high and high - low > 0.01, cell
     assert (out / "results" / "label_efficiency.png").stat().st_size > 10_000
     # The whole-split setting ran first; its GloVe cache served the subsample without a second parse.
     assert len(list(out.glob(f"{GLOVE_NAME}.*.cache.npz"))) == 1
@@ -118,6 +126,21 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(swept, mon
     assert sweep.main(argv) == 0
     assert recorded == ["Late_fusion"]
     assert len(pd.read_csv(out / "results" / "label_efficiency.csv")) == 2 * len(REPORTED)
+
+
+def test_the_sweep_refuses_to_tabulate_settings_on_different_splits(swept, capsys):
+    out, argv = swept
+    path = out / "results" / "t-f1-s0" / "summary.json"
+    original = path.read_text()
+    summary = json.loads(original)
+    summary["data"]["split_sha256"] = "f" * 64
+    path.write_text(json.dumps(summary))
+    try:
+        assert run(sweep.main, argv) == 2
+    finally:
+        path.write_text(original)
+    error = capsys.readouterr().err
+    assert "used different manifests or splits" in error and "t-f1-s0: split sha256 ffffffffffff" in error
 
 
 def test_time_left_grows_with_the_fractions_still_to_run():

@@ -83,6 +83,11 @@ def scikit_scores(labels, predictions):
             "weighted_f1": f1_score(labels, predictions, average="weighted", labels=CLASSES, zero_division=0)}
 
 
+def point(scores):
+    """A split's point scores in the summary, without its intervals and notes."""
+    return {key: scores[key] for key in ("n", "accuracy", "macro_f1", "weighted_f1")}
+
+
 def test_summary_numbers_are_what_scikit_learn_computes_from_the_prob_files(pipeline):
     summary = json.loads((pipeline / "results" / RUN / "summary.json").read_text())
     members = {phase: read_probs(pipeline, phase) for phase in PROB_FILES}
@@ -98,10 +103,10 @@ def test_summary_numbers_are_what_scikit_learn_computes_from_the_prob_files(pipe
         for split in ("train", "val", "test"):
             rows = (frame["split"] == split).to_numpy() & ~np.isnan(probabilities).any(axis=1)
             expected = scikit_scores(frame["label"][rows], np.array(CLASSES)[probabilities[rows].argmax(axis=1)])
-            assert summary["methods"][method][split] == pytest.approx(expected), (method, split)
+            assert point(summary["methods"][method][split]) == pytest.approx(expected), (method, split)
     test = (frame["split"] == "test").to_numpy()
     expected = scikit_scores(frame["label"][test], stacker.predict(features[test]))
-    assert summary["methods"]["Stacker"]["test"] == pytest.approx(expected)
+    assert point(summary["methods"]["Stacker"]["test"]) == pytest.approx(expected)
     assert summary["split_sizes"] == frame["split"].value_counts().to_dict()
 
 
@@ -143,7 +148,7 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
         written = pd.read_csv(pipeline / "probs" / RUN / BASELINE_PROB_FILES[name])
         np.testing.assert_allclose(written[CLASSES].to_numpy(), expected, atol=1e-5, err_msg=name)
         test_scores = scikit_scores(frame["label"][test], np.array(CLASSES)[expected[test].argmax(axis=1)])
-        assert summary["methods"][name]["test"] == pytest.approx(test_scores), name
+        assert point(summary["methods"][name]["test"]) == pytest.approx(test_scores), name
 
 
 def test_fusion_with_baselines_searches_six_members(pipeline):
@@ -264,3 +269,89 @@ def test_predict_scores_an_unreadable_image_row_by_text_alone(pipeline, small_de
     text = predicted[[f"TER_{c}" for c in CLASSES]].to_numpy()
     np.testing.assert_allclose(late[1:], text[1:], atol=1e-6)  # fused from TER alone
     assert predicted[[f"IER_{c}" for c in CLASSES]].iloc[1:].isna().all().all()
+
+
+def test_summary_scores_the_same_rows_and_tweets_with_intervals(pipeline, small_demo):
+    summary = json.loads((pipeline / "results" / RUN / "summary.json").read_text())
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME, dtype=str)
+    tweets = manifest["image"].str.rsplit("/", n=1).str[-1].str.rsplit("-", n=1).str[0]
+    test = (read_probs(pipeline, "TER")["split"] == "test").to_numpy()
+    evaluation = summary["evaluation"]
+    assert evaluation["rows"] == test.sum() and evaluation["tweets"] == tweets[test].nunique() < test.sum()
+    assert evaluation["bootstrap"]["resamples"] >= 1000 and evaluation["bootstrap"]["unit"] == "test tweet"
+    predictions = pd.read_csv(pipeline / "results" / RUN / "test_predictions.csv", dtype=str, keep_default_na=False)
+    assert predictions["tweet"].tolist() == tweets[test].tolist()
+    for method, scores in summary["methods"].items():
+        for way in ("test", "test_same_rows", "test_per_tweet"):
+            for metric in ("accuracy", "macro_f1"):
+                low, high = scores[way][f"{metric}_ci"]
+                assert low <= scores[way][metric] <= high, (method, way, metric)
+        assert scores["val"]["in_sample"]  # val chose something for every method
+        # The prediction file holds what the scores were computed from.
+        right = (predictions[method] == predictions["label"]).mean()
+        assert right == pytest.approx(scores["test_same_rows"]["accuracy"])
+    assert summary["methods"]["TER"]["test_per_tweet"]["n"] == evaluation["same_rows_tweets"]
+    difference = summary["fusion_vs_single"]
+    assert difference["better"] in ("Intermediate_fusion", "Baseline_both", "Average", "Late_fusion", "Stacker",
+                                    "Late_fusion_with_baselines", "Stacker_with_baselines")
+    assert difference["than"] in ("TER", "IER", "Baseline_text", "Baseline_image")
+    assert summary["labels_used"] == {"training": summary["split_sizes"]["train"], "validation": summary["split_sizes"]["val"]}
+    markdown = (pipeline / "results" / RUN / "summary.md").read_text()
+    assert "same rows: macro-F1" in markdown and "Best fusion against the best single modality" in markdown
+    for phase in ("TER", "IER", "Intermediate_fusion", "Late_fusion"):  # one manifest and split, recorded by each
+        recorded = json.loads((pipeline / "ckpt" / RUN / f"{phase}.args.json").read_text())["data"]
+        for key in ("rows", "split_counts", "manifest_sha256", "split_sha256"):  # split_source: drawn, then stored
+            assert recorded[key] == summary["data"][key], (phase, key)
+
+
+def run_copy(pipeline, tmp_path):
+    """A copy of the pipeline's run (checkpoints and probabilities) and the flags that point a phase at it."""
+    shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
+    shutil.copytree(pipeline / "ckpt" / RUN, tmp_path / "ckpt")
+    return ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir",
+            str(tmp_path / "probs")]
+
+
+def test_later_phases_refuse_a_redrawn_split_and_a_changed_manifest(pipeline, small_demo, tmp_path, capsys):
+    """The run's phases read the demo's manifest; a copy of it with a redrawn split, then with an edited text,
+    stands for the manifest as it is now."""
+    from emorec.data import draw_split, read_manifest, split_path
+
+    copied = run_copy(pipeline, tmp_path)
+    manifest = shutil.copy(small_demo / MANIFEST_NAME, tmp_path / "now.csv")
+    redrawn = draw_split(read_manifest(manifest, small_demo), seed=7)
+    pd.DataFrame({"id": read_manifest(manifest, small_demo)["id"], "split": redrawn}).to_csv(split_path(manifest), index=False)
+    for phase in ("TER", "IER", "Intermediate_fusion"):  # as if the phases had read this file
+        config = tmp_path / "ckpt" / f"{phase}.args.json"
+        config.write_text(config.read_text().replace(str(small_demo / MANIFEST_NAME), str(manifest)))
+    late = [*copied, "--results-dir", str(tmp_path / "results")]
+    assert run(Late_fusion.main, late) == 2
+    error = capsys.readouterr().err
+    assert all(f"- {phase} (" in error for phase in ("TER", "IER", "Intermediate_fusion")) and "used another split" in error
+    assert "Rerun TER.py, IER.py and Intermediate_fusion.py" in error
+    assert not (tmp_path / "results").exists()
+    fusion = ["--manifest", str(manifest), "--image-root", str(small_demo), "--epoch", "1", *copied]
+    before = (tmp_path / "ckpt" / "Intermediate_fusion.keras").stat().st_mtime_ns
+    assert run(Intermediate_fusion.main, fusion) == 2  # refused before any training
+    error = capsys.readouterr().err
+    assert "- TER (" in error and "- IER (" in error and "Rerun TER.py and IER.py" in error
+    assert (tmp_path / "ckpt" / "Intermediate_fusion.keras").stat().st_mtime_ns == before
+
+    split_path(manifest).write_text(split_path(small_demo / MANIFEST_NAME).read_text())  # the phases' split again
+    edited = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    edited.loc[5, "text"] = "an edited tweet"
+    edited.to_csv(manifest, index=False)
+    assert run(Late_fusion.main, late) == 2
+    assert "read other manifest rows" in capsys.readouterr().err
+
+
+def test_predict_refuses_models_and_weights_from_different_splits(pipeline, small_demo, tmp_path, capsys):
+    copied = run_copy(pipeline, tmp_path)
+    config = tmp_path / "ckpt" / "TER.args.json"
+    flags = json.loads(config.read_text())
+    flags["data"]["split_sha256"] = "0" * 64  # TER retrained on another split after Late_fusion chose its weights
+    config.write_text(json.dumps(flags))
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME)
+    argv = ["--image", str(small_demo / manifest["image"][0]), "--text", "hi", copied[0], copied[1]]
+    assert run(predict.main, argv) == 2
+    assert "- TER (" in capsys.readouterr().err

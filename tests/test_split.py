@@ -106,3 +106,88 @@ def test_a_manifest_with_its_own_split_keeps_it(tmp_path):
     assert frame["split"].tolist() == ["train", "val", "test", "test"]
     assert not split_path(manifest).exists()
 
+
+
+def test_a_drawn_split_keeps_tweets_and_normalised_texts_whole():
+    """Adversarial: chains of four tweets whose texts TER cannot tell apart (case, numbers, links, '#',
+    punctuation), some of them tweets with two images; no tweet and no normalised text may straddle two splits."""
+    from emorec.data import split_leakage
+
+    frame = synthetic_frame(tweets=600, seed=1)
+    frame["text"] = [f"plain text number {chr(97 + int(g) % 26)}{chr(97 + int(g) // 26 % 26)}" for g in frame["group"]]
+    variants = ["Great GAME tonight 7 https://t.co/a", "great game TONIGHT 12!! http://x.co/b",
+                "#great game tonight 3. www.y.org", "great game... tonight 42 <url>"]
+    for chain in range(40):  # each chain: four tweets whose texts normalise alike
+        for link, text in enumerate(variants):
+            frame.loc[frame["group"] == str(chain * 4 + link), "text"] = text + f" chain{chr(97 + chain % 26)}{chain // 26}"
+    for seed in range(3):
+        split = draw_split(frame, seed=seed)
+        leakage = split_leakage(frame.assign(split=split.to_numpy()))
+        assert (leakage["straddling_tweets"], leakage["straddling_texts"]) == (0, 0), seed
+        chains = frame.assign(split=split)[frame["text"].str.contains("chain")]
+        assert chains.groupby(chains["text"].str[-3:])["split"].nunique().max() == 1
+
+
+def test_a_drawn_split_of_the_demo_leaks_nothing(small_demo):
+    from emorec.demo import MANIFEST_NAME
+
+    frame = load_dataset(small_demo / MANIFEST_NAME, small_demo, seed=0)
+    leakage = frame.attrs["split_leakage"]
+    assert (leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"]) == (0, 0, 0)
+    assert frame.groupby("group").size().max() == 2  # tweets with two images exist: the property is not vacuous
+
+
+def leaky_manifest(folder):
+    """A manifest with its own split: tweet 5 has images in train and test, tweets 1 and 2 share a text
+    (to TER: case, a number, a link) across train and val, tweets 3 and 4 share one within test."""
+    rows = [
+        ("1", "1-1", "Good MORNING world 7 https://t.co/x", "train"), ("2", "2-1", "good morning world 12 http://bit.ly/q", "val"),
+        ("3", "3-1", "same in test", "test"), ("4", "4-1", "Same in test!", "test"),
+        ("5", "5-1", "two photos", "train"), ("5", "5-2", "two photos", "test"),
+        *[(str(t), f"{t}-1", f"text {chr(97 + t)}", split) for t, split in
+          ((6, "train"), (7, "train"), (8, "val"), (9, "test"))],
+    ]
+    for _, image_id, _, _ in rows:
+        write_image(folder / f"{image_id}.jpg")
+    return write_manifest(folder / "leaky.csv", [
+        {"label": str(i % 4), "text": text, "image": f"{image_id}.jpg", "split": split}
+        for i, (_, image_id, text, split) in enumerate(rows)])
+
+
+def test_a_given_split_that_leaks_is_counted_and_refused_with_strict_split(tmp_path, caplog, capsys):
+    import TER
+    from emorec.cli import run
+
+    manifest = leaky_manifest(tmp_path)
+    frame = load_dataset(manifest, tmp_path)
+    leakage = frame.attrs["split_leakage"]
+    assert (leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"]) == (1, 2, 4)
+    assert leakage["examples"]["tweets"] == ["'5' in test/train"]
+    assert leakage["examples"]["texts"] == ["'good morning world <number> <url>' in train/val",
+                                            "'two photos' in test/train"]
+    assert "the split (manifest) leaks: 1 tweet(s) and 2 normalised text(s)" in caplog.text
+    with pytest.raises(InputError, match="--strict-split makes this an error"):
+        load_dataset(manifest, tmp_path, strict_split=True)
+    # The phase refuses before any training: exit 2, nothing written.
+    out = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "p")]
+    assert run(TER.main, ["--manifest", str(manifest), "--image-root", str(tmp_path), "--glove", "none",
+                          "--strict-split", *out]) == 2
+    assert "occur in more than one split" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_fingerprints_tell_a_redrawn_split_and_a_changed_manifest(tiny_dataset):
+    from emorec.data import check_same_data, data_fingerprint
+
+    manifest, root = tiny_dataset
+    first = load_dataset(manifest, root, seed=0)
+    recorded = {"TER": ("TER.args.json", {"data": first.attrs["data"]})}
+    check_same_data(load_dataset(manifest, root, seed=4).attrs["data"], recorded, "TER.py")  # reused split: same
+    with pytest.raises(InputError, match="TER \\(TER.args.json\\) used another split .*redrawn"):
+        check_same_data(load_dataset(manifest, root, seed=4, resplit=True).attrs["data"], recorded, "TER.py")
+    changed = first.copy()
+    changed.loc[3, "text"] = "an edited tweet"
+    with pytest.raises(InputError, match="read other manifest rows"):
+        check_same_data(data_fingerprint(changed), recorded, "TER.py")
+    with pytest.raises(InputError, match="recorded no data fingerprint"):
+        check_same_data(first.attrs["data"], {"TER": ("TER.args.json", {})}, "TER.py")
