@@ -129,7 +129,7 @@ def convert(
         manifest = manifest[~no_text]
 
     manifest = manifest[["label", "text", "image", "id", "split"]]
-    manifest, leakage = _check_straddling(manifest, regroup)
+    manifest = _check_straddling(manifest, regroup)
     write_csv_atomic(manifest, out)
     write_text_atomic(class_names_path(out), "\n".join(CLASS_NAMES) + "\n")
     counts = manifest["split"].value_counts()
@@ -158,8 +158,9 @@ def regroup_split(manifest: pd.DataFrame) -> pd.Series:
     return units.map(counts.idxmax(axis=1)).rename("split")
 
 
-def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> tuple[pd.DataFrame, dict]:
-    """Count and report what straddles the official split; with ``regroup``, move it (:func:`regroup_split`)."""
+def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> pd.DataFrame:
+    """Count and report what straddles the official split; with ``regroup``, move it (:func:`regroup_split`).
+    Returns the manifest to write, the counts in its ``attrs["split_leakage"]``."""
     frame = manifest.assign(group=manifest["id"].map(tweet_of_stem))
     leakage = split_leakage(frame)
     if leakage["straddling_tweets"] or leakage["straddling_texts"]:
@@ -181,7 +182,7 @@ def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> tuple[pd.DataFra
             log.info("--regroup moved %d image(s): %s", moved.sum(), ", ".join(f"{m} {n}" for m, n in moves.items()))
         manifest = manifest.assign(split=regrouped)
     manifest.attrs["split_leakage"] = leakage
-    return manifest, leakage
+    return manifest
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

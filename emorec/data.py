@@ -431,7 +431,7 @@ def check_leakage(frame: pd.DataFrame, strict: bool = False) -> dict:
     leakage = split_leakage(frame)
     if leakage["straddling_tweets"] or leakage["straddling_texts"]:
         source = frame.attrs.get("split_source", "given")
-        fix = {"manifest": "fix the manifest's split column (for B-T4SA: `python -m emorec.bt4sa --regroup`)",
+        fix = {"manifest": "fix the manifest's split column (B-T4SA: convert it again with `python -m emorec.bt4sa ... --regroup`)",
                "stored": "--resplit draws a split that keeps tweets and texts whole"}.get(source, "redraw the split")
         message = (f"the split ({source}) leaks: {leakage['straddling_tweets']} tweet(s) and "
                    f"{leakage['straddling_texts']} normalised text(s) occur in more than one split "
