@@ -87,8 +87,10 @@ def phase_parser(
         )
     data.add_argument(
         "--seed", type=int, default=0,
-        help="random seed: the split (when first drawn), initialisation and batch order; "
-        "the same seed on the same machine gives the same numbers",
+        help="random seed: " + ("the split (when first drawn), initialisation and batch order" if training and resplit
+                                else "initialisation and batch order" if training
+                                else "the stacker's fit and the bootstrap's resamples")
+        + "; the same seed on the same machine gives the same numbers",
     )
     if training and resplit:
         data.add_argument(
