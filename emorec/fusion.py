@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from emorec.baselines import BASELINE_NAMES
 from emorec.errors import InputError, list_some
-from emorec.intervals import evaluate_test, paired_difference
+from emorec.intervals import confusion_scores, evaluate_test, paired_difference
 from emorec.report import method_scores
 
 KEY_COLUMNS = ["id", "split", "label"]
@@ -141,16 +141,14 @@ def fuse(weights: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
 def accuracy_and_macro_f1(fused: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy and macro-F1 (scikit-learn's definition, 0 for a class never predicted nor present) per candidate.
 
-    ``fused`` is (candidates, rows, classes), ``labels`` (rows,). Returns two (candidates,) arrays.
+    ``fused`` is (candidates, rows, classes), ``labels`` (rows,). Returns two (candidates,) arrays, computed from
+    each candidate's confusion matrix (:func:`emorec.intervals.confusion_scores`).
     """
     n_classes = fused.shape[2]
-    predicted = fused.argmax(axis=2)
-    truth = np.eye(n_classes, dtype=bool)[labels]  # (rows, classes)
-    hits = np.eye(n_classes, dtype=bool)[predicted]  # (candidates, rows, classes)
-    true_positive = (hits & truth).sum(axis=1)
-    denominator = hits.sum(axis=1) + truth.sum(axis=0)
-    f1 = np.divide(2 * true_positive, denominator, out=np.zeros(true_positive.shape), where=denominator > 0)
-    return (predicted == labels).mean(axis=1), f1.mean(axis=1)
+    truth = np.eye(n_classes, dtype=np.float32)[labels]  # (rows, classes)
+    predicted = np.eye(n_classes, dtype=np.float32)[fused.argmax(axis=2)]  # (candidates, rows, classes)
+    scores = confusion_scores(np.einsum("nt,knp->ktp", truth, predicted))
+    return scores["accuracy"], scores["macro_f1"]
 
 
 def choose_weights(grid: np.ndarray, probabilities: np.ndarray, labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:

@@ -41,6 +41,12 @@ def confusion_scores(confusions: np.ndarray) -> dict[str, np.ndarray]:
     return {"accuracy": hits.sum(axis=-1) / np.maximum(total, 1e-300), "macro_f1": f1.mean(axis=-1)}
 
 
+def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
+    """Each row's predicted class (the argmax of its probabilities, rows x classes), -1 where a row has no score (NaN)."""
+    probabilities = np.asarray(probabilities)
+    return np.where(np.isnan(probabilities).any(axis=1), -1, np.nan_to_num(probabilities).argmax(axis=1))
+
+
 def tweet_resamples(n_tweets: int, resamples: int = RESAMPLES, seed: int = 0, chunk: int = CHUNK):
     """Yield the bootstrap's draws in chunks: arrays (≤ chunk, n_tweets) of how often each tweet is drawn.
 
@@ -127,9 +133,8 @@ def evaluate_test(
     {metric: (resamples,)}}}}``; the replicates are paired across methods.
     """
     labels, tweets = np.asarray(labels), np.asarray(tweets)
-    scored = {method: ~np.isnan(p).any(axis=1) for method, p in methods.items()}
-    same = np.logical_and.reduce(list(scored.values()))
-    predicted = {method: np.where(scored[method], np.nan_to_num(p).argmax(axis=1), -1) for method, p in methods.items()}
+    predicted = {method: predicted_classes(p) for method, p in methods.items()}
+    same = np.logical_and.reduce([p >= 0 for p in predicted.values()])
     pooled = {method: per_tweet(p[same], labels[same], tweets[same]) for method, p in methods.items()}
     tweet_labels, tweet_names = next(iter(pooled.values()))[1:]
     ways = {

@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, classification_report, f1_score
 
 from emorec.data import SPLITS
 from emorec.fileio import atomic_path
+from emorec.intervals import predicted_classes
 
 
 def classification_metrics(
@@ -62,8 +63,7 @@ def test_predictions(rows: pd.DataFrame, tweets, methods: dict, class_names: Seq
     table = pd.DataFrame({"id": rows["id"].to_numpy()[test], "tweet": np.asarray(tweets)[test],
                           "label": np.asarray(class_names)[rows["label"].to_numpy()[test]]})
     for method, p in methods.items():
-        p = p[test]
-        table[method] = names[np.where(np.isnan(p).any(axis=1), -1, np.nan_to_num(p).argmax(axis=1))]
+        table[method] = names[predicted_classes(p[test])]  # -1, where unscored, names ""
     return table
 
 
