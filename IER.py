@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import PhaseOutputs, phase_parser, positive_int, require_files, run, setup_logging
+from emorec.cli import phase_parser, positive_int, require_files, run, setup_logging, writable_outputs
 from emorec.data import manifest_fix
 
 log = logging.getLogger("emorec")
@@ -47,7 +47,9 @@ def parse_args(argv: Sequence[str] | None = None):
     image.add_argument("--image-size", type=int, default=224,
                        help="images are resized to SIZE x SIZE (at least 32 for every backbone offered)")
     image.add_argument("--extract-batch-size", type=positive_int, default=32, help="images per backbone batch when extracting")
-    image.add_argument("--cache-dir", default="data_files/features", help="where backbone features are cached")
+    image.add_argument("--cache-dir", default="data_files/features",
+                       help="where backbone features are cached (read-only: a cache already there is read, a new one "
+                       "goes to $EMOREC_CACHE_DIR, else ~/.cache/emorec, as the log says)")
     image.add_argument(
         "--on-bad-image", choices=("skip", "error"), default="skip",
         help="an unreadable image: leave its row out (with one warning listing them) or stop the run",
@@ -64,16 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     require_files({args.manifest: manifest_fix(args.manifest)})
+    outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     import numpy as np
 
     from emorec.data import load_dataset
     from emorec.images import build_extractor, cache_folder, cached_features
     from emorec.models import build_ier_head, image_model
+    from emorec.storage import beside_or_fallback
     from emorec.report import classification_metrics, probability_table
-    from emorec.train import ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import (
+        ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows, training_config,
+    )
 
-    seed_everything(args.seed)
-    outputs = PhaseOutputs.of(args, PHASE)
+    seed_everything(args.seed, args.deterministic)
 
     # Data: the same manifest and split as every phase.
     frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes,
@@ -82,20 +87,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Features: the frozen backbone runs once per image; later runs read the cache.
     extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size, args.backbone_seed)
-    folder = cache_folder(args.cache_dir, args.backbone, weights_identity, args.image_size, frame["image_path"])
+    folder = beside_or_fallback(cache_folder(args.cache_dir, args.backbone, weights_identity, args.image_size,
+                                             frame["image_path"]), "the image feature cache")
     cache = cached_features(folder, frame, extractor, args.image_size, args.extract_batch_size, args.on_bad_image)
     labels = frame["label"].to_numpy()
     train = select_training_rows(frame, args)
     rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
 
     # Model and training, on the cached features.
-    seed_everything(args.seed)
+    seed_everything(args.seed, args.deterministic)
     head = build_ier_head(cache.features.shape[1:], len(class_names))
     training = fit_best(
         head,
         ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(cache.features, labels, rows["val"], 256),
-        args.epochs, None, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
+        args.epochs, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
+        args.patience, training_config(args),
     )
 
     # Evaluation on every readable image; unreadable ones keep empty probabilities.

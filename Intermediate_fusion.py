@@ -22,7 +22,8 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import PhaseOutputs, phase_output_fix, phase_parser, require_files, run, setup_logging
+from emorec.cli import (PhaseOutputs, phase_output_fix, phase_parser, require_files, run, setup_logging,
+                        writable_outputs)
 from emorec.data import manifest_fix
 from emorec.errors import InputError
 
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (ter_files.model, "TER"), (ter_files.args_json, "TER"), (ier_files.model, "IER"),
             (ier_files.metrics_json, "IER"), (ier_files.args_json, "IER"))},
     })
+    outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     import keras
     import numpy as np
 
@@ -64,10 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.report import classification_metrics, probability_table
     from emorec.text import vectorize
-    from emorec.train import ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import (
+        ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows, training_config,
+    )
 
-    seed_everything(args.seed)
-    outputs = PhaseOutputs.of(args, PHASE)
+    seed_everything(args.seed, args.deterministic)
     frame = load_dataset(args.manifest, args.image_root, class_names=args.classes, strict_split=args.strict_split,
                          draw=False)  # TER's and IER's split, never a new one
     class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
@@ -94,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs = {"token_ids": token_ids, "image_features": cache.features}
 
     # Model and training.
-    seed_everything(args.seed)
+    seed_everything(args.seed, args.deterministic)
     network = build_fusion_network(glove_matrix, token_ids.shape[1], cache.features.shape[1:], len(class_names))
     warm_started = warm_start(network, ter_network, ier_head) if args.init_from_unimodal else []
     if warm_started:
@@ -103,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         network,
         ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(inputs, labels, rows["val"], 256),
-        args.epochs, None, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
+        args.epochs, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
+        args.patience, training_config(args),
     )
 
     # Evaluation on every row with a readable image; the others keep empty probabilities.

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 from emorec.cli import (PhaseOutputs, open_unit_fraction, phase_output_fix, phase_parser, require_files, run,
-                        setup_logging)
+                        setup_logging, writable_outputs)
 from emorec.errors import InputError
 from emorec import fusion
 from emorec.fusion import MEMBERS, METHOD_NAMES
@@ -67,14 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Fuse, report and write the late-fusion outputs; returns 0."""
     args = parse_args(argv)
     setup_logging()
-    outputs = PhaseOutputs.of(args, PHASE)
-    paths = {member: outputs.prob_dir / file for member, file in MEMBERS.items()}
     phases = {member: PhaseOutputs.of(args, member) for member in MEMBERS}
+    paths = {member: phases[member].prob_dir / file for member, file in MEMBERS.items()}
     configs = {member: files.args_json for member, files in phases.items()}
     require_files({path: phase_output_fix(member, args) for table in (paths, configs) for member, path in table.items()}
                   | {phases["IER"].metrics_json: phase_output_fix("IER", args)})
     recorded = {member: json.loads(path.read_text()) for member, path in configs.items()}  # each phase's flags
     args.manifest = _phases_manifest(recorded, configs, args.manifest)
+    outputs = writable_outputs(args, PHASE, **{"--results-dir": args.results_dir})  # all writable, before any work
     import numpy as np
 
     from emorec.baselines import BASELINE_PROB_FILES
@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = splits == "val"
     if not val.any():
         raise InputError(f"{paths['TER']} has no validation rows: the weights are chosen on the val split")
+    outputs.claim()  # the inputs are sound: from here on this process writes the run's fusion, and no other one
 
     # The simple baselines, on the run's own training rows, scored like the members.
     weighting = _class_weights(recorded)

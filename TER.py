@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import PhaseOutputs, at_least, phase_parser, positive_int, require_files, run, setup_logging
+from emorec.cli import at_least, phase_parser, positive_int, require_files, run, setup_logging, writable_outputs
 from emorec.data import DEFAULT_GLOVE, glove_fix, manifest_fix
 
 log = logging.getLogger("emorec")
@@ -56,17 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.glove is not None:
         needed[args.glove] = glove_fix(args.glove)
     require_files(needed)
+    outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     # Heavy imports after parsing, so --help and argument errors answer at once.
+    import numpy as np
     import tensorflow as tf
 
     from emorec.data import load_dataset
     from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
     from emorec.text import adapt_vectorizer, build_vectorizer, embedding_matrix, vectorize
-    from emorec.train import class_weights, fit_best, save_phase, seed_everything, select_training_rows
+    from emorec.train import (
+        ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows, training_config,
+    )
 
-    seed_everything(args.seed)
-    outputs = PhaseOutputs.of(args, PHASE)
+    seed_everything(args.seed, args.deterministic)
 
     # Data: every phase reads the same manifest and the same split. TER also runs on text alone (empty image cells).
     frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes,
@@ -85,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Model and training.
     network = build_ter_network(embeddings, args.seq_len, len(class_names))
     training = fit_best(
-        network, (token_ids[train], labels[train]), (token_ids[val], labels[val]), args.epochs, args.batch_size, args.lr,
-        outputs, class_weights(labels[train], args.class_weight), args.monitor,
+        network, ArrayBatches(token_ids, labels, np.flatnonzero(train), args.batch_size, seed=args.seed),
+        ArrayBatches(token_ids, labels, np.flatnonzero(val), 1024), args.epochs, args.lr, outputs,
+        class_weights(labels[train], args.class_weight), args.monitor, args.patience, training_config(args),
     )
 
     # Evaluation, with the saved model itself: raw strings in, probabilities out.

@@ -147,11 +147,12 @@ def predict(checkpoints: Path, texts: list[str], image_paths: list[str], batch_s
 
 
 def _read_tweets(path: Path):
-    import pandas as pd
+    """The tweets of ``--csv`` (columns text,image, any others kept), or :class:`InputError` naming the file."""
+    from emorec.fileio import read_csv_table
 
     if not path.is_file():
         raise InputError(f"--csv {path}: no such file")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_csv_table(path, "--csv file", lowercase=False)
     missing = [column for column in ("text", "image") if column not in table.columns]
     if missing:
         raise InputError(f"{path}: needs the columns text,image; missing {', '.join(missing)} (has {list(table.columns)})")

@@ -33,7 +33,7 @@ import pandas as pd
 from emorec.cli import HelpFormatter, run, setup_logging
 from emorec.data import class_names_path, image_stem, split_leakage, split_units, tweet_of_stem
 from emorec.errors import InputError, list_some
-from emorec.fileio import write_csv_atomic, write_text_atomic
+from emorec.fileio import read_csv_table, write_csv_atomic, write_text_atomic
 
 log = logging.getLogger("emorec")
 
@@ -56,16 +56,19 @@ def read_split_file(path: Path) -> pd.DataFrame:
             f"{TEXT_FILE} and data/."
         )
     images, labels, bad = [], [], []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                bad.append(f"line {number}: {line.rstrip()!r}")
-                continue
-            images.append(parts[0])
-            labels.append(CLASS_NAMES[int(parts[1])])
+    try:
+        with open(path, encoding="utf-8-sig") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                parts = line.rsplit(maxsplit=1)
+                if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                    bad.append(f"line {number}: {line.rstrip()[:200]!r}")
+                    continue
+                images.append(parts[0])
+                labels.append(CLASS_NAMES[int(parts[1])])
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a UTF-8 text file ({error}); is it the B-T4SA split file?") from error
     if bad:
         raise InputError(
             f"{path}: {len(bad)} malformed line(s); each line is '<image path> <label 0|1|2>':\n{list_some(bad)}"
@@ -77,10 +80,7 @@ def read_tweet_texts(path: Path) -> pd.Series:
     """Read ``raw_tweets_text.csv`` (columns id,text) and return the texts indexed by tweet id (str)."""
     if not path.is_file():
         raise InputError(f"B-T4SA tweet texts not found: {path} (it comes with B-T4SA as {TEXT_FILE}).")
-    try:
-        texts = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot be read as a CSV file: {error}") from error
+    texts = read_csv_table(path, "tweet text file")
     if not {"id", "text"} <= set(texts.columns):
         raise InputError(f"{path}: needs columns id,text; found {', '.join(texts.columns)}.")
     texts["id"] = texts["id"].str.strip()
@@ -106,6 +106,8 @@ def convert(
         part["split"] = split
         parts.append(part)
     manifest = pd.concat(parts, ignore_index=True)
+    if manifest.empty:
+        raise InputError(f"{root}: the split files ({', '.join(SPLIT_FILES.values())}) list no image.")
     manifest["id"] = manifest["image"].map(image_stem)
     repeated = manifest["id"].duplicated(keep=False)
     if repeated.any():

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 from emorec.data import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.errors import InputError
+from emorec.storage import hold_run, require_writable, storage_error
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -34,7 +35,9 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     """Call ``main(argv)`` and turn an :class:`InputError` into ``error: ...`` on stderr and status 2.
 
     Returns the exit status for ``sys.exit``: 0 on success (or ``main``'s own
-    integer result), 2 for a user error, 130 after Ctrl-C (KeyboardInterrupt,
+    integer result), 2 for a user error (an :class:`InputError`, or an OS
+    error such as a full disk or a read-only folder, see
+    :func:`emorec.storage.storage_error`), 130 after Ctrl-C (KeyboardInterrupt,
     printed as ``interrupted``). Any other exception propagates with its
     traceback, since it is a bug.
     """
@@ -42,6 +45,12 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
         result = main(argv)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk or a folder that refuses a write: the user's to fix, not a bug
+        message = storage_error(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -58,7 +67,7 @@ def phase_parser(
 
     Groups: data (--manifest, --image-root, --classes, --seed, --resplit, --strict-split),
     training (--epoch/--epochs, --batch-size, --lr, --class-weight, --monitor,
-    --label-fraction, --labels-per-class) and outputs (--run-name,
+    --patience, --deterministic, --label-fraction, --labels-per-class) and outputs (--run-name,
     --checkpoint-dir, --log-dir, --prob-dir). A phase that trains nothing
     (``training=False``) gets neither the training group nor the image and
     split flags, and its --manifest defaults to the one the training phases
@@ -117,6 +126,16 @@ def phase_parser(
             help="the validation measure whose best epoch is kept: val_macro_f1 (over the whole validation "
             "split) or val_loss (the paper)",
         )
+        group.add_argument(
+            "--patience", type=positive_int, default=None, metavar="N",
+            help="stop once --monitor has not improved for N epochs (default: every epoch runs, as in the paper); "
+            "either way the saved model holds the best epoch's weights",
+        )
+        group.add_argument(
+            "--deterministic", action=argparse.BooleanOptionalAction, default=True,
+            help="deterministic TensorFlow ops: the same --seed gives the same numbers; --no-deterministic lets "
+            "Keras use XLA and faster, non-deterministic GPU kernels",
+        )
         fewer = group.add_mutually_exclusive_group()
         fewer.add_argument(
             "--label-fraction", type=unit_fraction, default=None, metavar="F",
@@ -149,6 +168,12 @@ class PhaseOutputs:
     epochs_csv: Path
     tensorboard: Path
     prob_dir: Path
+    backup: Path  # the training state while training runs (emorec.train.TrainingBackup), removed when the phase ends
+
+    def claim(self) -> None:
+        """Take, before the first write, this phase's lock on the run (:func:`emorec.storage.hold_run`): the same
+        phase of the same run started in a second process meanwhile is refused with :class:`InputError`."""
+        hold_run(self.model.parent, self.model.stem)
 
     @classmethod
     def of(cls, args: argparse.Namespace, phase: str) -> "PhaseOutputs":
@@ -162,7 +187,17 @@ class PhaseOutputs:
             epochs_csv=checkpoints / f"{phase}.epochs.csv",
             tensorboard=Path(args.log_dir) / run / phase,
             prob_dir=Path(args.prob_dir) / run,
+            backup=checkpoints / f".{phase}.backup",
         )
+
+
+def writable_outputs(args: argparse.Namespace, phase: str, **more_folders) -> PhaseOutputs:
+    """The outputs of ``phase`` for ``args``, once every folder they go to (and ``more_folders``: flag -> folder)
+    is known to be writable (:func:`emorec.storage.require_writable`: an :class:`InputError` before any work)."""
+    outputs = PhaseOutputs.of(args, phase)
+    require_writable({"--checkpoint-dir": outputs.model.parent, "--log-dir": outputs.tensorboard.parent,
+                      "--prob-dir": outputs.prob_dir, **more_folders})
+    return outputs
 
 
 def phase_output_fix(phase: str, args: argparse.Namespace) -> str:

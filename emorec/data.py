@@ -24,6 +24,8 @@ phases of a run can prove they used the same rows and the same split.
 
 from __future__ import annotations
 
+import csv
+import functools
 import hashlib
 import logging
 import os
@@ -35,7 +37,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from emorec.errors import InputError, list_some
-from emorec.fileio import write_csv_atomic
+from emorec.fileio import read_csv_table, record_lines, write_csv_atomic
+from emorec.storage import beside_or_fallback, exclusive
 
 log = logging.getLogger("emorec")
 
@@ -142,11 +145,7 @@ def read_manifest(
     if not path.is_file():
         raise InputError(f"manifest not found: {path}\n{manifest_fix(path)}")
     names = read_class_names(path, class_names)
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot be read as a UTF-8 CSV file: {error}") from error
-    raw.columns = [str(column).strip().lower() for column in raw.columns]
+    raw = read_csv_table(path, "manifest")
     if not images_required and "image" not in raw.columns:
         raw["image"] = ""
     missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
@@ -159,14 +158,22 @@ def read_manifest(
         raise InputError(f"{path}: the manifest has a header but no rows.")
 
     raw = raw.apply(lambda column: column.str.strip())
-    # Line numbers as an editor shows them: the header is line 1.
-    line = pd.Series(raw.index + 2, index=raw.index)
     problems: list[str] = []
+
+    @functools.cache
+    def line() -> pd.Series:
+        """Each row's line as an editor shows it (the header is line 1; a text over several lines counts them all),
+        read only when there is a problem to report."""
+        try:
+            starts = record_lines(path)
+        except (ValueError, csv.Error):
+            starts = []
+        return pd.Series(starts if len(starts) == len(raw) else raw.index + 2, index=raw.index)
 
     def flag(bad: pd.Series, title: str, fix: str, shown: pd.Series | None = None) -> None:
         """Record a problem for the rows where ``bad`` holds: each by line, with its ``shown`` value."""
         if bad.any():
-            rows = [f"line {line[i]}" + ("" if shown is None else f": {shown[i]!r}") for i in raw.index[bad]]
+            rows = [f"line {line()[i]}" + ("" if shown is None else f": {shown[i]!r}") for i in raw.index[bad]]
             problems.append(_problem(title.replace("{count}", str(bad.sum())), rows, fix))
 
     labels = parse_labels(raw["label"], names)
@@ -189,7 +196,7 @@ def read_manifest(
          + ("" if images_required else " (a row without an image needs an id column)"))
     duplicated = ids.duplicated(keep=False) & ~empty_id
     if duplicated.any():
-        repeats = line[duplicated].groupby(ids[duplicated], sort=False).agg(list)
+        repeats = line()[duplicated].groupby(ids[duplicated], sort=False).agg(list)
         problems.append(
             _problem(
                 f"duplicated id in {duplicated.sum()} row(s)",
@@ -306,21 +313,30 @@ def assign_split(
         log.info("using the manifest's own split: %s", _split_counts(frame["split"]))
         result.attrs["split_source"] = "manifest"
         return result
-    stored = split_path(manifest_path)
+    stored = beside_or_fallback(split_path(manifest_path), "the split")
     if stored.exists() and not resplit:
-        splits = read_stored_split(stored, frame["id"])
-        log.info("reusing the split in %s (--resplit draws a new one): %s", stored, _split_counts(splits))
-        result.attrs["split_source"] = "stored"
+        splits, result.attrs["split_source"] = _reuse_split(stored, frame), "stored"
     elif not draw:
         raise InputError(f"{stored}: the split of {manifest_path} is missing; the phases of this run stored it "
                          "there. Rerun them (TER.py, IER.py, Intermediate_fusion.py) to draw and use a new one.")
     else:
-        splits = draw_split(frame, seed, fractions)
-        write_csv_atomic(pd.DataFrame({"id": frame["id"], "split": splits}), stored)
-        log.info("drew a new split with seed %d, stored in %s: %s", seed, stored, _split_counts(splits))
-        result.attrs["split_source"] = "drawn"
+        # Two runs starting at once on a manifest without a split: the first draws it, the second reuses it.
+        with exclusive(stored.with_name(f".{stored.name}.lock"), f"drawing the split {stored}"):
+            if stored.exists() and not resplit:
+                splits, result.attrs["split_source"] = _reuse_split(stored, frame), "stored"
+            else:
+                splits = draw_split(frame, seed, fractions)
+                write_csv_atomic(pd.DataFrame({"id": frame["id"], "split": splits}), stored)
+                log.info("drew a new split with seed %d, stored in %s: %s", seed, stored, _split_counts(splits))
+                result.attrs["split_source"] = "drawn"
     result["split"] = splits.to_numpy()
     return result
+
+
+def _reuse_split(stored: Path, frame: pd.DataFrame) -> pd.Series:
+    splits = read_stored_split(stored, frame["id"])
+    log.info("reusing the split in %s (--resplit draws a new one): %s", stored, _split_counts(splits))
+    return splits
 
 
 def split_units(frame: pd.DataFrame) -> pd.Series:

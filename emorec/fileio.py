@@ -1,16 +1,20 @@
-"""Atomic file writing: a crash never leaves a half-written output behind."""
+"""Atomic file writing (a crash never leaves a half-written output behind), and reading the CSV files a user gives."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from emorec.errors import InputError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+csv.field_size_limit(2**31 - 1)  # a tweet's text is short, but a damaged file may hold a huge field: read, then judge
 
 
 @contextlib.contextmanager
@@ -51,3 +55,52 @@ def write_csv_atomic(frame, path: str | os.PathLike) -> None:
 def write_json_atomic(path: str | os.PathLike, data) -> None:
     """Write ``data`` as indented JSON (UTF-8) to ``path`` atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_csv_table(path: str | os.PathLike, what: str = "CSV file", lowercase: bool = True):
+    """Read the UTF-8 CSV file ``path`` (a byte-order mark is allowed) as a DataFrame of strings, empty cells as "".
+
+    Column names are stripped, and lower-cased with ``lowercase``. Raises :class:`InputError`
+    naming the file (and calling it ``what``) when it cannot be read: not
+    UTF-8, not a table, empty, or a column named twice.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as lines:
+            header = next(csv.reader(lines), [])
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (ValueError, csv.Error, OverflowError, OSError) as error:  # UnicodeDecodeError and pandas' are ValueErrors
+        raise InputError(f"{path}: the {what} cannot be read as a UTF-8 CSV file ({type(error).__name__}: "
+                         f"{_short(error)})") from error
+    def name(column) -> str:
+        return str(column).strip().lower() if lowercase else str(column).strip()
+
+    names = [name(column) for column in header]
+    repeated = sorted({column for column in names if names.count(column) > 1})
+    if repeated:
+        raise InputError(f"{path}: the {what} names column(s) {', '.join(map(repr, repeated))} more than once.")
+    table.columns = [name(column) for column in table.columns]
+    return table
+
+
+def record_lines(path: str | os.PathLike) -> list[int]:
+    """The line (1-based, as an editor shows it) on which each data record of the CSV file ``path`` starts, in the
+    order pandas reads them: a quoted text that spans lines moves every later record down. Blank lines are no
+    record, as for pandas."""
+    starts, previous = [], 1
+    with open(path, encoding="utf-8-sig", newline="") as lines:
+        reader = csv.reader(lines)
+        next(reader, None)  # the header
+        previous = reader.line_num
+        for record in reader:
+            if record:
+                starts.append(previous + 1)
+            previous = reader.line_num
+    return starts
+
+
+def _short(error: Exception, limit: int = 300) -> str:
+    text = str(error)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -8,6 +8,7 @@ manifest's image list. Training heads then reads the cache, never the images.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from PIL import Image, ImageFile
 
 from emorec.errors import InputError, list_some
 from emorec.fileio import write_csv_atomic, write_json_atomic
+from emorec.storage import exclusive
 
 log = logging.getLogger("emorec")
 
@@ -164,9 +166,22 @@ class FeatureCache:
 
     @classmethod
     def open(cls, folder: Path) -> "FeatureCache":
-        """Open a complete cache folder read-only."""
-        index = pd.read_csv(folder / "index.csv", dtype={"id": str})
-        return cls(folder, index["id"].to_numpy(), index["ok"].to_numpy(bool), np.load(folder / "features.npy", mmap_mode="r"))
+        """Open a complete cache folder read-only; raise :class:`DamagedCache` when its index or features cannot be
+        read whole (a truncated or corrupt file) or disagree in length."""
+        try:
+            index = pd.read_csv(folder / "index.csv", dtype={"id": str, "ok": str}, keep_default_na=False)
+            features = np.load(folder / "features.npy", mmap_mode="r")
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+            raise DamagedCache(f"the image feature cache {folder} is damaged ({type(error).__name__}: {error})") from error
+        if list(index.columns) != ["id", "ok"] or not index["ok"].isin(["True", "False"]).all() \
+                or len(index) != len(features):
+            raise DamagedCache(f"the image feature cache {folder} is damaged (its index.csv lists {len(index)} rows "
+                               f"for {len(features)} feature rows, or has other columns or values)")
+        return cls(folder, index["id"].to_numpy(), (index["ok"] == "True").to_numpy(), features)
+
+
+class DamagedCache(InputError):
+    """A feature cache folder whose files cannot be read whole: IER computes it again, the fusion phase refuses it."""
 
 
 def cache_folder(cache_dir: str | os.PathLike, backbone: str, identity: str, image_size: int, paths: Sequence[str]) -> Path:
@@ -197,16 +212,34 @@ def cached_features(
     complete. Unreadable images are skipped (``ok`` False) with one warning,
     or, with ``on_bad_image='error'``, stop the run naming the files.
     """
-    if not folder.exists():
-        compute_features(folder, frame, extractor, image_size, batch_size, on_bad_image, chunk)
-    else:
-        log.info("image features: reusing the cache %s", folder)
-    cache = FeatureCache.open(folder)
+    cache = _open_if_sound(folder)
+    if cache is None:
+        # One process computes; another one asking for the same features waits for it, then reuses its cache.
+        with exclusive(folder.with_name(f".{folder.name}.lock"), f"computing the same image features into {folder}"):
+            cache = _open_if_sound(folder)
+            if cache is None:
+                compute_features(folder, frame, extractor, image_size, batch_size, on_bad_image, chunk)
+                cache = FeatureCache.open(folder)
     bad = frame["image_path"].to_numpy()[~cache.ok]
     if len(bad):
         if on_bad_image == "error":
             raise _bad_images_error(bad)
         log.warning("%s\nThese rows are left out, and their probabilities are empty.", _bad_images_message(bad))
+    return cache
+
+
+def _open_if_sound(folder: Path) -> FeatureCache | None:
+    """The complete cache in ``folder`` (logged as reused), or None when there is none; a damaged one is removed,
+    with a warning naming it, so that it is computed again."""
+    if not folder.exists():
+        return None
+    try:
+        cache = FeatureCache.open(folder)
+    except DamagedCache as error:
+        log.warning("%s: computing it again", error)
+        shutil.rmtree(folder)
+        return None
+    log.info("image features: reusing the cache %s", folder)
     return cache
 
 
@@ -227,7 +260,10 @@ def phase_feature_cache(frame, ier_metrics: dict, ier_args: dict):
                          f"changed since IER ran). {rerun}")
     if not folder.is_dir():
         raise InputError(f"IER's feature cache {folder} is missing. {rerun}")
-    cache = FeatureCache.open(folder)
+    try:
+        cache = FeatureCache.open(folder)
+    except DamagedCache as error:
+        raise InputError(f"{error}. {rerun}") from error
     if list(cache.ids) != frame["id"].tolist():
         raise InputError(f"IER's feature cache {folder} lists other ids than the manifest. {rerun}")
     if (~cache.ok).any():
@@ -254,17 +290,14 @@ def compute_features(
     """
     partial = folder.with_name(f".{folder.name}.partial")
     partial.mkdir(parents=True, exist_ok=True)
-    progress_file = partial / "progress.json"
-    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {"done": 0, "ok": []}
     paths = frame["image_path"].tolist()
     shape = (len(paths), *extractor.output_shape[1:])
-    features_file = partial / "features.npy"
-    if progress["done"] and features_file.exists():
-        features = np.load(features_file, mmap_mode="r+")
+    features_file, progress_file = partial / "features.npy", partial / "progress.json"
+    features, progress = _resumable_partial(features_file, progress_file, shape)
+    if features is not None:
         log.info("image features: resuming at %d of %d images", progress["done"], len(paths))
     else:
-        features = np.lib.format.open_memmap(features_file, mode="w+", dtype=np.float16, shape=shape)
-        progress = {"done": 0, "ok": []}
+        features, progress = _allocate(features_file, shape), {"done": 0, "ok": []}
     bar = keras.utils.Progbar(len(paths), unit_name="image")
     bar.update(progress["done"])
     lock, stop, failures = threading.Lock(), threading.Event(), []
@@ -314,6 +347,37 @@ def compute_features(
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
     log.info("image features: %d images into %s", len(paths), folder)
+
+
+def _resumable_partial(features_file: Path, progress_file: Path, shape: tuple) -> tuple[np.ndarray | None, dict]:
+    """The partial features (writable memmap) and progress a killed extraction left, or (None, {}) when there are
+    none or they cannot be trusted (unreadable progress, a features file of another shape or cut short: warned)."""
+    if not progress_file.exists() or not features_file.exists():
+        return None, {}
+    try:
+        progress = json.loads(progress_file.read_text())
+        features = np.load(features_file, mmap_mode="r+")
+        sound = features.shape == shape and 0 < progress["done"] == len(progress["ok"]) <= shape[0]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        sound, features = False, None
+        log.warning("image features: the partial extraction in %s cannot be read (%s: %s); starting it again",
+                    progress_file.parent, type(error).__name__, error)
+    return (features, progress) if sound else (None, {})
+
+
+def _allocate(path: Path, shape: tuple) -> np.ndarray:
+    """A float16 array of ``shape`` memory-mapped to ``path``, with its disk space reserved at once where the system
+    can (``posix_fallocate``): a disk without room fails here, with ENOSPC, rather than killing the process with
+    SIGBUS on a later write into the mapping."""
+    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as file:
+            try:
+                os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+            except OSError as error:
+                if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it: go on
+                    raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
+    return features
 
 
 def _bad_images_message(paths: Sequence[str]) -> str:

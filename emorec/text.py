@@ -8,10 +8,12 @@ TER checkpoint maps raw strings to probabilities once this module is imported
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +24,7 @@ import tensorflow as tf
 from emorec.data import missing_glove_message
 from emorec.errors import InputError
 from emorec.fileio import atomic_path
+from emorec.storage import beside_or_fallback, fallback_path
 
 log = logging.getLogger("emorec")
 
@@ -135,13 +138,15 @@ def read_glove(
 def glove_cache_path(path: str | os.PathLike, vocabulary: Sequence[str], dim: int) -> Path:
     """Return where the vectors of ``vocabulary`` from the GloVe file ``path`` are cached.
 
-    Beside the GloVe file, named by two keys: the file's (its size and
-    modification time, and the dimension), so a changed file misses, and the
-    vocabulary's.
+    Beside the GloVe file (in a fallback folder when the GloVe file's folder
+    is read-only, see :func:`emorec.storage.beside_or_fallback`), named by two
+    keys: the file's (its size and modification time, and the dimension), so a
+    changed file misses, and the vocabulary's.
     """
     path = Path(path)
     vocabulary_key = hashlib.sha256(json.dumps(list(vocabulary)).encode("utf-8")).hexdigest()[:16]
-    return path.with_name(f"{path.name}.{_glove_file_key(path, dim)}-{vocabulary_key}.cache.npz")
+    return beside_or_fallback(path.with_name(f"{path.name}.{_glove_file_key(path, dim)}-{vocabulary_key}.cache.npz"),
+                              "the GloVe cache")
 
 
 def _glove_file_key(path: Path, dim: int) -> str:
@@ -155,13 +160,20 @@ def _from_a_larger_cache(path: Path, vocabulary: Sequence[str], dim: int) -> tup
     A label-efficiency sweep trains on subsamples whose vocabularies are parts
     of the whole training split's, so one parse serves every setting.
     """
-    for cache in sorted(path.parent.glob(f"{path.name}.{_glove_file_key(path, dim)}-*.cache.npz")):
-        with np.load(cache) as stored:
-            words = stored["words"].tolist()
-            index = {word: row for row, word in enumerate(words)}
-            if all(word in index for word in vocabulary):
-                rows = np.array([index[word] for word in vocabulary], dtype=np.int64)
-                return stored["vectors"][rows], stored["found"][rows], cache
+    pattern = f"{path.name}.{_glove_file_key(path, dim)}-*.cache.npz"
+    for cache in sorted([*path.parent.glob(pattern), *fallback_path(path).parent.glob(pattern)]):
+        try:
+            with np.load(cache) as stored:
+                words, vectors, found = stored["words"].tolist(), stored["vectors"], stored["found"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            log.warning("GloVe: the cache %s is damaged (%s: %s); removing it", cache, type(error).__name__, error)
+            with contextlib.suppress(OSError):  # a read-only folder keeps it; it is skipped all the same
+                cache.unlink()
+            continue
+        index = {word: row for row, word in enumerate(words)}
+        if all(word in index for word in vocabulary):
+            rows = np.array([index[word] for word in vocabulary], dtype=np.int64)
+            return vectors[rows], found[rows], cache
     return None
 
 

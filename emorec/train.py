@@ -1,7 +1,9 @@
-"""Training glue shared by the phases: seeding, the fit with its standard callbacks, atomic model saving."""
+"""Training glue shared by the phases: seeding, the fit with its standard callbacks and its backup, atomic saving."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -21,10 +23,13 @@ from emorec.fileio import atomic_path, write_csv_atomic, write_json_atomic
 log = logging.getLogger("emorec")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic, before anything random."""
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and TensorFlow before anything random; with ``deterministic``, make TensorFlow's ops
+    deterministic too (the same seed then gives the same numbers; without it, Keras may use XLA and faster,
+    non-deterministic GPU kernels)."""
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 @keras.saving.register_keras_serializable(package="emorec")
@@ -55,20 +60,37 @@ class FusedAdam(keras.optimizers.Adam):
         )
 
 
+def adam(lr: float) -> keras.optimizers.Adam:
+    """The optimizer of every phase: :class:`FusedAdam` with learning rate ``lr``, or ``keras.optimizers.Adam``
+    (with one log line) on a Keras release that keeps Adam's state elsewhere than FusedAdam reads it."""
+    probe, variable = FusedAdam(lr), keras.Variable(np.zeros(1, np.float32))
+    try:
+        probe.build([variable])
+        index = probe._get_variable_index(variable)
+        probe._momentums[index], probe._velocities[index]  # the state that FusedAdam.update_step reads
+    except (AttributeError, IndexError, KeyError, TypeError) as error:
+        log.info("Keras %s keeps Adam's state elsewhere than FusedAdam reads it (%s: %s): training with "
+                 "keras.optimizers.Adam, the same update, unfused", keras.__version__, type(error).__name__, error)
+        return keras.optimizers.Adam(lr)
+    return FusedAdam(lr)
+
+
 class ArrayBatches(keras.utils.PyDataset):
     """Batches of ``(inputs[rows], labels[rows])`` read on demand, so a memory-mapped array never loads whole.
 
     ``inputs`` is an array or a dict of arrays (a multi-input model's); a
     float16 array (the feature cache's memmap) comes out as float32. With
-    ``seed``, the rows are reshuffled every epoch by a seeded generator.
+    ``seed``, epoch ``e`` takes the rows in an order drawn from ``(seed, e)``
+    alone (:meth:`set_epoch`, which :func:`fit_best` calls as each epoch
+    begins), so a run resumed at epoch ``e`` sees the batches an uninterrupted
+    one would.
     """
 
     def __init__(self, inputs, labels, rows, batch_size: int, seed: int | None = None):
         super().__init__()
-        self.inputs, self.labels, self.batch_size = inputs, labels, batch_size
+        self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
         self.rows = np.array(rows)
-        self.rng = None if seed is None else np.random.default_rng(seed)
-        self.on_epoch_end()
+        self.set_epoch(0)
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
@@ -79,8 +101,9 @@ class ArrayBatches(keras.utils.PyDataset):
             return {name: _rows_of(array, rows) for name, array in self.inputs.items()}, self.labels[rows]
         return _rows_of(self.inputs, rows), self.labels[rows]
 
-    def on_epoch_end(self) -> None:
-        self.order = self.rows if self.rng is None else self.rng.permutation(self.rows)
+    def set_epoch(self, epoch: int) -> None:
+        """Take the rows in epoch ``epoch``'s order (as given without ``seed``)."""
+        self.order = self.rows if self.seed is None else np.random.default_rng([self.seed, epoch]).permutation(self.rows)
 
 
 def _rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -165,13 +188,143 @@ def select_training_rows(frame, args) -> np.ndarray:
     return rows
 
 
-def fit_best(
-    model: keras.Model, train, val, epochs: int, batch_size: int | None, lr: float, outputs: PhaseOutputs,
-    class_weight: dict[int, float] | None = None, monitor: str = "val_loss",
-) -> dict:
-    """Train ``model`` on ``train`` (an (x, y) pair or a dataset), validating on ``val``; end with the best weights.
+# Flags that say where a run writes or how fast it extracts, not what it learns: a resumed run may change them.
+NOT_TRAINING = ("run_name", "checkpoint_dir", "log_dir", "prob_dir", "cache_dir", "extract_batch_size")
 
-    The paper's Adam (:class:`FusedAdam`, learning rate ``lr``) minimises the
+
+def training_config(args) -> dict:
+    """What a run learns from and how, from its parsed flags ``args``: a backup resumes only under the same config.
+
+    Every flag except :data:`NOT_TRAINING`, with the data fingerprint; the
+    subsample's ids (``training_ids``) enter as their sha256.
+    """
+    config = {key: value for key, value in vars(args).items() if key not in NOT_TRAINING}
+    if config.get("data") is not None:  # the first run draws the split, the resumed one reads it: the same split
+        config["data"] = {key: value for key, value in config["data"].items() if key != "split_source"}
+    if config.get("training_ids") is not None:
+        config["training_ids"] = hashlib.sha256(json.dumps(config["training_ids"]).encode()).hexdigest()
+    return json.loads(json.dumps(config, default=str))  # as the backup's JSON will give it back
+
+
+def _backup_variables(trainer: keras.Model) -> list:
+    """Every variable a training step changes: the weights, the dropout layers' random states, the optimizer's."""
+    return [*trainer.variables, *trainer.optimizer.variables]
+
+
+def _variable_shapes(trainer: keras.Model) -> list:
+    """Each backed-up variable's dtype and shape (not its path: Keras numbers the names of repeated models)."""
+    return [[str(variable.dtype), list(variable.shape)] for variable in _backup_variables(trainer)]
+
+
+def _save_arrays(path: Path, arrays) -> None:
+    with atomic_path(path) as tmp:
+        np.savez(tmp, *arrays)
+
+
+def _load_arrays(path: Path) -> list[np.ndarray]:
+    with np.load(path) as stored:
+        return [stored[f"arr_{i}"] for i in range(len(stored.files))]
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """The training state on disk after every epoch, so that the same command resumes after a kill.
+
+    ``folder`` holds ``state-<epoch>.npz`` (every variable of the training
+    model, the dropout layers' random states included, and the optimizer's),
+    ``best-<epoch>.npz`` (the best epoch's weights so far) and ``state.json``,
+    written last and atomically, which names them and records the epochs
+    done, every epoch's measures, ``stopper``'s state and ``config``: a kill
+    at any moment leaves the last completed epoch readable. ``state`` is a
+    resumed run's ``state.json`` (None for a fresh run); ``stopper`` (the
+    EarlyStopping placed before this callback) gets its state back when
+    training begins, after it has reset itself.
+    """
+
+    def __init__(self, folder: Path, config: dict, stopper: keras.callbacks.EarlyStopping, state: dict | None):
+        super().__init__()
+        self.folder, self.stopper = folder, stopper
+        self.state = state or {"config": config, "epochs_done": 0, "finished": False, "history": {}}
+
+    def on_train_begin(self, logs=None):
+        if self.state["epochs_done"]:
+            stopper = self.state["stopper"]
+            self.stopper.best, self.stopper.best_epoch, self.stopper.wait = (stopper["best"], stopper["best_epoch"],
+                                                                             stopper["wait"])
+            self.stopper.best_weights = _load_arrays(self.folder / self.state["best_file"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            self.state["history"].setdefault(name, []).append(float(value))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        written = {"state_file": f"state-{epoch + 1}.npz"}
+        _save_arrays(self.folder / written["state_file"], [variable.numpy() for variable in _backup_variables(self.model)])
+        if self.stopper.best_epoch == epoch:
+            written["best_file"] = f"best-{epoch + 1}.npz"
+            _save_arrays(self.folder / written["best_file"], self.stopper.best_weights)
+        replaced = {self.state.get(key) for key in written} - {None}
+        self.state.update(written, epochs_done=epoch + 1,
+                          finished=bool(self.model.stop_training) or epoch + 1 >= self.params["epochs"],
+                          stopper={"best": float(self.stopper.best), "best_epoch": int(self.stopper.best_epoch),
+                                   "wait": int(self.stopper.wait)},
+                          variables=_variable_shapes(self.model))
+        write_json_atomic(self.folder / "state.json", self.state)
+        for name in replaced:
+            (self.folder / name).unlink(missing_ok=True)
+
+
+def resumable_state(folder: Path, config: dict, trainer: keras.Model) -> dict | None:
+    """Load the backup in ``folder`` into ``trainer`` (compiled) and return its ``state.json``, or clear the folder
+    and return None (a fresh start) when there is none, or it was made under another ``config`` (said in the
+    log, with the flags that differ) or for another model, or cannot be read."""
+    state_file = folder / "state.json"
+    if not state_file.exists():
+        shutil.rmtree(folder, ignore_errors=True)  # files of a first epoch killed before its state.json
+        return None
+    why = None
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        trainer.optimizer.build(trainer.trainable_variables)
+        variables = _backup_variables(trainer)
+        if state["config"] != config:
+            old = state["config"]
+            why = "it was made by another command (" + "; ".join(
+                "other data (the manifest's rows or the split changed)" if key == "data" else
+                f"--{key.replace('_', '-')} {old.get(key)!r} then, {config.get(key)!r} now"
+                for key in sorted(set(old) | set(config)) if old.get(key) != config.get(key)) + ")"
+        elif state["variables"] != _variable_shapes(trainer):
+            why = "it holds another model's variables"
+        else:
+            for variable, value in zip(variables, _load_arrays(folder / state["state_file"]), strict=True):
+                variable.assign(value)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        why = f"it cannot be read ({type(error).__name__}: {error})"
+    if why is not None:
+        log.warning("the training backup %s is not resumed: %s. Training starts fresh.", folder, why)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return state
+
+
+def _write_epochs_csv(path: Path, history: dict) -> None:
+    """Write the epochs of ``history`` (measure -> one value per epoch) as Keras' CSVLogger writes them."""
+    import csv
+
+    names = sorted(history)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=["epoch", *names])
+        writer.writeheader()
+        for epoch in range(len(history[names[0]]) if names else 0):
+            writer.writerow({"epoch": epoch, **{name: history[name][epoch] for name in names}})
+
+
+def fit_best(
+    model: keras.Model, train: ArrayBatches, val, epochs: int, lr: float, outputs: PhaseOutputs,
+    class_weight: dict[int, float] | None = None, monitor: str = "val_loss", patience: int | None = None,
+    config: dict | None = None,
+) -> dict:
+    """Train ``model`` on the batches ``train``, validating on ``val``; end with the best epoch's weights.
+
+    The paper's Adam (:func:`adam`, learning rate ``lr``) minimises the
     sparse categorical cross-entropy of a training twin of ``model``: a
     functional model over the same layers and weights, compiled in its place.
     ``model`` itself is never compiled, so the inference model a phase saves
@@ -181,55 +334,83 @@ def fit_best(
     training example's loss by its class.
     Each epoch logs loss, accuracy and macro-F1 (:class:`MacroF1`), on the
     training batches and on the whole validation split. ``monitor``
-    (``val_loss`` or ``val_macro_f1``) picks the best epoch.
-    Callbacks: EarlyStopping with ``restore_best_weights`` and a patience of
-    every epoch (it never stops early; it keeps the weights of the best
-    epoch in memory and restores them at the end), TensorBoard (the per-epoch
-    measures, train and validation, in ``outputs.tensorboard``, cleared
-    first) and CSVLogger (``outputs.epochs_csv``, moved into place when
-    training ends). Keras prints its progress bar.
-    Returns a summary: epochs run, the monitor, the best epoch with its
-    validation loss and macro-F1, seconds in all and per epoch.
+    (``val_loss`` or ``val_macro_f1``) picks the best epoch; with
+    ``patience``, training stops once it has not improved for that many
+    epochs (None: every epoch runs, as in the paper).
+    First takes the run's lock for the phase (:meth:`PhaseOutputs.claim`).
+    Callbacks: EarlyStopping with ``restore_best_weights`` (the best epoch's
+    weights, restored at the end however training ends), the backup
+    (:class:`TrainingBackup` in ``outputs.backup``; a backup made under the same
+    ``config`` is resumed at the epoch after its last one, else training
+    starts fresh), TensorBoard (the per-epoch measures, train and validation,
+    in ``outputs.tensorboard``, cleared on a fresh start, continued on a
+    resumed one) and CSVLogger (``outputs.epochs_csv``, moved into place when
+    training ends). Keras prints its progress bar. The backup stays until
+    :func:`save_phase` has written the phase's outputs, so a kill while saving
+    resumes without training again.
+    Returns a summary: epochs run, the monitor, the patience, the best epoch
+    with its validation loss and macro-F1, the epoch a resumed run started at,
+    seconds in all and per epoch (of this process's epochs).
     """
     if monitor not in MONITORS:
         raise ValueError(f"unknown monitor {monitor!r}: one of {', '.join(MONITORS)}")
-    shutil.rmtree(outputs.tensorboard, ignore_errors=True)
+    outputs.claim()  # from here on this process writes the phase's outputs, and no other one may
+    config = config or {}
+    trainer = keras.Model(model.input, model.output, name=f"{model.name}_training")
+    trainer.compile(optimizer=adam(lr), loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy", MacroF1(model.output.shape[-1])])
+    state = resumable_state(outputs.backup, config, trainer)
     outputs.epochs_csv.parent.mkdir(parents=True, exist_ok=True)
     partial_log = outputs.epochs_csv.with_name(f".{outputs.epochs_csv.name}.partial")
-    callbacks = [
-        # In memory rather than a ModelCheckpoint file: at 224 px the fusion model holds 90 M weights, and
-        # writing them at every better epoch and reading them back cost seconds per epoch for nothing kept.
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor], patience=epochs, restore_best_weights=True),
-        keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
-        keras.callbacks.CSVLogger(str(partial_log)),
-    ]
-    trainer = keras.Model(model.input, model.output, name=f"{model.name}_training")
-    trainer.compile(optimizer=FusedAdam(lr), loss="sparse_categorical_crossentropy",
-                    metrics=["accuracy", MacroF1(model.output.shape[-1])])
+    done = 0 if state is None else state["epochs_done"]
+    if state is None:
+        shutil.rmtree(outputs.tensorboard, ignore_errors=True)
+        partial_log.unlink(missing_ok=True)
+    else:
+        _write_epochs_csv(partial_log, state["history"])  # exactly the epochs backed up, whatever the kill left
+        best = state["stopper"]
+        log.info("resuming from the training backup %s: %d of %d epochs done%s; best %s so far %.4f at epoch %d",
+                 outputs.backup, done, epochs, " (training had ended)" if state["finished"] else "", monitor,
+                 best["best"], best["best_epoch"] + 1)
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor], patience=patience or epochs,
+                                            restore_best_weights=True)
+    backup = TrainingBackup(outputs.backup, config, stopper, state)
     if class_weight is not None:
         log.info("class weights: %s", ", ".join(f"{label}: {weight:.3f}" for label, weight in class_weight.items()))
     started = time.perf_counter()
-    x, y = train if isinstance(train, tuple) else (train, None)
-    history = trainer.fit(
-        x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks,
-        class_weight=class_weight,
-    )
+    if state is not None and state["finished"]:
+        trainer.set_weights(_load_arrays(outputs.backup / state["best_file"]))
+    else:
+        # shuffle=False: train orders its rows itself, by epoch (Keras' shuffle of the batches draws from a global
+        # generator that a resumed run could not restore). TensorBoard before the backup: a kill between them
+        # repeats an identical point, never loses one.
+        trainer.fit(train, validation_data=val, epochs=epochs, initial_epoch=done, class_weight=class_weight,
+                    shuffle=False, callbacks=[
+                        keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: train.set_epoch(epoch)),
+                        stopper, keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
+                        backup, keras.callbacks.CSVLogger(str(partial_log), append=done > 0)])
     seconds = time.perf_counter() - started
     os.replace(partial_log, outputs.epochs_csv)
-    measures = history.history
+    measures = backup.state["history"]
     chosen = np.asarray(measures[monitor])
     best = int(chosen.argmin() if MONITORS[monitor] == "min" else chosen.argmax())
-    log.info("best %s %.4f at epoch %d of %d (val_loss %.4f, val_macro_f1 %.4f); its weights restored", monitor,
-             chosen[best], best + 1, epochs, measures["val_loss"][best], measures["val_macro_f1"][best])
+    stopped = len(chosen) < epochs
+    log.info("best %s %.4f at epoch %d of %d%s (val_loss %.4f, val_macro_f1 %.4f); its weights restored", monitor,
+             chosen[best], best + 1, len(chosen), f", stopped early (patience {patience})" if stopped else "",
+             measures["val_loss"][best], measures["val_macro_f1"][best])
+    ran = len(chosen) - done
     return {
         "epochs_run": len(chosen),
         "monitor": monitor,
+        "patience": patience,
+        "stopped_early": stopped,
         "best_epoch": best + 1,
         "best_val_loss": float(measures["val_loss"][best]),
         "best_val_macro_f1": float(measures["val_macro_f1"][best]),
         "class_weights": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
+        "resumed_at_epoch": None if state is None else done + 1,
         "fit_seconds": round(seconds, 2),
-        "seconds_per_epoch": round(seconds / len(chosen), 2),
+        "seconds_per_epoch": round(seconds / ran, 2) if ran else None,
     }
 
 
@@ -251,7 +432,7 @@ def write_run_config(outputs: PhaseOutputs, args, argv) -> None:
 def save_phase(
     outputs: PhaseOutputs, phase: str, model: keras.Model, args, argv, metrics: dict, probabilities, prob_file: str
 ) -> None:
-    """Log a phase's scores and write its outputs, each atomically.
+    """Log a phase's scores and write its outputs, each atomically, then remove the phase's training backup.
 
     Writes ``model`` (whole, ``.keras``), ``<phase>.metrics.json`` (``metrics``
     with the phase's name; ``metrics["splits"]`` is logged), ``<phase>.args.json``
@@ -264,4 +445,5 @@ def save_phase(
     write_json_atomic(outputs.metrics_json, {"phase": phase, **metrics})
     write_run_config(outputs, args, argv)
     write_csv_atomic(probabilities, outputs.prob_dir / prob_file)
+    shutil.rmtree(outputs.backup, ignore_errors=True)  # the phase is done: nothing left to resume
     log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / prob_file)

@@ -50,7 +50,7 @@ def test_outputs_exist_and_parse(ier_run, small_demo):
     assert args["backbone"] == "vgg16" and args["image_size"] == 32
     assert len(pd.read_csv(ier_run / "ckpt" / "IER.epochs.csv")) == 2
     assert list((ier_run / "tb" / "IER" / "validation").glob("events.out.tfevents.*"))
-    cache = FeatureCache.open(next((ier_run / "features").iterdir()))
+    cache = FeatureCache.open(next(path for path in (ier_run / "features").iterdir() if not path.name.startswith(".")))
     assert cache.features.dtype == np.float16 and cache.features.shape[1:] == (1, 1, 512)  # block5_pool at 32 px
     assert isinstance(cache.features, np.memmap)
 

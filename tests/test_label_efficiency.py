@@ -128,6 +128,34 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(swept, mon
     assert len(pd.read_csv(out / "results" / "label_efficiency.csv")) == 2 * len(REPORTED)
 
 
+def test_a_sweep_killed_inside_a_phase_resumes_from_its_training_backup(swept, monkeypatch, capsys):
+    """Killed once Intermediate_fusion's epoch is backed up, the sweep resumes inside that phase: the rerun restores
+    the backup instead of training, and writes the same probabilities."""
+    from emorec.train import TrainingBackup
+
+    out, argv = swept
+    probabilities = out / "probs" / "t-f0.25-s0" / "inter_prob.csv"
+    before = probabilities.read_bytes()
+    probabilities.unlink()
+    (out / "results" / "t-f0.25-s0" / "summary.json").unlink()
+    backed_up = TrainingBackup.on_epoch_end
+
+    def killed_after_the_epoch(self, epoch, logs=None):
+        backed_up(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingBackup, "on_epoch_end", killed_after_the_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            sweep.main(argv)
+    assert (out / "ckpt" / "t-f0.25-s0" / ".Intermediate_fusion.backup" / "state.json").exists()
+    capsys.readouterr()
+    assert sweep.main(argv) == 0
+    assert "resuming from the training backup" in capsys.readouterr().err
+    assert probabilities.read_bytes() == before
+    assert not (out / "ckpt" / "t-f0.25-s0" / ".Intermediate_fusion.backup").exists()
+
+
 def test_the_sweep_refuses_to_tabulate_settings_on_different_splits(swept, capsys):
     out, argv = swept
     path = out / "results" / "t-f1-s0" / "summary.json"

@@ -355,3 +355,40 @@ def test_predict_refuses_models_and_weights_from_different_splits(pipeline, smal
     argv = ["--image", str(small_demo / manifest["image"][0]), "--text", "hi", copied[0], copied[1]]
     assert run(predict.main, argv) == 2
     assert "- TER (" in capsys.readouterr().err
+
+
+def test_an_interrupted_ier_resumes_and_ends_as_an_uninterrupted_run(pipeline, small_demo, tmp_path, monkeypatch):
+    """IER reads the memory-mapped feature cache in seeded batches (as Intermediate_fusion does, with the same
+    fit_best): stopped after epoch 2 of 4 (a kill between epochs), the same command resumes at epoch 3 and writes
+    what an uninterrupted run writes. (TER's test kills a real process: tests/test_resume.py.)"""
+    from emorec.train import TrainingBackup
+
+    phase, module = "IER", IER
+    own = ["--image-weights", "none", "--image-size", "32", "--batch-size", "32", "--cache-dir", str(pipeline / "features")]
+    runs = {name: run_copy(pipeline, tmp_path / name) for name in ("whole", "resumed")}
+
+    def argv(name):
+        return [*data(small_demo), "--epoch", "4", "--lr", "1e-3", *own, *runs[name]]
+
+    assert module.main(argv("whole")) == 0
+    backed_up = TrainingBackup.on_epoch_end
+
+    def stop_after_epoch_2(self, epoch, logs=None):
+        backed_up(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingBackup, "on_epoch_end", stop_after_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            module.main(argv("resumed"))
+    assert module.main(argv("resumed")) == 0
+
+    metrics = {name: json.loads((tmp_path / name / "ckpt" / f"{phase}.metrics.json").read_text()) for name in runs}
+    assert metrics["resumed"].pop("resumed_at_epoch") == 3 and metrics["whole"].pop("resumed_at_epoch") is None
+    for timing in ("fit_seconds", "seconds_per_epoch"):
+        del metrics["resumed"][timing], metrics["whole"][timing]
+    assert metrics["resumed"] == metrics["whole"]
+    prob_file = PROB_FILES[phase]
+    assert (tmp_path / "resumed" / "probs" / prob_file).read_bytes() == (tmp_path / "whole" / "probs" / prob_file).read_bytes()
+    assert not (tmp_path / "resumed" / "ckpt" / f".{phase}.backup").exists()

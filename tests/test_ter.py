@@ -21,14 +21,14 @@ from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 def ter_argv(demo, out, *extra):
     return [
         "--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo), "--glove", str(demo / GLOVE_NAME),
-        "--epoch", "2", "--batch-size", "32", "--lr", "3e-3", "--seed", "0",
+        "--epoch", "4", "--batch-size", "32", "--lr", "3e-3", "--seed", "0",
         "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"), *extra,
     ]
 
 
 @pytest.fixture(scope="module")
 def ter_run(small_demo, tmp_path_factory):
-    """One TER run on the small demo, 2 epochs, as the named run 'r1'; returns its output folder."""
+    """One TER run on the small demo, 4 epochs, as the named run 'r1'; returns its output folder."""
     out = tmp_path_factory.mktemp("ter")
     assert TER.main(ter_argv(small_demo, out, "--run-name", "r1")) == 0
     return out
@@ -44,18 +44,21 @@ def test_outputs_exist_and_parse(ter_run, small_demo):
 
     checkpoints = ter_run / "ckpt" / "r1"
     args = json.loads((checkpoints / "TER.args.json").read_text())
-    assert args["epochs"] == 2 and args["max_words"] == 40000 and args["seq_len"] == 30 and args["run_name"] == "r1"
+    assert args["epochs"] == 4 and args["max_words"] == 40000 and args["seq_len"] == 30 and args["run_name"] == "r1"
     metrics = json.loads((checkpoints / "TER.metrics.json").read_text())
     assert set(metrics["splits"]) == {"train", "val", "test"}
     assert set(metrics["test_per_class"]) == {"happy", "sad", "hate", "anger"}
-    assert metrics["epochs_run"] == 2 and 1 <= metrics["best_epoch"] <= 2
+    assert metrics["epochs_run"] == 4 and 1 <= metrics["best_epoch"] <= 4
     epochs = pd.read_csv(checkpoints / "TER.epochs.csv")
     assert list(epochs.columns) == ["epoch", "accuracy", "loss", "macro_f1", "val_accuracy", "val_loss", "val_macro_f1"]
-    assert len(epochs) == 2
-    assert metrics["best_val_loss"] == pytest.approx(epochs["val_loss"].min())
+    assert len(epochs) == 4
+    best = metrics["best_epoch"] - 1  # by --monitor val_macro_f1, TER's default
+    assert metrics["best_val_macro_f1"] == pytest.approx(epochs["val_macro_f1"].max())
+    assert metrics["best_val_loss"] == pytest.approx(epochs["val_loss"][best])
     for curves in ("train", "validation"):
         assert list((ter_run / "tb" / "r1" / "TER" / curves).glob("events.out.tfevents.*"))
-    assert not list(checkpoints.glob(".*"))  # no temporary or partial files left
+    # No temporary or partial files left, no training backup: only the run's lock file (emorec.storage.hold_run).
+    assert [path.name for path in checkpoints.glob(".*")] == [".TER.lock"]
 
 
 def test_test_accuracy_beats_the_majority_class(ter_run):

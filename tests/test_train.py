@@ -10,7 +10,7 @@ import pandas as pd
 import tensorflow as tf
 
 from emorec.cli import PhaseOutputs
-from emorec.train import FusedAdam, class_weights, fit_best, seed_everything
+from emorec.train import ArrayBatches, FusedAdam, class_weights, fit_best, seed_everything
 
 
 def test_fit_best_restores_the_best_validation_epoch(tmp_path):
@@ -26,7 +26,7 @@ def test_fit_best_restores_the_best_validation_epoch(tmp_path):
                               prob_dir=tmp_path / "probs")
     outputs = PhaseOutputs.of(args, "Toy")
 
-    summary = fit_best(model, (x, y), (x, 1 - y), 6, 16, 0.1, outputs)
+    summary = fit_best(model, ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, 1 - y), 6, 0.1, outputs)
 
     epochs = pd.read_csv(outputs.epochs_csv)
     assert summary["epochs_run"] == 6 and summary["best_epoch"] == 1
@@ -34,7 +34,9 @@ def test_fit_best_restores_the_best_validation_epoch(tmp_path):
     restored = keras.losses.sparse_categorical_crossentropy(1 - y, model.predict(x, verbose=0))
     assert np.isclose(float(np.mean(restored)), summary["best_val_loss"], rtol=1e-4)
     assert not model.compiled  # the optimizer stays with the training twin, out of the model a phase saves
-    assert [path.name for path in outputs.model.parent.iterdir()] == ["Toy.epochs.csv"]  # nothing else left behind
+    # Nothing else left behind but the run's lock file and the training backup, which the phase removes once its
+    # outputs are written.
+    assert sorted(path.name for path in outputs.model.parent.iterdir()) == [".Toy.backup", ".Toy.lock", "Toy.epochs.csv"]
 
 
 def test_fused_adam_makes_keras_adams_updates(monkeypatch):
@@ -106,7 +108,7 @@ def test_validation_macro_f1_of_each_epoch_is_scikit_learns_on_that_epochs_weigh
 
     monkeypatch.setattr(keras.Model, "fit", fit_with_callback)
     # Validation batches of 7 rows: a mean over batches would differ from the whole split's value.
-    summary = fit_best(model, (x[:80], y[:80]), keras_batches(x_val, y_val, 7), 5, 16, 0.05, outputs,
+    summary = fit_best(model, ArrayBatches(x, y, np.arange(80), 16, seed=0), keras_batches(x_val, y_val, 7), 5, 0.05, outputs,
                        class_weights(y[:80], "balanced"), "val_macro_f1")
     logged = pd.read_csv(outputs.epochs_csv)["val_macro_f1"].to_numpy()
     np.testing.assert_allclose(logged, expected, atol=1e-6)
