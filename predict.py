@@ -24,6 +24,7 @@ from typing import Sequence
 from emorec.cli import HelpFormatter, positive_int, require_files, run, setup_logging
 from emorec.errors import InputError, list_some
 from emorec.fusion import MEMBERS
+from emorec.storage import require_writable
 
 log = logging.getLogger("emorec")
 
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     needed[checkpoints / "Late_fusion.metrics.json"] = "Late_fusion"
     require_files({path: f"written by `python {phase}.py`: run the phases (TER, IER, Intermediate_fusion, "
                          "Late_fusion) first, or point --checkpoint-dir/--run-name at their run." for path, phase in needed.items()})
+    out = (Path(args.out) if args.out else Path(args.csv).with_suffix(".predictions.csv")) if args.csv else None
+    if out is not None:
+        require_writable({"--out": out.parent})  # before loading any model
     import pandas as pd
 
     from emorec.data import check_same_data, resolve_image_paths
@@ -97,7 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.csv:
         from emorec.fileio import write_csv_atomic
 
-        out = Path(args.out) if args.out else Path(args.csv).with_suffix(".predictions.csv")
         write_csv_atomic(output, out)
         log.info("wrote %d predictions to %s", len(output), out)
     if args.json:

@@ -375,9 +375,19 @@ def _allocate(path: Path, shape: tuple) -> np.ndarray:
             try:
                 os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
             except OSError as error:
-                if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it: go on
-                    raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
+                if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it: go on
+                    return features
+                if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise InputError(
+                        f"no space left on the device of {path.parent} for the image features: they need "
+                        f"{_size(features.nbytes)}. Free some space or choose another --cache-dir, and run the "
+                        "same command again.") from error
+                raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
     return features
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
 
 
 def _bad_images_message(paths: Sequence[str]) -> str:

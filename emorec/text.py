@@ -195,6 +195,7 @@ def load_glove_vectors(
         vectors, found, cache = cached
         log.info("GloVe: %s of %s words from the cache %s", f"{found.sum():,}", _word_count(vocabulary), cache.name)
         return vectors, found
+    cache = glove_cache_path(path, vocabulary, dim)  # where it can be written, known before the long parse
     log.info("GloVe: reading %s for %s vocabulary words (once; cached afterwards)", path, _word_count(vocabulary))
     parsed = read_glove(path, vocabulary, dim)
     vectors = np.zeros((len(vocabulary), dim), dtype=np.float32)
@@ -202,7 +203,6 @@ def load_glove_vectors(
     for row, word in enumerate(vocabulary):
         if word in parsed:
             vectors[row], found[row] = parsed[word], True
-    cache = glove_cache_path(path, vocabulary, dim)
     with atomic_path(cache) as tmp, open(tmp, "wb") as out:
         np.savez(out, words=np.array(list(vocabulary), dtype=str), vectors=vectors, found=found)
     log.info("GloVe: found %s of %s words; cached in %s", f"{found.sum():,}", _word_count(vocabulary), cache)

@@ -182,7 +182,7 @@ def test_no_room_for_the_features_fails_before_extraction_not_with_sigbus(tiny_d
     monkeypatch.setattr(os, "posix_fallocate", no_room)
     assert run(IER.main, tiny_ier(tiny_dataset, tmp_path)) == 2
     error = capsys.readouterr().err
-    assert "error: no space left on the device writing" in error and "features.npy" in error
+    assert "error: no space left on the device of" in error and "for the image features: they need 0.0 MB" in error
 
 
 def test_a_disk_that_fills_while_saving_leaves_no_half_file_and_the_run_resumes(tiny_dataset, tmp_path, monkeypatch,
