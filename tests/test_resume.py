@@ -4,7 +4,6 @@ uninterrupted run; --patience; a changed command starts fresh; the fused Adam's 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
