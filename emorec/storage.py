@@ -12,12 +12,14 @@ or a folder that refuses a write is an error the user can fix
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from filelock import FileLock, Timeout
 
@@ -88,16 +90,20 @@ def fallback_path(path: str | os.PathLike) -> Path:
     return fallback_dir() / f"{path.parent.name}-{folder_key}" / path.name
 
 
-def exclusive(lock_file: str | os.PathLike, what: str) -> FileLock:
-    """Hold the lock ``lock_file`` (a context manager), waiting for another process that holds it, and saying so
-    in the log (``what`` it is doing). The operating system releases it if the holder dies, even by SIGKILL."""
+@contextlib.contextmanager
+def exclusive(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold the lock ``lock_file`` for the ``with`` block, waiting for another process that holds it, and saying
+    so in the log (``what`` it is doing). The operating system releases it if the holder dies, even by SIGKILL."""
     lock = FileLock(str(lock_file))
     try:
         lock.acquire(timeout=0)
     except Timeout:
         log.info("waiting for another process %s (lock %s)", what, lock_file)
         lock.acquire()
-    return lock
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def hold_run(folder: str | os.PathLike, phase: str) -> None:
