@@ -356,13 +356,16 @@ def _resumable_partial(features_file: Path, progress_file: Path, shape: tuple) -
         return None, {}
     try:
         progress = json.loads(progress_file.read_text())
-        features = np.load(features_file, mmap_mode="r+")
-        sound = features.shape == shape and 0 < progress["done"] == len(progress["ok"]) <= shape[0]
+        # Read-only first: mode r+ would silently extend a file cut short with zeros, taken for features.
+        found = np.load(features_file, mmap_mode="r").shape
+        if found == shape and 0 < progress["done"] == len(progress["ok"]) <= shape[0]:
+            return np.load(features_file, mmap_mode="r+"), progress
+        why = f"{found} features and {progress['done']} images done, for {shape}"
     except (OSError, ValueError, KeyError, TypeError) as error:
-        sound, features = False, None
-        log.warning("image features: the partial extraction in %s cannot be read (%s: %s); starting it again",
-                    progress_file.parent, type(error).__name__, error)
-    return (features, progress) if sound else (None, {})
+        why = f"{type(error).__name__}: {error}"
+    log.warning("image features: the partial extraction in %s cannot be resumed (%s); starting it again",
+                progress_file.parent, why)
+    return None, {}
 
 
 def _allocate(path: Path, shape: tuple) -> np.ndarray:

@@ -254,3 +254,30 @@ def test_a_damaged_glove_cache_is_parsed_again_with_a_warning(tmp_path, caplog):
     assert f"GloVe: the cache {cache} is damaged" in caplog.text and "reading" in caplog.text
     np.testing.assert_array_equal(again, vectors)
     assert found_again.tolist() == [True, True, False]
+
+
+def test_a_damaged_partial_extraction_starts_again_with_a_warning(small_demo, tmp_path, caplog):
+    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo).iloc[:24]
+    extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
+    folder = images.cache_folder(tmp_path, "vgg16", identity, 32, frame["image_path"])
+    batches = []
+
+    def dies_in_the_second_chunk(batch):
+        batches.append(len(batch))
+        if len(batches) == 3:
+            raise KeyboardInterrupt
+        return extractor.predict_on_batch(batch)
+
+    dying = type("Dying", (), {"output_shape": extractor.output_shape,
+                               "predict_on_batch": staticmethod(dies_in_the_second_chunk)})
+    with pytest.raises(KeyboardInterrupt):
+        images.compute_features(folder, frame, dying, 32, 8, "skip", chunk=16)
+    partial = folder.with_name(f".{folder.name}.partial")
+    assert json.loads((partial / "progress.json").read_text())["done"] == 16
+    os.truncate(partial / "features.npy", 200)  # the disk lost its end
+    caplog.set_level("INFO", logger="emorec")
+    images.compute_features(folder, frame, extractor, 32, 8, "skip", chunk=16)
+    assert f"the partial extraction in {partial} cannot be resumed" in caplog.text and "resuming" not in caplog.text
+    fresh = tmp_path / "fresh"
+    images.compute_features(fresh, frame, extractor, 32, 8, "skip", chunk=16)
+    np.testing.assert_array_equal(FeatureCache.open(folder).features, FeatureCache.open(fresh).features)
