@@ -74,6 +74,7 @@ def read_csv_table(path: str | os.PathLike, what: str = "CSV file", lowercase: b
     except (ValueError, csv.Error, OverflowError, OSError) as error:  # UnicodeDecodeError and pandas' are ValueErrors
         raise InputError(f"{path}: the {what} cannot be read as a UTF-8 CSV file ({type(error).__name__}: "
                          f"{_short(error)})") from error
+
     def name(column) -> str:
         return str(column).strip().lower() if lowercase else str(column).strip()
 
