@@ -61,3 +61,28 @@ def small_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     demo.generate(out, n=600, seed=0, corpus_size=5000)
     return out
+
+
+def demo_extraction(demo: Path, cache_dir: Path, rows: int):
+    """The first ``rows`` rows of the demo in ``demo``, a random 32 px VGG16 and their cache folder under
+    ``cache_dir``: (frame, extractor, weights identity, folder), for tests of the feature cache."""
+    from emorec import images
+    from emorec.data import read_manifest
+    from emorec.demo import MANIFEST_NAME
+
+    frame = read_manifest(demo / MANIFEST_NAME, demo).iloc[:rows]
+    extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
+    return frame, extractor, identity, images.cache_folder(cache_dir, "vgg16", identity, 32, frame["image_path"])
+
+
+def dying_extractor(extractor, dies_at: int, error: type[BaseException], calls: list):
+    """An extractor that runs ``extractor`` on each batch (recording its size in ``calls``) and raises ``error`` on
+    batch number ``dies_at``: an extraction killed in the middle."""
+
+    def predict_on_batch(batch):
+        calls.append(len(batch))
+        if len(calls) == dies_at:
+            raise error()
+        return extractor.predict_on_batch(batch)
+
+    return type("Dying", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(predict_on_batch)})

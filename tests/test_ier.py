@@ -18,6 +18,8 @@ from emorec.demo import MANIFEST_NAME
 from emorec.errors import InputError
 from emorec.images import FeatureCache, load_image
 
+from conftest import demo_extraction, dying_extractor
+
 CLASSES = ["happy", "sad", "hate", "anger"]
 
 
@@ -156,23 +158,14 @@ def test_every_image_mode_becomes_rgb(tmp_path):
 
 
 def test_killed_extraction_resumes_where_it_stopped(small_demo, tmp_path, caplog):
-    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo).iloc[:40]
-    extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
-    folder = images.cache_folder(tmp_path, "vgg16", identity, 32, frame["image_path"])
+    frame, extractor, identity, folder = demo_extraction(small_demo, tmp_path, 40)
     calls = []
 
     class Killed(Exception):
         pass
 
-    def dying_predict(batch):
-        calls.append(len(batch))
-        if len(calls) == 3:  # dies in the second chunk of 16
-            raise Killed()
-        return extractor.predict_on_batch(batch)
-
-    dying = type("Dying", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(dying_predict)})
-    with pytest.raises(Killed):
-        images.compute_features(folder, frame, dying, 32, 8, "skip", chunk=16)
+    with pytest.raises(Killed):  # dies in the second chunk of 16
+        images.compute_features(folder, frame, dying_extractor(extractor, 3, Killed, calls), 32, 8, "skip", chunk=16)
     assert not folder.exists()  # nothing visible until complete
     caplog.set_level("INFO", logger="emorec")
     calls.clear()

@@ -18,10 +18,11 @@ import IER
 import TER
 from emorec import images
 from emorec.cli import run
-from emorec.data import load_dataset, read_manifest, split_path
-from emorec.demo import MANIFEST_NAME
+from emorec.data import load_dataset, split_path
 from emorec.images import FeatureCache
 from emorec.storage import beside_or_fallback, is_writable
+
+from conftest import demo_extraction, dying_extractor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -209,9 +210,7 @@ def test_a_disk_that_fills_while_saving_leaves_no_half_file_and_the_run_resumes(
 
 @pytest.mark.parametrize("damage", ["truncated features", "index of other rows", "index not a table"])
 def test_a_damaged_feature_cache_is_computed_again_with_a_warning(small_demo, tmp_path, caplog, damage):
-    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo).iloc[:24]
-    extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
-    folder = images.cache_folder(tmp_path, "vgg16", identity, 32, frame["image_path"])
+    frame, extractor, identity, folder = demo_extraction(small_demo, tmp_path, 24)
     sound = images.cached_features(folder, frame, extractor, 32, 8, "skip")
     expected = np.array(sound.features)
     del sound
@@ -231,9 +230,7 @@ def test_a_damaged_feature_cache_is_computed_again_with_a_warning(small_demo, tm
 def test_the_fusion_phase_refuses_a_damaged_feature_cache_naming_what_to_rerun(small_demo, tmp_path):
     from emorec.errors import InputError
 
-    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo).iloc[:8]
-    extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
-    folder = images.cache_folder(tmp_path, "vgg16", identity, 32, frame["image_path"])
+    frame, extractor, identity, folder = demo_extraction(small_demo, tmp_path, 8)
     images.cached_features(folder, frame, extractor, 32, 8, "skip")
     os.truncate(folder / "features.npy", 100)
     with pytest.raises(InputError, match="is damaged .*Run `python IER.py` again"):
@@ -257,21 +254,10 @@ def test_a_damaged_glove_cache_is_parsed_again_with_a_warning(tmp_path, caplog):
 
 
 def test_a_damaged_partial_extraction_starts_again_with_a_warning(small_demo, tmp_path, caplog):
-    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo).iloc[:24]
-    extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
-    folder = images.cache_folder(tmp_path, "vgg16", identity, 32, frame["image_path"])
-    batches = []
-
-    def dies_in_the_second_chunk(batch):
-        batches.append(len(batch))
-        if len(batches) == 3:
-            raise KeyboardInterrupt
-        return extractor.predict_on_batch(batch)
-
-    dying = type("Dying", (), {"output_shape": extractor.output_shape,
-                               "predict_on_batch": staticmethod(dies_in_the_second_chunk)})
-    with pytest.raises(KeyboardInterrupt):
-        images.compute_features(folder, frame, dying, 32, 8, "skip", chunk=16)
+    frame, extractor, identity, folder = demo_extraction(small_demo, tmp_path, 24)
+    with pytest.raises(KeyboardInterrupt):  # in the second chunk of 16
+        images.compute_features(folder, frame, dying_extractor(extractor, 3, KeyboardInterrupt, []), 32, 8, "skip",
+                                chunk=16)
     partial = folder.with_name(f".{folder.name}.partial")
     assert json.loads((partial / "progress.json").read_text())["done"] == 16
     os.truncate(partial / "features.npy", 200)  # the disk lost its end
