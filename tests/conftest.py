@@ -86,3 +86,18 @@ def dying_extractor(extractor, dies_at: int, error: type[BaseException], calls: 
         return extractor.predict_on_batch(batch)
 
     return type("Dying", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(predict_on_batch)})
+
+
+def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
+    """Raise KeyboardInterrupt once epoch ``epoch`` (1-based) of any training is backed up: a kill between two
+    epochs (``monkeypatch`` undoes it)."""
+    from emorec.train import TrainingBackup
+
+    backed_up = TrainingBackup.on_epoch_end
+
+    def on_epoch_end(self, number, logs=None):
+        backed_up(self, number, logs)
+        if number + 1 == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrainingBackup, "on_epoch_end", on_epoch_end)

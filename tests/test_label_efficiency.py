@@ -16,6 +16,8 @@ from emorec.data import labelled_training_rows, load_dataset
 from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 from emorec.fusion import FUSIONS_WITH_BASELINES, METHODS
 
+from conftest import interrupt_after_epoch
+
 REPORTED = [method for method in METHODS if method not in FUSIONS_WITH_BASELINES]  # the sweep runs without them
 
 
@@ -131,21 +133,13 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(swept, mon
 def test_a_sweep_killed_inside_a_phase_resumes_from_its_training_backup(swept, monkeypatch, capsys):
     """Killed once Intermediate_fusion's epoch is backed up, the sweep resumes inside that phase: the rerun restores
     the backup instead of training, and writes the same probabilities."""
-    from emorec.train import TrainingBackup
-
     out, argv = swept
     probabilities = out / "probs" / "t-f0.25-s0" / "inter_prob.csv"
     before = probabilities.read_bytes()
     probabilities.unlink()
     (out / "results" / "t-f0.25-s0" / "summary.json").unlink()
-    backed_up = TrainingBackup.on_epoch_end
-
-    def killed_after_the_epoch(self, epoch, logs=None):
-        backed_up(self, epoch, logs)
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        patch.setattr(TrainingBackup, "on_epoch_end", killed_after_the_epoch)
+        interrupt_after_epoch(patch, 1)  # the sweep's phases train one epoch: Intermediate_fusion's is the first to run
         with pytest.raises(KeyboardInterrupt):
             sweep.main(argv)
     assert (out / "ckpt" / "t-f0.25-s0" / ".Intermediate_fusion.backup" / "state.json").exists()

@@ -21,6 +21,8 @@ from emorec.cli import run
 from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 from emorec.fusion import METHOD_NAMES, METHODS
 
+from conftest import interrupt_after_epoch
+
 CLASSES = ["happy", "sad", "hate", "anger"]
 RUN = "p"
 PROB_FILES = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv",
@@ -361,8 +363,6 @@ def test_an_interrupted_ier_resumes_and_ends_as_an_uninterrupted_run(pipeline, s
     """IER reads the memory-mapped feature cache in seeded batches (as Intermediate_fusion does, with the same
     fit_best): stopped after epoch 2 of 4 (a kill between epochs), the same command resumes at epoch 3 and writes
     what an uninterrupted run writes. (TER's test kills a real process: tests/test_resume.py.)"""
-    from emorec.train import TrainingBackup
-
     phase, module = "IER", IER
     own = ["--image-weights", "none", "--image-size", "32", "--batch-size", "32", "--cache-dir", str(pipeline / "features")]
     runs = {name: run_copy(pipeline, tmp_path / name) for name in ("whole", "resumed")}
@@ -371,15 +371,8 @@ def test_an_interrupted_ier_resumes_and_ends_as_an_uninterrupted_run(pipeline, s
         return [*data(small_demo), "--epoch", "4", "--lr", "1e-3", *own, *runs[name]]
 
     assert module.main(argv("whole")) == 0
-    backed_up = TrainingBackup.on_epoch_end
-
-    def stop_after_epoch_2(self, epoch, logs=None):
-        backed_up(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        patch.setattr(TrainingBackup, "on_epoch_end", stop_after_epoch_2)
+        interrupt_after_epoch(patch, 2)
         with pytest.raises(KeyboardInterrupt):
             module.main(argv("resumed"))
     assert module.main(argv("resumed")) == 0

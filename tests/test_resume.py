@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import TER
-from emorec.train import TrainingBackup
+
+from conftest import interrupt_after_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("fit_seconds", "seconds_per_epoch", "resumed_at_epoch")
@@ -81,19 +82,6 @@ def test_ter_killed_mid_training_resumes_at_the_next_epoch_and_ends_as_an_uninte
     assert not state.parent.exists()  # a finished phase leaves no backup behind
     assert sorted(path.name for path in (killed / "ckpt").iterdir()) == sorted(
         path.name for path in (whole / "ckpt").iterdir())
-
-
-def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
-    """Raise KeyboardInterrupt once epoch ``epoch`` (1-based) is backed up: a kill between two epochs."""
-    backed_up = TrainingBackup.on_epoch_end
-
-    def on_epoch_end(self, number, logs=None):
-        backed_up(self, number, logs)
-        if number + 1 == epoch:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(TrainingBackup, "on_epoch_end", on_epoch_end)
-
 
 
 def test_a_changed_command_line_starts_fresh_and_says_why(tiny_dataset, tmp_path, monkeypatch, capsys):
