@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -307,8 +308,6 @@ def resumable_state(folder: Path, config: dict, trainer: keras.Model) -> dict | 
 
 def _write_epochs_csv(path: Path, history: dict) -> None:
     """Write the epochs of ``history`` (measure -> one value per epoch) as Keras' CSVLogger writes them."""
-    import csv
-
     names = sorted(history)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=["epoch", *names])
@@ -392,15 +391,14 @@ def fit_best(
     seconds = time.perf_counter() - started
     os.replace(partial_log, outputs.epochs_csv)
     measures = backup.state["history"]
-    chosen = np.asarray(measures[monitor])
-    best = int(chosen.argmin() if MONITORS[monitor] == "min" else chosen.argmax())
-    stopped = len(chosen) < epochs
+    best, run = backup.state["stopper"]["best_epoch"], len(measures[monitor])  # the epoch whose weights were restored
+    stopped = run < epochs
     log.info("best %s %.4f at epoch %d of %d%s (val_loss %.4f, val_macro_f1 %.4f); its weights restored", monitor,
-             chosen[best], best + 1, len(chosen), f", stopped early (patience {patience})" if stopped else "",
+             measures[monitor][best], best + 1, run, f", stopped early (patience {patience})" if stopped else "",
              measures["val_loss"][best], measures["val_macro_f1"][best])
-    ran = len(chosen) - done
+    ran = run - done
     return {
-        "epochs_run": len(chosen),
+        "epochs_run": run,
         "monitor": monitor,
         "patience": patience,
         "stopped_early": stopped,
