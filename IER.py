@@ -3,8 +3,8 @@
     python IER.py --epoch=100
 
 Arguments -> data (the manifest and its shared split) -> features (the frozen
-backbone, by default ImageNet VGG16, run once per image into a float16 cache
-that later runs and Intermediate_fusion.py reuse) -> model (the paper's dense
+backbone, by default ImageNet VGG16, run once per image into a float16 feature
+store that later runs and Intermediate_fusion.py reuse) -> model (the paper's dense
 head on the cached features) -> training (the best validation epoch kept, by --monitor) ->
 evaluation -> outputs: ``model_checkpoints/IER.keras`` (backbone and head:
 RGB pixels in, probabilities out; ``import emorec.models`` before loading it),
@@ -21,6 +21,7 @@ from typing import Sequence
 
 from emorec.cli import phase_parser, positive_int, require_files, run, setup_logging, writable_outputs
 from emorec.data import manifest_fix
+from emorec.precision import PRECISIONS
 
 log = logging.getLogger("emorec")
 PHASE = "IER"
@@ -46,10 +47,28 @@ def parse_args(argv: Sequence[str] | None = None):
     )
     image.add_argument("--image-size", type=int, default=224,
                        help="images are resized to SIZE x SIZE (at least 32 for every backbone offered)")
+    image.add_argument(
+        "--pooling", choices=("flatten", "avg", "max"), default="flatten",
+        help="the backbone's last feature map: kept whole and flattened (the paper's; VGG16 at 224 px: 25,088 "
+        "numbers per image) or pooled over space by average or maximum (512): a 49x smaller store and head",
+    )
+    image.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="arithmetic of the backbone and the head: float32, or Keras' mixed bfloat16 / float16 (weights "
+        "float32); auto: bfloat16 where this machine's CPU or GPU runs it natively, else float32 (the log says "
+        "which); stored features are float16 whatever it is",
+    )
+    image.add_argument(
+        "--cache-key", choices=("stat", "content"), default="stat",
+        help="how the feature store recognises an image it has: its path under --image-root with its size and "
+        "modification time (stat), or a hash of its bytes (content: for copies that do not keep modification "
+        "times; reads every image once per run)",
+    )
     image.add_argument("--extract-batch-size", type=positive_int, default=32, help="images per backbone batch when extracting")
     image.add_argument("--cache-dir", default="data_files/features",
-                       help="where backbone features are cached (read-only: a cache already there is read, a new one "
-                       "goes to $EMOREC_CACHE_DIR, else ~/.cache/emorec, as the log says)")
+                       help="where the image feature stores are kept, one per backbone configuration (read-only: a store "
+                       "already there is read, a new one goes to $EMOREC_CACHE_DIR, else ~/.cache/emorec, as the log "
+                       "says)")
     image.add_argument(
         "--on-bad-image", choices=("skip", "error"), default="skip",
         help="an unreadable image: leave its row out (with one warning listing them) or stop the run",
@@ -70,8 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from emorec.data import load_dataset
-    from emorec.images import build_extractor, cache_folder, cached_features
+    from emorec.feature_store import FeatureStore, image_keys, store_folder, stored_features
+    from emorec.images import build_extractor
     from emorec.models import build_ier_head, image_model
+    from emorec.precision import dtype_policy, resolve_precision
     from emorec.storage import beside_or_fallback
     from emorec.report import classification_metrics, probability_table
     from emorec.train import (
@@ -79,24 +100,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     seed_everything(args.seed, args.deterministic)
+    args.precision = resolve_precision(args.precision)  # auto resolved: .args.json records what ran
 
     # Data: the same manifest and split as every phase.
     frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes,
                          strict_split=args.strict_split)
     class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
 
-    # Features: the frozen backbone runs once per image; later runs read the cache.
-    extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size, args.backbone_seed)
-    folder = beside_or_fallback(cache_folder(args.cache_dir, args.backbone, weights_identity, args.image_size,
-                                             frame["image_path"]), "the image feature cache")
-    cache = cached_features(folder, frame, extractor, args.image_size, args.extract_batch_size, args.on_bad_image)
+    # Features: the frozen backbone runs once per image into the feature store; later runs read them there.
+    extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size, args.backbone_seed,
+                                                  args.pooling, args.precision)
+    folder = beside_or_fallback(store_folder(args.cache_dir, args.backbone, weights_identity, args.image_size,
+                                             args.pooling, args.precision), "the image feature store")
+    store = FeatureStore.open(folder, {
+        "backbone": args.backbone, "weights": weights_identity, "image_size": args.image_size, "pooling": args.pooling,
+        "precision": args.precision, "feature_shape": list(extractor.output_shape[1:])})
+    cache = stored_features(store, frame["image_path"].tolist(), image_keys(frame["image_path"], frame.attrs["image_root"],
+                            args.cache_key), extractor, args.image_size, args.extract_batch_size, args.on_bad_image)
     labels = frame["label"].to_numpy()
     train = select_training_rows(frame, args)
     rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
 
     # Model and training, on the cached features.
     seed_everything(args.seed, args.deterministic)
-    head = build_ier_head(cache.features.shape[1:], len(class_names))
+    with dtype_policy(args.precision):
+        head = build_ier_head(cache.features.shape[1:], len(class_names))
     training = fit_best(
         head,
         ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
@@ -112,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
     save_phase(
         outputs, PHASE, image_model(extractor, head), args, argv,
-        {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_cache": str(folder),
+        {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_store": str(folder),
          "weights_identity": weights_identity,
          "unreadable_images": int((~cache.ok).sum()), "split_leakage": frame.attrs["split_leakage"], **training, **metrics},
         probability_table(frame, probabilities, class_names), PROB_FILE,

@@ -3,7 +3,7 @@
     python Intermediate_fusion.py --epoch=100
 
 Arguments -> inputs from the earlier phases of the same run (TER's text
-vectorizer and GloVe matrix from ``TER.keras``; IER's image feature cache,
+vectorizer and GloVe matrix from ``TER.keras``; IER's image feature store,
 never recomputed, and its frozen backbone from ``IER.keras``) -> data (the same
 manifest and split) -> model (image features -> Dense(3000) -> Dense(500),
 joined with TER's two text paths -> Dense(1000) -> softmax; optionally
@@ -26,6 +26,7 @@ from emorec.cli import (PhaseOutputs, phase_output_fix, phase_parser, require_fi
                         writable_outputs)
 from emorec.data import manifest_fix
 from emorec.errors import InputError
+from emorec.precision import PRECISIONS
 
 log = logging.getLogger("emorec")
 PHASE = "Intermediate_fusion"
@@ -42,6 +43,16 @@ def parse_args(argv: Sequence[str] | None = None):
         "--init-from-unimodal", action="store_true",
         help="start the text layers from TER.keras and the image Dense(3000)'s first 1000 units from IER.keras "
         "(off, as in the paper: random initialisation on top of the GloVe embeddings)",
+    )
+    fusion.add_argument(
+        "--pooling", choices=("flatten", "avg", "max"), default=None,
+        help="how the image features enter: as IER.py stored them (the default), or, from a store of whole "
+        "feature maps (IER's --pooling flatten), pooled over space by average or maximum",
+    )
+    fusion.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="arithmetic of the fusion network: float32, or Keras' mixed bfloat16 / float16; auto: bfloat16 where "
+        "this machine runs it natively, else float32 (the log says which)",
     )
     return parser.parse_args(argv)
 
@@ -62,8 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from emorec.data import check_same_data, load_dataset
-    from emorec.images import phase_feature_cache
+    from emorec.feature_store import phase_features
     from emorec.models import build_fusion_network, fusion_model, warm_start
+    from emorec.precision import dtype_policy, resolve_precision
     from emorec.report import classification_metrics, probability_table
     from emorec.text import vectorize
     from emorec.train import (
@@ -71,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     seed_everything(args.seed, args.deterministic)
+    args.precision = resolve_precision(args.precision)  # auto resolved: .args.json records what ran
     frame = load_dataset(args.manifest, args.image_root, class_names=args.classes, strict_split=args.strict_split,
                          draw=False)  # TER's and IER's split, never a new one
     class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
@@ -88,17 +101,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     glove_matrix = ter_network.get_layer("text_embedding_frozen").get_weights()[0]
     token_ids = vectorize(vectorizer, frame["text"])
 
-    # Image: IER's feature cache, checked against this manifest's images (never recomputed here).
+    # Image: IER's feature store, checked against this manifest's images (never computed here).
     ier = keras.models.load_model(ier_files.model)
     extractor = next(layer for layer in ier.layers if layer.name.endswith("_extractor"))
     ier_head = ier.get_layer("ier_head")
-    cache = phase_feature_cache(frame, json.loads(ier_files.metrics_json.read_text()), earlier["IER"][1])
+    cache = phase_features(frame, json.loads(ier_files.metrics_json.read_text()), earlier["IER"][1])
+    args.pooling = _image_pooling(args.pooling, earlier["IER"][1].get("pooling", "flatten"))
     rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
     inputs = {"token_ids": token_ids, "image_features": cache.features}
 
     # Model and training.
     seed_everything(args.seed, args.deterministic)
-    network = build_fusion_network(glove_matrix, token_ids.shape[1], cache.features.shape[1:], len(class_names))
+    with dtype_policy(args.precision):
+        network = build_fusion_network(glove_matrix, token_ids.shape[1], cache.features.shape[1:], len(class_names),
+                                       args.pooling)
     warm_started = warm_start(network, ter_network, ier_head) if args.init_from_unimodal else []
     if warm_started:
         log.info("warm start from TER and IER: %s", ", ".join(warm_started))
@@ -117,13 +133,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
     save_phase(
         outputs, PHASE, fusion_model(vectorizer, extractor, network), args, argv,
-        {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_cache": str(cache.folder),
+        {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_store": str(cache.folder),
          "warm_started_layers": warm_started,
          "unreadable_images": int((~cache.ok).sum()), "split_leakage": frame.attrs["split_leakage"],
          **training, **metrics},
         probability_table(frame, probabilities, class_names), PROB_FILE,
     )
     return 0
+
+
+def _image_pooling(requested: str | None, ier_pooling: str) -> str:
+    """The pooling of the image features in the fusion network: ``requested`` (--pooling), else IER's
+    (``ier_pooling``); refused when IER stored features pooled otherwise, which cannot be undone."""
+    if requested is None or requested == ier_pooling:
+        return ier_pooling
+    if ier_pooling != "flatten":
+        raise InputError(f"--pooling {requested}: IER.py stored features pooled by {ier_pooling}, from which "
+                         f"{requested} cannot be had. Run `python IER.py --pooling {requested}` first, or leave "
+                         "--pooling out.")
+    return requested
 
 
 def _check_same_training_rows(training_ids, configs: dict) -> None:

@@ -210,14 +210,14 @@ def _fit_baselines(frame, training_ids, ier, rows, weighting: dict[str, str], se
     cache of IER (``ier``, its :class:`PhaseOutputs`); ``rows`` (the probability files' ids, splits and labels)
     must match ``frame``. ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
     from emorec.baselines import run_baselines
-    from emorec.images import phase_feature_cache
+    from emorec.feature_store import phase_features
 
     if (frame["id"].tolist() != rows["id"].tolist() or (frame["split"].to_numpy() != rows["split"].to_numpy()).any()
             or (frame["label"].to_numpy() != rows["label"].to_numpy()).any()):
         raise InputError("the probability files hold other ids, splits or labels than the manifest and split their "
                          "phases recorded. Rerun TER.py, IER.py and Intermediate_fusion.py.")
     train = (frame["split"] == "train").to_numpy() if training_ids is None else frame["id"].isin(training_ids).to_numpy()
-    cache = phase_feature_cache(frame, json.loads(ier.metrics_json.read_text()), json.loads(ier.args_json.read_text()))
+    cache = phase_features(frame, json.loads(ier.metrics_json.read_text()), json.loads(ier.args_json.read_text()))
     return run_baselines(frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy(), train,
                          len(frame.attrs["class_names"]), cache.features, cache.ok, weighting, seed)
 

@@ -241,6 +241,7 @@ def read_manifest(
         frame["split"] = raw["split"]
     frame = frame.reset_index(drop=True)
     frame.attrs["class_names"] = names
+    frame.attrs["image_root"] = str(image_root.resolve())  # the image keys of the feature store are relative to it
     return frame
 
 

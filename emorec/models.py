@@ -108,12 +108,14 @@ def text_model(vectorizer: layers.TextVectorization, network: keras.Model, name:
 def build_ier_head(feature_shape: tuple[int, ...], n_classes: int) -> keras.Model:
     """The paper's image head on frozen backbone features (VGG16: 7x7x512).
 
-    Flatten -> Dense(1000, relu) -> Dense(n_classes, softmax).
+    Flatten -> Dense(1000, relu) -> Dense(n_classes, softmax). Pooled
+    features (512,) pass the Flatten unchanged. Under a mixed-precision policy
+    the softmax stays float32, as Keras advises for a model's output.
     """
     features = keras.Input(shape=feature_shape, name="image_features")
     x = layers.Flatten(name="image_flatten")(features)
     x = layers.Dense(1000, activation="relu", name="image_dense1000")(x)
-    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(features, probabilities, name="ier_head")
 
 
@@ -123,13 +125,19 @@ def image_model(extractor: keras.Model, head: keras.Model, name: str = "IER") ->
     return keras.Model(pixels, head(extractor(pixels)), name=name)
 
 
+IMAGE_POOLING = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
+
+
 def build_fusion_network(
-    embedding_matrix: np.ndarray, seq_len: int, feature_shape: tuple[int, ...], n_classes: int
+    embedding_matrix: np.ndarray, seq_len: int, feature_shape: tuple[int, ...], n_classes: int,
+    pooling: str = "flatten",
 ) -> keras.Model:
     """The paper's intermediate (feature-level) fusion network.
 
     Inputs ``{"token_ids": (batch, seq_len), "image_features": (batch, *feature_shape)}``.
-    Image: Flatten -> Dense(3000, relu) -> Dense(500, relu). Text: the two
+    Image: Flatten (or, with ``pooling`` avg or max, a global pooling of a
+    feature map; features pooled already pass a Flatten unchanged) ->
+    Dense(3000, relu) -> Dense(500, relu). Text: the two
     GloVe channels, :func:`first_text_path` flattened and
     :func:`second_text_path` flattened. All three concatenated ->
     Dense(1000, relu) -> Dense(n_classes, softmax). Text layers keep TER's
@@ -137,7 +145,8 @@ def build_fusion_network(
     """
     token_ids = keras.Input(shape=(seq_len,), dtype="int32", name="token_ids")
     features = keras.Input(shape=feature_shape, name="image_features")
-    image = layers.Flatten(name="image_flatten")(features)
+    pool = IMAGE_POOLING[pooling if len(feature_shape) == 3 else "flatten"]
+    image = pool(name="image_flatten" if pool is layers.Flatten else f"image_{pooling}_pool")(features)
     image = layers.Dense(3000, activation="relu", name="image_dense3000")(image)
     image = layers.Dense(500, activation="relu", name="image_dense500")(image)
     frozen, tuned = text_channels(token_ids, embedding_matrix)
@@ -145,7 +154,7 @@ def build_fusion_network(
     second = layers.Flatten(name="text_second_flatten")(second_text_path(frozen, tuned))
     x = layers.Concatenate(name="fusion_joined")([image, first, second])
     x = layers.Dense(1000, activation="relu", name="fusion_dense1000")(x)
-    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model({"token_ids": token_ids, "image_features": features}, probabilities, name="fusion_network")
 
 

@@ -190,7 +190,7 @@ def select_training_rows(frame, args) -> np.ndarray:
 
 
 # Flags that say where a run writes or how fast it extracts, not what it learns: a resumed run may change them.
-NOT_TRAINING = ("run_name", "checkpoint_dir", "log_dir", "prob_dir", "cache_dir", "extract_batch_size")
+NOT_TRAINING = ("run_name", "checkpoint_dir", "log_dir", "prob_dir", "cache_dir", "extract_batch_size", "cache_key")
 
 
 def training_config(args) -> dict:

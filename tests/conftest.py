@@ -64,15 +64,28 @@ def small_demo(tmp_path_factory):
 
 
 def demo_extraction(demo: Path, cache_dir: Path, rows: int):
-    """The first ``rows`` rows of the demo in ``demo``, a random 32 px VGG16 and their cache folder under
-    ``cache_dir``: (frame, extractor, weights identity, folder), for tests of the feature cache."""
+    """The first ``rows`` rows of the demo in ``demo``, a random 32 px VGG16 in float32, its feature store under
+    ``cache_dir`` and the rows' image keys: (frame, extractor, store, keys), for tests of the feature store."""
     from emorec import images
     from emorec.data import read_manifest
     from emorec.demo import MANIFEST_NAME
+    from emorec.feature_store import FeatureStore, image_keys, store_folder
 
     frame = read_manifest(demo / MANIFEST_NAME, demo).iloc[:rows]
     extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
-    return frame, extractor, identity, images.cache_folder(cache_dir, "vgg16", identity, 32, frame["image_path"])
+    config = {"backbone": "vgg16", "weights": identity, "image_size": 32, "pooling": "flatten",
+              "precision": "float32", "feature_shape": list(extractor.output_shape[1:])}
+    store = FeatureStore.open(store_folder(cache_dir, "vgg16", identity, 32, "flatten", "float32"), config)
+    return frame, extractor, store, image_keys(frame["image_path"], demo)
+
+
+def counting(extractor, calls: list):
+    """``extractor``, recording the size of each batch it runs in ``calls``."""
+    def predict_on_batch(batch):
+        calls.append(len(batch))
+        return extractor.predict_on_batch(batch)
+
+    return type("Counted", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(predict_on_batch)})
 
 
 def dying_extractor(extractor, dies_at: int, error: type[BaseException], calls: list):

@@ -1,8 +1,9 @@
-"""IER.py end to end on a small demo, the feature cache, bad images and the weights message (issue 5)."""
+"""IER.py end to end on a small demo, the feature store, bad images and the weights message (issues 5, 16)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import keras
@@ -11,14 +12,15 @@ import pandas as pd
 import pytest
 
 import IER
-from emorec import images
+from emorec import feature_store, images
 from emorec.cli import run
 from emorec.data import read_manifest
 from emorec.demo import MANIFEST_NAME
 from emorec.errors import InputError
-from emorec.images import FeatureCache, load_image
+from emorec.feature_store import FeatureStore, compute_features, image_keys, phase_features, stored_features
+from emorec.images import load_image
 
-from conftest import demo_extraction, dying_extractor
+from conftest import counting, demo_extraction, dying_extractor
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 
@@ -52,9 +54,11 @@ def test_outputs_exist_and_parse(ier_run, small_demo):
     assert args["backbone"] == "vgg16" and args["image_size"] == 32
     assert len(pd.read_csv(ier_run / "ckpt" / "IER.epochs.csv")) == 2
     assert list((ier_run / "tb" / "IER" / "validation").glob("events.out.tfevents.*"))
-    cache = FeatureCache.open(next(path for path in (ier_run / "features").iterdir() if not path.name.startswith(".")))
-    assert cache.features.dtype == np.float16 and cache.features.shape[1:] == (1, 1, 512)  # block5_pool at 32 px
-    assert isinstance(cache.features, np.memmap)
+    stored = phase_features(read_manifest(small_demo / MANIFEST_NAME, small_demo), metrics, args)
+    assert stored.features.dtype == np.float16 and stored.features.shape == (len(probs), 1, 1, 512)  # block5_pool
+    store = FeatureStore.open(stored.folder)
+    assert store.shards and all(isinstance(shard, np.memmap) for shard in store.shards.values())
+    assert args["precision"] in ("float32", "bfloat16") and store.config["precision"] == args["precision"]
 
 
 def test_saved_model_on_raw_pixels_matches_the_cached_path(ier_run, small_demo):
@@ -70,7 +74,7 @@ def test_second_run_reuses_the_cache_without_running_the_backbone(ier_run, small
     def no_extraction(*args, **kwargs):
         raise AssertionError("the backbone ran again")
 
-    monkeypatch.setattr(images, "compute_features", no_extraction)
+    monkeypatch.setattr(feature_store, "compute_features", no_extraction)
     assert IER.main(ier_argv(small_demo, ier_run, "--run-name", "again")) == 0
     first = pd.read_csv(ier_run / "probs" / "img_prob.csv")
     again = pd.read_csv(ier_run / "probs" / "again" / "img_prob.csv")
@@ -158,27 +162,62 @@ def test_every_image_mode_becomes_rgb(tmp_path):
 
 
 def test_killed_extraction_resumes_where_it_stopped(small_demo, tmp_path, caplog):
-    frame, extractor, identity, folder = demo_extraction(small_demo, tmp_path, 40)
-    calls = []
+    frame, extractor, store, keys = demo_extraction(small_demo, tmp_path, 40)
+    paths, calls = frame["image_path"].tolist(), []
 
     class Killed(Exception):
         pass
 
     with pytest.raises(Killed):  # dies in the second chunk of 16
-        images.compute_features(folder, frame, dying_extractor(extractor, 3, Killed, calls), 32, 8, "skip", chunk=16)
-    assert not folder.exists()  # nothing visible until complete
+        compute_features(store, paths, keys, dying_extractor(extractor, 3, Killed, calls), 32, 8, "skip", chunk=16)
+    assert len(FeatureStore.open(store.folder).entries) == 16  # the batches done before, recorded
     caplog.set_level("INFO", logger="emorec")
     calls.clear()
-    counted = type("Counted", (), {"output_shape": extractor.output_shape,
-                                   "predict_on_batch": staticmethod(lambda b: calls.append(len(b)) or extractor.predict_on_batch(b))})
-    images.compute_features(folder, frame, counted, 32, 8, "skip", chunk=16)
-    assert "resuming at 16 of 40" in caplog.text
+    resumed = stored_features(FeatureStore.open(store.folder), paths, keys, counting(extractor, calls), 32, 8, "skip",
+                              chunk=16)
+    assert "computing 24 of 40 images" in caplog.text
     assert sum(calls) == 24  # only the images not done before
-    resumed = FeatureCache.open(folder)
-    fresh = tmp_path / "fresh"
-    images.compute_features(fresh, frame, extractor, 32, 8, "skip", chunk=16)
-    np.testing.assert_array_equal(resumed.features, FeatureCache.open(fresh).features)
-    assert resumed.ids.tolist() == frame["id"].tolist() and resumed.ok.all()
+    _, _, fresh_store, _ = demo_extraction(small_demo, tmp_path / "fresh", 40)
+    fresh = stored_features(fresh_store, paths, keys, extractor, 32, 8, "skip", chunk=16)
+    np.testing.assert_array_equal(resumed.features[:], fresh.features[:])
+    assert resumed.ok.all() and len(resumed.features) == 40
+
+
+def test_the_store_computes_only_new_images_and_keeps_them_for_moved_folders_and_subsets(small_demo, tmp_path, caplog):
+    """Per-image keys: 10 more rows compute 10 images; a second manifest over a subset, or the image folder moved
+    elsewhere (mtimes kept, as `mv` does), computes none; a copy that loses mtimes is recognised by --cache-key
+    content (issue 16)."""
+    demo = tmp_path / "demo"
+    shutil.copytree(small_demo, demo)  # copy2: modification times kept
+    frame, extractor, store, _ = demo_extraction(demo, tmp_path / "features", 50)
+    calls = []
+
+    def extract(frame, root, mode="stat"):
+        calls.clear()
+        stored = stored_features(store, frame["image_path"].tolist(), image_keys(frame["image_path"], root, mode),
+                                 counting(extractor, calls), 32, 8, "skip")
+        return sum(calls), np.asarray(stored.features[:], dtype=np.float32)
+
+    assert extract(frame.iloc[:40], demo)[0] == 40
+    computed, features = extract(frame, demo)
+    assert computed == 10  # the 10 rows added
+    assert extract(frame.iloc[5:30], demo)[0] == 0  # another manifest over a subset
+    moved = tmp_path / "moved" / "images"
+    moved.parent.mkdir()
+    os.rename(demo, moved)
+    moved_frame = read_manifest(moved / MANIFEST_NAME, moved).iloc[:50]
+    computed, moved_features = extract(moved_frame, moved)
+    assert computed == 0
+    np.testing.assert_array_equal(moved_features, features)
+
+    copied = tmp_path / "copied"
+    shutil.copytree(moved, copied, copy_function=shutil.copyfile)  # new modification times
+    copied_frame = read_manifest(copied / MANIFEST_NAME, copied).iloc[:50]
+    assert extract(copied_frame, copied)[0] == 50  # stat keys: every image looks new
+    assert extract(moved_frame, moved, "content")[0] == 50  # content keys, computed once
+    computed, copied_features = extract(copied_frame, copied, "content")
+    assert computed == 0
+    np.testing.assert_array_equal(copied_features, features)
 
 
 def test_ctrl_c_during_extraction_stops_at_once_keeping_the_finished_batches(tmp_path):
@@ -223,10 +262,11 @@ def test_ctrl_c_during_extraction_stops_at_once_keeping_the_finished_batches(tmp
     assert status == 130, error[-3000:]
     assert exit_seconds < batch_seconds / 2, (exit_seconds, batch_seconds)  # not held up by the batch under way
     assert "interrupted; the 64 of 128 images done are kept" in error and "Traceback" not in error
-    progress = json.loads(next((tmp_path / "features").glob(".*.partial/progress.json")).read_text())
-    assert progress["done"] == 64 and len(progress["ok"]) == 64
+    store = FeatureStore.open(next((tmp_path / "features").glob("vgg16_160px_*")))
+    assert len(store.entries) == 64
 
     resumed = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming at 64 of 128 images" in resumed.stderr
-    assert FeatureCache.open(next((tmp_path / "features").glob("vgg16_160px_*"))).ok.all()
+    assert "computing 64 of 128 images" in resumed.stderr
+    store.reload()
+    assert len(store.entries) == 128 and all(ok for _, _, ok in store.entries.values())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -120,7 +119,8 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     from sklearn.preprocessing import StandardScaler
 
     from emorec.baselines import BASELINE_PROB_FILES, C_GRID, COMPARED_PHASE
-    from emorec.images import FeatureCache
+    from emorec.data import read_manifest
+    from emorec.feature_store import phase_features
 
     summary = json.loads((pipeline / "results" / RUN / "summary.json").read_text())
     manifest = pd.read_csv(small_demo / MANIFEST_NAME)
@@ -131,8 +131,9 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2).fit(manifest["text"][train])
     text = words.transform(manifest["text"])
     ier = json.loads((pipeline / "ckpt" / RUN / "IER.metrics.json").read_text())
-    cache = FeatureCache.open(Path(ier["feature_cache"]))
-    pooled = np.asarray(cache.features, dtype=np.float32).mean(axis=(1, 2))
+    ier_args = json.loads((pipeline / "ckpt" / RUN / "IER.args.json").read_text())
+    cache = phase_features(read_manifest(small_demo / MANIFEST_NAME, small_demo), ier, ier_args)
+    pooled = np.asarray(cache.features[:], dtype=np.float32).mean(axis=(1, 2))
     image = StandardScaler().fit(pooled[train]).transform(pooled) / np.sqrt(pooled.shape[1])
     inputs = {"Baseline_text": text, "Baseline_image": image, "Baseline_both": sparse.hstack([text, image]).tocsr()}
     for name, x in inputs.items():
@@ -207,23 +208,26 @@ def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_
     assert "inter_prob.csv is missing" in error and "python Intermediate_fusion.py" in error
 
 
-def test_fusion_refuses_a_missing_or_stale_feature_cache(pipeline, small_demo, tmp_path, capsys):
+def test_fusion_refuses_a_missing_or_stale_feature_store(pipeline, small_demo, tmp_path, capsys):
     shutil.copytree(pipeline / "ckpt" / RUN, tmp_path / "ckpt")
     metrics_file = tmp_path / "ckpt" / "IER.metrics.json"
     metrics = json.loads(metrics_file.read_text())
-    cache = tmp_path / "features" / "copy"
-    metrics["feature_cache"] = str(cache)
+    stale = tmp_path / "features" / "copy"
+    shutil.copytree(metrics["feature_store"], stale)
+    entries = (stale / "entries.jsonl").read_text().splitlines(keepends=True)
+    (stale / "entries.jsonl").write_text("".join(entries[:10]))  # a store of other images
+    metrics["feature_store"] = str(stale)
     metrics_file.write_text(json.dumps(metrics))
     argv = [*data(small_demo), "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"),
             "--prob-dir", str(tmp_path / "probs")]
     assert run(Intermediate_fusion.main, argv) == 2
-    assert "was computed for other images" in capsys.readouterr().err
-    real = json.loads((pipeline / "ckpt" / RUN / "IER.metrics.json").read_text())["feature_cache"]
-    metrics["feature_cache"] = str(tmp_path / "features" / real.rsplit("/", 1)[1])  # right key, folder not there
+    error = capsys.readouterr().err
+    assert f"lacks {len(entries) - 10} of these" in error and "python IER.py" in error
+    metrics["feature_store"] = str(tmp_path / "features" / "gone")
     metrics_file.write_text(json.dumps(metrics))
     assert run(Intermediate_fusion.main, argv) == 2
     error = capsys.readouterr().err
-    assert "is missing" in error and "python IER.py" in error
+    assert "is damaged or missing" in error and "python IER.py" in error
 
 
 def test_late_fusion_refuses_files_from_another_split(pipeline, tmp_path, capsys):

@@ -16,13 +16,13 @@ import pytest
 
 import IER
 import TER
-from emorec import images
+from emorec import feature_store
 from emorec.cli import run
 from emorec.data import load_dataset, split_path
-from emorec.images import FeatureCache
+from emorec.feature_store import FeatureStore, phase_features, stored_features
 from emorec.storage import beside_or_fallback, is_writable
 
-from conftest import demo_extraction, dying_extractor
+from conftest import counting, demo_extraction
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,23 +59,23 @@ def tiny_ier(tiny_dataset, out: Path, *flags: str) -> list[str]:
             "--prob-dir", str(out / "probs"), "--cache-dir", str(out / "features"), *flags]
 
 
-def test_two_ier_runs_started_together_on_an_empty_cache_compute_each_image_once(tiny_dataset, tmp_path):
-    """Two real processes, two runs, one empty feature cache and no split yet: one draws the split and runs the
-    backbone over the 40 images, the other waits for each and reuses them; both finish, one complete cache results."""
+def test_two_ier_runs_started_together_on_an_empty_store_compute_each_image_once(tiny_dataset, tmp_path):
+    """Two real processes, two runs, one empty feature store and no split yet: one draws the split and runs the
+    backbone over the 40 images, the other waits for each and reuses them; both finish, one complete store results."""
     commands = [[sys.executable, "IER.py", *tiny_ier(tiny_dataset, tmp_path, "--run-name", name)] for name in "ab"]
     processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for command in commands]
     logs = [process.communicate(timeout=300)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], logs
-    computed = [log for log in logs if "image features: 40 images into" in log]
-    reused = [log for log in logs if "image features: reusing the cache" in log]
+    computed = [log for log in logs if "image features: 40 images computed into" in log]
+    reused = [log for log in logs if "image features: all 40 images are in the store" in log]
     assert len(computed) == 1 and len(reused) == 1, logs
     assert sum("drew a new split" in log for log in logs) == 1 and sum("reusing the split" in log for log in logs) == 1
-    folders = [path.name for path in (tmp_path / "features").iterdir() if not path.name.endswith(".lock")]
-    assert len(folders) == 1 and not folders[0].startswith(".")  # one complete cache, no partial one left
-    assert len(FeatureCache.open(tmp_path / "features" / folders[0]).ids) == 40
-    caches = {json.loads((tmp_path / "ckpt" / name / "IER.metrics.json").read_text())["feature_cache"] for name in "ab"}
-    assert len(caches) == 1
+    folders = list((tmp_path / "features").iterdir())
+    assert len(folders) == 1  # one store
+    assert len((folders[0] / "entries.jsonl").read_text().splitlines()) == 40  # each image computed once
+    stores = {json.loads((tmp_path / "ckpt" / name / "IER.metrics.json").read_text())["feature_store"] for name in "ab"}
+    assert stores == {str(folders[0])}
 
 
 def test_the_same_run_started_twice_at_once_is_refused(tiny_dataset, tmp_path, capsys):
@@ -146,31 +146,30 @@ def test_beside_read_only_inputs_the_split_and_glove_cache_go_to_the_fallback_fo
     assert "from the cache" in capsys.readouterr().err
 
 
-def test_a_disk_that_fills_while_extracting_is_an_error_and_the_partial_cache_resumes(tiny_dataset, tmp_path,
+def test_a_disk_that_fills_while_extracting_is_an_error_and_the_store_goes_on_from_there(tiny_dataset, tmp_path,
                                                                                        monkeypatch, capsys):
-    """No room while the progress of the second chunk is saved: exit 2 naming the folder, no traceback, no cache
-    folder; with room again the same command resumes after the first chunk and completes the cache."""
-    monkeypatch.setattr(images, "cached_features", functools.partial(images.cached_features, chunk=16))
-    written = []
-    real_write = images.write_json_atomic
+    """No room while the second chunk's entries are recorded: exit 2 naming the file, no traceback, the first chunk
+    kept; with room again the same command computes only the rest."""
+    monkeypatch.setattr(feature_store, "stored_features", functools.partial(feature_store.stored_features, chunk=16))
+    recorded = []
+    real_record = FeatureStore.record
 
-    def full_after_one_chunk(path, data):
-        written.append(path)
-        if len(written) == 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        real_write(path, data)
+    def full_after_one_chunk(self, lines):
+        recorded.append(len(lines))
+        if len(recorded) >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.folder / "entries.jsonl"))
+        real_record(self, lines)
 
     with monkeypatch.context() as patch:
-        patch.setattr(images, "write_json_atomic", full_after_one_chunk)
-        assert run(IER.main, tiny_ier(tiny_dataset, tmp_path)) == 2
+        patch.setattr(FeatureStore, "record", full_after_one_chunk)
+        assert run(IER.main, tiny_ier(tiny_dataset, tmp_path, "--extract-batch-size", "8")) == 2
     error = capsys.readouterr().err
-    partial = next((tmp_path / "features").glob(".*.partial"))
-    assert f"error: no space left on the device writing {partial / 'progress.json'} (folder {partial})" in error
-    assert "Traceback" not in error and json.loads((partial / "progress.json").read_text())["done"] == 16
-    assert run(IER.main, tiny_ier(tiny_dataset, tmp_path)) == 0
+    store = next((tmp_path / "features").iterdir())
+    assert f"error: no space left on the device writing {store / 'entries.jsonl'} (folder {store})" in error
+    assert "Traceback" not in error and len((store / "entries.jsonl").read_text().splitlines()) == 16
+    assert run(IER.main, tiny_ier(tiny_dataset, tmp_path, "--extract-batch-size", "8")) == 0
     log = capsys.readouterr().err
-    assert "resuming at 16 of 40 images" in log and "image features: 40 images into" in log
-    assert not partial.exists()
+    assert "computing 24 of 40 images" in log and "image features: 24 images computed into" in log
 
 
 def test_no_room_for_the_features_fails_before_extraction_not_with_sigbus(tiny_dataset, tmp_path, monkeypatch, capsys):
@@ -183,7 +182,7 @@ def test_no_room_for_the_features_fails_before_extraction_not_with_sigbus(tiny_d
     monkeypatch.setattr(os, "posix_fallocate", no_room)
     assert run(IER.main, tiny_ier(tiny_dataset, tmp_path)) == 2
     error = capsys.readouterr().err
-    assert "error: no space left on the device of" in error and "for the image features: they need 0.0 MB" in error
+    assert "error: no space left on the device of" in error and "for the image features: they need 0.0 MB more" in error
 
 
 def test_a_disk_that_fills_while_saving_leaves_no_half_file_and_the_run_resumes(tiny_dataset, tmp_path, monkeypatch,
@@ -208,34 +207,41 @@ def test_a_disk_that_fills_while_saving_leaves_no_half_file_and_the_run_resumes(
     assert (tmp_path / "ckpt" / "TER.keras").exists() and not (tmp_path / "ckpt" / ".TER.backup").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncated features", "index of other rows", "index not a table"])
-def test_a_damaged_feature_cache_is_computed_again_with_a_warning(small_demo, tmp_path, caplog, damage):
-    frame, extractor, identity, folder = demo_extraction(small_demo, tmp_path, 24)
-    sound = images.cached_features(folder, frame, extractor, 32, 8, "skip")
-    expected = np.array(sound.features)
-    del sound
-    if damage == "truncated features":
-        os.truncate(folder / "features.npy", (folder / "features.npy").stat().st_size // 2)
-    elif damage == "index of other rows":
-        lines = (folder / "index.csv").read_text().splitlines()
-        (folder / "index.csv").write_text("\n".join(lines[:-3]) + "\n")
+@pytest.mark.parametrize("damage", ["shard cut short", "a line unreadable", "last line cut short"])
+def test_a_damaged_store_computes_again_what_it_cannot_read(small_demo, tmp_path, caplog, damage):
+    frame, extractor, store, keys = demo_extraction(small_demo, tmp_path, 24)
+    paths = frame["image_path"].tolist()
+    expected = np.array(stored_features(store, paths, keys, extractor, 32, 8, "skip").features[:])
+    entries = store.folder / "entries.jsonl"
+    lines = entries.read_text().splitlines(keepends=True)
+    if damage == "shard cut short":
+        os.truncate(store.folder / "shard-000000.npy", 200)
+    elif damage == "a line unreadable":
+        entries.write_text("".join([*lines[:3], "\x00\xff garbage\n", *lines[4:]]))
     else:
-        (folder / "index.csv").write_bytes(b"\x00\xff garbage")
+        entries.write_text("".join(lines)[:-10])
     caplog.set_level("INFO", logger="emorec")
-    repaired = images.cached_features(folder, frame, extractor, 32, 8, "skip")
-    assert f"the image feature cache {folder} is damaged" in caplog.text and "computing it again" in caplog.text
-    np.testing.assert_array_equal(repaired.features, expected)
+    calls = []
+    repaired = stored_features(FeatureStore.open(store.folder), paths, keys, counting(extractor, calls), 32, 8, "skip")
+    assert sum(calls) == {"shard cut short": 24, "a line unreadable": 1, "last line cut short": 1}[damage]
+    if damage == "shard cut short":
+        assert "shard-000000.npy cannot be read" in caplog.text
+    if damage == "a line unreadable":
+        assert "1 line(s) of entries.jsonl cannot be read" in caplog.text
+    np.testing.assert_array_equal(repaired.features[:], expected)
+    assert len(FeatureStore.open(store.folder).entries) == 24  # every line whole again
 
 
-def test_the_fusion_phase_refuses_a_damaged_feature_cache_naming_what_to_rerun(small_demo, tmp_path):
+def test_the_fusion_phase_refuses_a_store_that_lacks_images_naming_what_to_rerun(small_demo, tmp_path):
     from emorec.errors import InputError
 
-    frame, extractor, identity, folder = demo_extraction(small_demo, tmp_path, 8)
-    images.cached_features(folder, frame, extractor, 32, 8, "skip")
-    os.truncate(folder / "features.npy", 100)
-    with pytest.raises(InputError, match="is damaged .*Run `python IER.py` again"):
-        images.phase_feature_cache(frame, {"feature_cache": str(folder), "weights_identity": identity},
-                                   {"backbone": "vgg16", "image_size": 32})
+    frame, extractor, store, keys = demo_extraction(small_demo, tmp_path, 8)
+    stored_features(store, frame["image_path"].tolist(), keys, extractor, 32, 8, "skip")
+    os.truncate(store.folder / "shard-000000.npy", 100)
+    with pytest.raises(InputError, match="lacks 8 of these 8 images .*Run `python IER.py` again"):
+        phase_features(frame, {"feature_store": str(store.folder)}, {"cache_key": "stat"})
+    with pytest.raises(InputError, match="is damaged or missing .*Run `python IER.py` again"):
+        phase_features(frame, {"feature_store": str(tmp_path / "elsewhere")}, {"cache_key": "stat"})
 
 
 def test_a_damaged_glove_cache_is_parsed_again_with_a_warning(tmp_path, caplog):
@@ -251,19 +257,3 @@ def test_a_damaged_glove_cache_is_parsed_again_with_a_warning(tmp_path, caplog):
     assert f"GloVe: the cache {cache} is damaged" in caplog.text and "reading" in caplog.text
     np.testing.assert_array_equal(again, vectors)
     assert found_again.tolist() == [True, True, False]
-
-
-def test_a_damaged_partial_extraction_starts_again_with_a_warning(small_demo, tmp_path, caplog):
-    frame, extractor, identity, folder = demo_extraction(small_demo, tmp_path, 24)
-    with pytest.raises(KeyboardInterrupt):  # in the second chunk of 16
-        images.compute_features(folder, frame, dying_extractor(extractor, 3, KeyboardInterrupt, []), 32, 8, "skip",
-                                chunk=16)
-    partial = folder.with_name(f".{folder.name}.partial")
-    assert json.loads((partial / "progress.json").read_text())["done"] == 16
-    os.truncate(partial / "features.npy", 200)  # the disk lost its end
-    caplog.set_level("INFO", logger="emorec")
-    images.compute_features(folder, frame, extractor, 32, 8, "skip", chunk=16)
-    assert f"the partial extraction in {partial} cannot be resumed" in caplog.text and "resuming" not in caplog.text
-    fresh = tmp_path / "fresh"
-    images.compute_features(fresh, frame, extractor, 32, 8, "skip", chunk=16)
-    np.testing.assert_array_equal(FeatureCache.open(folder).features, FeatureCache.open(fresh).features)

@@ -1,0 +1,437 @@
+"""The image feature store: each image's frozen-backbone features, computed once, for every run that needs them.
+
+A frozen backbone's output for an image never changes, so IER.py computes it
+once per image and keeps it here; training heads reads the store, never the
+images. One store folder holds one backbone configuration (backbone, weights,
+image size, pooling, precision) for any number of images::
+
+    <cache dir>/<backbone>_<size>px_<pooling>_<precision>_<weights>/
+        store.json         the configuration and the shape of one image's features
+        shard-000000.npy   float16 features, one row per image, preallocated and memory-mapped
+        entries.jsonl      one line per computed image: [image key, shard, row, readable]
+
+An image's key is its path relative to the image root with its size and
+modification time (``--cache-key stat``), or the sha256 of its bytes
+(``--cache-key content``, for copies that do not keep modification times).
+So adding rows computes only the new images, moving the image folder or the
+checkout keeps every feature, and manifests or subsets over the same images
+share them. A changed image has a new key and is computed again; the store
+only grows (delete its folder to reclaim the space).
+
+Extraction writes a batch into the preallocated shard rows, flushes them, and
+only then appends the batch's lines to ``entries.jsonl``: the resume record
+costs O(1) per batch, a kill at any instant loses at most the batches not yet
+listed, and a line that is listed always has its features on disk. One
+process extracts at a time (a file lock); readers need no lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from emorec.errors import InputError, list_some
+from emorec.fileio import write_json_atomic
+from emorec.storage import exclusive
+
+log = logging.getLogger("emorec")
+
+CACHE_KEYS = ("stat", "content")
+SHARD_BYTES = 1 << 30  # a new shard holds at most about 1 GB of features
+ENTRIES, CONFIG = "entries.jsonl", "store.json"
+
+
+class DamagedCache(InputError):
+    """Stored features that cannot be read: IER computes them again, the later phases refuse them."""
+
+
+def image_keys(paths: Sequence[str], image_root: str | os.PathLike, mode: str = "stat") -> list[str]:
+    """The store key of each image in ``paths`` (absolute, as the manifest resolves them).
+
+    ``stat``: ``stat:<size>:<mtime ns>:<path relative to image_root>`` (the
+    absolute path when the image is outside the root); ``content``:
+    ``sha256:<digest of the bytes>``. A file that cannot be read has a key
+    that says so (``missing:<path>``), and is recorded as unreadable.
+    """
+    if mode not in CACHE_KEYS:
+        raise ValueError(f"unknown cache key {mode!r}: one of {', '.join(CACHE_KEYS)}")
+    root = str(Path(image_root).resolve()) + os.sep
+    keys = []
+    for path in paths:  # os.path rather than pathlib: this runs once per row (470k for B-T4SA)
+        relative = path[len(root):] if path.startswith(root) else path
+        try:
+            if mode == "content":
+                with open(path, "rb") as data:
+                    keys.append("sha256:" + hashlib.file_digest(data, "sha256").hexdigest())
+            else:
+                stat = os.stat(path)
+                keys.append(f"stat:{stat.st_size}:{stat.st_mtime_ns}:{relative}")
+        except OSError:
+            keys.append(f"missing:{relative}")
+    return keys
+
+
+def store_folder(cache_dir: str | os.PathLike, backbone: str, weights_identity: str, image_size: int,
+                 pooling: str, precision: str) -> Path:
+    """The store folder of this backbone configuration under ``cache_dir``."""
+    weights = hashlib.sha256(weights_identity.encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"{backbone}_{image_size}px_{pooling}_{precision}_{weights}"
+
+
+class FeatureView:
+    """The stored features of a list of images (a manifest's rows), one row each, read on demand.
+
+    Indexes like a read-only float16 array of shape ``(len(keys), *feature
+    shape)`` (an integer, a slice or an array of row numbers), gathering the
+    rows from the store's memory-mapped shards; ``ok`` tells which images were
+    readable.
+    """
+
+    def __init__(self, shards: dict[int, np.ndarray], shard_of: np.ndarray, row_of: np.ndarray,
+                 feature_shape: tuple[int, ...]):
+        self.shards, self.shard_of, self.row_of = shards, shard_of, row_of
+        self.shape, self.dtype, self.ndim = (len(shard_of), *feature_shape), np.dtype(np.float16), 1 + len(feature_shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return self.shards[self.shard_of[index]][self.row_of[index]]
+        rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
+        out = np.empty((len(rows), *self.shape[1:]), np.float16)
+        shards = self.shard_of[rows]
+        for shard in np.unique(shards):
+            where = shards == shard
+            out[where] = self.shards[shard][self.row_of[rows[where]]]
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+
+@dataclass
+class StoredFeatures:
+    """A manifest's image features from a store: ``features`` (a :class:`FeatureView`, one row per manifest row),
+    ``ok`` (readable images) and the store ``folder``."""
+
+    folder: Path
+    features: FeatureView
+    ok: np.ndarray
+
+
+class FeatureStore:
+    """One store folder (see the module's documentation): its configuration, its entries and its shards."""
+
+    def __init__(self, folder: Path, config: dict):
+        self.folder, self.config = folder, config
+        self.feature_shape = tuple(config["feature_shape"])
+        self.entries: dict[str, tuple[int, int, bool]] = {}
+        self.shards: dict[int, np.ndarray] = {}
+        self.capacity: dict[int, int] = {}
+        self.reload()
+
+    @classmethod
+    def open(cls, folder: Path, config: dict | None = None) -> "FeatureStore":
+        """Open the store in ``folder``; with ``config`` (the configuration and ``feature_shape``), create it
+        when missing. Raises :class:`DamagedCache` when its configuration cannot be read or differs."""
+        path = folder / CONFIG
+        if config is not None and not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, config)
+        try:
+            found = json.loads(path.read_text())
+            found["feature_shape"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise DamagedCache(f"the image feature store {folder} is damaged or missing ({type(error).__name__}: "
+                               f"{error})") from error
+        if config is not None and found != json.loads(json.dumps(config)):
+            raise DamagedCache(f"the image feature store {folder} holds features of another configuration "
+                               f"({found}, not {config})")
+        return cls(folder, found)
+
+    def reload(self) -> None:
+        """Read ``entries.jsonl`` again (another process may have added images). A line cut short by a kill is
+        left out; a line that cannot be read, or points at a shard that is missing or too short, is left out with
+        a warning (its image is computed again)."""
+        self.entries, shards_needed, skipped = {}, {}, 0
+        path = self.folder / ENTRIES
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        for line in text.split("\n")[:-1]:  # the part after the last newline is a line not yet complete
+            try:
+                key, shard, row, ok = json.loads(line)
+                shards_needed[int(shard)] = max(shards_needed.get(int(shard), 0), int(row) + 1)
+                self.entries[str(key)] = (int(shard), int(row), bool(ok))
+            except (ValueError, TypeError):
+                skipped += 1
+        for shard, rows in shards_needed.items():
+            if not (rows <= self.capacity[shard] if shard in self.shards else self._open_shard(shard, rows)):
+                self.entries = {key: entry for key, entry in self.entries.items() if entry[0] != shard}
+        if skipped:
+            log.warning("image feature store %s: %d line(s) of %s cannot be read; their images are computed again",
+                        self.folder, skipped, ENTRIES)
+
+    def _open_shard(self, shard: int, rows: int) -> bool:
+        path = self._shard_path(shard)
+        try:
+            features = np.load(path, mmap_mode="r")
+            if features.shape[1:] != self.feature_shape or len(features) < rows or features.dtype != np.float16:
+                raise ValueError(f"{features.shape} {features.dtype} for {rows} rows of {self.feature_shape}")
+        except (OSError, ValueError) as error:
+            log.warning("image feature store %s: %s cannot be read (%s); its images are computed again",
+                        self.folder, path.name, error)
+            return False
+        self.shards[shard], self.capacity[shard] = features, len(features)
+        return True
+
+    def _shard_path(self, shard: int) -> Path:
+        return self.folder / f"shard-{shard:06d}.npy"
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        """The distinct keys among ``keys`` that the store lacks, in their first order."""
+        return [key for key in dict.fromkeys(keys) if key not in self.entries]
+
+    def view(self, keys: Sequence[str]) -> StoredFeatures:
+        """The features of ``keys`` (every one stored), one row per key."""
+        entries = [self.entries[key] for key in keys]
+        shard_of = np.array([entry[0] for entry in entries], dtype=np.int64)
+        row_of = np.array([entry[1] for entry in entries], dtype=np.int64)
+        ok = np.array([entry[2] for entry in entries], dtype=bool)
+        return StoredFeatures(self.folder, FeatureView(self.shards, shard_of, row_of, self.feature_shape), ok)
+
+    def free_slots(self, count: int) -> list[tuple[int, int]]:
+        """``count`` (shard, row) places for new images: the unused end of the last shard first, then new
+        shards (allocated here, their disk space reserved) of at most :data:`SHARD_BYTES`."""
+        used = {}
+        for shard, row, _ in self.entries.values():
+            used[shard] = max(used.get(shard, 0), row + 1)
+        slots = []
+        for shard in sorted(self.capacity):
+            slots += [(shard, row) for row in range(used.get(shard, 0), self.capacity[shard])][: count - len(slots)]
+        row_bytes = 2 * int(np.prod(self.feature_shape))
+        next_shard = max([*self.capacity, *(int(p.stem.split("-")[1]) for p in self.folder.glob("shard-*.npy")), -1]) + 1
+        while len(slots) < count:
+            rows = min(count - len(slots), max(1, SHARD_BYTES // row_bytes))
+            self.shards[next_shard] = _allocate(self._shard_path(next_shard), (rows, *self.feature_shape))
+            self.capacity[next_shard] = rows
+            slots += [(next_shard, row) for row in range(rows)]
+            next_shard += 1
+        return slots
+
+    def writable(self, shard: int) -> np.ndarray:
+        """Shard ``shard`` opened for writing."""
+        if not self.shards[shard].flags.writeable:
+            self.shards[shard] = np.load(self._shard_path(shard), mmap_mode="r+")
+        return self.shards[shard]
+
+    def record(self, lines: list[tuple[str, int, int, bool]]) -> None:
+        """Append ``lines`` (key, shard, row, readable) to the entries, after their shards are flushed."""
+        for shard in {shard for _, shard, _, _ in lines}:
+            self.shards[shard].flush()
+        with open(self.folder / ENTRIES, "a", encoding="utf-8") as entries:
+            entries.write("".join(json.dumps([key, shard, row, ok]) + "\n" for key, shard, row, ok in lines))
+            entries.flush()
+            os.fsync(entries.fileno())
+        for key, shard, row, ok in lines:
+            self.entries[key] = (shard, row, ok)
+
+    def cut_incomplete_line(self) -> None:
+        """Drop a last line that a kill left without its newline, so that the next one appended stays whole."""
+        path = self.folder / ENTRIES
+        if path.exists():
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(path, "r+b") as entries:
+                    entries.truncate(data.rfind(b"\n") + 1)
+
+
+def stored_features(
+    store: FeatureStore,
+    paths: Sequence[str],
+    keys: Sequence[str],
+    extractor: keras.Model,
+    image_size: int,
+    batch_size: int,
+    on_bad_image: str,
+    chunk: int = 512,
+) -> StoredFeatures:
+    """The features of the images ``paths`` (with their store ``keys``), computing those the store lacks first.
+
+    ``extractor`` (from :func:`emorec.images.build_extractor`) runs only on
+    missing images, one process at a time. Unreadable images are recorded as
+    such (``ok`` False) and left out with one warning, or, with
+    ``on_bad_image='error'``, stop the run naming the files.
+    """
+    computed = 0
+    if store.missing(keys):
+        with exclusive(store.folder / ".lock", f"computing image features into {store.folder}"):
+            store.reload()  # what another process added while this one waited
+            computed = compute_features(store, paths, keys, extractor, image_size, batch_size, on_bad_image, chunk)
+    if not computed:
+        log.info("image features: all %d images are in the store %s", len(dict.fromkeys(keys)), store.folder)
+    stored = store.view(keys)
+    bad = np.asarray(paths)[~stored.ok]
+    if len(bad):
+        if on_bad_image == "error":
+            raise _bad_images_error(bad)
+        log.warning("%s\nThese rows are left out, and their probabilities are empty.", _bad_images_message(bad))
+    return stored
+
+
+def compute_features(
+    store: FeatureStore,
+    paths: Sequence[str],
+    keys: Sequence[str],
+    extractor: keras.Model,
+    image_size: int,
+    batch_size: int,
+    on_bad_image: str,
+    chunk: int = 512,
+) -> int:
+    """Run the backbone over the images whose keys the store lacks, through one input pipeline, into the store
+    (call it holding the store's lock; see :func:`stored_features`); return how many it computed.
+
+    Every ``chunk`` images the shards are flushed and their entries appended.
+    The backbone runs in a worker thread, so that Ctrl-C (SIGINT), which
+    Python delivers to the main thread only between bytecodes, is not held up
+    by a batch that takes seconds inside TensorFlow: the main thread records
+    every batch finished so far and re-raises KeyboardInterrupt at once; the
+    same command goes on after them.
+    """
+    from emorec.images import image_batches
+
+    store.cut_incomplete_line()
+    missing = store.missing(keys)
+    if not missing:
+        return 0
+    path_of = dict(zip(keys, paths))
+    log.info("image features: computing %d of %d images (the rest are in the store %s)", len(missing),
+             len(dict.fromkeys(keys)), store.folder)
+    slots = store.free_slots(len(missing))
+    bar = keras.utils.Progbar(len(missing), unit_name="image")
+    bar.update(0)
+    lock, stop, failures, pending = threading.Lock(), threading.Event(), [], []
+    done = [0]
+
+    def extract() -> None:
+        try:
+            batches = image_batches([path_of[key] for key in missing], image_size, batch_size)
+            for pixels, ok in batches:
+                first, ok = done[0], ok.numpy()
+                if on_bad_image == "error" and not ok.all():
+                    raise _bad_images_error([path_of[key] for key in np.asarray(missing[first : first + len(ok)])[~ok]])
+                features = extractor.predict_on_batch(pixels).astype(np.float16)
+                with lock:
+                    if stop.is_set():  # interrupted meanwhile: what was recorded stays as it was
+                        return
+                    for offset, (shard, row) in enumerate(slots[first : first + len(ok)]):
+                        store.writable(shard)[row] = features[offset]
+                        pending.append((missing[first + offset], shard, row, bool(ok[offset])))
+                    done[0] = first + len(ok)
+                    if len(pending) >= chunk:
+                        keep_progress()
+                bar.update(done[0])
+            with lock:
+                keep_progress()
+        except BaseException as error:  # handed to the main thread, which raises it
+            failures.append(error)
+
+    def keep_progress() -> None:  # with the lock held
+        if pending:
+            store.record(pending)
+            pending.clear()
+
+    worker = threading.Thread(target=extract, name="feature-extraction", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.1)
+    except KeyboardInterrupt:
+        with lock:
+            stop.set()
+            keep_progress()
+        log.warning("\nimage features: interrupted; the %d of %d images done are kept in %s. Run the same command "
+                    "again to go on from there.", done[0], len(missing), store.folder)
+        raise
+    if failures:
+        with lock:
+            try:  # keep the batches done before the failure, where the disk still allows it
+                keep_progress()
+            except OSError as error:
+                log.warning("image features: the last batches could not be recorded (%s)", error)
+        raise failures[0]
+    log.info("image features: %d images computed into %s", len(missing), store.folder)
+    return len(missing)
+
+
+def phase_features(frame, ier_metrics: dict, ier_args: dict) -> StoredFeatures:
+    """The features IER.py stored for ``frame``'s images, for a later phase (never computed there).
+
+    ``ier_metrics`` and ``ier_args`` are IER's ``.metrics.json`` and
+    ``.args.json``; ``frame`` comes from :func:`emorec.data.load_dataset`.
+    Raises :class:`InputError` (with the command to rerun) when the store is
+    missing or damaged, or lacks some of the images as they are now.
+    """
+    rerun = "Run `python IER.py` again with this --manifest (it computes only the images the store lacks)."
+    if "feature_store" not in ier_metrics:
+        raise InputError(f"IER's outputs are from a release without the per-image feature store. {rerun}")
+    folder = Path(ier_metrics["feature_store"])
+    try:
+        store = FeatureStore.open(folder)
+    except DamagedCache as error:
+        raise InputError(f"{error}. {rerun}") from error
+    keys = image_keys(frame["image_path"], frame.attrs["image_root"], ier_args.get("cache_key", "stat"))
+    missing = store.missing(keys)
+    if missing:
+        raise InputError(f"IER's feature store {folder} lacks {len(missing)} of these {len(keys)} images (the "
+                         f"manifest or an image changed since IER ran). {rerun}")
+    stored = store.view(keys)
+    if (~stored.ok).any():
+        log.warning("%d row(s) whose image IER could not read are left out; their probabilities are empty",
+                    (~stored.ok).sum())
+    return stored
+
+
+def _allocate(path: Path, shape: tuple) -> np.ndarray:
+    """A float16 array of ``shape`` memory-mapped to ``path``, with its disk space reserved at once where the system
+    can (``posix_fallocate``): a disk without room fails here, with ENOSPC, rather than killing the process with
+    SIGBUS on a later write into the mapping."""
+    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as file:
+            try:
+                os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+            except OSError as error:
+                if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it: go on
+                    return features
+                if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    del features
+                    path.unlink(missing_ok=True)
+                    raise InputError(
+                        f"no space left on the device of {path.parent} for the image features: they need "
+                        f"{_size(2 * int(np.prod(shape)))} more. Free some space or choose another --cache-dir, and "
+                        "run the same command again.") from error
+                raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
+    return features
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def _bad_images_message(paths: Sequence[str]) -> str:
+    return f"{len(paths)} image file(s) could not be read (empty, not an image, or damaged):\n{list_some(paths)}"
+
+
+def _bad_images_error(paths: Sequence[str]) -> InputError:
+    return InputError(_bad_images_message(paths) + "\nFix or remove them, or pass --on-bad-image skip.")

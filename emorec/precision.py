@@ -1,0 +1,83 @@
+"""Numeric precision of the image backbone and the heads: ``--precision auto|float32|bfloat16|float16``.
+
+bfloat16 and float16 run Keras' mixed-precision policies (``mixed_bfloat16``,
+``mixed_float16``): weights stay float32, the arithmetic runs in the lower
+precision. They pay where the hardware has it: bfloat16 on CPUs with
+AVX512_BF16 or AMX (VGG16 ran about 2x faster than float32 on such a CPU) and
+on GPUs of compute capability 8.0 or more; float16 on GPUs of 7.0 or more.
+Elsewhere they are emulated and slower than float32. ``auto`` takes bfloat16
+where it is native and float32 elsewhere, and the log says which and why.
+Stored features are float16 whatever the precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger("emorec")
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+def native_support() -> dict[str, str | None]:
+    """For ``bfloat16`` and ``float16``: the reason this machine runs it natively (its GPU or CPU feature), or
+    None when it would be emulated."""
+    import tensorflow as tf
+
+    support: dict[str, str | None] = {"bfloat16": None, "float16": None}
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
+        name = tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        if tuple(capability) >= (8, 0):
+            support["bfloat16"] = support["bfloat16"] or f"the GPU {name} (compute capability {capability[0]}.{capability[1]})"
+        if tuple(capability) >= (7, 0):
+            support["float16"] = support["float16"] or f"the GPU {name} (compute capability {capability[0]}.{capability[1]})"
+    flags = cpu_flags()
+    for flag in ("amx_bf16", "avx512_bf16"):
+        if flag in flags and support["bfloat16"] is None:
+            support["bfloat16"] = f"this CPU ({flag.upper()})"
+    return support
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is not there)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_precision(requested: str) -> str:
+    """The precision to run for ``--precision requested`` (``auto`` resolved), logged with the reason."""
+    support = native_support()
+    if requested == "auto":
+        chosen = "bfloat16" if support["bfloat16"] else "float32"
+        why = f"native on {support['bfloat16']}" if support["bfloat16"] else \
+            "no bfloat16 support found on this machine's CPU or GPU"
+        log.info("precision: %s (--precision auto: %s)", chosen, why)
+        return chosen
+    if requested != "float32" and not support[requested]:
+        log.warning("precision: %s is emulated on this machine (no native support found), so it runs slower "
+                    "than float32", requested)
+    return requested
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Build models inside this block to get ``precision``'s Keras dtype policy (restored after)."""
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(POLICIES[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
