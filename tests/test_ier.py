@@ -81,6 +81,22 @@ def test_second_run_reuses_the_cache_without_running_the_backbone(ier_run, small
     pd.testing.assert_frame_equal(first, again)  # same seed, same numbers
 
 
+def test_pooled_features_go_to_a_store_of_their_own_and_the_saved_model_pools_alike(ier_run, small_demo):
+    assert IER.main(ier_argv(small_demo, ier_run, "--run-name", "avg", "--pooling", "avg", "--precision",
+                             "float32")) == 0
+    metrics = json.loads((ier_run / "ckpt" / "avg" / "IER.metrics.json").read_text())
+    args = json.loads((ier_run / "ckpt" / "avg" / "IER.args.json").read_text())
+    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo)
+    stored = phase_features(frame, metrics, args)
+    assert stored.features.shape == (len(frame), 512) and "_avg_float32_" in stored.folder.name
+    assert stored.folder != phase_features(frame, json.loads((ier_run / "ckpt" / "IER.metrics.json").read_text()),
+                                           json.loads((ier_run / "ckpt" / "IER.args.json").read_text())).folder
+    model = keras.models.load_model(ier_run / "ckpt" / "avg" / "IER.keras")
+    probs = pd.read_csv(ier_run / "probs" / "avg" / "img_prob.csv", dtype={"id": str})
+    pixels = np.stack([load_image(frame["image_path"][row], 32)[0] for row in (1, 2)]).astype(np.float32)
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), probs.loc[[1, 2], CLASSES].to_numpy(), atol=2e-3)
+
+
 @pytest.fixture
 def damaged_demo(small_demo, tmp_path):
     """A copy of the small demo with one truncated JPEG, one zero-byte file and one text file posing as an image."""

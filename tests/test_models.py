@@ -64,3 +64,53 @@ def test_fusion_network_shapes_and_warm_start():
     kernel = network.get_layer("image_dense3000").get_weights()[0]
     np.testing.assert_array_equal(kernel[:, :1000], head.get_layer("image_dense1000").get_weights()[0])
     np.testing.assert_array_equal(kernel[:, 1000:], before[:, 1000:])
+
+
+def test_the_fusion_network_pools_a_whole_feature_map_when_asked_and_passes_pooled_features():
+    glove = np.zeros((10, 4), np.float32)
+    pooled_in_network = build_fusion_network(glove, 6, (2, 2, 8), 3, pooling="max")
+    assert type(pooled_in_network.get_layer("image_max_pool")).__name__ == "GlobalMaxPooling2D"
+    assert pooled_in_network.get_layer("image_dense3000").get_weights()[0].shape[0] == 8
+    stored_pooled = build_fusion_network(glove, 6, (8,), 3, pooling="avg")  # IER pooled them already
+    assert stored_pooled.get_layer("image_dense3000").get_weights()[0].shape[0] == 8
+    features = np.random.default_rng(0).normal(size=(2, 2, 2, 8)).astype(np.float32)
+    token_ids = np.ones((2, 6), np.int32)
+    probabilities = pooled_in_network.predict({"token_ids": token_ids, "image_features": features}, verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_fusion_pooling_follows_ier_and_refuses_what_a_pooled_store_cannot_give():
+    import pytest
+
+    from Intermediate_fusion import _image_pooling
+    from emorec.errors import InputError
+
+    assert _image_pooling(None, "max") == "max" and _image_pooling("avg", "flatten") == "avg"
+    with pytest.raises(InputError, match="stored features pooled by max.*python IER.py --pooling avg"):
+        _image_pooling("avg", "max")
+
+
+def test_auto_precision_says_what_it_chose_and_why(monkeypatch, caplog):
+    from emorec import precision
+
+    caplog.set_level("INFO", logger="emorec")
+    monkeypatch.setattr(precision, "native_support", lambda: {"bfloat16": None, "float16": None})
+    assert precision.resolve_precision("auto") == "float32"
+    assert "float32 (--precision auto: no bfloat16 support found" in caplog.text
+    assert precision.resolve_precision("bfloat16") == "bfloat16" and "bfloat16 is emulated" in caplog.text
+    monkeypatch.setattr(precision, "native_support", lambda: {"bfloat16": "this CPU (AVX512_BF16)", "float16": None})
+    assert precision.resolve_precision("auto") == "bfloat16"
+    assert "bfloat16 (--precision auto: native on this CPU (AVX512_BF16))" in caplog.text
+
+
+def test_a_head_built_in_bfloat16_computes_in_bfloat16_and_answers_in_float32():
+    from emorec.precision import dtype_policy
+
+    with dtype_policy("bfloat16"):
+        head = build_ier_head((8,), 3)
+    import keras
+
+    assert keras.config.dtype_policy().name == "float32"  # restored after the block
+    assert head.get_layer("image_dense1000").compute_dtype == "bfloat16"
+    assert head.get_layer("image_dense1000").kernel.dtype == "float32"
+    assert str(head.predict(np.ones((2, 8), np.float32), verbose=0).dtype) == "float32"
