@@ -128,6 +128,14 @@ def predict(checkpoints: Path, texts: list[str], image_paths: list[str], batch_s
     late = json.loads((checkpoints / "Late_fusion.metrics.json").read_text())
     models = {phase: keras.models.load_model(checkpoints / f"{phase}.keras") for phase in MEMBERS}
     image_size = models["IER"].input_shape[1]
+    # The backbone runs once per image: IER's and the fusion model's frozen extractors are one (the fusion phase
+    # takes IER's), so IER's features feed both heads.
+    extractors = [next(layer for layer in models[phase].layers if layer.name.endswith("_extractor"))
+                  for phase in ("IER", "Intermediate_fusion")]
+    shared = all(np.array_equal(a, b) for a, b in zip(extractors[0].get_weights(), extractors[1].get_weights()))
+    ier_head = models["IER"].get_layer("ier_head")
+    vectorizer = models["Intermediate_fusion"].get_layer("text_vectorization")
+    fusion_network = models["Intermediate_fusion"].get_layer("fusion_network")
     scores = {phase: [] for phase in MEMBERS}
     image_ok = []
     bar = keras.utils.Progbar(len(texts), unit_name="tweet", verbose=1 if len(texts) > batch_size else 0)
@@ -136,8 +144,12 @@ def predict(checkpoints: Path, texts: list[str], image_paths: list[str], batch_s
         ok = ok.numpy()
         image_ok.append(ok)
         scores["TER"].append(models["TER"].predict_on_batch(text))
-        for phase, inputs in (("IER", pixels), ("Intermediate_fusion", {"text": text, "image": pixels})):
-            probabilities = np.asarray(models[phase].predict_on_batch(inputs), dtype=np.float64)
+        features = extractors[0].predict_on_batch(pixels)
+        fusion_features = features if shared else extractors[1].predict_on_batch(pixels)
+        for phase, network, inputs in (
+                ("IER", ier_head, features),
+                ("Intermediate_fusion", fusion_network, {"token_ids": vectorizer(text), "image_features": fusion_features})):
+            probabilities = np.asarray(network.predict_on_batch(inputs), dtype=np.float64)
             probabilities[~ok] = np.nan
             scores[phase].append(probabilities)
         bar.add(len(ok))

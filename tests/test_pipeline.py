@@ -180,11 +180,16 @@ def test_predict_reproduces_the_phases_prob_files(pipeline, small_demo, tmp_path
     assert (predicted["prediction"] == np.array(CLASSES)[late[CLASSES].to_numpy().argmax(axis=1)]).mean() > 0.99
 
 
-def test_predict_one_tweet_as_json(pipeline, small_demo, capsys):
+def test_predict_one_tweet_as_json_running_the_backbone_once(pipeline, small_demo, capsys, monkeypatch):
+    import keras
+
     manifest = pd.read_csv(small_demo / MANIFEST_NAME)
     image, text = str(small_demo / manifest["image"][0]), manifest["text"][0]
     argv = ["--image", image, "--text", text, "--json", "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
+    ran, predict_on_batch = [], keras.Model.predict_on_batch
+    monkeypatch.setattr(keras.Model, "predict_on_batch", lambda self, x: ran.append(self.name) or predict_on_batch(self, x))
     assert predict.main(argv) == 0
+    assert ran.count("vgg16_extractor") == 1 and "ier_head" in ran and "fusion_network" in ran  # one image, one pass
     result = json.loads(capsys.readouterr().out)
     assert result["class_names"] == CLASSES and len(result["rows"]) == 1
     row = result["rows"][0]
