@@ -158,7 +158,9 @@ def _check_same_training_rows(training_ids, configs: dict) -> None:
     """Refuse to fuse unimodal runs that learnt from other training examples than this command would
     (``configs``: each phase's ``.args.json`` path and parsed content)."""
     def count(ids):
-        return "the whole train split" if ids is None else f"{len(ids)} subsampled examples"
+        if ids is None:
+            return "the whole train split"
+        return f"{ids['count']} subsampled examples" if isinstance(ids, dict) else f"{len(ids)} listed inline"
 
     for config, flags in configs.values():
         theirs = flags.get("training_ids")

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from emorec.baselines import BASELINE_PROB_FILES
-    from emorec.data import check_same_data, load_dataset
+    from emorec.data import check_same_data, load_dataset, read_training_ids
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
     from emorec.report import (log_results_to_tensorboard, probability_table, summary_markdown, test_predictions,
                                write_confusion_png)
@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The simple baselines, on the run's own training rows, scored like the members.
     weighting = _class_weights(recorded)
-    baselines = _fit_baselines(frame, ter.get("training_ids"), phases["IER"], rows, weighting, ter["seed"])
+    training_ids = read_training_ids(configs["TER"], ter)  # None: the whole train split
+    baselines = _fit_baselines(frame, training_ids, phases["IER"], rows, weighting, ter["seed"])
     for name, baseline in baselines.items():
         write_csv_atomic(probability_table(rows, baseline.probabilities, class_names), outputs.prob_dir / BASELINE_PROB_FILES[name])
 
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **({"weights_with_baselines": extended["weights"]} if args.with_baselines else {}),
         "baselines": baseline_choices, "split_sizes": split_sizes,
         # The labels the run learnt from: the weights, the stacker (and every best epoch) add val's to training's.
-        "labels_used": {"training": split_sizes["train"] if ter.get("training_ids") is None else len(ter["training_ids"]),
+        "labels_used": {"training": split_sizes["train"] if training_ids is None else len(training_ids),
                         "validation": split_sizes["val"]},
         "rows_fused_from_fewer_members": fewer, "evaluation": report["evaluation"],
         "fusion_vs_single": report["fusion_vs_single"], "methods": scores,

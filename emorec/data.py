@@ -569,6 +569,37 @@ def load_dataset(
     return frame
 
 
+def training_ids_fingerprint(ids: Sequence[str]) -> dict:
+    """What a run's ``.args.json`` records of its subsampled training ids: their ``count`` and the ``sha256`` of
+    their lines (the ids themselves go to :func:`training_ids_file`, which grows with the data)."""
+    return {"count": len(ids), "sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+
+
+def training_ids_file(args_json: Path) -> Path:
+    """The file beside a phase's ``<phase>.args.json`` that lists its subsampled training ids, one per line."""
+    return args_json.with_name(args_json.name.replace(".args.json", ".training_ids.txt"))
+
+
+def read_training_ids(args_json: Path, recorded: dict) -> list[str] | None:
+    """The training ids a phase subsampled (None when it trained on the whole train split), read from
+    :func:`training_ids_file` and checked against the fingerprint in its parsed ``.args.json`` ``recorded``;
+    :class:`InputError` when the file is missing or other than the one the phase wrote."""
+    fingerprint = recorded.get("training_ids")
+    if fingerprint is None:
+        return None
+    path = training_ids_file(args_json)
+    rerun = f"Run the phase that wrote {args_json.name} again."
+    if not isinstance(fingerprint, dict):
+        raise InputError(f"{args_json} lists its training ids inline, as releases before the ids file did. {rerun}")
+    try:
+        ids = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise InputError(f"{path}: the training ids of {args_json.name} cannot be read ({error}). {rerun}") from error
+    if training_ids_fingerprint(ids) != fingerprint:
+        raise InputError(f"{path} is not the list of training ids that {args_json.name} records. {rerun}")
+    return ids
+
+
 def labelled_training_rows(
     frame: pd.DataFrame, fraction: float | None = None, per_class: int | None = None, seed: int = 0
 ) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -18,8 +17,8 @@ import tensorflow as tf
 from keras import ops
 
 from emorec.cli import PhaseOutputs
-from emorec.data import labelled_training_rows
-from emorec.fileio import atomic_path, write_csv_atomic, write_json_atomic
+from emorec.data import labelled_training_rows, training_ids_file, training_ids_fingerprint
+from emorec.fileio import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("emorec")
 
@@ -175,13 +174,15 @@ def select_training_rows(frame, args) -> np.ndarray:
     ``--labels-per-class`` asks for (see :func:`emorec.data.labelled_training_rows`).
 
     Returns a boolean mask aligned with ``frame``, logs the count and sets
-    ``args.training_ids`` (the subsample's ids, or None for the whole split) so
-    the run's ``.args.json`` records exactly which examples were used.
+    ``args.training_ids`` (the subsample's :func:`emorec.data.training_ids_fingerprint`, or None for the whole
+    split) and ``args.training_id_list`` (the ids), which :func:`write_run_config` writes beside the run's
+    ``.args.json``: it records exactly which examples were used.
     """
     rows = labelled_training_rows(frame, args.label_fraction, args.labels_per_class, args.seed)
     whole = int((frame["split"] == "train").sum())
     subsampled = args.label_fraction is not None or args.labels_per_class is not None
-    args.training_ids = frame["id"][rows].tolist() if subsampled else None
+    args.training_id_list = frame["id"][rows].tolist() if subsampled else None
+    args.training_ids = training_ids_fingerprint(args.training_id_list) if subsampled else None
     if subsampled:
         per_class = np.bincount(frame["label"][rows], minlength=len(frame.attrs["class_names"]))
         log.info("training on %d of %d labelled training examples (per class: %s)", rows.sum(), whole,
@@ -190,20 +191,18 @@ def select_training_rows(frame, args) -> np.ndarray:
 
 
 # Flags that say where a run writes or how fast it extracts, not what it learns: a resumed run may change them.
-NOT_TRAINING = ("run_name", "checkpoint_dir", "log_dir", "prob_dir", "cache_dir", "extract_batch_size", "cache_key")
+NOT_TRAINING = ("run_name", "checkpoint_dir", "log_dir", "prob_dir", "cache_dir", "extract_batch_size", "cache_key",
+                "training_id_list")  # the last: its fingerprint, training_ids, stays
 
 
 def training_config(args) -> dict:
     """What a run learns from and how, from its parsed flags ``args``: a backup resumes only under the same config.
 
-    Every flag except :data:`NOT_TRAINING`, with the data fingerprint; the
-    subsample's ids (``training_ids``) enter as their sha256.
+    Every flag except :data:`NOT_TRAINING`, with the data fingerprint and the subsample's (``training_ids``).
     """
     config = {key: value for key, value in vars(args).items() if key not in NOT_TRAINING}
     if config.get("data") is not None:  # the first run draws the split, the resumed one reads it: the same split
         config["data"] = {key: value for key, value in config["data"].items() if key != "split_source"}
-    if config.get("training_ids") is not None:
-        config["training_ids"] = hashlib.sha256(json.dumps(config["training_ids"]).encode()).hexdigest()
     return json.loads(json.dumps(config, default=str))  # as the backup's JSON will give it back
 
 
@@ -420,9 +419,14 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 
 def write_run_config(outputs: PhaseOutputs, args, argv) -> None:
-    """Write ``<phase>.args.json``: the command line, every flag and the library versions."""
+    """Write ``<phase>.args.json``: the command line, every flag and the library versions; a subsample's training
+    ids go beside it, one per line (:func:`emorec.data.training_ids_file`), the JSON keeping their fingerprint."""
+    flags = {key: value for key, value in vars(args).items() if key != "training_id_list"}
+    ids = getattr(args, "training_id_list", None)
+    if ids is not None:
+        write_text_atomic(training_ids_file(outputs.args_json), "".join(f"{id_}\n" for id_ in ids))
     write_json_atomic(outputs.args_json, {
-        "argv": list(sys.argv[1:] if argv is None else argv), **vars(args),
+        "argv": list(sys.argv[1:] if argv is None else argv), **flags,
         "keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
     })
 

@@ -14,6 +14,7 @@ from emorec import sweep
 from emorec.cli import run
 from emorec.data import labelled_training_rows, load_dataset
 from emorec.demo import GLOVE_NAME, MANIFEST_NAME
+from emorec.errors import InputError
 from emorec.fusion import FUSIONS_WITH_BASELINES, METHODS
 
 from conftest import interrupt_after_epoch
@@ -89,15 +90,25 @@ def test_the_sweep_writes_one_row_per_setting_and_method(swept):
     assert len(list(out.glob(f"{GLOVE_NAME}.*.cache.npz"))) == 1
 
 
-def test_the_three_phases_of_a_setting_train_on_the_same_examples(swept):
+def test_the_three_phases_of_a_setting_train_on_the_same_examples(swept, tmp_path):
     out, _ = swept
-    ids = {phase: json.loads((out / "ckpt" / "t-f0.25-s0" / f"{phase}.args.json").read_text())["training_ids"]
-           for phase in ("TER", "IER", "Intermediate_fusion")}
+    from emorec.data import read_training_ids
+
+    ckpt = out / "ckpt" / "t-f0.25-s0"
+    recorded = {phase: json.loads((ckpt / f"{phase}.args.json").read_text()) for phase in ("TER", "IER", "Intermediate_fusion")}
+    ids = {phase: read_training_ids(ckpt / f"{phase}.args.json", flags) for phase, flags in recorded.items()}
     assert ids["TER"] and ids["TER"] == ids["IER"] == ids["Intermediate_fusion"]
+    assert recorded["TER"]["training_ids"]["count"] == len(ids["TER"])  # the JSON keeps the fingerprint, not the ids
     whole = json.loads((out / "ckpt" / "t-f1-s0" / "TER.args.json").read_text())
     assert whole["training_ids"] is None and whole["label_fraction"] is None
-    metrics = json.loads((out / "ckpt" / "t-f0.25-s0" / "TER.metrics.json").read_text())
+    assert not (out / "ckpt" / "t-f1-s0" / "TER.training_ids.txt").exists()
+    metrics = json.loads((ckpt / "TER.metrics.json").read_text())
     assert metrics["training_labels"] == len(ids["TER"])
+    copy = tmp_path / "TER.args.json"
+    shutil.copy(ckpt / "TER.args.json", copy)
+    (tmp_path / "TER.training_ids.txt").write_text("\n".join(ids["TER"][1:]) + "\n")  # one id lost
+    with pytest.raises(InputError, match="is not the list of training ids"):
+        read_training_ids(copy, recorded["TER"])
     baselines = json.loads((out / "results" / "t-f0.25-s0" / "summary.json").read_text())["baselines"]
     assert {name: b["training_rows"] for name, b in baselines.items()} == {  # the baselines learn from them too
         "Baseline_text": len(ids["TER"]), "Baseline_image": len(ids["TER"]), "Baseline_both": len(ids["TER"])}
