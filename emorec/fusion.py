@@ -138,16 +138,22 @@ def fuse(weights: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     return fused[0] if single else fused
 
 
+def confusion_matrices(fused: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each candidate's confusion matrix (candidates, true class, predicted class) of ``fused`` (candidates, rows,
+    classes) against ``labels`` (rows,)."""
+    n_classes = fused.shape[2]
+    truth = np.eye(n_classes, dtype=np.float32)[labels]  # (rows, classes)
+    predicted = np.eye(n_classes, dtype=np.float32)[fused.argmax(axis=2)]  # (candidates, rows, classes)
+    return np.einsum("nt,knp->ktp", truth, predicted)
+
+
 def accuracy_and_macro_f1(fused: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy and macro-F1 (scikit-learn's definition, 0 for a class never predicted nor present) per candidate.
 
     ``fused`` is (candidates, rows, classes), ``labels`` (rows,). Returns two (candidates,) arrays, computed from
     each candidate's confusion matrix (:func:`emorec.intervals.confusion_scores`).
     """
-    n_classes = fused.shape[2]
-    truth = np.eye(n_classes, dtype=np.float32)[labels]  # (rows, classes)
-    predicted = np.eye(n_classes, dtype=np.float32)[fused.argmax(axis=2)]  # (candidates, rows, classes)
-    scores = confusion_scores(np.einsum("nt,knp->ktp", truth, predicted))
+    scores = confusion_scores(confusion_matrices(fused, labels))
     return scores["accuracy"], scores["macro_f1"]
 
 
@@ -155,12 +161,20 @@ def choose_weights(grid: np.ndarray, probabilities: np.ndarray, labels: np.ndarr
     """Pick the candidate with the best accuracy; ties go to higher macro-F1, then to the most even weights.
 
     Returns (index into ``grid``, accuracy per candidate, macro-F1 per candidate). The candidates are scored
-    in blocks of about :data:`WEIGHT_CHUNK` fused probabilities, so memory stays bounded whatever the rows.
+    in blocks of candidates and of rows of at most about :data:`WEIGHT_CHUNK` fused probabilities, their
+    confusion matrices summed over the row blocks, so memory stays bounded whatever the rows.
     """
-    block = max(1, WEIGHT_CHUNK // (probabilities.shape[1] * probabilities.shape[2]))
-    scores = [accuracy_and_macro_f1(fuse(grid[start : start + block], probabilities), labels)
-              for start in range(0, len(grid), block)]
-    accuracy, macro_f1 = (np.concatenate(parts) for parts in zip(*scores))
+    _, n_rows, n_classes = probabilities.shape
+    row_block = max(1, min(n_rows, WEIGHT_CHUNK // n_classes))
+    block = max(1, WEIGHT_CHUNK // (row_block * n_classes))
+    confusion = np.zeros((len(grid), n_classes, n_classes))
+    for first in range(0, n_rows, row_block):
+        rows = slice(first, first + row_block)
+        for start in range(0, len(grid), block):
+            confusion[start : start + block] += confusion_matrices(fuse(grid[start : start + block],
+                                                                        probabilities[:, rows]), labels[rows])
+    scores = confusion_scores(confusion)
+    accuracy, macro_f1 = scores["accuracy"], scores["macro_f1"]
     unevenness = ((grid - 1 / grid.shape[1]) ** 2).sum(axis=1)
     order = np.lexsort((np.round(unevenness, 9), -np.round(macro_f1, 9), -accuracy))
     return int(order[0]), accuracy, macro_f1

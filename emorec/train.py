@@ -86,8 +86,8 @@ class ArrayBatches(keras.utils.PyDataset):
     one would.
     """
 
-    def __init__(self, inputs, labels, rows, batch_size: int, seed: int | None = None):
-        super().__init__()
+    def __init__(self, inputs, labels, rows, batch_size: int, seed: int | None = None, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False)
         self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
         self.rows = np.array(rows)
         self.set_epoch(0)

@@ -76,9 +76,10 @@ def brute_force_choice(probabilities, labels, step=0.1):
     return best
 
 
-@pytest.mark.parametrize("seed, chunk", [(0, fusion.WEIGHT_CHUNK), (1, fusion.WEIGHT_CHUNK), (2, 5000)])
+@pytest.mark.parametrize("seed, chunk", [(0, fusion.WEIGHT_CHUNK), (1, fusion.WEIGHT_CHUNK), (2, 5000), (3, 37)])
 def test_weight_search_matches_a_brute_force_loop(seed, chunk, monkeypatch):
-    monkeypatch.setattr(fusion, "WEIGHT_CHUNK", chunk)  # 5000: candidates scored a few at a time
+    # 5000: candidates scored a few at a time; 37: one candidate on 9 rows at a time, confusions summed over blocks
+    monkeypatch.setattr(fusion, "WEIGHT_CHUNK", chunk)
     probabilities, labels = random_members(seed)
     grid = fusion.weight_grid(3, 0.1)
     index, accuracy, macro_f1 = fusion.choose_weights(grid, probabilities, labels)
@@ -86,6 +87,30 @@ def test_weight_search_matches_a_brute_force_loop(seed, chunk, monkeypatch):
     assert accuracy[index] == pytest.approx(best_accuracy)
     assert macro_f1[index] == pytest.approx(best_f1)
     np.testing.assert_allclose(grid[index], best_weights)
+
+
+def test_the_weight_search_at_500k_rows_stays_within_its_blocks(monkeypatch):
+    """500,000 validation rows (B-T4SA's size): the search holds about WEIGHT_CHUNK fused values at a time, not
+    candidates x rows x classes, and finds what scoring every candidate on all rows at once finds."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    rows = 500_000
+    labels = rng.integers(0, 4, rows)
+    probabilities = rng.dirichlet(np.ones(4), size=(3, rows)) + 0.3 * np.eye(4)[labels][None]
+    probabilities[1, :1000] = np.nan  # rows a member could not score
+    grid = fusion.weight_grid(3, 0.25)
+    monkeypatch.setattr(fusion, "WEIGHT_CHUNK", 2**20)  # 8 MB of float64 fused values at a time
+    tracemalloc.start()
+    index, accuracy, macro_f1 = fusion.choose_weights(grid, probabilities, labels)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    whole = len(grid) * rows * 4 * 8  # every candidate's fused probabilities at once, float64
+    print(f"peak {peak / 1e6:.0f} MB traced for {len(grid)} candidates x {rows} rows (all at once: {whole / 1e6:.0f} MB)")
+    assert peak < 160e6 < whole
+    expected_accuracy, expected_f1 = fusion.accuracy_and_macro_f1(fusion.fuse(grid, probabilities), labels)
+    np.testing.assert_allclose(accuracy, expected_accuracy)
+    np.testing.assert_allclose(macro_f1, expected_f1)
 
 
 def test_ties_go_to_the_most_even_weights():
