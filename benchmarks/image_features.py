@@ -7,8 +7,11 @@ In one run, on this machine:
 3. one epoch of the IER head on cached features against the same epoch through
    the frozen backbone (what the paper's script does every epoch), per image,
    for N images;
-4. peak resident memory of a feature extraction over N and 4N images (separate
-   processes), which must not grow with the number of images.
+4. peak resident memory of a feature extraction into the feature store over N
+   and 4N images (separate processes), which must not grow with the number of images;
+5. VGG16's images/s in each --precision (float32, Keras' mixed bfloat16 and
+   float16) and the cosine similarity of the lower precisions' features to
+   float32's (per image, the mean and the lowest).
 
     .venv/bin/python benchmarks/image_features.py [--images 32] [--image-size 224]
 """
@@ -50,14 +53,15 @@ import resource, sys
 import pandas as pd
 sys.path.insert(0, {str(ROOT)!r})
 from benchmarks.image_features import write_images
-from emorec.images import build_extractor, compute_features
+from emorec.feature_store import FeatureStore, image_keys, stored_features
+from emorec.images import build_extractor
 from pathlib import Path
 folder = Path({str(folder)!r}) / "n{count}"
 folder.mkdir()
 paths = write_images(folder, {count})
-frame = pd.DataFrame({{"id": [p.split("/")[-1] for p in paths], "image_path": paths}})
 extractor, _ = build_extractor("vgg16", "none", {image_size}, 0)
-compute_features(folder / "features", frame, extractor, {image_size}, 16, "skip", chunk=64)
+store = FeatureStore.open(folder / "features", {{"feature_shape": list(extractor.output_shape[1:])}})
+stored_features(store, paths, image_keys(paths, folder), extractor, {image_size}, 16, "skip", chunk=64)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -121,6 +125,23 @@ def main() -> None:
         rss_small = extraction_peak_rss(args.images, args.image_size, Path(folder))
         rss_large = extraction_peak_rss(4 * args.images, args.image_size, Path(folder))
 
+    precisions, reference = {}, None
+    for precision in ("float32", "bfloat16", "float16"):
+        low, _ = build_extractor("vgg16", "none", args.image_size, 0, precision=precision)
+        low.predict_on_batch(pixels)
+        started = time.perf_counter()
+        for _ in range(batches):
+            out = np.asarray(low.predict_on_batch(pixels), dtype=np.float64).reshape(len(pixels), -1)
+        rate = batches * 16 / (time.perf_counter() - started)
+        reference = out if reference is None else reference
+        cosine = (out * reference).sum(axis=1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, axis=1)
+        precisions[precision] = {"images_per_s": round(rate, 2), "speedup_over_float32": None,
+                                 "cosine_to_float32_mean": round(float(cosine.mean()), 5),
+                                 "cosine_to_float32_min": round(float(cosine.min()), 5)}
+    for precision in precisions:
+        precisions[precision]["speedup_over_float32"] = round(
+            precisions[precision]["images_per_s"] / precisions["float32"]["images_per_s"], 2)
+
     results = {
         "matmul_gflops": round(matmul_gflops, 1),
         "vgg16_images_per_s": round(images_per_s, 2),
@@ -135,6 +156,7 @@ def main() -> None:
         f"extraction_peak_rss_mb_{4 * args.images}": round(rss_large, 1),
         "rss_ratio_4n_over_n": round(rss_large / rss_small, 3),
         "image_size": args.image_size,
+        "precision": precisions,
     }
     print(json.dumps(results, indent=2))
 

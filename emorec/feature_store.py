@@ -154,10 +154,10 @@ class FeatureStore:
             found["feature_shape"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DamagedCache(f"the image feature store {folder} is damaged or missing ({type(error).__name__}: "
-                               f"{error})") from error
+                               f"{error}); a damaged one must be deleted to be computed again") from error
         if config is not None and found != json.loads(json.dumps(config)):
             raise DamagedCache(f"the image feature store {folder} holds features of another configuration "
-                               f"({found}, not {config})")
+                               f"({found}, not {config}); delete it, or choose another --cache-dir")
         return cls(folder, found)
 
     def reload(self) -> None:
