@@ -15,6 +15,8 @@ IER_EPOCHS ?= 30
 INTER_EPOCHS ?= 10
 # VGG16 at 224 px runs at about 3 images/s on two CPU cores; the demo's images are read at 112 px.
 IMAGE_SIZE ?= 112
+# float32 on every machine, so the README's demo results hold anywhere; PRECISION=auto takes bfloat16 where native.
+PRECISION ?= float32
 
 SWEEP_FRACTIONS ?= 0.05 0.1 0.25 0.5 1.0
 SWEEP_SEEDS ?= 0 1 2
@@ -22,7 +24,7 @@ SWEEP_SEEDS ?= 0 1 2
 .PHONY: help venv data demo sweep test
 
 help:
-	@echo "make demo   set up .venv, generate the demo data set, run every phase on it (TER_EPOCHS=$(TER_EPOCHS), IER_EPOCHS=$(IER_EPOCHS), INTER_EPOCHS=$(INTER_EPOCHS), IMAGE_SIZE=$(IMAGE_SIZE), IMAGE_WEIGHTS=$(IMAGE_WEIGHTS))"
+	@echo "make demo   set up .venv, generate the demo data set, run every phase on it (TER_EPOCHS=$(TER_EPOCHS), IER_EPOCHS=$(IER_EPOCHS), INTER_EPOCHS=$(INTER_EPOCHS), IMAGE_SIZE=$(IMAGE_SIZE), IMAGE_WEIGHTS=$(IMAGE_WEIGHTS), PRECISION=$(PRECISION))"
 	@echo "make test   set up .venv, run the test suite"
 	@echo "make sweep  the label-efficiency sweep on the demo (SWEEP_FRACTIONS=$(SWEEP_FRACTIONS), SWEEP_SEEDS=$(SWEEP_SEEDS))"
 	@echo "make venv   create .venv and install Requirements.txt"
@@ -44,8 +46,8 @@ $(DEMO_DIR)/image_labels.csv: $(VENV)/.installed emorec/demo.py
 demo: data
 	$(PY) TER.py $(DEMO_DATA) $(DEMO_GLOVE) --epoch $(TER_EPOCHS)
 	@echo "IER backbone weights: $(IMAGE_WEIGHTS) (IMAGE_WEIGHTS=imagenet for ImageNet's)"
-	$(PY) IER.py $(DEMO_DATA) --image-weights $(IMAGE_WEIGHTS) --image-size $(IMAGE_SIZE) --epoch $(IER_EPOCHS)
-	$(PY) Intermediate_fusion.py $(DEMO_DATA) --epoch $(INTER_EPOCHS)
+	$(PY) IER.py $(DEMO_DATA) --image-weights $(IMAGE_WEIGHTS) --image-size $(IMAGE_SIZE) --precision $(PRECISION) --epoch $(IER_EPOCHS)
+	$(PY) Intermediate_fusion.py $(DEMO_DATA) --precision $(PRECISION) --epoch $(INTER_EPOCHS)
 	$(PY) Late_fusion.py --manifest $(DEMO_DIR)/image_labels.csv --seed $(SEED)
 	@echo "(IER backbone weights: $(IMAGE_WEIGHTS); this table is results/summary.md, confusion matrices beside it)"
 

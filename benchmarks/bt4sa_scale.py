@@ -11,7 +11,6 @@ process (the converter reads no image, only the lists) and prints its wall time,
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.scale import measured  # noqa: E402
 
 
 def write_fixture(root: Path, rows: int, seed: int = 0) -> None:
@@ -41,17 +42,6 @@ def write_fixture(root: Path, rows: int, seed: int = 0) -> None:
     pd.DataFrame({"id": ids, "text": texts}).to_csv(root / "raw_tweets_text.csv", index=False, quoting=1)
 
 
-def convert(root: Path) -> tuple[float, float]:
-    """Run the converter on ``root`` in a fresh process; return (seconds, peak RSS in MB)."""
-    code = (f"import resource, subprocess, sys, time; start = time.perf_counter(); "
-            f"subprocess.run([sys.executable, '-m', 'emorec.bt4sa', '--root', {str(root)!r}, '--out', "
-            f"{str(root / 'bt4sa.csv')!r}], check=True, cwd={str(ROOT)!r}, stderr=subprocess.DEVNULL); "
-            f"print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    seconds, peak_kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                      check=True).stdout.split()
-    return float(seconds), float(peak_kb) / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=470_000)
@@ -60,7 +50,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             root = Path(folder)
             write_fixture(root, rows)
-            seconds, peak = convert(root)
+            seconds, peak = measured(["-m", "emorec.bt4sa", "--root", str(root), "--out", str(root / "bt4sa.csv")])
             converted = sum(1 for _ in open(root / "bt4sa.csv", encoding="utf-8")) - 1
             print(f"{converted:>8} rows: {seconds:6.1f} s ({seconds / converted * 1e6:5.1f} us/row), "
                   f"peak RSS {peak:6.0f} MB ({peak * 1e6 / converted / 1024:.2f} KB/row)", flush=True)

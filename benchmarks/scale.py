@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("TER", "IER", "Intermediate_fusion", "Late_fusion")
 
 
-def run_phase(script: str, argv: list[str]) -> tuple[float, float]:
-    """Run ``script`` with ``argv`` in a fresh process; return (seconds, its peak RSS in MB)."""
+def measured(argv: list[str]) -> tuple[float, float]:
+    """Run ``python *argv`` in the repository, in a fresh process; return (seconds, its peak RSS in MB)."""
     code = (f"import resource, subprocess, sys, time; start = time.perf_counter(); "
-            f"subprocess.run([sys.executable, {script!r}, *{argv!r}], check=True, cwd={str(ROOT)!r}, "
+            f"subprocess.run([sys.executable, *{argv!r}], check=True, cwd={str(ROOT)!r}, "
             f"stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
             f"print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     seconds, peak_kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -63,7 +63,7 @@ def main() -> None:
                             "--results-dir", str(data / "results")],
         }
         for phase in PHASES:
-            seconds, peak = run_phase(f"{phase}.py", flags[phase])
+            seconds, peak = measured([f"{phase}.py", *flags[phase]])
             results[(phase, rows)] = (seconds, peak)
             print(f"{phase:<20} {rows:>7} rows: {seconds:7.1f} s, {seconds / rows * 1e3:6.2f} ms/row, "
                   f"peak RSS {peak:6.0f} MB", flush=True)

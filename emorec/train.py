@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,31 +80,74 @@ class ArrayBatches(keras.utils.PyDataset):
     """Batches of ``(inputs[rows], labels[rows])`` read on demand, so a memory-mapped array never loads whole.
 
     ``inputs`` is an array or a dict of arrays (a multi-input model's); a
-    float16 array (the feature cache's memmap) comes out as float32. With
-    ``seed``, epoch ``e`` takes the rows in an order drawn from ``(seed, e)``
-    alone (:meth:`set_epoch`, which :func:`fit_best` calls as each epoch
-    begins), so a run resumed at epoch ``e`` sees the batches an uninterrupted
-    one would.
+    float16 array (the feature store's) comes out as float32. With ``seed``,
+    epoch ``e`` takes the rows in an order drawn from ``(seed, e)`` alone, so
+    a run resumed at epoch ``e`` sees the batches an uninterrupted one would.
+    :func:`fit_best` trains on :meth:`dataset`, which reads batches in
+    parallel ahead of the training step; indexing (``batches[i]``, as Keras'
+    ``predict`` does) gives epoch :meth:`set_epoch`'s batches, by default 0's.
     """
 
-    def __init__(self, inputs, labels, rows, batch_size: int, seed: int | None = None, workers: int = 1):
-        super().__init__(workers=workers, use_multiprocessing=False)
+    def __init__(self, inputs, labels, rows, batch_size: int, seed: int | None = None):
+        super().__init__()
         self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
         self.rows = np.array(rows)
+        self._orders: dict[int, np.ndarray] = {}
+        self._orders_lock = threading.Lock()
         self.set_epoch(0)
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
 
     def __getitem__(self, index: int):
-        rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        return self.batch(self.epoch, index)
+
+    def batch(self, epoch: int, index: int):
+        """Batch ``index`` of epoch ``epoch``: (inputs, labels) of its rows, in the store's order within it."""
+        rows = np.sort(self.order_of(epoch)[index * self.batch_size : (index + 1) * self.batch_size])
         if isinstance(self.inputs, dict):
             return {name: _rows_of(array, rows) for name, array in self.inputs.items()}, self.labels[rows]
         return _rows_of(self.inputs, rows), self.labels[rows]
 
+    def order_of(self, epoch: int) -> np.ndarray:
+        """The rows in epoch ``epoch``'s order (as given without ``seed``); the last few epochs' are kept."""
+        if self.seed is None:
+            return self.rows
+        with self._orders_lock:  # parallel reads of two neighbouring epochs share the cache
+            if epoch not in self._orders:
+                self._orders = {e: order for e, order in self._orders.items() if e >= epoch - 1}
+                self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
+            return self._orders[epoch]
+
     def set_epoch(self, epoch: int) -> None:
-        """Take the rows in epoch ``epoch``'s order (as given without ``seed``)."""
-        self.order = self.rows if self.seed is None else np.random.default_rng([self.seed, epoch]).permutation(self.rows)
+        """Make indexing give epoch ``epoch``'s batches."""
+        self.epoch = epoch
+
+    def dataset(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
+        """Epochs ``first_epoch`` to ``epochs - 1`` of these batches, one after another, as a ``tf.data``
+        pipeline: each batch read by a ``tf.numpy_function`` in parallel map calls and prefetched, so reading
+        (a gather from memory-mapped shards, float16 to float32) overlaps the training steps instead of
+        running between them. Train with ``fit(..., steps_per_epoch=len(self))``, whose one iterator then runs
+        through every epoch, each in its (seed, epoch) order whatever the prefetching."""
+        example_inputs, example_labels = self.batch(first_epoch, 0)
+        names = list(example_inputs) if isinstance(example_inputs, dict) else None
+        examples = [*(example_inputs.values() if names else [example_inputs]), example_labels]
+
+        def read(epoch, index):
+            inputs, labels = self.batch(int(epoch), int(index))
+            return [*(inputs.values() if names else [inputs]), labels]
+
+        def load(epoch, index):
+            arrays = tf.numpy_function(read, [epoch, index], [tf.as_dtype(array.dtype) for array in examples])
+            for array, example in zip(arrays, examples):
+                array.set_shape((None, *example.shape[1:]))
+            return (dict(zip(names, arrays[:-1])) if names else arrays[0]), arrays[-1]
+
+        steps = len(self)
+        batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(
+            lambda epoch: tf.data.Dataset.range(steps).map(lambda index: (epoch, index)))
+        return (batches.apply(tf.data.experimental.assert_cardinality((epochs - first_epoch) * steps))  # for Keras
+                .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE))
 
 
 def _rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -379,12 +423,12 @@ def fit_best(
     if state is not None and state["finished"]:
         trainer.set_weights(_load_arrays(outputs.backup / state["best_file"]))
     else:
-        # shuffle=False: train orders its rows itself, by epoch (Keras' shuffle of the batches draws from a global
-        # generator that a resumed run could not restore). TensorBoard before the backup: a kill between them
-        # repeats an identical point, never loses one.
-        trainer.fit(train, validation_data=val, epochs=epochs, initial_epoch=done, class_weight=class_weight,
-                    shuffle=False, callbacks=[
-                        keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: train.set_epoch(epoch)),
+        # shuffle=False: train orders its rows itself, each epoch's from (seed, epoch) (Keras' shuffle of the
+        # batches draws from a global generator that a resumed run could not restore). TensorBoard before the
+        # backup: a kill between them repeats an identical point, never loses one.
+        trainer.fit(train.dataset(done, epochs), steps_per_epoch=len(train),
+                    validation_data=val.dataset() if isinstance(val, ArrayBatches) else val,
+                    epochs=epochs, initial_epoch=done, class_weight=class_weight, shuffle=False, callbacks=[
                         stopper, keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
                         backup, keras.callbacks.CSVLogger(str(partial_log), append=done > 0)])
     seconds = time.perf_counter() - started
