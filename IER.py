@@ -19,7 +19,8 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import phase_parser, positive_int, require_files, run, setup_logging, writable_outputs
+from emorec.cli import (CACHE_KEYS, POOLINGS, phase_parser, positive_int, require_files, run, setup_logging,
+                        writable_outputs)
 from emorec.data import manifest_fix
 from emorec.precision import PRECISIONS
 
@@ -48,7 +49,7 @@ def parse_args(argv: Sequence[str] | None = None):
     image.add_argument("--image-size", type=int, default=224,
                        help="images are resized to SIZE x SIZE (at least 32 for every backbone offered)")
     image.add_argument(
-        "--pooling", choices=("flatten", "avg", "max"), default="flatten",
+        "--pooling", choices=POOLINGS, default="flatten",
         help="the backbone's last feature map: kept whole and flattened (the paper's; VGG16 at 224 px: 25,088 "
         "numbers per image) or pooled over space by average or maximum (512): a 49x smaller store and head",
     )
@@ -59,7 +60,7 @@ def parse_args(argv: Sequence[str] | None = None):
         "which); stored features are float16 whatever it is",
     )
     image.add_argument(
-        "--cache-key", choices=("stat", "content"), default="stat",
+        "--cache-key", choices=CACHE_KEYS, default="stat",
         help="how the feature store recognises an image it has: its path under --image-root with its size and "
         "modification time (stat), or a hash of its bytes (content: for copies that do not keep modification "
         "times; reads every image once per run)",

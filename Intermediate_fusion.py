@@ -22,7 +22,7 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import (PhaseOutputs, phase_output_fix, phase_parser, require_files, run, setup_logging,
+from emorec.cli import (POOLINGS, PhaseOutputs, phase_output_fix, phase_parser, require_files, run, setup_logging,
                         writable_outputs)
 from emorec.data import manifest_fix
 from emorec.errors import InputError
@@ -45,7 +45,7 @@ def parse_args(argv: Sequence[str] | None = None):
         "(off, as in the paper: random initialisation on top of the GloVe embeddings)",
     )
     fusion.add_argument(
-        "--pooling", choices=("flatten", "avg", "max"), default=None,
+        "--pooling", choices=POOLINGS, default=None,
         help="how the image features enter: as IER.py stored them (the default), or, from a store of whole "
         "feature maps (IER's --pooling flatten), pooled over space by average or maximum",
     )

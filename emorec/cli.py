@@ -13,6 +13,10 @@ from emorec.data import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.errors import InputError
 from emorec.storage import hold_run, require_writable, storage_error
 
+# Choices of image flags that more than one module reads: the phases' parsers, the backbones, the feature store.
+POOLINGS = ("flatten", "avg", "max")
+CACHE_KEYS = ("stat", "content")
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each flag's default, except where it is None: those flags' help says what None means."""

@@ -40,13 +40,13 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from emorec.cli import CACHE_KEYS
 from emorec.errors import InputError, list_some
 from emorec.fileio import write_json_atomic
 from emorec.storage import exclusive
 
 log = logging.getLogger("emorec")
 
-CACHE_KEYS = ("stat", "content")
 SHARD_BYTES = 1 << 30  # a new shard holds at most about 1 GB of features
 ENTRIES, CONFIG = "entries.jsonl", "store.json"
 
@@ -246,13 +246,16 @@ class FeatureStore:
             self.entries[key] = (shard, row, ok)
 
     def cut_incomplete_line(self) -> None:
-        """Drop a last line that a kill left without its newline, so that the next one appended stays whole."""
+        """Drop a last line that a kill left without its newline, so that the next one appended stays whole
+        (reading the whole file only then: a complete one is checked by its last byte)."""
         path = self.folder / ENTRIES
-        if path.exists():
-            data = path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with open(path, "r+b") as entries:
-                    entries.truncate(data.rfind(b"\n") + 1)
+        if not path.exists():
+            return
+        with open(path, "r+b") as entries:
+            size = entries.seek(0, os.SEEK_END)
+            if size and (entries.seek(size - 1), entries.read(1))[1] != b"\n":
+                entries.seek(0)
+                entries.truncate(entries.read().rfind(b"\n") + 1)
 
 
 def stored_features(

@@ -66,9 +66,6 @@ def keras_models_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
-POOLINGS = ("flatten", "avg", "max")
-
-
 def build_extractor(backbone: str, weights: str, image_size: int, seed: int, pooling: str = "flatten",
                     precision: str = "float32") -> tuple[keras.Model, str]:
     """Build the frozen feature extractor: RGB pixels (size, size, 3) -> preprocess -> backbone without top.

@@ -30,8 +30,8 @@ def native_support() -> dict[str, str | None]:
 
     support: dict[str, str | None] = {"bfloat16": None, "float16": None}
     for gpu in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
-        name = tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        details = tf.config.experimental.get_device_details(gpu)
+        capability, name = details.get("compute_capability") or (0, 0), details.get("device_name", gpu.name)
         if tuple(capability) >= (8, 0):
             support["bfloat16"] = support["bfloat16"] or f"the GPU {name} (compute capability {capability[0]}.{capability[1]})"
         if tuple(capability) >= (7, 0):

@@ -85,7 +85,7 @@ class ArrayBatches(keras.utils.PyDataset):
     a run resumed at epoch ``e`` sees the batches an uninterrupted one would.
     :func:`fit_best` trains on :meth:`dataset`, which reads batches in
     parallel ahead of the training step; indexing (``batches[i]``, as Keras'
-    ``predict`` does) gives epoch :meth:`set_epoch`'s batches, by default 0's.
+    ``predict`` does) gives epoch 0's batches.
     """
 
     def __init__(self, inputs, labels, rows, batch_size: int, seed: int | None = None):
@@ -94,13 +94,12 @@ class ArrayBatches(keras.utils.PyDataset):
         self.rows = np.array(rows)
         self._orders: dict[int, np.ndarray] = {}
         self._orders_lock = threading.Lock()
-        self.set_epoch(0)
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
 
     def __getitem__(self, index: int):
-        return self.batch(self.epoch, index)
+        return self.batch(0, index)
 
     def batch(self, epoch: int, index: int):
         """Batch ``index`` of epoch ``epoch``: (inputs, labels) of its rows, in the store's order within it."""
@@ -118,10 +117,6 @@ class ArrayBatches(keras.utils.PyDataset):
                 self._orders = {e: order for e, order in self._orders.items() if e >= epoch - 1}
                 self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
             return self._orders[epoch]
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make indexing give epoch ``epoch``'s batches."""
-        self.epoch = epoch
 
     def dataset(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
         """Epochs ``first_epoch`` to ``epochs - 1`` of these batches, one after another, as a ``tf.data``
