@@ -6,12 +6,13 @@ The texts are the demo generator's tweets (``emorec.demo.generate_tweet``, its
 class balance), the image features a float16 memory-mapped array shaped as
 VGG16's at 224 px (rows x 7 x 7 x 512, 49 KB a row, 4.9 GB at 100,000 rows)
 of random values (the timing of a fit hardly depends on the values). Split
-70/10/20. Prints seconds for each step and the baselines' validation macro-F1.
+70/10/20. Prints seconds for each step, the baselines' validation macro-F1 and the process's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def main() -> int:
     timings["pooling the cache + standardising"] = time.perf_counter() - started
     everything = np.ones(args.rows, dtype=bool)
     for name, x in (("Baseline_text", text), ("Baseline_image", image),
-                    ("Baseline_both", baselines.both_features(text, image))):
+                    ("Baseline_both", baselines.SideBySide(text, image))):
         started = time.perf_counter()
         fitted = baselines.fit_baseline(x, labels, train, val, everything, int(labels.max()) + 1, "none", 0)
         timings[f"{name} ({len(baselines.C_GRID)} fits, C {fitted.C:g}, val macro-F1 {fitted.val_macro_f1:.3f})"] = (
@@ -67,6 +68,7 @@ def main() -> int:
     for step, seconds in timings.items():
         print(f"{seconds:8.1f} s  {step}")
     print(f"{sum(timings.values()):8.1f} s  in all")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0
 
 

@@ -15,6 +15,15 @@ macro-F1, and scores every row, like a phase:
 Each baseline's class weighting follows the ``--class-weight`` of the phase it
 is compared with (text: TER, image: IER, both: Intermediate_fusion). Everything is sparse
 or pooled, so 100,000 rows take minutes on a CPU, not hours.
+
+Memory grows with the rows only by what must: the pooled image features
+(2 KB a row for 512 channels, standardised in place), the TF-IDF rows and, while
+fitting, the training and validation rows' design matrix (for the image and
+both baselines about 5 KB per training row). The matrices of every row are
+float32; the training rows are fitted in float64 (lbfgs on float32 stopped up
+to 0.02 away in probability on the demo's images); the side-by-side matrix of
+every row is never built (:class:`SideBySide` builds the rows asked for), and every row is
+scored in blocks of :data:`SCORE_CHUNK`.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ BASELINE_PROB_FILES = {"Baseline_text": "baseline_text_prob.csv", "Baseline_imag
 C_GRID = (0.25, 1.0, 4.0, 16.0)  # inverse regularisation strengths tried, chosen on val
 MIN_DF_FROM = 100  # training texts from which a term must occur in two of them
 POOL_CHUNK = 4096  # feature-cache rows pooled at once, so a 470,000-row memmap never loads whole
+SCORE_CHUNK = 8192  # rows scored at once, so no design matrix of every row is built for scoring
 
 
 @dataclass
@@ -68,11 +78,11 @@ def text_features(texts: Sequence[str], train: np.ndarray) -> sparse.csr_matrix:
     Terms in fewer than two training texts are dropped (on 3,440 real tweets
     this raised the baseline's macro-F1 from 0.81 to 0.86), except below
     :data:`MIN_DF_FROM` training texts, where that could leave nothing.
-    Returns a sparse (rows x terms) matrix for every text, each row L2-normalised.
+    Returns a sparse float32 (rows x terms) matrix for every text, each row L2-normalised.
     """
     texts = np.asarray(texts, dtype=object)
     min_df = 2 if train.sum() >= MIN_DF_FROM else 1
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=min_df)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, dtype=np.float32)
     vectorizer.fit(texts[train])
     return vectorizer.transform(texts).tocsr()
 
@@ -93,9 +103,12 @@ def pooled_features(features: np.ndarray, chunk: int = POOL_CHUNK) -> np.ndarray
 
 def image_features(pooled: np.ndarray, train: np.ndarray) -> np.ndarray:
     """Standardise pooled features with the ``train`` rows' mean and deviation, scaled by 1/sqrt(channels) so a
-    row's norm is about 1, like a TF-IDF row's, and neither block of :func:`both_features` drowns the other."""
-    scaler = StandardScaler().fit(pooled[train])
-    return scaler.transform(pooled) / np.sqrt(pooled.shape[1])
+    row's norm is about 1, like a TF-IDF row's, and neither block of :class:`SideBySide` drowns the other.
+
+    Works in place on ``pooled`` (float32, as :func:`pooled_features` gives it) and returns it.
+    """
+    StandardScaler(copy=False).fit(pooled[train]).transform(pooled)
+    return np.divide(pooled, np.sqrt(pooled.shape[1]), out=pooled)
 
 
 def both_features(text: sparse.csr_matrix, image: np.ndarray) -> sparse.csr_matrix:
@@ -116,6 +129,18 @@ def both_features(text: sparse.csr_matrix, image: np.ndarray) -> sparse.csr_matr
     return sparse.csr_matrix((data, indices, indptr), shape=(rows, text.shape[1] + width))
 
 
+@dataclass
+class SideBySide:
+    """The design matrix of the both-modalities baseline, without building it for every row: ``side_by_side[rows]``
+    (an index array) gives :func:`both_features` of those rows' text and image features."""
+
+    text: sparse.csr_matrix
+    image: np.ndarray
+
+    def __getitem__(self, rows: np.ndarray) -> sparse.csr_matrix:
+        return both_features(self.text[rows], self.image[rows])
+
+
 def fit_baseline(
     x, labels: np.ndarray, train: np.ndarray, val: np.ndarray, scored: np.ndarray, n_classes: int,
     class_weight: str, seed: int,
@@ -123,12 +148,16 @@ def fit_baseline(
     """Fit logistic regression on the ``train`` rows of ``x`` for each C of :data:`C_GRID`; keep the C with the
     best macro-F1 on the ``val`` rows (the smaller C on a tie).
 
-    ``train``, ``val`` and ``scored`` are boolean masks over the rows of ``x``
-    (rows outside ``scored``, such as unreadable images, are left out of all
-    three and get NaN probabilities). ``class_weight`` is "none" or "balanced"
-    (scikit-learn's). Returns a :class:`Baseline`.
+    ``x`` is a (rows x features) matrix, dense or sparse, or anything that
+    gives one for an array of row indices (:class:`SideBySide`): only the
+    training and validation rows are taken at once, the scored rows go in
+    blocks of :data:`SCORE_CHUNK`. ``train``, ``val`` and ``scored`` are
+    boolean masks over the rows (rows outside ``scored``, such as unreadable
+    images, are left out of all three and get NaN probabilities).
+    ``class_weight`` is "none" or "balanced" (scikit-learn's). Returns a :class:`Baseline`.
     """
-    train, val = train & scored, val & scored
+    train_rows, val_rows = np.flatnonzero(train & scored), np.flatnonzero(val & scored)
+    x_train, x_val = x[train_rows].astype(np.float64, copy=False), x[val_rows]  # taken once for every C
     best = None
     # One BLAS thread: lbfgs makes many small products (rows x features by features x classes), where threads
     # cost more than they give; on two CPU cores the fits ran 2 to 6 times faster (benchmarks/baselines_scale.py).
@@ -136,15 +165,19 @@ def fit_baseline(
         for C in C_GRID:
             model = LogisticRegression(C=C, max_iter=2000, class_weight=None if class_weight == "none" else class_weight,
                                        random_state=seed)
-            model.fit(x[train], labels[train])
-            score = f1_score(labels[val], model.predict(x[val]), average="macro", labels=range(n_classes), zero_division=0)
+            model.fit(x_train, labels[train_rows])
+            score = f1_score(labels[val_rows], model.predict(x_val), average="macro", labels=range(n_classes),
+                             zero_division=0)
             if best is None or score > best[1]:
                 best = (model, score, C)
+    del x_train, x_val
     model, score, C = best
-    probabilities = np.full((x.shape[0], n_classes), np.nan)
+    probabilities = np.full((len(labels), n_classes), np.nan)
     rows = np.flatnonzero(scored)
-    probabilities[rows] = class_probabilities(model, x[rows], n_classes)
-    return Baseline(probabilities, C, float(score), int(train.sum()))
+    for start in range(0, len(rows), SCORE_CHUNK):
+        block = rows[start : start + SCORE_CHUNK]
+        probabilities[block] = class_probabilities(model, x[block], n_classes)
+    return Baseline(probabilities, C, float(score), len(train_rows))
 
 
 def run_baselines(
@@ -171,7 +204,7 @@ def run_baselines(
     inputs = {"Baseline_text": (text, everything)}
     if features is not None:
         image = image_features(pooled_features(features), train & features_ok)
-        inputs |= {"Baseline_image": (image, features_ok), "Baseline_both": (both_features(text, image), features_ok)}
+        inputs |= {"Baseline_image": (image, features_ok), "Baseline_both": (SideBySide(text, image), features_ok)}
     fitted = {name: fit_baseline(x, labels, train, val, scored, n_classes, weighting[name], seed)
               for name, (x, scored) in inputs.items()}
     for name, baseline in fitted.items():

@@ -189,3 +189,30 @@ def test_stacker_fills_a_missing_member_with_the_others_mean():
     stacker = fusion.fit_stacker(features, labels, seed=0)
     out = class_probabilities(stacker, features, 4)
     np.testing.assert_allclose(out.sum(axis=1), 1.0)
+
+
+def test_the_both_baseline_never_builds_every_rows_matrix_yet_fits_and_scores_as_if_it_did(monkeypatch):
+    """fit_baseline on :class:`SideBySide` (rows built on demand, scored in blocks of 7 here) gives what
+    scikit-learn gives on the whole side-by-side matrix; unreadable images' rows get NaN."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    from emorec import baselines
+
+    rng = np.random.default_rng(0)
+    rows, labels = 120, rng.integers(0, 3, 120)
+    texts = [" ".join(rng.choice(["sun", "rain", "grim", "glad", "so", "very"], size=5)) + f" w{label}"
+             for label in labels]
+    splits = np.array(["train"] * 80 + ["val"] * 20 + ["test"] * 20)
+    ok = rng.random(rows) > 0.1
+    train, val = splits == "train", splits == "val"
+    text = baselines.text_features(texts, train)
+    image = baselines.image_features((rng.normal(size=(rows, 16)) + labels[:, None]).astype(np.float32), train & ok)
+    monkeypatch.setattr(baselines, "SCORE_CHUNK", 7)
+    fitted = baselines.fit_baseline(baselines.SideBySide(text, image), labels, train, val, ok, 3, "none", 0)
+    whole = sparse.hstack([text, image]).tocsr()
+    assert whole.dtype == np.float32 and fitted.training_rows == (train & ok).sum()
+    expected = LogisticRegression(C=fitted.C, max_iter=2000, random_state=0).fit(whole[train & ok].astype(np.float64),
+                                                                                 labels[train & ok])
+    np.testing.assert_allclose(fitted.probabilities[ok], class_probabilities(expected, whole[ok], 3), atol=1e-6)
+    assert np.isnan(fitted.probabilities[~ok]).all()

@@ -128,13 +128,13 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     labels = frame["label"].map(CLASSES.index).to_numpy()
     train, val, test = ((frame["split"] == split).to_numpy() for split in ("train", "val", "test"))
     assert len(manifest) == len(frame) and train.sum() >= 100  # terms in at least two training texts are kept
-    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2).fit(manifest["text"][train])
+    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32).fit(manifest["text"][train])
     text = words.transform(manifest["text"])
     ier = json.loads((pipeline / "ckpt" / RUN / "IER.metrics.json").read_text())
     ier_args = json.loads((pipeline / "ckpt" / RUN / "IER.args.json").read_text())
     cache = phase_features(read_manifest(small_demo / MANIFEST_NAME, small_demo), ier, ier_args)
     pooled = np.asarray(cache.features[:], dtype=np.float32).mean(axis=(1, 2))
-    image = StandardScaler().fit(pooled[train]).transform(pooled) / np.sqrt(pooled.shape[1])
+    image = (StandardScaler().fit(pooled[train]).transform(pooled) / np.sqrt(pooled.shape[1])).astype(np.float32)
     inputs = {"Baseline_text": text, "Baseline_image": image, "Baseline_both": sparse.hstack([text, image]).tocsr()}
     for name, x in inputs.items():
         weighting = summary["baselines"][name]["class_weight"]  # the phase of the same modality's
@@ -142,7 +142,7 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
 
         def fitted(C):
             return LogisticRegression(C=C, max_iter=2000, random_state=0, class_weight=None if weighting == "none"
-                                      else weighting).fit(x[train], labels[train])
+                                      else weighting).fit(x[train].astype(np.float64), labels[train])
 
         val_scores = [f1_score(labels[val], fitted(C).predict(x[val]), average="macro") for C in C_GRID]
         chosen = summary["baselines"][name]["C"]
