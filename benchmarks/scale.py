@@ -5,7 +5,9 @@ quarter of them, and runs TER, IER, Intermediate_fusion and Late_fusion on each,
 --epochs epochs and a random VGG16, every phase in a fresh process as a user runs it. Prints, per phase and
 size, the wall time, the time per row and the peak resident memory, then the ratios larger/smaller: time per
 row (target <= 1.2) and peak RSS (target <= 1.5), and the memory each phase adds per extra row (what grows
-with the rows: the manifest and its texts, token ids, probabilities, the store's index).
+with the rows: the manifest and its texts, token ids, probabilities, the store's index). For Late_fusion it
+names the arrays its baselines must hold for every row (``emorec.baselines``), with their bytes per row measured
+on the larger data set, and the peak RSS ratio without them.
 
     .venv/bin/python benchmarks/scale.py [--rows 50000] [--epochs 2] [--out /tmp/emorec-scale]
 """
@@ -32,6 +34,20 @@ def measured(argv: list[str]) -> tuple[float, float]:
     seconds, peak_kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                       check=True).stdout.split()
     return float(seconds), float(peak_kb) / 1024
+
+
+def baseline_bytes_per_row(data: Path, channels: int = 512) -> dict[str, float]:
+    """Bytes per row of the arrays Late_fusion's baselines hold for every row, on the demo data set ``data``
+    (image features of ``channels`` numbers, VGG16's): the pooled image features (float32), the TF-IDF rows
+    (float32 CSR) and, while fitting, the both-baseline's training rows in float64 (CSR: 12 bytes a value)."""
+    from emorec import baselines, demo
+    from emorec.data import load_dataset
+
+    frame = load_dataset(data / demo.MANIFEST_NAME, data, draw=False)  # the split the phases drew
+    train = (frame["split"] == "train").to_numpy()
+    text_per_row = baselines.text_features(frame["text"].tolist(), train).nnz / len(frame)
+    return {"pooled image features": 4 * channels, "TF-IDF rows": text_per_row * 8 + 4,
+            "both-baseline training rows": train.mean() * ((channels + text_per_row) * 12 + 4)}
 
 
 def main() -> None:
@@ -74,6 +90,12 @@ def main() -> None:
         per_row = (m_large - m_small) * 2**20 / (large - small)
         print(f"{phase:<20} time per row {t_large / large / (t_small / small):.2f}x, peak RSS "
               f"{m_large / m_small:.2f}x (+{per_row / 1024:.1f} KB per extra row)")
+    growing = baseline_bytes_per_row(Path(args.out) / f"n{large}")
+    (_, m_small), (_, m_large) = results[("Late_fusion", small)], results[("Late_fusion", large)]
+    without = m_large - sum(growing.values()) * (large - small) / 2**20
+    print("Late_fusion's arrays that grow with the rows: " + ", ".join(
+        f"{name} {size / 1024:.1f} KB" for name, size in growing.items()) + f" per row; peak RSS without them "
+        f"{without / m_small:.2f}x")
     (Path(args.out) / "scale.json").write_text(json.dumps({f"{p} {n}": v for (p, n), v in results.items()}))
 
 

@@ -111,15 +111,15 @@ def image_features(pooled: np.ndarray, train: np.ndarray) -> np.ndarray:
     return np.divide(pooled, np.sqrt(pooled.shape[1]), out=pooled)
 
 
-def both_features(text: sparse.csr_matrix, image: np.ndarray) -> sparse.csr_matrix:
-    """The text and image features side by side (sparse), built as CSR directly: converting the dense image block
-    with ``csr_matrix`` would first list its every value's row and column (16 bytes each: 8 KB per row for 512
-    channels), and ``hstack`` would copy both blocks once more."""
+def both_features(text: sparse.csr_matrix, image: np.ndarray, dtype=None) -> sparse.csr_matrix:
+    """The text and image features side by side (sparse, of ``dtype``, by default the wider of theirs), built as
+    CSR directly: converting the dense image block with ``csr_matrix`` would first list its every value's row
+    and column (16 bytes each: 8 KB per row for 512 channels), and ``hstack`` would copy both blocks once more."""
     rows, width = image.shape
     text_counts = np.diff(text.indptr)
     indptr = text.indptr + width * np.arange(rows + 1)
     image_starts = indptr[:-1] + text_counts  # each row: its text entries, then its image values
-    data = np.empty(indptr[-1], dtype=np.result_type(text.dtype, image.dtype))
+    data = np.empty(indptr[-1], dtype=dtype or np.result_type(text.dtype, image.dtype))
     indices = np.empty(indptr[-1], dtype=np.int32)
     text_positions = np.arange(text.nnz) + np.repeat(indptr[:-1] - text.indptr[:-1], text_counts)
     data[text_positions], indices[text_positions] = text.data, text.indices
@@ -132,13 +132,17 @@ def both_features(text: sparse.csr_matrix, image: np.ndarray) -> sparse.csr_matr
 @dataclass
 class SideBySide:
     """The design matrix of the both-modalities baseline, without building it for every row: ``side_by_side[rows]``
-    (an index array) gives :func:`both_features` of those rows' text and image features."""
+    (an index array) gives :func:`both_features` of those rows' text and image features, ``rows(rows, dtype)``
+    the same in another dtype (built in it, not converted from a first copy)."""
 
     text: sparse.csr_matrix
     image: np.ndarray
 
+    def rows(self, rows: np.ndarray, dtype=None) -> sparse.csr_matrix:
+        return both_features(self.text[rows], self.image[rows], dtype)
+
     def __getitem__(self, rows: np.ndarray) -> sparse.csr_matrix:
-        return both_features(self.text[rows], self.image[rows])
+        return self.rows(rows)
 
 
 def fit_baseline(
@@ -157,7 +161,9 @@ def fit_baseline(
     ``class_weight`` is "none" or "balanced" (scikit-learn's). Returns a :class:`Baseline`.
     """
     train_rows, val_rows = np.flatnonzero(train & scored), np.flatnonzero(val & scored)
-    x_train, x_val = x[train_rows].astype(np.float64, copy=False), x[val_rows]  # taken once for every C
+    # Taken once for every C; the training rows in float64, as scikit-learn fits them best.
+    x_train = x.rows(train_rows, np.float64) if isinstance(x, SideBySide) else x[train_rows].astype(np.float64, copy=False)
+    x_val = x[val_rows]
     best = None
     # One BLAS thread: lbfgs makes many small products (rows x features by features x classes), where threads
     # cost more than they give; on two CPU cores the fits ran 2 to 6 times faster (benchmarks/baselines_scale.py).
