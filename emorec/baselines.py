@@ -18,8 +18,8 @@ or pooled, so 100,000 rows take minutes on a CPU, not hours.
 
 Memory grows with the rows only by what must: the pooled image features
 (2 KB a row for 512 channels, standardised in place), the TF-IDF rows and, while
-fitting, the training and validation rows' design matrix (for the image and
-both baselines about 5 KB per training row). The matrices of every row are
+fitting, the training and validation rows' design matrix (for the both
+baseline about 6 KB per training row, in float64). The matrices of every row are
 float32; the training rows are fitted in float64 (lbfgs on float32 stopped up
 to 0.02 away in probability on the demo's images); the side-by-side matrix of
 every row is never built (:class:`SideBySide` builds the rows asked for), and every row is
