@@ -210,8 +210,9 @@ def test_the_both_baseline_never_builds_every_rows_matrix_yet_fits_and_scores_as
     image = baselines.image_features((rng.normal(size=(rows, 16)) + labels[:, None]).astype(np.float32), train & ok)
     monkeypatch.setattr(baselines, "SCORE_CHUNK", 7)
     fitted = baselines.fit_baseline(baselines.SideBySide(text, image), labels, train, val, ok, 3, "none", 0)
-    whole = sparse.hstack([text, image]).tocsr()
-    assert whole.dtype == np.float32 and fitted.training_rows == (train & ok).sum()
+    whole = sparse.hstack([text, image[np.arange(rows)]]).tocsr()
+    assert text.dtype == np.float32 and image.standardised.dtype == np.float32 and whole.dtype == np.float64
+    assert fitted.training_rows == (train & ok).sum()
     expected = LogisticRegression(C=fitted.C, max_iter=2000, random_state=0).fit(whole[train & ok].astype(np.float64),
                                                                                  labels[train & ok])
     np.testing.assert_allclose(fitted.probabilities[ok], class_probabilities(expected, whole[ok], 3), atol=1e-6)

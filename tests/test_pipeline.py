@@ -134,7 +134,7 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     ier_args = json.loads((pipeline / "ckpt" / RUN / "IER.args.json").read_text())
     cache = phase_features(read_manifest(small_demo / MANIFEST_NAME, small_demo), ier, ier_args)
     pooled = np.asarray(cache.features[:], dtype=np.float32).mean(axis=(1, 2))
-    image = (StandardScaler().fit(pooled[train]).transform(pooled) / np.sqrt(pooled.shape[1])).astype(np.float32)
+    image = StandardScaler().fit(pooled[train]).transform(pooled) / np.sqrt(pooled.shape[1])
     inputs = {"Baseline_text": text, "Baseline_image": image, "Baseline_both": sparse.hstack([text, image]).tocsr()}
     for name, x in inputs.items():
         weighting = summary["baselines"][name]["class_weight"]  # the phase of the same modality's
