@@ -121,22 +121,19 @@ class ImageRows:
     def shape(self) -> tuple[int, int]:
         return self.standardised.shape
 
-    def rows(self, rows: np.ndarray, dtype=np.float64) -> np.ndarray:
-        return (self.standardised[rows] / np.sqrt(self.standardised.shape[1])).astype(dtype, copy=False)
-
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        return self.rows(rows)
+        return self.standardised[rows] / np.sqrt(self.standardised.shape[1])  # float32 / float64 scalar: float64
 
 
-def both_features(text: sparse.csr_matrix, image: np.ndarray, dtype=None) -> sparse.csr_matrix:
-    """The text and image features side by side (sparse, of ``dtype``, by default the wider of theirs), built as
-    CSR directly: converting the dense image block with ``csr_matrix`` would first list its every value's row
-    and column (16 bytes each: 8 KB per row for 512 channels), and ``hstack`` would copy both blocks once more."""
+def both_features(text: sparse.csr_matrix, image: np.ndarray) -> sparse.csr_matrix:
+    """The text and image features side by side (sparse, in the wider of their dtypes), built as CSR directly:
+    converting the dense image block with ``csr_matrix`` would first list its every value's row and column (16
+    bytes each: 8 KB per row for 512 channels), and ``hstack`` would copy both blocks once more."""
     rows, width = image.shape
     text_counts = np.diff(text.indptr)
     indptr = text.indptr + width * np.arange(rows + 1)
     image_starts = indptr[:-1] + text_counts  # each row: its text entries, then its image values
-    data = np.empty(indptr[-1], dtype=dtype or np.result_type(text.dtype, image.dtype))
+    data = np.empty(indptr[-1], dtype=np.result_type(text.dtype, image.dtype))
     indices = np.empty(indptr[-1], dtype=np.int32)
     text_positions = np.arange(text.nnz) + np.repeat(indptr[:-1] - text.indptr[:-1], text_counts)
     data[text_positions], indices[text_positions] = text.data, text.indices
@@ -149,17 +146,14 @@ def both_features(text: sparse.csr_matrix, image: np.ndarray, dtype=None) -> spa
 @dataclass
 class SideBySide:
     """The design matrix of the both-modalities baseline, without building it for every row: ``side_by_side[rows]``
-    (an index array) gives :func:`both_features` of those rows' text and image features, ``rows(rows, dtype)``
-    the same in another dtype (built in it, not converted from a first copy)."""
+    (an index array) gives :func:`both_features` of those rows' text and image features, in float64 (the image
+    rows' dtype)."""
 
     text: sparse.csr_matrix
     image: ImageRows
 
-    def rows(self, rows: np.ndarray, dtype=None) -> sparse.csr_matrix:
-        return both_features(self.text[rows], self.image.rows(rows), dtype)
-
     def __getitem__(self, rows: np.ndarray) -> sparse.csr_matrix:
-        return self.rows(rows)
+        return both_features(self.text[rows], self.image[rows])
 
 
 def fit_baseline(
@@ -178,9 +172,9 @@ def fit_baseline(
     ``class_weight`` is "none" or "balanced" (scikit-learn's). Returns a :class:`Baseline`.
     """
     train_rows, val_rows = np.flatnonzero(train & scored), np.flatnonzero(val & scored)
-    # Taken once for every C; the training rows in float64, as scikit-learn fits them best.
-    x_train = (x.rows(train_rows, np.float64) if isinstance(x, (ImageRows, SideBySide))
-               else x[train_rows].astype(np.float64, copy=False))
+    # Taken once for every C; the training rows in float64, as scikit-learn fits them best (ImageRows and
+    # SideBySide give float64 already: no copy then).
+    x_train = x[train_rows].astype(np.float64, copy=False)
     x_val = x[val_rows]
     best = None
     # One BLAS thread: lbfgs makes many small products (rows x features by features x classes), where threads
