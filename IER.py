@@ -66,6 +66,14 @@ def parse_args(argv: Sequence[str] | None = None):
         "times; reads every image once per run)",
     )
     image.add_argument("--extract-batch-size", type=positive_int, default=32, help="images per backbone batch when extracting")
+    image.add_argument(
+        "--num-shards", type=positive_int, default=1, metavar="K",
+        help="extract only share --shard-index of K of the images into the feature store, then stop without "
+        "training: K processes (or machines sharing the store's folder, or a job array) fill one store at once; "
+        "IER.py without it then finds every image stored and computes nothing",
+    )
+    image.add_argument("--shard-index", type=int, default=0, metavar="I",
+                       help="which share this process extracts under --num-shards K: 0 to K-1")
     image.add_argument("--cache-dir", default="data_files/features",
                        help="where the image feature stores are kept, one per backbone configuration (read-only: a store "
                        "already there is read, a new one goes to $EMOREC_CACHE_DIR, else ~/.cache/emorec, as the log "
@@ -75,6 +83,12 @@ def parse_args(argv: Sequence[str] | None = None):
         help="an unreadable image: leave its row out (with one warning listing them) or stop the run",
     )
     args = parser.parse_args(argv)
+    if not 0 <= args.shard_index < args.num_shards:
+        parser.error(f"--shard-index must be 0 to {args.num_shards - 1} under --num-shards {args.num_shards}, "
+                     f"got {args.shard_index}")
+    if args.num_shards > 1 and args.strategy == "multiworker":
+        parser.error("--num-shards with --strategy multiworker: the workers share the extraction among "
+                     "themselves; leave --num-shards out")
     if args.image_size < MIN_IMAGE_SIZE[args.backbone]:
         parser.error(f"--image-size must be at least {MIN_IMAGE_SIZE[args.backbone]} for {args.backbone}, "
                      f"got {args.image_size}")
@@ -88,18 +102,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_files({args.manifest: manifest_fix(args.manifest)})
     outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     import numpy as np
+    import tensorflow as tf
 
     from emorec.data import load_dataset
-    from emorec.feature_store import FeatureStore, image_keys, store_folder, stored_features
+    from emorec.distribute import choose_strategy, describe, wait_for_all, worker_count, worker_index
+    from emorec.feature_store import FeatureStore, image_keys, read_features, store_folder, stored_features
     from emorec.images import build_extractor
     from emorec.models import build_ier_head, image_model
     from emorec.precision import dtype_policy, resolve_precision
     from emorec.storage import beside_or_fallback
     from emorec.report import classification_metrics, probability_table
     from emorec.train import (
-        ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows, training_config,
+        ArrayBatches, class_weights, fit_best, local_model, save_phase, seed_everything, select_training_rows,
+        training_config, use_xla, worker_outputs,
     )
 
+    strategy = choose_strategy(args.strategy)  # before TensorFlow's first operation
+    outputs, args.distribution = worker_outputs(outputs, strategy), describe(strategy)
     seed_everything(args.seed, args.deterministic)
     args.precision = resolve_precision(args.precision)  # auto resolved: .args.json records what ran
 
@@ -109,35 +128,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
 
     # Features: the frozen backbone runs once per image into the feature store; later runs read them there.
-    extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size, args.backbone_seed,
-                                                  args.pooling, args.precision)
+    # Several workers (multiworker) each extract their share on their own device, then wait for each other.
+    workers = worker_count(strategy)
+    share = (worker_index(strategy), workers) if workers > 1 else (args.shard_index, args.num_shards)
+    extraction = strategy if workers == 1 else None
+    with (extraction or tf.distribute.get_strategy()).scope():
+        extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size,
+                                                      args.backbone_seed, args.pooling, args.precision)
     folder = beside_or_fallback(store_folder(args.cache_dir, args.backbone, weights_identity, args.image_size,
                                              args.pooling, args.precision), "the image feature store")
     store = FeatureStore.open(folder, {
         "backbone": args.backbone, "weights": weights_identity, "image_size": args.image_size, "pooling": args.pooling,
         "precision": args.precision, "feature_shape": list(extractor.output_shape[1:])})
-    cache = stored_features(store, frame["image_path"].tolist(), image_keys(frame["image_path"], frame.attrs["image_root"],
-                            args.cache_key), extractor, args.image_size, args.extract_batch_size, args.on_bad_image)
+    paths, keys = frame["image_path"].tolist(), image_keys(frame["image_path"], frame.attrs["image_root"], args.cache_key)
+    cache = stored_features(store, paths, keys, extractor, args.image_size, args.extract_batch_size, args.on_bad_image,
+                            share=share, strategy=extraction)
+    if args.num_shards > 1:
+        log.info("share %d of %d done. Once every share is, run IER.py without --num-shards: it finds the images "
+                 "in the store and trains.", args.shard_index, args.num_shards)
+        return 0
+    if workers > 1:
+        wait_for_all(strategy)  # every worker's share is in the store
+        store.reload()
+        cache = read_features(store, paths, keys, args.on_bad_image)
     labels = frame["label"].to_numpy()
     train = select_training_rows(frame, args)
     rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
 
     # Model and training, on the cached features.
     seed_everything(args.seed, args.deterministic)
-    with dtype_policy(args.precision):
+    with dtype_policy(args.precision), strategy.scope():
         head = build_ier_head(cache.features.shape[1:], len(class_names))
     training = fit_best(
         head,
         ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(cache.features, labels, rows["val"], 256),
         args.epochs, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
-        args.patience, training_config(args),
+        args.patience, training_config(args), strategy, use_xla(args),
     )
 
-    # Evaluation on every readable image; unreadable ones keep empty probabilities.
+    # Evaluation on every readable image, on this process's device; unreadable ones keep empty probabilities.
     readable = np.flatnonzero(cache.ok)
     probabilities = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
-    probabilities[readable] = head.predict(ArrayBatches(cache.features, labels, readable, 256), verbose=0)
+    probabilities[readable] = local_model(head).predict(ArrayBatches(cache.features, labels, readable, 256), verbose=0)
     metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
     save_phase(
         outputs, PHASE, image_model(extractor, head), args, argv,

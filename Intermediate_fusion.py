@@ -73,15 +73,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from emorec.data import check_same_data, load_dataset
+    from emorec.distribute import choose_strategy, describe
     from emorec.feature_store import phase_features
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.precision import dtype_policy, resolve_precision
     from emorec.report import classification_metrics, probability_table
     from emorec.text import vectorize
     from emorec.train import (
-        ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows, training_config,
+        ArrayBatches, class_weights, fit_best, local_model, save_phase, seed_everything, select_training_rows,
+        training_config, use_xla, worker_outputs,
     )
 
+    strategy = choose_strategy(args.strategy)  # before TensorFlow's first operation
+    outputs, args.distribution = worker_outputs(outputs, strategy), describe(strategy)
     seed_everything(args.seed, args.deterministic)
     args.precision = resolve_precision(args.precision)  # auto resolved: .args.json records what ran
     frame = load_dataset(args.manifest, args.image_root, class_names=args.classes, strict_split=args.strict_split,
@@ -112,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Model and training.
     seed_everything(args.seed, args.deterministic)
-    with dtype_policy(args.precision):
+    with dtype_policy(args.precision), strategy.scope():
         network = build_fusion_network(glove_matrix, token_ids.shape[1], cache.features.shape[1:], len(class_names),
                                        args.pooling)
     warm_started = warm_start(network, ter_network, ier_head) if args.init_from_unimodal else []
@@ -123,13 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(inputs, labels, rows["val"], 256),
         args.epochs, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
-        args.patience, training_config(args),
+        args.patience, training_config(args), strategy, use_xla(args),
     )
 
-    # Evaluation on every row with a readable image; the others keep empty probabilities.
+    # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.
     readable = np.flatnonzero(cache.ok)
     probabilities = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
-    probabilities[readable] = network.predict(ArrayBatches(inputs, labels, readable, 256), verbose=0)
+    probabilities[readable] = local_model(network).predict(ArrayBatches(inputs, labels, readable, 256), verbose=0)
     metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
     save_phase(
         outputs, PHASE, fusion_model(vectorizer, extractor, network), args, argv,

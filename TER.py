@@ -61,14 +61,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     import tensorflow as tf
 
+    from emorec.distribute import choose_strategy, describe
     from emorec.data import load_dataset
     from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
     from emorec.text import adapt_vectorizer, build_vectorizer, embedding_matrix, vectorize
     from emorec.train import (
         ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows, training_config,
+        use_xla, worker_outputs,
     )
 
+    strategy = choose_strategy(args.strategy)  # before TensorFlow's first operation
+    outputs, args.distribution = worker_outputs(outputs, strategy), describe(strategy)
     seed_everything(args.seed, args.deterministic)
 
     # Data: every phase reads the same manifest and the same split. TER also runs on text alone (empty image cells).
@@ -85,15 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     token_ids = vectorize(vectorizer, frame["text"])
     labels = frame["label"].to_numpy()
 
-    # Model and training.
-    network = build_ter_network(embeddings, args.seq_len, len(class_names))
+    # Model and training, on the devices of --strategy.
+    with strategy.scope():
+        network = build_ter_network(embeddings, args.seq_len, len(class_names))
     training = fit_best(
         network, ArrayBatches(token_ids, labels, np.flatnonzero(train), args.batch_size, seed=args.seed),
         ArrayBatches(token_ids, labels, np.flatnonzero(val), 1024), args.epochs, args.lr, outputs,
         class_weights(labels[train], args.class_weight), args.monitor, args.patience, training_config(args),
+        strategy, use_xla(args),
     )
 
-    # Evaluation, with the saved model itself: raw strings in, probabilities out.
+    # Evaluation, with the saved model itself (made outside the strategy: it predicts on one device).
     model = text_model(vectorizer, network)
     probabilities = model.predict(tf.constant(frame["text"].tolist()), batch_size=1024, verbose=0)
     metrics = classification_metrics(labels, probabilities, frame["split"], class_names)

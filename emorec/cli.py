@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from emorec.data import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
+from emorec.distribute import STRATEGIES, STRATEGY_HELP
 from emorec.errors import InputError
 from emorec.storage import hold_run, require_writable, storage_error
 
@@ -71,7 +72,7 @@ def phase_parser(
 
     Groups: data (--manifest, --image-root, --classes, --seed, --resplit, --strict-split),
     training (--epoch/--epochs, --batch-size, --lr, --class-weight, --monitor,
-    --patience, --deterministic, --label-fraction, --labels-per-class) and outputs (--run-name,
+    --patience, --deterministic, --strategy, --label-fraction, --labels-per-class) and outputs (--run-name,
     --checkpoint-dir, --log-dir, --prob-dir). A phase that trains nothing
     (``training=False``) gets neither the training group nor the image and
     split flags, and its --manifest defaults to the one the training phases
@@ -137,9 +138,10 @@ def phase_parser(
         )
         group.add_argument(
             "--deterministic", action=argparse.BooleanOptionalAction, default=True,
-            help="deterministic TensorFlow ops: the same --seed gives the same numbers; --no-deterministic lets "
-            "Keras use XLA and faster, non-deterministic GPU kernels",
+            help="deterministic TensorFlow ops: the same --seed gives the same numbers; --no-deterministic "
+            "allows faster, non-deterministic GPU kernels and compiles the training steps with XLA on a GPU",
         )
+        group.add_argument("--strategy", choices=STRATEGIES, default="auto", help=STRATEGY_HELP)
         fewer = group.add_mutually_exclusive_group()
         fewer.add_argument(
             "--label-fraction", type=unit_fraction, default=None, metavar="F",

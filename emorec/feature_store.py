@@ -21,8 +21,17 @@ only grows (delete its folder to reclaim the space).
 Extraction writes a batch into the preallocated shard rows, flushes them, and
 only then appends the batch's lines to ``entries.jsonl``: the resume record
 costs O(1) per batch, a kill at any instant loses at most the batches not yet
-listed, and a line that is listed always has its features on disk. One
-process extracts at a time (a file lock); readers need no lock.
+listed, and a line that is listed always has its features on disk. Readers
+need no lock.
+
+Several processes, on one machine or on several sharing the folder, may fill
+one store at once, each its share of the images (``IER.py --num-shards K
+--shard-index i``, or the workers of ``--strategy multiworker``): a process
+writes only into shard files it holds (a lock per shard file, ``.writer``,
+which the system drops when the process dies, so a killed writer's unused
+rows are taken by the next), and takes rows and appends entries holding
+``.write.lock`` briefly. Extraction of the same share is one process at a time
+(``.lock``, or ``.lock-<i>of<K>`` for a share).
 """
 
 from __future__ import annotations
@@ -43,12 +52,12 @@ import numpy as np
 from emorec.cli import CACHE_KEYS
 from emorec.errors import InputError, list_some
 from emorec.fileio import write_json_atomic
-from emorec.storage import exclusive
+from emorec.storage import exclusive, try_lock
 
 log = logging.getLogger("emorec")
 
 SHARD_BYTES = 1 << 30  # a new shard holds at most about 1 GB of features
-ENTRIES, CONFIG = "entries.jsonl", "store.json"
+ENTRIES, CONFIG, WRITE_LOCK = "entries.jsonl", "store.json", ".write.lock"
 
 
 class DamagedCache(InputError):
@@ -139,6 +148,7 @@ class FeatureStore:
         self.entries: dict[str, tuple[int, int, bool]] = {}
         self.shards: dict[int, np.ndarray] = {}
         self.capacity: dict[int, int] = {}
+        self.held: dict[int, object] = {}  # shard -> the lock of the shard files this process writes into
         self.reload()
 
     @classmethod
@@ -210,23 +220,44 @@ class FeatureStore:
         return StoredFeatures(self.folder, FeatureView(self.shards, shard_of, row_of, self.feature_shape), ok)
 
     def free_slots(self, count: int) -> list[tuple[int, int]]:
-        """``count`` (shard, row) places for new images: the unused end of the last shard first, then new
-        shards (allocated here, their disk space reserved) of at most :data:`SHARD_BYTES`."""
-        used = {}
-        for shard, row, _ in self.entries.values():
-            used[shard] = max(used.get(shard, 0), row + 1)
-        slots = []
-        for shard in sorted(self.capacity):
-            slots += [(shard, row) for row in range(used.get(shard, 0), self.capacity[shard])][: count - len(slots)]
-        row_bytes = 2 * int(np.prod(self.feature_shape))
-        next_shard = max([*self.capacity, *(int(p.stem.split("-")[1]) for p in self.folder.glob("shard-*.npy")), -1]) + 1
-        while len(slots) < count:
-            rows = min(count - len(slots), max(1, SHARD_BYTES // row_bytes))
-            self.shards[next_shard] = _allocate(self._shard_path(next_shard), (rows, *self.feature_shape))
-            self.capacity[next_shard] = rows
-            slots += [(next_shard, row) for row in range(rows)]
-            next_shard += 1
-        return slots
+        """``count`` (shard, row) places for new images: the unused ends of shards that no other process is
+        writing into first, then new shards (allocated here, their disk space reserved) of at most
+        :data:`SHARD_BYTES`. This process holds every shard it takes rows of until :meth:`release`."""
+        with exclusive(self.folder / WRITE_LOCK, f"taking rows in {self.folder}"):
+            self.reload()  # rows that other processes recorded meanwhile are taken
+            used = {}
+            for shard, row, _ in self.entries.values():
+                used[shard] = max(used.get(shard, 0), row + 1)
+            slots = []
+            for shard in sorted(self.capacity):
+                if len(slots) < count and used.get(shard, 0) < self.capacity[shard] and self._hold(shard):
+                    slots += [(shard, row) for row in range(used.get(shard, 0), self.capacity[shard])][: count - len(slots)]
+            row_bytes = 2 * int(np.prod(self.feature_shape))
+            next_shard = max([*self.capacity, *(int(p.stem.split("-")[1]) for p in self.folder.glob("shard-*.npy")),
+                              -1]) + 1
+            while len(slots) < count:
+                rows = min(count - len(slots), max(1, SHARD_BYTES // row_bytes))
+                self._hold(next_shard)
+                self.shards[next_shard] = _allocate(self._shard_path(next_shard), (rows, *self.feature_shape))
+                self.capacity[next_shard] = rows
+                slots += [(next_shard, row) for row in range(rows)]
+                next_shard += 1
+            return slots
+
+    def _hold(self, shard: int) -> bool:
+        """Take the lock of ``shard``'s file for writing into it; False when another process holds it."""
+        if shard not in self.held:
+            lock = try_lock(self._shard_path(shard).with_suffix(".writer"))
+            if lock is None:
+                return False
+            self.held[shard] = lock
+        return True
+
+    def release(self) -> None:
+        """Let other processes write into the shards this one took rows of (at the end of an extraction)."""
+        for lock in self.held.values():
+            lock.release()
+        self.held.clear()
 
     def writable(self, shard: int) -> np.ndarray:
         """Shard ``shard`` opened for writing."""
@@ -238,7 +269,8 @@ class FeatureStore:
         """Append ``lines`` (key, shard, row, readable) to the entries, after their shards are flushed."""
         for shard in {shard for _, shard, _, _ in lines}:
             self.shards[shard].flush()
-        with open(self.folder / ENTRIES, "a", encoding="utf-8") as entries:
+        with exclusive(self.folder / WRITE_LOCK, f"recording features in {self.folder}"), \
+                open(self.folder / ENTRIES, "a", encoding="utf-8") as entries:
             entries.write("".join(json.dumps([key, shard, row, ok]) + "\n" for key, shard, row, ok in lines))
             entries.flush()
             os.fsync(entries.fileno())
@@ -251,7 +283,7 @@ class FeatureStore:
         path = self.folder / ENTRIES
         if not path.exists():
             return
-        with open(path, "r+b") as entries:
+        with exclusive(self.folder / WRITE_LOCK, f"recording features in {self.folder}"), open(path, "r+b") as entries:
             size = entries.seek(0, os.SEEK_END)
             if size and (entries.seek(size - 1), entries.read(1))[1] != b"\n":
                 entries.seek(0)
@@ -267,21 +299,47 @@ def stored_features(
     batch_size: int,
     on_bad_image: str,
     chunk: int = 512,
-) -> StoredFeatures:
+    share: tuple[int, int] = (0, 1),
+    strategy=None,
+) -> StoredFeatures | None:
     """The features of the images ``paths`` (with their store ``keys``), computing those the store lacks first.
 
     ``extractor`` (from :func:`emorec.images.build_extractor`) runs only on
-    missing images, one process at a time. Unreadable images are recorded as
+    missing images, one process at a time per share. Unreadable images are recorded as
     such (``ok`` False) and left out with one warning, or, with
     ``on_bad_image='error'``, stop the run naming the files.
+    ``share`` ``(i, K)`` computes only share ``i`` of ``K`` (:func:`share_of`), while other processes may fill
+    the others, and returns None: the features are to be read once every share is done. ``strategy``: see
+    :func:`emorec.images.backbone_runner`.
     """
+    index, count = share
+    own = keys if count == 1 else share_of(keys, index, count)
     computed = 0
-    if store.missing(keys):
-        with exclusive(store.folder / ".lock", f"computing image features into {store.folder}"):
+    if store.missing(own):
+        lock = ".lock" if count == 1 else f".lock-{index}of{count}"
+        with exclusive(store.folder / lock, f"computing image features into {store.folder}"):
             store.reload()  # what another process added while this one waited
-            computed = compute_features(store, paths, keys, extractor, image_size, batch_size, on_bad_image, chunk)
+            path_of = dict(zip(keys, paths))
+            computed = compute_features(store, [path_of[key] for key in own], own, extractor, image_size, batch_size,
+                                        on_bad_image, chunk, strategy)
+    if count > 1:
+        log.info("image features: share %d of %d (0 first): %d images computed, %d were in the store %s", index,
+                 count, computed, len(own) - computed, store.folder)
+        return None
     if not computed:
         log.info("image features: all %d images are in the store %s", len(dict.fromkeys(keys)), store.folder)
+    return read_features(store, paths, keys, on_bad_image)
+
+
+def share_of(keys: Sequence[str], index: int, count: int) -> list[str]:
+    """Share ``index`` (0 first) of ``count`` of the distinct ``keys``: every ``count``-th one, from the
+    ``index``-th, in their first order. The shares of one manifest do not overlap and cover it."""
+    return list(dict.fromkeys(keys))[index::count]
+
+
+def read_features(store: FeatureStore, paths: Sequence[str], keys: Sequence[str], on_bad_image: str) -> StoredFeatures:
+    """The features of ``keys`` (every one stored; ``paths`` their images), with one warning naming the
+    unreadable images, or, with ``on_bad_image='error'``, an :class:`InputError` naming them."""
     stored = store.view(keys)
     bad = np.asarray(paths)[~stored.ok]
     if len(bad):
@@ -300,6 +358,7 @@ def compute_features(
     batch_size: int,
     on_bad_image: str,
     chunk: int = 512,
+    strategy=None,
 ) -> int:
     """Run the backbone over the images whose keys the store lacks, through one input pipeline, into the store
     (call it holding the store's lock; see :func:`stored_features`); return how many it computed.
@@ -311,12 +370,13 @@ def compute_features(
     every batch finished so far and re-raises KeyboardInterrupt at once; the
     same command goes on after them.
     """
-    from emorec.images import image_batches
+    from emorec.images import backbone_runner, image_batches
 
     store.cut_incomplete_line()
     missing = store.missing(keys)
     if not missing:
         return 0
+    backbone = backbone_runner(extractor, strategy)
     path_of = dict(zip(keys, paths))
     log.info("image features: computing %d of %d images (the rest are in the store %s)", len(missing),
              len(dict.fromkeys(keys)), store.folder)
@@ -333,7 +393,7 @@ def compute_features(
                 first, ok = done[0], ok.numpy()
                 if on_bad_image == "error" and not ok.all():
                     raise _bad_images_error([path_of[key] for key in np.asarray(missing[first : first + len(ok)])[~ok]])
-                features = extractor.predict_on_batch(pixels).astype(np.float16)
+                features = backbone(pixels).astype(np.float16)
                 with lock:
                     if stop.is_set():  # interrupted meanwhile: what was recorded stays as it was
                         return
@@ -363,6 +423,7 @@ def compute_features(
         with lock:
             stop.set()
             keep_progress()
+            store.release()
         log.warning("\nimage features: interrupted; the %d of %d images done are kept in %s. Run the same command "
                     "again to go on from there.", done[0], len(missing), store.folder)
         raise
@@ -372,7 +433,9 @@ def compute_features(
                 keep_progress()
             except OSError as error:
                 log.warning("image features: the last batches could not be recorded (%s)", error)
+            store.release()
         raise failures[0]
+    store.release()
     log.info("image features: %d images computed into %s", len(missing), store.folder)
     return len(missing)
 

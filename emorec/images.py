@@ -139,6 +139,27 @@ def load_image(path: str | bytes, image_size: int) -> tuple[np.ndarray, bool]:
         return np.zeros((image_size, image_size, 3), np.uint8), False
 
 
+def backbone_runner(extractor: keras.Model, strategy=None) -> Callable:
+    """A function from a batch of pixels to its features as a NumPy array: ``extractor.predict_on_batch`` on one
+    device; with a ``strategy`` of R > 1 replicas on this machine (``--strategy mirrored``; ``extractor`` built
+    in its scope), each batch cut into R nearly equal parts in order, one per replica, and the features gathered
+    back in the batch's order."""
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return extractor.predict_on_batch
+    replicas = strategy.num_replicas_in_sync
+
+    @tf.function
+    def step(parts):
+        return strategy.gather(strategy.run(lambda x: extractor(x, training=False), args=(parts,)), axis=0)
+
+    def run(pixels):
+        parts = tf.split(pixels, [len(part) for part in np.array_split(np.arange(len(pixels)), replicas)])
+        return step(strategy.experimental_distribute_values_from_function(
+            lambda context: parts[context.replica_id_in_sync_group])).numpy()
+
+    return run
+
+
 def image_batches(paths: Sequence[str], image_size: int, batch_size: int) -> tf.data.Dataset:
     """A streaming pipeline: parallel decode and resize, batch, prefetch; yields (pixels float32, ok) batches."""
 

@@ -106,6 +106,17 @@ def exclusive(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
         lock.release()
 
 
+def try_lock(lock_file: str | os.PathLike) -> FileLock | None:
+    """The lock ``lock_file``, held, or None at once when another process holds it (released by the system if the
+    holder dies, even by SIGKILL); call ``release()`` on it when done."""
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    return lock
+
+
 def hold_run(folder: str | os.PathLike, phase: str) -> None:
     """Hold, until this process exits, the lock of ``phase`` in the run folder ``folder``: a second process
     starting the same phase of the same run is refused with :class:`InputError`. Held already by this process

@@ -118,30 +118,64 @@ class ArrayBatches(keras.utils.PyDataset):
                 self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
             return self._orders[epoch]
 
-    def dataset(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
+    def dataset(self, first_epoch: int = 0, epochs: int = 1, class_weight: dict[int, float] | None = None,
+                strategy: tf.distribute.Strategy | None = None):
         """Epochs ``first_epoch`` to ``epochs - 1`` of these batches, one after another, as a ``tf.data``
         pipeline: each batch read by a ``tf.numpy_function`` in parallel map calls and prefetched, so reading
         (a gather from memory-mapped shards, float16 to float32) overlaps the training steps instead of
         running between them. Train with ``fit(..., steps_per_epoch=len(self))``, whose one iterator then runs
-        through every epoch, each in its (seed, epoch) order whatever the prefetching."""
+        through every epoch, each in its (seed, epoch) order whatever the prefetching.
+
+        With ``class_weight`` (class -> weight) each batch carries its rows' weights, as Keras' ``fit(...,
+        class_weight=...)`` would make them. With a ``strategy`` of R > 1 replicas, it is that strategy's
+        distributed dataset: each batch (the global batch) is cut into R nearly equal parts in row order, and
+        each worker's pipeline reads only the parts of its own replicas.
+        """
+        replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+        weights = None if class_weight is None else np.array(
+            [class_weight.get(c, 1.0) for c in range(max(class_weight) + 1)], np.float32)
+        if replicas == 1:
+            return self._pipeline(first_epoch, epochs, weights, 1, range(1))
+
+        def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            local = replicas // context.num_input_pipelines
+            return self._pipeline(first_epoch, epochs, weights, replicas,
+                                  range(context.input_pipeline_id * local, (context.input_pipeline_id + 1) * local))
+
+        return strategy.distribute_datasets_from_function(pipeline)
+
+    def _pipeline(self, first_epoch: int, epochs: int, weights: np.ndarray | None, parts: int,
+                  own_parts: range) -> tf.data.Dataset:
+        """The batches of epochs ``first_epoch`` to ``epochs - 1``, each cut into ``parts`` parts of which the
+        ``own_parts`` come out in turn; with per-class ``weights``, each with its rows' weights."""
+        def read(epoch, index, part):
+            inputs, labels = self.batch(int(epoch), int(index))
+            if parts > 1:
+                cut = np.array_split(np.arange(len(labels)), parts)[int(part)]
+                inputs = {name: array[cut] for name, array in inputs.items()} if names else inputs[cut]
+                labels = labels[cut]
+            out = [*(inputs.values() if names else [inputs]), labels]
+            return out if weights is None else [*out, weights[labels]]
+
         example_inputs, example_labels = self.batch(first_epoch, 0)
         names = list(example_inputs) if isinstance(example_inputs, dict) else None
         examples = [*(example_inputs.values() if names else [example_inputs]), example_labels]
+        if weights is not None:
+            examples.append(weights[example_labels])
 
-        def read(epoch, index):
-            inputs, labels = self.batch(int(epoch), int(index))
-            return [*(inputs.values() if names else [inputs]), labels]
-
-        def load(epoch, index):
-            arrays = tf.numpy_function(read, [epoch, index], [tf.as_dtype(array.dtype) for array in examples])
+        def load(epoch, index, part):
+            arrays = tf.numpy_function(read, [epoch, index, part], [tf.as_dtype(array.dtype) for array in examples])
             for array, example in zip(arrays, examples):
                 array.set_shape((None, *example.shape[1:]))
-            return (dict(zip(names, arrays[:-1])) if names else arrays[0]), arrays[-1]
+            inputs_count = len(names) if names else 1
+            inputs = dict(zip(names, arrays[:inputs_count])) if names else arrays[0]
+            return (inputs, *arrays[inputs_count:])
 
-        steps = len(self)
+        steps, first_part, own = len(self), own_parts.start, len(own_parts)
         batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(
-            lambda epoch: tf.data.Dataset.range(steps).map(lambda index: (epoch, index)))
-        return (batches.apply(tf.data.experimental.assert_cardinality((epochs - first_epoch) * steps))  # for Keras
+            lambda epoch: tf.data.Dataset.range(steps * own).map(
+                lambda i: (epoch, i // own, first_part + i % own)))
+        return (batches.apply(tf.data.experimental.assert_cardinality((epochs - first_epoch) * steps * own))
                 .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE))
 
 
@@ -183,6 +217,32 @@ class MacroF1(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+class Trainer(keras.Model):
+    """The training twin of a phase's network (see :func:`fit_best`): a functional model whose logged measures
+    are over the whole batch and split, also under a distribution strategy.
+
+    Keras computes each replica's measures from its own part of the data and averages them across replicas: a
+    macro-F1 averaged over parts is not the macro-F1 of the whole, and under MultiWorkerMirroredStrategy Keras 3
+    cannot average them at all (tensorflow/tensorflow#72388). Here every replica sums the metrics' variables
+    (totals, counts, the confusion matrix) across replicas first, so each holds the measures of the whole,
+    identical on every worker: the best epoch is then the same everywhere, and so are the weights restored.
+    """
+
+    def get_metrics_result(self):
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return super().get_metrics_result()
+        results = {}
+        for metric in self.metrics:
+            totals = [context.all_reduce("SUM", tf.identity(variable.value)) for variable in metric.variables]
+            result = metric.stateless_result(totals)
+            results.update(result if isinstance(result, dict) else {metric.name: result})
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras averages the replicas' logs along axis 0 there, which a scalar lacks: one value, one axis.
+            results = {name: tf.reshape(value, (1,)) for name, value in results.items()}
+        return results
 
 
 # What picks the best epoch: the validation measure and whether lower or higher is better.
@@ -231,7 +291,8 @@ def select_training_rows(frame, args) -> np.ndarray:
 
 # Flags that say where a run writes or how fast it extracts, not what it learns: a resumed run may change them.
 NOT_TRAINING = ("run_name", "checkpoint_dir", "log_dir", "prob_dir", "cache_dir", "extract_batch_size", "cache_key",
-                "training_id_list")  # the last: its fingerprint, training_ids, stays
+                "training_id_list",  # its fingerprint, training_ids, stays
+                "strategy", "distribution")  # a global batch is the same update on any number of replicas
 
 
 def training_config(args) -> dict:
@@ -357,7 +418,7 @@ def _write_epochs_csv(path: Path, history: dict) -> None:
 def fit_best(
     model: keras.Model, train: ArrayBatches, val, epochs: int, lr: float, outputs: PhaseOutputs,
     class_weight: dict[int, float] | None = None, monitor: str = "val_loss", patience: int | None = None,
-    config: dict | None = None,
+    config: dict | None = None, strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False,
 ) -> dict:
     """Train ``model`` on the batches ``train``, validating on ``val``; end with the best epoch's weights.
 
@@ -374,6 +435,10 @@ def fit_best(
     (``val_loss`` or ``val_macro_f1``) picks the best epoch; with
     ``patience``, training stops once it has not improved for that many
     epochs (None: every epoch runs, as in the paper).
+    ``strategy`` (from :func:`emorec.distribute.choose_strategy`; None: the default) is where the steps run: the
+    training twin and its optimizer are made in its scope (``model`` must have been built there too), each
+    global batch of ``train`` is cut over its replicas, and the validation's too. ``jit_compile`` compiles
+    the steps with XLA.
     First takes the run's lock for the phase (:meth:`PhaseOutputs.claim`).
     Callbacks: EarlyStopping with ``restore_best_weights`` (the best epoch's
     weights, restored at the end however training ends), the backup
@@ -393,10 +458,19 @@ def fit_best(
         raise ValueError(f"unknown monitor {monitor!r}: one of {', '.join(MONITORS)}")
     outputs.claim()  # from here on this process writes the phase's outputs, and no other one may
     config = config or {}
-    trainer = keras.Model(model.input, model.output, name=f"{model.name}_training")
-    trainer.compile(optimizer=adam(lr), loss="sparse_categorical_crossentropy",
-                    metrics=["accuracy", MacroF1(model.output.shape[-1])])
-    state = resumable_state(outputs.backup, config, trainer)
+    strategy = strategy or tf.distribute.get_strategy()
+    # The twin is made outside the strategy's scope, compiled, built and trained in it. Made in the scope, Keras
+    # would build it at fit() from the mean of the first batch's parts, which fails when the global batch does
+    # not divide evenly over the replicas; here it is built from one whole batch, the variables of its metrics
+    # and optimizer mirrored as the weights are.
+    trainer = Trainer(model.input, model.output, name=f"{model.name}_training")
+    with strategy.scope():
+        trainer.compile(optimizer=adam(lr), loss="sparse_categorical_crossentropy",
+                        metrics=["accuracy", MacroF1(model.output.shape[-1])], jit_compile=jit_compile)
+        if tf.distribute.has_strategy():  # in the scope of any strategy but the default one
+            example_inputs, example_labels = train.batch(0, 0)
+            trainer._symbolic_build(data_batch=(example_inputs, example_labels))
+        state = resumable_state(outputs.backup, config, trainer)
     outputs.epochs_csv.parent.mkdir(parents=True, exist_ok=True)
     partial_log = outputs.epochs_csv.with_name(f".{outputs.epochs_csv.name}.partial")
     done = 0 if state is None else state["epochs_done"]
@@ -421,11 +495,14 @@ def fit_best(
         # shuffle=False: train orders its rows itself, each epoch's from (seed, epoch) (Keras' shuffle of the
         # batches draws from a global generator that a resumed run could not restore). TensorBoard before the
         # backup: a kill between them repeats an identical point, never loses one.
-        trainer.fit(train.dataset(done, epochs), steps_per_epoch=len(train),
-                    validation_data=val.dataset() if isinstance(val, ArrayBatches) else val,
-                    epochs=epochs, initial_epoch=done, class_weight=class_weight, shuffle=False, callbacks=[
-                        stopper, keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
-                        backup, keras.callbacks.CSVLogger(str(partial_log), append=done > 0)])
+        # The class weights travel with the batches (as Keras would put them there): a distributed dataset
+        # takes no class_weight.
+        with strategy.scope():
+            trainer.fit(train.dataset(done, epochs, class_weight, strategy), steps_per_epoch=len(train),
+                        validation_data=val.dataset(strategy=strategy) if isinstance(val, ArrayBatches) else val,
+                        epochs=epochs, initial_epoch=done, shuffle=False, callbacks=[
+                            stopper, keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
+                            backup, keras.callbacks.CSVLogger(str(partial_log), append=done > 0)])
     seconds = time.perf_counter() - started
     os.replace(partial_log, outputs.epochs_csv)
     measures = backup.state["history"]
@@ -435,6 +512,8 @@ def fit_best(
              measures[monitor][best], best + 1, run, f", stopped early (patience {patience})" if stopped else "",
              measures["val_loss"][best], measures["val_macro_f1"][best])
     ran = run - done
+    fingerprint = weights_fingerprint(model)
+    log.info("weights fingerprint %s", fingerprint)
     return {
         "epochs_run": run,
         "monitor": monitor,
@@ -447,7 +526,58 @@ def fit_best(
         "resumed_at_epoch": None if state is None else done + 1,
         "fit_seconds": round(seconds, 2),
         "seconds_per_epoch": round(seconds / ran, 2) if ran else None,
+        "weights_sha256": fingerprint,
     }
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """The sha256 of ``model``'s weights (their bytes, in order): equal for equal weights, as every worker of a
+    multiworker run ends with."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()
+
+
+def use_xla(args) -> bool:
+    """Whether a phase's training steps compile with XLA (``jit_compile``): under ``--no-deterministic`` on a
+    machine with a GPU. Never under ``--deterministic``: TensorFlow's op determinism and XLA do not go together.
+    Not on CPU, where XLA made the heads' steps slower (``benchmarks/xla_step.py``)."""
+    return not args.deterministic and bool(tf.config.list_physical_devices("GPU"))
+
+
+def local_model(model: keras.Model) -> keras.Model:
+    """``model`` to predict with on this process's first device alone: itself, or, when it was built in a
+    distribution strategy's scope, a twin over the same layers and weights made outside it (Keras' predict would
+    otherwise cut each batch over the strategy's replicas, and under multiworker over the other machines)."""
+    if model.distribute_strategy is tf.distribute.get_strategy():
+        return model
+    return keras.Model(model.input, model.output, name=model.name)
+
+
+def worker_outputs(outputs: PhaseOutputs, strategy: tf.distribute.Strategy) -> PhaseOutputs:
+    """Where this process writes a phase's outputs: ``outputs`` for the chief (every process but the
+    non-chief workers of ``--strategy multiworker``); for another worker, the same names in a temporary folder
+    removed when it exits, its training backup starting as a copy of the chief's (so that every worker resumes
+    from the same epoch and weights: the workers share a file system)."""
+    from emorec.distribute import is_chief
+
+    if is_chief(strategy):
+        return outputs
+    import atexit
+    import dataclasses
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="emorec-worker-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    moved = PhaseOutputs(**{field.name: folder / field.name / getattr(outputs, field.name).name
+                            for field in dataclasses.fields(outputs)})
+    if (outputs.backup / "state.json").exists():
+        shutil.copytree(outputs.backup, moved.backup, dirs_exist_ok=True)
+    log.info("not the chief: this worker's outputs go to %s, removed when it ends", folder)
+    return moved
 
 
 def save_model(model: keras.Model, path: Path) -> None:
