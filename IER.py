@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(cache.features, labels, rows["val"], 256),
         args.epochs, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
-        args.patience, training_config(args), strategy, use_xla(args),
+        args.patience, training_config(args), strategy, use_xla(args, head),
     )
 
     # Evaluation on every readable image, on this process's device; unreadable ones keep empty probabilities.

@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
         ArrayBatches(inputs, labels, rows["val"], 256),
         args.epochs, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
-        args.patience, training_config(args), strategy, use_xla(args),
+        args.patience, training_config(args), strategy, use_xla(args, network),
     )
 
     # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.

@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         network, ArrayBatches(token_ids, labels, np.flatnonzero(train), args.batch_size, seed=args.seed),
         ArrayBatches(token_ids, labels, np.flatnonzero(val), 1024), args.epochs, args.lr, outputs,
         class_weights(labels[train], args.class_weight), args.monitor, args.patience, training_config(args),
-        strategy, use_xla(args),
+        strategy, use_xla(args, network),
     )
 
     # Evaluation, with the saved model itself (made outside the strategy: it predicts on one device).

@@ -486,6 +486,7 @@ def fit_best(
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor], patience=patience or epochs,
                                             restore_best_weights=True)
     backup = TrainingBackup(outputs.backup, config, stopper, state)
+    log.info("training steps %s", "compiled with XLA" if jit_compile else "without XLA")
     if class_weight is not None:
         log.info("class weights: %s", ", ".join(f"{label}: {weight:.3f}" for label, weight in class_weight.items()))
     started = time.perf_counter()
@@ -527,6 +528,7 @@ def fit_best(
         "fit_seconds": round(seconds, 2),
         "seconds_per_epoch": round(seconds / ran, 2) if ran else None,
         "weights_sha256": fingerprint,
+        "xla": jit_compile,
     }
 
 
@@ -541,11 +543,21 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def use_xla(args) -> bool:
-    """Whether a phase's training steps compile with XLA (``jit_compile``): under ``--no-deterministic`` on a
-    machine with a GPU. Never under ``--deterministic``: TensorFlow's op determinism and XLA do not go together.
-    Not on CPU, where XLA made the heads' steps slower (``benchmarks/xla_step.py``)."""
-    return not args.deterministic and bool(tf.config.list_physical_devices("GPU"))
+# On CPU, XLA paid for a small head and cost for a large one (benchmarks/xla_step.py, two cores: IER's head on 512
+# pooled features 1.12x faster in float32, 2.12x in bfloat16; on VGG16's 25,088 flattened, 0.49x and 0.77x, where
+# FusedAdam's one pass over the 25 M weights beats XLA's).
+XLA_CPU_MAX_WEIGHTS = 5_000_000
+
+
+def use_xla(args, network: keras.Model) -> bool:
+    """Whether a phase's training steps compile with XLA (``jit_compile``): under ``--no-deterministic``, on a
+    machine with a GPU, and on CPU for a ``network`` of at most :data:`XLA_CPU_MAX_WEIGHTS` trainable weights.
+    Never under ``--deterministic``: TensorFlow's op determinism and XLA do not go together."""
+    if args.deterministic:
+        return False
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    return sum(int(np.prod(weight.shape)) for weight in network.trainable_weights) <= XLA_CPU_MAX_WEIGHTS
 
 
 def local_model(model: keras.Model) -> keras.Model:
