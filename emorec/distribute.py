@@ -43,18 +43,10 @@ def choose_strategy(name: str):
     replicas. Call it before TensorFlow runs any operation. Raises :class:`InputError` for ``multiworker``
     without a usable ``TF_CONFIG``. A process makes each strategy once: later calls get the same one (two
     strategies of one kind would number their collective operations alike)."""
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}: one of {', '.join(STRATEGIES)}")
-    if name not in _CHOSEN:
-        _CHOSEN[name] = _make_strategy(name)
-    strategy = _CHOSEN[name]
-    log.info("strategy: %s, %d replica(s) in sync", strategy.emorec_name, strategy.num_replicas_in_sync)
-    return strategy
-
-
-def _make_strategy(name: str):
     import tensorflow as tf
 
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}: one of {', '.join(STRATEGIES)}")
     cpu_devices = _cpu_devices()
     cpu = tf.config.list_physical_devices("CPU")[0]
     if cpu_devices > 1 and tf.config.get_logical_device_configuration(cpu) is None:
@@ -62,6 +54,17 @@ def _make_strategy(name: str):
     gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) >= 2 else "default"
+    if name not in _CHOSEN:
+        _CHOSEN[name] = _make_strategy(name, gpus)
+    strategy = _CHOSEN[name]
+    if name != "default":  # the default is what plain Keras does: the .args.json records it, the log need not
+        log.info("strategy: %s, %d replica(s) in sync", name, strategy.num_replicas_in_sync)
+    return strategy
+
+
+def _make_strategy(name: str, gpus: list):
+    import tensorflow as tf
+
     if name == "default":
         strategy = tf.distribute.get_strategy()
     elif name == "mirrored":
@@ -75,7 +78,7 @@ def _make_strategy(name: str):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         task = cluster["task"]
         log.info("multiworker: %s %s of a cluster of %d worker(s)%s", task["type"], task["index"],
-                 strategy.extended._num_workers, ", the chief: it writes the outputs" if is_chief(strategy) else
+                 worker_count(strategy), ", the chief: it writes the outputs" if is_chief(strategy) else
                  ", not the chief: it writes no outputs")
     strategy.emorec_name = name  # what describe() reports
     return strategy
@@ -99,16 +102,20 @@ def is_chief(strategy) -> bool:
 
 
 def worker_count(strategy) -> int:
-    """How many processes train together (1 unless ``multiworker``)."""
-    return int(getattr(strategy.extended, "_num_workers", 1))
+    """How many processes train together (1 unless ``multiworker``): the cluster's chief and workers."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    jobs = resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(job, ())) for job in ("chief", "worker"))
 
 
 def worker_index(strategy) -> int:
-    """This process's place among :func:`worker_count` workers, 0 first (the chief's, when it is a worker)."""
+    """This process's place among :func:`worker_count` workers, 0 first: the chief, then the workers in order."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
+    if resolver is None or not resolver.task_type or resolver.task_type == "chief":
         return 0
-    return int(getattr(strategy.extended, "_id_in_cluster", resolver.task_id))
+    return int(resolver.task_id) + (1 if "chief" in resolver.cluster_spec().as_dict() else 0)
 
 
 def wait_for_all(strategy) -> None:

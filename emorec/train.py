@@ -467,9 +467,9 @@ def fit_best(
     with strategy.scope():
         trainer.compile(optimizer=adam(lr), loss="sparse_categorical_crossentropy",
                         metrics=["accuracy", MacroF1(model.output.shape[-1])], jit_compile=jit_compile)
-        if tf.distribute.has_strategy():  # in the scope of any strategy but the default one
+        if tf.distribute.has_strategy() and hasattr(trainer, "_symbolic_build"):  # any strategy but the default
             example_inputs, example_labels = train.batch(0, 0)
-            trainer._symbolic_build(data_batch=(example_inputs, example_labels))
+            trainer._symbolic_build(data_batch=(example_inputs, example_labels))  # what Keras' fit() calls
         state = resumable_state(outputs.backup, config, trainer)
     outputs.epochs_csv.parent.mkdir(parents=True, exist_ok=True)
     partial_log = outputs.epochs_csv.with_name(f".{outputs.epochs_csv.name}.partial")
@@ -486,7 +486,9 @@ def fit_best(
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor], patience=patience or epochs,
                                             restore_best_weights=True)
     backup = TrainingBackup(outputs.backup, config, stopper, state)
-    log.info("training steps %s", "compiled with XLA" if jit_compile else "without XLA")
+    if jit_compile:  # Keras may have refused it (a layer without XLA support, or op determinism on)
+        log.info("training steps %s", "compiled with XLA" if trainer.jit_compile else
+                 "without XLA: Keras cannot compile this model with it")
     if class_weight is not None:
         log.info("class weights: %s", ", ".join(f"{label}: {weight:.3f}" for label, weight in class_weight.items()))
     started = time.perf_counter()
@@ -528,7 +530,7 @@ def fit_best(
         "fit_seconds": round(seconds, 2),
         "seconds_per_epoch": round(seconds / ran, 2) if ran else None,
         "weights_sha256": fingerprint,
-        "xla": jit_compile,
+        "xla": bool(trainer.jit_compile),
     }
 
 
@@ -543,21 +545,23 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-# On CPU, XLA paid for a small head and cost for a large one (benchmarks/xla_step.py, two cores: IER's head on 512
-# pooled features 1.12x faster in float32, 2.12x in bfloat16; on VGG16's 25,088 flattened, 0.49x and 0.77x, where
-# FusedAdam's one pass over the 25 M weights beats XLA's).
+# On CPU (benchmarks/xla_step.py, two cores) XLA paid only for a small network without recurrent layers: IER's head
+# on 512 pooled features 1.12x faster in float32, 2.12x in bfloat16; on VGG16's 25,088 flattened features 0.49x and
+# 0.77x (FusedAdam's one pass over the 25 M weights beats XLA's); TER's BiLSTM network 0.67x (5,000 words) and
+# 0.44x (40,000 words).
 XLA_CPU_MAX_WEIGHTS = 5_000_000
 
 
 def use_xla(args, network: keras.Model) -> bool:
     """Whether a phase's training steps compile with XLA (``jit_compile``): under ``--no-deterministic``, on a
-    machine with a GPU, and on CPU for a ``network`` of at most :data:`XLA_CPU_MAX_WEIGHTS` trainable weights.
-    Never under ``--deterministic``: TensorFlow's op determinism and XLA do not go together."""
+    machine with a GPU; on CPU for a ``network`` without recurrent layers of at most :data:`XLA_CPU_MAX_WEIGHTS`
+    trainable weights. Never under ``--deterministic``: TensorFlow's op determinism and XLA do not go together."""
     if args.deterministic:
         return False
     if tf.config.list_physical_devices("GPU"):
         return True
-    return sum(int(np.prod(weight.shape)) for weight in network.trainable_weights) <= XLA_CPU_MAX_WEIGHTS
+    recurrent = any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in network.layers)
+    return not recurrent and sum(int(np.prod(w.shape)) for w in network.trainable_weights) <= XLA_CPU_MAX_WEIGHTS
 
 
 def local_model(model: keras.Model) -> keras.Model:

@@ -64,6 +64,7 @@ def test_mirrored_over_two_cpu_devices_trains_every_phase_as_the_default_strateg
             for name in ("default", "mirrored")}
     logs = {name: finish(process) for name, process in runs.items()}
     assert "strategy: mirrored, 2 replica(s) in sync" in logs["mirrored"]
+    assert "strategy:" not in logs["default"]  # the default says nothing
     for phase in ("TER", "IER", "Intermediate_fusion"):
         config = json.loads((tmp_path / "mirrored" / "ck" / f"{phase}.args.json").read_text())
         assert config["distribution"] == {"name": "mirrored", "replicas": 2, "workers": 1}
@@ -162,3 +163,23 @@ def test_multiworker_without_tf_config_says_how_to_set_it(tiny_dataset, tmp_path
                             *outputs_flags(tmp_path)[:6], "--strategy", "multiworker"])
     assert status == 2
     assert "--strategy multiworker needs TF_CONFIG" in capsys.readouterr().err
+
+
+def test_xla_only_without_determinism_and_on_cpu_only_where_it_was_faster():
+    import argparse
+
+    import keras
+    import tensorflow as tf
+
+    from emorec.models import build_ier_head
+    from emorec.train import use_xla
+
+    pooled_head, flat_head = build_ier_head((512,), 4), build_ier_head((7, 7, 512), 4)
+    tokens = keras.Input((30,), dtype="int32")
+    recurrent = keras.Model(tokens, keras.layers.Bidirectional(keras.layers.LSTM(4))(keras.layers.Embedding(50, 8)(tokens)))
+    fast, deterministic = argparse.Namespace(deterministic=False), argparse.Namespace(deterministic=True)
+    assert not any(use_xla(deterministic, network) for network in (pooled_head, flat_head, recurrent))
+    if tf.config.list_physical_devices("GPU"):
+        assert all(use_xla(fast, network) for network in (pooled_head, flat_head, recurrent))
+    else:  # benchmarks/xla_step.py: faster for the small head only
+        assert [use_xla(fast, network) for network in (pooled_head, flat_head, recurrent)] == [True, False, False]

@@ -52,7 +52,9 @@ def test_ter_killed_mid_training_resumes_at_the_next_epoch_and_ends_as_an_uninte
     def command(out):
         return [sys.executable, "TER.py", *tiny_ter(tiny_dataset, out, "--epoch", str(epochs))]
 
-    subprocess.run(command(whole), cwd=REPO, check=True, capture_output=True)
+    whole_log = tmp_path / "whole.log"
+    with open(whole_log, "w") as log:  # the uninterrupted run goes beside the killed one: they share nothing
+        uninterrupted = subprocess.Popen(command(whole), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     state = killed / "ckpt" / ".TER.backup" / "state.json"
     process = subprocess.Popen(command(killed), cwd=REPO, stdout=subprocess.DEVNULL,
@@ -69,6 +71,7 @@ def test_ter_killed_mid_training_resumes_at_the_next_epoch_and_ends_as_an_uninte
 
     resumed = subprocess.run(command(killed), cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
+    assert uninterrupted.wait(timeout=300) == 0, whole_log.read_text()
     assert f"resuming from the training backup {state.parent}: {done} of {epochs} epochs done" in resumed.stderr
     assert f"Epoch {done + 1}/{epochs}" in resumed.stdout and "Epoch 1/" not in resumed.stdout
 
