@@ -436,9 +436,9 @@ def fit_best(
     ``patience``, training stops once it has not improved for that many
     epochs (None: every epoch runs, as in the paper).
     ``strategy`` (from :func:`emorec.distribute.choose_strategy`; None: the default) is where the steps run: the
-    training twin and its optimizer are made in its scope (``model`` must have been built there too), each
-    global batch of ``train`` is cut over its replicas, and the validation's too. ``jit_compile`` compiles
-    the steps with XLA.
+    training twin (a :class:`Trainer`) is compiled and built in its scope (``model`` must have been built
+    there), each global batch of ``train`` is cut over its replicas, and the validation's too.
+    ``jit_compile`` asks Keras to compile the steps with XLA.
     First takes the run's lock for the phase (:meth:`PhaseOutputs.claim`).
     Callbacks: EarlyStopping with ``restore_best_weights`` (the best epoch's
     weights, restored at the end however training ends), the backup

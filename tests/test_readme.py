@@ -89,9 +89,20 @@ def run_command(words: list[str], cwd: Path, timeout: int = 400) -> subprocess.C
     return result
 
 
-def run_block(name: str, cwd: Path) -> list[subprocess.CompletedProcess]:
-    """Run every command of the README block ``name`` in order, skipping ``make`` lines."""
-    return [run_command(words, cwd) for words in commands(block(name)) if words[0] != "make"]
+def run_block(name: str, cwd: Path, at_once: bool = False) -> list[subprocess.CompletedProcess]:
+    """Run every command of the README block ``name`` in order, skipping ``make`` lines; ``at_once``: start them
+    all together (a block of commands that do not depend on each other), then wait for each in order."""
+    lines = [words for words in commands(block(name)) if words[0] != "make"]
+    if not at_once:
+        return [run_command(words, cwd) for words in lines]
+    started = [(words, subprocess.Popen(argv_of(words), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)) for words in lines]
+    results = []
+    for words, process in started:
+        stdout, stderr = process.communicate(timeout=400)
+        assert process.returncode == 0, f"`{shlex.join(words)}` exited {process.returncode}:\n{stderr[-4000:]}"
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +195,7 @@ def test_the_predict_block_in_each_form(trained):
     manifest = pd.read_csv(trained / "data_t4sa/demo/image_labels.csv").iloc[:5]
     pd.DataFrame({"text": manifest["text"], "image": "data_t4sa/demo/" + manifest["image"]}).to_csv(
         trained / "tweets.csv", index=False)
-    table, as_json, as_csv = run_block("predict", trained)
+    table, as_json, as_csv = run_block("predict", trained, at_once=True)  # three independent commands
     assert re.search(r"^prediction: (happy|sad|hate|anger)$", table.stdout, re.M)
     assert json.loads(as_json.stdout)["rows"][0]["prediction"] in CLASSES
     predictions = pd.read_csv(trained / "predictions.csv")
