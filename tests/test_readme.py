@@ -93,8 +93,12 @@ def run_block(name: str, cwd: Path, at_once: bool = False) -> list[subprocess.Co
     """Run every command of the README block ``name`` in order, skipping ``make`` lines; ``at_once``: start them
     all together (a block of commands that do not depend on each other), then wait for each in order."""
     lines = [words for words in commands(block(name)) if words[0] != "make"]
-    if not at_once:
-        return [run_command(words, cwd) for words in lines]
+    return run_together(lines, cwd) if at_once else [run_command(words, cwd) for words in lines]
+
+
+def run_together(lines: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Start the README commands ``lines`` all at once, each in a fresh process, then wait for each in order;
+    fail with the output of one that does not exit 0."""
     started = [(words, subprocess.Popen(argv_of(words), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)) for words in lines]
     results = []
@@ -130,7 +134,11 @@ def trained(clone):
     manifest.to_csv(clone / "data_files/image_labels.csv", index=False)
     shutil.copy(clone / "data_t4sa/demo/glove.demo.200d.txt", clone / "data_files/glove.twitter.27B.200d.txt")
     shutil.copy(next((clone / "data_t4sa/demo/data").rglob("*.jpg")), clone / "photo.jpg")
-    run_block("phases", clone)
+    ter, ier, *fusions = commands(block("phases"))
+    assert [target(ter), target(ier)] == ["TER.py", "IER.py"]
+    run_together([ter, ier], clone)  # the two unimodal phases need nothing from each other
+    for words in fusions:
+        run_command(words, clone)
     return clone
 
 
