@@ -23,11 +23,11 @@ print("native:", native_support(), "-> --precision auto runs", resolve_precision
 PY
 
 echo "== 2. extraction images/s per precision (VGG16, 224 px, $IMAGES images)"
-$PY benchmarks/image_features.py --images "$IMAGES" --image-size 224 2>&1 | grep -iE "images/s|precision|cosine" || true
+$PY benchmarks/image_features.py --images "$IMAGES" --image-size 224 2>/dev/null  # JSON: "precision" per precision
 
 echo "== 3. input pipeline images/s (decode + resize to 224 px)"
 make data >/dev/null
-$PY benchmarks/input_pipeline.py --image-size 224 --images 2000 2>&1 | grep -iE "images/s|pipeline" || true
+$PY benchmarks/input_pipeline.py --image-size 224 --images 2000 2>&1 | grep -E "images/s|JPEGs"
 
 echo "== 4. a head's training step, with and without XLA"
 for features in 512 25088; do
