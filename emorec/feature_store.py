@@ -313,15 +313,18 @@ def stored_features(
     :func:`emorec.images.backbone_runner`.
     """
     index, count = share
-    own = keys if count == 1 else share_of(keys, index, count)
+    own, own_paths = keys, paths
+    if count > 1:
+        path_of = dict(zip(keys, paths))
+        own = share_of(keys, index, count)
+        own_paths = [path_of[key] for key in own]
     computed = 0
     if store.missing(own):
         lock = ".lock" if count == 1 else f".lock-{index}of{count}"
         with exclusive(store.folder / lock, f"computing image features into {store.folder}"):
             store.reload()  # what another process added while this one waited
-            path_of = dict(zip(keys, paths))
-            computed = compute_features(store, [path_of[key] for key in own], own, extractor, image_size, batch_size,
-                                        on_bad_image, chunk, strategy)
+            computed = compute_features(store, own_paths, own, extractor, image_size, batch_size, on_bad_image,
+                                        chunk, strategy)
     if count > 1:
         log.info("image features: share %d of %d (0 first): %d images computed, %d were in the store %s", index,
                  count, computed, len(own) - computed, store.folder)

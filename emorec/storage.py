@@ -94,11 +94,10 @@ def fallback_path(path: str | os.PathLike) -> Path:
 def exclusive(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold the lock ``lock_file`` for the ``with`` block, waiting for another process that holds it, and saying
     so in the log (``what`` it is doing). The operating system releases it if the holder dies, even by SIGKILL."""
-    lock = FileLock(str(lock_file))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = try_lock(lock_file)
+    if lock is None:
         log.info("waiting for another process %s (lock %s)", what, lock_file)
+        lock = FileLock(str(lock_file))
         lock.acquire()
     try:
         yield
@@ -126,12 +125,10 @@ def hold_run(folder: str | os.PathLike, phase: str) -> None:
     if key in _HELD_RUNS:
         return
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = try_lock(lock_file)
+    if lock is None:
         raise InputError(f"{phase}.py is already running in {Path(folder)} (lock {lock_file}): wait for it to finish, "
-                         "or give this run another --run-name (or --checkpoint-dir).") from None
+                         "or give this run another --run-name (or --checkpoint-dir).")
     _HELD_RUNS[key] = lock
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from keras import ops
 
 from emorec.cli import PhaseOutputs
 from emorec.data import labelled_training_rows, training_ids_file, training_ids_fingerprint
+from emorec.distribute import is_chief
 from emorec.fileio import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("emorec")
@@ -537,8 +539,6 @@ def fit_best(
 def weights_fingerprint(model: keras.Model) -> str:
     """The sha256 of ``model``'s weights (their bytes, in order): equal for equal weights, as every worker of a
     multiworker run ends with."""
-    import hashlib
-
     digest = hashlib.sha256()
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())
@@ -578,8 +578,6 @@ def worker_outputs(outputs: PhaseOutputs, strategy: tf.distribute.Strategy) -> P
     non-chief workers of ``--strategy multiworker``); for another worker, the same names in a temporary folder
     removed when it exits, its training backup starting as a copy of the chief's (so that every worker resumes
     from the same epoch and weights: the workers share a file system)."""
-    from emorec.distribute import is_chief
-
     if is_chief(strategy):
         return outputs
     import atexit
