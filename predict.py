@@ -3,12 +3,18 @@
     python predict.py --image photo.jpg --text "what a day"
     python predict.py --csv tweets.csv --out predictions.csv     # columns text,image
     python predict.py --image photo.jpg --text "..." --json
+    python predict.py --image photo.jpg --text "..." --explain   # explanations/photo.png and .json
+    python predict.py --csv tweets.csv --explain-dir explained/  # one picture and JSON per row
+    python predict.py --serve                                    # a web page on http://127.0.0.1:8000
 
 Uses only the saved models of a run (``TER.keras``, ``IER.keras``,
 ``Intermediate_fusion.keras``) and the weights in ``Late_fusion.metrics.json``;
 their ``.args.json`` must record one manifest and one split (else exit 2).
 A row whose image cannot be read is scored by TER alone (the fused weights are
 renormalised over the members that scored it, as in Late_fusion.py).
+``--explain`` adds why (:mod:`emorec.explain`): each modality's part, each
+word's importance (occlusion) and each image model's heat map (Grad-CAM).
+``--serve`` runs the page of :mod:`emorec.serve` (``pip install -r Requirements-serve.txt``).
 """
 
 from __future__ import annotations
@@ -17,23 +23,26 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import HelpFormatter, positive_int, require_files, run, setup_logging
+from emorec.cli import HelpFormatter, positive_int, run, setup_logging
 from emorec.errors import InputError, list_some
 from emorec.fusion import MEMBERS
 from emorec.storage import require_writable
 
 log = logging.getLogger("emorec")
+EXPLAIN_DIR = "explanations"
 
 
 def parse_args(argv: Sequence[str] | None = None):
-    """Parse predict.py's command line: one tweet (--image, --text) or a CSV of them (--csv)."""
+    """Parse predict.py's command line: one tweet (--image, --text), a CSV of them (--csv), or --serve."""
     parser = argparse.ArgumentParser(
         prog="python predict.py", formatter_class=HelpFormatter,
-        description="Predict the emotion of tweets (text and image) with a trained run's models and late-fusion weights.",
+        description="Predict the emotion of tweets (text and image) with a trained run's models and late-fusion "
+        "weights; explain the predictions; or serve a web page that does both.",
     )
     one = parser.add_argument_group("one tweet")
     one.add_argument("--image", help="the tweet's image file")
@@ -44,42 +53,64 @@ def parse_args(argv: Sequence[str] | None = None):
     many.add_argument("--out", help="output CSV (default: <csv stem>.predictions.csv beside the input)")
     many.add_argument("--batch-size", type=positive_int, default=64, help="tweets per model batch")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    explain = parser.add_argument_group("explanations")
+    explain.add_argument("--explain", action="store_true",
+                         help="also explain each prediction: the fused prediction with the text alone, the image "
+                         "alone and both; word importance (occlusion) for TER and the fusion model; heat maps "
+                         "(Grad-CAM) for IER and the fusion model; written as <explain-dir>/<image stem>.png and "
+                         ".json (for --csv, <row number>-<image stem>)")
+    explain.add_argument("--explain-dir", default=None,
+                         help=f"where the explanations go (implies --explain; default {EXPLAIN_DIR}/)")
+    serve = parser.add_argument_group("web page")
+    serve.add_argument("--serve", action="store_true",
+                       help="serve a page to upload an image, type a text and see each model's probabilities "
+                       "and the explanation (needs `pip install -r Requirements-serve.txt`); stop with Ctrl-C")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on; 127.0.0.1 is this machine only, 0.0.0.0 every network (the page "
+                       "has no login: only on a network you trust)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one, logged)")
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload the page accepts, in MB")
     run_group = parser.add_argument_group("trained run")
     run_group.add_argument("--checkpoint-dir", default="model_checkpoints", help="where the phases saved their models")
     run_group.add_argument("--run-name", default=None, help="the run's name, if the phases were given --run-name")
     args = parser.parse_args(argv)
+    args.explain = args.explain or args.explain_dir is not None
+    args.explain_dir = Path(args.explain_dir or EXPLAIN_DIR)
+    if args.serve:
+        if args.csv is not None or args.image is not None or args.text is not None or args.explain:
+            parser.error("--serve takes no --image, --text, --csv or --explain: the page asks for them")
+        if not 0 <= args.port <= 65535:
+            parser.error(f"--port {args.port}: give 0 to 65535")
+        if not args.max_upload_mb > 0:
+            parser.error("--max-upload-mb must be above 0")
+        return args
     if args.csv is None and (args.image is None or args.text is None):
-        parser.error("give --image and --text for one tweet, or --csv FILE for many")
+        parser.error("give --image and --text for one tweet, --csv FILE for many, or --serve for the web page")
     if args.csv is not None and (args.image is not None or args.text is not None):
         parser.error("--csv cannot be combined with --image/--text")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Predict and print (or write) the probabilities; returns 0."""
+    """Predict and print (or write) the probabilities, and the explanations when asked; or serve the page.
+    Returns 0."""
     args = parse_args(argv)
     setup_logging()
     checkpoints = Path(args.checkpoint_dir) / (args.run_name or "")
-    needed = {checkpoints / f"{phase}.keras": phase for phase in MEMBERS}
-    needed |= {checkpoints / f"{phase}.args.json": phase for phase in (*MEMBERS, "Late_fusion")}
-    needed[checkpoints / "Late_fusion.metrics.json"] = "Late_fusion"
-    require_files({path: f"written by `python {phase}.py`: run the phases (TER, IER, Intermediate_fusion, "
-                         "Late_fusion) first, or point --checkpoint-dir/--run-name at their run." for path, phase in needed.items()})
+    if args.serve:
+        from emorec.serve import serve
+
+        return serve(Path(args.checkpoint_dir), args.run_name, args.host, args.port, args.max_upload_mb)
+    from emorec.predictor import RunModels, require_run
+
+    require_run(checkpoints)
     out = (Path(args.out) if args.out else Path(args.csv).with_suffix(".predictions.csv")) if args.csv else None
-    if out is not None:
-        require_writable({"--out": out.parent})  # before loading any model
+    writable = ({"--out": out.parent} if out is not None else {}) | ({"--explain-dir": args.explain_dir} if args.explain else {})
+    if writable:
+        require_writable(writable)  # before loading any model
     import pandas as pd
 
-    from emorec.data import check_same_data, resolve_image_paths
-
-    # The models and the fusion weights must come from one run: one manifest, one split.
-    configs = {phase: checkpoints / f"{phase}.args.json" for phase in (*MEMBERS, "Late_fusion")}
-    recorded = {phase: (path, json.loads(path.read_text())) for phase, path in configs.items()}
-    late = recorded.pop("Late_fusion")[1]
-    if "data" not in late:
-        raise InputError(f"{configs['Late_fusion']} recorded no data fingerprint (a run from an older version): "
-                         "rerun Late_fusion.py")
-    check_same_data(late["data"], recorded, "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py")
+    from emorec.data import resolve_image_paths
 
     if args.csv:
         table = _read_tweets(Path(args.csv))
@@ -94,71 +125,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = pd.DataFrame({"text": [args.text], "image": [args.image]})
         paths = pd.Series([str(Path(args.image).resolve())])
 
-    fused = predict(checkpoints, table["text"].tolist(), paths.tolist(), args.batch_size)
+    models = RunModels.load(checkpoints)  # one manifest, one split, or exit 2
+    fused = models.predict(table["text"].tolist(), paths.tolist(), args.batch_size)
     if not args.csv and not fused["image_ok"][0]:
         raise InputError(f"--image {args.image}: cannot read it as an image")
     output = _output_table(table, fused)
+    explained = (_explain_rows(models, table, paths, fused["image_ok"], args.explain_dir, bool(args.csv), not args.json)
+                 if args.explain else [])
     if args.csv:
         from emorec.fileio import write_csv_atomic
 
         write_csv_atomic(output, out)
         log.info("wrote %d predictions to %s", len(output), out)
     if args.json:
-        print(json.dumps({"class_names": fused["class_names"], "rows": _json_rows(table, fused)}, indent=2))
+        from emorec.explain import to_json
+
+        rows = _json_rows(table, fused)
+        for number, explanation, _ in explained:
+            rows[number]["explanation"] = to_json(explanation)
+        print(json.dumps({"class_names": fused["class_names"], "rows": rows}, indent=2))
     elif not args.csv:
         print(_pretty(fused))
+        if explained:
+            from emorec.explain import summary_lines
+
+            _, explanation, written = explained[0]
+            print("\n".join([*summary_lines(explanation), f"explanation: {written[0]} and {written[1]}"]))
     return 0
 
 
-def predict(checkpoints: Path, texts: list[str], image_paths: list[str], batch_size: int = 64) -> dict:
-    """Score tweets with a run's three models and fuse them with its late-fusion weights.
-
-    Returns ``{"class_names", "image_ok" (n,), <member> (n, classes) for each
-    of TER, IER and Intermediate_fusion (NaN where the image is unreadable),
-    "Late_fusion" (n, classes)}``.
-    """
+def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, progress: bool) -> list:
+    """Explain every row with a readable image (the others are logged and left out) into ``folder``, the files
+    named by row number too when ``numbered``; a progress bar on stdout when ``progress``. Returns (row number,
+    explanation, (png, json) paths) per explained row."""
     import keras
-    import numpy as np
-    import tensorflow as tf
+    from PIL import Image
 
-    import emorec.models  # noqa: F401  (registers the custom objects the saved models hold)
-    from emorec.fusion import fuse
-    from emorec.images import image_batches
+    from emorec.explain import Explainer, write
+    from emorec.images import load_image
 
-    late = json.loads((checkpoints / "Late_fusion.metrics.json").read_text())
-    models = {phase: keras.models.load_model(checkpoints / f"{phase}.keras") for phase in MEMBERS}
-    image_size = models["IER"].input_shape[1]
-    # The backbone runs once per image: IER's and the fusion model's frozen extractors are one (the fusion phase
-    # takes IER's), so IER's features feed both heads.
-    extractors = [next(layer for layer in models[phase].layers if layer.name.endswith("_extractor"))
-                  for phase in ("IER", "Intermediate_fusion")]
-    shared = all(np.array_equal(a, b) for a, b in zip(extractors[0].get_weights(), extractors[1].get_weights()))
-    ier_head = models["IER"].get_layer("ier_head")
-    vectorizer = models["Intermediate_fusion"].get_layer("text_vectorization")
-    fusion_network = models["Intermediate_fusion"].get_layer("fusion_network")
-    scores = {phase: [] for phase in MEMBERS}
-    image_ok = []
-    bar = keras.utils.Progbar(len(texts), unit_name="tweet", verbose=1 if len(texts) > batch_size else 0)
-    for index, (pixels, ok) in enumerate(image_batches(image_paths, image_size, batch_size)):
-        text = tf.constant(texts[index * batch_size : index * batch_size + len(ok)])
-        ok = ok.numpy()
-        image_ok.append(ok)
-        scores["TER"].append(models["TER"].predict_on_batch(text))
-        features = extractors[0].predict_on_batch(pixels)
-        fusion_features = features if shared else extractors[1].predict_on_batch(pixels)
-        for phase, network, inputs in (
-                ("IER", ier_head, features),
-                ("Intermediate_fusion", fusion_network, {"token_ids": vectorizer(text), "image_features": fusion_features})):
-            probabilities = np.asarray(network.predict_on_batch(inputs), dtype=np.float64)
-            probabilities[~ok] = np.nan
-            scores[phase].append(probabilities)
-        bar.add(len(ok))
-    members = {phase: np.concatenate(parts).astype(np.float64) for phase, parts in scores.items()}
-    weights = np.array([late["weights"][phase] for phase in MEMBERS])
-    return {
-        "class_names": late["class_names"], "image_ok": np.concatenate(image_ok), **members,
-        "Late_fusion": fuse(weights, np.stack([members[phase] for phase in MEMBERS])),
-    }
+    explainer = Explainer(models)
+    skipped = [table["image"].iloc[i] for i in range(len(table)) if not image_ok[i]]
+    if skipped:
+        log.warning("%d row(s) without a readable image are not explained:\n%s", len(skipped), list_some(skipped))
+    rows = [i for i in range(len(table)) if image_ok[i]]
+    bar = keras.utils.Progbar(len(rows), unit_name="explanation", verbose=1 if progress and len(rows) > 1 else 0)
+    explained = []
+    for i in rows:
+        pixels, _ = load_image(paths.iloc[i], models.image_size)
+        explanation = explainer.explain(str(table["text"].iloc[i]), pixels, str(table["image"].iloc[i]))
+        stem = _safe_stem(Path(str(table["image"].iloc[i])).stem)
+        with Image.open(paths.iloc[i]) as original:
+            written = write(explanation, folder / (f"{i:05d}-{stem}" if numbered else stem), original)
+        explained.append((i, explanation, written))
+        bar.add(1)
+    if numbered:
+        log.info("wrote %d explanations (PNG and JSON) to %s", len(explained), folder)
+    return explained
+
+
+def _safe_stem(stem: str) -> str:
+    """A file-name-safe form of an image's stem (letters, digits, ``-_.`` kept)."""
+    return re.sub(r"[^\w.-]+", "_", stem)[:80] or "image"
 
 
 def _read_tweets(path: Path):

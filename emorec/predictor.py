@@ -1,0 +1,173 @@
+"""A trained run's three models and late-fusion weights, loaded once, for predicting new tweets.
+
+:class:`RunModels` is what ``predict.py`` (one tweet, a CSV, the web page) and
+``Late_fusion.py --explain`` share: it checks that the run is whole and that
+its phases used one manifest and one split, loads ``TER.keras``,
+``IER.keras`` and ``Intermediate_fusion.keras`` and the weights of
+``Late_fusion.metrics.json``, and keeps the models' parts apart (vectorizer,
+token-id network, frozen image extractor, image head, fusion network) so that
+:mod:`emorec.explain` can run each one on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from emorec.cli import require_files
+from emorec.errors import InputError
+from emorec.fusion import MEMBERS
+
+log = logging.getLogger("emorec")
+
+
+def run_files(checkpoints: Path) -> dict[Path, str]:
+    """The files a run must hold under ``checkpoints`` to predict, each with the phase that writes it."""
+    needed = {checkpoints / f"{phase}.keras": phase for phase in MEMBERS}
+    needed |= {checkpoints / f"{phase}.args.json": phase for phase in (*MEMBERS, "Late_fusion")}
+    needed[checkpoints / "Late_fusion.metrics.json"] = "Late_fusion"
+    return needed
+
+
+def require_run(checkpoints: Path) -> None:
+    """Raise :class:`InputError` naming every file of the run in ``checkpoints`` that is missing, and what writes it."""
+    require_files({path: f"written by `python {phase}.py`: run the phases (TER, IER, Intermediate_fusion, "
+                         "Late_fusion) first, or point --checkpoint-dir/--run-name at their run."
+                   for path, phase in run_files(checkpoints).items()})
+
+
+@dataclass
+class RunModels:
+    """A run's models, split into the parts a prediction runs.
+
+    ``ter_vectorizer``/``ter_network``: TER's raw text -> token ids -> probabilities;
+    ``ier_extractor``/``ier_head``: RGB pixels (0-255) -> frozen backbone features -> probabilities;
+    ``fusion_vectorizer``/``fusion_extractor``/``fusion_network``: the same for the intermediate fusion;
+    ``weights``: the late-fusion weights in the order of :data:`emorec.fusion.MEMBERS`.
+    """
+
+    checkpoints: Path
+    class_names: list[str]
+    weights: np.ndarray
+    ter_vectorizer: object
+    ter_network: object
+    ier_extractor: object
+    ier_head: object
+    fusion_vectorizer: object
+    fusion_extractor: object
+    fusion_network: object
+    shared_extractor: bool
+    image_size: int
+
+    @classmethod
+    def load(cls, checkpoints: str | Path) -> "RunModels":
+        """Load the run in ``checkpoints`` (``model_checkpoints/`` or ``model_checkpoints/<run name>/``).
+
+        Raises :class:`InputError` when a file is missing, or when the phases
+        (TER, IER, Intermediate_fusion, Late_fusion) used different data.
+        """
+        checkpoints = Path(checkpoints)
+        require_run(checkpoints)
+        from emorec.data import check_same_data
+
+        configs = {phase: checkpoints / f"{phase}.args.json" for phase in (*MEMBERS, "Late_fusion")}
+        recorded = {phase: (path, json.loads(path.read_text())) for phase, path in configs.items()}
+        late_config = recorded.pop("Late_fusion")[1]
+        if "data" not in late_config:
+            raise InputError(f"{configs['Late_fusion']} recorded no data fingerprint (a run from an older version): "
+                             "rerun Late_fusion.py")
+        check_same_data(late_config["data"], recorded, "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py")
+
+        import keras
+
+        import emorec.models  # noqa: F401  (registers the custom objects the saved models hold)
+
+        late = json.loads((checkpoints / "Late_fusion.metrics.json").read_text())
+        models = {phase: keras.models.load_model(checkpoints / f"{phase}.keras") for phase in MEMBERS}
+        extractors = [next(layer for layer in models[phase].layers if layer.name.endswith("_extractor"))
+                      for phase in ("IER", "Intermediate_fusion")]
+        # IER's and the fusion model's frozen extractors are normally one (the fusion phase takes IER's): then the
+        # backbone runs once per image and its features feed both heads.
+        shared = all(np.array_equal(a, b) for a, b in zip(extractors[0].get_weights(), extractors[1].get_weights()))
+        return cls(
+            checkpoints=checkpoints, class_names=list(late["class_names"]),
+            weights=np.array([late["weights"][phase] for phase in MEMBERS], dtype=np.float64),
+            ter_vectorizer=models["TER"].get_layer("text_vectorization"),
+            ter_network=models["TER"].get_layer("ter_network"),
+            ier_extractor=extractors[0], ier_head=models["IER"].get_layer("ier_head"),
+            fusion_vectorizer=models["Intermediate_fusion"].get_layer("text_vectorization"),
+            fusion_extractor=extractors[1], fusion_network=models["Intermediate_fusion"].get_layer("fusion_network"),
+            shared_extractor=shared, image_size=int(models["IER"].input_shape[1]),
+        )
+
+    def token_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """TER's and the fusion model's token ids of ``texts``: two int32 arrays (n, sequence length)."""
+        import tensorflow as tf
+
+        batch = tf.constant(list(texts))
+        return (np.asarray(self.ter_vectorizer(batch), np.int32), np.asarray(self.fusion_vectorizer(batch), np.int32))
+
+    def image_features(self, pixels, direct: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """IER's and the fusion model's backbone features of ``pixels`` (n, size, size, 3), 0-255; ``direct``: call
+        the models eagerly (for a few rows: nothing to trace) rather than through ``predict_on_batch``."""
+        run = _direct if direct else _batched
+        features = run(self.ier_extractor, pixels)
+        return features, features if self.shared_extractor else run(self.fusion_extractor, pixels)
+
+    def score(self, ter_ids, fusion_ids, ier_features, fusion_features, direct: bool = False) -> dict[str, np.ndarray]:
+        """Each member's class probabilities (float64, (n, classes)) from token ids and image features; ``direct``
+        as in :meth:`image_features`."""
+        run = _direct if direct else _batched
+        return {
+            "TER": run(self.ter_network, ter_ids),
+            "IER": run(self.ier_head, ier_features),
+            "Intermediate_fusion": run(self.fusion_network, {"token_ids": fusion_ids, "image_features": fusion_features}),
+        }
+
+    def fuse(self, members: dict[str, np.ndarray]) -> np.ndarray:
+        """The late-fused probabilities of the members' ``(n, classes)`` arrays (NaN rows: that member is left out)."""
+        from emorec.fusion import fuse
+
+        return fuse(self.weights, np.stack([members[phase] for phase in MEMBERS]))
+
+    def predict(self, texts: Sequence[str], image_paths: Sequence[str], batch_size: int = 64) -> dict:
+        """Score tweets (their texts and image files) with the three models and fuse them.
+
+        Returns ``{"class_names", "image_ok" (n,), <member> (n, classes) for each
+        of TER, IER and Intermediate_fusion (NaN where the image is unreadable),
+        "Late_fusion" (n, classes)}``.
+        """
+        import keras
+
+        from emorec.images import image_batches
+
+        texts = list(texts)
+        scores = {phase: [] for phase in MEMBERS}
+        image_ok = []
+        bar = keras.utils.Progbar(len(texts), unit_name="tweet", verbose=1 if len(texts) > batch_size else 0)
+        for index, (pixels, ok) in enumerate(image_batches(list(image_paths), self.image_size, batch_size)):
+            ok = ok.numpy()
+            image_ok.append(ok)
+            batch = self.score(*self.token_ids(texts[index * batch_size : index * batch_size + len(ok)]),
+                               *self.image_features(pixels))
+            for phase, probabilities in batch.items():
+                if phase != "TER":
+                    probabilities[~ok] = np.nan
+                scores[phase].append(probabilities)
+            bar.add(len(ok))
+        members = {phase: np.concatenate(parts) for phase, parts in scores.items()}
+        return {"class_names": self.class_names, "image_ok": np.concatenate(image_ok), **members,
+                "Late_fusion": self.fuse(members)}
+
+
+def _batched(model, inputs) -> np.ndarray:
+    return np.asarray(model.predict_on_batch(inputs), np.float64)
+
+
+def _direct(model, inputs) -> np.ndarray:
+    return np.asarray(model(inputs, training=False), np.float64)
