@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import (PhaseOutputs, open_unit_fraction, phase_output_fix, phase_parser, require_files, run,
+from emorec.cli import (PhaseOutputs, at_least, open_unit_fraction, phase_output_fix, phase_parser, require_files, run,
                         setup_logging, writable_outputs)
 from emorec.errors import InputError
 from emorec import fusion
@@ -60,6 +60,11 @@ def parse_args(argv: Sequence[str] | None = None):
                         "stacker over six members), reported beside the paper's fusion of three; late_prob.csv and "
                         "the weights predict.py uses stay the paper's three members'")
     group.add_argument("--results-dir", default="results", help="where the summary table and figures go")
+    group.add_argument("--explain", type=at_least(0), default=0, metavar="N",
+                        help="also explain N test examples of the late fusion (per class, the most confident right "
+                        "and the most confident wrong prediction, then the next ones): a picture and JSON each in "
+                        "<results-dir>/explanations/ and the pictures in TensorBoard's Images tab (loads the "
+                        "three saved models; see predict.py --explain)")
     return parser.parse_args(argv)
 
 
@@ -178,10 +183,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows_fused_from_fewer_members": fewer, "evaluation": report["evaluation"],
         "fusion_vs_single": report["fusion_vs_single"], "methods": scores,
     })
+    if args.explain:
+        pictures |= _explain_examples(outputs.args_json.parent, frame, labels, methods["Late_fusion"],
+                                      (splits == "test") & ~np.isnan(probabilities).any(axis=(0, 2)),
+                                      args.explain, results / "explanations")
     log_results_to_tensorboard(outputs.tensorboard, markdown, pictures)
     log.info("wrote %s, %s and %s", outputs.prob_dir / PROB_FILE, outputs.metrics_json, results / "summary.md")
     print(markdown)
     return 0
+
+
+def _explain_examples(checkpoints: Path, frame, labels, late, eligible, count: int, folder: Path) -> dict:
+    """Explain ``count`` test rows of ``frame`` (chosen by :func:`emorec.explain.choose_examples` from the
+    ``eligible`` rows by their true ``labels`` and the ``late`` fused probabilities) with the run's saved models
+    in ``checkpoints``; write each picture and JSON to ``folder``. Returns {TensorBoard name: picture path}."""
+    from PIL import Image
+
+    from emorec.explain import Explainer, choose_examples, write
+    from emorec.images import load_image
+    from emorec.predictor import RunModels
+
+    chosen = choose_examples(labels, late, eligible, count)
+    if len(chosen) < count:
+        log.warning("--explain %d: only %d test rows to explain", count, len(chosen))
+    explainer = Explainer(RunModels.load(checkpoints))
+    names = frame.attrs["class_names"]
+    pictures = {}
+    for number, (row, kind) in enumerate(chosen, start=1):
+        path = frame["image_path"].iloc[row]
+        pixels, _ = load_image(path, explainer.models.image_size)
+        explanation = explainer.explain(str(frame["text"].iloc[row]), pixels, str(frame["id"].iloc[row]))
+        name = f"{number:02d}-{kind}-{names[labels[row]]}-{frame['id'].iloc[row]}"
+        with Image.open(path) as original:
+            png, _ = write(explanation, folder / name, original)
+        pictures[f"explanation/{name}"] = png
+    log.info("wrote %d explanations to %s", len(chosen), folder)
+    return pictures
 
 
 def _fuse(members: list[str], probabilities, labels, val, step: float, seed: int) -> dict:
