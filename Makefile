@@ -21,11 +21,13 @@ PRECISION ?= float32
 SWEEP_FRACTIONS ?= 0.05 0.1 0.25 0.5 1.0
 SWEEP_SEEDS ?= 0 1 2
 
-.PHONY: help venv data demo sweep test
+.PHONY: help venv data demo sweep test serve test-browser
 
 help:
 	@echo "make demo   set up .venv, generate the demo data set, run every phase on it (TER_EPOCHS=$(TER_EPOCHS), IER_EPOCHS=$(IER_EPOCHS), INTER_EPOCHS=$(INTER_EPOCHS), IMAGE_SIZE=$(IMAGE_SIZE), IMAGE_WEIGHTS=$(IMAGE_WEIGHTS), PRECISION=$(PRECISION))"
-	@echo "make test   set up .venv, run the test suite"
+	@echo "make test   set up .venv (with Requirements-serve.txt), run the test suite"
+	@echo "make serve  the prediction page on the demo run, http://127.0.0.1:$(PORT)/ (after make demo)"
+	@echo "make test-browser  the page tested in headless Chromium (needs apt-get install chromium chromium-driver)"
 	@echo "make sweep  the label-efficiency sweep on the demo (SWEEP_FRACTIONS=$(SWEEP_FRACTIONS), SWEEP_SEEDS=$(SWEEP_SEEDS))"
 	@echo "make venv   create .venv and install Requirements.txt"
 	@echo "make data   generate the demo data set in $(DEMO_DIR) (DEMO_N=$(DEMO_N), SEED=$(SEED))"
@@ -35,6 +37,15 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: Requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r Requirements.txt
+	touch $@
+
+# The web page's library, for `predict.py --serve` and the suite's test of it; not needed by the pipeline.
+$(VENV)/.serve-installed: $(VENV)/.installed Requirements-serve.txt
+	$(PY) -m pip install -r Requirements-serve.txt
+	touch $@
+
+$(VENV)/.browser-installed: $(VENV)/.serve-installed Requirements-browser.txt
+	$(PY) -m pip install -r Requirements-browser.txt
 	touch $@
 
 data: $(DEMO_DIR)/image_labels.csv
@@ -60,5 +71,16 @@ sweep: data
 		--inter-args "--epoch $(INTER_EPOCHS)"
 	@cat results/label_efficiency.md
 
-test: venv
+PORT ?= 8000
+serve: $(VENV)/.serve-installed
+	$(PY) predict.py --serve --port $(PORT)
+
+test: $(VENV)/.serve-installed
 	$(PY) -m pytest
+
+# The page in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium. It trains
+# a tiny run of its own, and leaves its screenshot of the page at $(SCREENSHOT).
+SCREENSHOT ?= docs/predict_page.png
+test-browser: $(VENV)/.browser-installed
+	@command -v chromedriver >/dev/null || { echo "chromedriver not found: apt-get install chromium chromium-driver"; exit 2; }
+	EMOREC_SCREENSHOT=$(SCREENSHOT) $(PY) -m pytest browser_tests

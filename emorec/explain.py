@@ -76,61 +76,74 @@ class Explainer:
 
     def __init__(self, models):
         self.models = models
-        self._cams = {phase: _GradCam(extractor, network) for phase, extractor, network in (
+        self._image_models = {phase: _ImageModel(extractor, network) for phase, extractor, network in (
             ("IER", models.ier_extractor, models.ier_head),
             ("Intermediate_fusion", models.fusion_extractor, models.fusion_network))}
-        size = models.image_size
-        self._blank = np.broadcast_to(np.array(BLANK_RGB, np.float32), (1, size, size, 3)).copy()
+        blank = np.broadcast_to(np.array(BLANK_RGB, np.float32), (1, models.image_size, models.image_size, 3))
+        ier_blank, self._fusion_blank = models.image_features(blank, direct=True)  # the same for every tweet
+        self._ier_blank = np.asarray(models.ier_head(ier_blank, training=False), np.float64)[0]
 
     def explain(self, text: str, pixels: np.ndarray, image: str = "") -> Explanation:
         """Explain the tweet ``text`` with the image ``pixels`` ((size, size, 3) RGB, 0-255, as
         :func:`emorec.images.load_image` gives them); ``image`` names the image in the outputs."""
+        import tensorflow as tf
+
         models = self.models
         pixels = np.asarray(pixels, np.float32)[None]
         (ter_ids,), (fusion_ids,) = models.token_ids([text])
-        ier_features, fusion_features = models.image_features(np.concatenate([pixels, self._blank]), direct=True)
         tokens = _tokens(text)
 
-        # Both modalities, the text alone (a blank image) and the image alone (the empty text): one batch per model.
-        def rows(ids, features, blank_features):
-            return (np.stack([ids, ids, np.zeros_like(ids)]),
-                    np.stack([features, blank_features, features]))
+        # The image through each backbone once, recorded for Grad-CAM: both image models' logits on the tweet.
+        with tf.GradientTape(persistent=True) as tape:
+            passes = {}
+            for phase, model in self._image_models.items():
+                shared = phase == "Intermediate_fusion" and models.shared_extractor
+                x, maps, features = passes["IER"][:3] if shared else model.features(pixels, tape)
+                passes[phase] = (x, maps, features, model.logits(features, fusion_ids[None]))
+        ier_logits, fusion_logits = passes["IER"][3], passes["Intermediate_fusion"][3]
+        features = passes["Intermediate_fusion"][2]
 
-        ter_rows, ier_rows = rows(ter_ids, ier_features[0], ier_features[1])
-        fusion_id_rows, fusion_feature_rows = rows(fusion_ids, fusion_features[0], fusion_features[1])
-        scored = models.score(ter_rows, fusion_id_rows, ier_rows, fusion_feature_rows, direct=True)
-        fused = models.fuse(scored)
+        # Every other row a text model needs, in one batch each: the text, the empty text (the image alone), and
+        # the text with each token deleted (as many rows as the sequence is long, past the tokens all padding).
+        ter = _direct(models.ter_network, _text_rows(ter_ids))
+        fusion_ids_rows = _text_rows(fusion_ids)
+        fusion = _direct(models.fusion_network, {
+            "token_ids": fusion_ids_rows,
+            "image_features": np.concatenate([np.asarray(self._fusion_blank)[:1],
+                                              np.repeat(np.asarray(features), len(fusion_ids_rows) - 1, axis=0)])})
+        # Rows: TER (text, empty, deletions...), fusion (text + blank image, empty text + image, deletions + image).
+        ier = _softmax(ier_logits)
+        members = {
+            "TER": np.stack([ter[0], ter[0], ter[1]]),
+            "IER": np.stack([ier, self._ier_blank, ier]),
+            "Intermediate_fusion": np.stack([_softmax(fusion_logits), fusion[0], fusion[1]]),
+        }
+        fused = models.fuse(members)
         modalities = dict(zip(MODALITIES, fused))
         prediction = int(modalities["both"].argmax())
-        probabilities = {phase: scored[phase][0] for phase in MEMBERS} | {"Late_fusion": modalities["both"]}
+        probabilities = {phase: members[phase][0] for phase in MEMBERS} | {"Late_fusion": modalities["both"]}
 
-        # Word importance: every one-token deletion of the text at once, per model (as many rows as the sequence is
-        # long, the rows past the tokens left at padding: one shape whatever the text).
         words = {}
-        for phase, ids in (("TER", ter_ids), ("Intermediate_fusion", fusion_ids)):
+        for phase, ids, deleted in (("TER", ter_ids, ter[2:]), ("Intermediate_fusion", fusion_ids, fusion[2:])):
             count = int(np.count_nonzero(ids))
-            variants = np.zeros((len(ids), len(ids)), np.int32)
-            for i in range(count):
-                variants[i, : len(ids) - 1] = np.delete(ids, i)
-            if phase == "TER":
-                p = models.ter_network(variants, training=False)
-            else:
-                p = models.fusion_network({"token_ids": variants, "image_features": np.repeat(fusion_features[:1],
-                                                                                                len(ids), axis=0)},
-                                          training=False)
-            importance = probabilities[phase][prediction] - np.asarray(p, np.float64)[:count, prediction]
-            words[phase] = (_shown_tokens(tokens, ids, count, models, phase), importance)
+            words[phase] = (_shown_tokens(tokens, ids, count, models, phase),
+                            probabilities[phase][prediction] - deleted[:count, prediction])
 
         heat_maps, peaks = {}, {}
+        choose = tf.one_hot([prediction], len(models.class_names))  # the gradient of the predicted class's logit
         for phase in HEAT_MODELS:
-            heat_maps[phase], peaks[phase] = self._cams[phase](pixels, prediction, fusion_ids[None] if phase != "IER" else None)
+            _, maps, _, logits = passes[phase]
+            heat_maps[phase], peaks[phase] = _grad_cam(maps, tape.gradient(logits, maps, output_gradients=choose))
+        del tape
         return Explanation(text=text, image=image, class_names=models.class_names, prediction=prediction,
                            probabilities=probabilities, modalities=modalities, words=words, heat_maps=heat_maps,
-                           peaks=peaks, heat_layer=self._cams["IER"].layer_name, pixels=pixels[0].astype(np.uint8))
+                           peaks=peaks, heat_layer=self._image_models["IER"].layer_name,
+                           pixels=pixels[0].astype(np.uint8))
 
 
-class _GradCam:
-    """Grad-CAM for a frozen extractor (preprocess layer, then a backbone model) and the network on its features."""
+class _ImageModel:
+    """A frozen extractor (preprocess layer, then a backbone model) and the network on its features, taken apart
+    for Grad-CAM: the backbone's last convolution's maps, and the network's logits (before the softmax)."""
 
     def __init__(self, extractor, network):
         import keras
@@ -145,24 +158,54 @@ class _GradCam:
         self.kernel, self.bias = head.kernel, head.bias
         self.fusion = isinstance(network.input, dict)
 
-    def __call__(self, pixels, class_index: int, token_ids=None) -> tuple[np.ndarray, float]:
-        """The heat map ((h, w), peak 1, or all zero) of ``pixels`` (1, size, size, 3) for ``class_index``, and its
-        peak before scaling; ``token_ids`` (1, length) go with the image to a fusion network."""
+    def features(self, pixels, tape):
+        """(preprocessed input, last convolution's maps, features) of ``pixels`` (1, size, size, 3), recorded on
+        ``tape`` (the backbone is frozen: without watching its input the tape records none of its operations)."""
         import tensorflow as tf
 
         x = tf.convert_to_tensor(self.preprocess(tf.constant(pixels)))
-        with tf.GradientTape() as tape:
-            tape.watch(x)  # the backbone is frozen: without this the tape records none of its operations
-            maps, features = self.maps_and_features(x, training=False)
-            inputs = {"token_ids": tf.constant(token_ids), "image_features": features} if self.fusion else features
-            hidden = tf.cast(self.hidden(inputs, training=False), tf.float32)
-            logit = tf.linalg.matvec(hidden, tf.cast(self.kernel[:, class_index], tf.float32)) + tf.cast(
-                self.bias[class_index], tf.float32)
-        gradients = tf.cast(tape.gradient(logit, maps), tf.float32)[0]
-        channel_weights = tf.reduce_mean(gradients, axis=(0, 1))
-        cam = tf.nn.relu(tf.reduce_sum(tf.cast(maps[0], tf.float32) * channel_weights, axis=-1)).numpy().astype(np.float64)
-        peak = float(cam.max())
-        return (cam / peak if peak > 0 else cam), peak
+        tape.watch(x)
+        maps, features = self.maps_and_features(x, training=False)
+        return x, maps, features
+
+    def logits(self, features, token_ids):
+        """The network's class logits (1, classes), float32, on ``features`` (and ``token_ids`` for a fusion network)."""
+        import tensorflow as tf
+
+        inputs = {"token_ids": tf.constant(token_ids), "image_features": features} if self.fusion else features
+        hidden = tf.cast(self.hidden(inputs, training=False), tf.float32)
+        return tf.matmul(hidden, tf.cast(self.kernel, tf.float32)) + tf.cast(self.bias, tf.float32)
+
+
+def _grad_cam(maps, gradients) -> tuple[np.ndarray, float]:
+    """Grad-CAM from a convolution's ``maps`` (1, h, w, channels) and the class logit's ``gradients`` over them:
+    the heat map (h, w) scaled to a peak of 1 (or all zero), and its peak before scaling."""
+    import tensorflow as tf
+
+    channel_weights = tf.reduce_mean(tf.cast(gradients[0], tf.float32), axis=(0, 1))
+    cam = tf.nn.relu(tf.reduce_sum(tf.cast(maps[0], tf.float32) * channel_weights, axis=-1)).numpy().astype(np.float64)
+    peak = float(cam.max())
+    return (cam / peak if peak > 0 else cam), peak
+
+
+def _text_rows(ids: np.ndarray) -> np.ndarray:
+    """Token-id rows: ``ids``, the empty text (all padding), then ``ids`` with each position deleted in turn (the
+    later tokens move up one place, padding after; rows past the text's tokens are all padding)."""
+    rows = np.zeros((2 + len(ids), len(ids)), np.int32)
+    rows[0] = ids
+    for i in range(int(np.count_nonzero(ids))):
+        rows[2 + i, : len(ids) - 1] = np.delete(ids, i)
+    return rows
+
+
+def _direct(model, inputs) -> np.ndarray:
+    return np.asarray(model(inputs, training=False), np.float64)
+
+
+def _softmax(logits) -> np.ndarray:
+    logits = np.asarray(logits, np.float64)[0]
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
 
 
 def _tokens(text: str) -> list[str]:

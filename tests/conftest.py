@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -114,3 +116,41 @@ def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(TrainingBackup, "on_epoch_end", on_epoch_end)
+
+
+@pytest.fixture(scope="session")
+def clone(tmp_path_factory):
+    """A folder laid out like a clone (the scripts and the package, linked), with a VGG16 weights file (one per
+    session: test_readme runs the README's commands in it, test_explain reads the run they trained)."""
+    import keras
+
+    from test_readme import REPO, WEIGHTS
+
+    root = tmp_path_factory.mktemp("clone")
+    for path in REPO.iterdir():
+        if path.suffix == ".py" or path.name == "emorec":
+            (root / path.name).symlink_to(path)
+    (root / WEIGHTS).parent.mkdir()
+    keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save(root / WEIGHTS)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained(clone):
+    """The README's demo block, its data placed as the real data goes, then the four phases' block: the clone."""
+    from test_readme import commands, block, run_block, run_command, run_together, target
+
+    demo = run_block("demo", clone)
+    assert "demo baselines" in demo[0].stdout
+    manifest = pd.read_csv(clone / "data_t4sa/demo/image_labels.csv", dtype=str, keep_default_na=False)
+    manifest["image"] = "/data_bt4sa/demo/" + manifest["image"]  # the paper's form: resolves under data_t4sa/
+    (clone / "data_files").mkdir()
+    manifest.to_csv(clone / "data_files/image_labels.csv", index=False)
+    shutil.copy(clone / "data_t4sa/demo/glove.demo.200d.txt", clone / "data_files/glove.twitter.27B.200d.txt")
+    shutil.copy(next((clone / "data_t4sa/demo/data").rglob("*.jpg")), clone / "photo.jpg")
+    ter, ier, *fusions = commands(block("phases"))
+    assert [target(ter), target(ier)] == ["TER.py", "IER.py"]
+    run_together([ter, ier], clone)  # the two unimodal phases need nothing from each other
+    for words in fusions:
+        run_command(words, clone)
+    return clone

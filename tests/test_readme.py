@@ -18,14 +18,15 @@ Blocks of ``make`` commands are not run: ``make test`` is this suite, and
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -40,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WEIGHTS = "keras_home/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # What each marked block is: the names this module runs. A new marked block needs a test here.
-TESTED = {"phases", "load", "predict", "tensorboard", "demo", "sweep", "bt4sa"}
+TESTED = {"phases", "load", "predict", "explain", "tensorboard", "serve", "demo", "sweep", "bt4sa"}
 # Flags appended to a command to keep it small, by script or module.
 SMALL = {
     "emorec.demo": ["--n", "120", "--corpus-size", "3000"],
@@ -109,39 +110,6 @@ def run_together(lines: list[list[str]], cwd: Path) -> list[subprocess.Completed
     return results
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory):
-    """A folder laid out like a clone (the scripts and the package, linked), with a VGG16 weights file."""
-    import keras
-
-    root = tmp_path_factory.mktemp("clone")
-    for path in REPO.iterdir():
-        if path.suffix == ".py" or path.name == "emorec":
-            (root / path.name).symlink_to(path)
-    (root / WEIGHTS).parent.mkdir()
-    keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save(root / WEIGHTS)
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(clone):
-    """The demo block, its data placed as the real data goes, then the four phases' block: the clone."""
-    demo = run_block("demo", clone)
-    assert "demo baselines" in demo[0].stdout
-    manifest = pd.read_csv(clone / "data_t4sa/demo/image_labels.csv", dtype=str, keep_default_na=False)
-    manifest["image"] = "/data_bt4sa/demo/" + manifest["image"]  # the paper's form: resolves under data_t4sa/
-    (clone / "data_files").mkdir()
-    manifest.to_csv(clone / "data_files/image_labels.csv", index=False)
-    shutil.copy(clone / "data_t4sa/demo/glove.demo.200d.txt", clone / "data_files/glove.twitter.27B.200d.txt")
-    shutil.copy(next((clone / "data_t4sa/demo/data").rglob("*.jpg")), clone / "photo.jpg")
-    ter, ier, *fusions = commands(block("phases"))
-    assert [target(ter), target(ier)] == ["TER.py", "IER.py"]
-    run_together([ter, ier], clone)  # the two unimodal phases need nothing from each other
-    for words in fusions:
-        run_command(words, clone)
-    return clone
-
-
 def test_every_command_block_of_the_readme_is_run_here():
     blocks = readme_blocks()
     marked = [name for name, _, _ in blocks if name]
@@ -199,15 +167,36 @@ def test_saved_models_loaded_in_a_fresh_interpreter_reproduce_the_prob_files(tra
         np.testing.assert_allclose(scored[phase], written, atol=2e-3, err_msg=phase)  # image features cached as float16
 
 
-def test_the_predict_block_in_each_form(trained):
+def test_the_predict_and_explain_blocks_in_each_form(trained):
     manifest = pd.read_csv(trained / "data_t4sa/demo/image_labels.csv").iloc[:5]
     pd.DataFrame({"text": manifest["text"], "image": "data_t4sa/demo/" + manifest["image"]}).to_csv(
         trained / "tweets.csv", index=False)
-    table, as_json, as_csv = run_block("predict", trained, at_once=True)  # three independent commands
+    lines = [words for name in ("predict", "explain") for words in commands(block(name))]
+    table, as_json, as_csv, explained, explained_csv, report = run_together(lines, trained)  # all independent
     assert re.search(r"^prediction: (happy|sad|hate|anger)$", table.stdout, re.M)
     assert json.loads(as_json.stdout)["rows"][0]["prediction"] in CLASSES
     predictions = pd.read_csv(trained / "predictions.csv")
     assert len(predictions) == 5 and predictions["image_ok"].all() and predictions["prediction"].isin(CLASSES).all()
+
+    # One tweet explained: the summary printed, the picture and the JSON written.
+    assert re.search(r"^fused probability of \w+: both [\d.]+, text alone [\d.]+, image alone [\d.]+$",
+                     explained.stdout, re.M)
+    data = json.loads((trained / "explanations/photo.json").read_text())
+    assert data["prediction"] in CLASSES and set(data["probabilities"]) == {*MEMBERS, "Late_fusion"}
+    assert data["words"]["TER"] and data["words"]["Intermediate_fusion"]
+    assert max(max(row) for row in data["heat_maps"]["IER"]["map"]) == 1.0
+    assert (trained / "explanations/photo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Every row of the CSV explained, named by its row number.
+    assert sorted(path.name[:5] for path in (trained / "explained").glob("*.png")) == [f"{i:05d}" for i in range(5)]
+    # The report's examples: in results/ and in TensorBoard's Images tab.
+    pictures = sorted((trained / "results/explanations").glob("*.png"))
+    assert len(pictures) == 8 and re.fullmatch(r"01-(right|wrong)-(happy|sad|hate|anger)-.+\.png", pictures[0].name)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained / "tb_logs/Late_fusion"), size_guidance={"tensors": 0, "images": 0})
+    events.Reload()
+    shown = {tag.removesuffix("/image/0") for tag in events.Tags()["tensors"] if tag.startswith("explanation/")}
+    assert shown == {f"explanation/{path.stem}" for path in pictures}, events.Tags()["tensors"]
 
 
 def test_the_tensorboard_command_serves_the_run_on_127_0_0_1(trained):
@@ -230,6 +219,73 @@ def test_the_tensorboard_command_serves_the_run_on_127_0_0_1(trained):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_serve_block_answers_good_and_bad_uploads_and_keeps_serving(trained):
+    from markupsafe import escape  # as the page's templates escape
+    from PIL import Image
+
+    (words,) = [c for c in commands(block("serve")) if c[0] != "make"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([*argv_of(words), "--port", str(port), "--max-upload-mb", "1"], cwd=trained,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        page, deadline = None, time.monotonic() + 120
+        while page is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(url + "/", timeout=5) as answer:
+                    page = answer.read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None, f"the page did not answer: {server.poll()=}"
+        assert 'type="file"' in page and 'name="text"' in page
+
+        photo = (trained / "photo.jpg").read_bytes()
+        status, answer = post(url + "/api/predict", {"text": "what a day"}, ("photo.jpg", photo))
+        assert status == 200, answer
+        answer = json.loads(answer)
+        assert answer["prediction"] in CLASSES and answer["class_names"] == CLASSES
+        for model in (*MEMBERS, "Late_fusion"):
+            assert sum(answer["probabilities"][model].values()) == pytest.approx(1, abs=1e-4)
+        status, html = post(url + "/", {"text": "what a day"}, ("photo.jpg", photo))
+        assert status == 200 and 'id="probabilities"' in html and "data:image/png;base64," in html
+
+        huge = io.BytesIO()
+        Image.new("L", (8000, 7000)).save(huge, format="PNG")  # 56 megapixels in a small file
+        for fields, upload, expected, message in [
+            ({"text": "what a day"}, ("notes.jpg", b"not an image at all"), 400, "is not an image"),
+            ({"text": "what a day"}, ("big.jpg", np.random.default_rng(0).bytes(1_300_000)), 413, "over this page's limit"),
+            ({"text": "what a day"}, ("huge.png", huge.getvalue()), 413, "megapixels"),
+            ({"text": "   "}, ("photo.jpg", photo), 400, "type the tweet's text"),
+            ({"text": "what a day", "run": "no-such-run"}, ("photo.jpg", photo), 404, "no trained run named"),
+        ]:
+            status, answer = post(url + "/api/predict", fields, upload)
+            assert (status, message in json.loads(answer)["error"]) == (expected, True), answer
+            status, html = post(url + "/", fields, upload)  # the page says it too
+            assert status == expected and 'id="error"' in html and str(escape(message)) in html, html[:3000]
+        status, answer = post(url + "/api/predict", {"text": "what a day"}, ("photo.jpg", photo))
+        assert status == 200 and server.poll() is None  # still serving
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def post(url: str, fields: dict, upload: tuple[str, bytes]) -> tuple[int, str]:
+    """POST ``fields`` and the file ``upload`` (name, bytes) as ``image`` in a multipart form; (status, body)."""
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    name, data = upload
+    boundary, body = encode_multipart({**fields, "image": FileStorage(io.BytesIO(data), filename=name)})
+    request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def test_the_sweep_block_on_a_tiny_setting(trained):

@@ -1,0 +1,267 @@
+"""The local web page of ``python predict.py --serve``: upload an image, type a text, see why.
+
+Built on Flask (``pip install -r Requirements-serve.txt``): a small, long-kept
+web library whose request parsing, upload size limit and HTML escaping we
+would otherwise write ourselves; its server, Werkzeug, is already installed
+with TensorBoard. The page is meant for one person on their own machine:
+
+- ``GET /``: the page (choose an image, type the tweet's text, pick the run);
+- ``POST /``: the same page with each model's and the late-fused probabilities and the explanation picture
+  (:mod:`emorec.explain`), or a message saying what was wrong with the input;
+- ``POST /api/predict``: the same inputs (multipart form fields ``image``, ``text``, optionally ``run``),
+  answered in JSON: ``{"run", "prediction", "class_names", "probabilities", "explanation"}``, or
+  ``{"error": message}`` with status 400 (bad input), 404 (no such run) or 413 (too large).
+
+The models of a run are loaded once, the first time the run is asked for (the default run before the server
+starts listening), and again only when its files change. The server answers one request at a time: an
+explanation takes about a second on a CPU, TensorFlow already uses every core for it, and one request at a time
+keeps the models' state simple; requests that come meanwhile wait their turn. Bad input never stops the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from pathlib import Path
+
+from emorec.errors import InputError
+
+log = logging.getLogger("emorec")
+
+MAX_PIXELS = 50_000_000  # larger images are refused: decoding one takes gigabytes
+ROOT_RUN = ""  # the run written without --run-name, straight into the checkpoint folder
+
+
+class BadInput(InputError):
+    """A request the page refuses, with the HTTP status to answer it with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Runs:
+    """The trained runs in ``checkpoint_dir`` (the folder itself, and each subfolder named by ``--run-name``),
+    each loaded once as (:class:`emorec.predictor.RunModels`, :class:`emorec.explain.Explainer`)."""
+
+    def __init__(self, checkpoint_dir: Path):
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self._loaded: dict[str, tuple] = {}
+
+    def names(self) -> list[str]:
+        """The runs that hold a late fusion's weights, the unnamed one first."""
+        found = [ROOT_RUN] if (self.checkpoint_dir / "Late_fusion.metrics.json").is_file() else []
+        if self.checkpoint_dir.is_dir():
+            found += sorted(path.parent.name for path in self.checkpoint_dir.glob("*/Late_fusion.metrics.json"))
+        return found
+
+    def get(self, name: str):
+        """The run ``name`` (``""``: the unnamed one) as (models, explainer); :class:`BadInput` (404) when the
+        checkpoint folder holds no such run or the run is not whole."""
+        from emorec.explain import Explainer
+        from emorec.predictor import RunModels, run_files
+
+        if name != ROOT_RUN and name not in self.names():  # never a path from the request: only runs that exist
+            raise BadInput(f"no trained run named {name!r} in {self.checkpoint_dir}/: run the phases with "
+                           f"--run-name {name}, or choose one of the runs listed", 404)
+        folder = self.checkpoint_dir / name
+        try:
+            stamp = tuple(path.stat().st_mtime_ns for path in run_files(folder))
+        except FileNotFoundError:
+            stamp = None
+        if stamp is None or name not in self._loaded or self._loaded[name][0] != stamp:
+            try:
+                models = RunModels.load(folder)
+            except InputError as error:
+                raise BadInput(f"the run in {folder}/ cannot be used: {error}", 404) from error
+            log.info("loaded the run in %s", folder)
+            self._loaded[name] = (stamp, models, Explainer(models))
+        return self._loaded[name][1:]
+
+
+def read_upload(data: bytes, filename: str, image_size: int):
+    """Check an uploaded image and decode it: returns (pixels (size, size, 3) as the models see them, the
+    original PIL image); :class:`BadInput` when it is not an image Pillow reads or has over :data:`MAX_PIXELS`."""
+    from PIL import Image, UnidentifiedImageError
+
+    from emorec.images import load_image
+
+    if not data:
+        raise BadInput("choose an image file (the upload was empty)")
+    try:
+        original = Image.open(io.BytesIO(data))
+        width, height = original.size
+        if width * height > MAX_PIXELS:
+            raise BadInput(f"{filename} is {width}x{height} pixels; the page takes images of at most "
+                           f"{MAX_PIXELS // 1_000_000} megapixels", 413)
+        original.load()
+    except Image.DecompressionBombError as error:
+        raise BadInput(f"{filename} is too large an image: {error}", 413) from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadInput(f"{filename} is not an image this page can read (JPEG, PNG, GIF, WebP, BMP, ...): "
+                       f"{type(error).__name__}") from error
+    pixels, ok = load_image(io.BytesIO(data), image_size)
+    if not ok:
+        raise BadInput(f"{filename} could not be decoded as an image")
+    return pixels, original
+
+
+def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_mb: float = 10.0):
+    """The Flask application of the page, for the runs in ``checkpoint_dir`` (``default_run`` preselected);
+    requests over ``max_upload_mb`` are refused with a message."""
+    flask = _flask()
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    from emorec.explain import png_bytes, to_json
+
+    app = flask.Flask("emorec")
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1_000_000)
+    runs = Runs(checkpoint_dir)
+    default = default_run or ROOT_RUN
+
+    def answer(form, files) -> dict:
+        text = (form.get("text") or "").strip()
+        upload = files.get("image")
+        if upload is None or not upload.filename:
+            raise BadInput("choose an image file")
+        if not text:
+            raise BadInput("type the tweet's text (the text box was empty)")
+        models, explainer = runs.get(form.get("run", default))
+        pixels, original = read_upload(upload.read(), upload.filename, models.image_size)
+        explanation = explainer.explain(text, pixels, upload.filename)
+        return {"explanation": explanation, "original": original}
+
+    def page(status: int = 200, **values):
+        return flask.render_template_string(
+            PAGE, runs=runs.names(), selected=values.pop("run", default), checkpoint_dir=str(checkpoint_dir),
+            limit_mb=max_upload_mb, **values), status
+
+    @app.get("/")
+    def index():
+        return page()
+
+    @app.post("/")
+    def submit():
+        form = flask.request.form
+        try:
+            result = answer(form, flask.request.files)
+        except BadInput as error:
+            return page(error.status, error=str(error), text=form.get("text", ""), run=form.get("run", default))
+        explanation = result["explanation"]
+        picture = base64.b64encode(png_bytes(explanation, result["original"])).decode("ascii")
+        return page(result=to_json(explanation), picture=picture, text=explanation.text,
+                    run=form.get("run", default), models=MODEL_NAMES)
+
+    @app.post("/api/predict")
+    def api_predict():
+        form = flask.request.form
+        try:
+            explanation = answer(form, flask.request.files)["explanation"]
+        except BadInput as error:
+            return {"error": str(error)}, error.status
+        data = to_json(explanation)
+        return {"run": form.get("run", default), "prediction": data["prediction"], "class_names": data["class_names"],
+                "probabilities": data["probabilities"], "explanation": data}
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error):
+        message = f"the upload is over this page's limit of {max_upload_mb:g} MB (--max-upload-mb)"
+        if flask.request.path.startswith("/api/"):
+            return {"error": message}, 413
+        return page(413, error=message)
+
+    app.runs = runs
+    return app
+
+
+def serve(checkpoint_dir: Path, default_run: str | None, host: str, port: int, max_upload_mb: float) -> int:
+    """Serve the page on ``host``:``port`` until Ctrl-C (then return 0), one request at a time."""
+    _flask()
+    from werkzeug.serving import make_server
+
+    app = create_app(checkpoint_dir, default_run, max_upload_mb)
+    try:
+        app.runs.get(default_run or ROOT_RUN)  # load the default run now, so the first answer is quick
+    except BadInput as error:
+        log.warning("%s\nThe page starts anyway and says so until the run is there.", error)
+    server = make_server(host, port, app, threaded=False)
+    log.info("serving the page on http://%s:%d/ (one request at a time; Ctrl-C stops)", host, server.server_port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
+def _flask():
+    try:
+        import flask
+    except ImportError as error:
+        raise InputError("the web page needs Flask, which the core requirements leave out: "
+                         "pip install -r Requirements-serve.txt") from error
+    return flask
+
+
+MODEL_NAMES = {"TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
+               "Late_fusion": "Late fusion"}
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Emotion of a tweet: text and image</title>
+<style>
+ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1000px; padding: 0 1em; color: #222; }
+ form { display: grid; grid-template-columns: 9em 1fr; gap: .6em 1em; align-items: start; }
+ textarea { width: 100%; height: 4em; font: inherit; }
+ .error { background: #fde8e8; border-left: 4px solid #c0392b; padding: .6em 1em; }
+ table { border-collapse: collapse; margin: 1em 0; }
+ th, td { padding: .3em .8em; text-align: right; border-bottom: 1px solid #ddd; }
+ th:first-child, td:first-child { text-align: left; }
+ tr.fused { font-weight: bold; }
+ img#explanation { max-width: 100%; border: 1px solid #ddd; }
+ .note { color: #666; font-size: .9em; }
+</style>
+</head>
+<body>
+<h1>Emotion of a tweet</h1>
+<p class="note">Hybrid fusion of a text model (TER), an image model (IER) and an intermediate fusion model,
+late-fused with the weights chosen on validation. Runs in {{ checkpoint_dir }}/.</p>
+{% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
+{% if not runs %}<p class="error" id="no-run">No trained run in {{ checkpoint_dir }}/ yet: run TER.py, IER.py,
+Intermediate_fusion.py and Late_fusion.py first (the page finds the run when it is there).</p>{% endif %}
+<form method="post" action="/" enctype="multipart/form-data">
+ <label for="image">Image</label>
+ <div><input type="file" id="image" name="image" accept="image/*">
+  <span class="note">at most {{ "%g" % limit_mb }} MB</span></div>
+ <label for="text">Text</label>
+ <textarea id="text" name="text" placeholder="the tweet's text">{{ text or "" }}</textarea>
+ <label for="run">Run</label>
+ <select id="run" name="run">
+ {% for name in runs %}<option value="{{ name }}" {% if name == selected %}selected{% endif %}>{{ name or "(no --run-name)" }}</option>
+ {% endfor %}{% if selected not in runs %}<option value="{{ selected }}" selected>{{ selected or "(no --run-name)" }} (missing)</option>{% endif %}
+ </select>
+ <span></span><div><button type="submit" id="submit">Predict and explain</button></div>
+</form>
+{% if result %}
+<h2 id="prediction">Prediction: {{ result.prediction }}</h2>
+<table id="probabilities">
+ <tr><th>model</th>{% for name in result.class_names %}<th>{{ name }}</th>{% endfor %}</tr>
+ {% for model, label in models.items() %}
+ <tr class="{{ 'fused' if model == 'Late_fusion' else '' }}" data-model="{{ model }}"><td>{{ label }}</td>
+  {% for name in result.class_names %}<td>{{ "%.3f" % result.probabilities[model][name] }}</td>{% endfor %}</tr>
+ {% endfor %}
+</table>
+<p>Late-fused probability of {{ result.prediction }}: with both modalities
+ {{ "%.3f" % result.modalities.both[result.prediction] }}, the text alone
+ {{ "%.3f" % result.modalities.text_only[result.prediction] }}, the image alone
+ {{ "%.3f" % result.modalities.image_only[result.prediction] }}.</p>
+<img id="explanation" alt="explanation: heat maps, word importance, probabilities" src="data:image/png;base64,{{ picture }}">
+<p class="note">Words: {{ result.words.method }}. Heat maps: {{ result.heat_maps.method }} ({{ result.heat_maps.layer }}).</p>
+{% endif %}
+</body>
+</html>
+"""

@@ -1,0 +1,99 @@
+"""Explanations (issue 18): word importance by occlusion, Grad-CAM heat maps, modality contributions, and the
+examples Late_fusion.py --explain picks. On the run the README's phases trained on the demo (``trained``): the
+demo's texts carry tone words ("idiots", "memories") and its images carry the light, so the decisive words and
+regions of an example are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emorec.demo import TONE_WORDS
+from emorec.explain import BLANK_RGB, HEAT_MODELS, choose_examples
+from emorec.fusion import MEMBERS
+
+TONE = set(TONE_WORDS[0]) | set(TONE_WORDS[1])
+
+
+@pytest.fixture(scope="module")
+def explainer(trained):
+    from emorec.explain import Explainer
+    from emorec.predictor import RunModels
+
+    return Explainer(RunModels.load(trained / "model_checkpoints"))
+
+
+@pytest.fixture(scope="module")
+def example(trained, explainer):
+    """A demo tweet with a tone word among at most 25 tokens, and its image's pixels: (text, pixels, tokens)."""
+    from emorec.images import load_image
+    from emorec.text import normalise_texts
+
+    demo = trained / "data_t4sa/demo"
+    manifest = pd.read_csv(demo / "image_labels.csv", dtype=str, keep_default_na=False)
+    for text, image, tokens in zip(manifest["text"], manifest["image"], normalise_texts(manifest["text"])):
+        tokens = tokens.split()
+        if len(tokens) <= 25 and TONE & set(tokens):
+            pixels, ok = load_image(str(demo / image), explainer.models.image_size)
+            if ok:
+                return text, pixels, tokens
+    raise AssertionError("no demo tweet with a tone word")
+
+
+def test_word_importance_is_the_change_when_the_decisive_word_is_removed(explainer, example):
+    text, pixels, tokens = example
+    full = explainer.explain(text, pixels)
+    for phase in ("TER", "Intermediate_fusion"):
+        shown, importance = full.words[phase]
+        assert shown == tokens and len(importance) == len(tokens)
+        assert np.abs(importance).max() > 0, f"{phase}: every word's importance is zero"
+    decisive = next(i for i, token in enumerate(tokens) if token in TONE)
+    without = explainer.explain(" ".join(tokens[:decisive] + tokens[decisive + 1:]), pixels)
+    c = full.prediction
+    for phase in ("TER", "Intermediate_fusion"):
+        # Occlusion is removal: each model's probability without the word is the one with it, less its importance.
+        expected = full.probabilities[phase][c] - full.words[phase][1][decisive]
+        assert without.probabilities[phase][c] == pytest.approx(expected, abs=1e-5), phase
+        # And the other words' importance changes once it is gone.
+        assert without.words[phase][0] == tokens[:decisive] + tokens[decisive + 1:]
+        assert not np.allclose(without.words[phase][1], np.delete(full.words[phase][1], decisive), atol=1e-7), phase
+
+
+def test_heat_maps_are_not_zero_and_change_when_the_hottest_region_is_blanked(explainer, example):
+    text, pixels, _ = example
+    full = explainer.explain(text, pixels)
+    size = explainer.models.image_size
+    for phase in HEAT_MODELS:
+        cam = full.heat_maps[phase]
+        assert full.peaks[phase] > 0 and cam.max() == 1 and cam.min() >= 0, phase
+    cam = full.heat_maps["IER"]
+    row, column = np.unravel_index(int(cam.argmax()), cam.shape)
+    height, width = size // cam.shape[0], size // cam.shape[1]
+    blanked = pixels.astype(np.float32)
+    blanked[row * height:(row + 1) * height, column * width:(column + 1) * width] = BLANK_RGB
+    again = explainer.explain(text, blanked)
+    assert np.abs(again.heat_maps["IER"] - cam).max() > 1e-3
+    assert np.abs(again.probabilities["IER"] - full.probabilities["IER"]).max() > 1e-6
+    assert again.probabilities["TER"] == pytest.approx(full.probabilities["TER"])  # the text model never sees it
+
+
+def test_modalities_are_the_late_fusion_of_each_model_without_the_other_modality(explainer, example):
+    text, pixels, _ = example
+    full = explainer.explain(text, pixels)
+    np.testing.assert_allclose(full.modalities["both"], full.probabilities["Late_fusion"])
+    weights = explainer.models.weights
+    np.testing.assert_allclose(full.probabilities["Late_fusion"],
+                               sum(w * full.probabilities[m] for w, m in zip(weights, MEMBERS)) / weights.sum(), atol=1e-9)
+    no_text = explainer.explain("", pixels)  # the image alone is the whole prediction for the empty text
+    np.testing.assert_allclose(full.modalities["image_only"], no_text.modalities["both"], atol=1e-6)
+    assert no_text.words["TER"][0] == [] and len(no_text.words["TER"][1]) == 0
+
+
+def test_the_report_picks_the_most_confident_right_and_wrong_per_class_in_turn():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probabilities = np.array([[.9, .1], [.6, .4], [.2, .8], [.3, .7], [.95, .05], [.1, .9]])
+    eligible = np.array([True, True, True, True, True, False])  # the last row: not a test row, or a member failed
+    assert choose_examples(labels, probabilities, eligible, 10) == [
+        (0, "right"), (2, "wrong"), (3, "right"), (4, "wrong"), (1, "right")]
+    assert choose_examples(labels, probabilities, eligible, 2) == [(0, "right"), (2, "wrong")]
