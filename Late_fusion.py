@@ -19,8 +19,11 @@ scores with bootstrap intervals over the test tweets, on its own rows, on the
 rows every method scored and per tweet, and the best fusion against the best
 single modality), ``results/test_predictions.csv`` (each method's test
 predictions) and a confusion-matrix PNG per method, and the same table and
-pictures in ``tb_logs/Late_fusion/``. Refused (exit 2) when the phases used
-another manifest or split than the one stored now.
+pictures in ``tb_logs/Late_fusion/``. With ``--explain N``, N test tweets'
+explanations (:mod:`emorec.explain`; per class the most confident right and
+wrong predictions) in ``results/explanations/`` and TensorBoard's Images tab.
+Refused (exit 2) when the phases used another manifest or split than the one
+stored now.
 """
 
 from __future__ import annotations
@@ -213,6 +216,7 @@ def _explain_examples(checkpoints: Path, frame, labels, late, eligible, count: i
         path = frame["image_path"].iloc[row]
         pixels, _ = load_image(path, explainer.models.image_size)
         explanation = explainer.explain(str(frame["text"].iloc[row]), pixels, str(frame["id"].iloc[row]))
+        explanation.label = names[labels[row]]
         name = f"{number:02d}-{kind}-{names[labels[row]]}-{frame['id'].iloc[row]}"
         with Image.open(path) as original:
             png, _ = write(explanation, folder / name, original)

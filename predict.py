@@ -138,30 +138,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_csv_atomic(output, out)
         log.info("wrote %d predictions to %s", len(output), out)
     if args.json:
-        from emorec.explain import to_json
-
         rows = _json_rows(table, fused)
-        for number, explanation, _ in explained:
-            rows[number]["explanation"] = to_json(explanation)
+        for number, data, _, _ in explained:
+            rows[number]["explanation"] = data
         print(json.dumps({"class_names": fused["class_names"], "rows": rows}, indent=2))
     elif not args.csv:
         print(_pretty(fused))
         if explained:
-            from emorec.explain import summary_lines
-
-            _, explanation, written = explained[0]
-            print("\n".join([*summary_lines(explanation), f"explanation: {written[0]} and {written[1]}"]))
+            _, _, written, summary = explained[0]
+            print("\n".join([*summary, f"explanation: {written[0]} and {written[1]}"]))
     return 0
 
 
 def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, progress: bool) -> list:
     """Explain every row with a readable image (the others are logged and left out) into ``folder``, the files
-    named by row number too when ``numbered``; a progress bar on stdout when ``progress``. Returns (row number,
-    explanation, (png, json) paths) per explained row."""
+    named by row number too when ``numbered``; a progress bar on stdout when ``progress``. Returns, per explained
+    row, (row number, the explanation's JSON data, (png, json) paths, its summary lines)."""
     import keras
     from PIL import Image
 
-    from emorec.explain import Explainer, write
+    from emorec.explain import Explainer, summary_lines, to_json, write
     from emorec.images import load_image
 
     explainer = Explainer(models)
@@ -177,7 +173,7 @@ def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, 
         stem = _safe_stem(Path(str(table["image"].iloc[i])).stem)
         with Image.open(paths.iloc[i]) as original:
             written = write(explanation, folder / (f"{i:05d}-{stem}" if numbered else stem), original)
-        explained.append((i, explanation, written))
+        explained.append((i, to_json(explanation), written, summary_lines(explanation)))  # not the pixels: many rows
         bar.add(1)
     if numbered:
         log.info("wrote %d explanations (PNG and JSON) to %s", len(explained), folder)

@@ -50,7 +50,8 @@ class Explanation:
     ``words`` maps TER and Intermediate_fusion to (their tokens, importance
     per token); ``heat_maps`` maps IER and Intermediate_fusion to a (h, w)
     array in [0, 1] over the image as the model saw it (a square of
-    ``image_size`` pixels); ``peaks`` holds each map's value before the scaling.
+    ``image_size`` pixels); ``peaks`` holds each map's value before the scaling;
+    ``label`` the true class, when the caller knows it.
     """
 
     text: str
@@ -64,6 +65,7 @@ class Explanation:
     peaks: dict
     heat_layer: str
     pixels: np.ndarray
+    label: str | None = None  # the true class, where known (the report's test tweets)
 
     @property
     def predicted_class(self) -> str:
@@ -234,7 +236,7 @@ def to_json(explanation: Explanation) -> dict:
 
     return {
         "text": explanation.text, "image": explanation.image, "class_names": names,
-        "prediction": explanation.predicted_class,
+        "prediction": explanation.predicted_class, **({"label": explanation.label} if explanation.label is not None else {}),
         "probabilities": {name: by_class(p) for name, p in explanation.probabilities.items()},
         "modalities": {name: by_class(p) for name, p in explanation.modalities.items()},
         "words": {"method": WORD_METHOD, "class": explanation.predicted_class,
@@ -259,8 +261,10 @@ def draw(explanation: Explanation, original=None):
     figure = Figure(figsize=(12, 8.2), dpi=100)
     grid = figure.add_gridspec(3, 3, height_ratios=[3.2, 1.6, 2.2], hspace=0.4, wspace=0.25)
     title = explanation.text if len(explanation.text) <= 110 else explanation.text[:107] + "..."
+    truth = f", true class: {explanation.label}" if explanation.label is not None else ""
     figure.suptitle(f"prediction: {explanation.predicted_class} "
-                    f"({explanation.probabilities['Late_fusion'][explanation.prediction]:.2f})\n{title}", fontsize=11)
+                    f"({explanation.probabilities['Late_fusion'][explanation.prediction]:.2f}){truth}\n{title}",
+                    fontsize=11)
 
     axes = figure.add_subplot(grid[0, 0])
     axes.imshow(shown)
@@ -304,7 +308,7 @@ def draw(explanation: Explanation, original=None):
     axes = figure.add_subplot(grid[2, 2])
     shares = [explanation.modalities[m][explanation.prediction] for m in MODALITIES]
     axes.barh(range(len(MODALITIES)), shares, color=["#555555", "#c44e52", "#4c72b0"])
-    axes.set_yticks(range(len(MODALITIES)), ["both", "text alone", "image alone"])
+    axes.set_yticks(range(len(MODALITIES)), ["both", "text alone", "image alone"], fontsize=9)
     axes.invert_yaxis()
     axes.set_xlim(0, 1)
     axes.set_xlabel(f"late-fused probability of {explanation.predicted_class}")

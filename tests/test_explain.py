@@ -41,9 +41,15 @@ def example(trained, explainer):
     raise AssertionError("no demo tweet with a tone word")
 
 
-def test_word_importance_is_the_change_when_the_decisive_word_is_removed(explainer, example):
-    text, pixels, tokens = example
-    full = explainer.explain(text, pixels)
+@pytest.fixture(scope="module")
+def full(explainer, example):
+    """The example's explanation."""
+    text, pixels, _ = example
+    return explainer.explain(text, pixels)
+
+
+def test_word_importance_is_the_change_when_the_decisive_word_is_removed(explainer, example, full):
+    _, pixels, tokens = example
     for phase in ("TER", "Intermediate_fusion"):
         shown, importance = full.words[phase]
         assert shown == tokens and len(importance) == len(tokens)
@@ -60,9 +66,8 @@ def test_word_importance_is_the_change_when_the_decisive_word_is_removed(explain
         assert not np.allclose(without.words[phase][1], np.delete(full.words[phase][1], decisive), atol=1e-7), phase
 
 
-def test_heat_maps_are_not_zero_and_change_when_the_hottest_region_is_blanked(explainer, example):
+def test_heat_maps_are_not_zero_and_change_when_the_hottest_region_is_blanked(explainer, example, full):
     text, pixels, _ = example
-    full = explainer.explain(text, pixels)
     size = explainer.models.image_size
     for phase in HEAT_MODELS:
         cam = full.heat_maps[phase]
@@ -78,9 +83,8 @@ def test_heat_maps_are_not_zero_and_change_when_the_hottest_region_is_blanked(ex
     assert again.probabilities["TER"] == pytest.approx(full.probabilities["TER"])  # the text model never sees it
 
 
-def test_modalities_are_the_late_fusion_of_each_model_without_the_other_modality(explainer, example):
-    text, pixels, _ = example
-    full = explainer.explain(text, pixels)
+def test_modalities_are_the_late_fusion_of_each_model_without_the_other_modality(explainer, example, full):
+    _, pixels, _ = example
     np.testing.assert_allclose(full.modalities["both"], full.probabilities["Late_fusion"])
     weights = explainer.models.weights
     np.testing.assert_allclose(full.probabilities["Late_fusion"],
