@@ -77,6 +77,8 @@ class Explainer:
     call :meth:`explain` per tweet."""
 
     def __init__(self, models):
+        import tensorflow as tf
+
         self.models = models
         self._image_models = {phase: _ImageModel(extractor, network) for phase, extractor, network in (
             ("IER", models.ier_extractor, models.ier_head),
@@ -84,63 +86,82 @@ class Explainer:
         blank = np.broadcast_to(np.array(BLANK_RGB, np.float32), (1, models.image_size, models.image_size, 3))
         ier_blank, self._fusion_blank = models.image_features(blank, direct=True)  # the same for every tweet
         self._ier_blank = np.asarray(models.ier_head(ier_blank, training=False), np.float64)[0]
+        # Every model of a tweet's explanation in one graph, traced on the first tweet (seconds) and then run as
+        # such (the recurrent text networks run eagerly take most of a second each).
+        self._run = tf.function(self._graph)
+
+    def _graph(self, pixels, ter_rows, fusion_rows):
+        """Every number of an explanation, as tensors: each image model's logits on the tweet, TER's and the fusion
+        network's probabilities on the rows of :func:`_text_rows` (the fusion network with the blank image on the
+        first row, the tweet's on the others), the late-fused prediction and each image model's Grad-CAM (before
+        scaling) for it."""
+        import tensorflow as tf
+
+        models = self.models
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:  # the image, recorded
+            passes = {}
+            for phase, model in self._image_models.items():
+                if phase == "Intermediate_fusion" and models.shared_extractor:
+                    maps, features = passes["IER"][:2]
+                else:
+                    maps, features = model.features(pixels, tape)
+                passes[phase] = (maps, features, model.logits(features, fusion_rows[:1]))
+        ter = tf.cast(models.ter_network(ter_rows, training=False), tf.float32)
+        features = tf.stop_gradient(passes["Intermediate_fusion"][1])
+        fusion = tf.cast(models.fusion_network({
+            "token_ids": fusion_rows,
+            "image_features": tf.concat([tf.cast(self._fusion_blank, features.dtype),
+                                         tf.repeat(features, tf.shape(fusion_rows)[0] - 1, axis=0)], axis=0),
+        }, training=False), tf.float32)
+        ier_logits, fusion_logits = passes["IER"][2], passes["Intermediate_fusion"][2]
+        weights = tf.constant(models.weights / models.weights.sum(), tf.float32)
+        both = (weights[0] * ter[0] + weights[1] * tf.nn.softmax(ier_logits[0])
+                + weights[2] * tf.nn.softmax(fusion_logits[0]))
+        prediction = tf.argmax(both)
+        choose = tf.one_hot([prediction], tf.shape(both)[0])  # the gradient of the predicted class's logit
+        cams = {}
+        for phase, (maps, _, logits) in passes.items():
+            gradients = tf.cast(tape.gradient(logits, maps, output_gradients=choose), tf.float32)
+            channel_weights = tf.reduce_mean(gradients[0], axis=(0, 1))
+            cams[phase] = tf.nn.relu(tf.reduce_sum(tf.cast(maps[0], tf.float32) * channel_weights, axis=-1))
+        return {"ier_logits": ier_logits, "fusion_logits": fusion_logits, "ter": ter, "fusion": fusion,
+                "prediction": prediction, "cams": cams}
 
     def explain(self, text: str, pixels: np.ndarray, image: str = "") -> Explanation:
         """Explain the tweet ``text`` with the image ``pixels`` ((size, size, 3) RGB, 0-255, as
         :func:`emorec.images.load_image` gives them); ``image`` names the image in the outputs."""
-        import tensorflow as tf
-
         models = self.models
-        pixels = np.asarray(pixels, np.float32)[None]
         (ter_ids,), (fusion_ids,) = models.token_ids([text])
-        tokens = _tokens(text)
-
-        # The image through each backbone once, recorded for Grad-CAM: both image models' logits on the tweet.
-        with tf.GradientTape(persistent=True) as tape:
-            passes = {}
-            for phase, model in self._image_models.items():
-                shared = phase == "Intermediate_fusion" and models.shared_extractor
-                x, maps, features = passes["IER"][:3] if shared else model.features(pixels, tape)
-                passes[phase] = (x, maps, features, model.logits(features, fusion_ids[None]))
-        ier_logits, fusion_logits = passes["IER"][3], passes["Intermediate_fusion"][3]
-        features = passes["Intermediate_fusion"][2]
-
-        # Every other row a text model needs, in one batch each: the text, the empty text (the image alone), and
-        # the text with each token deleted (as many rows as the sequence is long, past the tokens all padding).
-        ter = _direct(models.ter_network, _text_rows(ter_ids))
-        fusion_ids_rows = _text_rows(fusion_ids)
-        fusion = _direct(models.fusion_network, {
-            "token_ids": fusion_ids_rows,
-            "image_features": np.concatenate([np.asarray(self._fusion_blank)[:1],
-                                              np.repeat(np.asarray(features), len(fusion_ids_rows) - 1, axis=0)])})
-        # Rows: TER (text, empty, deletions...), fusion (text + blank image, empty text + image, deletions + image).
-        ier = _softmax(ier_logits)
+        # Every row a text model needs, in one batch each: the text, the empty text (the image alone), and the text
+        # with each token deleted (as many rows as the sequence is long, past the tokens all padding).
+        out = self._run(np.asarray(pixels, np.float32)[None], _text_rows(ter_ids), _text_rows(fusion_ids))
+        ter, fusion = np.asarray(out["ter"], np.float64), np.asarray(out["fusion"], np.float64)
+        ier = _softmax(out["ier_logits"])
+        # Per member: both modalities, the text alone (the blank image), the image alone (the empty text).
         members = {
             "TER": np.stack([ter[0], ter[0], ter[1]]),
             "IER": np.stack([ier, self._ier_blank, ier]),
-            "Intermediate_fusion": np.stack([_softmax(fusion_logits), fusion[0], fusion[1]]),
+            "Intermediate_fusion": np.stack([_softmax(out["fusion_logits"]), fusion[0], fusion[1]]),
         }
-        fused = models.fuse(members)
-        modalities = dict(zip(MODALITIES, fused))
-        prediction = int(modalities["both"].argmax())
+        modalities = dict(zip(MODALITIES, models.fuse(members)))
+        prediction = int(out["prediction"])  # the class the heat maps are for: the fused one, computed in float32
         probabilities = {phase: members[phase][0] for phase in MEMBERS} | {"Late_fusion": modalities["both"]}
 
+        tokens = _tokens(text)
         words = {}
         for phase, ids, deleted in (("TER", ter_ids, ter[2:]), ("Intermediate_fusion", fusion_ids, fusion[2:])):
             count = int(np.count_nonzero(ids))
             words[phase] = (_shown_tokens(tokens, ids, count, models, phase),
                             probabilities[phase][prediction] - deleted[:count, prediction])
-
         heat_maps, peaks = {}, {}
-        choose = tf.one_hot([prediction], len(models.class_names))  # the gradient of the predicted class's logit
         for phase in HEAT_MODELS:
-            _, maps, _, logits = passes[phase]
-            heat_maps[phase], peaks[phase] = _grad_cam(maps, tape.gradient(logits, maps, output_gradients=choose))
-        del tape
+            cam = np.asarray(out["cams"][phase], np.float64)
+            peaks[phase] = float(cam.max())
+            heat_maps[phase] = cam / peaks[phase] if peaks[phase] > 0 else cam
         return Explanation(text=text, image=image, class_names=models.class_names, prediction=prediction,
                            probabilities=probabilities, modalities=modalities, words=words, heat_maps=heat_maps,
                            peaks=peaks, heat_layer=self._image_models["IER"].layer_name,
-                           pixels=pixels[0].astype(np.uint8))
+                           pixels=np.asarray(pixels).astype(np.uint8))
 
 
 class _ImageModel:
@@ -161,33 +182,20 @@ class _ImageModel:
         self.fusion = isinstance(network.input, dict)
 
     def features(self, pixels, tape):
-        """(preprocessed input, last convolution's maps, features) of ``pixels`` (1, size, size, 3), recorded on
-        ``tape`` (the backbone is frozen: without watching its input the tape records none of its operations)."""
-        import tensorflow as tf
-
-        x = tf.convert_to_tensor(self.preprocess(tf.constant(pixels)))
+        """(last convolution's maps, features) of ``pixels`` (1, size, size, 3), recorded on ``tape`` (the backbone
+        is frozen: without watching its input the tape records none of its operations)."""
+        x = self.preprocess(pixels)
         tape.watch(x)
         maps, features = self.maps_and_features(x, training=False)
-        return x, maps, features
+        return maps, features
 
     def logits(self, features, token_ids):
         """The network's class logits (1, classes), float32, on ``features`` (and ``token_ids`` for a fusion network)."""
         import tensorflow as tf
 
-        inputs = {"token_ids": tf.constant(token_ids), "image_features": features} if self.fusion else features
+        inputs = {"token_ids": token_ids, "image_features": features} if self.fusion else features
         hidden = tf.cast(self.hidden(inputs, training=False), tf.float32)
         return tf.matmul(hidden, tf.cast(self.kernel, tf.float32)) + tf.cast(self.bias, tf.float32)
-
-
-def _grad_cam(maps, gradients) -> tuple[np.ndarray, float]:
-    """Grad-CAM from a convolution's ``maps`` (1, h, w, channels) and the class logit's ``gradients`` over them:
-    the heat map (h, w) scaled to a peak of 1 (or all zero), and its peak before scaling."""
-    import tensorflow as tf
-
-    channel_weights = tf.reduce_mean(tf.cast(gradients[0], tf.float32), axis=(0, 1))
-    cam = tf.nn.relu(tf.reduce_sum(tf.cast(maps[0], tf.float32) * channel_weights, axis=-1)).numpy().astype(np.float64)
-    peak = float(cam.max())
-    return (cam / peak if peak > 0 else cam), peak
 
 
 def _text_rows(ids: np.ndarray) -> np.ndarray:
@@ -198,10 +206,6 @@ def _text_rows(ids: np.ndarray) -> np.ndarray:
     for i in range(int(np.count_nonzero(ids))):
         rows[2 + i, : len(ids) - 1] = np.delete(ids, i)
     return rows
-
-
-def _direct(model, inputs) -> np.ndarray:
-    return np.asarray(model(inputs, training=False), np.float64)
 
 
 def _softmax(logits) -> np.ndarray:

@@ -14,7 +14,7 @@ with TensorBoard. The page is meant for one person on their own machine:
 
 The models of a run are loaded once, the first time the run is asked for (the default run before the server
 starts listening), and again only when its files change. The server answers one request at a time: an
-explanation takes about a second on a CPU, TensorFlow already uses every core for it, and one request at a time
+explanation takes about 1.5 s on two CPU cores, TensorFlow already uses every core for it, and one request at a time
 keeps the models' state simple; requests that come meanwhile wait their turn. Bad input never stops the server.
 """
 

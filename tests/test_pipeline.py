@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -196,6 +197,26 @@ def test_predict_one_tweet_as_json_running_the_backbone_once(pipeline, small_dem
     assert row["prediction"] in CLASSES and row["image_ok"]
     for model in ("TER", "IER", "Intermediate_fusion", "Late_fusion"):
         assert sum(row[model].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_explains_every_csv_row_with_a_readable_image(pipeline, small_demo, tmp_path, capsys):
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME).iloc[:3]
+    tweets = pd.DataFrame({"text": [*manifest["text"], "no picture"],
+                           "image": [*(str(small_demo / image) for image in manifest["image"]), "missing.jpg"]})
+    tweets.to_csv(tmp_path / "tweets.csv", index=False)
+    argv = ["--csv", str(tmp_path / "tweets.csv"), "--explain-dir", str(tmp_path / "explained"), "--json",
+            "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
+    assert predict.main(argv) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)["rows"]
+    assert [("explanation" in row) for row in rows] == [True, True, True, False]
+    assert "1 row(s) without a readable image are not explained" in captured.err
+    stems = [f"{i:05d}-{Path(image).stem}" for i, image in enumerate(manifest["image"])]
+    assert sorted(path.name for path in (tmp_path / "explained").iterdir()) == sorted(
+        f"{stem}{suffix}" for stem in stems for suffix in (".json", ".png"))
+    for i, stem in enumerate(stems):
+        written = json.loads((tmp_path / "explained" / f"{stem}.json").read_text())
+        assert written == rows[i]["explanation"] and written["prediction"] == rows[i]["prediction"]
 
 
 def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_demo, tmp_path, capsys):
