@@ -91,10 +91,9 @@ class Explainer:
         self._run = tf.function(self._graph)
 
     def _graph(self, pixels, ter_rows, fusion_rows):
-        """Every number of an explanation, as tensors: each image model's logits on the tweet, TER's and the fusion
-        network's probabilities on the rows of :func:`_text_rows` (the fusion network with the blank image on the
-        first row, the tweet's on the others), the late-fused prediction and each image model's Grad-CAM (before
-        scaling) for it."""
+        """Every number of an explanation, as tensors: IER's logits on the image, TER's probabilities on the rows of
+        :func:`_text_rows`, the fusion network's on the same rows with the image and then on the text with the blank
+        image, the late-fused prediction and each image model's Grad-CAM (before scaling) for it."""
         import tensorflow as tf
 
         models = self.models
@@ -107,16 +106,16 @@ class Explainer:
                     maps, features = model.features(pixels, tape)
                 passes[phase] = (maps, features, model.logits(features, fusion_rows[:1]))
         ter = tf.cast(models.ter_network(ter_rows, training=False), tf.float32)
+        # The fusion network on the rows of _text_rows with the tweet's image, and the text with the blank image
+        # appended: one batch, so the whole text and its deletions are scored alike.
         features = tf.stop_gradient(passes["Intermediate_fusion"][1])
         fusion = tf.cast(models.fusion_network({
-            "token_ids": fusion_rows,
-            "image_features": tf.concat([tf.cast(self._fusion_blank, features.dtype),
-                                         tf.repeat(features, tf.shape(fusion_rows)[0] - 1, axis=0)], axis=0),
+            "token_ids": tf.concat([fusion_rows, fusion_rows[:1]], axis=0),
+            "image_features": tf.concat([tf.repeat(features, tf.shape(fusion_rows)[0], axis=0),
+                                         tf.cast(self._fusion_blank, features.dtype)], axis=0),
         }, training=False), tf.float32)
-        ier_logits, fusion_logits = passes["IER"][2], passes["Intermediate_fusion"][2]
         weights = tf.constant(models.weights / models.weights.sum(), tf.float32)
-        both = (weights[0] * ter[0] + weights[1] * tf.nn.softmax(ier_logits[0])
-                + weights[2] * tf.nn.softmax(fusion_logits[0]))
+        both = weights[0] * ter[0] + weights[1] * tf.nn.softmax(passes["IER"][2][0]) + weights[2] * fusion[0]
         prediction = tf.argmax(both)
         choose = tf.one_hot([prediction], tf.shape(both)[0])  # the gradient of the predicted class's logit
         cams = {}
@@ -124,8 +123,7 @@ class Explainer:
             gradients = tf.cast(tape.gradient(logits, maps, output_gradients=choose), tf.float32)
             channel_weights = tf.reduce_mean(gradients[0], axis=(0, 1))
             cams[phase] = tf.nn.relu(tf.reduce_sum(tf.cast(maps[0], tf.float32) * channel_weights, axis=-1))
-        return {"ier_logits": ier_logits, "fusion_logits": fusion_logits, "ter": ter, "fusion": fusion,
-                "prediction": prediction, "cams": cams}
+        return {"ier_logits": passes["IER"][2], "ter": ter, "fusion": fusion, "prediction": prediction, "cams": cams}
 
     def explain(self, text: str, pixels: np.ndarray, image: str = "") -> Explanation:
         """Explain the tweet ``text`` with the image ``pixels`` ((size, size, 3) RGB, 0-255, as
@@ -141,7 +139,7 @@ class Explainer:
         members = {
             "TER": np.stack([ter[0], ter[0], ter[1]]),
             "IER": np.stack([ier, self._ier_blank, ier]),
-            "Intermediate_fusion": np.stack([_softmax(out["fusion_logits"]), fusion[0], fusion[1]]),
+            "Intermediate_fusion": np.stack([fusion[0], fusion[-1], fusion[1]]),
         }
         modalities = dict(zip(MODALITIES, models.fuse(members)))
         prediction = int(out["prediction"])  # the class the heat maps are for: the fused one, computed in float32
@@ -149,7 +147,7 @@ class Explainer:
 
         tokens = _tokens(text)
         words = {}
-        for phase, ids, deleted in (("TER", ter_ids, ter[2:]), ("Intermediate_fusion", fusion_ids, fusion[2:])):
+        for phase, ids, deleted in (("TER", ter_ids, ter[2:]), ("Intermediate_fusion", fusion_ids, fusion[2:-1])):
             count = int(np.count_nonzero(ids))
             words[phase] = (_shown_tokens(tokens, ids, count, models, phase),
                             probabilities[phase][prediction] - deleted[:count, prediction])

@@ -115,18 +115,19 @@ class RunModels:
     def image_features(self, pixels, direct: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """IER's and the fusion model's backbone features of ``pixels`` (n, size, size, 3), 0-255; ``direct``: call
         the models eagerly (for a few rows: nothing to trace) rather than through ``predict_on_batch``."""
-        run = _direct if direct else _batched
-        features = run(self.ier_extractor, pixels)
-        return features, features if self.shared_extractor else run(self.fusion_extractor, pixels)
+        def run(extractor):
+            return np.asarray(extractor(pixels, training=False) if direct else extractor.predict_on_batch(pixels))
 
-    def score(self, ter_ids, fusion_ids, ier_features, fusion_features, direct: bool = False) -> dict[str, np.ndarray]:
-        """Each member's class probabilities (float64, (n, classes)) from token ids and image features; ``direct``
-        as in :meth:`image_features`."""
-        run = _direct if direct else _batched
+        features = run(self.ier_extractor)
+        return features, features if self.shared_extractor else run(self.fusion_extractor)
+
+    def score(self, ter_ids, fusion_ids, ier_features, fusion_features) -> dict[str, np.ndarray]:
+        """Each member's class probabilities (float64, (n, classes)) from token ids and image features."""
         return {
-            "TER": run(self.ter_network, ter_ids),
-            "IER": run(self.ier_head, ier_features),
-            "Intermediate_fusion": run(self.fusion_network, {"token_ids": fusion_ids, "image_features": fusion_features}),
+            "TER": _batched(self.ter_network, ter_ids),
+            "IER": _batched(self.ier_head, ier_features),
+            "Intermediate_fusion": _batched(self.fusion_network,
+                                            {"token_ids": fusion_ids, "image_features": fusion_features}),
         }
 
     def fuse(self, members: dict[str, np.ndarray]) -> np.ndarray:
@@ -168,6 +169,3 @@ class RunModels:
 def _batched(model, inputs) -> np.ndarray:
     return np.asarray(model.predict_on_batch(inputs), np.float64)
 
-
-def _direct(model, inputs) -> np.ndarray:
-    return np.asarray(model(inputs, training=False), np.float64)

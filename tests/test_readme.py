@@ -129,12 +129,6 @@ def test_the_phases_block_runs_the_four_phases_on_data_in_the_real_places(traine
     assert [c.split()[1] for c in summary["commands"]] == ["TER.py", "IER.py", "Intermediate_fusion.py", "Late_fusion.py"]
 
 
-def test_the_loading_example_runs_with_its_one_import(trained):
-    (trained / "readme_load.py").write_text(block("load"), encoding="utf-8")
-    printed = run_command(["python", "readme_load.py"], trained).stdout
-    assert len(re.findall(r"^\[\[", printed, re.M)) == 3  # three (1, classes) arrays
-
-
 # Loads each saved model with the README's one import (and emorec.train, which holds the training optimizer, never
 # imported), then scores raw rows: texts and image files as the manifest gives them.
 FRESH_LOAD = """
@@ -158,10 +152,12 @@ print(json.dumps(out))
 """
 
 
-def test_saved_models_loaded_in_a_fresh_interpreter_reproduce_the_prob_files(trained):
-    result = subprocess.run([sys.executable, "-c", FRESH_LOAD], cwd=trained, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    scored = json.loads(result.stdout.splitlines()[-1])
+def test_the_loading_example_runs_and_saved_models_reproduce_the_prob_files_in_a_fresh_interpreter(trained):
+    (trained / "readme_load.py").write_text(block("load"), encoding="utf-8")
+    (trained / "fresh_load.py").write_text(FRESH_LOAD, encoding="utf-8")
+    example, fresh = run_together([["python", "readme_load.py"], ["python", "fresh_load.py"]], trained)  # independent
+    assert len(re.findall(r"^\[\[", example.stdout, re.M)) == 3  # the README's example: three (1, classes) arrays
+    scored = json.loads(fresh.stdout.splitlines()[-1])
     for phase, prob_file in (("TER", "text_prob.csv"), ("IER", "img_prob.csv"), ("Intermediate_fusion", "inter_prob.csv")):
         written = pd.read_csv(trained / "data_files" / prob_file).iloc[scored["rows"]][CLASSES].to_numpy()
         np.testing.assert_allclose(scored[phase], written, atol=2e-3, err_msg=phase)  # image features cached as float16
