@@ -199,26 +199,6 @@ def test_predict_one_tweet_as_json_running_the_backbone_once(pipeline, small_dem
         assert sum(row[model].values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_predict_explains_every_csv_row_with_a_readable_image(pipeline, small_demo, tmp_path, capsys):
-    manifest = pd.read_csv(small_demo / MANIFEST_NAME).iloc[:3]
-    tweets = pd.DataFrame({"text": [*manifest["text"], "no picture"],
-                           "image": [*(str(small_demo / image) for image in manifest["image"]), "missing.jpg"]})
-    tweets.to_csv(tmp_path / "tweets.csv", index=False)
-    argv = ["--csv", str(tmp_path / "tweets.csv"), "--explain-dir", str(tmp_path / "explained"), "--json",
-            "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
-    assert predict.main(argv) == 0
-    captured = capsys.readouterr()
-    rows = json.loads(captured.out)["rows"]
-    assert [("explanation" in row) for row in rows] == [True, True, True, False]
-    assert "1 row(s) without a readable image are not explained" in captured.err
-    stems = [f"{i:05d}-{Path(image).stem}" for i, image in enumerate(manifest["image"])]
-    assert sorted(path.name for path in (tmp_path / "explained").iterdir()) == sorted(
-        f"{stem}{suffix}" for stem in stems for suffix in (".json", ".png"))
-    for i, stem in enumerate(stems):
-        written = json.loads((tmp_path / "explained" / f"{stem}.json").read_text())
-        assert written == rows[i]["explanation"] and written["prediction"] == rows[i]["prediction"]
-
-
 def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_demo, tmp_path, capsys):
     empty = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "probs")]
     assert run(Intermediate_fusion.main, [*data(small_demo), *empty]) == 2
@@ -287,13 +267,15 @@ def test_late_fusion_takes_the_manifest_the_phases_read_and_refuses_another(pipe
         assert not (tmp_path / "results" / "summary.json").exists()
 
 
-def test_predict_scores_an_unreadable_image_row_by_text_alone(pipeline, small_demo, tmp_path):
+def test_predict_scores_an_unreadable_image_row_by_text_alone_and_explains_the_others(pipeline, small_demo, tmp_path,
+                                                                                      capsys):
     manifest = pd.read_csv(small_demo / MANIFEST_NAME).iloc[:3]
     (tmp_path / "broken.jpg").write_text("not an image")
     tweets = pd.DataFrame({"text": manifest["text"], "image": [str(small_demo / manifest["image"][0]),
                                                                str(tmp_path / "broken.jpg"), "missing.jpg"]})
     tweets.to_csv(tmp_path / "tweets.csv", index=False)
-    argv = ["--csv", str(tmp_path / "tweets.csv"), "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
+    argv = ["--csv", str(tmp_path / "tweets.csv"), "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN,
+            "--explain-dir", str(tmp_path / "explained"), "--json"]
     assert predict.main(argv) == 0
     predicted = pd.read_csv(tmp_path / "tweets.predictions.csv")
     assert predicted["image_ok"].tolist() == [True, False, False]
@@ -301,6 +283,15 @@ def test_predict_scores_an_unreadable_image_row_by_text_alone(pipeline, small_de
     text = predicted[[f"TER_{c}" for c in CLASSES]].to_numpy()
     np.testing.assert_allclose(late[1:], text[1:], atol=1e-6)  # fused from TER alone
     assert predicted[[f"IER_{c}" for c in CLASSES]].iloc[1:].isna().all().all()
+    # --explain-dir: every row with a readable image explained, named by its row number; --json prints them too.
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)["rows"]
+    assert [("explanation" in row) for row in rows] == [True, False, False]
+    assert "2 row(s) without a readable image are not explained" in captured.err
+    stem = f"00000-{Path(manifest['image'][0]).stem}"
+    assert sorted(path.name for path in (tmp_path / "explained").iterdir()) == [f"{stem}.json", f"{stem}.png"]
+    written = json.loads((tmp_path / "explained" / f"{stem}.json").read_text())
+    assert written == rows[0]["explanation"] and written["prediction"] == rows[0]["prediction"]
 
 
 def test_summary_scores_the_same_rows_and_tweets_with_intervals(pipeline, small_demo):
