@@ -125,6 +125,10 @@ class Explainer:
             cams[phase] = tf.nn.relu(tf.reduce_sum(tf.cast(maps[0], tf.float32) * channel_weights, axis=-1))
         return {"ier_logits": passes["IER"][2], "ter": ter, "fusion": fusion, "prediction": prediction, "cams": cams}
 
+    def warm_up(self) -> None:
+        """Trace the explanation's graph now (a few seconds), on an empty tweet, so the first real one is quick."""
+        self.explain("", np.broadcast_to(np.array(BLANK_RGB, np.float32), (self.models.image_size,) * 2 + (3,)))
+
     def explain(self, text: str, pixels: np.ndarray, image: str = "") -> Explanation:
         """Explain the tweet ``text`` with the image ``pixels`` ((size, size, 3) RGB, 0-255, as
         :func:`emorec.images.load_image` gives them); ``image`` names the image in the outputs."""
