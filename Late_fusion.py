@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -210,6 +211,9 @@ def _explain_examples(checkpoints: Path, frame, labels, late, eligible, count: i
     if len(chosen) < count:
         log.warning("--explain %d: only %d test rows to explain", count, len(chosen))
     explainer = Explainer(RunModels.load(checkpoints))
+    for stale in folder.glob("[0-9][0-9]-*"):  # an earlier --explain's examples: not this run's choice
+        if re.fullmatch(r"\d\d-(right|wrong)-.+\.(png|json)", stale.name):
+            stale.unlink()
     names = frame.attrs["class_names"]
     pictures = {}
     for number, (row, kind) in enumerate(chosen, start=1):
