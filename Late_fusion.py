@@ -201,10 +201,7 @@ def _explain_examples(checkpoints: Path, frame, labels, late, eligible, count: i
     """Explain ``count`` test rows of ``frame`` (chosen by :func:`emorec.explain.choose_examples` from the
     ``eligible`` rows by their true ``labels`` and the ``late`` fused probabilities) with the run's saved models
     in ``checkpoints``; write each picture and JSON to ``folder``. Returns {TensorBoard name: picture path}."""
-    from PIL import Image
-
-    from emorec.explain import Explainer, choose_examples, write
-    from emorec.images import load_image
+    from emorec.explain import Explainer, choose_examples, explain_file
     from emorec.predictor import RunModels
 
     chosen = choose_examples(labels, late, eligible, count)
@@ -217,13 +214,9 @@ def _explain_examples(checkpoints: Path, frame, labels, late, eligible, count: i
     names = frame.attrs["class_names"]
     pictures = {}
     for number, (row, kind) in enumerate(chosen, start=1):
-        path = frame["image_path"].iloc[row]
-        pixels, _ = load_image(path, explainer.models.image_size)
-        explanation = explainer.explain(str(frame["text"].iloc[row]), pixels, str(frame["id"].iloc[row]))
-        explanation.label = names[labels[row]]
         name = f"{number:02d}-{kind}-{names[labels[row]]}-{frame['id'].iloc[row]}"
-        with Image.open(path) as original:
-            png, _ = write(explanation, folder / name, original)
+        _, (png, _) = explain_file(explainer, str(frame["text"].iloc[row]), frame["image_path"].iloc[row],
+                                   folder / name, str(frame["id"].iloc[row]), names[labels[row]])
         pictures[f"explanation/{name}"] = png
     log.info("wrote %d explanations to %s", len(chosen), folder)
     return pictures

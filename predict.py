@@ -155,10 +155,8 @@ def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, 
     named by row number too when ``numbered``; a progress bar on stdout when ``progress``. Returns, per explained
     row, (row number, the explanation's JSON data, (png, json) paths, its summary lines)."""
     import keras
-    from PIL import Image
 
-    from emorec.explain import Explainer, summary_lines, to_json, write
-    from emorec.images import load_image
+    from emorec.explain import Explainer, explain_file, summary_lines, to_json
 
     explainer = Explainer(models)
     skipped = [table["image"].iloc[i] for i in range(len(table)) if not image_ok[i]]
@@ -168,11 +166,10 @@ def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, 
     bar = keras.utils.Progbar(len(rows), unit_name="explanation", verbose=1 if progress and len(rows) > 1 else 0)
     explained = []
     for i in rows:
-        pixels, _ = load_image(paths.iloc[i], models.image_size)
-        explanation = explainer.explain(str(table["text"].iloc[i]), pixels, str(table["image"].iloc[i]))
-        stem = _safe_stem(Path(str(table["image"].iloc[i])).stem)
-        with Image.open(paths.iloc[i]) as original:
-            written = write(explanation, folder / (f"{i:05d}-{stem}" if numbered else stem), original)
+        image = str(table["image"].iloc[i])
+        stem = _safe_stem(Path(image).stem)
+        explanation, written = explain_file(explainer, str(table["text"].iloc[i]), paths.iloc[i],
+                                            folder / (f"{i:05d}-{stem}" if numbered else stem), image)
         explained.append((i, to_json(explanation), written, summary_lines(explanation)))  # not the pixels: many rows
         bar.add(1)
     if numbered:

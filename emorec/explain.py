@@ -83,8 +83,8 @@ class Explainer:
         self._image_models = {phase: _ImageModel(extractor, network) for phase, extractor, network in (
             ("IER", models.ier_extractor, models.ier_head),
             ("Intermediate_fusion", models.fusion_extractor, models.fusion_network))}
-        blank = np.broadcast_to(np.array(BLANK_RGB, np.float32), (1, models.image_size, models.image_size, 3))
-        ier_blank, self._fusion_blank = models.image_features(blank, direct=True)  # the same for every tweet
+        self._blank = np.broadcast_to(np.array(BLANK_RGB, np.float32), (models.image_size, models.image_size, 3))
+        ier_blank, self._fusion_blank = models.image_features(self._blank[None], direct=True)  # for every tweet
         self._ier_blank = np.asarray(models.ier_head(ier_blank, training=False), np.float64)[0]
         # Every model of a tweet's explanation in one graph, traced on the first tweet (seconds) and then run as
         # such (the recurrent text networks run eagerly take most of a second each).
@@ -96,38 +96,38 @@ class Explainer:
         image, the late-fused prediction and each image model's Grad-CAM (before scaling) for it."""
         import tensorflow as tf
 
-        models = self.models
+        models, ier, fusion = self.models, self._image_models["IER"], self._image_models["Intermediate_fusion"]
         with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:  # the image, recorded
-            passes = {}
-            for phase, model in self._image_models.items():
-                if phase == "Intermediate_fusion" and models.shared_extractor:
-                    maps, features = passes["IER"][:2]
-                else:
-                    maps, features = model.features(pixels, tape)
-                passes[phase] = (maps, features, model.logits(features, fusion_rows[:1]))
+            maps = {"IER": ier.features(pixels, tape)}
+            maps["Intermediate_fusion"] = maps["IER"] if models.shared_extractor else fusion.features(pixels, tape)
+            ier_logits = ier.logits(maps["IER"][1])
+            # The fusion network on the rows of _text_rows with the tweet's image, and the text with the blank image
+            # appended: one batch, so the whole text and its deletions are scored alike.
+            features = maps["Intermediate_fusion"][1]
+            fusion_logits = fusion.logits(
+                tf.concat([tf.repeat(features, tf.shape(fusion_rows)[0], axis=0),
+                           tf.cast(self._fusion_blank, features.dtype)], axis=0),
+                tf.concat([fusion_rows, fusion_rows[:1]], axis=0))
         ter = tf.cast(models.ter_network(ter_rows, training=False), tf.float32)
-        # The fusion network on the rows of _text_rows with the tweet's image, and the text with the blank image
-        # appended: one batch, so the whole text and its deletions are scored alike.
-        features = tf.stop_gradient(passes["Intermediate_fusion"][1])
-        fusion = tf.cast(models.fusion_network({
-            "token_ids": tf.concat([fusion_rows, fusion_rows[:1]], axis=0),
-            "image_features": tf.concat([tf.repeat(features, tf.shape(fusion_rows)[0], axis=0),
-                                         tf.cast(self._fusion_blank, features.dtype)], axis=0),
-        }, training=False), tf.float32)
+        fusion_probabilities = tf.nn.softmax(fusion_logits)
         weights = tf.constant(models.weights / models.weights.sum(), tf.float32)
-        both = weights[0] * ter[0] + weights[1] * tf.nn.softmax(passes["IER"][2][0]) + weights[2] * fusion[0]
+        both = weights[0] * ter[0] + weights[1] * tf.nn.softmax(ier_logits[0]) + weights[2] * fusion_probabilities[0]
         prediction = tf.argmax(both)
-        choose = tf.one_hot([prediction], tf.shape(both)[0])  # the gradient of the predicted class's logit
+        choose = tf.one_hot([prediction], tf.shape(both)[0])  # the gradient of the predicted class's logit ...
         cams = {}
-        for phase, (maps, _, logits) in passes.items():
-            gradients = tf.cast(tape.gradient(logits, maps, output_gradients=choose), tf.float32)
+        for phase, logits in (("IER", ier_logits), ("Intermediate_fusion", fusion_logits)):
+            # ... on the tweet's own row only (the fusion batch's other rows hold no gradient)
+            chosen = tf.pad(choose, [[0, tf.shape(logits)[0] - 1], [0, 0]])
+            convolution = maps[phase][0]
+            gradients = tf.cast(tape.gradient(logits, convolution, output_gradients=chosen), tf.float32)
             channel_weights = tf.reduce_mean(gradients[0], axis=(0, 1))
-            cams[phase] = tf.nn.relu(tf.reduce_sum(tf.cast(maps[0], tf.float32) * channel_weights, axis=-1))
-        return {"ier_logits": passes["IER"][2], "ter": ter, "fusion": fusion, "prediction": prediction, "cams": cams}
+            cams[phase] = tf.nn.relu(tf.reduce_sum(tf.cast(convolution[0], tf.float32) * channel_weights, axis=-1))
+        return {"ier_logits": ier_logits, "ter": ter, "fusion": fusion_probabilities, "prediction": prediction,
+                "cams": cams}
 
     def warm_up(self) -> None:
         """Trace the explanation's graph now (a few seconds), on an empty tweet, so the first real one is quick."""
-        self.explain("", np.broadcast_to(np.array(BLANK_RGB, np.float32), (self.models.image_size,) * 2 + (3,)))
+        self.explain("", self._blank)
 
     def explain(self, text: str, pixels: np.ndarray, image: str = "") -> Explanation:
         """Explain the tweet ``text`` with the image ``pixels`` ((size, size, 3) RGB, 0-255, as
@@ -191,8 +191,9 @@ class _ImageModel:
         maps, features = self.maps_and_features(x, training=False)
         return maps, features
 
-    def logits(self, features, token_ids):
-        """The network's class logits (1, classes), float32, on ``features`` (and ``token_ids`` for a fusion network)."""
+    def logits(self, features, token_ids=None):
+        """The network's class logits (rows, classes), float32, on ``features`` (and ``token_ids`` for a fusion
+        network)."""
         import tensorflow as tf
 
         inputs = {"token_ids": token_ids, "image_features": features} if self.fusion else features
@@ -342,6 +343,23 @@ def write(explanation: Explanation, stem: Path, original=None) -> tuple[Path, Pa
         Path(tmp).write_bytes(png_bytes(explanation, original))
     write_json_atomic(data, to_json(explanation))
     return png, data
+
+
+def explain_file(explainer: Explainer, text: str, path: str, stem: Path, image: str = "",
+                 label: str | None = None) -> tuple[Explanation, tuple[Path, Path]]:
+    """Explain the tweet ``text`` with the image file ``path`` (readable: see
+    :func:`emorec.images.load_image`) and :func:`write` it to ``<stem>.png`` (drawn over the original image) and
+    ``<stem>.json``; ``image`` names the image in the outputs, ``label`` is the true class where known. Returns
+    the explanation and the two paths."""
+    from PIL import Image
+
+    from emorec.images import load_image
+
+    pixels, _ = load_image(path, explainer.models.image_size)
+    explanation = explainer.explain(text, pixels, image)
+    explanation.label = label
+    with Image.open(path) as original:
+        return explanation, write(explanation, stem, original)
 
 
 def summary_lines(explanation: Explanation, top: int = 5) -> list[str]:

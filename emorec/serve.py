@@ -14,7 +14,7 @@ with TensorBoard. The page is meant for one person on their own machine:
 
 The models of a run are loaded once, the first time the run is asked for (the default run before the server
 starts listening), and again only when its files change. The server answers one request at a time: an answer
-takes well under a second (0.08 s for the explanation at 112 px on two CPU cores, after the first one's 2.4 s of
+takes well under a second (0.08 s for the explanation at 112 px on two CPU cores, after the first one's 1.6 s of
 tracing, and 0.3 s for its picture), TensorFlow already uses every core for it, and one request at a time keeps
 the models' state simple; requests that come meanwhile wait their turn. Bad input never stops the server.
 """
@@ -180,10 +180,9 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
 
 def serve(checkpoint_dir: Path, default_run: str | None, host: str, port: int, max_upload_mb: float) -> int:
     """Serve the page on ``host``:``port`` until Ctrl-C (then return 0), one request at a time."""
-    _flask()
+    app = create_app(checkpoint_dir, default_run, max_upload_mb)  # first: without Flask, the how-to
     from werkzeug.serving import make_server
 
-    app = create_app(checkpoint_dir, default_run, max_upload_mb)
     try:
         app.runs.get(default_run or ROOT_RUN)  # load the default run now, so the first answer is quick
     except BadInput as error:
