@@ -198,21 +198,13 @@ def test_the_predict_and_explain_blocks_in_each_form(trained):
 
 def test_the_tensorboard_command_serves_the_run_on_127_0_0_1(trained):
     (words,) = commands(block("tensorboard"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([*argv_of(words), "--host", "127.0.0.1", "--port", str(port)], cwd=trained,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        runs, deadline = None, time.monotonic() + 90
-        while runs is None and time.monotonic() < deadline and server.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as answer:
-                    runs = json.load(answer)
-            except OSError:
-                time.sleep(1)
+        runs = first_answer(f"http://127.0.0.1:{port}/data/runs", server, 90)
         assert runs is not None, f"tensorboard did not answer: {server.poll()=}"
-        assert {"TER/train", "IER/validation", "Late_fusion"} <= set(runs)
+        assert {"TER/train", "IER/validation", "Late_fusion"} <= set(json.loads(runs))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -223,20 +215,12 @@ def test_the_serve_block_answers_good_and_bad_uploads_and_keeps_serving(trained)
     from PIL import Image
 
     (words,) = [c for c in commands(block("serve")) if c[0] != "make"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([*argv_of(words), "--port", str(port), "--max-upload-mb", "1"], cwd=trained,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        page, deadline = None, time.monotonic() + 120
-        while page is None and time.monotonic() < deadline and server.poll() is None:
-            try:
-                with urllib.request.urlopen(url + "/", timeout=5) as answer:
-                    page = answer.read().decode()
-            except OSError:
-                time.sleep(0.5)
+        page = first_answer(url + "/", server, 120)
         assert page is not None, f"the page did not answer: {server.poll()=}"
         assert 'type="file"' in page and 'name="text"' in page
 
@@ -268,6 +252,25 @@ def test_the_serve_block_answers_good_and_bad_uploads_and_keeps_serving(trained)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def first_answer(url: str, server: subprocess.Popen, seconds: float) -> str | None:
+    """The body of ``url`` once the ``server`` process answers it; None if it exits or ``seconds`` pass first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.read().decode()
+        except OSError:
+            time.sleep(0.5)
+    return None
 
 
 def post(url: str, fields: dict, upload: tuple[str, bytes]) -> tuple[int, str]:
