@@ -15,7 +15,9 @@ IER_EPOCHS ?= 30
 INTER_EPOCHS ?= 10
 # VGG16 at 224 px runs at about 3 images/s on two CPU cores; the demo's images are read at 112 px.
 IMAGE_SIZE ?= 112
-# float32 on every machine, so the README's demo results hold anywhere; PRECISION=auto takes bfloat16 where native.
+# float32 on every machine: the same numbers each time on the same machine. Not across machines: oneDNN picks its
+# float32 kernels by CPU (AVX-512 or AVX2 alone) and by shape, so on another CPU the demo's figures move by a few
+# points (the README's table names the CPU it came from). PRECISION=auto takes bfloat16 where native.
 PRECISION ?= float32
 
 SWEEP_FRACTIONS ?= 0.05 0.1 0.25 0.5 1.0
@@ -75,8 +77,11 @@ PORT ?= 8000
 serve: $(VENV)/.serve-installed
 	$(PY) predict.py --serve --port $(PORT)
 
+# Two test processes (pytest-xdist), each taking whole test files: the suite is CPU-bound, and one process alone
+# leaves a core idle while it starts interpreters, imports TensorFlow or traces a graph.
+TEST_PROCESSES ?= 2
 test: $(VENV)/.serve-installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadgroup
 
 # The page in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium. It trains
 # a tiny run of its own, and leaves its screenshot of the page at $(SCREENSHOT).

@@ -56,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.glove is not None:
         needed[args.glove] = glove_fix(args.glove)
     require_files(needed)
+    if args.glove is not None:
+        from emorec.text import check_glove_dimension
+
+        check_glove_dimension(args.glove, args.embedding_dim)
     outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     # Heavy imports after parsing, so --help and argument errors answer at once.
     import numpy as np

@@ -19,7 +19,6 @@ word's importance (occlusion) and each image model's heat map (Grad-CAM).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -28,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import HelpFormatter, positive_int, run, setup_logging
+from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, setup_logging
 from emorec.errors import InputError, list_some
 from emorec.fusion import MEMBERS
 from emorec.storage import require_writable
@@ -39,7 +38,7 @@ EXPLAIN_DIR = "explanations"
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse predict.py's command line: one tweet (--image, --text), a CSV of them (--csv), or --serve."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python predict.py", formatter_class=HelpFormatter,
         description="Predict the emotion of tweets (text and image) with a trained run's models and late-fusion "
         "weights; explain the predictions; or serve a web page that does both.",
@@ -101,8 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from emorec.serve import serve
 
         return serve(Path(args.checkpoint_dir), args.run_name, args.host, args.port, args.max_upload_mb)
-    from emorec.predictor import RunModels, require_run
+    from emorec.predictor import RunModels, require_run, require_texts
 
+    if args.text is not None:
+        require_texts([args.text], "--text")  # the page's rule, before anything is loaded
     require_run(checkpoints)
     out = (Path(args.out) if args.out else Path(args.csv).with_suffix(".predictions.csv")) if args.csv else None
     writable = ({"--out": out.parent} if out is not None else {}) | ({"--explain-dir": args.explain_dir} if args.explain else {})
@@ -114,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.csv:
         table = _read_tweets(Path(args.csv))
+        require_texts(table["text"].tolist(), f"--csv {args.csv}")
         root = Path(args.image_root) if args.image_root else Path(args.csv).parent
         paths, exists = resolve_image_paths(table["image"].astype(str), root)
         if not exists.all():

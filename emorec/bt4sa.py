@@ -30,7 +30,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from emorec.cli import HelpFormatter, run, setup_logging
+from emorec.cli import ArgumentParser, HelpFormatter, run, setup_logging
 from emorec.data import class_names_path, image_stem, split_leakage, split_units, tweet_of_stem
 from emorec.errors import InputError, list_some
 from emorec.fileio import read_csv_table, write_csv_atomic, write_text_atomic
@@ -189,7 +189,7 @@ def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> pd.DataFrame:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the converter's command line."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m emorec.bt4sa",
         description="Convert B-T4SA (split files, raw_tweets_text.csv, data/) into a manifest with its split.",
         formatter_class=HelpFormatter,

@@ -19,6 +19,14 @@ POOLINGS = ("flatten", "avg", "max")
 CACHE_KEYS = ("stat", "content")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a wrong command line answers with one line: the error, and how to see every flag
+    (argparse's own prints the whole usage first, which buries the error under a screen of flags)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` explains every flag)\n")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each flag's default, except where it is None: those flags' help says what None means."""
 
@@ -79,7 +87,7 @@ def phase_parser(
     read. ``resplit=False`` leaves out --resplit (a phase that must use the
     split of the phases before it). A phase adds its own flags to it.
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"python {phase}.py", description=description, formatter_class=HelpFormatter
     )
     data = parser.add_argument_group("data")

@@ -321,12 +321,15 @@ def assign_split(
         raise InputError(f"{stored}: the split of {manifest_path} is missing; the phases of this run stored it "
                          "there. Rerun them (TER.py, IER.py, Intermediate_fusion.py) to draw and use a new one.")
     else:
+        # Drawn before the lock is taken, so a manifest that cannot be split leaves no lock file behind; the same
+        # seed draws the same split, so drawing it before knowing whether it will be stored costs only its time.
+        drawn = draw_split(frame, seed, fractions)
         # Two runs starting at once on a manifest without a split: the first draws it, the second reuses it.
         with exclusive(stored.with_name(f".{stored.name}.lock"), f"drawing the split {stored}"):
             if stored.exists() and not resplit:
                 splits, result.attrs["split_source"] = _reuse_split(stored, frame), "stored"
             else:
-                splits = draw_split(frame, seed, fractions)
+                splits = drawn
                 write_csv_atomic(pd.DataFrame({"id": frame["id"], "split": splits}), stored)
                 log.info("drew a new split with seed %d, stored in %s: %s", seed, stored, _split_counts(splits))
                 result.attrs["split_source"] = "drawn"
@@ -399,16 +402,17 @@ def draw_split(
             stratify=tweets[rest],
             random_state=seed,
         )
-    except ValueError as error:
+    except ValueError as error:  # scikit-learn's words name classes by index: say it in the data's own
         counts = tweets.value_counts().sort_index()
         class_names = frame.attrs.get("class_names")
-        per_class = ", ".join(
-            f"{class_names[label] if class_names else label}: {count}" for label, count in counts.items()
-        )
+        named = {class_names[label] if class_names else label: count for label, count in counts.items()}
+        fewest = min(named, key=named.get)
         raise InputError(
-            f"cannot draw a stratified {'/'.join(f'{f:g}' for f in fractions)} split "
-            f"({error}). Tweets per class: {per_class}. Every class needs enough tweets "
-            "for each split; add examples, or give the manifest a split column."
+            f"cannot draw a stratified {'/'.join(f'{f:g}' for f in fractions)} train/val/test split of "
+            f"{len(tweets)} tweet(s): class {fewest!r} has {named[fewest]} (per class: "
+            f"{', '.join(f'{name}: {count}' for name, count in named.items())}). Every class needs at least 2 "
+            f"tweets for each cut, and the smaller splits at least one tweet per class; add examples, or give "
+            "the manifest a split column."
         ) from error
     split_of_unit = pd.Series("train", index=tweets.index)
     split_of_unit[val] = "val"

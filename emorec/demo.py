@@ -68,7 +68,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from emorec.cli import HelpFormatter, run, setup_logging
+from emorec.cli import ArgumentParser, HelpFormatter, run, setup_logging
 from emorec.data import DEFAULT_CLASS_NAMES, draw_split, read_manifest
 from emorec.errors import InputError
 from emorec.fileio import atomic_path, write_csv_atomic
@@ -454,7 +454,7 @@ def modality_baselines(manifest_path: str | Path, image_root: str | Path, seed: 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the demo generator's command line."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m emorec.demo",
         description="Generate the demo data set: images, a manifest and GloVe-format word vectors.",
         formatter_class=HelpFormatter,

@@ -66,6 +66,8 @@ class Explanation:
     heat_layer: str
     pixels: np.ndarray
     label: str | None = None  # the true class, where known (the report's test tweets)
+    # Where the text has more tokens than a text model reads: {"tokens": all of them, "read": {phase: how many}}.
+    text_cut: dict | None = None
 
     @property
     def predicted_class(self) -> str:
@@ -150,6 +152,8 @@ class Explainer:
         probabilities = {phase: members[phase][0] for phase in MEMBERS} | {"Late_fusion": modalities["both"]}
 
         tokens = _tokens(text)
+        read = {"TER": len(ter_ids), "Intermediate_fusion": len(fusion_ids)}  # each vectorizer's --seq-len
+        text_cut = {"tokens": len(tokens), "read": read} if len(tokens) > min(read.values()) else None
         words = {}
         for phase, ids, deleted in (("TER", ter_ids, ter[2:]), ("Intermediate_fusion", fusion_ids, fusion[2:-1])):
             count = int(np.count_nonzero(ids))
@@ -163,7 +167,7 @@ class Explainer:
         return Explanation(text=text, image=image, class_names=models.class_names, prediction=prediction,
                            probabilities=probabilities, modalities=modalities, words=words, heat_maps=heat_maps,
                            peaks=peaks, heat_layer=self._image_models["IER"].layer_name,
-                           pixels=np.asarray(pixels).astype(np.uint8))
+                           pixels=np.asarray(pixels).astype(np.uint8), text_cut=text_cut)
 
 
 class _ImageModel:
@@ -244,6 +248,7 @@ def to_json(explanation: Explanation) -> dict:
     return {
         "text": explanation.text, "image": explanation.image, "class_names": names,
         "prediction": explanation.predicted_class, **({"label": explanation.label} if explanation.label is not None else {}),
+        "text_cut": explanation.text_cut,
         "probabilities": {name: by_class(p) for name, p in explanation.probabilities.items()},
         "modalities": {name: by_class(p) for name, p in explanation.modalities.items()},
         "words": {"method": WORD_METHOD, "class": explanation.predicted_class,
@@ -353,23 +358,26 @@ def explain_file(explainer: Explainer, text: str, path: str, stem: Path, image: 
     the explanation and the two paths."""
     from PIL import Image
 
-    from emorec.images import load_image
+    from emorec.images import load_image, upright
 
     pixels, _ = load_image(path, explainer.models.image_size)
     explanation = explainer.explain(text, pixels, image)
     explanation.label = label
     with Image.open(path) as original:
-        return explanation, write(explanation, stem, original)
+        return explanation, write(explanation, stem, upright(original))
 
 
 def summary_lines(explanation: Explanation, top: int = 5) -> list[str]:
     """A few lines for a terminal: the modalities' fused probability of the prediction, each model's most
-    important words, and where each heat map peaks (row, column of its grid)."""
+    important words (by size, each with its sign: for the class or against it), and where each heat map peaks
+    (row, column of its grid)."""
     c = explanation.prediction
     lines = ["fused probability of {}: both {:.3f}, text alone {:.3f}, image alone {:.3f}".format(
         explanation.predicted_class, *(explanation.modalities[m][c] for m in MODALITIES))]
+    if getattr(explanation, "text_cut", None):
+        lines.append(cut_note(explanation.text_cut))
     for phase, (tokens, importance) in explanation.words.items():
-        order = np.argsort(-importance)[:top]
+        order = np.argsort(-np.abs(importance), kind="stable")[:top]
         lines.append(f"{_model_name(phase)} words for {explanation.predicted_class}: "
                      + (", ".join(f"{tokens[i]} {importance[i]:+.3f}" for i in order) or "(no tokens)"))
     for phase, cam in explanation.heat_maps.items():
@@ -377,6 +385,15 @@ def summary_lines(explanation: Explanation, top: int = 5) -> list[str]:
         lines.append(f"{_model_name(phase)} heat map ({cam.shape[0]}x{cam.shape[1]} on {explanation.heat_layer}): "
                      f"hottest cell row {row}, column {column}" + ("" if explanation.peaks[phase] > 0 else " (all zero)"))
     return lines
+
+
+def cut_note(text_cut: dict) -> str:
+    """One sentence saying that a text was cut (``Explanation.text_cut``): how many tokens each model read."""
+    read = text_cut["read"]
+    counts = (f"the first {read['TER']}" if len(set(read.values())) == 1 else
+              f"the first {read['TER']} (TER) and {read['Intermediate_fusion']} (fusion model)")
+    return (f"the text was cut: it has {text_cut['tokens']:,} tokens and the text models read only {counts} "
+            "(their --seq-len); the words after those change nothing")
 
 
 def choose_examples(labels: np.ndarray, probabilities: np.ndarray, eligible: np.ndarray, count: int) -> list[tuple[int, str]]:

@@ -381,8 +381,12 @@ def compute_features(
         return 0
     backbone = backbone_runner(extractor, strategy)
     path_of = dict(zip(keys, paths))
-    log.info("image features: computing %d of %d images (the rest are in the store %s)", len(missing),
-             len(dict.fromkeys(keys)), store.folder)
+    distinct = len(dict.fromkeys(keys))
+    if len(missing) == distinct:
+        log.info("image features: computing all %d images into the store %s", distinct, store.folder)
+    else:
+        log.info("image features: computing %d of %d images (the other %d are in the store %s)", len(missing),
+                 distinct, distinct - len(missing), store.folder)
     slots = store.free_slots(len(missing))
     bar = keras.utils.Progbar(len(missing), unit_name="image")
     bar.update(0)

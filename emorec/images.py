@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from emorec.errors import InputError
 
@@ -119,17 +119,29 @@ def _build_extractor(spec: Backbone, backbone: str, weights: str, image_size: in
     return keras.Model(pixels, features, name=f"{backbone}_extractor"), identity
 
 
+ORIENTATION = 0x0112  # the EXIF tag of how a stored image is turned
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says (a phone photo stored sideways, shown upright); itself when it
+    has none (``ImageOps.exif_transpose`` would copy it)."""
+    return image if image.getexif().get(ORIENTATION, 1) == 1 else ImageOps.exif_transpose(image)
+
+
 def load_image(path: str | bytes, image_size: int) -> tuple[np.ndarray, bool]:
     """Decode one image file to RGB pixels (image_size, image_size, 3) uint8; return them and whether it worked.
 
     JPEG, PNG, GIF (first frame) and whatever else Pillow reads; grayscale,
     palette, CMYK become RGB, transparent images are laid on white; truncated
-    JPEGs are read as far as they go. An unreadable file gives zeros and False.
+    JPEGs are read as far as they go; an EXIF orientation (a phone photo
+    stored sideways) is applied, so the pixels are upright as the photo was
+    taken. An unreadable file gives zeros and False.
     """
     path = path.decode() if isinstance(path, bytes) else path
     try:
         with Image.open(path) as image:
             image.seek(0)
+            image = upright(image)
             if "A" in image.getbands() or "transparency" in image.info:
                 rgba = image.convert("RGBA")
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)

@@ -26,6 +26,22 @@ from emorec.fusion import MEMBERS
 log = logging.getLogger("emorec")
 
 
+EMPTY_TEXT = "type the tweet's text (the text was empty)"
+
+
+def require_texts(texts: Sequence[str], where: str) -> None:
+    """The one rule for a tweet's text wherever it comes from (``predict.py --text``, ``--csv``, the page): not
+    empty, nor only blanks. Raises :class:`InputError` naming ``where`` (and the rows of a CSV) otherwise."""
+    empty = [number for number, text in enumerate(texts, start=1) if not str(text).strip()]
+    if not empty:
+        return
+    if len(texts) == 1:
+        raise InputError(f"{where}: {EMPTY_TEXT}")
+    shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+    raise InputError(f"{where}: {len(empty)} row(s) with an empty text (data rows {shown}): every tweet needs "
+                     "its text; fill them in or leave those rows out")
+
+
 def run_files(checkpoints: Path) -> dict[Path, str]:
     """The files a run must hold under ``checkpoints`` to predict, each with the phase that writes it."""
     needed = {checkpoints / f"{phase}.keras": phase for phase in MEMBERS}

@@ -7,10 +7,13 @@ with TensorBoard. The page is meant for one person on their own machine:
 
 - ``GET /``: the page (choose an image, type the tweet's text, pick the run);
 - ``POST /``: the same page with each model's and the late-fused probabilities and the explanation picture
-  (:mod:`emorec.explain`), or a message saying what was wrong with the input;
+  (:mod:`emorec.explain`), or a message saying what was wrong with the input; the page keeps the image of its
+  last answer (sent back with the form), so a second text needs no second upload;
 - ``POST /api/predict``: the same inputs (multipart form fields ``image``, ``text``, optionally ``run``),
-  answered in JSON: ``{"run", "prediction", "class_names", "probabilities", "explanation"}``, or
-  ``{"error": message}`` with status 400 (bad input), 404 (no such run) or 413 (too large).
+  answered in JSON: ``{"run", "prediction", "class_names", "probabilities", "text_cut", "explanation"}``
+  (``text_cut``: null, or how many tokens the text has and how many each text model read, with a ``note``), or
+  ``{"error": message}`` with status 400 (bad input: no image, an empty text, a text that is not UTF-8),
+  404 (no such run) or 413 (too large).
 
 The models of a run are loaded once, the first time the run is asked for (the default run before the server
 starts listening), and again only when its files change. The server answers one request at a time: an answer
@@ -88,7 +91,7 @@ def read_upload(data: bytes, filename: str, image_size: int):
     original PIL image); :class:`BadInput` when it is not an image Pillow reads or has over :data:`MAX_PIXELS`."""
     from PIL import Image, UnidentifiedImageError
 
-    from emorec.images import load_image
+    from emorec.images import load_image, upright
 
     if not data:
         raise BadInput("choose an image file (the upload was empty)")
@@ -99,15 +102,35 @@ def read_upload(data: bytes, filename: str, image_size: int):
             raise BadInput(f"{filename} is {width}x{height} pixels; the page takes images of at most "
                            f"{MAX_PIXELS // 1_000_000} megapixels", 413)
         original.load()
+        original = upright(original)  # a phone photo stored sideways, shown as it was taken
     except Image.DecompressionBombError as error:
         raise BadInput(f"{filename} is too large an image: {error}", 413) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise BadInput(f"{filename} is not an image this page can read (JPEG, PNG, GIF, WebP, BMP, ...): "
-                       f"{type(error).__name__}") from error
+    except UnidentifiedImageError as error:
+        raise BadInput(f"{filename} is not an image this page can read: its format is none of those it knows "
+                       "(JPEG, PNG, GIF, WebP, BMP, ...)") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadInput(f"{filename} cannot be read as an image: the file is damaged or cut short ({error})") from error
     pixels, ok = load_image(io.BytesIO(data), image_size)
     if not ok:
         raise BadInput(f"{filename} could not be decoded as an image")
     return pixels, original
+
+
+UNDECODED = "\ufffd"  # what a byte that is not UTF-8 becomes in a form field
+
+
+def chosen_image(form, files) -> tuple[str, bytes] | None:
+    """The request's image as (file name, bytes): the upload, or else the image of the page's last answer, which
+    the page sends back (``kept_image``, base64) so that a second text needs no second upload; None if neither."""
+    upload = files.get("image")
+    if upload is not None and upload.filename:
+        return upload.filename, upload.read()
+    if form.get("kept_image"):
+        try:
+            return form.get("kept_name") or "image", base64.b64decode(form["kept_image"], validate=True)
+        except ValueError as error:
+            raise BadInput("the kept image came back damaged: choose the image file again") from error
+    return None
 
 
 def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_mb: float = 10.0):
@@ -116,29 +139,35 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
     flask = _flask()
     from werkzeug.exceptions import RequestEntityTooLarge
 
-    from emorec.explain import png_bytes, to_json
+    from emorec.explain import cut_note, png_bytes, to_json
+    from emorec.predictor import require_texts
 
     app = flask.Flask("emorec")
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1_000_000)
     runs = Runs(checkpoint_dir)
     default = default_run or ROOT_RUN
 
-    def answer(form, files) -> dict:
-        text = (form.get("text") or "").strip()
-        upload = files.get("image")
-        if upload is None or not upload.filename:
+    def answer(form, image) -> dict:
+        text = form.get("text") or ""
+        if image is None:
             raise BadInput("choose an image file")
-        if not text:
-            raise BadInput("type the tweet's text (the text box was empty)")
+        if UNDECODED in text:  # Werkzeug decodes form fields as UTF-8, replacing what is not with U+FFFD
+            raise BadInput("the text is not UTF-8: send it encoded as UTF-8 (bytes that are not UTF-8 would reach "
+                           "the models as the replacement character \ufffd)")
+        try:
+            require_texts([text], "the text box")  # the rule predict.py follows too
+        except InputError as error:
+            raise BadInput(str(error)) from error
         models, explainer = runs.get(form.get("run", default))
-        pixels, original = read_upload(upload.read(), upload.filename, models.image_size)
-        explanation = explainer.explain(text, pixels, upload.filename)
+        pixels, original = read_upload(image[1], image[0], models.image_size)
+        explanation = explainer.explain(text.strip(), pixels, image[0])
         return {"explanation": explanation, "original": original}
 
-    def page(status: int = 200, **values):
+    def page(status: int = 200, image=None, **values):
+        kept = None if image is None else {"name": image[0], "data": base64.b64encode(image[1]).decode("ascii")}
         return flask.render_template_string(
             PAGE, runs=runs.names(), selected=values.pop("run", default), checkpoint_dir=str(checkpoint_dir),
-            limit_mb=max_upload_mb, **values), status
+            limit_mb=max_upload_mb, kept=kept, **values), status
 
     @app.get("/")
     def index():
@@ -147,25 +176,30 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
     @app.post("/")
     def submit():
         form = flask.request.form
+        image = None
         try:
-            result = answer(form, flask.request.files)
+            image = chosen_image(form, flask.request.files)
+            result = answer(form, image)
         except BadInput as error:
-            return page(error.status, error=str(error), text=form.get("text", ""), run=form.get("run", default))
+            return page(error.status, image=image, error=str(error), text=form.get("text", ""),
+                        run=form.get("run", default))
         explanation = result["explanation"]
         picture = base64.b64encode(png_bytes(explanation, result["original"])).decode("ascii")
-        return page(result=to_json(explanation), picture=picture, text=explanation.text,
-                    run=form.get("run", default), models=MODEL_NAMES)
+        data = to_json(explanation)
+        return page(image=image, result=data, picture=picture, text=explanation.text, run=form.get("run", default),
+                    models=MODEL_NAMES, cut=cut_note(data["text_cut"]) if data["text_cut"] else None)
 
     @app.post("/api/predict")
     def api_predict():
         form = flask.request.form
         try:
-            explanation = answer(form, flask.request.files)["explanation"]
+            explanation = answer(form, chosen_image(form, flask.request.files))["explanation"]
         except BadInput as error:
             return {"error": str(error)}, error.status
         data = to_json(explanation)
         return {"run": form.get("run", default), "prediction": data["prediction"], "class_names": data["class_names"],
-                "probabilities": data["probabilities"], "explanation": data}
+                "probabilities": data["probabilities"], "text_cut": data["text_cut"],
+                **({"note": cut_note(data["text_cut"])} if data["text_cut"] else {}), "explanation": data}
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error):
@@ -235,10 +269,12 @@ late-fused with the weights chosen on validation. Runs in {{ checkpoint_dir }}/.
 {% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
 {% if not runs %}<p class="error" id="no-run">No trained run in {{ checkpoint_dir }}/ yet: run TER.py, IER.py,
 Intermediate_fusion.py and Late_fusion.py first (the page finds the run when it is there).</p>{% endif %}
-<form method="post" action="/" enctype="multipart/form-data">
+<form method="post" action="/" enctype="multipart/form-data" accept-charset="utf-8">
  <label for="image">Image</label>
  <div><input type="file" id="image" name="image" accept="image/*">
-  <span class="note">at most {{ "%g" % limit_mb }} MB</span></div>
+  <span class="note">at most {{ "%g" % limit_mb }} MB</span>
+  {% if kept %}<input type="hidden" name="kept_image" value="{{ kept.data }}"><input type="hidden" name="kept_name" value="{{ kept.name }}">
+  <div class="note" id="kept">Without a new file: {{ kept.name }}, the image of the last answer.</div>{% endif %}</div>
  <label for="text">Text</label>
  <textarea id="text" name="text" placeholder="the tweet's text">{{ text or "" }}</textarea>
  <label for="run">Run</label>
@@ -250,6 +286,7 @@ Intermediate_fusion.py and Late_fusion.py first (the page finds the run when it 
 </form>
 {% if result %}
 <h2 id="prediction">Prediction: {{ result.prediction }}</h2>
+{% if cut %}<p class="note" id="text-cut">Note: {{ cut }}.</p>{% endif %}
 <table id="probabilities">
  <tr><th>model</th>{% for name in result.class_names %}<th>{{ name }}</th>{% endfor %}</tr>
  {% for model, label in models.items() %}

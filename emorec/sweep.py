@@ -15,7 +15,6 @@ Writes ``results/label_efficiency.csv``, ``.md`` and ``.png``.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import importlib
 import json
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from emorec.baselines import BASELINE_NAMES
-from emorec.cli import HelpFormatter, positive_int, run, setup_logging, unit_fraction
+from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, setup_logging, unit_fraction
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES, METHODS
 
@@ -49,7 +48,7 @@ PASS_THROUGH = {"TER": "--ter-args", "IER": "--ier-args", "Intermediate_fusion":
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse the sweep's command line: the settings, the data, the outputs and flags passed through to the phases."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m emorec.sweep", formatter_class=HelpFormatter,
         description="Run the four phases for every label fraction and seed, and draw accuracy against labels.",
     )

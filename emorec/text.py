@@ -94,6 +94,20 @@ def vectorize(vectorizer: keras.layers.TextVectorization, texts: Sequence[str], 
     return np.concatenate(parts).astype(np.int32)
 
 
+def check_glove_dimension(path: str | os.PathLike, dim: int) -> None:
+    """Check, from its first line alone, that the GloVe file ``path`` has ``dim`` values per word, so a wrong file
+    is refused before a phase writes anything; :class:`InputError` saying which file to use otherwise."""
+    with open(path, "rb") as lines:
+        first = lines.readline().rstrip(b"\r\n").rstrip(b" ")
+    if first.count(b" ") != dim:
+        raise InputError(_dimension_message(Path(path), first.count(b" "), dim))
+
+
+def _dimension_message(path: Path, found: int, dim: int) -> str:
+    return (f"{path}, line 1: {found} values per word, but the model uses {dim} (--embedding-dim). Use the "
+            f"{dim}-dimensional file (glove.twitter.27B.{dim}d.txt) or set --embedding-dim to the file's dimension.")
+
+
 def read_glove(
     path: str | os.PathLike, vocabulary: Sequence[str] | None, dim: int
 ) -> dict[str, np.ndarray]:
@@ -115,11 +129,7 @@ def read_glove(
             line = line.rstrip(b"\r\n").rstrip(b" ")
             if line.count(b" ") != dim:
                 if number == 1:
-                    raise InputError(
-                        f"{path}, line 1: {line.count(b' ')} values per word, but the model uses {dim} "
-                        f"(--embedding-dim). Use the {dim}-dimensional file (glove.twitter.27B.{dim}d.txt) "
-                        "or set --embedding-dim to the file's dimension."
-                    )
+                    raise InputError(_dimension_message(path, line.count(b" "), dim))
                 raise InputError(
                     f"{path}, line {number}: {line.count(b' ')} values instead of {dim}: "
                     f"{line[:60].decode('utf-8', 'replace')!r}... The file may be truncated or corrupt; "

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 import threading
@@ -56,25 +55,35 @@ class FusedAdam(keras.optimizers.Adam):
         step = tf.cast(self.iterations + 1, dtype)
         index = self._get_variable_index(variable)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        momentums, velocities = (getattr(self, name) for name in ADAM_STATE)
         tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
+            var=variable.handle, m=momentums[index].handle, v=velocities[index].handle,
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype),
             beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype),
         )
 
 
+# Where Keras 3 keeps Adam's first and second moments (private attributes of keras.optimizers.Adam): what
+# FusedAdam.update_step hands to the fused kernel.
+ADAM_STATE = ("_momentums", "_velocities")
+
+
 def adam(lr: float) -> keras.optimizers.Adam:
     """The optimizer of every phase: :class:`FusedAdam` with learning rate ``lr``, or ``keras.optimizers.Adam``
-    (with one log line) on a Keras release that keeps Adam's state elsewhere than FusedAdam reads it."""
+    on a Keras release that keeps Adam's state elsewhere than FusedAdam reads it (:data:`ADAM_STATE`); one log
+    line says which."""
     probe, variable = FusedAdam(lr), keras.Variable(np.zeros(1, np.float32))
     try:
         probe.build([variable])
         index = probe._get_variable_index(variable)
-        probe._momentums[index], probe._velocities[index]  # the state that FusedAdam.update_step reads
+        for name in ADAM_STATE:
+            getattr(probe, name)[index]
     except (AttributeError, IndexError, KeyError, TypeError) as error:
-        log.info("Keras %s keeps Adam's state elsewhere than FusedAdam reads it (%s: %s): training with "
-                 "keras.optimizers.Adam, the same update, unfused", keras.__version__, type(error).__name__, error)
+        log.info("optimizer: keras.optimizers.Adam, the same update unfused (Keras %s keeps Adam's state elsewhere "
+                 "than FusedAdam reads it: %s: %s)", keras.__version__, type(error).__name__, error)
         return keras.optimizers.Adam(lr)
+    log.info("optimizer: FusedAdam (Keras %s's Adam, each dense update by TensorFlow's fused kernel)",
+             keras.__version__)
     return FusedAdam(lr)
 
 
@@ -407,14 +416,15 @@ def resumable_state(folder: Path, config: dict, trainer: keras.Model) -> dict | 
     return state
 
 
-def _write_epochs_csv(path: Path, history: dict) -> None:
-    """Write the epochs of ``history`` (measure -> one value per epoch) as Keras' CSVLogger writes them."""
+def _write_epochs_csv(path: Path, history: dict, first: int = 0) -> None:
+    """Write the epochs of ``history`` (measure -> one value per epoch) as Keras' CSVLogger writes them, the
+    epochs numbered from ``first`` (CSVLogger's 0 while training; 1 in the CSV a phase leaves, as in the log)."""
     names = sorted(history)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=["epoch", *names])
         writer.writeheader()
         for epoch in range(len(history[names[0]]) if names else 0):
-            writer.writerow({"epoch": epoch, **{name: history[name][epoch] for name in names}})
+            writer.writerow({"epoch": epoch + first, **{name: history[name][epoch] for name in names}})
 
 
 def fit_best(
@@ -448,8 +458,8 @@ def fit_best(
     ``config`` is resumed at the epoch after its last one, else training
     starts fresh), TensorBoard (the per-epoch measures, train and validation,
     in ``outputs.tensorboard``, cleared on a fresh start, continued on a
-    resumed one) and CSVLogger (``outputs.epochs_csv``, moved into place when
-    training ends). Keras prints its progress bar. The backup stays until
+    resumed one) and CSVLogger (its epochs written to ``outputs.epochs_csv``,
+    counted from 1, when training ends). Keras prints its progress bar. The backup stays until
     :func:`save_phase` has written the phase's outputs, so a kill while saving
     resumes without training again.
     Returns a summary: epochs run, the monitor, the patience, the best epoch
@@ -509,8 +519,10 @@ def fit_best(
                             stopper, keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
                             backup, keras.callbacks.CSVLogger(str(partial_log), append=done > 0)])
     seconds = time.perf_counter() - started
-    os.replace(partial_log, outputs.epochs_csv)
     measures = backup.state["history"]
+    # Epochs counted from 1, as Keras' progress bar, the log and the metrics' best_epoch count them.
+    _write_epochs_csv(outputs.epochs_csv, measures, first=1)
+    partial_log.unlink(missing_ok=True)
     best, run = backup.state["stopper"]["best_epoch"], len(measures[monitor])  # the epoch whose weights were restored
     stopped = run < epochs
     log.info("best %s %.4f at epoch %d of %d%s (val_loss %.4f, val_macro_f1 %.4f); its weights restored", monitor,

@@ -79,13 +79,20 @@ def test_demo_command_line_reports_a_user_error_without_traceback(tmp_path):
     ("IER", ["--image-size", "16"], "--image-size must be at least 32 for vgg16"),
     ("IER", ["--backbone", "efficientnetb0", "--image-size", "31"], "at least 32 for efficientnetb0"),
     ("Late_fusion", ["--grid-step", "1"], "--grid-step: must be between 0 and 1"),
+    ("TER", ["--epoch", "0"], "--epoch/--epochs: must be at least 1, got 0"),
+    ("IER", ["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    ("Intermediate_fusion", ["--lr", "-1"], "--lr: must be positive, got -1.0"),
+    ("predict", ["--image", "a.jpg"], "give --image and --text for one tweet"),
 ])
 def test_flags_out_of_range_are_refused_by_the_parser(script, argv, message, capsys):
-    """Values that once reached Keras or numpy and failed there with a traceback (issue 12)."""
+    """Values that once reached Keras or numpy and failed there with a traceback (issue 12); the error is the one
+    line said, with where to see every flag, not argparse's usage first (issue 28)."""
     module = importlib.import_module(script)
     with pytest.raises(SystemExit) as exit_status:
         module.parse_args(argv)
-    assert exit_status.value.code == 2 and message in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert exit_status.value.code == 2 and message in error.splitlines()[0]
+    assert error.splitlines()[1:] == [f"(`python {script}.py --help` explains every flag)"] and "usage" not in error
 
 
 @pytest.mark.parametrize("command", [["TER.py"], ["IER.py"], ["Intermediate_fusion.py"], ["Late_fusion.py"],

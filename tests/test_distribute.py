@@ -17,6 +17,8 @@ import pytest
 
 from emorec.distribute import CPU_DEVICES_ENV
 
+from conftest import assert_same_stored_features
+
 REPO = Path(__file__).resolve().parents[1]
 PHASES = """
 import sys
@@ -137,7 +139,8 @@ def test_two_shard_processes_fill_one_store_equal_to_a_single_extraction(tiny_da
     store = FeatureStore.open(next((tmp_path / "run" / "cache").iterdir()))
     assert store.missing(keys) == []  # IER.py without --num-shards computes nothing
     view = store.view(keys)
-    np.testing.assert_array_equal(view.features[:], expected.features[:])
+    # Computed by two other processes: the same features within a float16 step (assert_same_stored_features).
+    assert_same_stored_features(view.features[:], expected.features[:], recomputed=len(keys))
     np.testing.assert_array_equal(view.ok, expected.ok)
 
 

@@ -101,3 +101,17 @@ def test_the_report_picks_the_most_confident_right_and_wrong_per_class_in_turn()
     assert choose_examples(labels, probabilities, eligible, 10) == [
         (0, "right"), (2, "wrong"), (3, "right"), (4, "wrong"), (1, "right")]
     assert choose_examples(labels, probabilities, eligible, 2) == [(0, "right"), (2, "wrong")]
+
+
+def test_the_console_summary_lists_the_strongest_words_by_size_with_their_sign():
+    from types import SimpleNamespace
+
+    from emorec.explain import summary_lines
+
+    explanation = SimpleNamespace(
+        prediction=3, predicted_class="anger", heat_maps={}, heat_layer="block5_conv3", peaks={},
+        modalities={m: np.full(4, 0.25) for m in ("both", "text_only", "image_only")},
+        words={"TER": (["angry", "at", "this", "useless", "phone", "ok"],
+                       np.array([0.053, 0.010, -0.001, -0.065, 0.002, -0.020]))})
+    words = summary_lines(explanation, top=3)[1]
+    assert words == "TER words for anger: useless -0.065, angry +0.053, ok -0.020"

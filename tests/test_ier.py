@@ -177,6 +177,37 @@ def test_every_image_mode_becomes_rgb(tmp_path):
     assert load_image(str(tmp_path / "clear.png"), 8)[0].min() == 255  # laid on white
 
 
+def write_sideways_photo(tmp_path):
+    """An upright 40x30 picture (red top, blue bottom) and the same photo stored as a phone stores it: the pixels
+    turned a quarter left, with EXIF Orientation 6 (turn them a quarter right to show them). Their two paths."""
+    from PIL import Image
+
+    upright = Image.new("RGB", (40, 30), (200, 30, 30))
+    upright.paste((0, 0, 255), (0, 15, 40, 30))
+    upright.save(tmp_path / "upright.png")
+    exif = Image.Exif()
+    exif[images.ORIENTATION] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.png", exif=exif)
+    return tmp_path / "upright.png", tmp_path / "sideways.png"
+
+
+def test_a_photo_stored_sideways_is_read_upright_by_extraction_and_the_page(tmp_path):
+    from PIL import Image
+
+    from emorec.serve import read_upload
+
+    upright, sideways = write_sideways_photo(tmp_path)
+    with Image.open(sideways) as stored:
+        assert stored.size == (30, 40)  # the file itself holds the turned pixels
+    pixels, ok = load_image(str(sideways), 16)
+    assert ok
+    np.testing.assert_array_equal(pixels, load_image(str(upright), 16)[0])  # the same pixels, decoded alike
+    assert pixels[0].mean(axis=0)[0] > 150 and pixels[-1].mean(axis=0)[2] > 150  # red on top, blue below
+    page_pixels, original = read_upload(sideways.read_bytes(), "sideways.png", 16)
+    np.testing.assert_array_equal(page_pixels, pixels)
+    assert original.size == (40, 30)  # the page's picture is upright too
+
+
 def test_killed_extraction_resumes_where_it_stopped(small_demo, tmp_path, caplog):
     frame, extractor, store, keys = demo_extraction(small_demo, tmp_path, 40)
     paths, calls = frame["image_path"].tolist(), []
@@ -214,9 +245,12 @@ def test_the_store_computes_only_new_images_and_keeps_them_for_moved_folders_and
                                  counting(extractor, calls), 32, 8, "skip")
         return sum(calls), np.asarray(stored.features[:], dtype=np.float32)
 
+    caplog.set_level("INFO", logger="emorec")
     assert extract(frame.iloc[:40], demo)[0] == 40
+    assert "computing all 40 images into the store" in caplog.text  # nothing was in it
     computed, features = extract(frame, demo)
     assert computed == 10  # the 10 rows added
+    assert "computing 10 of 50 images (the other 40 are in the store" in caplog.text
     assert extract(frame.iloc[5:30], demo)[0] == 0  # another manifest over a subset
     moved = tmp_path / "moved" / "images"
     moved.parent.mkdir()

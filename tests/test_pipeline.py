@@ -207,6 +207,15 @@ def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_
     assert "python TER.py" in capsys.readouterr().err
     assert run(predict.main, ["--image", "x.jpg", "--text", "hi", "--checkpoint-dir", str(tmp_path / "ckpt")]) == 2
     assert "python TER.py" in capsys.readouterr().err
+    # An empty text is refused as the page refuses it, one tweet or rows of a CSV.
+    assert run(predict.main, ["--image", "x.jpg", "--text", "  ", "--checkpoint-dir", str(pipeline / "ckpt"),
+                              "--run-name", RUN]) == 2
+    assert "--text: type the tweet's text" in capsys.readouterr().err
+    pd.DataFrame({"text": ["fine", "", "ok"], "image": ["a.jpg"] * 3}).to_csv(tmp_path / "blank.csv", index=False)
+    assert run(predict.main, ["--csv", str(tmp_path / "blank.csv"), "--checkpoint-dir", str(pipeline / "ckpt"),
+                              "--run-name", RUN]) == 2
+    assert "1 row(s) with an empty text (data rows 2)" in capsys.readouterr().err
+    assert not (tmp_path / "blank.predictions.csv").exists()
     shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
     (tmp_path / "probs" / "inter_prob.csv").unlink()
     assert run(Late_fusion.main, empty) == 2

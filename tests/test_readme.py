@@ -249,6 +249,27 @@ def test_the_serve_block_answers_good_and_bad_uploads_and_keeps_serving(trained)
             assert status == expected and 'id="error"' in html and str(escape(message)) in html, html[:3000]
         status, answer = post(url + "/api/predict", {"text": "what a day"}, ("photo.jpg", photo))
         assert status == 200 and server.poll() is None  # still serving
+        assert json.loads(answer)["text_cut"] is None
+
+        # Latin-1 bytes (not UTF-8) are refused, not read as replacement characters.
+        status, answer = post(url + "/api/predict", {"text": "TEXT"}, ("photo.jpg", photo),
+                              raw_text="tr\xe8s bien".encode("latin-1"))
+        assert status == 400 and "the text is not UTF-8" in json.loads(answer)["error"], answer
+        # A text longer than the models read is answered, and the answer says it was cut.
+        status, answer = post(url + "/api/predict", {"text": "what a day " * 400}, ("photo.jpg", photo))
+        cut = json.loads(answer)["text_cut"]
+        assert status == 200 and cut["tokens"] == 1200 and set(cut["read"].values()) == {30}, answer
+        status, html = post(url + "/", {"text": "what a day " * 400}, ("photo.jpg", photo))
+        assert 'id="text-cut"' in html and "it has 1,200 tokens and the text models read only the first 30" in html
+        # The page keeps the image of its answer: a second text with no new upload is answered with it.
+        kept = re.search(r'name="kept_image" value="([^"]+)"', html).group(1)
+        status, html = post(url + "/", {"text": "so sad today", "kept_image": kept, "kept_name": "photo.jpg"}, None)
+        assert status == 200 and 'id="probabilities"' in html and "photo.jpg, the image of the last answer" in html
+        status, html = post(url + "/", {"text": "so sad today"}, None)
+        assert status == 400 and "choose an image file" in html
+        # An image Pillow does not recognise is said in words, not by the name of Pillow's exception.
+        status, html = post(url + "/", {"text": "what a day"}, ("notes.jpg", b"not an image at all"))
+        assert "UnidentifiedImageError" not in html and "its format is none of those it knows" in html
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -273,13 +294,16 @@ def first_answer(url: str, server: subprocess.Popen, seconds: float) -> str | No
     return None
 
 
-def post(url: str, fields: dict, upload: tuple[str, bytes]) -> tuple[int, str]:
-    """POST ``fields`` and the file ``upload`` (name, bytes) as ``image`` in a multipart form; (status, body)."""
+def post(url: str, fields: dict, upload: tuple[str, bytes] | None, raw_text: bytes | None = None) -> tuple[int, str]:
+    """POST ``fields`` and the file ``upload`` (name, bytes; None: no file) as ``image`` in a multipart form;
+    ``raw_text``: these bytes as the text field's value, whatever their encoding. Returns (status, body)."""
     from werkzeug.datastructures import FileStorage
     from werkzeug.test import encode_multipart
 
-    name, data = upload
-    boundary, body = encode_multipart({**fields, "image": FileStorage(io.BytesIO(data), filename=name)})
+    files = {} if upload is None else {"image": FileStorage(io.BytesIO(upload[1]), filename=upload[0])}
+    boundary, body = encode_multipart({**fields, **files})
+    if raw_text is not None:
+        body = body.replace(fields["text"].encode(), raw_text, 1)
     request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:

@@ -58,10 +58,27 @@ def test_split_does_not_depend_on_row_order():
     assert draw_split(frame, 0).equals(draw_split(shuffled, 0).sort_index())
 
 
-def test_too_few_examples_of_a_class_is_a_clear_error():
+def test_too_few_examples_of_a_class_is_a_clear_error_in_the_class_names():
     frame = pd.DataFrame({"id": list("abcdef"), "label": [0, 0, 0, 0, 0, 1], "group": list("abcdef")})
-    with pytest.raises(InputError, match="Tweets per class: 0: 5, 1: 1"):
+    frame.attrs["class_names"] = ("happy", "sad")
+    with pytest.raises(InputError, match=r"class 'sad' has 1 \(per class: happy: 5, sad: 1\)") as raised:
         draw_split(frame, seed=0)
+    assert "too few members" not in str(raised.value)  # scikit-learn's words, which name classes by index
+
+
+def test_a_manifest_too_small_to_split_is_refused_leaving_no_file_behind(tmp_path, capsys):
+    import TER
+    from emorec.cli import run
+
+    rows = [{"label": name, "text": f"word{i} text", "image": f"{i}.jpg"} for i, name in enumerate(["happy", "sad", "hate"])]
+    manifest = write_manifest(tmp_path / "data" / "three.csv", rows)
+    images = [write_image(tmp_path / "data" / row["image"], seed=i) for i, row in enumerate(rows)]
+    argv = ["--manifest", str(manifest), "--image-root", str(tmp_path / "data"), "--glove", "none", "--epoch", "1",
+            "--checkpoint-dir", str(tmp_path / "ck"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "p")]
+    assert run(TER.main, argv) == 2
+    error = capsys.readouterr().err
+    assert "class 'happy' has 1 (per class: happy: 1, sad: 1, hate: 1)" in error
+    assert sorted(path for path in tmp_path.rglob("*") if not path.is_dir()) == sorted([manifest, *images])  # no lock
 
 
 def test_split_is_stored_beside_the_manifest_and_reused(tiny_dataset):

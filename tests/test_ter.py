@@ -51,10 +51,10 @@ def test_outputs_exist_and_parse(ter_run, small_demo):
     assert metrics["epochs_run"] == 4 and 1 <= metrics["best_epoch"] <= 4
     epochs = pd.read_csv(checkpoints / "TER.epochs.csv")
     assert list(epochs.columns) == ["epoch", "accuracy", "loss", "macro_f1", "val_accuracy", "val_loss", "val_macro_f1"]
-    assert len(epochs) == 4
-    best = metrics["best_epoch"] - 1  # by --monitor val_macro_f1, TER's default
+    assert epochs["epoch"].tolist() == [1, 2, 3, 4]  # as the log and the metrics count them
+    best = epochs.set_index("epoch").loc[metrics["best_epoch"]]  # by --monitor val_macro_f1, TER's default
     assert metrics["best_val_macro_f1"] == pytest.approx(epochs["val_macro_f1"].max())
-    assert metrics["best_val_loss"] == pytest.approx(epochs["val_loss"][best])
+    assert metrics["best_val_loss"] == pytest.approx(best["val_loss"])
     for curves in ("train", "validation"):
         assert list((ter_run / "tb" / "r1" / "TER" / curves).glob("events.out.tfevents.*"))
     # No temporary or partial files left, no training backup: only the run's lock file (emorec.storage.hold_run).
@@ -90,6 +90,23 @@ def test_missing_glove_exits_2_with_where_to_get_it(small_demo, tmp_path, capsys
     error = capsys.readouterr().err
     assert "glove.twitter.27B.200d.txt is missing: Download" in error and "--glove none" in error
     assert "Traceback" not in error and not (tmp_path / "ckpt").exists() and not (tmp_path / "probs").exists()
+
+
+def test_a_glove_file_of_another_dimension_is_refused_before_anything_is_written(small_demo, tmp_path, capsys):
+    import shutil
+
+    from emorec.data import split_path
+
+    demo = tmp_path / "demo"
+    shutil.copytree(small_demo, demo)
+    split_path(demo / MANIFEST_NAME).unlink(missing_ok=True)  # no split yet: TER would draw and store one
+    glove = tmp_path / "glove.twitter.27B.25d.txt"
+    glove.write_text("happy " + " ".join(["0.1"] * 25) + "\n", encoding="utf-8")
+    argv = ter_argv(demo, tmp_path)
+    argv[argv.index("--glove") + 1] = str(glove)
+    assert run(TER.main, argv) == 2
+    assert "line 1: 25 values per word, but the model uses 200 (--embedding-dim)" in capsys.readouterr().err
+    assert not split_path(demo / MANIFEST_NAME).exists() and not (tmp_path / "ckpt").exists()
 
 
 def test_nothing_in_place_reports_every_missing_input_with_its_fix(tmp_path, capsys, monkeypatch):
