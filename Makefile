@@ -77,11 +77,11 @@ PORT ?= 8000
 serve: $(VENV)/.serve-installed
 	$(PY) predict.py --serve --port $(PORT)
 
-# Two test processes (pytest-xdist), each taking whole test files: the suite is CPU-bound, and one process alone
-# leaves a core idle while it starts interpreters, imports TensorFlow or traces a graph.
+# Two test processes (pytest-xdist), each taking whole test files (so a file's fixtures are made once): one
+# process alone leaves a core idle while it starts interpreters, imports TensorFlow or traces a graph.
 TEST_PROCESSES ?= 2
 test: $(VENV)/.serve-installed
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # The page in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium. It trains
 # a tiny run of its own, and leaves its screenshot of the page at $(SCREENSHOT).

@@ -177,13 +177,3 @@ def trained(clone):
         run_command(words, clone)
     return clone
 
-
-# The suite runs in two processes (pytest-xdist, `make test`): each test file in one of them, so that a file's
-# module fixtures are made once; test_explain goes with test_readme, whose trained clone it reads.
-SAME_PROCESS_AS = {"test_explain": "test_readme"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group(SAME_PROCESS_AS.get(module, module)))
