@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -38,9 +39,16 @@ def native_support() -> dict[str, str | None]:
             support["float16"] = support["float16"] or f"the GPU {name} (compute capability {capability[0]}.{capability[1]})"
     flags = cpu_flags()
     for flag in ("amx_bf16", "avx512_bf16"):
-        if flag in flags and support["bfloat16"] is None:
+        if flag in flags and support["bfloat16"] is None and onednn_may_use_bfloat16():
             support["bfloat16"] = f"this CPU ({flag.upper()})"
     return support
+
+
+def onednn_may_use_bfloat16() -> bool:
+    """Whether oneDNN may use the CPU's bfloat16 instructions: not when ``ONEDNN_MAX_CPU_ISA`` caps it below them
+    (``AVX2``, say, to run as on a CPU without AVX-512), where a bfloat16 convolution finds no kernel and fails."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    return cap in ("ALL", "DEFAULT") or any(name in cap for name in ("BF16", "FP16", "AMX"))
 
 
 def cpu_flags() -> set[str]:

@@ -114,3 +114,16 @@ def test_a_head_built_in_bfloat16_computes_in_bfloat16_and_answers_in_float32():
     assert head.get_layer("image_dense1000").compute_dtype == "bfloat16"
     assert head.get_layer("image_dense1000").kernel.dtype == "float32"
     assert str(head.predict(np.ones((2, 8), np.float32), verbose=0).dtype) == "float32"
+
+
+def test_auto_precision_takes_no_bfloat16_where_onednn_is_capped_below_it(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 runs oneDNN as on a CPU without AVX-512: there a bfloat16 convolution finds no
+    kernel, so --precision auto must not pick it from the CPU's flags."""
+    from emorec import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    for cap, native in (("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("ALL", True)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert (precision.native_support()["bfloat16"] is not None) == native, cap
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert precision.native_support()["bfloat16"] == "this CPU (AVX512_BF16)"
