@@ -374,7 +374,7 @@ def summary_lines(explanation: Explanation, top: int = 5) -> list[str]:
     c = explanation.prediction
     lines = ["fused probability of {}: both {:.3f}, text alone {:.3f}, image alone {:.3f}".format(
         explanation.predicted_class, *(explanation.modalities[m][c] for m in MODALITIES))]
-    if getattr(explanation, "text_cut", None):
+    if explanation.text_cut:
         lines.append(cut_note(explanation.text_cut))
     for phase, (tokens, importance) in explanation.words.items():
         order = np.argsort(-np.abs(importance), kind="stable")[:top]

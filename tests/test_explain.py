@@ -109,7 +109,7 @@ def test_the_console_summary_lists_the_strongest_words_by_size_with_their_sign()
     from emorec.explain import summary_lines
 
     explanation = SimpleNamespace(
-        prediction=3, predicted_class="anger", heat_maps={}, heat_layer="block5_conv3", peaks={},
+        prediction=3, predicted_class="anger", heat_maps={}, heat_layer="block5_conv3", peaks={}, text_cut=None,
         modalities={m: np.full(4, 0.25) for m in ("both", "text_only", "image_only")},
         words={"TER": (["angry", "at", "this", "useless", "phone", "ok"],
                        np.array([0.053, 0.010, -0.001, -0.065, 0.002, -0.020]))})
