@@ -11,6 +11,43 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+# `make test` runs whole files per process (pytest-xdist's --dist loadfile), so that a file's fixtures are made once.
+# These files go to the process of the file named beside them, where a session fixture they share is made once
+# (the same work twice would cost the suite a minute): test_explain reads the run that test_readme's README commands
+# trained (the `trained` fixture).
+RUN_WITH = {"tests/test_explain.py": "tests/test_readme.py"}
+# The files that take longest, sent to the processes first (longest first), so that no long file is left for
+# last while the other process waits; the others follow in their usual order.
+LONGEST_FIRST = ["tests/test_readme.py", "tests/test_distribute.py", "tests/test_label_efficiency.py",
+                 "tests/test_pipeline.py", "tests/test_resume.py", "tests/test_storage.py", "tests/test_ier.py"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under --dist loadfile: whole files per process as usual, but RUN_WITH's files with their partner's, and the
+    files in the collection's order (LONGEST_FIRST's), not by their number of tests."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesSharingFixtures(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return RUN_WITH.get(file, file)
+
+    config.option.loadscopereorder = False
+    return FilesSharingFixtures(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """LONGEST_FIRST's files first, and each RUN_WITH file just before its partner (a stable sort: the order of
+    the tests within a file, and of the other files, is kept)."""
+    def rank(item):
+        file = RUN_WITH.get(item.nodeid.split("::", 1)[0], item.nodeid.split("::", 1)[0])
+        return LONGEST_FIRST.index(file) if file in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
 
 def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (16, 12), fmt: str = "JPEG") -> Path:
     """Write a small random RGB image to ``path`` (folders created) and return the path."""
