@@ -22,6 +22,12 @@ LONGEST_FIRST = ["tests/test_readme.py", "tests/test_distribute.py", "tests/test
                  "tests/test_pipeline.py", "tests/test_resume.py", "tests/test_storage.py", "tests/test_ier.py"]
 
 
+def process_file(nodeid: str) -> str:
+    """The file whose process runs the test ``nodeid``: its own file, or its RUN_WITH partner."""
+    file = nodeid.split("::", 1)[0]
+    return RUN_WITH.get(file, file)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Under --dist loadfile: whole files per process as usual, but RUN_WITH's files with their partner's, and the
@@ -32,8 +38,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class FilesSharingFixtures(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            file = super()._split_scope(nodeid)
-            return RUN_WITH.get(file, file)
+            return process_file(nodeid)
 
     config.option.loadscopereorder = False
     return FilesSharingFixtures(config, log)
@@ -43,7 +48,7 @@ def pytest_collection_modifyitems(config, items):
     """LONGEST_FIRST's files first, and each RUN_WITH file just before its partner (a stable sort: the order of
     the tests within a file, and of the other files, is kept)."""
     def rank(item):
-        file = RUN_WITH.get(item.nodeid.split("::", 1)[0], item.nodeid.split("::", 1)[0])
+        file = process_file(item.nodeid)
         return LONGEST_FIRST.index(file) if file in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)

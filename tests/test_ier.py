@@ -285,7 +285,8 @@ def test_ctrl_c_during_extraction_stops_at_once_keeping_the_finished_batches(tmp
     from emorec import demo
 
     demo.generate(tmp_path / "demo", n=128, seed=0, corpus_size=300)
-    argv = [sys.executable, "IER.py", *ier_argv(tmp_path / "demo", tmp_path, "--image-size", "192",
+    size = 192  # large enough that one batch takes well over the process's shut-down
+    argv = [sys.executable, "IER.py", *ier_argv(tmp_path / "demo", tmp_path, "--image-size", str(size),
                                                 "--extract-batch-size", "64", "--epoch", "1")]
     # As in a terminal, the child starts with SIGINT at its default, so Python turns it into KeyboardInterrupt: a
     # handled signal is reset to the default on exec, an ignored one (a shell's background job, as CI may be) stays
@@ -316,7 +317,7 @@ def test_ctrl_c_during_extraction_stops_at_once_keeping_the_finished_batches(tmp
     # (it had just begun) and then its shut-down; this one takes its shut-down alone (about a second here).
     assert exit_seconds < batch_seconds, (exit_seconds, batch_seconds)
     assert "interrupted; the 64 of 128 images done are kept" in error and "Traceback" not in error
-    store = FeatureStore.open(next((tmp_path / "features").glob("vgg16_192px_*")))
+    store = FeatureStore.open(next((tmp_path / "features").glob(f"vgg16_{size}px_*")))
     assert len(store.entries) == 64
 
     resumed = subprocess.run(argv, capture_output=True, text=True, timeout=600)
