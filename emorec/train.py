@@ -474,14 +474,16 @@ def fit_best(
     # The twin is made outside the strategy's scope, compiled, built and trained in it. Made in the scope, Keras
     # would build it at fit() from the mean of the first batch's parts, which fails when the global batch does
     # not divide evenly over the replicas; here it is built from one whole batch, the variables of its metrics
-    # and optimizer mirrored as the weights are.
+    # and optimizer mirrored as the weights are. Built before fit() under the default strategy too: Keras would
+    # create the optimizer's and the metrics' variables inside the first training step, and TensorFlow traces a
+    # step that creates variables twice (TER's twice cost 4 s of every run's start).
     trainer = Trainer(model.input, model.output, name=f"{model.name}_training")
     with strategy.scope():
         trainer.compile(optimizer=adam(lr), loss="sparse_categorical_crossentropy",
                         metrics=["accuracy", MacroF1(model.output.shape[-1])], jit_compile=jit_compile)
-        if tf.distribute.has_strategy() and hasattr(trainer, "_symbolic_build"):  # any strategy but the default
+        if hasattr(trainer, "_symbolic_build"):
             example_inputs, example_labels = train.batch(0, 0)
-            trainer._symbolic_build(data_batch=(example_inputs, example_labels))  # what Keras' fit() calls
+            trainer._symbolic_build(data_batch=(example_inputs, example_labels))  # what Keras' fit() calls in a scope
         state = resumable_state(outputs.backup, config, trainer)
     outputs.epochs_csv.parent.mkdir(parents=True, exist_ok=True)
     partial_log = outputs.epochs_csv.with_name(f".{outputs.epochs_csv.name}.partial")
