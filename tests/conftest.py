@@ -14,12 +14,13 @@ from PIL import Image
 # `make test` runs whole files per process (pytest-xdist's --dist loadfile), so that a file's fixtures are made once.
 # These files go to the process of the file named beside them, where a session fixture they share is made once
 # (the same work twice would cost the suite a minute): test_explain reads the run that test_readme's README commands
-# trained (the `trained` fixture).
-RUN_WITH = {"tests/test_explain.py": "tests/test_readme.py"}
+# trained (the `trained` fixture); test_pipeline reads the whole-split setting of test_label_efficiency's sweep
+# (the `small_sweep` fixture).
+RUN_WITH = {"tests/test_explain.py": "tests/test_readme.py", "tests/test_pipeline.py": "tests/test_label_efficiency.py"}
 # The files that take longest, sent to the processes first (longest first), so that no long file is left for
 # last while the other process waits; the others follow in their usual order.
-LONGEST_FIRST = ["tests/test_readme.py", "tests/test_distribute.py", "tests/test_label_efficiency.py",
-                 "tests/test_pipeline.py", "tests/test_resume.py", "tests/test_storage.py", "tests/test_ier.py"]
+LONGEST_FIRST = ["tests/test_readme.py", "tests/test_label_efficiency.py", "tests/test_distribute.py",
+                 "tests/test_resume.py", "tests/test_storage.py", "tests/test_ier.py"]
 
 
 def process_file(nodeid: str) -> str:
@@ -105,6 +106,29 @@ def small_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     demo.generate(out, n=600, seed=0, corpus_size=5000)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_sweep(small_demo, tmp_path_factory):
+    """A two-fraction, one-seed label-efficiency sweep on the small demo (1 epoch per phase, 32 px images, the
+    fusions with the baselines): (its output folder, its argv). Its whole-split setting, the run ``t-f1-s0``, is the
+    four phases chained as a user runs them, which test_pipeline checks."""
+    from emorec import sweep
+    from emorec.demo import GLOVE_NAME, MANIFEST_NAME
+
+    out = tmp_path_factory.mktemp("sweep")
+    shutil.copy(small_demo / GLOVE_NAME, out / GLOVE_NAME)  # a GloVe file of its own, so its caches are this sweep's
+    argv = [
+        "--fractions", "0.25", "1.0", "--seeds", "0", "--epoch", "1", "--run-prefix", "t", "--with-baselines",
+        "--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo),
+        "--ter-args", f"--glove {out / GLOVE_NAME} --batch-size 32 --lr 3e-3",
+        "--ier-args", f"--image-weights none --image-size 32 --batch-size 32 --lr 1e-3 --cache-dir {out / 'features'}",
+        "--inter-args", "--lr 1e-3",
+        "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
+        "--results-dir", str(out / "results"),
+    ]
+    assert sweep.main(argv) == 0
+    return out, argv
 
 
 def demo_extraction(demo: Path, cache_dir: Path, rows: int):

@@ -15,11 +15,9 @@ from emorec.cli import run
 from emorec.data import labelled_training_rows, load_dataset
 from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 from emorec.errors import InputError
-from emorec.fusion import FUSIONS_WITH_BASELINES, METHODS
+from emorec.fusion import METHODS
 
 from conftest import interrupt_after_epoch
-
-REPORTED = [method for method in METHODS if method not in FUSIONS_WITH_BASELINES]  # the sweep runs without them
 
 
 @pytest.fixture(scope="module")
@@ -44,32 +42,11 @@ def test_subsample_is_stratified_seeded_and_leaves_val_and_test_alone(demo_frame
     assert labelled_training_rows(demo_frame, fraction=1.0, seed=3).sum() == train.sum()
 
 
-@pytest.fixture(scope="module")
-def swept(small_demo, tmp_path_factory):
-    """A two-fraction, one-seed sweep on the small demo (1 epoch per phase, 32 px images); its output folder."""
-    out = tmp_path_factory.mktemp("sweep")
-    shutil.copy(small_demo / GLOVE_NAME, out / GLOVE_NAME)  # a GloVe file of its own, so its caches are this sweep's
-    argv = sweep_argv(small_demo, out)
-    assert sweep.main(argv) == 0
-    return out, argv
-
-
-def sweep_argv(demo, out):
-    return [
-        "--fractions", "0.25", "1.0", "--seeds", "0", "--epoch", "1", "--run-prefix", "t",
-        "--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo),
-        "--ter-args", f"--glove {out / GLOVE_NAME} --batch-size 32",
-        "--ier-args", f"--image-weights none --image-size 32 --batch-size 32 --cache-dir {out / 'features'}",
-        "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
-        "--results-dir", str(out / "results"),
-    ]
-
-
-def test_the_sweep_writes_one_row_per_setting_and_method(swept):
-    out, _ = swept
+def test_the_sweep_writes_one_row_per_setting_and_method(small_sweep):
+    out, _ = small_sweep
     table = pd.read_csv(out / "results" / "label_efficiency.csv")
-    assert len(table) == 2 * len(REPORTED)
-    assert set(table["method"]) == set(REPORTED) and set(table["fraction"]) == {0.25, 1.0}
+    assert len(table) == 2 * len(METHODS)
+    assert set(table["method"]) == set(METHODS) and set(table["fraction"]) == {0.25, 1.0}
     labels = table.groupby("fraction")["training_labels"].first()
     assert labels[0.25] < labels[1.0]
     summary = json.loads((out / "results" / "t-f0.25-s0" / "summary.json").read_text())
@@ -90,8 +67,8 @@ def test_the_sweep_writes_one_row_per_setting_and_method(swept):
     assert len(list(out.glob(f"{GLOVE_NAME}.*.cache.npz"))) == 1
 
 
-def test_the_three_phases_of_a_setting_train_on_the_same_examples(swept, tmp_path):
-    out, _ = swept
+def test_the_three_phases_of_a_setting_train_on_the_same_examples(small_sweep, tmp_path):
+    out, _ = small_sweep
     from emorec.data import read_training_ids
 
     ckpt = out / "ckpt" / "t-f0.25-s0"
@@ -116,8 +93,8 @@ def test_the_three_phases_of_a_setting_train_on_the_same_examples(swept, tmp_pat
         (out / "ckpt" / "t-f1-s0" / "TER.metrics.json").read_text())["splits"]["test"]["n"]
 
 
-def test_fusion_refuses_unimodal_runs_on_other_examples(swept, small_demo, capsys):
-    out, _ = swept
+def test_fusion_refuses_unimodal_runs_on_other_examples(small_sweep, small_demo, capsys):
+    out, _ = small_sweep
     argv = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--run-name", "t-f0.25-s0",
             "--label-fraction", "0.5", "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb2"),
             "--prob-dir", str(out / "probs2")]
@@ -125,8 +102,8 @@ def test_fusion_refuses_unimodal_runs_on_other_examples(swept, small_demo, capsy
     assert "trained on other examples" in capsys.readouterr().err
 
 
-def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(swept, monkeypatch):
-    out, argv = swept
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(small_sweep, monkeypatch):
+    out, argv = small_sweep
     calls = []
     monkeypatch.setattr(sweep, "_call", lambda phase, phase_argv: calls.append(phase))
     assert sweep.main(argv) == 0
@@ -138,13 +115,13 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(swept, mon
     monkeypatch.setattr(sweep, "_call", lambda phase, phase_argv: recorded.append(phase) or real_call(phase, phase_argv))
     assert sweep.main(argv) == 0
     assert recorded == ["Late_fusion"]
-    assert len(pd.read_csv(out / "results" / "label_efficiency.csv")) == 2 * len(REPORTED)
+    assert len(pd.read_csv(out / "results" / "label_efficiency.csv")) == 2 * len(METHODS)
 
 
-def test_a_sweep_killed_inside_a_phase_resumes_from_its_training_backup(swept, monkeypatch, capsys):
+def test_a_sweep_killed_inside_a_phase_resumes_from_its_training_backup(small_sweep, monkeypatch, capsys):
     """Killed once Intermediate_fusion's epoch is backed up, the sweep resumes inside that phase: the rerun restores
     the backup instead of training, and writes the same probabilities."""
-    out, argv = swept
+    out, argv = small_sweep
     probabilities = out / "probs" / "t-f0.25-s0" / "inter_prob.csv"
     before = probabilities.read_bytes()
     probabilities.unlink()
@@ -161,8 +138,8 @@ def test_a_sweep_killed_inside_a_phase_resumes_from_its_training_backup(swept, m
     assert not (out / "ckpt" / "t-f0.25-s0" / ".Intermediate_fusion.backup").exists()
 
 
-def test_the_sweep_refuses_to_tabulate_settings_on_different_splits(swept, capsys):
-    out, argv = swept
+def test_the_sweep_refuses_to_tabulate_settings_on_different_splits(small_sweep, capsys):
+    out, argv = small_sweep
     path = out / "results" / "t-f1-s0" / "summary.json"
     original = path.read_text()
     summary = json.loads(original)

@@ -16,22 +16,16 @@ import IER
 import Intermediate_fusion
 import Late_fusion
 import predict
-import TER
 from emorec.cli import run
-from emorec.demo import GLOVE_NAME, MANIFEST_NAME
+from emorec.demo import MANIFEST_NAME
 from emorec.fusion import METHOD_NAMES, METHODS
 
 from conftest import interrupt_after_epoch
 
 CLASSES = ["happy", "sad", "hate", "anger"]
-RUN = "p"
+RUN = "t-f1-s0"  # the sweep's whole-split setting
 PROB_FILES = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv",
               "Late_fusion": "late_prob.csv"}
-
-
-def outputs(out, run_name=RUN):
-    return ["--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
-            "--run-name", run_name]
 
 
 def data(demo):
@@ -39,16 +33,10 @@ def data(demo):
 
 
 @pytest.fixture(scope="module")
-def pipeline(small_demo, tmp_path_factory):
-    """TER, IER, Intermediate_fusion and Late_fusion on the small demo, as the run 'p'; returns the output folder."""
-    out = tmp_path_factory.mktemp("pipeline")
-    assert TER.main([*data(small_demo), "--glove", str(small_demo / GLOVE_NAME), "--epoch", "2", "--batch-size", "32",
-                     "--lr", "3e-3", *outputs(out)]) == 0
-    assert IER.main([*data(small_demo), "--image-weights", "none", "--image-size", "32", "--epoch", "2",
-                     "--batch-size", "32", "--lr", "1e-3", "--cache-dir", str(out / "features"), *outputs(out)]) == 0
-    assert Intermediate_fusion.main([*data(small_demo), "--epoch", "2", "--lr", "1e-3", *outputs(out)]) == 0
-    assert Late_fusion.main(["--manifest", str(small_demo / MANIFEST_NAME), "--results-dir", str(out / "results"),
-                             "--with-baselines", *outputs(out)]) == 0
+def pipeline(small_sweep):
+    """The four phases chained on the small demo, Late_fusion with the baselines: the whole-split setting of the
+    suite's small sweep (conftest's ``small_sweep``), the run RUN; returns the output folder."""
+    out, _ = small_sweep
     return out
 
 
