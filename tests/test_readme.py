@@ -129,8 +129,10 @@ def test_the_phases_block_runs_the_four_phases_on_data_in_the_real_places(traine
     assert [c.split()[1] for c in summary["commands"]] == ["TER.py", "IER.py", "Intermediate_fusion.py", "Late_fusion.py"]
 
 
-# Loads each saved model with the README's one import (and emorec.train, which holds the training optimizer, never
-# imported), then scores raw rows: texts and image files as the manifest gives them.
+# Run after the README's loading example, in its interpreter (a second fresh one would cost the suite one more
+# TensorFlow start): loads each saved model with the README's one import (and emorec.train, which holds the training
+# optimizer, never imported, by the example or by this), then scores raw rows: texts and image files as the manifest
+# gives them.
 FRESH_LOAD = """
 import json, sys
 import keras
@@ -153,11 +155,10 @@ print(json.dumps(out))
 
 
 def test_the_loading_example_runs_and_saved_models_reproduce_the_prob_files_in_a_fresh_interpreter(trained):
-    (trained / "readme_load.py").write_text(block("load"), encoding="utf-8")
-    (trained / "fresh_load.py").write_text(FRESH_LOAD, encoding="utf-8")
-    example, fresh = run_together([["python", "readme_load.py"], ["python", "fresh_load.py"]], trained)  # independent
-    assert len(re.findall(r"^\[\[", example.stdout, re.M)) == 3  # the README's example: three (1, classes) arrays
-    scored = json.loads(fresh.stdout.splitlines()[-1])
+    (trained / "readme_load.py").write_text(block("load") + FRESH_LOAD, encoding="utf-8")  # as written, then the checks
+    loaded = run_command(["python", "readme_load.py"], trained)
+    assert len(re.findall(r"^\[\[", loaded.stdout, re.M)) == 3  # the README's example: three (1, classes) arrays
+    scored = json.loads(loaded.stdout.splitlines()[-1])
     for phase, prob_file in (("TER", "text_prob.csv"), ("IER", "img_prob.csv"), ("Intermediate_fusion", "inter_prob.csv")):
         written = pd.read_csv(trained / "data_files" / prob_file).iloc[scored["rows"]][CLASSES].to_numpy()
         np.testing.assert_allclose(scored[phase], written, atol=2e-3, err_msg=phase)  # image features cached as float16
@@ -314,8 +315,11 @@ def post(url: str, fields: dict, upload: tuple[str, bytes] | None, raw_text: byt
 
 def test_the_sweep_block_on_a_tiny_setting(trained):
     (words,) = [c for c in commands(block("sweep")) if c[0] != "make"]
-    words[words.index("--ier-args") + 1] += f" --image-weights {WEIGHTS}"  # the README's image flags, our weights
-    run_command(words, trained)
+    # The README's image flags, then ours (the last value holds): the weights file and SMALL's image size, at which
+    # the phases block's IER already filled the store.
+    words[words.index("--ier-args") + 1] += f" --image-weights {WEIGHTS} --image-size {SMALL['IER.py'][3]}"
+    swept = run_command(words, trained)
+    assert "image features: all 120 images are in the store" in swept.stderr  # not computed again
     table = pd.read_csv(trained / "results/label_efficiency.csv")
     assert set(table["fraction"]) == {0.5} and set(table["seed"]) == {0}
     assert set(table["method"]) == {*MEMBERS, *BASELINE_NAMES, *FUSIONS} and len(table) == 9  # the baselines too
