@@ -118,7 +118,8 @@ def convert(
         )
 
     texts = read_tweet_texts(root / TEXT_FILE)
-    manifest["text"] = manifest["id"].map(tweet_of_stem).map(texts).fillna("").str.strip()
+    # As objects: where no id has a text, map() gives a float column, which a later pandas refuses to fill with "".
+    manifest["text"] = manifest["id"].map(tweet_of_stem).map(texts).astype(object).fillna("").str.strip()
     no_text = manifest["text"] == ""
     if no_text.any():
         if not drop_missing_text:
