@@ -317,7 +317,8 @@ def test_the_sweep_block_on_a_tiny_setting(trained):
     (words,) = [c for c in commands(block("sweep")) if c[0] != "make"]
     # The README's image flags, then ours (the last value holds): the weights file and SMALL's image size, at which
     # the phases block's IER already filled the store.
-    words[words.index("--ier-args") + 1] += f" --image-weights {WEIGHTS} --image-size {SMALL['IER.py'][3]}"
+    size = SMALL["IER.py"][SMALL["IER.py"].index("--image-size") + 1]
+    words[words.index("--ier-args") + 1] += f" --image-weights {WEIGHTS} --image-size {size}"
     swept = run_command(words, trained)
     assert "image features: all 120 images are in the store" in swept.stderr  # not computed again
     table = pd.read_csv(trained / "results/label_efficiency.csv")
