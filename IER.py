@@ -19,9 +19,10 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import (CACHE_KEYS, POOLINGS, phase_parser, positive_int, require_files, run, setup_logging,
-                        writable_outputs)
-from emorec.data import manifest_fix
+from emorec.cli import phase_parser, positive_int, run, setup_logging
+from emorec.feature_store import CACHE_KEYS, POOLINGS
+from emorec.runs import require_files, writable_outputs
+from emorec.data.manifest import manifest_fix
 from emorec.precision import PRECISIONS
 
 log = logging.getLogger("emorec")
@@ -104,18 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from emorec.data import load_dataset
+    from emorec.data.dataset import load_dataset
     from emorec.distribute import choose_strategy, describe, wait_for_all, worker_count, worker_index
-    from emorec.feature_store import FeatureStore, image_keys, read_features, store_folder, stored_features
+    from emorec.extraction import read_features, stored_features
+    from emorec.feature_store import FeatureStore, image_keys, store_folder
     from emorec.images import build_extractor
     from emorec.models import build_ier_head, image_model
     from emorec.precision import dtype_policy, resolve_precision
     from emorec.storage import beside_or_fallback
     from emorec.report import classification_metrics, probability_table
-    from emorec.train import (
-        ArrayBatches, class_weights, fit_best, local_model, save_phase, seed_everything, select_training_rows,
-        training_config, use_xla, worker_outputs,
-    )
+    from emorec.runs import save_phase, select_training_rows, worker_outputs
+    from emorec.training.backup import training_config
+    from emorec.training.batches import ArrayBatches
+    from emorec.training.fit import class_weights, fit_best, local_model, seed_everything, use_xla
 
     strategy = choose_strategy(args.strategy)  # before TensorFlow's first operation
     outputs, args.distribution = worker_outputs(outputs, strategy), describe(strategy)
@@ -160,11 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with dtype_policy(args.precision), strategy.scope():
         head = build_ier_head(cache.features.shape[1:], len(class_names))
     training = fit_best(
-        head,
-        ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
-        ArrayBatches(cache.features, labels, rows["val"], 256),
-        args.epochs, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
-        args.patience, training_config(args), strategy, use_xla(args, head),
+        head, train=ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
+        val=ArrayBatches(cache.features, labels, rows["val"], 256), epochs=args.epochs, lr=args.lr, outputs=outputs,
+        class_weight=class_weights(labels[rows["train"]], args.class_weight), monitor=args.monitor,
+        patience=args.patience, config=training_config(args), strategy=strategy, jit_compile=use_xla(args, head),
     )
 
     # Evaluation on every readable image, on this process's device; unreadable ones keep empty probabilities.

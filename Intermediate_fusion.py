@@ -22,9 +22,10 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import (POOLINGS, PhaseOutputs, phase_output_fix, phase_parser, require_files, run, setup_logging,
-                        writable_outputs)
-from emorec.data import manifest_fix
+from emorec.cli import phase_parser, run, setup_logging
+from emorec.feature_store import POOLINGS
+from emorec.runs import PhaseOutputs, phase_output_fix, require_files, writable_outputs
+from emorec.data.manifest import manifest_fix
 from emorec.errors import InputError
 from emorec.precision import PRECISIONS
 
@@ -72,17 +73,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import keras
     import numpy as np
 
-    from emorec.data import check_same_data, load_dataset
+    from emorec.data.dataset import load_dataset
+    from emorec.data.fingerprints import check_same_data
     from emorec.distribute import choose_strategy, describe
-    from emorec.feature_store import phase_features
+    from emorec.extraction import phase_features
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.precision import dtype_policy, resolve_precision
     from emorec.report import classification_metrics, probability_table
     from emorec.text import vectorize
-    from emorec.train import (
-        ArrayBatches, class_weights, fit_best, local_model, save_phase, seed_everything, select_training_rows,
-        training_config, use_xla, worker_outputs,
-    )
+    from emorec.runs import save_phase, select_training_rows, worker_outputs
+    from emorec.training.backup import training_config
+    from emorec.training.batches import ArrayBatches
+    from emorec.training.fit import class_weights, fit_best, local_model, seed_everything, use_xla
 
     strategy = choose_strategy(args.strategy)  # before TensorFlow's first operation
     outputs, args.distribution = worker_outputs(outputs, strategy), describe(strategy)
@@ -123,11 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if warm_started:
         log.info("warm start from TER and IER: %s", ", ".join(warm_started))
     training = fit_best(
-        network,
-        ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
-        ArrayBatches(inputs, labels, rows["val"], 256),
-        args.epochs, args.lr, outputs, class_weights(labels[rows["train"]], args.class_weight), args.monitor,
-        args.patience, training_config(args), strategy, use_xla(args, network),
+        network, train=ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
+        val=ArrayBatches(inputs, labels, rows["val"], 256), epochs=args.epochs, lr=args.lr, outputs=outputs,
+        class_weight=class_weights(labels[rows["train"]], args.class_weight), monitor=args.monitor,
+        patience=args.patience, config=training_config(args), strategy=strategy, jit_compile=use_xla(args, network),
     )
 
     # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.

@@ -36,8 +36,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import (PhaseOutputs, at_least, open_unit_fraction, phase_output_fix, phase_parser, require_files, run,
-                        setup_logging, writable_outputs)
+from emorec.cli import at_least, open_unit_fraction, phase_parser, run, setup_logging
+from emorec.runs import PhaseOutputs, phase_output_fix, require_files, writable_outputs
 from emorec.errors import InputError
 from emorec import fusion
 from emorec.fusion import MEMBERS, METHOD_NAMES
@@ -87,11 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from emorec.baselines import BASELINE_PROB_FILES
-    from emorec.data import check_same_data, load_dataset, read_training_ids
+    from emorec.data.dataset import load_dataset
+    from emorec.data.fingerprints import check_same_data, read_training_ids
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
     from emorec.report import (log_results_to_tensorboard, probability_table, summary_markdown, test_predictions,
                                write_confusion_png)
-    from emorec.train import write_run_config
+    from emorec.runs import write_run_config
 
     # Data: the manifest and split as they are now, which every member must have used; their probabilities.
     ter = recorded["TER"]
@@ -201,7 +202,9 @@ def _explain_examples(checkpoints: Path, frame, labels, late, eligible, count: i
     """Explain ``count`` test rows of ``frame`` (chosen by :func:`emorec.explain.choose_examples` from the
     ``eligible`` rows by their true ``labels`` and the ``late`` fused probabilities) with the run's saved models
     in ``checkpoints``; write each picture and JSON to ``folder``. Returns {TensorBoard name: picture path}."""
-    from emorec.explain import Explainer, choose_examples, explain_file
+    from emorec.explain.examples import choose_examples
+    from emorec.explain.explainer import Explainer
+    from emorec.explain.output import explain_file
     from emorec.predictor import RunModels
 
     chosen = choose_examples(labels, late, eligible, count)
@@ -249,7 +252,7 @@ def _fit_baselines(frame, training_ids, ier, rows, weighting: dict[str, str], se
     cache of IER (``ier``, its :class:`PhaseOutputs`); ``rows`` (the probability files' ids, splits and labels)
     must match ``frame``. ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
     from emorec.baselines import run_baselines
-    from emorec.feature_store import phase_features
+    from emorec.extraction import phase_features
 
     if (frame["id"].tolist() != rows["id"].tolist() or (frame["split"].to_numpy() != rows["split"].to_numpy()).any()
             or (frame["label"].to_numpy() != rows["label"].to_numpy()).any()):

@@ -66,7 +66,7 @@ demo: data
 
 # Accuracy against the number of training labels: every phase per (fraction, seed), as named runs.
 sweep: data
-	$(PY) -m emorec.sweep --fractions $(SWEEP_FRACTIONS) --seeds $(SWEEP_SEEDS) \
+	$(PY) sweep.py --fractions $(SWEEP_FRACTIONS) --seeds $(SWEEP_SEEDS) \
 		--manifest $(DEMO_DIR)/image_labels.csv --image-root $(DEMO_DIR) \
 		--ter-args "$(DEMO_GLOVE) --epoch $(TER_EPOCHS)" \
 		--ier-args "--image-weights $(IMAGE_WEIGHTS) --image-size $(IMAGE_SIZE) --epoch $(IER_EPOCHS)" \

@@ -17,8 +17,10 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import at_least, phase_parser, positive_int, require_files, run, setup_logging, writable_outputs
-from emorec.data import DEFAULT_GLOVE, glove_fix, manifest_fix
+from emorec.cli import at_least, phase_parser, positive_int, run, setup_logging
+from emorec.runs import require_files, writable_outputs
+from emorec.data.manifest import manifest_fix
+from emorec.glove import DEFAULT_GLOVE, glove_fix
 
 log = logging.getLogger("emorec")
 PHASE = "TER"
@@ -57,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         needed[args.glove] = glove_fix(args.glove)
     require_files(needed)
     if args.glove is not None:
-        from emorec.text import check_glove_dimension
+        from emorec.glove import check_glove_dimension
 
         check_glove_dimension(args.glove, args.embedding_dim)
     outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
@@ -66,14 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tensorflow as tf
 
     from emorec.distribute import choose_strategy, describe
-    from emorec.data import load_dataset
+    from emorec.data.dataset import load_dataset
     from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
-    from emorec.text import adapt_vectorizer, build_vectorizer, embedding_matrix, vectorize
-    from emorec.train import (
-        ArrayBatches, class_weights, fit_best, save_phase, seed_everything, select_training_rows, training_config,
-        use_xla, worker_outputs,
-    )
+    from emorec.glove import embedding_matrix
+    from emorec.text import adapt_vectorizer, build_vectorizer, vectorize
+    from emorec.runs import save_phase, select_training_rows, worker_outputs
+    from emorec.training.backup import training_config
+    from emorec.training.batches import ArrayBatches
+    from emorec.training.fit import class_weights, fit_best, seed_everything, use_xla
 
     strategy = choose_strategy(args.strategy)  # before TensorFlow's first operation
     outputs, args.distribution = worker_outputs(outputs, strategy), describe(strategy)
@@ -97,10 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with strategy.scope():
         network = build_ter_network(embeddings, args.seq_len, len(class_names))
     training = fit_best(
-        network, ArrayBatches(token_ids, labels, np.flatnonzero(train), args.batch_size, seed=args.seed),
-        ArrayBatches(token_ids, labels, np.flatnonzero(val), 1024), args.epochs, args.lr, outputs,
-        class_weights(labels[train], args.class_weight), args.monitor, args.patience, training_config(args),
-        strategy, use_xla(args, network),
+        network, train=ArrayBatches(token_ids, labels, np.flatnonzero(train), args.batch_size, seed=args.seed),
+        val=ArrayBatches(token_ids, labels, np.flatnonzero(val), 1024), epochs=args.epochs, lr=args.lr,
+        outputs=outputs, class_weight=class_weights(labels[train], args.class_weight), monitor=args.monitor,
+        patience=args.patience, config=training_config(args), strategy=strategy, jit_compile=use_xla(args, network),
     )
 
     # Evaluation, with the saved model itself (made outside the strategy: it predicts on one device).

@@ -14,7 +14,7 @@ A row whose image cannot be read is scored by TER alone (the fused weights are
 renormalised over the members that scored it, as in Late_fusion.py).
 ``--explain`` adds why (:mod:`emorec.explain`): each modality's part, each
 word's importance (occlusion) and each image model's heat map (Grad-CAM).
-``--serve`` runs the page of :mod:`emorec.serve` (``pip install -r Requirements-serve.txt``).
+``--serve`` runs the page of :mod:`emorec.serve.app` (``pip install -r Requirements-serve.txt``).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     checkpoints = Path(args.checkpoint_dir) / (args.run_name or "")
     if args.serve:
-        from emorec.serve import serve
+        from emorec.serve.app import serve
 
         return serve(Path(args.checkpoint_dir), args.run_name, args.host, args.port, args.max_upload_mb)
     from emorec.predictor import RunModels, require_run, require_texts
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_writable(writable)  # before loading any model
     import pandas as pd
 
-    from emorec.data import resolve_image_paths
+    from emorec.data.manifest import resolve_image_paths
 
     if args.csv:
         table = _read_tweets(Path(args.csv))
@@ -158,7 +158,8 @@ def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, 
     row, (row number, the explanation's JSON data, (png, json) paths, its summary lines)."""
     import keras
 
-    from emorec.explain import Explainer, explain_file, summary_lines, to_json
+    from emorec.explain.explainer import Explainer
+    from emorec.explain.output import explain_file, summary_lines, to_json
 
     explainer = Explainer(models)
     skipped = [table["image"].iloc[i] for i in range(len(table)) if not image_ok[i]]

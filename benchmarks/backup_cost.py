@@ -3,7 +3,7 @@ features into Dense(1000): 25 M weights, with Adam's two moments 75 M numbers to
 
     .venv/bin/python benchmarks/backup_cost.py [--rows 2000] [--epochs 3]
 
-Trains the head with fit_best on random features twice, with the backup (emorec.train.TrainingBackup) and with
+Trains the head with fit_best on random features twice, with the backup (emorec.training.backup.TrainingBackup) and with
 its file writes switched off, and prints the seconds per epoch of each, the backup's size on disk, and the share of an
 epoch it takes here and, from the measured time per training step, on B-T4SA's ~330,000 training pairs.
 """
@@ -20,10 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import emorec.train  # noqa: E402
-from emorec.cli import PhaseOutputs  # noqa: E402
+import emorec.training.backup  # noqa: E402
+from emorec.runs import PhaseOutputs  # noqa: E402
 from emorec.models import build_ier_head  # noqa: E402
-from emorec.train import ArrayBatches, fit_best, seed_everything  # noqa: E402
+from emorec.training.batches import ArrayBatches  # noqa: E402
+from emorec.training.fit import fit_best, seed_everything  # noqa: E402
 
 BT4SA_TRAIN_ROWS = 330_000
 BATCH = 20  # IER's default
@@ -38,10 +39,10 @@ def seconds_per_epoch(rows: int, epochs: int, folder: Path, backup: bool) -> tup
     outputs = PhaseOutputs(model=folder / "m.keras", args_json=folder / "a.json", metrics_json=folder / "m.json",
                            epochs_csv=folder / "e.csv", tensorboard=folder / "tb", prob_dir=folder, backup=folder / "bk")
     if not backup:  # the backup keeps its history in memory but writes nothing
-        emorec.train._save_arrays = emorec.train.write_json_atomic = lambda path, data: None
+        emorec.training.backup._save_arrays = emorec.training.backup.write_json_atomic = lambda path, data: None
     started = time.perf_counter()
-    fit_best(head, ArrayBatches(features, labels, np.arange(rows), BATCH, seed=0),
-             ArrayBatches(features, labels, np.arange(min(rows, 200)), 256), epochs, 1e-4, outputs)
+    fit_best(head, train=ArrayBatches(features, labels, np.arange(rows), BATCH, seed=0),
+             val=ArrayBatches(features, labels, np.arange(min(rows, 200)), 256), epochs=epochs, lr=1e-4, outputs=outputs)
     seconds = (time.perf_counter() - started) / epochs
     size = sum(path.stat().st_size for path in outputs.backup.glob("*")) if outputs.backup.exists() else 0
     return seconds, size

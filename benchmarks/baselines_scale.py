@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/baselines_scale.py --rows 100000 --out /tmp/baselines_scale
 
-The texts are the demo generator's tweets (``emorec.demo.generate_tweet``, its
+The texts are the demo generator's tweets (``emorec.demo_content.generate_tweet``, its
 class balance), the image features a float16 memory-mapped array shaped as
 VGG16's at 224 px (rows x 7 x 7 x 512, 49 KB a row, 4.9 GB at 100,000 rows)
 of random values (the timing of a fit hardly depends on the values). Split
@@ -31,7 +31,7 @@ def main() -> int:
     import numpy as np
 
     from emorec import baselines
-    from emorec.demo import generate_tweet, sample_labels
+    from emorec.demo_content import generate_tweet, sample_labels
 
     rng = np.random.default_rng(0)
     labels = sample_labels(rng, args.rows)

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from emorec.data import DEFAULT_CLASS_NAMES, draw_split, read_manifest  # noqa: E402
+from emorec.data.manifest import DEFAULT_CLASS_NAMES, read_manifest
+from emorec.data.splits import draw_split  # noqa: E402
 
 
 def main() -> None:

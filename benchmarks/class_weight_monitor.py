@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/class_weight_monitor.py --seeds 0 1 2 --out /tmp/cwm
 
 For each seed, generates the demo (``python -m emorec.demo --seed S``) into
-``OUT/demo-sS`` and runs the four phases (through ``python -m emorec.sweep``
+``OUT/demo-sS`` and runs the four phases (through ``python sweep.py``
 with one fraction, 1.0, and that seed) once per setting of --class-weight x
 --monitor, as runs named ``<weighting>-<monitor>-f1-sS``; every setting of a
 seed shares the image feature cache. Late fusion adds the baselines' rows.
@@ -38,7 +38,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, nargs=3, default=[20, 30, 10], metavar=("TER", "IER", "INTER"))
     args = parser.parse_args()
 
-    from emorec import demo, sweep
+    import sweep
+    from emorec import demo, label_efficiency
     from emorec.baselines import COMPARED_PHASE
 
     pairs = {phase: baseline for baseline, phase in COMPARED_PHASE.items()}  # each phase against its baseline
@@ -62,7 +63,7 @@ def main() -> int:
                 "--checkpoint-dir", str(work / "model_checkpoints"), "--log-dir", str(work / "tb_logs"),
                 "--prob-dir", str(work / "data_files"), "--results-dir", str(work / "results"),
             ])
-            summary = json.loads((work / "results" / sweep.run_name(prefix, 1.0, seed) / "summary.json").read_text())
+            summary = json.loads((work / "results" / label_efficiency.run_name(prefix, 1.0, seed) / "summary.json").read_text())
             for method, scores in summary["methods"].items():
                 rows.append({"seed": seed, "class_weight": weighting, "monitor": monitor, "method": method,
                              "accuracy": scores["test"]["accuracy"], "macro_f1": scores["test"]["macro_f1"]})

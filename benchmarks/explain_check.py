@@ -35,9 +35,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100, help="test rows explained")
     args = parser.parse_args()
 
-    from emorec.data import load_dataset
-    from emorec.demo import TONE_WORDS
-    from emorec.explain import BLANK_RGB, Explainer
+    from emorec.data.dataset import load_dataset
+    from emorec.demo_content import TONE_WORDS
+    from emorec.explain.explainer import BLANK_RGB, Explainer
     from emorec.images import load_image
     from emorec.predictor import RunModels
 

@@ -1,4 +1,4 @@
-"""Adam's training step: keras.optimizers.Adam against emorec.train.FusedAdam (TensorFlow's fused kernel).
+"""Adam's training step: keras.optimizers.Adam against emorec.training.optimizer.FusedAdam (TensorFlow's fused kernel).
 
 Times training steps (after the first, which traces) of the paper's heads on
 VGG16 features at 224 px: IER's Flatten -> Dense(1000) at its batch of 20, the
@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emorec.models import build_ier_head, build_ter_network  # noqa: E402
-from emorec.train import FusedAdam, seed_everything  # noqa: E402
+from emorec.training.fit import seed_everything
+from emorec.training.optimizer import FusedAdam  # noqa: E402
 
 
 def image_head(units: int) -> keras.Model:

@@ -3,7 +3,7 @@
 In one run: features of N images (random, float16, VGG16's shape at --image-size) are written to a feature
 store, then IER's head (``emorec.models.build_ier_head``) trains one epoch, after a warm-up epoch, on
 1. a ``tf.data`` pipeline over the same features as float32 tensors in memory (the reference);
-2. ``emorec.train.ArrayBatches`` over the store's memory-mapped shards as a Keras PyDataset (each batch read
+2. ``emorec.training.batches.ArrayBatches`` over the store's memory-mapped shards as a Keras PyDataset (each batch read
    in the training loop, between steps), and
 3. as ``ArrayBatches.dataset()`` (each batch read by parallel ``tf.numpy_function`` calls, prefetched), what
    IER.py and Intermediate_fusion.py train on.
@@ -38,7 +38,8 @@ def main() -> None:
 
     from emorec.feature_store import FeatureStore
     from emorec.models import build_ier_head
-    from emorec.train import ArrayBatches, adam
+    from emorec.training.batches import ArrayBatches
+    from emorec.training.optimizer import adam
 
     side = args.image_size // 32
     rng = np.random.default_rng(0)

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from emorec import demo, sweep  # noqa: E402
+import sweep  # noqa: E402
+from emorec import demo  # noqa: E402
 
 
 def sweep_argv(data: Path, out: Path, args, fractions, seeds, prefix) -> list[str]:

@@ -42,7 +42,7 @@ def baseline_bytes_per_row(data: Path, channels: int = 512) -> dict[str, float]:
     (float32 CSR) and, while fitting, the training rows' image features in float64 (``ImageRows``) and the
     both-baseline's training rows in float64 (CSR: 12 bytes a value)."""
     from emorec import baselines, demo
-    from emorec.data import load_dataset
+    from emorec.data.dataset import load_dataset
 
     frame = load_dataset(data / demo.MANIFEST_NAME, data, draw=False)  # the split the phases drew
     train = (frame["split"] == "train").to_numpy()

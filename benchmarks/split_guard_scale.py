@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/split_guard_scale.py --rows 470000
 
-Rows are the demo generator's tweets (``emorec.demo.generate_tweet``), one in
+Rows are the demo generator's tweets (``emorec.demo_content.generate_tweet``), one in
 ten with a second image, and one in twenty a copy of an earlier tweet's text
 (a retweet), so the split has tweets and texts to keep whole. Times, in
 seconds: TER's normalisation of every text, drawing the split (tweets and
@@ -32,8 +32,9 @@ def main() -> int:
     import numpy as np
     import pandas as pd
 
-    from emorec.data import data_fingerprint, draw_split, normalised_texts, split_leakage
-    from emorec.demo import generate_tweet, sample_labels
+    from emorec.data.fingerprints import data_fingerprint
+    from emorec.data.splits import draw_split, normalised_texts, split_leakage
+    from emorec.demo_content import generate_tweet, sample_labels
     from emorec.intervals import evaluate_test
 
     rng = np.random.default_rng(0)

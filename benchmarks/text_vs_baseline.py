@@ -38,7 +38,7 @@ def main() -> int:
 
     import TER
     from emorec.baselines import run_baselines
-    from emorec.data import load_dataset
+    from emorec.data.dataset import load_dataset
 
     tweets = pd.read_csv(args.tweets, dtype=str)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
 Trains IER's head (Flatten -> Dense(1000) -> softmax) on random features, or TER's network on random token ids
 (GloVe-sized embeddings of --vocabulary words), for --steps steps after two warm-up steps, each way, in one
 process, and prints the seconds per step and the ratio. --features 25088 is VGG16's whole 7x7x512 map at 224 px;
-512 its pooled features. What ``emorec.train.use_xla`` decides rests on these figures.
+512 its pooled features. What ``emorec.training.fit.use_xla`` decides rests on these figures.
 """
 
 import argparse
@@ -21,7 +21,7 @@ import tensorflow as tf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emorec.models import build_ier_head, build_ter_network  # noqa: E402
 from emorec.precision import dtype_policy  # noqa: E402
-from emorec.train import adam  # noqa: E402
+from emorec.training.optimizer import adam  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--network", choices=("ier", "ter"), default="ier", help="IER's head or TER's network")

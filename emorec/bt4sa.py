@@ -31,7 +31,8 @@ from typing import Sequence
 import pandas as pd
 
 from emorec.cli import ArgumentParser, HelpFormatter, run, setup_logging
-from emorec.data import class_names_path, image_stem, split_leakage, split_units, tweet_of_stem
+from emorec.data.manifest import class_names_path, image_stem, tweet_of_stem
+from emorec.data.splits import split_leakage, split_units
 from emorec.errors import InputError, list_some
 from emorec.fileio import read_csv_table, write_csv_atomic, write_text_atomic
 

@@ -1,22 +1,16 @@
-"""Command-line glue shared by the phase scripts and the package's tools."""
+"""The command line alone: the parser every phase starts from, the flag types, logging, and the exit status."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
-from emorec.data import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
+from emorec.data.manifest import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.distribute import STRATEGIES, STRATEGY_HELP
 from emorec.errors import InputError
-from emorec.storage import hold_run, require_writable, storage_error
-
-# Choices of image flags that more than one module reads: the phases' parsers, the backbones, the feature store.
-POOLINGS = ("flatten", "avg", "max")
-CACHE_KEYS = ("stat", "content")
+from emorec.storage import storage_error
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -170,67 +164,6 @@ def phase_parser(
     outputs.add_argument("--log-dir", default="tb_logs", help="where TensorBoard curves go")
     outputs.add_argument("--prob-dir", default="data_files", help="where the class-probability CSVs go")
     return parser
-
-
-@dataclass(frozen=True)
-class PhaseOutputs:
-    """Where one phase of one run writes: every path moves one folder deeper with --run-name."""
-
-    model: Path
-    args_json: Path
-    metrics_json: Path
-    epochs_csv: Path
-    tensorboard: Path
-    prob_dir: Path
-    backup: Path  # the training state while training runs (emorec.train.TrainingBackup), removed when the phase ends
-
-    def claim(self) -> None:
-        """Take, before the first write, this phase's lock on the run (:func:`emorec.storage.hold_run`): the same
-        phase of the same run started in a second process meanwhile is refused with :class:`InputError`."""
-        hold_run(self.model.parent, self.model.stem)
-
-    @classmethod
-    def of(cls, args: argparse.Namespace, phase: str) -> "PhaseOutputs":
-        """The outputs of ``phase`` for the parsed command line ``args``."""
-        run = args.run_name or ""
-        checkpoints = Path(args.checkpoint_dir) / run
-        return cls(
-            model=checkpoints / f"{phase}.keras",
-            args_json=checkpoints / f"{phase}.args.json",
-            metrics_json=checkpoints / f"{phase}.metrics.json",
-            epochs_csv=checkpoints / f"{phase}.epochs.csv",
-            tensorboard=Path(args.log_dir) / run / phase,
-            prob_dir=Path(args.prob_dir) / run,
-            backup=checkpoints / f".{phase}.backup",
-        )
-
-
-def writable_outputs(args: argparse.Namespace, phase: str, **more_folders) -> PhaseOutputs:
-    """The outputs of ``phase`` for ``args``, once every folder they go to (and ``more_folders``: flag -> folder)
-    is known to be writable (:func:`emorec.storage.require_writable`: an :class:`InputError` before any work)."""
-    outputs = PhaseOutputs.of(args, phase)
-    require_writable({"--checkpoint-dir": outputs.model.parent, "--log-dir": outputs.tensorboard.parent,
-                      "--prob-dir": outputs.prob_dir, **more_folders})
-    return outputs
-
-
-def phase_output_fix(phase: str, args: argparse.Namespace) -> str:
-    """How to make a file that the phase ``phase`` writes: the command to run first, for this run's outputs."""
-    same = " --run-name " + args.run_name if args.run_name else ""
-    return f"written by `python {phase}.py`: run that first, with the same --manifest{same} and output folders."
-
-
-def require_files(needed: dict) -> None:
-    """Check that every input file exists before any work; raise one :class:`InputError` listing all that do not.
-
-    ``needed`` maps each path to what makes it (a command, or where to get
-    it), which the message gives beside the path.
-    """
-    missing = [f"{path} is missing: {fix}" for path, fix in needed.items() if not Path(path).is_file()]
-    if len(missing) == 1:
-        raise InputError(missing[0])
-    if missing:
-        raise InputError(f"{len(missing)} input files are missing:\n" + "\n".join(f"- {line}" for line in missing))
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

@@ -9,7 +9,7 @@ Importing this module registers every custom object that the saved models
 (``TER.keras``, ``IER.keras``, ``Intermediate_fusion.keras``) hold: the tweet
 normalisation and the backbones' preprocessing. ``import emorec.models`` is
 the one import needed before ``keras.models.load_model`` on any of them; the
-saved models carry no optimizer (see :func:`emorec.train.fit_best`).
+saved models carry no optimizer (see :func:`emorec.training.fit.fit_best`).
 """
 
 from __future__ import annotations

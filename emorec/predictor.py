@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emorec.cli import require_files
+from emorec.runs import require_files
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS
 
@@ -89,7 +89,7 @@ class RunModels:
         """
         checkpoints = Path(checkpoints)
         require_run(checkpoints)
-        from emorec.data import check_same_data
+        from emorec.data.fingerprints import check_same_data
 
         configs = {phase: checkpoints / f"{phase}.args.json" for phase in (*MEMBERS, "Late_fusion")}
         recorded = {phase: (path, json.loads(path.read_text())) for phase, path in configs.items()}

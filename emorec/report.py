@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-from emorec.data import SPLITS
+from emorec.data.manifest import SPLITS
 from emorec.fileio import atomic_path
 from emorec.intervals import predicted_classes
 

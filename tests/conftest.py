@@ -113,7 +113,7 @@ def small_sweep(small_demo, tmp_path_factory):
     """A two-fraction, one-seed label-efficiency sweep on the small demo (1 epoch per phase, 32 px images, the
     fusions with the baselines): (its output folder, its argv). Its whole-split setting, the run ``t-f1-s0``, is the
     four phases chained as a user runs them, which test_pipeline checks."""
-    from emorec import sweep
+    import sweep
     from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 
     out = tmp_path_factory.mktemp("sweep")
@@ -135,7 +135,7 @@ def demo_extraction(demo: Path, cache_dir: Path, rows: int):
     """The first ``rows`` rows of the demo in ``demo``, a random 32 px VGG16 in float32, its feature store under
     ``cache_dir`` and the rows' image keys: (frame, extractor, store, keys), for tests of the feature store."""
     from emorec import images
-    from emorec.data import read_manifest
+    from emorec.data.manifest import read_manifest
     from emorec.demo import MANIFEST_NAME
     from emorec.feature_store import FeatureStore, image_keys, store_folder
 
@@ -194,7 +194,7 @@ def dying_extractor(extractor, dies_at: int, error: type[BaseException], calls: 
 def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
     """Raise KeyboardInterrupt once epoch ``epoch`` (1-based) of any training is backed up: a kill between two
     epochs (``monkeypatch`` undoes it)."""
-    from emorec.train import TrainingBackup
+    from emorec.training.backup import TrainingBackup
 
     backed_up = TrainingBackup.on_epoch_end
 

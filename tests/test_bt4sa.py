@@ -7,7 +7,9 @@ import pytest
 
 from emorec import bt4sa
 from emorec.cli import run
-from emorec.data import class_names_path, load_dataset, split_path
+from emorec.data.dataset import load_dataset
+from emorec.data.manifest import class_names_path
+from emorec.data.splits import split_path
 from emorec.errors import InputError
 
 from conftest import write_image

@@ -96,14 +96,14 @@ def test_flags_out_of_range_are_refused_by_the_parser(script, argv, message, cap
 
 
 @pytest.mark.parametrize("command", [["TER.py"], ["IER.py"], ["Intermediate_fusion.py"], ["Late_fusion.py"],
-                                     ["predict.py"], ["-m", "emorec.sweep"], ["-m", "emorec.demo"], ["-m", "emorec.bt4sa"]])
+                                     ["predict.py"], ["sweep.py"], ["-m", "emorec.demo"], ["-m", "emorec.bt4sa"]])
 def test_help_never_prints_a_default_of_none(command):
     result = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, check=True)
     assert "(default: None)" not in result.stdout and "(default:" in result.stdout
 
 
 def test_sweep_passes_a_flag_without_value_through_to_a_phase():
-    from emorec.sweep import parse_args
+    from sweep import parse_args
 
     args = parse_args(["--inter-args", "--init-from-unimodal", "--ter-args", "--lr 1e-3 --seed 4", "--seeds", "1"])
     assert (args.inter_args, args.ter_args, args.ier_args, args.seeds) == ("--init-from-unimodal", "--lr 1e-3 --seed 4", "", [1])

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from emorec import demo
-from emorec.data import load_dataset, read_manifest
+from emorec import demo, demo_content
+from emorec.data.dataset import load_dataset
+from emorec.data.manifest import read_manifest
 from emorec.errors import InputError
 
 
@@ -79,7 +80,7 @@ def test_texts_look_like_tweets(small_demo):
     texts = read_manifest(small_demo / demo.MANIFEST_NAME, small_demo)["text"]
     for marker in (r"@\w+", r"#\w+", r"https://t\.co/\w+", r"[😂😍🎉😢💔😞🤮🙄😒😡🤬💢👀🔥🙏👍🤔✨📷🎶]", r"\b[A-Z]{3,}\b", r"\d"):
         assert texts.str.contains(marker).mean() > 0.05, marker
-    vocabulary = set(demo.FUNCTION_WORDS).union(*demo.TONE_WORDS, *demo.CLASS_WORDS, *demo.TOPICS.values())
+    vocabulary = set(demo_content.FUNCTION_WORDS).union(*demo_content.TONE_WORDS, *demo_content.CLASS_WORDS, *demo_content.TOPICS.values())
     words = {word for word in " ".join(texts).lower().split() if word.isalpha()}
     misspelled = words - vocabulary
     assert len(misspelled) > 20, "stretched, dropped or swapped letters"
@@ -97,7 +98,7 @@ def test_word_vectors_are_glove_format_and_carry_meaning(small_demo):
     def cosine(a, b):
         return vectors[a] @ vectors[b] / np.linalg.norm(vectors[a]) / np.linalg.norm(vectors[b])
 
-    calm, hostile = demo.TONE_WORDS
+    calm, hostile = demo_content.TONE_WORDS
     same = np.mean([cosine(a, b) for a in calm[:8] for b in calm[8:16]])
     across = np.mean([cosine(a, b) for a in calm[:8] for b in hostile[:8]])
     assert same > across + 0.1

@@ -117,8 +117,9 @@ def test_two_workers_on_localhost_train_ter_to_identical_weights_and_only_the_ch
 
 def test_two_shard_processes_fill_one_store_equal_to_a_single_extraction(tiny_dataset, tmp_path):
     from emorec import images
-    from emorec.data import read_manifest
-    from emorec.feature_store import FeatureStore, image_keys, store_folder, stored_features
+    from emorec.data.manifest import read_manifest
+    from emorec.extraction import stored_features
+    from emorec.feature_store import FeatureStore, image_keys, store_folder
 
     manifest, root = tiny_dataset
     frame = read_manifest(manifest, root)
@@ -175,7 +176,7 @@ def test_xla_only_without_determinism_and_on_cpu_only_where_it_was_faster():
     import tensorflow as tf
 
     from emorec.models import build_ier_head
-    from emorec.train import use_xla
+    from emorec.training.fit import use_xla
 
     pooled_head, flat_head = build_ier_head((512,), 4), build_ier_head((7, 7, 512), 4)
     tokens = keras.Input((30,), dtype="int32")

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emorec.demo import TONE_WORDS
-from emorec.explain import BLANK_RGB, HEAT_MODELS, choose_examples
+from emorec.demo_content import TONE_WORDS
+from emorec.explain.examples import choose_examples
+from emorec.explain.explainer import BLANK_RGB, HEAT_MODELS
 from emorec.fusion import MEMBERS
 
 TONE = set(TONE_WORDS[0]) | set(TONE_WORDS[1])
@@ -18,7 +19,7 @@ TONE = set(TONE_WORDS[0]) | set(TONE_WORDS[1])
 
 @pytest.fixture(scope="module")
 def explainer(trained):
-    from emorec.explain import Explainer
+    from emorec.explain.explainer import Explainer
     from emorec.predictor import RunModels
 
     return Explainer(RunModels.load(trained / "model_checkpoints"))
@@ -106,7 +107,7 @@ def test_the_report_picks_the_most_confident_right_and_wrong_per_class_in_turn()
 def test_the_console_summary_lists_the_strongest_words_by_size_with_their_sign():
     from types import SimpleNamespace
 
-    from emorec.explain import summary_lines
+    from emorec.explain.output import summary_lines
 
     explanation = SimpleNamespace(
         prediction=3, predicted_class="anger", heat_maps={}, heat_layer="block5_conv3", peaks={}, text_cut=None,

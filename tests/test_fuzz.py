@@ -18,7 +18,7 @@ import predict
 import TER
 from emorec import bt4sa
 from emorec.cli import run
-from emorec.data import read_manifest
+from emorec.data.manifest import read_manifest
 from emorec.errors import InputError
 
 from conftest import write_image

@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 
 import IER
-from emorec import feature_store, images
+from emorec import extraction, images
 from emorec.cli import run
-from emorec.data import read_manifest
+from emorec.data.manifest import read_manifest
 from emorec.demo import MANIFEST_NAME
 from emorec.errors import InputError
-from emorec.feature_store import FeatureStore, compute_features, image_keys, phase_features, stored_features
+from emorec.extraction import compute_features, phase_features, stored_features
+from emorec.feature_store import FeatureStore, image_keys
 from emorec.images import load_image
 
 from conftest import counting, demo_extraction, dying_extractor
@@ -74,7 +75,7 @@ def test_second_run_reuses_the_cache_without_running_the_backbone(ier_run, small
     def no_extraction(*args, **kwargs):
         raise AssertionError("the backbone ran again")
 
-    monkeypatch.setattr(feature_store, "compute_features", no_extraction)
+    monkeypatch.setattr(extraction, "compute_features", no_extraction)
     assert IER.main(ier_argv(small_demo, ier_run, "--run-name", "again")) == 0
     first = pd.read_csv(ier_run / "probs" / "img_prob.csv")
     again = pd.read_csv(ier_run / "probs" / "again" / "img_prob.csv")
@@ -194,7 +195,7 @@ def write_sideways_photo(tmp_path):
 def test_a_photo_stored_sideways_is_read_upright_by_extraction_and_the_page(tmp_path):
     from PIL import Image
 
-    from emorec.serve import read_upload
+    from emorec.serve.app import read_upload
 
     upright, sideways = write_sideways_photo(tmp_path)
     with Image.open(sideways) as stored:

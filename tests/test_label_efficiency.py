@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 import Intermediate_fusion
-from emorec import sweep
+import sweep
+from emorec import label_efficiency
 from emorec.cli import run
-from emorec.data import labelled_training_rows, load_dataset
+from emorec.data.dataset import load_dataset
+from emorec.data.splits import labelled_training_rows
 from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 from emorec.errors import InputError
 from emorec.fusion import METHODS
@@ -69,7 +71,7 @@ def test_the_sweep_writes_one_row_per_setting_and_method(small_sweep):
 
 def test_the_three_phases_of_a_setting_train_on_the_same_examples(small_sweep, tmp_path):
     out, _ = small_sweep
-    from emorec.data import read_training_ids
+    from emorec.data.fingerprints import read_training_ids
 
     ckpt = out / "ckpt" / "t-f0.25-s0"
     recorded = {phase: json.loads((ckpt / f"{phase}.args.json").read_text()) for phase in ("TER", "IER", "Intermediate_fusion")}
@@ -105,14 +107,15 @@ def test_fusion_refuses_unimodal_runs_on_other_examples(small_sweep, small_demo,
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(small_sweep, monkeypatch):
     out, argv = small_sweep
     calls = []
-    monkeypatch.setattr(sweep, "_call", lambda phase, phase_argv: calls.append(phase))
+    monkeypatch.setattr(sweep, "PHASES", {phase: lambda phase_argv, phase=phase: calls.append(phase) or 0
+                                          for phase in sweep.PHASES})
     assert sweep.main(argv) == 0
     assert calls == []  # both settings finished: nothing runs
     (out / "results" / "t-f0.25-s0" / "summary.json").unlink()  # as if killed during late fusion
     monkeypatch.undo()
     recorded = []
-    real_call = sweep._call
-    monkeypatch.setattr(sweep, "_call", lambda phase, phase_argv: recorded.append(phase) or real_call(phase, phase_argv))
+    monkeypatch.setattr(sweep, "PHASES", {phase: lambda phase_argv, phase=phase, main=main: recorded.append(phase)
+                                          or main(phase_argv) for phase, main in sweep.PHASES.items()})
     assert sweep.main(argv) == 0
     assert recorded == ["Late_fusion"]
     assert len(pd.read_csv(out / "results" / "label_efficiency.csv")) == 2 * len(METHODS)
@@ -155,8 +158,8 @@ def test_the_sweep_refuses_to_tabulate_settings_on_different_splits(small_sweep,
 
 def test_time_left_grows_with_the_fractions_still_to_run():
     done = [(0.1, 100.0), (0.5, 300.0)]  # a line: 50 s fixed, 500 s per whole training split
-    assert sweep.time_left(done, [1.0, 0.05]) == pytest.approx(550.0 + 100.0)  # never below the fastest seen
-    assert sweep.time_left([(0.1, 100.0)], [0.1, 0.1]) == pytest.approx(200.0)
+    assert label_efficiency.time_left(done, [1.0, 0.05]) == pytest.approx(550.0 + 100.0)  # never below the fastest seen
+    assert label_efficiency.time_left([(0.1, 100.0)], [0.1, 0.1]) == pytest.approx(200.0)
 
 
 def test_the_sweep_refuses_fractions_outside_zero_to_one():

@@ -7,7 +7,9 @@ import re
 import pandas as pd
 import pytest
 
-from emorec.data import DEFAULT_CLASS_NAMES, load_dataset, read_manifest, split_path
+from emorec.data.dataset import load_dataset
+from emorec.data.manifest import DEFAULT_CLASS_NAMES, read_manifest
+from emorec.data.splits import split_path
 from emorec.errors import InputError
 
 from conftest import write_image, write_manifest

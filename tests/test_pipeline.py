@@ -108,8 +108,8 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     from sklearn.preprocessing import StandardScaler
 
     from emorec.baselines import BASELINE_PROB_FILES, C_GRID, COMPARED_PHASE
-    from emorec.data import read_manifest
-    from emorec.feature_store import phase_features
+    from emorec.data.manifest import read_manifest
+    from emorec.extraction import phase_features
 
     summary = json.loads((pipeline / "results" / RUN / "summary.json").read_text())
     manifest = pd.read_csv(small_demo / MANIFEST_NAME)
@@ -335,7 +335,8 @@ def run_copy(pipeline, tmp_path):
 def test_later_phases_refuse_a_redrawn_split_and_a_changed_manifest(pipeline, small_demo, tmp_path, capsys):
     """The run's phases read the demo's manifest; a copy of it with a redrawn split, then with an edited text,
     stands for the manifest as it is now."""
-    from emorec.data import draw_split, read_manifest, split_path
+    from emorec.data.manifest import read_manifest
+    from emorec.data.splits import draw_split, split_path
 
     copied = run_copy(pipeline, tmp_path)
     manifest = shutil.copy(small_demo / MANIFEST_NAME, tmp_path / "now.csv")

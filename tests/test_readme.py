@@ -48,7 +48,7 @@ SMALL = {
     "TER.py": ["--epoch", "1", "--batch-size", "32"],
     "IER.py": ["--epoch", "1", "--image-size", "32", "--image-weights", WEIGHTS],
     "Intermediate_fusion.py": ["--epoch", "1"],
-    "emorec.sweep": ["--fractions", "0.5", "--seeds", "0", "--epoch", "1"],
+    "sweep.py": ["--fractions", "0.5", "--seeds", "0", "--epoch", "1"],
 }
 CLASSES = ["happy", "sad", "hate", "anger"]
 BLOCK = re.compile(r"(?:<!-- test: (?P<name>[\w-]+) -->\n)?```(?P<language>\w*)\n(?P<body>.*?)```", re.S)
@@ -70,7 +70,7 @@ def commands(body: str) -> list[list[str]]:
 
 
 def target(words: list[str]) -> str:
-    """The script or module a command runs: ``TER.py``, ``emorec.sweep``, ``tensorboard``."""
+    """The script or module a command runs: ``TER.py``, ``emorec.demo``, ``tensorboard``."""
     if Path(words[0]).name == "tensorboard":
         return "tensorboard"
     return words[2] if words[1] == "-m" else words[1]
@@ -130,18 +130,18 @@ def test_the_phases_block_runs_the_four_phases_on_data_in_the_real_places(traine
 
 
 # Run after the README's loading example, in its interpreter (a second fresh one would cost the suite one more
-# TensorFlow start): loads each saved model with the README's one import (and emorec.train, which holds the training
-# optimizer, never imported, by the example or by this), then scores raw rows: texts and image files as the manifest
+# TensorFlow start): loads each saved model with the README's one import (and emorec.training, which holds the
+# training optimizer, never imported, by the example or by this), then scores raw rows: texts and image files as the manifest
 # gives them.
 FRESH_LOAD = """
 import json, sys
 import keras
 import emorec.models
 models = {p: keras.models.load_model(f"model_checkpoints/{p}.keras") for p in ("TER", "IER", "Intermediate_fusion")}
-assert "emorec.train" not in sys.modules
+assert "emorec.training" not in sys.modules
 import numpy as np, pandas as pd, tensorflow as tf
 from pathlib import Path
-from emorec.data import resolve_image_paths
+from emorec.data.manifest import resolve_image_paths
 from emorec.images import load_image
 rows = pd.read_csv("data_files/image_labels.csv", dtype=str, keep_default_na=False).iloc[::10]
 paths, _ = resolve_image_paths(rows["image"], Path("data_t4sa"))

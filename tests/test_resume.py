@@ -106,13 +106,13 @@ def test_a_changed_command_line_starts_fresh_and_says_why(tiny_dataset, tmp_path
 
 def test_a_kill_after_training_but_before_saving_resumes_without_training_again(tiny_dataset, tmp_path, monkeypatch,
                                                                                  capsys):
-    import emorec.train
+    import emorec.runs
 
     def killed_while_saving(*args):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(emorec.train, "save_model", killed_while_saving)
+        patch.setattr(emorec.runs, "save_model", killed_while_saving)
         with pytest.raises(KeyboardInterrupt):
             TER.main(tiny_ter(tiny_dataset, tmp_path, "--epoch", "3"))
     backed_up = json.loads((tmp_path / "ckpt" / ".TER.backup" / "state.json").read_text())
@@ -134,8 +134,9 @@ def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path):
 
     import pandas as pd
 
-    from emorec.cli import PhaseOutputs
-    from emorec.train import ArrayBatches, fit_best, seed_everything
+    from emorec.runs import PhaseOutputs
+    from emorec.training.batches import ArrayBatches
+    from emorec.training.fit import fit_best, seed_everything
 
     seed_everything(0)
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
@@ -145,7 +146,8 @@ def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path):
     outputs = PhaseOutputs.of(argparse.Namespace(run_name=None, checkpoint_dir=tmp_path, log_dir=tmp_path / "tb",
                                                  prob_dir=tmp_path), "Toy")
 
-    summary = fit_best(model, ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, 1 - y), 20, 0.1, outputs, patience=2)
+    summary = fit_best(model, train=ArrayBatches(x, y, np.arange(64), 16, seed=0), val=(x, 1 - y), epochs=20, lr=0.1,
+                       outputs=outputs, patience=2)
 
     assert summary["epochs_run"] == 3 and summary["stopped_early"] and summary["best_epoch"] == 1
     assert len(pd.read_csv(outputs.epochs_csv)) == 3
@@ -158,27 +160,28 @@ def test_adam_falls_back_to_keras_adam_when_its_state_is_elsewhere_and_trains_wi
     in its one optimizer line, and trains as FusedAdam does (the same update: weights within float rounding)."""
     import argparse
 
-    from emorec import train
-    from emorec.cli import PhaseOutputs
+    from emorec.training import batches, fit, optimizer
+    from emorec.runs import PhaseOutputs
 
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
 
     def trained(name):
-        train.seed_everything(0)
+        fit.seed_everything(0)
         inputs = keras.Input((8,))
         model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
         outputs = PhaseOutputs.of(argparse.Namespace(run_name=None, checkpoint_dir=tmp_path / name,
                                                      log_dir=tmp_path / name / "tb", prob_dir=tmp_path), "Toy")
-        summary = train.fit_best(model, train.ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, y), 3, 0.05, outputs)
+        summary = fit.fit_best(model, train=batches.ArrayBatches(x, y, np.arange(64), 16, seed=0), val=(x, y), epochs=3,
+                                lr=0.05, outputs=outputs)
         return summary, model.get_weights()
 
     caplog.set_level("INFO", logger="emorec")
     fused_summary, fused = trained("fused")
     assert "optimizer: FusedAdam" in caplog.text and "keras.optimizers.Adam" not in caplog.text
     caplog.clear()
-    monkeypatch.setattr(train, "ADAM_STATE", ("_first_moments", "_second_moments"))  # as a later Keras might
-    assert type(train.adam(1e-3)) is keras.optimizers.Adam
+    monkeypatch.setattr(optimizer, "ADAM_STATE", ("_first_moments", "_second_moments"))  # as a later Keras might
+    assert type(optimizer.adam(1e-3)) is keras.optimizers.Adam
     summary, weights = trained("fallback")
     assert "optimizer: keras.optimizers.Adam, the same update unfused" in caplog.text and "_first_moments" in caplog.text
     assert summary["epochs_run"] == 3 and summary["best_val_loss"] < 0.6  # it learnt the rule (chance: 0.69)

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emorec.data import draw_split, load_dataset, split_path
+from emorec.data.dataset import load_dataset
+from emorec.data.splits import draw_split, split_path
 from emorec.errors import InputError
 
 from conftest import write_image, write_manifest
@@ -128,7 +129,7 @@ def test_a_manifest_with_its_own_split_keeps_it(tmp_path):
 def test_a_drawn_split_keeps_tweets_and_normalised_texts_whole():
     """Adversarial: chains of four tweets whose texts TER cannot tell apart (case, numbers, links, '#',
     punctuation), some of them tweets with two images; no tweet and no normalised text may straddle two splits."""
-    from emorec.data import split_leakage
+    from emorec.data.splits import split_leakage
 
     frame = synthetic_frame(tweets=600, seed=1)
     frame["text"] = [f"plain text number {chr(97 + int(g) % 26)}{chr(97 + int(g) // 26 % 26)}" for g in frame["group"]]
@@ -194,7 +195,7 @@ def test_a_given_split_that_leaks_is_counted_and_refused_with_strict_split(tmp_p
 
 
 def test_fingerprints_tell_a_redrawn_split_and_a_changed_manifest(tiny_dataset):
-    from emorec.data import check_same_data, data_fingerprint
+    from emorec.data.fingerprints import check_same_data, data_fingerprint
 
     manifest, root = tiny_dataset
     first = load_dataset(manifest, root, seed=0)

@@ -16,10 +16,12 @@ import pytest
 
 import IER
 import TER
-from emorec import feature_store
+from emorec import extraction
 from emorec.cli import run
-from emorec.data import load_dataset, split_path
-from emorec.feature_store import FeatureStore, phase_features, stored_features
+from emorec.data.dataset import load_dataset
+from emorec.data.splits import split_path
+from emorec.extraction import phase_features, stored_features
+from emorec.feature_store import FeatureStore
 from emorec.storage import beside_or_fallback, is_writable
 
 from conftest import assert_same_stored_features, counting, demo_extraction
@@ -120,7 +122,7 @@ def test_beside_read_only_inputs_the_split_and_glove_cache_go_to_the_fallback_fo
                                                                                       monkeypatch, capsys):
     """A shared, read-only data set: TER stores its split and GloVe cache in $EMOREC_CACHE_DIR, says so, writes
     nothing beside the inputs, and the next run finds both there."""
-    from emorec.text import load_glove_vectors
+    from emorec.glove import load_glove_vectors
 
     manifest, root = tiny_dataset
     glove = manifest.parent / "glove.tiny.200d.txt"
@@ -150,7 +152,7 @@ def test_a_disk_that_fills_while_extracting_is_an_error_and_the_store_goes_on_fr
                                                                                        monkeypatch, capsys):
     """No room while the second chunk's entries are recorded: exit 2 naming the file, no traceback, the first chunk
     kept; with room again the same command computes only the rest."""
-    monkeypatch.setattr(feature_store, "stored_features", functools.partial(feature_store.stored_features, chunk=16))
+    monkeypatch.setattr(extraction, "stored_features", functools.partial(extraction.stored_features, chunk=16))
     recorded = []
     real_record = FeatureStore.record
 
@@ -246,7 +248,7 @@ def test_the_fusion_phase_refuses_a_store_that_lacks_images_naming_what_to_rerun
 
 
 def test_a_damaged_glove_cache_is_parsed_again_with_a_warning(tmp_path, caplog):
-    from emorec.text import glove_cache_path, load_glove_vectors
+    from emorec.glove import glove_cache_path, load_glove_vectors
 
     glove = tmp_path / "glove.txt"
     glove.write_text("happy 1 2\nsad 3 4\n", encoding="utf-8")

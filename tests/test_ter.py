@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import TER
 from emorec.cli import run
-from emorec.data import read_manifest
+from emorec.data.manifest import read_manifest
 from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 
 
@@ -95,7 +95,7 @@ def test_missing_glove_exits_2_with_where_to_get_it(small_demo, tmp_path, capsys
 def test_a_glove_file_of_another_dimension_is_refused_before_anything_is_written(small_demo, tmp_path, capsys):
     import shutil
 
-    from emorec.data import split_path
+    from emorec.data.splits import split_path
 
     demo = tmp_path / "demo"
     shutil.copytree(small_demo, demo)

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from emorec.cli import PhaseOutputs
-from emorec.train import ArrayBatches, FusedAdam, class_weights, fit_best, seed_everything
+from emorec.runs import PhaseOutputs
+from emorec.training.batches import ArrayBatches
+from emorec.training.fit import class_weights, fit_best, seed_everything
+from emorec.training.optimizer import FusedAdam
 
 
 def test_fit_best_restores_the_best_validation_epoch(tmp_path):
@@ -26,7 +28,8 @@ def test_fit_best_restores_the_best_validation_epoch(tmp_path):
                               prob_dir=tmp_path / "probs")
     outputs = PhaseOutputs.of(args, "Toy")
 
-    summary = fit_best(model, ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, 1 - y), 6, 0.1, outputs)
+    summary = fit_best(model, train=ArrayBatches(x, y, np.arange(64), 16, seed=0), val=(x, 1 - y), epochs=6, lr=0.1,
+                       outputs=outputs)
 
     epochs = pd.read_csv(outputs.epochs_csv)
     assert summary["epochs_run"] == 6 and summary["best_epoch"] == 1
@@ -108,8 +111,9 @@ def test_validation_macro_f1_of_each_epoch_is_scikit_learns_on_that_epochs_weigh
 
     monkeypatch.setattr(keras.Model, "fit", fit_with_callback)
     # Validation batches of 7 rows: a mean over batches would differ from the whole split's value.
-    summary = fit_best(model, ArrayBatches(x, y, np.arange(80), 16, seed=0), keras_batches(x_val, y_val, 7), 5, 0.05, outputs,
-                       class_weights(y[:80], "balanced"), "val_macro_f1")
+    summary = fit_best(model, train=ArrayBatches(x, y, np.arange(80), 16, seed=0), val=keras_batches(x_val, y_val, 7),
+                       epochs=5, lr=0.05, outputs=outputs, class_weight=class_weights(y[:80], "balanced"),
+                       monitor="val_macro_f1")
     logged = pd.read_csv(outputs.epochs_csv)["val_macro_f1"].to_numpy()
     np.testing.assert_allclose(logged, expected, atol=1e-6)
     assert len(set(np.round(expected, 6))) > 1  # the measure moved between epochs, so the check has teeth

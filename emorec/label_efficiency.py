@@ -1,87 +1,48 @@
-"""The label-efficiency study: the four phases for every (label fraction, seed), then the curve.
+"""The label-efficiency study: every (label fraction, seed) setting run through the phases, then the curve.
 
-    python -m emorec.sweep --fractions 0.05 0.1 0.25 0.5 1.0 --seeds 0 1 2 --epoch 20
-
-Every setting is its own named run (``--run-name <prefix>-f<fraction>-s<seed>``:
-each output one folder deeper) that trains TER, IER and Intermediate_fusion on the same stratified,
-seeded subsample of the training split (``--label-fraction``) and fuses them
-with Late_fusion; val and test are the same for all. The image feature cache and
-the GloVe cache are shared, so no setting runs the backbone again, and the
-largest fraction runs first so that its GloVe cache (the largest vocabulary)
-serves the smaller ones without parsing the file again. A phase or
-setting that already finished is skipped, so an interrupted sweep resumes.
-Writes ``results/label_efficiency.csv``, ``.md`` and ``.png``.
+What ``python sweep.py`` runs (see its docstring): :func:`run_sweep` runs each setting not yet done through the
+phases it is handed, an explicit mapping of each phase's name to its ``main`` (this package never imports the
+phase scripts), and writes ``results/label_efficiency.csv``, ``.md`` and ``.png``.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import logging
 import shlex
-import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from emorec.baselines import BASELINE_NAMES
-from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, setup_logging, unit_fraction
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES, METHODS
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger("emorec")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# A phase's entry point: its main(argv), which returns its exit status.
+PhaseMain = Callable[[Sequence[str]], int]
+
+
 # The report's names, two of them shortened to fit a table column and a legend.
 LABELS = {**METHOD_NAMES, "Late_fusion": "Late fusion", "Stacker": "LR stacker", "Baseline_text": "TF-IDF + LR",
           "Baseline_image": "Linear probe", "Baseline_both": "LR text + image",
           "Late_fusion_with_baselines": "Late fusion + baselines", "Stacker_with_baselines": "LR stacker + baselines"}
+
+
 INTERVALS_NOTE = (
     "Each cell is the mean over seeds of a method's test score, with a 95 % interval from a bootstrap that "
     "redraws both the seeds and the test tweets (1,000 resamples: each draws the seeds with replacement and the "
     "test tweets with replacement, and averages the drawn seeds' scores on the drawn tweets), so it holds the "
     "spread between seeds and the sampling of the test set. '+ val labels': the validation labels that chose "
     "every best epoch, the late-fusion weights, the stacker and the baselines' C, besides the training labels.")
-# The flags whose value is more flags for one phase, passed through as one string.
+
+
+# The flags of `python sweep.py` whose value is more flags for one phase, passed through as one string.
 PASS_THROUGH = {"TER": "--ter-args", "IER": "--ier-args", "Intermediate_fusion": "--inter-args"}
-
-
-def parse_args(argv: Sequence[str] | None = None):
-    """Parse the sweep's command line: the settings, the data, the outputs and flags passed through to the phases."""
-    parser = ArgumentParser(
-        prog="python -m emorec.sweep", formatter_class=HelpFormatter,
-        description="Run the four phases for every label fraction and seed, and draw accuracy against labels.",
-    )
-    parser.add_argument("--fractions", type=unit_fraction, nargs="+", default=[0.05, 0.1, 0.25, 0.5, 1.0],
-                        help="fractions of the training split's labels (per class) to train on")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and fraction")
-    parser.add_argument("--manifest", default=None, help="passed to every phase (default: the phases' own)")
-    parser.add_argument("--image-root", default=None, help="passed to the training phases (default: theirs)")
-    parser.add_argument("--epoch", "--epochs", dest="epochs", type=positive_int, default=None,
-                        help="epochs for TER, IER and Intermediate_fusion (default: the phases' own)")
-    for phase, flag in PASS_THROUGH.items():
-        parser.add_argument(flag, default="", help=f"more flags for {phase}.py, as one quoted string "
-                            f"(\"--init-from-unimodal\" or \"--lr 1e-3 --batch-size 64\")")
-    parser.add_argument("--with-baselines", action="store_true",
-                        help="passed to Late_fusion.py: also fuse the baselines with the three members")
-    parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
-    parser.add_argument("--checkpoint-dir", default="model_checkpoints", help="passed to every phase")
-    parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")
-    parser.add_argument("--prob-dir", default="data_files", help="passed to every phase")
-    parser.add_argument("--results-dir", default="results", help="where each setting's report and the curve go")
-    return parser.parse_args(_attach_pass_through(sys.argv[1:] if argv is None else argv))
-
-
-def _attach_pass_through(argv: Sequence[str]) -> list[str]:
-    """Join each pass-through flag with the string after it (``--inter-args=--init-from-unimodal``).
-
-    argparse would otherwise take a value that starts with ``-`` for a flag of the sweep's own.
-    """
-    joined, tokens = [], iter(argv)
-    for token in tokens:
-        value = next(tokens, None) if token in PASS_THROUGH.values() else None
-        joined.append(token if value is None else f"{token}={value}")
-    return joined
 
 
 def run_name(prefix: str, fraction: float, seed: int) -> str:
@@ -89,10 +50,10 @@ def run_name(prefix: str, fraction: float, seed: int) -> str:
     return f"{prefix}-f{fraction:g}-s{seed}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run every setting not yet done, then write the label-efficiency table and figure; returns 0."""
-    args = parse_args(argv)
-    setup_logging()
+def run_sweep(args, phases: Mapping[str, PhaseMain]) -> None:
+    """Run every setting of ``args`` (the parsed flags of ``python sweep.py``) not yet done, through ``phases``
+    (each phase's name, TER, IER, Intermediate_fusion and Late_fusion, to its ``main``), then write the
+    label-efficiency table and figure."""
     # Largest fraction first: its vocabulary holds the smaller subsamples', so its GloVe cache serves them all.
     settings = [(fraction, seed) for fraction in sorted(set(args.fractions), reverse=True) for seed in args.seeds]
     results = Path(args.results_dir)
@@ -103,14 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("[%d/%d] %s: already done, skipped", number, len(settings), name)
             continue
         setting_started = time.perf_counter()
-        run_setting(args, name, fraction, seed)
+        run_setting(args, name, fraction, seed, phases)
         durations.append((fraction, time.perf_counter() - setting_started))
         left = time_left(durations, [f for f, _ in settings[number:]])
         log.info("[%d/%d] %s done in %.0f s: %.0f s so far, about %.0f s left", number, len(settings), name,
                  durations[-1][1], time.perf_counter() - started, left)
     write_label_efficiency(*collect(args, settings), results)
     log.info("wrote %s, .md and .png", results / "label_efficiency.csv")
-    return 0
 
 
 def time_left(durations: list[tuple[float, float]], fractions_left: list[float]) -> float:
@@ -129,12 +89,10 @@ def time_left(durations: list[tuple[float, float]], fractions_left: list[float])
     return float(np.maximum(intercept + slope * np.array(fractions_left), seconds.min()).sum())
 
 
-def run_setting(args, name: str, fraction: float, seed: int) -> None:
-    """Run the phases of one setting in this process, skipping a phase whose probability file already exists."""
+def run_setting(args, name: str, fraction: float, seed: int, phases: Mapping[str, PhaseMain]) -> None:
+    """Run the ``phases`` of one setting in this process, skipping a phase whose probability file already exists."""
     import keras
 
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))  # the phase scripts live at the repository root
     outputs = ["--run-name", name, "--checkpoint-dir", args.checkpoint_dir, "--log-dir", args.log_dir,
                "--prob-dir", args.prob_dir]
     manifest = ["--manifest", args.manifest] if args.manifest else []
@@ -146,16 +104,16 @@ def run_setting(args, name: str, fraction: float, seed: int) -> None:
         if (Path(args.prob_dir) / name / prob_file).exists():
             log.info("%s: %s already done, skipped", name, phase)
             continue
-        _call(phase, [*data, *training, *outputs, *shlex.split(extra[phase])])
+        _call(phases, phase, [*data, *training, *outputs, *shlex.split(extra[phase])])
         keras.backend.clear_session()
         gc.collect()
-    _call("Late_fusion", [*manifest, "--seed", str(seed), *outputs, "--results-dir", args.results_dir,
+    _call(phases, "Late_fusion", [*manifest, "--seed", str(seed), *outputs, "--results-dir", args.results_dir,
                           *(["--with-baselines"] if args.with_baselines else [])])
 
 
-def _call(phase: str, argv: list[str]) -> None:
+def _call(phases: Mapping[str, PhaseMain], phase: str, argv: list[str]) -> None:
     log.info("python %s.py %s", phase, shlex.join(argv))
-    status = importlib.import_module(phase).main(argv)
+    status = phases[phase](argv)
     if status:
         raise InputError(f"{phase}.py stopped with status {status}")
 
@@ -265,7 +223,3 @@ def write_label_efficiency(table, predictions: dict, class_names: list[str], res
     with atomic_path(results / "label_efficiency.png") as tmp:
         figure.savefig(tmp)
     plt.close(figure)
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))

@@ -1,5 +1,7 @@
 """The local web page of ``python predict.py --serve``: upload an image, type a text, see why.
 
+Its HTML and CSS are the Jinja template ``templates/page.html`` beside this module.
+
 Built on Flask (``pip install -r Requirements-serve.txt``): a small, long-kept
 web library whose request parsing, upload size limit and HTML escaping we
 would otherwise write ourselves; its server, Werkzeug, is already installed
@@ -35,6 +37,7 @@ log = logging.getLogger("emorec")
 
 MAX_PIXELS = 50_000_000  # larger images are refused: decoding one takes gigabytes
 ROOT_RUN = ""  # the run written without --run-name, straight into the checkpoint folder
+TEMPLATES = str(Path(__file__).with_name("templates"))  # the page's HTML, a Jinja template (page.html)
 
 
 class BadInput(InputError):
@@ -63,7 +66,7 @@ class Runs:
     def get(self, name: str):
         """The run ``name`` (``""``: the unnamed one) as (models, explainer); :class:`BadInput` (404) when the
         checkpoint folder holds no such run or the run is not whole."""
-        from emorec.explain import Explainer
+        from emorec.explain.explainer import Explainer
         from emorec.predictor import RunModels, run_files
 
         if name != ROOT_RUN and name not in self.names():  # never a path from the request: only runs that exist
@@ -139,10 +142,11 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
     flask = _flask()
     from werkzeug.exceptions import RequestEntityTooLarge
 
-    from emorec.explain import cut_note, png_bytes, to_json
+    from emorec.explain.figure import png_bytes
+    from emorec.explain.output import cut_note, to_json
     from emorec.predictor import require_texts
 
-    app = flask.Flask("emorec")
+    app = flask.Flask("emorec", template_folder=TEMPLATES)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1_000_000)
     runs = Runs(checkpoint_dir)
     default = default_run or ROOT_RUN
@@ -165,8 +169,8 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
 
     def page(status: int = 200, image=None, **values):
         kept = None if image is None else {"name": image[0], "data": base64.b64encode(image[1]).decode("ascii")}
-        return flask.render_template_string(
-            PAGE, runs=runs.names(), selected=values.pop("run", default), checkpoint_dir=str(checkpoint_dir),
+        return flask.render_template(
+            "page.html", runs=runs.names(), selected=values.pop("run", default), checkpoint_dir=str(checkpoint_dir),
             limit_mb=max_upload_mb, kept=kept, **values), status
 
     @app.get("/")
@@ -243,64 +247,3 @@ def _flask():
 
 MODEL_NAMES = {"TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
                "Late_fusion": "Late fusion"}
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Emotion of a tweet: text and image</title>
-<style>
- body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1000px; padding: 0 1em; color: #222; }
- form { display: grid; grid-template-columns: 9em 1fr; gap: .6em 1em; align-items: start; }
- textarea { width: 100%; height: 4em; font: inherit; }
- .error { background: #fde8e8; border-left: 4px solid #c0392b; padding: .6em 1em; }
- table { border-collapse: collapse; margin: 1em 0; }
- th, td { padding: .3em .8em; text-align: right; border-bottom: 1px solid #ddd; }
- th:first-child, td:first-child { text-align: left; }
- tr.fused { font-weight: bold; }
- img#explanation { max-width: 100%; border: 1px solid #ddd; }
- .note { color: #666; font-size: .9em; }
-</style>
-</head>
-<body>
-<h1>Emotion of a tweet</h1>
-<p class="note">Hybrid fusion of a text model (TER), an image model (IER) and an intermediate fusion model,
-late-fused with the weights chosen on validation. Runs in {{ checkpoint_dir }}/.</p>
-{% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
-{% if not runs %}<p class="error" id="no-run">No trained run in {{ checkpoint_dir }}/ yet: run TER.py, IER.py,
-Intermediate_fusion.py and Late_fusion.py first (the page finds the run when it is there).</p>{% endif %}
-<form method="post" action="/" enctype="multipart/form-data" accept-charset="utf-8">
- <label for="image">Image</label>
- <div><input type="file" id="image" name="image" accept="image/*">
-  <span class="note">at most {{ "%g" % limit_mb }} MB</span>
-  {% if kept %}<input type="hidden" name="kept_image" value="{{ kept.data }}"><input type="hidden" name="kept_name" value="{{ kept.name }}">
-  <div class="note" id="kept">Without a new file: {{ kept.name }}, the image of the last answer.</div>{% endif %}</div>
- <label for="text">Text</label>
- <textarea id="text" name="text" placeholder="the tweet's text">{{ text or "" }}</textarea>
- <label for="run">Run</label>
- <select id="run" name="run">
- {% for name in runs %}<option value="{{ name }}" {% if name == selected %}selected{% endif %}>{{ name or "(no --run-name)" }}</option>
- {% endfor %}{% if selected not in runs %}<option value="{{ selected }}" selected>{{ selected or "(no --run-name)" }} (missing)</option>{% endif %}
- </select>
- <span></span><div><button type="submit" id="submit">Predict and explain</button></div>
-</form>
-{% if result %}
-<h2 id="prediction">Prediction: {{ result.prediction }}</h2>
-{% if cut %}<p class="note" id="text-cut">Note: {{ cut }}.</p>{% endif %}
-<table id="probabilities">
- <tr><th>model</th>{% for name in result.class_names %}<th>{{ name }}</th>{% endfor %}</tr>
- {% for model, label in models.items() %}
- <tr class="{{ 'fused' if model == 'Late_fusion' else '' }}" data-model="{{ model }}"><td>{{ label }}</td>
-  {% for name in result.class_names %}<td>{{ "%.3f" % result.probabilities[model][name] }}</td>{% endfor %}</tr>
- {% endfor %}
-</table>
-<p>Late-fused probability of {{ result.prediction }}: with both modalities
- {{ "%.3f" % result.modalities.both[result.prediction] }}, the text alone
- {{ "%.3f" % result.modalities.text_only[result.prediction] }}, the image alone
- {{ "%.3f" % result.modalities.image_only[result.prediction] }}.</p>
-<img id="explanation" alt="explanation: heat maps, word importance, probabilities" src="data:image/png;base64,{{ picture }}">
-<p class="note">Words: {{ result.words.method }}. Heat maps: {{ result.heat_maps.method }} ({{ result.heat_maps.layer }}).</p>
-{% endif %}
-</body>
-</html>
-"""

@@ -1,0 +1,221 @@
+"""The explanation of one tweet's prediction, computed: each model's and the late-fused probabilities, the
+modalities' parts, each word's importance by occlusion and each image heat map by Grad-CAM (see
+:mod:`emorec.explain`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from emorec.fusion import MEMBERS
+
+
+WORD_METHOD = ("occlusion: importance = the predicted class's probability with the whole text minus with that "
+               "token deleted from the token ids (the later tokens move up one place)")
+HEAT_METHOD = ("Grad-CAM: the last convolution's feature maps weighted by the mean gradient of the predicted "
+               "class's logit, summed, cut at zero and scaled to a peak of 1")
+BLANK_RGB = (123.68, 116.779, 103.939)  # ImageNet's mean pixel: what an image without content is, to the backbone
+MODALITIES = ("both", "text_only", "image_only")
+HEAT_MODELS = ("IER", "Intermediate_fusion")
+WORD_MODELS = ("TER", "Intermediate_fusion")
+
+
+@dataclass
+class Explanation:
+    """One tweet's explanation; see the module's docstring for each part.
+
+    ``probabilities`` and ``modalities`` map a name to (classes,) float arrays;
+    ``words`` maps TER and Intermediate_fusion to (their tokens, importance
+    per token); ``heat_maps`` maps IER and Intermediate_fusion to a (h, w)
+    array in [0, 1] over the image as the model saw it (a square of
+    ``image_size`` pixels); ``peaks`` holds each map's value before the scaling;
+    ``label`` the true class, when the caller knows it.
+    """
+
+    text: str
+    image: str
+    class_names: list[str]
+    prediction: int
+    probabilities: dict
+    modalities: dict
+    words: dict
+    heat_maps: dict
+    peaks: dict
+    heat_layer: str
+    pixels: np.ndarray
+    label: str | None = None  # the true class, where known (the report's test tweets)
+    # Where the text has more tokens than a text model reads: {"tokens": all of them, "read": {phase: how many}}.
+    text_cut: dict | None = None
+
+    @property
+    def predicted_class(self) -> str:
+        return self.class_names[self.prediction]
+
+
+class Explainer:
+    """Explains tweets with a loaded run (``models``, a :class:`emorec.predictor.RunModels`); build it once, then
+    call :meth:`explain` per tweet."""
+
+    def __init__(self, models):
+        import tensorflow as tf
+
+        self.models = models
+        self._image_models = {phase: _ImageModel(extractor, network) for phase, extractor, network in (
+            ("IER", models.ier_extractor, models.ier_head),
+            ("Intermediate_fusion", models.fusion_extractor, models.fusion_network))}
+        self._blank = np.broadcast_to(np.array(BLANK_RGB, np.float32), (models.image_size, models.image_size, 3))
+        ier_blank, self._fusion_blank = models.image_features(self._blank[None], direct=True)  # for every tweet
+        self._ier_blank = np.asarray(models.ier_head(ier_blank, training=False), np.float64)[0]
+        # Every model of a tweet's explanation in one graph, traced on the first tweet (seconds) and then run as
+        # such (the recurrent text networks run eagerly take most of a second each).
+        self._run = tf.function(self._graph)
+
+    def _graph(self, pixels, ter_rows, fusion_rows):
+        """Every number of an explanation, as tensors: IER's logits on the image, TER's probabilities on the rows of
+        :func:`_text_rows`, the fusion network's on the same rows with the image and then on the text with the blank
+        image, the late-fused prediction and each image model's Grad-CAM (before scaling) for it."""
+        import tensorflow as tf
+
+        models, ier, fusion = self.models, self._image_models["IER"], self._image_models["Intermediate_fusion"]
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:  # the image, recorded
+            maps = {"IER": ier.features(pixels, tape)}
+            maps["Intermediate_fusion"] = maps["IER"] if models.shared_extractor else fusion.features(pixels, tape)
+            ier_logits = ier.logits(maps["IER"][1])
+            # The fusion network on the rows of _text_rows with the tweet's image, and the text with the blank image
+            # appended: one batch, so the whole text and its deletions are scored alike.
+            features = maps["Intermediate_fusion"][1]
+            fusion_logits = fusion.logits(
+                tf.concat([tf.repeat(features, tf.shape(fusion_rows)[0], axis=0),
+                           tf.cast(self._fusion_blank, features.dtype)], axis=0),
+                tf.concat([fusion_rows, fusion_rows[:1]], axis=0))
+        ter = tf.cast(models.ter_network(ter_rows, training=False), tf.float32)
+        fusion_probabilities = tf.nn.softmax(fusion_logits)
+        weights = tf.constant(models.weights / models.weights.sum(), tf.float32)
+        both = weights[0] * ter[0] + weights[1] * tf.nn.softmax(ier_logits[0]) + weights[2] * fusion_probabilities[0]
+        prediction = tf.argmax(both)
+        choose = tf.one_hot([prediction], tf.shape(both)[0])  # the gradient of the predicted class's logit ...
+        cams = {}
+        for phase, logits in (("IER", ier_logits), ("Intermediate_fusion", fusion_logits)):
+            # ... on the tweet's own row only (the fusion batch's other rows hold no gradient)
+            chosen = tf.pad(choose, [[0, tf.shape(logits)[0] - 1], [0, 0]])
+            convolution = maps[phase][0]
+            gradients = tf.cast(tape.gradient(logits, convolution, output_gradients=chosen), tf.float32)
+            channel_weights = tf.reduce_mean(gradients[0], axis=(0, 1))
+            cams[phase] = tf.nn.relu(tf.reduce_sum(tf.cast(convolution[0], tf.float32) * channel_weights, axis=-1))
+        return {"ier_logits": ier_logits, "ter": ter, "fusion": fusion_probabilities, "prediction": prediction,
+                "cams": cams}
+
+    def warm_up(self) -> None:
+        """Trace the explanation's graph now (a few seconds), on an empty tweet, so the first real one is quick."""
+        self.explain("", self._blank)
+
+    def explain(self, text: str, pixels: np.ndarray, image: str = "") -> Explanation:
+        """Explain the tweet ``text`` with the image ``pixels`` ((size, size, 3) RGB, 0-255, as
+        :func:`emorec.images.load_image` gives them); ``image`` names the image in the outputs."""
+        models = self.models
+        (ter_ids,), (fusion_ids,) = models.token_ids([text])
+        # Every row a text model needs, in one batch each: the text, the empty text (the image alone), and the text
+        # with each token deleted (as many rows as the sequence is long, past the tokens all padding).
+        out = self._run(np.asarray(pixels, np.float32)[None], _text_rows(ter_ids), _text_rows(fusion_ids))
+        ter, fusion = np.asarray(out["ter"], np.float64), np.asarray(out["fusion"], np.float64)
+        ier = _softmax(out["ier_logits"])
+        # Per member: both modalities, the text alone (the blank image), the image alone (the empty text).
+        members = {
+            "TER": np.stack([ter[0], ter[0], ter[1]]),
+            "IER": np.stack([ier, self._ier_blank, ier]),
+            "Intermediate_fusion": np.stack([fusion[0], fusion[-1], fusion[1]]),
+        }
+        modalities = dict(zip(MODALITIES, models.fuse(members)))
+        prediction = int(out["prediction"])  # the class the heat maps are for: the fused one, computed in float32
+        probabilities = {phase: members[phase][0] for phase in MEMBERS} | {"Late_fusion": modalities["both"]}
+
+        tokens = _tokens(text)
+        read = {"TER": len(ter_ids), "Intermediate_fusion": len(fusion_ids)}  # each vectorizer's --seq-len
+        text_cut = {"tokens": len(tokens), "read": read} if len(tokens) > min(read.values()) else None
+        words = {}
+        for phase, ids, deleted in (("TER", ter_ids, ter[2:]), ("Intermediate_fusion", fusion_ids, fusion[2:-1])):
+            count = int(np.count_nonzero(ids))
+            words[phase] = (_shown_tokens(tokens, ids, count, models, phase),
+                            probabilities[phase][prediction] - deleted[:count, prediction])
+        heat_maps, peaks = {}, {}
+        for phase in HEAT_MODELS:
+            cam = np.asarray(out["cams"][phase], np.float64)
+            peaks[phase] = float(cam.max())
+            heat_maps[phase] = cam / peaks[phase] if peaks[phase] > 0 else cam
+        return Explanation(text=text, image=image, class_names=models.class_names, prediction=prediction,
+                           probabilities=probabilities, modalities=modalities, words=words, heat_maps=heat_maps,
+                           peaks=peaks, heat_layer=self._image_models["IER"].layer_name,
+                           pixels=np.asarray(pixels).astype(np.uint8), text_cut=text_cut)
+
+
+class _ImageModel:
+    """A frozen extractor (preprocess layer, then a backbone model) and the network on its features, taken apart
+    for Grad-CAM: the backbone's last convolution's maps, and the network's logits (before the softmax)."""
+
+    def __init__(self, extractor, network):
+        import keras
+
+        backbone = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
+        convolution = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)][-1]
+        self.layer_name = convolution.name
+        self.preprocess = extractor.get_layer("preprocess")
+        self.maps_and_features = keras.Model(backbone.inputs, [convolution.output, backbone.output])
+        head = network.get_layer("probabilities")
+        self.hidden = keras.Model(network.input, head.input)
+        self.kernel, self.bias = head.kernel, head.bias
+        self.fusion = isinstance(network.input, dict)
+
+    def features(self, pixels, tape):
+        """(last convolution's maps, features) of ``pixels`` (1, size, size, 3), recorded on ``tape`` (the backbone
+        is frozen: without watching its input the tape records none of its operations)."""
+        x = self.preprocess(pixels)
+        tape.watch(x)
+        maps, features = self.maps_and_features(x, training=False)
+        return maps, features
+
+    def logits(self, features, token_ids=None):
+        """The network's class logits (rows, classes), float32, on ``features`` (and ``token_ids`` for a fusion
+        network)."""
+        import tensorflow as tf
+
+        inputs = {"token_ids": token_ids, "image_features": features} if self.fusion else features
+        hidden = tf.cast(self.hidden(inputs, training=False), tf.float32)
+        return tf.matmul(hidden, tf.cast(self.kernel, tf.float32)) + tf.cast(self.bias, tf.float32)
+
+
+def _text_rows(ids: np.ndarray) -> np.ndarray:
+    """Token-id rows: ``ids``, the empty text (all padding), then ``ids`` with each position deleted in turn (the
+    later tokens move up one place, padding after; rows past the text's tokens are all padding)."""
+    rows = np.zeros((2 + len(ids), len(ids)), np.int32)
+    rows[0] = ids
+    for i in range(int(np.count_nonzero(ids))):
+        rows[2 + i, : len(ids) - 1] = np.delete(ids, i)
+    return rows
+
+
+def _softmax(logits) -> np.ndarray:
+    logits = np.asarray(logits, np.float64)[0]
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
+
+
+def _tokens(text: str) -> list[str]:
+    from emorec.text import normalise_texts
+
+    return normalise_texts([text])[0].split()
+
+
+def _shown_tokens(tokens: list[str], ids: np.ndarray, count: int, models, phase: str) -> list[str]:
+    """The words of the ``count`` token ids ``ids`` as the tweet wrote them (after normalising); the vocabulary's
+    own words should the split ever disagree with the vectorizer's."""
+    if len(tokens[:len(ids)]) == count:
+        return tokens[:count]
+    vectorizer = models.ter_vectorizer if phase == "TER" else models.fusion_vectorizer
+    vocabulary = vectorizer.get_vocabulary()
+    return [vocabulary[i] for i in ids[:count]]
+
+
+def model_name(phase: str) -> str:
+    """The short name of a phase in a picture or a line of text."""
+    return {"TER": "TER", "IER": "IER", "Intermediate_fusion": "fusion", "Late_fusion": "late fusion"}[phase]

@@ -1,0 +1,213 @@
+"""Filling the feature store and reading it back: each image's backbone features computed once, in a streaming
+input pipeline, by one process or several sharing the store's folder (each its share of the images; see
+:mod:`emorec.feature_store` for the store's layout and locks); and the features a later phase reads, never computed
+there."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from emorec.errors import InputError, list_some
+from emorec.feature_store import DamagedCache, FeatureStore, StoredFeatures, image_keys
+from emorec.storage import exclusive
+
+log = logging.getLogger("emorec")
+
+
+def stored_features(
+    store: FeatureStore,
+    paths: Sequence[str],
+    keys: Sequence[str],
+    extractor: keras.Model,
+    image_size: int,
+    batch_size: int,
+    on_bad_image: str,
+    chunk: int = 512,
+    share: tuple[int, int] = (0, 1),
+    strategy=None,
+) -> StoredFeatures | None:
+    """The features of the images ``paths`` (with their store ``keys``), computing those the store lacks first.
+
+    ``extractor`` (from :func:`emorec.images.build_extractor`) runs only on
+    missing images, one process at a time per share. Unreadable images are recorded as
+    such (``ok`` False) and left out with one warning, or, with
+    ``on_bad_image='error'``, stop the run naming the files.
+    ``share`` ``(i, K)`` computes only share ``i`` of ``K`` (:func:`share_of`), while other processes may fill
+    the others, and returns None: the features are to be read once every share is done. ``strategy``: see
+    :func:`emorec.images.backbone_runner`.
+    """
+    index, count = share
+    own, own_paths = keys, paths
+    if count > 1:
+        path_of = dict(zip(keys, paths))
+        own = share_of(keys, index, count)
+        own_paths = [path_of[key] for key in own]
+    computed = 0
+    if store.missing(own):
+        lock = ".lock" if count == 1 else f".lock-{index}of{count}"
+        with exclusive(store.folder / lock, f"computing image features into {store.folder}"):
+            store.reload()  # what another process added while this one waited
+            computed = compute_features(store, own_paths, own, extractor, image_size, batch_size, on_bad_image,
+                                        chunk, strategy)
+    if count > 1:
+        log.info("image features: share %d of %d (0 first): %d images computed, %d were in the store %s", index,
+                 count, computed, len(own) - computed, store.folder)
+        return None
+    if not computed:
+        log.info("image features: all %d images are in the store %s", len(dict.fromkeys(keys)), store.folder)
+    return read_features(store, paths, keys, on_bad_image)
+
+
+def share_of(keys: Sequence[str], index: int, count: int) -> list[str]:
+    """Share ``index`` (0 first) of ``count`` of the distinct ``keys``: every ``count``-th one, from the
+    ``index``-th, in their first order. The shares of one manifest do not overlap and cover it."""
+    return list(dict.fromkeys(keys))[index::count]
+
+
+def read_features(store: FeatureStore, paths: Sequence[str], keys: Sequence[str], on_bad_image: str) -> StoredFeatures:
+    """The features of ``keys`` (every one stored; ``paths`` their images), with one warning naming the
+    unreadable images, or, with ``on_bad_image='error'``, an :class:`InputError` naming them."""
+    stored = store.view(keys)
+    bad = np.asarray(paths)[~stored.ok]
+    if len(bad):
+        if on_bad_image == "error":
+            raise _bad_images_error(bad)
+        log.warning("%s\nThese rows are left out, and their probabilities are empty.", _bad_images_message(bad))
+    return stored
+
+
+def compute_features(
+    store: FeatureStore,
+    paths: Sequence[str],
+    keys: Sequence[str],
+    extractor: keras.Model,
+    image_size: int,
+    batch_size: int,
+    on_bad_image: str,
+    chunk: int = 512,
+    strategy=None,
+) -> int:
+    """Run the backbone over the images whose keys the store lacks, through one input pipeline, into the store
+    (call it holding the store's lock; see :func:`stored_features`); return how many it computed.
+
+    Every ``chunk`` images the shards are flushed and their entries appended.
+    The backbone runs in a worker thread, so that Ctrl-C (SIGINT), which
+    Python delivers to the main thread only between bytecodes, is not held up
+    by a batch that takes seconds inside TensorFlow: the main thread records
+    every batch finished so far and re-raises KeyboardInterrupt at once; the
+    same command goes on after them.
+    """
+    from emorec.images import backbone_runner, image_batches
+
+    store.cut_incomplete_line()
+    missing = store.missing(keys)
+    if not missing:
+        return 0
+    backbone = backbone_runner(extractor, strategy)
+    path_of = dict(zip(keys, paths))
+    distinct = len(dict.fromkeys(keys))
+    if len(missing) == distinct:
+        log.info("image features: computing all %d images into the store %s", distinct, store.folder)
+    else:
+        log.info("image features: computing %d of %d images (the other %d are in the store %s)", len(missing),
+                 distinct, distinct - len(missing), store.folder)
+    slots = store.free_slots(len(missing))
+    bar = keras.utils.Progbar(len(missing), unit_name="image")
+    bar.update(0)
+    lock, stop, failures, pending = threading.Lock(), threading.Event(), [], []
+    done = [0]
+
+    def extract() -> None:
+        try:
+            batches = image_batches([path_of[key] for key in missing], image_size, batch_size)
+            for pixels, ok in batches:
+                first, ok = done[0], ok.numpy()
+                if on_bad_image == "error" and not ok.all():
+                    raise _bad_images_error([path_of[key] for key in np.asarray(missing[first : first + len(ok)])[~ok]])
+                features = backbone(pixels).astype(np.float16)
+                with lock:
+                    if stop.is_set():  # interrupted meanwhile: what was recorded stays as it was
+                        return
+                    for offset, (shard, row) in enumerate(slots[first : first + len(ok)]):
+                        store.writable(shard)[row] = features[offset]
+                        pending.append((missing[first + offset], shard, row, bool(ok[offset])))
+                    done[0] = first + len(ok)
+                    if len(pending) >= chunk:
+                        keep_progress()
+                bar.update(done[0])
+            with lock:
+                keep_progress()
+        except BaseException as error:  # handed to the main thread, which raises it
+            failures.append(error)
+
+    def keep_progress() -> None:  # with the lock held
+        if pending:
+            store.record(pending)
+            pending.clear()
+
+    worker = threading.Thread(target=extract, name="feature-extraction", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.1)
+    except KeyboardInterrupt:
+        with lock:
+            stop.set()
+            keep_progress()
+            store.release()
+        log.warning("\nimage features: interrupted; the %d of %d images done are kept in %s. Run the same command "
+                    "again to go on from there.", done[0], len(missing), store.folder)
+        raise
+    if failures:
+        with lock:
+            try:  # keep the batches done before the failure, where the disk still allows it
+                keep_progress()
+            except OSError as error:
+                log.warning("image features: the last batches could not be recorded (%s)", error)
+            store.release()
+        raise failures[0]
+    store.release()
+    log.info("image features: %d images computed into %s", len(missing), store.folder)
+    return len(missing)
+
+
+def phase_features(frame, ier_metrics: dict, ier_args: dict) -> StoredFeatures:
+    """The features IER.py stored for ``frame``'s images, for a later phase (never computed there).
+
+    ``ier_metrics`` and ``ier_args`` are IER's ``.metrics.json`` and
+    ``.args.json``; ``frame`` comes from :func:`emorec.data.load_dataset`.
+    Raises :class:`InputError` (with the command to rerun) when the store is
+    missing or damaged, or lacks some of the images as they are now.
+    """
+    rerun = "Run `python IER.py` again with this --manifest (it computes only the images the store lacks)."
+    if "feature_store" not in ier_metrics:
+        raise InputError(f"IER's outputs are from a release without the per-image feature store. {rerun}")
+    folder = Path(ier_metrics["feature_store"])
+    try:
+        store = FeatureStore.open(folder)
+    except DamagedCache as error:
+        raise InputError(f"{error}. {rerun}") from error
+    keys = image_keys(frame["image_path"], frame.attrs["image_root"], ier_args.get("cache_key", "stat"))
+    missing = store.missing(keys)
+    if missing:
+        raise InputError(f"IER's feature store {folder} lacks {len(missing)} of these {len(keys)} images (the "
+                         f"manifest or an image changed since IER ran). {rerun}")
+    stored = store.view(keys)
+    if (~stored.ok).any():
+        log.warning("%d row(s) whose image IER could not read are left out; their probabilities are empty",
+                    (~stored.ok).sum())
+    return stored
+
+
+def _bad_images_message(paths: Sequence[str]) -> str:
+    return f"{len(paths)} image file(s) could not be read (empty, not an image, or damaged):\n{list_some(paths)}"
+
+
+def _bad_images_error(paths: Sequence[str]) -> InputError:
+    return InputError(_bad_images_message(paths) + "\nFix or remove them, or pass --on-bad-image skip.")

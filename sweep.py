@@ -1,0 +1,81 @@
+"""The label-efficiency study: the four phases for every (label fraction, seed), then the curve.
+
+    python sweep.py --fractions 0.05 0.1 0.25 0.5 1.0 --seeds 0 1 2 --epoch 20
+
+Every setting is its own named run (``--run-name <prefix>-f<fraction>-s<seed>``:
+each output one folder deeper) that trains TER, IER and Intermediate_fusion on the same stratified,
+seeded subsample of the training split (``--label-fraction``) and fuses them
+with Late_fusion; val and test are the same for all. The image feature cache and
+the GloVe cache are shared, so no setting runs the backbone again, and the
+largest fraction runs first so that its GloVe cache (the largest vocabulary)
+serves the smaller ones without parsing the file again. A phase or
+setting that already finished is skipped, so an interrupted sweep resumes.
+Writes ``results/label_efficiency.csv``, ``.md`` and ``.png`` (:mod:`emorec.label_efficiency`). The phases are
+called through :data:`PHASES`, each one's ``main`` in this process.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import IER
+import Intermediate_fusion
+import Late_fusion
+import TER
+from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, setup_logging, unit_fraction
+from emorec.label_efficiency import PASS_THROUGH, run_sweep
+
+# What every setting runs, in order: each phase's name and its entry point.
+PHASES = {"TER": TER.main, "IER": IER.main, "Intermediate_fusion": Intermediate_fusion.main,
+          "Late_fusion": Late_fusion.main}
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse the sweep's command line: the settings, the data, the outputs and flags passed through to the phases."""
+    parser = ArgumentParser(
+        prog="python sweep.py", formatter_class=HelpFormatter,
+        description="Run the four phases for every label fraction and seed, and draw accuracy against labels.",
+    )
+    parser.add_argument("--fractions", type=unit_fraction, nargs="+", default=[0.05, 0.1, 0.25, 0.5, 1.0],
+                        help="fractions of the training split's labels (per class) to train on")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and fraction")
+    parser.add_argument("--manifest", default=None, help="passed to every phase (default: the phases' own)")
+    parser.add_argument("--image-root", default=None, help="passed to the training phases (default: theirs)")
+    parser.add_argument("--epoch", "--epochs", dest="epochs", type=positive_int, default=None,
+                        help="epochs for TER, IER and Intermediate_fusion (default: the phases' own)")
+    for phase, flag in PASS_THROUGH.items():
+        parser.add_argument(flag, default="", help=f"more flags for {phase}.py, as one quoted string "
+                            f"(\"--init-from-unimodal\" or \"--lr 1e-3 --batch-size 64\")")
+    parser.add_argument("--with-baselines", action="store_true",
+                        help="passed to Late_fusion.py: also fuse the baselines with the three members")
+    parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
+    parser.add_argument("--checkpoint-dir", default="model_checkpoints", help="passed to every phase")
+    parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")
+    parser.add_argument("--prob-dir", default="data_files", help="passed to every phase")
+    parser.add_argument("--results-dir", default="results", help="where each setting's report and the curve go")
+    return parser.parse_args(_attach_pass_through(sys.argv[1:] if argv is None else argv))
+
+
+def _attach_pass_through(argv: Sequence[str]) -> list[str]:
+    """Join each pass-through flag with the string after it (``--inter-args=--init-from-unimodal``).
+
+    argparse would otherwise take a value that starts with ``-`` for a flag of the sweep's own.
+    """
+    joined, tokens = [], iter(argv)
+    for token in tokens:
+        value = next(tokens, None) if token in PASS_THROUGH.values() else None
+        joined.append(token if value is None else f"{token}={value}")
+    return joined
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every setting not yet done, then write the label-efficiency table and figure; returns 0."""
+    args = parse_args(argv)
+    setup_logging()
+    run_sweep(args, PHASES)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
