@@ -20,10 +20,10 @@ import sys
 from typing import Sequence
 
 from emorec.cli import phase_parser, positive_int, run, setup_logging
-from emorec.feature_store import CACHE_KEYS, POOLINGS
-from emorec.runs import require_files, writable_outputs
 from emorec.data.manifest import manifest_fix
+from emorec.feature_store import CACHE_KEYS, POOLINGS
 from emorec.precision import PRECISIONS
+from emorec.runs import require_files, writable_outputs
 
 log = logging.getLogger("emorec")
 PHASE = "IER"
@@ -106,28 +106,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tensorflow as tf
 
     from emorec.data.dataset import load_dataset
-    from emorec.distribute import choose_strategy, describe, wait_for_all, worker_count, worker_index
+    from emorec.data.splits import select_training_rows
+    from emorec.distribute import wait_for_all, worker_count, worker_index
     from emorec.extraction import read_features, stored_features
     from emorec.feature_store import FeatureStore, image_keys, store_folder
     from emorec.images import build_extractor
     from emorec.models import build_ier_head, image_model
     from emorec.precision import dtype_policy, resolve_precision
+    from emorec.report import probability_table
+    from emorec.runs import RunRecord, save_phase
     from emorec.storage import beside_or_fallback
-    from emorec.report import classification_metrics, probability_table
-    from emorec.runs import save_phase, select_training_rows, worker_outputs
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
-    from emorec.training.fit import class_weights, fit_best, local_model, seed_everything, use_xla
+    from emorec.training.fit import class_weights, evaluate_readable, fit_best, seed_everything, start_training, use_xla
 
-    strategy = choose_strategy(args.strategy)  # before TensorFlow's first operation
-    outputs, args.distribution = worker_outputs(outputs, strategy), describe(strategy)
-    seed_everything(args.seed, args.deterministic)
-    args.precision = resolve_precision(args.precision)  # auto resolved: .args.json records what ran
+    strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
+    precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
 
     # Data: the same manifest and split as every phase.
-    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes,
-                         strict_split=args.strict_split)
-    class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
+    dataset = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit,
+                           class_names=args.classes, strict_split=args.strict_split)
+    frame, class_names = dataset.frame, dataset.class_names
 
     # Features: the frozen backbone runs once per image into the feature store; later runs read them there.
     # Several workers (multiworker) each extract their share on their own device, then wait for each other.
@@ -136,13 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     extraction = strategy if workers == 1 else None
     with (extraction or tf.distribute.get_strategy()).scope():
         extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size,
-                                                      args.backbone_seed, args.pooling, args.precision)
+                                                      args.backbone_seed, args.pooling, precision)
     folder = beside_or_fallback(store_folder(args.cache_dir, args.backbone, weights_identity, args.image_size,
-                                             args.pooling, args.precision), "the image feature store")
+                                             args.pooling, precision), "the image feature store")
     store = FeatureStore.open(folder, {
         "backbone": args.backbone, "weights": weights_identity, "image_size": args.image_size, "pooling": args.pooling,
-        "precision": args.precision, "feature_shape": list(extractor.output_shape[1:])})
-    paths, keys = frame["image_path"].tolist(), image_keys(frame["image_path"], frame.attrs["image_root"], args.cache_key)
+        "precision": precision, "feature_shape": list(extractor.output_shape[1:])})
+    paths, keys = frame["image_path"].tolist(), image_keys(frame["image_path"], dataset.image_root, args.cache_key)
     cache = stored_features(store, paths, keys, extractor, args.image_size, args.extract_batch_size, args.on_bad_image,
                             share=share, strategy=extraction)
     if args.num_shards > 1:
@@ -154,31 +153,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.reload()
         cache = read_features(store, paths, keys, args.on_bad_image)
     labels = frame["label"].to_numpy()
-    train = select_training_rows(frame, args)
-    rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
+    training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
+    rows = {"train": np.flatnonzero(training_rows.mask & cache.ok),
+            "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
+    record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
+                       distribution=distribution, precision=precision, pooling=args.pooling)
 
     # Model and training, on the cached features.
     seed_everything(args.seed, args.deterministic)
-    with dtype_policy(args.precision), strategy.scope():
+    with dtype_policy(precision), strategy.scope():
         head = build_ier_head(cache.features.shape[1:], len(class_names))
     training = fit_best(
         head, train=ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
         val=ArrayBatches(cache.features, labels, rows["val"], 256), epochs=args.epochs, lr=args.lr, outputs=outputs,
         class_weight=class_weights(labels[rows["train"]], args.class_weight), monitor=args.monitor,
-        patience=args.patience, config=training_config(args), strategy=strategy, jit_compile=use_xla(args, head),
+        patience=args.patience, config=training_config(args, record), strategy=strategy,
+        jit_compile=use_xla(args, head),
     )
 
     # Evaluation on every readable image, on this process's device; unreadable ones keep empty probabilities.
-    readable = np.flatnonzero(cache.ok)
-    probabilities = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
-    probabilities[readable] = local_model(head).predict(ArrayBatches(cache.features, labels, readable, 256), verbose=0)
-    metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
+    probabilities, metrics = evaluate_readable(head, cache.features, dataset, cache.ok)
     save_phase(
-        outputs, PHASE, image_model(extractor, head), args, argv,
-        {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_store": str(folder),
-         "weights_identity": weights_identity,
-         "unreadable_images": int((~cache.ok).sum()), "split_leakage": frame.attrs["split_leakage"], **training, **metrics},
-        probability_table(frame, probabilities, class_names), PROB_FILE,
+        outputs, PHASE, image_model(extractor, head), args=args, argv=argv, record=record,
+        metrics={"class_names": list(class_names), "training_labels": len(rows["train"]),
+                 "feature_store": str(folder), "weights_identity": weights_identity,
+                 "unreadable_images": int((~cache.ok).sum()), "split_leakage": dataset.split_leakage,
+                 **training, **metrics},
+        probabilities=probability_table(frame, probabilities, class_names), prob_file=PROB_FILE,
     )
     return 0
 

@@ -23,11 +23,11 @@ import sys
 from typing import Sequence
 
 from emorec.cli import phase_parser, run, setup_logging
-from emorec.feature_store import POOLINGS
-from emorec.runs import PhaseOutputs, phase_output_fix, require_files, writable_outputs
 from emorec.data.manifest import manifest_fix
 from emorec.errors import InputError
+from emorec.feature_store import POOLINGS
 from emorec.precision import PRECISIONS
+from emorec.runs import PhaseOutputs, phase_output_fix, require_files, writable_outputs
 
 log = logging.getLogger("emorec")
 PHASE = "Intermediate_fusion"
@@ -75,30 +75,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from emorec.data.dataset import load_dataset
     from emorec.data.fingerprints import check_same_data
-    from emorec.distribute import choose_strategy, describe
+    from emorec.data.splits import select_training_rows
     from emorec.extraction import phase_features
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.precision import dtype_policy, resolve_precision
-    from emorec.report import classification_metrics, probability_table
+    from emorec.report import probability_table
+    from emorec.runs import RunRecord, read_run_config, save_phase
     from emorec.text import vectorize
-    from emorec.runs import save_phase, select_training_rows, worker_outputs
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
-    from emorec.training.fit import class_weights, fit_best, local_model, seed_everything, use_xla
+    from emorec.training.fit import class_weights, evaluate_readable, fit_best, seed_everything, start_training, use_xla
 
-    strategy = choose_strategy(args.strategy)  # before TensorFlow's first operation
-    outputs, args.distribution = worker_outputs(outputs, strategy), describe(strategy)
-    seed_everything(args.seed, args.deterministic)
-    args.precision = resolve_precision(args.precision)  # auto resolved: .args.json records what ran
-    frame = load_dataset(args.manifest, args.image_root, class_names=args.classes, strict_split=args.strict_split,
-                         draw=False)  # TER's and IER's split, never a new one
-    class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
+    strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
+    precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
+    dataset = load_dataset(args.manifest, args.image_root, class_names=args.classes, strict_split=args.strict_split,
+                           draw=False)  # TER's and IER's split, never a new one
+    frame, class_names = dataset.frame, dataset.class_names
     # TER and IER must have read these rows with this split, and learnt from the examples this command would.
-    earlier = {phase: (files.args_json, json.loads(files.args_json.read_text())) for phase, files in
-               (("TER", ter_files), ("IER", ier_files))}
-    check_same_data(args.data, earlier, "TER.py and IER.py (then this phase)")
-    train = select_training_rows(frame, args)
-    _check_same_training_rows(args.training_ids, earlier)
+    earlier = {"TER": read_run_config(ter_files.args_json), "IER": read_run_config(ier_files.args_json)}
+    check_same_data(dataset.fingerprint, {phase: (config.path, config.run) for phase, config in earlier.items()},
+                    "TER.py and IER.py (then this phase)")
+    training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
+    record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
+                       distribution=distribution, precision=precision,
+                       pooling=_image_pooling(args.pooling, earlier["IER"].run.get("pooling", "flatten")))
+    _check_same_training_rows(record.training_ids_fingerprint(), earlier)
     labels = frame["label"].to_numpy()
 
     # Text: TER's vectorizer, and its frozen channel, which holds the GloVe matrix unchanged.
@@ -111,16 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ier = keras.models.load_model(ier_files.model)
     extractor = next(layer for layer in ier.layers if layer.name.endswith("_extractor"))
     ier_head = ier.get_layer("ier_head")
-    cache = phase_features(frame, json.loads(ier_files.metrics_json.read_text()), earlier["IER"][1])
-    args.pooling = _image_pooling(args.pooling, earlier["IER"][1].get("pooling", "flatten"))
-    rows = {"train": np.flatnonzero(train & cache.ok), "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
+    cache = phase_features(dataset, json.loads(ier_files.metrics_json.read_text()), earlier["IER"])
+    rows = {"train": np.flatnonzero(training_rows.mask & cache.ok),
+            "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
     inputs = {"token_ids": token_ids, "image_features": cache.features}
 
     # Model and training.
     seed_everything(args.seed, args.deterministic)
-    with dtype_policy(args.precision), strategy.scope():
+    with dtype_policy(precision), strategy.scope():
         network = build_fusion_network(glove_matrix, token_ids.shape[1], cache.features.shape[1:], len(class_names),
-                                       args.pooling)
+                                       record.pooling)
     warm_started = warm_start(network, ter_network, ier_head) if args.init_from_unimodal else []
     if warm_started:
         log.info("warm start from TER and IER: %s", ", ".join(warm_started))
@@ -128,21 +129,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         network, train=ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
         val=ArrayBatches(inputs, labels, rows["val"], 256), epochs=args.epochs, lr=args.lr, outputs=outputs,
         class_weight=class_weights(labels[rows["train"]], args.class_weight), monitor=args.monitor,
-        patience=args.patience, config=training_config(args), strategy=strategy, jit_compile=use_xla(args, network),
+        patience=args.patience, config=training_config(args, record), strategy=strategy,
+        jit_compile=use_xla(args, network),
     )
 
     # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.
-    readable = np.flatnonzero(cache.ok)
-    probabilities = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
-    probabilities[readable] = local_model(network).predict(ArrayBatches(inputs, labels, readable, 256), verbose=0)
-    metrics = classification_metrics(labels[readable], probabilities[readable], frame["split"].to_numpy()[readable], class_names)
+    probabilities, metrics = evaluate_readable(network, inputs, dataset, cache.ok)
     save_phase(
-        outputs, PHASE, fusion_model(vectorizer, extractor, network), args, argv,
-        {"class_names": list(class_names), "training_labels": len(rows["train"]), "feature_store": str(cache.folder),
-         "warm_started_layers": warm_started,
-         "unreadable_images": int((~cache.ok).sum()), "split_leakage": frame.attrs["split_leakage"],
-         **training, **metrics},
-        probability_table(frame, probabilities, class_names), PROB_FILE,
+        outputs, PHASE, fusion_model(vectorizer, extractor, network), args=args, argv=argv, record=record,
+        metrics={"class_names": list(class_names), "training_labels": len(rows["train"]),
+                 "feature_store": str(cache.folder), "warm_started_layers": warm_started,
+                 "unreadable_images": int((~cache.ok).sum()), "split_leakage": dataset.split_leakage,
+                 **training, **metrics},
+        probabilities=probability_table(frame, probabilities, class_names), prob_file=PROB_FILE,
     )
     return 0
 
@@ -161,17 +160,18 @@ def _image_pooling(requested: str | None, ier_pooling: str) -> str:
 
 def _check_same_training_rows(training_ids, configs: dict) -> None:
     """Refuse to fuse unimodal runs that learnt from other training examples than this command would
-    (``configs``: each phase's ``.args.json`` path and parsed content)."""
+    (``training_ids``: this command's subsample fingerprint; ``configs``: each phase's
+    :class:`~emorec.runs.RunConfig`)."""
     def count(ids):
         if ids is None:
             return "the whole train split"
         return f"{ids['count']} subsampled examples" if isinstance(ids, dict) else f"{len(ids)} listed inline"
 
-    for config, flags in configs.values():
-        theirs = flags.get("training_ids")
+    for config in configs.values():
+        theirs = config.run.get("training_ids")
         if theirs != training_ids:
             raise InputError(
-                f"{config} trained on other examples ({count(theirs)}) than this command would "
+                f"{config.path} trained on other examples ({count(theirs)}) than this command would "
                 f"({count(training_ids)}). Give every phase of a run the same --label-fraction or "
                 "--labels-per-class and --seed."
             )

@@ -36,11 +36,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from emorec.cli import at_least, open_unit_fraction, phase_parser, run, setup_logging
-from emorec.runs import PhaseOutputs, phase_output_fix, require_files, writable_outputs
-from emorec.errors import InputError
 from emorec import fusion
+from emorec.cli import at_least, open_unit_fraction, phase_parser, run, setup_logging
+from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES
+from emorec.runs import PhaseOutputs, phase_output_fix, read_run_config, require_files, writable_outputs
 
 log = logging.getLogger("emorec")
 PHASE = "Late_fusion"
@@ -81,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = {member: files.args_json for member, files in phases.items()}
     require_files({path: phase_output_fix(member, args) for table in (paths, configs) for member, path in table.items()}
                   | {phases["IER"].metrics_json: phase_output_fix("IER", args)})
-    recorded = {member: json.loads(path.read_text()) for member, path in configs.items()}  # each phase's flags
-    args.manifest = _phases_manifest(recorded, configs, args.manifest)
+    recorded = {member: read_run_config(path) for member, path in configs.items()}  # each phase's flags and facts
+    manifest = _phases_manifest(recorded, args.manifest)
     outputs = writable_outputs(args, PHASE, **{"--results-dir": args.results_dir})  # all writable, before any work
     import numpy as np
 
@@ -92,14 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
     from emorec.report import (log_results_to_tensorboard, probability_table, summary_markdown, test_predictions,
                                write_confusion_png)
-    from emorec.runs import write_run_config
+    from emorec.runs import RunRecord, write_run_config
 
     # Data: the manifest and split as they are now, which every member must have used; their probabilities.
-    ter = recorded["TER"]
-    frame = load_dataset(ter["manifest"], ter["image_root"], class_names=ter["classes"], draw=False)
-    args.data = frame.attrs["data"]
-    check_same_data(args.data, {member: (configs[member], recorded[member]) for member in MEMBERS},
+    ter = recorded["TER"].flags
+    dataset = load_dataset(ter["manifest"], ter["image_root"], class_names=ter["classes"], draw=False)
+    frame = dataset.frame
+    check_same_data(dataset.fingerprint, {member: (config.path, config.run) for member, config in recorded.items()},
                     "TER.py, IER.py and Intermediate_fusion.py")
+    record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, manifest=manifest)
     rows, class_names, probabilities = fusion.read_probability_files(paths)
     labels, splits = rows["label"].to_numpy(), rows["split"].to_numpy()
     val = splits == "val"
@@ -109,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The simple baselines, on the run's own training rows, scored like the members.
     weighting = _class_weights(recorded)
-    training_ids = read_training_ids(configs["TER"], ter)  # None: the whole train split
-    baselines = _fit_baselines(frame, training_ids, phases["IER"], rows, weighting, ter["seed"])
+    training_ids = read_training_ids(configs["TER"], recorded["TER"].run)  # None: the whole train split
+    baselines = _fit_baselines(dataset, training_ids, phases["IER"], rows, weighting, ter["seed"])
     for name, baseline in baselines.items():
         write_csv_atomic(probability_table(rows, baseline.probabilities, class_names), outputs.prob_dir / BASELINE_PROB_FILES[name])
 
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows_fused_from_fewer_members": fewer, "methods": scores,
     }
     write_json_atomic(outputs.metrics_json, metrics)
-    write_run_config(outputs, args, argv)
+    write_run_config(outputs, args, argv, record)
 
     # The results report: table, confusion matrices, and the same in TensorBoard.
     results = Path(args.results_dir) / (args.run_name or "")
@@ -173,12 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(fewer.values()):
         notes.append(f"Rows fused from fewer members (an image IER could not read): {fewer}.")
     split_sizes = {split: int((splits == split).sum()) for split in ("train", "val", "test")}
-    markdown = summary_markdown(report, METHOD_NAMES, args.manifest, split_sizes, commands[-1],
+    markdown = summary_markdown(report, METHOD_NAMES, manifest, split_sizes, commands[-1],
                                 notes + ["", "Commands of this run:", "", *[f"    {c}" for c in commands]])
     write_text_atomic(results / "summary.md", markdown)
     write_csv_atomic(test_predictions(rows, tweets, methods, class_names), results / "test_predictions.csv")
     write_json_atomic(results / "summary.json", {
-        "dataset": args.manifest, "data": args.data, "split_leakage": frame.attrs["split_leakage"],
+        "dataset": manifest, "data": dataset.fingerprint, "split_leakage": dataset.split_leakage,
         "class_names": class_names, "commands": commands, "weights": weights,
         **({"weights_with_baselines": extended["weights"]} if args.with_baselines else {}),
         "baselines": baseline_choices, "split_sizes": split_sizes,
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fusion_vs_single": report["fusion_vs_single"], "methods": scores,
     })
     if args.explain:
-        pictures |= _explain_examples(outputs.args_json.parent, frame, labels, methods["Late_fusion"],
+        pictures |= _explain_examples(outputs.args_json.parent, dataset, labels, methods["Late_fusion"],
                                       (splits == "test") & ~np.isnan(probabilities).any(axis=(0, 2)),
                                       args.explain, results / "explanations")
     log_results_to_tensorboard(outputs.tensorboard, markdown, pictures)
@@ -198,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _explain_examples(checkpoints: Path, frame, labels, late, eligible, count: int, folder: Path) -> dict:
-    """Explain ``count`` test rows of ``frame`` (chosen by :func:`emorec.explain.choose_examples` from the
+def _explain_examples(checkpoints: Path, dataset, labels, late, eligible, count: int, folder: Path) -> dict:
+    """Explain ``count`` test rows of ``dataset`` (chosen by :func:`emorec.explain.choose_examples` from the
     ``eligible`` rows by their true ``labels`` and the ``late`` fused probabilities) with the run's saved models
     in ``checkpoints``; write each picture and JSON to ``folder``. Returns {TensorBoard name: picture path}."""
     from emorec.explain.examples import choose_examples
@@ -214,7 +215,7 @@ def _explain_examples(checkpoints: Path, frame, labels, late, eligible, count: i
     for stale in folder.glob("[0-9][0-9]-*"):  # an earlier --explain's examples: not this run's choice
         if re.fullmatch(r"\d\d-(right|wrong)-.+\.(png|json)", stale.name):
             stale.unlink()
-    names = frame.attrs["class_names"]
+    frame, names = dataset.frame, dataset.class_names
     pictures = {}
     for number, (row, kind) in enumerate(chosen, start=1):
         name = f"{number:02d}-{kind}-{names[labels[row]]}-{frame['id'].iloc[row]}"
@@ -246,44 +247,45 @@ def _fuse(members: list[str], probabilities, labels, val, step: float, seed: int
     }
 
 
-def _fit_baselines(frame, training_ids, ier, rows, weighting: dict[str, str], seed: int) -> dict:
-    """The baselines (:mod:`emorec.baselines`) on this run's data: ``frame`` (the manifest and split the members
-    used), the training rows TER recorded (``training_ids``, None for the whole train split), and the feature
+def _fit_baselines(dataset, training_ids, ier, rows, weighting: dict[str, str], seed: int) -> dict:
+    """The baselines (:mod:`emorec.baselines`) on this run's data: ``dataset`` (the manifest and split the
+    members used), the training rows TER recorded (``training_ids``, None for the whole train split), and the feature
     cache of IER (``ier``, its :class:`PhaseOutputs`); ``rows`` (the probability files' ids, splits and labels)
-    must match ``frame``. ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
+    must match its rows. ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
     from emorec.baselines import run_baselines
     from emorec.extraction import phase_features
 
+    frame = dataset.frame
     if (frame["id"].tolist() != rows["id"].tolist() or (frame["split"].to_numpy() != rows["split"].to_numpy()).any()
             or (frame["label"].to_numpy() != rows["label"].to_numpy()).any()):
         raise InputError("the probability files hold other ids, splits or labels than the manifest and split their "
                          "phases recorded. Rerun TER.py, IER.py and Intermediate_fusion.py.")
     train = (frame["split"] == "train").to_numpy() if training_ids is None else frame["id"].isin(training_ids).to_numpy()
-    cache = phase_features(frame, json.loads(ier.metrics_json.read_text()), json.loads(ier.args_json.read_text()))
+    cache = phase_features(dataset, json.loads(ier.metrics_json.read_text()), read_run_config(ier.args_json))
     return run_baselines(frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy(), train,
-                         len(frame.attrs["class_names"]), cache.features, cache.ok, weighting, seed)
+                         len(dataset.class_names), cache.features, cache.ok, weighting, seed)
 
 
 def _class_weights(recorded: dict) -> dict[str, str]:
     """Each baseline's class weighting: the --class-weight of the phase it is compared with, from that phase's
-    parsed ``.args.json`` in ``recorded`` ("none" for runs from before the flag)."""
+    ``.args.json`` in ``recorded`` ("none" for runs from before the flag)."""
     from emorec.baselines import COMPARED_PHASE
 
-    return {name: recorded[phase].get("class_weight", "none") for name, phase in COMPARED_PHASE.items()}
+    return {name: recorded[phase].flags.get("class_weight", "none") for name, phase in COMPARED_PHASE.items()}
 
 
 def _listed(weights: dict) -> str:
     return ", ".join(f"{member} {weight:.3f}" for member, weight in weights.items())
 
 
-def _phases_manifest(recorded: dict, configs: dict, given: str | None) -> str:
-    """The manifest the members' phases read (``recorded``: their parsed ``.args.json``, read from the paths
-    ``configs``); ``given``, if any, must be that one.
+def _phases_manifest(recorded: dict, given: str | None) -> str:
+    """The manifest the members' phases read (``recorded``: their ``.args.json``, as
+    :class:`~emorec.runs.RunConfig`); ``given``, if any, must be that one.
 
     Raises :class:`InputError` when the phases read different manifests, or
     ``given`` is missing or another file, saying which phases to rerun.
     """
-    used = {member: flags["manifest"] for member, flags in recorded.items()}
+    used = {member: config.flags["manifest"] for member, config in recorded.items()}
     if len({Path(manifest).resolve() for manifest in used.values()}) > 1:
         raise InputError("the phases of this run read different manifests: "
                          + ", ".join(f"{member} {manifest}" for member, manifest in used.items())
@@ -295,7 +297,7 @@ def _phases_manifest(recorded: dict, configs: dict, given: str | None) -> str:
         if Path(given).resolve() != Path(manifest).resolve():
             raise InputError(
                 f"--manifest {given} is not the manifest the phases of this run read ({manifest}, recorded in "
-                f"{configs['TER']}). Leave --manifest out, or rerun TER.py, IER.py and Intermediate_fusion.py "
+                f"{recorded['TER'].path}). Leave --manifest out, or rerun TER.py, IER.py and Intermediate_fusion.py "
                 f"with --manifest {given} first."
             )
     return manifest
@@ -311,7 +313,7 @@ def _phase_commands(checkpoints: Path, argv) -> list[str]:
             config = checkpoints / f"{phase}.args.json"
             if not config.exists():
                 continue
-            arguments = json.loads(config.read_text())["argv"]
+            arguments = read_run_config(config).argv
         commands.append(shlex.join(["python", f"{phase}.py", *arguments]))
     return commands
 

@@ -18,9 +18,9 @@ import sys
 from typing import Sequence
 
 from emorec.cli import at_least, phase_parser, positive_int, run, setup_logging
-from emorec.runs import require_files, writable_outputs
 from emorec.data.manifest import manifest_fix
-from emorec.glove import DEFAULT_GLOVE, glove_fix
+from emorec.glove import DEFAULT_GLOVE, check_glove_dimension, glove_fix
+from emorec.runs import require_files, writable_outputs
 
 log = logging.getLogger("emorec")
 PHASE = "TER"
@@ -59,34 +59,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         needed[args.glove] = glove_fix(args.glove)
     require_files(needed)
     if args.glove is not None:
-        from emorec.glove import check_glove_dimension
-
         check_glove_dimension(args.glove, args.embedding_dim)
     outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     # Heavy imports after parsing, so --help and argument errors answer at once.
     import numpy as np
     import tensorflow as tf
 
-    from emorec.distribute import choose_strategy, describe
     from emorec.data.dataset import load_dataset
+    from emorec.data.splits import select_training_rows
+    from emorec.glove import embedding_matrix
     from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
-    from emorec.glove import embedding_matrix
+    from emorec.runs import RunRecord, save_phase
     from emorec.text import adapt_vectorizer, build_vectorizer, vectorize
-    from emorec.runs import save_phase, select_training_rows, worker_outputs
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
-    from emorec.training.fit import class_weights, fit_best, seed_everything, use_xla
+    from emorec.training.fit import class_weights, fit_best, start_training, use_xla
 
-    strategy = choose_strategy(args.strategy)  # before TensorFlow's first operation
-    outputs, args.distribution = worker_outputs(outputs, strategy), describe(strategy)
-    seed_everything(args.seed, args.deterministic)
+    strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
 
     # Data: every phase reads the same manifest and the same split. TER also runs on text alone (empty image cells).
-    frame = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit, class_names=args.classes,
-                         strict_split=args.strict_split, images_required=False)
-    class_names, args.data = frame.attrs["class_names"], frame.attrs["data"]  # .args.json: later phases check it
-    train, val = select_training_rows(frame, args), (frame["split"] == "val").to_numpy()
+    dataset = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit,
+                           class_names=args.classes, strict_split=args.strict_split, images_required=False)
+    frame, class_names = dataset.frame, dataset.class_names
+    training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
+    train, val = training_rows.mask, (frame["split"] == "val").to_numpy()
+    record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage,
+                       training_ids=training_rows.ids, distribution=distribution)  # later phases check it
 
     # Text pipeline: the vocabulary comes from the training rows only.
     vectorizer = build_vectorizer(args.max_words, args.seq_len)
@@ -103,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         network, train=ArrayBatches(token_ids, labels, np.flatnonzero(train), args.batch_size, seed=args.seed),
         val=ArrayBatches(token_ids, labels, np.flatnonzero(val), 1024), epochs=args.epochs, lr=args.lr,
         outputs=outputs, class_weight=class_weights(labels[train], args.class_weight), monitor=args.monitor,
-        patience=args.patience, config=training_config(args), strategy=strategy, jit_compile=use_xla(args, network),
+        patience=args.patience, config=training_config(args, record), strategy=strategy,
+        jit_compile=use_xla(args, network),
     )
 
     # Evaluation, with the saved model itself (made outside the strategy: it predicts on one device).
@@ -111,10 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     probabilities = model.predict(tf.constant(frame["text"].tolist()), batch_size=1024, verbose=0)
     metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
     save_phase(
-        outputs, PHASE, model, args, argv,
-        {"class_names": list(class_names), "training_labels": int(train.sum()), "split_leakage": frame.attrs["split_leakage"],
-         **training, **metrics},
-        probability_table(frame, probabilities, class_names), PROB_FILE,
+        outputs, PHASE, model, args=args, argv=argv, record=record,
+        metrics={"class_names": list(class_names), "training_labels": int(train.sum()),
+                 "split_leakage": dataset.split_leakage, **training, **metrics},
+        probabilities=probability_table(frame, probabilities, class_names), prob_file=PROB_FILE,
     )
     return 0
 

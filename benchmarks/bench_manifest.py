@@ -44,7 +44,7 @@ def main() -> None:
             root / "manifest.csv", index=False
         )
         started = time.perf_counter()
-        frame = read_manifest(root / "manifest.csv", root)
+        frame = read_manifest(root / "manifest.csv", root).frame
         read_s = time.perf_counter() - started
         started = time.perf_counter()
         draw_split(frame, seed=0)

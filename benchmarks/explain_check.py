@@ -44,7 +44,7 @@ def main() -> None:
     tone = set(TONE_WORDS[0]) | set(TONE_WORDS[1])
     explainer = Explainer(RunModels.load(args.checkpoint_dir))
     size = explainer.models.image_size
-    frame = load_dataset(args.manifest, args.image_root, draw=False)
+    frame = load_dataset(args.manifest, args.image_root, draw=False).frame
     test = frame[frame["split"] == "test"]
     words = {phase: {"tone": [], "other": [], "top_is_tone": [], "tone_share": []} for phase in ("TER", "Intermediate_fusion")}
     kept_share = {"IER": [], "Intermediate_fusion": []}

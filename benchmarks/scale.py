@@ -44,7 +44,7 @@ def baseline_bytes_per_row(data: Path, channels: int = 512) -> dict[str, float]:
     from emorec import baselines, demo
     from emorec.data.dataset import load_dataset
 
-    frame = load_dataset(data / demo.MANIFEST_NAME, data, draw=False)  # the split the phases drew
+    frame = load_dataset(data / demo.MANIFEST_NAME, data, draw=False).frame  # the split the phases drew
     train = (frame["split"] == "train").to_numpy()
     text_per_row = baselines.text_features(frame["text"].tolist(), train).nnz / len(frame)
     return {"pooled image features": 4 * channels, "TF-IDF rows": text_per_row * 8 + 4,

@@ -61,7 +61,7 @@ def main() -> int:
             rows.append({"seed": seed, "class_weight": weighting, "monitor": monitor, "method": "TER",
                          "accuracy": test["accuracy"], "macro_f1": test["macro_f1"]})
             if monitor == "val_loss":  # the baseline depends on the class weighting, not on the monitor
-                frame = load_dataset(manifest, seed=seed, images_required=False)
+                frame = load_dataset(manifest, seed=seed, images_required=False).frame
                 splits, labels = frame["split"].to_numpy(), frame["label"].to_numpy()
                 baseline = run_baselines(frame["text"].tolist(), labels, splits, splits == "train", len(classes),
                                          None, None, {"Baseline_text": weighting}, seed)["Baseline_text"]

@@ -90,12 +90,12 @@ def read_tweet_texts(path: Path) -> pd.Series:
 
 def convert(
     root: str | os.PathLike, out: str | os.PathLike, drop_missing_text: bool = False, regroup: bool = False
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict]:
     """Convert the B-T4SA folder ``root`` into the manifest ``out`` (and its class-names file).
 
-    Returns the manifest as written (columns label,text,image,id,split), with
-    ``attrs["split_leakage"]``: the tweets and normalised texts that straddle
-    the official split (:func:`emorec.data.split_leakage`), counted before
+    Returns the manifest as written (columns label,text,image,id,split) and
+    its leakage counts: the tweets and normalised texts that straddle
+    the official split (:func:`emorec.data.splits.split_leakage`), counted before
     ``regroup`` (:func:`regroup_split`) moves them. Rows whose tweet has no
     text are an error, or dropped and counted with ``drop_missing_text``.
     Nothing is written when the input is bad.
@@ -133,7 +133,7 @@ def convert(
         manifest = manifest[~no_text]
 
     manifest = manifest[["label", "text", "image", "id", "split"]]
-    manifest = _check_straddling(manifest, regroup)
+    manifest, leakage = _check_straddling(manifest, regroup)
     write_csv_atomic(manifest, out)
     write_text_atomic(class_names_path(out), "\n".join(CLASS_NAMES) + "\n")
     counts = manifest["split"].value_counts()
@@ -143,7 +143,7 @@ def convert(
         ", ".join(CLASS_NAMES),
     )
     log.info("image paths are relative to %s: pass --image-root %s to the phases", root, root)
-    return manifest
+    return manifest, leakage
 
 
 def regroup_split(manifest: pd.DataFrame) -> pd.Series:
@@ -162,9 +162,9 @@ def regroup_split(manifest: pd.DataFrame) -> pd.Series:
     return units.map(counts.idxmax(axis=1)).rename("split")
 
 
-def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> pd.DataFrame:
+def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> tuple[pd.DataFrame, dict]:
     """Count and report what straddles the official split; with ``regroup``, move it (:func:`regroup_split`).
-    Returns the manifest to write, the counts in its ``attrs["split_leakage"]``."""
+    Returns the manifest to write and the counts (:func:`emorec.data.splits.split_leakage`)."""
     frame = manifest.assign(group=manifest["id"].map(tweet_of_stem))
     leakage = split_leakage(frame)
     if leakage["straddling_tweets"] or leakage["straddling_texts"]:
@@ -185,8 +185,7 @@ def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> pd.DataFrame:
             moves = (manifest["split"][moved] + " -> " + regrouped[moved]).value_counts()
             log.info("--regroup moved %d image(s): %s", moved.sum(), ", ".join(f"{m} {n}" for m, n in moves.items()))
         manifest = manifest.assign(split=regrouped)
-    manifest.attrs["split_leakage"] = leakage
-    return manifest
+    return manifest, leakage
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

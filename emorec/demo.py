@@ -184,8 +184,9 @@ def modality_baselines(manifest_path: str | Path, image_root: str | Path, seed: 
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    frame = read_manifest(manifest_path, image_root)
-    split = draw_split(frame, seed)
+    manifest = read_manifest(manifest_path, image_root)
+    frame = manifest.frame
+    split = draw_split(frame, seed, class_names=manifest.class_names)
     train, test = (split == "train").to_numpy(), (split == "test").to_numpy()
     labels = frame["label"].to_numpy()
 

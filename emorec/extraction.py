@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import keras
 import numpy as np
@@ -16,6 +16,10 @@ import numpy as np
 from emorec.errors import InputError, list_some
 from emorec.feature_store import DamagedCache, FeatureStore, StoredFeatures, image_keys
 from emorec.storage import exclusive
+
+if TYPE_CHECKING:
+    from emorec.data.manifest import Manifest
+    from emorec.runs import RunConfig
 
 log = logging.getLogger("emorec")
 
@@ -177,11 +181,12 @@ def compute_features(
     return len(missing)
 
 
-def phase_features(frame, ier_metrics: dict, ier_args: dict) -> StoredFeatures:
-    """The features IER.py stored for ``frame``'s images, for a later phase (never computed there).
+def phase_features(manifest: Manifest, ier_metrics: dict, ier_config: RunConfig) -> StoredFeatures:
+    """The features IER.py stored for the images of ``manifest`` (a :class:`~emorec.data.manifest.Manifest` or a
+    :class:`~emorec.data.dataset.Dataset`), for a later phase (never computed there).
 
-    ``ier_metrics`` and ``ier_args`` are IER's ``.metrics.json`` and
-    ``.args.json``; ``frame`` comes from :func:`emorec.data.load_dataset`.
+    ``ier_metrics`` is IER's ``.metrics.json`` and ``ier_config`` its ``.args.json``
+    (:func:`emorec.runs.read_run_config`).
     Raises :class:`InputError` (with the command to rerun) when the store is
     missing or damaged, or lacks some of the images as they are now.
     """
@@ -193,7 +198,7 @@ def phase_features(frame, ier_metrics: dict, ier_args: dict) -> StoredFeatures:
         store = FeatureStore.open(folder)
     except DamagedCache as error:
         raise InputError(f"{error}. {rerun}") from error
-    keys = image_keys(frame["image_path"], frame.attrs["image_root"], ier_args.get("cache_key", "stat"))
+    keys = image_keys(manifest.frame["image_path"], manifest.image_root, ier_config.flags.get("cache_key", "stat"))
     missing = store.missing(keys)
     if missing:
         raise InputError(f"IER's feature store {folder} lacks {len(missing)} of these {len(keys)} images (the "

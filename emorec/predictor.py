@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emorec.runs import require_files
+from emorec.runs import read_run_config, require_files
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS
 
@@ -91,13 +91,13 @@ class RunModels:
         require_run(checkpoints)
         from emorec.data.fingerprints import check_same_data
 
-        configs = {phase: checkpoints / f"{phase}.args.json" for phase in (*MEMBERS, "Late_fusion")}
-        recorded = {phase: (path, json.loads(path.read_text())) for phase, path in configs.items()}
-        late_config = recorded.pop("Late_fusion")[1]
-        if "data" not in late_config:
-            raise InputError(f"{configs['Late_fusion']} recorded no data fingerprint (a run from an older version): "
+        configs = {phase: read_run_config(checkpoints / f"{phase}.args.json") for phase in (*MEMBERS, "Late_fusion")}
+        late_config = configs.pop("Late_fusion")
+        if "data" not in late_config.run:
+            raise InputError(f"{late_config.path} recorded no data fingerprint (a run from an older version): "
                              "rerun Late_fusion.py")
-        check_same_data(late_config["data"], recorded, "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py")
+        check_same_data(late_config.run["data"], {phase: (config.path, config.run) for phase, config in configs.items()},
+                        "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py")
 
         import keras
 

@@ -5,6 +5,7 @@ model (the user's flags apart from what the run found)."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emorec.data.fingerprints import training_ids_file, training_ids_fingerprint
-from emorec.data.splits import labelled_training_rows
 from emorec.distribute import is_chief
 from emorec.errors import InputError
 from emorec.fileio import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
@@ -89,27 +89,6 @@ def require_files(needed: dict) -> None:
         raise InputError(f"{len(missing)} input files are missing:\n" + "\n".join(f"- {line}" for line in missing))
 
 
-def select_training_rows(frame, args) -> np.ndarray:
-    """The training rows of this run: the whole train split, or the subsample that ``--label-fraction`` or
-    ``--labels-per-class`` asks for (see :func:`emorec.data.labelled_training_rows`).
-
-    Returns a boolean mask aligned with ``frame``, logs the count and sets
-    ``args.training_ids`` (the subsample's :func:`emorec.data.training_ids_fingerprint`, or None for the whole
-    split) and ``args.training_id_list`` (the ids), which :func:`write_run_config` writes beside the run's
-    ``.args.json``: it records exactly which examples were used.
-    """
-    rows = labelled_training_rows(frame, args.label_fraction, args.labels_per_class, args.seed)
-    whole = int((frame["split"] == "train").sum())
-    subsampled = args.label_fraction is not None or args.labels_per_class is not None
-    args.training_id_list = frame["id"][rows].tolist() if subsampled else None
-    args.training_ids = training_ids_fingerprint(args.training_id_list) if subsampled else None
-    if subsampled:
-        per_class = np.bincount(frame["label"][rows], minlength=len(frame.attrs["class_names"]))
-        log.info("training on %d of %d labelled training examples (per class: %s)", rows.sum(), whole,
-                 ", ".join(f"{name} {n}" for name, n in zip(frame.attrs["class_names"], per_class)))
-    return rows
-
-
 def worker_outputs(outputs: PhaseOutputs, strategy: tf.distribute.Strategy) -> PhaseOutputs:
     """Where this process writes a phase's outputs: ``outputs`` for the chief (every process but the
     non-chief workers of ``--strategy multiworker``); for another worker, the same names in a temporary folder
@@ -138,37 +117,98 @@ def save_model(model: keras.Model, path: Path) -> None:
     log.info("saved %s", path)
 
 
-def write_run_config(outputs: PhaseOutputs, args, argv) -> None:
-    """Write ``<phase>.args.json``: the command line, every flag and the library versions; a subsample's training
-    ids go beside it, one per line (:func:`emorec.data.training_ids_file`), the JSON keeping their fingerprint."""
-    flags = {key: value for key, value in vars(args).items() if key != "training_id_list"}
+@dataclass
+class RunRecord:
+    """What a run found, as against what its flags asked for: written to ``<phase>.args.json`` under "run",
+    apart from the flags, for later phases to check and for a reader to see what ran.
+
+    ``data`` is the data fingerprint (:func:`emorec.data.fingerprints.data_fingerprint`), ``split_leakage`` the
+    leakage counts; ``training_ids`` a subsample's training ids (None: the whole train split), recorded by
+    their fingerprint, the ids themselves one per line beside the JSON; ``distribution`` the strategy as it
+    ran (:func:`emorec.distribute.describe`); ``precision`` and ``pooling`` as resolved (``--precision auto``,
+    the fusion's ``--pooling`` left to IER's), and ``manifest`` the one the phases read, where a phase leaves
+    it to them. None: not a fact of this phase.
+    """
+
+    data: dict
+    split_leakage: dict
+    training_ids: list[str] | None = None
+    distribution: dict | None = None
+    precision: str | None = None
+    pooling: str | None = None
+    manifest: str | None = None
+
+    def training_ids_fingerprint(self) -> dict | None:
+        """The subsample's :func:`~emorec.data.fingerprints.training_ids_fingerprint`, or None."""
+        return None if self.training_ids is None else training_ids_fingerprint(self.training_ids)
+
+    def facts(self) -> dict:
+        """The record as ``.args.json`` holds it under "run" (the facts that apply to this phase)."""
+        facts = {"data": self.data, "split_leakage": self.split_leakage,
+                 "training_ids": self.training_ids_fingerprint(), "distribution": self.distribution,
+                 "precision": self.precision, "pooling": self.pooling, "manifest": self.manifest}
+        return {key: value for key, value in facts.items() if value is not None or key == "training_ids"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A phase's ``.args.json`` as read back (:func:`read_run_config`): the command line, the user's flags and
+    what the run found (its :meth:`RunRecord.facts`, with the library versions)."""
+
+    path: Path
+    argv: list[str]
+    flags: dict
+    run: dict
+
+
+# What releases before the run record wrote among the flags of a flat .args.json, and where it goes now.
+FLAT_FACTS = ("data", "training_ids", "distribution", "keras", "tensorflow", "numpy")
+
+
+def read_run_config(path: Path) -> RunConfig:
+    """Read a phase's ``.args.json``; a file written before the run record (one flat object, the resolved
+    precision and pooling in the flags' place) reads as the same :class:`RunConfig`."""
+    written = json.loads(Path(path).read_text(encoding="utf-8"))
+    if "flags" in written and "run" in written:
+        return RunConfig(Path(path), written.get("argv", []), written["flags"], written["run"])
+    flags = {key: value for key, value in written.items() if key not in ("argv", *FLAT_FACTS)}
+    run = {key: written[key] for key in FLAT_FACTS if key in written}
+    run |= {key: written[key] for key in ("precision", "pooling") if written.get(key) is not None}
+    return RunConfig(Path(path), written.get("argv", []), flags, run)
+
+
+def write_run_config(outputs: PhaseOutputs, args: argparse.Namespace, argv, record: RunRecord) -> None:
+    """Write ``<phase>.args.json``: the command line, the user's flags (``args`` as parsed) and, apart from them,
+    what the run found (``record``) with the library versions; a subsample's training ids go beside it, one per
+    line (:func:`emorec.data.fingerprints.training_ids_file`), the JSON keeping their fingerprint."""
     import keras
     import tensorflow as tf
 
-    ids = getattr(args, "training_id_list", None)
-    if ids is not None:
-        write_text_atomic(training_ids_file(outputs.args_json), "".join(f"{id_}\n" for id_ in ids))
+    if record.training_ids is not None:
+        write_text_atomic(training_ids_file(outputs.args_json), "".join(f"{id_}\n" for id_ in record.training_ids))
     write_json_atomic(outputs.args_json, {
-        "argv": list(sys.argv[1:] if argv is None else argv), **flags,
-        "keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
+        "argv": list(sys.argv[1:] if argv is None else argv), "flags": vars(args),
+        "run": {**record.facts(), "versions": {"keras": keras.__version__, "tensorflow": tf.__version__,
+                                               "numpy": np.__version__}},
     })
 
 
 def save_phase(
-    outputs: PhaseOutputs, phase: str, model: keras.Model, args, argv, metrics: dict, probabilities, prob_file: str
+    outputs: PhaseOutputs, phase: str, model: keras.Model, *, args: argparse.Namespace, argv, record: RunRecord,
+    metrics: dict, probabilities, prob_file: str,
 ) -> None:
     """Log a phase's scores and write its outputs, each atomically, then remove the phase's training backup.
 
     Writes ``model`` (whole, ``.keras``), ``<phase>.metrics.json`` (``metrics``
     with the phase's name; ``metrics["splits"]`` is logged), ``<phase>.args.json``
-    (the command line, every flag and the library versions) and the
+    (:func:`write_run_config`: the flags ``args``, apart from what the run found, ``record``) and the
     probability table ``probabilities`` as ``prob_file`` in the run's prob folder.
     """
     for split, scores in metrics["splits"].items():
         log.info("%s: accuracy %.3f, macro-F1 %.3f (n=%d)", split, scores["accuracy"], scores["macro_f1"], scores["n"])
     save_model(model, outputs.model)
     write_json_atomic(outputs.metrics_json, {"phase": phase, **metrics})
-    write_run_config(outputs, args, argv)
+    write_run_config(outputs, args, argv, record)
     write_csv_atomic(probabilities, outputs.prob_dir / prob_file)
     shutil.rmtree(outputs.backup, ignore_errors=True)  # the phase is done: nothing left to resume
     log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / prob_file)

@@ -139,7 +139,7 @@ def demo_extraction(demo: Path, cache_dir: Path, rows: int):
     from emorec.demo import MANIFEST_NAME
     from emorec.feature_store import FeatureStore, image_keys, store_folder
 
-    frame = read_manifest(demo / MANIFEST_NAME, demo).iloc[:rows]
+    frame = read_manifest(demo / MANIFEST_NAME, demo).frame.iloc[:rows]
     extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
     config = {"backbone": "vgg16", "weights": identity, "image_size": 32, "pooling": "flatten",
               "precision": "float32", "feature_shape": list(extractor.output_shape[1:])}

@@ -53,10 +53,10 @@ def test_converts_to_a_manifest_with_its_split_and_class_names(tmp_path):
     assert row.text == TWEETS["758014713804587008"][0]
     assert manifest.set_index("id").at["758014713804587009-1", "text"] == 'so "tired" of this, honestly\nnew line'
 
-    frame = load_dataset(out, root)
-    assert frame.attrs["class_names"] == ("negative", "neutral", "positive")
-    assert frame.set_index("id")["split"].to_dict() == manifest.set_index("id")["split"].to_dict()
-    assert frame.set_index("id").at["768097967425200128-1", "label"] == 1
+    dataset = load_dataset(out, root)
+    assert dataset.class_names == ("negative", "neutral", "positive")
+    assert dataset.frame.set_index("id")["split"].to_dict() == manifest.set_index("id")["split"].to_dict()
+    assert dataset.frame.set_index("id").at["768097967425200128-1", "label"] == 1
     assert not split_path(out).exists()  # B-T4SA's own split is kept, nothing drawn
 
 
@@ -74,7 +74,7 @@ def test_missing_text_stops_or_is_dropped_on_request(tmp_path):
     with pytest.raises(InputError, match="(?s)no text for 1 image.*768097967425200300-1.jpg.*--drop-missing-text"):
         bt4sa.convert(root, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
-    manifest = bt4sa.convert(root, tmp_path / "out.csv", drop_missing_text=True)
+    manifest, _ = bt4sa.convert(root, tmp_path / "out.csv", drop_missing_text=True)
     assert len(manifest) == 5
 
 
@@ -114,15 +114,14 @@ def test_straddling_tweets_and_texts_are_reported_and_regrouped(tmp_path, caplog
     pd.DataFrame({"id": list(STRADDLING), "text": list(STRADDLING.values())}).to_csv(
         root / "raw_tweets_text.csv", index=False, quoting=1)
 
-    kept = bt4sa.convert(root, tmp_path / "kept.csv")
-    leakage = kept.attrs["split_leakage"]
+    kept, leakage = bt4sa.convert(root, tmp_path / "kept.csv")
     assert (leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"]) == (1, 2, 4)
     assert "'758000000000000001' in test/train" in leakage["examples"]["tweets"]
     assert "'great day at the beach 2day sun <number>' in train/val" in leakage["examples"]["texts"]
     assert "--regroup moves each wholly into one split" in caplog.text
     # Without --regroup the official split is kept, and the phases' leakage guard sees the same counts.
     assert kept["split"].tolist() == ["train", "train", "val", "test", "test", "test"]
-    assert load_dataset(tmp_path / "kept.csv", root).attrs["split_leakage"]["straddling_texts"] == 2
+    assert load_dataset(tmp_path / "kept.csv", root).split_leakage["straddling_texts"] == 2
     with pytest.raises(InputError, match="1 tweet\\(s\\) and 2 normalised text\\(s\\) occur in more than one split"):
         load_dataset(tmp_path / "kept.csv", root, strict_split=True)
 
@@ -132,8 +131,8 @@ def test_straddling_tweets_and_texts_are_reported_and_regrouped(tmp_path, caplog
     assert regrouped.to_dict() == {
         "758000000000000001-1": "test", "758000000000000001-2": "test", "758000000000000002-1": "val",
         "758000000000000003-1": "val", "758000000000000004-1": "test", "758000000000000004-2": "test"}
-    frame = load_dataset(tmp_path / "regrouped.csv", root, strict_split=True)
-    assert frame.attrs["split_leakage"]["straddling_tweets"] == frame.attrs["split_leakage"]["straddling_texts"] == 0
+    leakage = load_dataset(tmp_path / "regrouped.csv", root, strict_split=True).split_leakage
+    assert leakage["straddling_tweets"] == leakage["straddling_texts"] == 0
 
 
 def test_regroup_follows_the_majority_of_a_tweets_images():

@@ -57,7 +57,7 @@ def test_manifest_and_images_in_the_real_layouts(small_demo):
     assert manifest["image"].str.fullmatch(r"data/\d{5}/\d{18}-[12]\.(jpg|png)").all()
     assert (manifest["image"].str.slice(5, 10) == manifest["image"].str.slice(11, 16)).all()
 
-    frame = read_manifest(small_demo / demo.MANIFEST_NAME, small_demo)
+    frame = read_manifest(small_demo / demo.MANIFEST_NAME, small_demo).frame
     per_tweet = frame.groupby("group").agg(images=("id", "size"), texts=("text", "nunique"))
     assert 0.05 < (per_tweet["images"] == 2).mean() < 0.15
     assert (per_tweet["texts"] == 1).all()  # both images of a tweet share its text
@@ -77,7 +77,7 @@ def test_manifest_and_images_in_the_real_layouts(small_demo):
 
 
 def test_texts_look_like_tweets(small_demo):
-    texts = read_manifest(small_demo / demo.MANIFEST_NAME, small_demo)["text"]
+    texts = read_manifest(small_demo / demo.MANIFEST_NAME, small_demo).frame["text"]
     for marker in (r"@\w+", r"#\w+", r"https://t\.co/\w+", r"[😂😍🎉😢💔😞🤮🙄😒😡🤬💢👀🔥🙏👍🤔✨📷🎶]", r"\b[A-Z]{3,}\b", r"\d"):
         assert texts.str.contains(marker).mean() > 0.05, marker
     vocabulary = set(demo_content.FUNCTION_WORDS).union(*demo_content.TONE_WORDS, *demo_content.CLASS_WORDS, *demo_content.TOPICS.values())
@@ -118,7 +118,7 @@ def test_neither_modality_suffices_but_both_together_do(small_demo):
 
 
 def test_demo_is_a_valid_dataset_for_the_phases(small_demo):
-    frame = load_dataset(small_demo / demo.MANIFEST_NAME, small_demo, seed=0)
+    frame = load_dataset(small_demo / demo.MANIFEST_NAME, small_demo, seed=0).frame
     assert set(frame["split"]) == {"train", "val", "test"}
     assert frame.groupby("group")["split"].nunique().max() == 1
 
@@ -131,7 +131,7 @@ def test_the_smallest_demo_is_one_the_phases_accept(tmp_path):
         out = tmp_path / f"demo{demo_seed}"
         manifest = demo.generate(out, n=demo.MIN_IMAGES, seed=demo_seed, corpus_size=300)
         for split_seed in range(3):
-            frame = load_dataset(manifest, out, seed=split_seed, resplit=True)
+            frame = load_dataset(manifest, out, seed=split_seed, resplit=True).frame
             for label in range(4):
                 assert (frame["label"][frame["split"] == "train"] == label).sum() >= 3
     assert TER.main(["--manifest", str(manifest), "--image-root", str(out), "--glove", "none", "--epoch", "1",

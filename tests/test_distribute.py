@@ -69,7 +69,7 @@ def test_mirrored_over_two_cpu_devices_trains_every_phase_as_the_default_strateg
     assert "strategy:" not in logs["default"]  # the default says nothing
     for phase in ("TER", "IER", "Intermediate_fusion"):
         config = json.loads((tmp_path / "mirrored" / "ck" / f"{phase}.args.json").read_text())
-        assert config["distribution"] == {"name": "mirrored", "replicas": 2, "workers": 1}
+        assert config["run"]["distribution"] == {"name": "mirrored", "replicas": 2, "workers": 1}
         default, mirrored = last_epoch(tmp_path / "default", phase), last_epoch(tmp_path / "mirrored", phase)
         # The same updates up to the summation order, the last uneven batch and (TER) the dropout draws.
         assert abs(default["val_loss"] - mirrored["val_loss"]) < 0.02, (phase, default, mirrored)
@@ -122,7 +122,7 @@ def test_two_shard_processes_fill_one_store_equal_to_a_single_extraction(tiny_da
     from emorec.feature_store import FeatureStore, image_keys, store_folder
 
     manifest, root = tiny_dataset
-    frame = read_manifest(manifest, root)
+    frame = read_manifest(manifest, root).frame
     extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
     single = FeatureStore.open(store_folder(tmp_path / "single", "vgg16", identity, 32, "flatten", "float32"), {
         "backbone": "vgg16", "weights": identity, "image_size": 32, "pooling": "flatten", "precision": "float32",

@@ -96,7 +96,7 @@ def assert_reads_or_names_the_file(read, path: Path):
 def test_the_manifest_reader_reads_or_names_the_file(folder, content):
     path = folder / "my manifest ü.csv"
     path.write_bytes(content)
-    frame = assert_reads_or_names_the_file(lambda: read_manifest(path, folder), path)
+    frame = assert_reads_or_names_the_file(lambda: read_manifest(path, folder).frame, path)
     if frame is not None:
         assert len(frame) > 0 and list(frame.columns[:5]) == ["id", "label", "text", "image_path", "group"]
         assert frame["id"].is_unique and frame["label"].between(0, 3).all()
@@ -152,7 +152,7 @@ def test_the_bt4sa_converter_converts_or_names_the_file(folder, files):
     if with_texts:
         (root / bt4sa.TEXT_FILE).write_bytes(texts)
     out = folder / "converted" / "bt4sa.csv"
-    manifest = assert_reads_or_names_the_file(lambda: bt4sa.convert(root, out), root)
+    manifest = assert_reads_or_names_the_file(lambda: bt4sa.convert(root, out)[0], root)
     if manifest is None:
         assert not out.exists()  # nothing written from bad input
     else:
@@ -176,7 +176,7 @@ def test_a_byte_order_mark_is_read_and_a_repeated_column_is_refused_with_exit_2(
     write_image(tmp_path / "a-1.jpg")
     path = tmp_path / "manifest.csv"
     path.write_bytes("label,text,image\nhappy,hello,a-1.jpg\n".encode("utf-8-sig"))  # as Excel saves a CSV
-    assert read_manifest(path, tmp_path)["text"].tolist() == ["hello"]
+    assert read_manifest(path, tmp_path).frame["text"].tolist() == ["hello"]
     path.write_text("label,text,image,text\nhappy,hello,a-1.jpg,again\n", encoding="utf-8")
     argv = ["--manifest", str(path), "--image-root", str(tmp_path), "--glove", "none", "--checkpoint-dir",
             str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "probs")]

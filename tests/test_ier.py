@@ -20,6 +20,7 @@ from emorec.errors import InputError
 from emorec.extraction import compute_features, phase_features, stored_features
 from emorec.feature_store import FeatureStore, image_keys
 from emorec.images import load_image
+from emorec.runs import read_run_config
 
 from conftest import counting, demo_extraction, dying_extractor
 
@@ -51,20 +52,20 @@ def test_outputs_exist_and_parse(ier_run, small_demo):
     metrics = json.loads((ier_run / "ckpt" / "IER.metrics.json").read_text())
     assert metrics["unreadable_images"] == 0 and metrics["epochs_run"] == 2
     assert metrics["weights_identity"] == "none-seed0"
-    args = json.loads((ier_run / "ckpt" / "IER.args.json").read_text())
-    assert args["backbone"] == "vgg16" and args["image_size"] == 32
+    args = read_run_config(ier_run / "ckpt" / "IER.args.json")
+    assert args.flags["backbone"] == "vgg16" and args.flags["image_size"] == 32
     assert len(pd.read_csv(ier_run / "ckpt" / "IER.epochs.csv")) == 2
     assert list((ier_run / "tb" / "IER" / "validation").glob("events.out.tfevents.*"))
     stored = phase_features(read_manifest(small_demo / MANIFEST_NAME, small_demo), metrics, args)
     assert stored.features.dtype == np.float16 and stored.features.shape == (len(probs), 1, 1, 512)  # block5_pool
     store = FeatureStore.open(stored.folder)
     assert store.shards and all(isinstance(shard, np.memmap) for shard in store.shards.values())
-    assert args["precision"] in ("float32", "bfloat16") and store.config["precision"] == args["precision"]
+    assert args.run["precision"] in ("float32", "bfloat16") and store.config["precision"] == args.run["precision"]
 
 
 def test_saved_model_on_raw_pixels_matches_the_cached_path(ier_run, small_demo):
     model = keras.models.load_model(ier_run / "ckpt" / "IER.keras")
-    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo)
+    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo).frame
     probs = pd.read_csv(ier_run / "probs" / "img_prob.csv", dtype={"id": str})
     rows = [0, 7, 42]
     pixels = np.stack([load_image(frame["image_path"][row], 32)[0] for row in rows]).astype(np.float32)
@@ -86,15 +87,15 @@ def test_pooled_features_go_to_a_store_of_their_own_and_the_saved_model_pools_al
     assert IER.main(ier_argv(small_demo, ier_run, "--run-name", "avg", "--pooling", "avg", "--precision",
                              "float32")) == 0
     metrics = json.loads((ier_run / "ckpt" / "avg" / "IER.metrics.json").read_text())
-    args = json.loads((ier_run / "ckpt" / "avg" / "IER.args.json").read_text())
-    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo)
-    stored = phase_features(frame, metrics, args)
-    assert stored.features.shape == (len(frame), 512) and "_avg_float32_" in stored.folder.name
-    assert stored.folder != phase_features(frame, json.loads((ier_run / "ckpt" / "IER.metrics.json").read_text()),
-                                           json.loads((ier_run / "ckpt" / "IER.args.json").read_text())).folder
+    args = read_run_config(ier_run / "ckpt" / "avg" / "IER.args.json")
+    manifest = read_manifest(small_demo / MANIFEST_NAME, small_demo)
+    stored = phase_features(manifest, metrics, args)
+    assert stored.features.shape == (len(manifest.frame), 512) and "_avg_float32_" in stored.folder.name
+    assert stored.folder != phase_features(manifest, json.loads((ier_run / "ckpt" / "IER.metrics.json").read_text()),
+                                           read_run_config(ier_run / "ckpt" / "IER.args.json")).folder
     model = keras.models.load_model(ier_run / "ckpt" / "avg" / "IER.keras")
     probs = pd.read_csv(ier_run / "probs" / "avg" / "img_prob.csv", dtype={"id": str})
-    pixels = np.stack([load_image(frame["image_path"][row], 32)[0] for row in (1, 2)]).astype(np.float32)
+    pixels = np.stack([load_image(manifest.frame["image_path"][row], 32)[0] for row in (1, 2)]).astype(np.float32)
     np.testing.assert_allclose(model.predict(pixels, verbose=0), probs.loc[[1, 2], CLASSES].to_numpy(), atol=2e-3)
 
 
@@ -103,7 +104,7 @@ def damaged_demo(small_demo, tmp_path):
     """A copy of the small demo with one truncated JPEG, one zero-byte file and one text file posing as an image."""
     demo = tmp_path / "demo"
     shutil.copytree(small_demo, demo)
-    frame = read_manifest(demo / MANIFEST_NAME, demo)
+    frame = read_manifest(demo / MANIFEST_NAME, demo).frame
     jpegs = [path for path in frame["image_path"] if path.endswith(".jpg")]
     truncated, empty, not_image = jpegs[3], jpegs[5], jpegs[8]
     data = open(truncated, "rb").read()
@@ -127,7 +128,7 @@ def test_bad_images_are_skipped_and_marked(damaged_demo, tmp_path, capsys):
     assert logged.count("2 image file(s) could not be read") == 1
     assert empty in logged and not_image in logged and truncated not in logged
     probs = pd.read_csv(tmp_path / "probs" / "img_prob.csv", dtype={"id": str})
-    frame = read_manifest(demo / MANIFEST_NAME, demo)
+    frame = read_manifest(demo / MANIFEST_NAME, demo).frame
     unscored = probs[CLASSES].isna().all(axis=1)
     assert sorted(frame["image_path"][unscored.to_numpy()]) == sorted([empty, not_image])
     assert json.loads((tmp_path / "ckpt" / "IER.metrics.json").read_text())["unreadable_images"] == 2
@@ -258,14 +259,14 @@ def test_the_store_computes_only_new_images_and_keeps_them_for_moved_folders_and
     moved = tmp_path / "moved" / "images"
     moved.parent.mkdir()
     os.rename(demo, moved)
-    moved_frame = read_manifest(moved / MANIFEST_NAME, moved).iloc[:50]
+    moved_frame = read_manifest(moved / MANIFEST_NAME, moved).frame.iloc[:50]
     computed, moved_features = extract(moved_frame, moved)
     assert computed == 0
     np.testing.assert_array_equal(moved_features, features)
 
     copied = tmp_path / "copied"
     shutil.copytree(moved, copied, copy_function=shutil.copyfile)  # new modification times
-    copied_frame = read_manifest(copied / MANIFEST_NAME, copied).iloc[:50]
+    copied_frame = read_manifest(copied / MANIFEST_NAME, copied).frame.iloc[:50]
     assert extract(copied_frame, copied)[0] == 50  # stat keys: every image looks new
     assert extract(moved_frame, moved, "content")[0] == 50  # content keys, computed once
     computed, copied_features = extract(copied_frame, copied, "content")

@@ -24,7 +24,7 @@ from conftest import interrupt_after_epoch
 
 @pytest.fixture(scope="module")
 def demo_frame(small_demo):
-    return load_dataset(small_demo / MANIFEST_NAME, small_demo, seed=0)
+    return load_dataset(small_demo / MANIFEST_NAME, small_demo, seed=0).frame
 
 
 def test_subsample_is_stratified_seeded_and_leaves_val_and_test_alone(demo_frame):
@@ -74,12 +74,13 @@ def test_the_three_phases_of_a_setting_train_on_the_same_examples(small_sweep, t
     from emorec.data.fingerprints import read_training_ids
 
     ckpt = out / "ckpt" / "t-f0.25-s0"
-    recorded = {phase: json.loads((ckpt / f"{phase}.args.json").read_text()) for phase in ("TER", "IER", "Intermediate_fusion")}
-    ids = {phase: read_training_ids(ckpt / f"{phase}.args.json", flags) for phase, flags in recorded.items()}
+    recorded = {phase: json.loads((ckpt / f"{phase}.args.json").read_text())["run"]
+                for phase in ("TER", "IER", "Intermediate_fusion")}
+    ids = {phase: read_training_ids(ckpt / f"{phase}.args.json", facts) for phase, facts in recorded.items()}
     assert ids["TER"] and ids["TER"] == ids["IER"] == ids["Intermediate_fusion"]
     assert recorded["TER"]["training_ids"]["count"] == len(ids["TER"])  # the JSON keeps the fingerprint, not the ids
     whole = json.loads((out / "ckpt" / "t-f1-s0" / "TER.args.json").read_text())
-    assert whole["training_ids"] is None and whole["label_fraction"] is None
+    assert whole["run"]["training_ids"] is None and whole["flags"]["label_fraction"] is None
     assert not (out / "ckpt" / "t-f1-s0" / "TER.training_ids.txt").exists()
     metrics = json.loads((ckpt / "TER.metrics.json").read_text())
     assert metrics["training_labels"] == len(ids["TER"])

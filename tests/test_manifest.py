@@ -17,10 +17,11 @@ from conftest import write_image, write_manifest
 
 def test_reads_the_tier_form(tiny_dataset):
     manifest, root = tiny_dataset
-    frame = read_manifest(manifest, root)
+    read = read_manifest(manifest, root)
+    frame = read.frame
     assert list(frame.columns) == ["id", "label", "text", "image_path", "group"]
     assert len(frame) == 40
-    assert frame.attrs["class_names"] == DEFAULT_CLASS_NAMES
+    assert read.class_names == DEFAULT_CLASS_NAMES
     first = frame.iloc[0]
     assert first.id == "768097967425200000-1"
     assert first.group == "768097967425200000"
@@ -38,7 +39,7 @@ def test_labels_as_names_or_indices_and_explicit_ids(tmp_path):
     for i, label in enumerate(["Happy", " sad ", "3", "HATE"]):
         write_image(root / f"a{i}.png", fmt="PNG")
         rows.append({"id": f"row{i}", "label": label, "text": "x", "image": f"a{i}.png"})
-    frame = read_manifest(write_manifest(tmp_path / "m.csv", rows), root)
+    frame = read_manifest(write_manifest(tmp_path / "m.csv", rows), root).frame
     assert frame.id.tolist() == ["row0", "row1", "row2", "row3"]
     assert frame.label.tolist() == [0, 1, 3, 2]
 
@@ -51,7 +52,7 @@ def test_papers_absolute_looking_paths_resolve_under_the_image_root(tmp_path):
         {"label": "1", "text": "a", "image": "/data_bt4sa/76809/768097967425200128-1.jpg"},
         {"label": "2", "text": "b", "image": "/data_bt4sa/76810/768100000000000000-1.jpg"},
     ]
-    frame = read_manifest(write_manifest(tmp_path / "m.csv", rows), root)
+    frame = read_manifest(write_manifest(tmp_path / "m.csv", rows), root).frame
     assert frame.image_path.tolist() == [
         str((root / "76809" / "768097967425200128-1.jpg").resolve()),
         str((root / "data_bt4sa" / "76810" / "768100000000000000-1.jpg").resolve()),
@@ -63,9 +64,9 @@ def test_class_names_file_beside_the_manifest(tmp_path):
     write_image(tmp_path / "x.jpg")
     manifest = write_manifest(tmp_path / "bt.csv", [{"label": "positive", "text": "t", "image": "x.jpg"}])
     (tmp_path / "bt.classes.txt").write_text("negative\nneutral\npositive\n")
-    frame = read_manifest(manifest, tmp_path)
-    assert frame.attrs["class_names"] == ("negative", "neutral", "positive")
-    assert frame.label.tolist() == [2]
+    read = read_manifest(manifest, tmp_path)
+    assert read.class_names == ("negative", "neutral", "positive")
+    assert read.frame.label.tolist() == [2]
     with pytest.raises(InputError, match="unknown label"):
         read_manifest(manifest, tmp_path, class_names=DEFAULT_CLASS_NAMES)
 
@@ -169,7 +170,7 @@ def test_a_text_only_phase_reads_rows_without_images_that_have_ids(tmp_path):
     write_image(tmp_path / "a.jpg")
     manifest = tmp_path / "m.csv"
     manifest.write_text("id,label,text,image\nx1,0,hello,\nx2,1,there,a.jpg\nx3,2,again,\n")
-    frame = read_manifest(manifest, tmp_path, images_required=False)
+    frame = read_manifest(manifest, tmp_path, images_required=False).frame
     assert frame["image_path"].tolist() == ["", str((tmp_path / "a.jpg").resolve()), ""]
     assert frame["group"].tolist() == ["x1", "a", "x3"]  # a row without an image is its own group
     with pytest.raises(InputError, match=r"empty image path in 2 row\(s\)"):

@@ -19,6 +19,7 @@ import predict
 from emorec.cli import run
 from emorec.demo import MANIFEST_NAME
 from emorec.fusion import METHOD_NAMES, METHODS
+from emorec.runs import read_run_config
 
 from conftest import interrupt_after_epoch
 
@@ -38,6 +39,34 @@ def pipeline(small_sweep):
     suite's small sweep (conftest's ``small_sweep``), the run RUN; returns the output folder."""
     out, _ = small_sweep
     return out
+
+
+def test_the_args_json_keeps_the_users_flags_apart_from_what_the_run_found(pipeline, small_demo, tmp_path):
+    """``flags`` is the command line as parsed, nothing added; ``run`` is what the run found: the data fingerprint,
+    the strategy as it ran, the precision and pooling as resolved. A file in the flat form of releases before the
+    record (facts among the flags, the resolved values in the flags' place) reads back as the same record."""
+    checkpoints = pipeline / "ckpt" / RUN
+    for phase in ("TER", "IER", "Intermediate_fusion", "Late_fusion"):
+        written = json.loads((checkpoints / f"{phase}.args.json").read_text())
+        assert set(written) == {"argv", "flags", "run"}, phase
+        assert not {"data", "distribution", "training_ids", "training_id_list", "split_leakage"} & set(written["flags"])
+        assert written["run"]["data"]["rows"] == len(pd.read_csv(small_demo / MANIFEST_NAME)), phase
+        assert set(written["run"]["versions"]) == {"keras", "tensorflow", "numpy"}
+    ier, fusion = (json.loads((checkpoints / f"{phase}.args.json").read_text()) for phase in ("IER", "Intermediate_fusion"))
+    assert ier["flags"]["precision"] == fusion["flags"]["precision"] == "auto"  # what the user asked (the default)
+    assert ier["run"]["precision"] in ("float32", "bfloat16") and fusion["run"]["precision"] == ier["run"]["precision"]
+    assert fusion["flags"]["pooling"] is None and fusion["run"]["pooling"] == ier["run"]["pooling"] == "flatten"
+    assert ier["run"]["distribution"]["replicas"] == 1
+    late = json.loads((checkpoints / "Late_fusion.args.json").read_text())
+    assert late["run"]["manifest"] == str(small_demo / MANIFEST_NAME)  # the one its phases read
+
+    flat = {"argv": ier["argv"], **ier["flags"], "precision": ier["run"]["precision"],
+            **{key: ier["run"][key] for key in ("data", "training_ids", "distribution")}, **ier["run"]["versions"]}
+    (tmp_path / "IER.args.json").write_text(json.dumps(flat))
+    old, new = read_run_config(tmp_path / "IER.args.json"), read_run_config(checkpoints / "IER.args.json")
+    assert old.argv == new.argv and old.flags == {**new.flags, "precision": new.run["precision"]}
+    for key in ("data", "training_ids", "distribution", "precision", "pooling"):
+        assert old.run[key] == new.run[key], key
 
 
 def read_probs(out, phase, run_name=RUN):
@@ -120,14 +149,14 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32).fit(manifest["text"][train])
     text = words.transform(manifest["text"])
     ier = json.loads((pipeline / "ckpt" / RUN / "IER.metrics.json").read_text())
-    ier_args = json.loads((pipeline / "ckpt" / RUN / "IER.args.json").read_text())
-    cache = phase_features(read_manifest(small_demo / MANIFEST_NAME, small_demo), ier, ier_args)
+    cache = phase_features(read_manifest(small_demo / MANIFEST_NAME, small_demo), ier,
+                           read_run_config(pipeline / "ckpt" / RUN / "IER.args.json"))
     pooled = np.asarray(cache.features[:], dtype=np.float32).mean(axis=(1, 2))
     image = StandardScaler().fit(pooled[train]).transform(pooled) / np.sqrt(pooled.shape[1])
     inputs = {"Baseline_text": text, "Baseline_image": image, "Baseline_both": sparse.hstack([text, image]).tocsr()}
     for name, x in inputs.items():
         weighting = summary["baselines"][name]["class_weight"]  # the phase of the same modality's
-        assert weighting == json.loads((pipeline / "ckpt" / RUN / f"{COMPARED_PHASE[name]}.args.json").read_text())["class_weight"]
+        assert weighting == read_run_config(pipeline / "ckpt" / RUN / f"{COMPARED_PHASE[name]}.args.json").flags["class_weight"]
 
         def fitted(C):
             return LogisticRegression(C=C, max_iter=2000, random_state=0, class_weight=None if weighting == "none"
@@ -319,7 +348,7 @@ def test_summary_scores_the_same_rows_and_tweets_with_intervals(pipeline, small_
     markdown = (pipeline / "results" / RUN / "summary.md").read_text()
     assert "same rows: macro-F1" in markdown and "Best fusion against the best single modality" in markdown
     for phase in ("TER", "IER", "Intermediate_fusion", "Late_fusion"):  # one manifest and split, recorded by each
-        recorded = json.loads((pipeline / "ckpt" / RUN / f"{phase}.args.json").read_text())["data"]
+        recorded = json.loads((pipeline / "ckpt" / RUN / f"{phase}.args.json").read_text())["run"]["data"]
         for key in ("rows", "split_counts", "manifest_sha256", "split_sha256"):  # split_source: drawn, then stored
             assert recorded[key] == summary["data"][key], (phase, key)
 
@@ -340,8 +369,8 @@ def test_later_phases_refuse_a_redrawn_split_and_a_changed_manifest(pipeline, sm
 
     copied = run_copy(pipeline, tmp_path)
     manifest = shutil.copy(small_demo / MANIFEST_NAME, tmp_path / "now.csv")
-    redrawn = draw_split(read_manifest(manifest, small_demo), seed=7)
-    pd.DataFrame({"id": read_manifest(manifest, small_demo)["id"], "split": redrawn}).to_csv(split_path(manifest), index=False)
+    redrawn = draw_split(read_manifest(manifest, small_demo).frame, seed=7)
+    pd.DataFrame({"id": read_manifest(manifest, small_demo).frame["id"], "split": redrawn}).to_csv(split_path(manifest), index=False)
     for phase in ("TER", "IER", "Intermediate_fusion"):  # as if the phases had read this file
         config = tmp_path / "ckpt" / f"{phase}.args.json"
         config.write_text(config.read_text().replace(str(small_demo / MANIFEST_NAME), str(manifest)))
@@ -369,9 +398,9 @@ def test_later_phases_refuse_a_redrawn_split_and_a_changed_manifest(pipeline, sm
 def test_predict_refuses_models_and_weights_from_different_splits(pipeline, small_demo, tmp_path, capsys):
     copied = run_copy(pipeline, tmp_path)
     config = tmp_path / "ckpt" / "TER.args.json"
-    flags = json.loads(config.read_text())
-    flags["data"]["split_sha256"] = "0" * 64  # TER retrained on another split after Late_fusion chose its weights
-    config.write_text(json.dumps(flags))
+    recorded = json.loads(config.read_text())
+    recorded["run"]["data"]["split_sha256"] = "0" * 64  # TER retrained on another split after Late_fusion chose its weights
+    config.write_text(json.dumps(recorded))
     manifest = pd.read_csv(small_demo / MANIFEST_NAME)
     argv = ["--image", str(small_demo / manifest["image"][0]), "--text", "hi", copied[0], copied[1]]
     assert run(predict.main, argv) == 2

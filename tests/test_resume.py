@@ -101,7 +101,7 @@ def test_a_changed_command_line_starts_fresh_and_says_why(tiny_dataset, tmp_path
             "5 now; --lr 0.001 then, 0.002 now). Training starts fresh.") in capsys.readouterr().err
     metrics = json.loads((tmp_path / "ckpt" / "TER.metrics.json").read_text())
     assert metrics["resumed_at_epoch"] is None and metrics["epochs_run"] == 5
-    assert json.loads((tmp_path / "ckpt" / "TER.args.json").read_text())["deterministic"] is False
+    assert json.loads((tmp_path / "ckpt" / "TER.args.json").read_text())["flags"]["deterministic"] is False
 
 
 def test_a_kill_after_training_but_before_saving_resumes_without_training_again(tiny_dataset, tmp_path, monkeypatch,

@@ -61,9 +61,8 @@ def test_split_does_not_depend_on_row_order():
 
 def test_too_few_examples_of_a_class_is_a_clear_error_in_the_class_names():
     frame = pd.DataFrame({"id": list("abcdef"), "label": [0, 0, 0, 0, 0, 1], "group": list("abcdef")})
-    frame.attrs["class_names"] = ("happy", "sad")
     with pytest.raises(InputError, match=r"class 'sad' has 1 \(per class: happy: 5, sad: 1\)") as raised:
-        draw_split(frame, seed=0)
+        draw_split(frame, seed=0, class_names=("happy", "sad"))
     assert "too few members" not in str(raised.value)  # scikit-learn's words, which name classes by index
 
 
@@ -84,16 +83,16 @@ def test_a_manifest_too_small_to_split_is_refused_leaving_no_file_behind(tmp_pat
 
 def test_split_is_stored_beside_the_manifest_and_reused(tiny_dataset):
     manifest, root = tiny_dataset
-    first = load_dataset(manifest, root, seed=0)
+    first = load_dataset(manifest, root, seed=0).frame
     stored = split_path(manifest)
     assert stored == manifest.with_name("image_labels.split.csv")
     on_disk = pd.read_csv(stored, dtype=str)
     assert list(on_disk.columns) == ["id", "split"]
     assert on_disk["id"].tolist() == first["id"].tolist()
     # Another seed reuses the stored split rather than drawing a new one.
-    assert load_dataset(manifest, root, seed=5)["split"].equals(first["split"])
+    assert load_dataset(manifest, root, seed=5).frame["split"].equals(first["split"])
     # --resplit draws anew with the given seed, and stores it.
-    redrawn = load_dataset(manifest, root, seed=5, resplit=True)
+    redrawn = load_dataset(manifest, root, seed=5, resplit=True).frame
     assert not redrawn["split"].equals(first["split"])
     assert pd.read_csv(stored, dtype=str)["split"].tolist() == redrawn["split"].tolist()
 
@@ -111,7 +110,7 @@ def test_stored_split_that_no_longer_matches_is_an_error(tiny_dataset):
     assert "no longer matches" in message and "--resplit" in message
     assert "1 id(s) in the manifest but not in the split" in message and "extra-1" in message
     assert "1 id(s) in the split but not in the manifest" in message
-    assert len(load_dataset(manifest, root, seed=0, resplit=True)) == 40
+    assert len(load_dataset(manifest, root, seed=0, resplit=True).frame) == 40
 
 
 def test_a_manifest_with_its_own_split_keeps_it(tmp_path):
@@ -120,7 +119,7 @@ def test_a_manifest_with_its_own_split_keeps_it(tmp_path):
         write_image(tmp_path / f"{i}.jpg")
         rows.append({"label": "0", "text": "t", "image": f"{i}.jpg", "split": split})
     manifest = write_manifest(tmp_path / "m.csv", rows)
-    frame = load_dataset(manifest, tmp_path, seed=0)
+    frame = load_dataset(manifest, tmp_path, seed=0).frame
     assert frame["split"].tolist() == ["train", "val", "test", "test"]
     assert not split_path(manifest).exists()
 
@@ -149,10 +148,10 @@ def test_a_drawn_split_keeps_tweets_and_normalised_texts_whole():
 def test_a_drawn_split_of_the_demo_leaks_nothing(small_demo):
     from emorec.demo import MANIFEST_NAME
 
-    frame = load_dataset(small_demo / MANIFEST_NAME, small_demo, seed=0)
-    leakage = frame.attrs["split_leakage"]
+    dataset = load_dataset(small_demo / MANIFEST_NAME, small_demo, seed=0)
+    leakage = dataset.split_leakage
     assert (leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"]) == (0, 0, 0)
-    assert frame.groupby("group").size().max() == 2  # tweets with two images exist: the property is not vacuous
+    assert dataset.frame.groupby("group").size().max() == 2  # tweets with two images exist: the property is not vacuous
 
 
 def leaky_manifest(folder):
@@ -177,8 +176,7 @@ def test_a_given_split_that_leaks_is_counted_and_refused_with_strict_split(tmp_p
     from emorec.cli import run
 
     manifest = leaky_manifest(tmp_path)
-    frame = load_dataset(manifest, tmp_path)
-    leakage = frame.attrs["split_leakage"]
+    leakage = load_dataset(manifest, tmp_path).split_leakage
     assert (leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"]) == (1, 2, 4)
     assert leakage["examples"]["tweets"] == ["'5' in test/train"]
     assert leakage["examples"]["texts"] == ["'good morning world <number> <url>' in train/val",
@@ -199,13 +197,13 @@ def test_fingerprints_tell_a_redrawn_split_and_a_changed_manifest(tiny_dataset):
 
     manifest, root = tiny_dataset
     first = load_dataset(manifest, root, seed=0)
-    recorded = {"TER": ("TER.args.json", {"data": first.attrs["data"]})}
-    check_same_data(load_dataset(manifest, root, seed=4).attrs["data"], recorded, "TER.py")  # reused split: same
+    recorded = {"TER": ("TER.args.json", {"data": first.fingerprint})}
+    check_same_data(load_dataset(manifest, root, seed=4).fingerprint, recorded, "TER.py")  # reused split: same
     with pytest.raises(InputError, match="TER \\(TER.args.json\\) used another split .*redrawn"):
-        check_same_data(load_dataset(manifest, root, seed=4, resplit=True).attrs["data"], recorded, "TER.py")
-    changed = first.copy()
+        check_same_data(load_dataset(manifest, root, seed=4, resplit=True).fingerprint, recorded, "TER.py")
+    changed = first.frame.copy()
     changed.loc[3, "text"] = "an edited tweet"
     with pytest.raises(InputError, match="read other manifest rows"):
         check_same_data(data_fingerprint(changed), recorded, "TER.py")
     with pytest.raises(InputError, match="recorded no data fingerprint"):
-        check_same_data(first.attrs["data"], {"TER": ("TER.args.json", {})}, "TER.py")
+        check_same_data(first.fingerprint, {"TER": ("TER.args.json", {})}, "TER.py")

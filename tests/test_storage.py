@@ -143,7 +143,7 @@ def test_beside_read_only_inputs_the_split_and_glove_cache_go_to_the_fallback_fo
     assert f"{manifest.parent} is read-only: the split goes to {split}" in log
     assert "is read-only: the GloVe cache goes to" in log
     assert sorted(path.name for path in manifest.parent.iterdir()) == before
-    assert load_dataset(manifest, root).attrs["split_source"] == "stored"
+    assert load_dataset(manifest, root).split_source == "stored"
     load_glove_vectors(glove, ["tweet", "text"], 200)  # words of the run's vocabulary: its cache holds them
     assert "from the cache" in capsys.readouterr().err
 
@@ -236,15 +236,19 @@ def test_a_damaged_store_computes_again_what_it_cannot_read(small_demo, tmp_path
 
 
 def test_the_fusion_phase_refuses_a_store_that_lacks_images_naming_what_to_rerun(small_demo, tmp_path):
+    from emorec.data.manifest import DEFAULT_CLASS_NAMES, Manifest
     from emorec.errors import InputError
+    from emorec.runs import RunConfig
 
     frame, extractor, store, keys = demo_extraction(small_demo, tmp_path, 8)
     stored_features(store, frame["image_path"].tolist(), keys, extractor, 32, 8, "skip")
     os.truncate(store.folder / "shard-000000.npy", 100)
+    manifest = Manifest(frame, DEFAULT_CLASS_NAMES, str(small_demo.resolve()))
+    ier_config = RunConfig(tmp_path / "IER.args.json", [], {"cache_key": "stat"}, {})
     with pytest.raises(InputError, match="lacks 8 of these 8 images .*Run `python IER.py` again"):
-        phase_features(frame, {"feature_store": str(store.folder)}, {"cache_key": "stat"})
+        phase_features(manifest, {"feature_store": str(store.folder)}, ier_config)
     with pytest.raises(InputError, match="is damaged or missing .*Run `python IER.py` again"):
-        phase_features(frame, {"feature_store": str(tmp_path / "elsewhere")}, {"cache_key": "stat"})
+        phase_features(manifest, {"feature_store": str(tmp_path / "elsewhere")}, ier_config)
 
 
 def test_a_damaged_glove_cache_is_parsed_again_with_a_warning(tmp_path, caplog):

@@ -43,7 +43,7 @@ def test_outputs_exist_and_parse(ter_run, small_demo):
     np.testing.assert_allclose(probs[["happy", "sad", "hate", "anger"]].sum(axis=1), 1.0, atol=1e-5)
 
     checkpoints = ter_run / "ckpt" / "r1"
-    args = json.loads((checkpoints / "TER.args.json").read_text())
+    args = json.loads((checkpoints / "TER.args.json").read_text())["flags"]
     assert args["epochs"] == 4 and args["max_words"] == 40000 and args["seq_len"] == 30 and args["run_name"] == "r1"
     metrics = json.loads((checkpoints / "TER.metrics.json").read_text())
     assert set(metrics["splits"]) == {"train", "val", "test"}
@@ -69,7 +69,7 @@ def test_test_accuracy_beats_the_majority_class(ter_run):
 def test_reloaded_model_maps_raw_strings_to_the_written_probabilities(ter_run, small_demo):
     model = keras.models.load_model(ter_run / "ckpt" / "r1" / "TER.keras")
     probs = pd.read_csv(ter_run / "probs" / "r1" / "text_prob.csv", dtype={"id": str})
-    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo)
+    frame = read_manifest(small_demo / MANIFEST_NAME, small_demo).frame
     assert probs["id"].tolist() == frame["id"].tolist()
     predicted = model.predict(tf.constant(frame["text"].tolist()), verbose=0)
     np.testing.assert_allclose(predicted, probs[["happy", "sad", "hate", "anger"]].to_numpy(), atol=1e-6)

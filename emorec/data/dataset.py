@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
-import pandas as pd
-
 from emorec.data.fingerprints import data_fingerprint
-from emorec.data.manifest import DEFAULT_IMAGE_ROOT, read_manifest
+from emorec.data.manifest import DEFAULT_IMAGE_ROOT, Manifest, read_manifest
 from emorec.data.splits import DEFAULT_FRACTIONS, assign_split, check_leakage
+
+
+@dataclass(frozen=True)
+class Dataset(Manifest):
+    """A manifest whose ``frame`` has its ``split`` column, with what the phase found of it: where the split came
+    from (manifest, stored or drawn), its leakage counts (:func:`emorec.data.splits.check_leakage`) and its
+    fingerprint (:func:`emorec.data.fingerprints.data_fingerprint`), which a run records and later phases check."""
+
+    split_source: str
+    split_leakage: dict
+    fingerprint: dict
 
 
 def load_dataset(
@@ -22,18 +32,17 @@ def load_dataset(
     images_required: bool = True,
     strict_split: bool = False,
     draw: bool = True,
-) -> pd.DataFrame:
+) -> Dataset:
     """Read a manifest and give it its shared split: what every phase starts from.
 
-    Returns the frame of :func:`read_manifest` (``images_required`` is passed
-    to it) with a ``split`` column (see :func:`assign_split`; ``draw`` False
-    refuses to draw one), checked for leakage (:func:`check_leakage`, an error
-    with ``strict_split``). ``attrs["data"]`` holds its :func:`data_fingerprint`
-    and ``attrs["split_leakage"]`` the leakage counts. Nothing is written
+    Returns the :class:`Dataset` of the :func:`~emorec.data.manifest.read_manifest` rows (``images_required`` is
+    passed to it) with a ``split`` column (see :func:`~emorec.data.splits.assign_split`; ``draw`` False refuses
+    to draw one), checked for leakage (an error with ``strict_split``) and fingerprinted. Nothing is written
     unless the manifest is valid.
     """
-    frame = read_manifest(manifest_path, image_root, class_names, images_required)
-    frame = assign_split(frame, manifest_path, seed=seed, fractions=fractions, resplit=resplit, draw=draw)
-    frame.attrs["split_leakage"] = check_leakage(frame, strict_split)
-    frame.attrs["data"] = data_fingerprint(frame)
-    return frame
+    manifest = read_manifest(manifest_path, image_root, class_names, images_required)
+    frame, source = assign_split(manifest.frame, manifest_path, seed=seed, fractions=fractions, resplit=resplit,
+                                 draw=draw, class_names=manifest.class_names)
+    return Dataset(frame, manifest.class_names, manifest.image_root, split_source=source,
+                   split_leakage=check_leakage(frame, strict_split, source),
+                   fingerprint=data_fingerprint(frame, source))

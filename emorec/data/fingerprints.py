@@ -14,12 +14,13 @@ from emorec.data.manifest import SPLITS
 from emorec.errors import InputError
 
 
-def data_fingerprint(frame: pd.DataFrame) -> dict:
+def data_fingerprint(frame: pd.DataFrame, split_source: str = "given") -> dict:
     """What a phase records of the data it used: row count, split counts and sha256 fingerprints.
 
     ``manifest_sha256`` covers each row's id, label, text, tweet and image file
     name, in order; ``split_sha256`` each row's id and split. Two phases with
-    equal fingerprints read the same rows and used the same split.
+    equal fingerprints read the same rows and used the same split. ``split_source`` (see
+    :func:`emorec.data.splits.assign_split`) is recorded beside them.
     """
     def sha256(*columns: pd.Series) -> str:
         digest = hashlib.sha256()
@@ -31,7 +32,7 @@ def data_fingerprint(frame: pd.DataFrame) -> dict:
     return {
         "rows": len(frame),
         "split_counts": {split: int((frame["split"] == split).sum()) for split in SPLITS},
-        "split_source": frame.attrs.get("split_source", "given"),
+        "split_source": split_source,
         "manifest_sha256": sha256(frame["id"], frame["label"], frame["text"], frame["group"],
                                   frame["image_path"].map(os.path.basename)),
         "split_sha256": sha256(frame["id"], frame["split"]),

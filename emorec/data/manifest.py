@@ -20,6 +20,7 @@ import csv
 import functools
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +38,15 @@ DEFAULT_MANIFEST = "data_files/image_labels.csv"
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("label", "text", "image")
 DEMO_FOLDER = "data_t4sa/demo"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest as read (:func:`read_manifest`): its rows, its class names in index order and the image root."""
+
+    frame: pd.DataFrame
+    class_names: tuple[str, ...]
+    image_root: str  # absolute: the feature store's image keys are relative to it
 
 
 def manifest_fix(path: str | os.PathLike) -> str:
@@ -87,7 +97,7 @@ def read_manifest(
     image_root: str | os.PathLike = DEFAULT_IMAGE_ROOT,
     class_names: Sequence[str] | None = None,
     images_required: bool = True,
-) -> pd.DataFrame:
+) -> Manifest:
     """Read and check a manifest.
 
     Takes the manifest CSV's path, the folder its image paths are relative to,
@@ -97,8 +107,8 @@ def read_manifest(
     their ``image_path`` is empty; images that are named must still exist. Returns a
     DataFrame with columns ``id`` (str), ``label`` (int class index), ``text``,
     ``image_path`` (absolute), ``group`` (the tweet the row belongs to) and,
-    when the manifest has one, ``split``. Its ``attrs["class_names"]`` holds the
-    class names.
+    when the manifest has one, ``split``: the :class:`Manifest`'s ``frame``, beside its class names and image
+    root.
 
     Raises one :class:`InputError` that lists every problem found (missing
     file or columns; unknown labels, empty texts, duplicated ids, bad split
@@ -203,10 +213,7 @@ def read_manifest(
     )
     if "split" in raw.columns:
         frame["split"] = raw["split"]
-    frame = frame.reset_index(drop=True)
-    frame.attrs["class_names"] = names
-    frame.attrs["image_root"] = str(image_root.resolve())  # the image keys of the feature store are relative to it
-    return frame
+    return Manifest(frame.reset_index(drop=True), names, str(image_root.resolve()))
 
 
 def parse_labels(values: pd.Series, class_names: Sequence[str]) -> pd.Series:

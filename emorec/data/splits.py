@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -45,7 +46,8 @@ def assign_split(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     resplit: bool = False,
     draw: bool = True,
-) -> pd.DataFrame:
+    class_names: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, str]:
     """Give every row its split (train/val/test), the same for every phase and run.
 
     Takes the frame from :func:`read_manifest`, the manifest's path, the seed,
@@ -54,36 +56,35 @@ def assign_split(
     manifest (:func:`split_path`) is reused; if there is none (or ``resplit``),
     one is drawn (:func:`draw_split`) and stored, unless ``draw`` is False (a
     phase that only reads what earlier phases made), which raises instead.
-    Returns a copy of the frame with a ``split`` column and
-    ``attrs["split_source"]`` (manifest, stored or drawn). Raises
+    Returns a copy of the frame with a ``split`` column, and where the split came from: manifest, stored or
+    drawn (``class_names`` name the classes in a message about a split that cannot be drawn). Raises
     :class:`InputError` when the stored split does not match the manifest's ids.
     """
     result = frame.copy()
     if "split" in frame.columns:
         log.info("using the manifest's own split: %s", _split_counts(frame["split"]))
-        result.attrs["split_source"] = "manifest"
-        return result
+        return result, "manifest"
     stored = beside_or_fallback(split_path(manifest_path), "the split")
     if stored.exists() and not resplit:
-        splits, result.attrs["split_source"] = _reuse_split(stored, frame), "stored"
+        splits, source = _reuse_split(stored, frame), "stored"
     elif not draw:
         raise InputError(f"{stored}: the split of {manifest_path} is missing; the phases of this run stored it "
                          "there. Rerun them (TER.py, IER.py, Intermediate_fusion.py) to draw and use a new one.")
     else:
         # Drawn before the lock is taken, so a manifest that cannot be split leaves no lock file behind; the same
         # seed draws the same split, so drawing it before knowing whether it will be stored costs only its time.
-        drawn = draw_split(frame, seed, fractions)
+        drawn = draw_split(frame, seed, fractions, class_names)
         # Two runs starting at once on a manifest without a split: the first draws it, the second reuses it.
         with exclusive(stored.with_name(f".{stored.name}.lock"), f"drawing the split {stored}"):
             if stored.exists() and not resplit:
-                splits, result.attrs["split_source"] = _reuse_split(stored, frame), "stored"
+                splits, source = _reuse_split(stored, frame), "stored"
             else:
                 splits = drawn
                 write_csv_atomic(pd.DataFrame({"id": frame["id"], "split": splits}), stored)
                 log.info("drew a new split with seed %d, stored in %s: %s", seed, stored, _split_counts(splits))
-                result.attrs["split_source"] = "drawn"
+                source = "drawn"
     result["split"] = splits.to_numpy()
-    return result
+    return result, source
 
 
 def _reuse_split(stored: Path, frame: pd.DataFrame) -> pd.Series:
@@ -128,14 +129,16 @@ def normalised_texts(texts: pd.Series) -> list[str]:
 
 
 def draw_split(
-    frame: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
+    frame: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    class_names: Sequence[str] | None = None,
 ) -> pd.Series:
     """Draw a seeded train/val/test split, stratified by label and grouped by tweet and normalised text.
 
     Whole units (:func:`split_units`: a tweet's images, and every tweet whose
     text normalises the same) are assigned, stratified by each unit's label
     (its first row's), so neither a tweet nor a text straddles two splits.
-    Returns a Series of split names aligned with ``frame``.
+    Returns a Series of split names aligned with ``frame``. ``class_names`` name the classes in the message
+    about a split that cannot be drawn (else their indices).
     """
     fractions = _check_fractions(fractions)
     units = split_units(frame)
@@ -153,7 +156,6 @@ def draw_split(
         )
     except ValueError as error:  # scikit-learn's words name classes by index: say it in the data's own
         counts = tweets.value_counts().sort_index()
-        class_names = frame.attrs.get("class_names")
         named = {class_names[label] if class_names else label: count for label, count in counts.items()}
         fewest = min(named, key=named.get)
         raise InputError(
@@ -193,14 +195,14 @@ def split_leakage(frame: pd.DataFrame, examples: int = 5) -> dict:
     }
 
 
-def check_leakage(frame: pd.DataFrame, strict: bool = False) -> dict:
+def check_leakage(frame: pd.DataFrame, strict: bool = False, source: str = "given") -> dict:
     """Count the split's leakage (:func:`split_leakage`), log it when there is any, and return it.
 
-    With ``strict`` any leakage raises :class:`InputError` (``--strict-split``).
+    With ``strict`` any leakage raises :class:`InputError` (``--strict-split``). ``source`` (where the split came
+    from, see :func:`assign_split`) says in the message how to fix it.
     """
     leakage = split_leakage(frame)
     if leakage["straddling_tweets"] or leakage["straddling_texts"]:
-        source = frame.attrs.get("split_source", "given")
         fix = {"manifest": "fix the manifest's split column (B-T4SA: convert it again with `python -m emorec.bt4sa ... --regroup`)",
                "stored": "--resplit draws a split that keeps tweets and texts whole"}.get(source, "redraw the split")
         message = (f"the split ({source}) leaks: {leakage['straddling_tweets']} tweet(s) and "
@@ -266,6 +268,30 @@ def labelled_training_rows(
         wanted = per_class if per_class is not None else max(1, round(fraction * len(rows)))
         keep[rng.permutation(rows)[: min(wanted, len(rows))]] = True
     return keep
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """The rows a run learns from: ``mask``, aligned with the frame, and for a subsample its ``ids`` in the
+    frame's order (None: the whole train split), which the run records beside its ``.args.json``."""
+
+    mask: np.ndarray
+    ids: list[str] | None
+
+
+def select_training_rows(frame: pd.DataFrame, class_names: Sequence[str], fraction: float | None = None,
+                         per_class: int | None = None, seed: int = 0) -> TrainingRows:
+    """The training rows of a run: the whole train split, or the subsample that ``--label-fraction``
+    (``fraction``) or ``--labels-per-class`` (``per_class``) asks for (:func:`labelled_training_rows`); a
+    subsample's count per class is logged."""
+    rows = labelled_training_rows(frame, fraction, per_class, seed)
+    if fraction is None and per_class is None:
+        return TrainingRows(rows, None)
+    per_class_counts = np.bincount(frame["label"][rows], minlength=len(class_names))
+    log.info("training on %d of %d labelled training examples (per class: %s)", rows.sum(),
+             int((frame["split"] == "train").sum()),
+             ", ".join(f"{name} {n}" for name, n in zip(class_names, per_class_counts)))
+    return TrainingRows(rows, frame["id"][rows].tolist())
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:

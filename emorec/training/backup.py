@@ -7,29 +7,37 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
 from emorec.fileio import atomic_path, write_json_atomic
 
+if TYPE_CHECKING:
+    from emorec.runs import RunRecord
+
 log = logging.getLogger("emorec")
 
 
 # Flags that say where a run writes or how fast it extracts, not what it learns: a resumed run may change them.
 NOT_TRAINING = ("run_name", "checkpoint_dir", "log_dir", "prob_dir", "cache_dir", "extract_batch_size", "cache_key",
-                "training_id_list",  # its fingerprint, training_ids, stays
-                "strategy", "distribution")  # a global batch is the same update on any number of replicas
+                "strategy")  # a global batch is the same update on any number of replicas
 
 
-def training_config(args) -> dict:
-    """What a run learns from and how, from its parsed flags ``args``: a backup resumes only under the same config.
+def training_config(args, record: RunRecord) -> dict:
+    """What a run learns from and how: a backup resumes only under the same config.
 
-    Every flag except :data:`NOT_TRAINING`, with the data fingerprint and the subsample's (``training_ids``).
+    Every flag of ``args`` except :data:`NOT_TRAINING`, with what the run found that bears on learning
+    (``record``): the data fingerprint, the subsample's (``training_ids``), and the precision and pooling as
+    resolved.
     """
     config = {key: value for key, value in vars(args).items() if key not in NOT_TRAINING}
-    if config.get("data") is not None:  # the first run draws the split, the resumed one reads it: the same split
-        config["data"] = {key: value for key, value in config["data"].items() if key != "split_source"}
+    # The first run draws the split, the resumed one reads it: the same split.
+    config["data"] = {key: value for key, value in record.data.items() if key != "split_source"}
+    config["training_ids"] = record.training_ids_fingerprint()
+    config |= {key: value for key, value in (("precision", record.precision), ("pooling", record.pooling))
+               if value is not None}
     return json.loads(json.dumps(config, default=str))  # as the backup's JSON will give it back
 
 

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emorec.runs import PhaseOutputs
+from emorec.runs import PhaseOutputs, worker_outputs
 from emorec.training.backup import TrainingBackup, load_arrays, resumable_state, write_epochs_csv
 from emorec.training.batches import ArrayBatches
 from emorec.training.metrics import MacroF1, Trainer
@@ -210,3 +210,33 @@ def local_model(model: keras.Model) -> keras.Model:
     if model.distribute_strategy is tf.distribute.get_strategy():
         return model
     return keras.Model(model.input, model.output, name=model.name)
+
+
+def start_training(strategy_name: str, seed: int, deterministic: bool,
+                   outputs: PhaseOutputs) -> tuple[tf.distribute.Strategy, PhaseOutputs, dict]:
+    """What every training phase does first: choose the strategy of ``--strategy`` (before TensorFlow's first
+    operation), find where this process writes (:func:`emorec.runs.worker_outputs`) and seed everything.
+    Returns the strategy, this process's outputs and the strategy as it runs
+    (:func:`emorec.distribute.describe`, for the run record)."""
+    from emorec.distribute import choose_strategy, describe
+
+    strategy = choose_strategy(strategy_name)
+    outputs = worker_outputs(outputs, strategy)
+    distribution = describe(strategy)
+    seed_everything(seed, deterministic)
+    return strategy, outputs, distribution
+
+
+def evaluate_readable(network: keras.Model, inputs, dataset, readable: np.ndarray) -> tuple[np.ndarray, dict]:
+    """``network``'s probabilities on every row of ``dataset`` (an :class:`emorec.data.dataset.Dataset`) whose
+    image could be read (the boolean mask ``readable``), from ``inputs`` (an array or dict of arrays, one row per
+    dataset row), on this process's device, with their scores (:func:`emorec.report.classification_metrics`).
+    The other rows' probabilities are NaN: empty in the probability file."""
+    from emorec.report import classification_metrics
+
+    labels, rows = dataset.frame["label"].to_numpy(), np.flatnonzero(readable)
+    probabilities = np.full((len(labels), len(dataset.class_names)), np.nan, dtype=np.float32)
+    probabilities[rows] = local_model(network).predict(ArrayBatches(inputs, labels, rows, 256), verbose=0)
+    scores = classification_metrics(labels[rows], probabilities[rows], dataset.frame["split"].to_numpy()[rows],
+                                    dataset.class_names)
+    return probabilities, scores
