@@ -38,7 +38,7 @@ def parse_args(argv: Sequence[str] | None = None):
     """Parse the command line: the shared phase flags plus the fusion model's own."""
     parser = phase_parser(PHASE, "Train the paper's intermediate-fusion model on TER's text pipeline and IER's "
                           "cached image features.", batch_size=32, lr=1e-4,
-                          monitor="val_macro_f1", resplit=False)  # README: defaults that differ from the paper
+                          monitor="val_macro_f1", resplit=False)  # docs/phases.md: defaults that differ from the paper
     fusion = parser.add_argument_group("fusion model")
     fusion.add_argument(
         "--init-from-unimodal", action="store_true",

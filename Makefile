@@ -17,7 +17,7 @@ INTER_EPOCHS ?= 10
 IMAGE_SIZE ?= 112
 # float32 on every machine: the same numbers each time on the same machine. Not across machines: oneDNN picks its
 # float32 kernels by CPU (AVX-512 or AVX2 alone) and by shape, so on another CPU the demo's figures move by a few
-# points (the README's table names the CPU it came from). PRECISION=auto takes bfloat16 where native.
+# points (docs/results.md names the CPU its table came from). PRECISION=auto takes bfloat16 where native.
 PRECISION ?= float32
 
 SWEEP_FRACTIONS ?= 0.05 0.1 0.25 0.5 1.0

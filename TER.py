@@ -31,7 +31,7 @@ MIN_SEQ_LEN = 4  # the network max-pools the sequence by 4 (emorec.models.build_
 def parse_args(argv: Sequence[str] | None = None):
     """Parse TER's command line: the shared phase flags plus the text model's own."""
     parser = phase_parser(PHASE, "Train the paper's text emotion recognition model.", batch_size=256, lr=1e-3,
-                          class_weight="balanced", monitor="val_macro_f1")  # README: defaults that differ from the paper
+                          class_weight="balanced", monitor="val_macro_f1")  # docs/phases.md: defaults that differ from the paper
     text = parser.add_argument_group("text model")
     text.add_argument(
         "--glove", default=DEFAULT_GLOVE,

@@ -1,11 +1,11 @@
 """The page of ``python predict.py --serve`` in a real browser: ``make test-browser`` (not part of ``make test``).
 
 Trains a tiny run of its own on a generated demo (200 tweets, a random VGG16 at 64 px, a few epochs), serves it
-with the README's command, and drives headless Chromium (Debian's ``chromium`` and ``chromium-driver``) with
+with docs/predict.md's command, and drives headless Chromium (Debian's ``chromium`` and ``chromium-driver``) with
 Selenium as a person would: open the page, submit without a text (the page says what is missing), then choose a
 demo image, type its text, submit, and find each model's probabilities and the explanation picture on the page.
 The screenshot of that page goes to ``$EMOREC_SCREENSHOT`` (``make test-browser``: docs/predict_page.png, the
-README's picture), else into the test's temporary folder.
+picture in docs/predict.md), else into the test's temporary folder.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def page(trained_run):
-    """The README's `python predict.py --serve` on a free port, in the trained folder: its URL."""
+    """docs/predict.md's `python predict.py --serve` on a free port, in the trained folder: its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

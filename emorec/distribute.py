@@ -5,7 +5,7 @@
   device: set ``EMOREC_CPU_DEVICES=N`` to split the CPU into N, which is how the tests try it on CPU).
 - ``multiworker``: ``MultiWorkerMirroredStrategy`` over several processes or machines, each started with the same
   command and a ``TF_CONFIG`` naming the cluster and its own place in it (Slurm and other schedulers set it up;
-  see the README). Every worker reads the same files (a shared file system); only the chief writes outputs.
+  see docs/scale.md). Every worker reads the same files (a shared file system); only the chief writes outputs.
 - ``auto`` (the default): ``mirrored`` when this machine has two GPUs or more, else ``default``.
 
 ``--batch-size`` stays the global batch: each of R replicas takes about 1/R of it per step, and the gradients are
@@ -142,7 +142,7 @@ def _tf_config() -> dict:
                '"index": 0}}\' on the first machine, index 1 on the second')
     if not text:
         raise InputError(f"--strategy multiworker needs TF_CONFIG, which names the cluster and this process's place "
-                         f"in it, for example {example}. See the README's section on several machines.")
+                         f"in it, for example {example}. See docs/scale.md, on GPUs and several machines.")
     try:
         config = json.loads(text)
         task, cluster = config["task"], config["cluster"]

@@ -208,15 +208,16 @@ def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
 
 @pytest.fixture(scope="session")
 def clone(tmp_path_factory):
-    """A folder laid out like a clone (the scripts and the package, linked), with a VGG16 weights file (one per
-    session: test_readme runs the README's commands in it, test_explain reads the run they trained)."""
+    """A folder laid out like a clone (the scripts, the package and docs/, linked), with a VGG16 weights file (one
+    per session: test_readme runs the README's and the docs' commands in it, test_explain reads the run they
+    trained)."""
     import keras
 
     from test_readme import REPO, WEIGHTS
 
     root = tmp_path_factory.mktemp("clone")
     for path in REPO.iterdir():
-        if path.suffix == ".py" or path.name == "emorec":
+        if path.suffix == ".py" or path.name in ("emorec", "docs"):
             (root / path.name).symlink_to(path)
     (root / WEIGHTS).parent.mkdir()
     keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save(root / WEIGHTS)
@@ -225,14 +226,23 @@ def clone(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained(clone):
-    """The README's demo block, its data placed as the real data goes, then the four phases' block: the clone."""
+    """The docs' demo block; the README's block of each phase on the demo; the demo's data placed as the real
+    data goes, then the block of the paper's four commands: the clone, whose default run is the last one's."""
     from test_readme import commands, block, run_block, run_command, run_together, target
 
     demo = run_block("demo", clone)
     assert "demo baselines" in demo[0].stdout
+    generate, ter, ier, *fusions = commands(block("demo-phases"))
+    assert [target(generate), target(ter), target(ier)] == ["emorec.demo", "TER.py", "IER.py"]
+    run_command(generate, clone)  # the same seed: the same files again
+    run_together([ter, ier], clone)
+    for words in fusions:
+        run_command(words, clone)
+    assert (clone / "results/summary.json").is_file()
+    shutil.move(clone / "results", clone / "demo-phases-results")  # kept apart from the paper block's report
     manifest = pd.read_csv(clone / "data_t4sa/demo/image_labels.csv", dtype=str, keep_default_na=False)
     manifest["image"] = "/data_bt4sa/demo/" + manifest["image"]  # the paper's form: resolves under data_t4sa/
-    (clone / "data_files").mkdir()
+    (clone / "data_files").mkdir(exist_ok=True)  # the demo block's run wrote its probabilities and features there
     manifest.to_csv(clone / "data_files/image_labels.csv", index=False)
     shutil.copy(clone / "data_t4sa/demo/glove.demo.200d.txt", clone / "data_files/glove.twitter.27B.200d.txt")
     shutil.copy(next((clone / "data_t4sa/demo/data").rglob("*.jpg")), clone / "photo.jpg")
