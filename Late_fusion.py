@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The simple baselines, on the run's own training rows, scored like the members.
     weighting = _class_weights(recorded)
     training_ids = read_training_ids(configs["TER"], recorded["TER"].run)  # None: the whole train split
-    baselines = _fit_baselines(dataset, training_ids, phases["IER"], rows, weighting, ter["seed"])
+    baselines = _fit_baselines(dataset, training_ids, phases["IER"], recorded["IER"], rows, weighting, ter["seed"])
     for name, baseline in baselines.items():
         write_csv_atomic(probability_table(rows, baseline.probabilities, class_names), outputs.prob_dir / BASELINE_PROB_FILES[name])
 
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results / f"confusion_{method}.png", labels[scored], p[scored].argmax(axis=1), class_names,
             f"{METHOD_NAMES[method]}: test (n={scored.sum()})",
         )
-    commands = _phase_commands(outputs.args_json.parent, argv)
+    commands = _phase_commands(recorded, argv)
     notes = ["Late-fusion weights (chosen on val): " + _listed(weights) + ".",
              "Baselines: scikit-learn logistic regression on the run's training rows, C chosen on val and "
              "class weighting as the phase of the same modality: "
@@ -247,10 +247,10 @@ def _fuse(members: list[str], probabilities, labels, val, step: float, seed: int
     }
 
 
-def _fit_baselines(dataset, training_ids, ier, rows, weighting: dict[str, str], seed: int) -> dict:
+def _fit_baselines(dataset, training_ids, ier, ier_config, rows, weighting: dict[str, str], seed: int) -> dict:
     """The baselines (:mod:`emorec.baselines`) on this run's data: ``dataset`` (the manifest and split the
     members used), the training rows TER recorded (``training_ids``, None for the whole train split), and the feature
-    cache of IER (``ier``, its :class:`PhaseOutputs`); ``rows`` (the probability files' ids, splits and labels)
+    cache of IER (``ier``, its :class:`PhaseOutputs`, and ``ier_config``, its ``.args.json`` as read); ``rows`` (the probability files' ids, splits and labels)
     must match its rows. ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
     from emorec.baselines import run_baselines
     from emorec.extraction import phase_features
@@ -261,7 +261,7 @@ def _fit_baselines(dataset, training_ids, ier, rows, weighting: dict[str, str], 
         raise InputError("the probability files hold other ids, splits or labels than the manifest and split their "
                          "phases recorded. Rerun TER.py, IER.py and Intermediate_fusion.py.")
     train = (frame["split"] == "train").to_numpy() if training_ids is None else frame["id"].isin(training_ids).to_numpy()
-    cache = phase_features(dataset, json.loads(ier.metrics_json.read_text()), read_run_config(ier.args_json))
+    cache = phase_features(dataset, json.loads(ier.metrics_json.read_text()), ier_config)
     return run_baselines(frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy(), train,
                          len(dataset.class_names), cache.features, cache.ok, weighting, seed)
 
@@ -303,19 +303,11 @@ def _phases_manifest(recorded: dict, given: str | None) -> str:
     return manifest
 
 
-def _phase_commands(checkpoints: Path, argv) -> list[str]:
-    """The command lines of this run's phases (from their ``.args.json``), this one last."""
-    commands = []
-    for phase in (*MEMBERS, PHASE):
-        if phase == PHASE:
-            arguments = list(sys.argv[1:] if argv is None else argv)
-        else:
-            config = checkpoints / f"{phase}.args.json"
-            if not config.exists():
-                continue
-            arguments = read_run_config(config).argv
-        commands.append(shlex.join(["python", f"{phase}.py", *arguments]))
-    return commands
+def _phase_commands(recorded: dict, argv) -> list[str]:
+    """The command lines of this run's phases (``recorded``: their ``.args.json``, as read), this one last."""
+    arguments = {member: config.argv for member, config in recorded.items()}
+    arguments[PHASE] = list(sys.argv[1:] if argv is None else argv)
+    return [shlex.join(["python", f"{phase}.py", *line]) for phase, line in arguments.items()]
 
 
 if __name__ == "__main__":
