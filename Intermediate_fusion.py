@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.models import build_fusion_network, fusion_model, warm_start
     from emorec.precision import dtype_policy, resolve_precision
     from emorec.report import probability_table
-    from emorec.runs import RunRecord, read_run_config, save_phase
+    from emorec.runs import RunRecord, read_run_config, require_paper_text_model, save_phase
     from emorec.text import vectorize
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     earlier = {"TER": read_run_config(ter_files.args_json), "IER": read_run_config(ier_files.args_json)}
     check_same_data(dataset.fingerprint, {phase: (config.path, config.run) for phase, config in earlier.items()},
                     "TER.py and IER.py (then this phase)")
+    require_paper_text_model(earlier["TER"], "Intermediate_fusion.py")
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
     record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
                        distribution=distribution, precision=precision,

@@ -27,7 +27,7 @@ SWEEP_SEEDS ?= 0 1 2
 
 help:
 	@echo "make demo   set up .venv, generate the demo data set, run every phase on it (TER_EPOCHS=$(TER_EPOCHS), IER_EPOCHS=$(IER_EPOCHS), INTER_EPOCHS=$(INTER_EPOCHS), IMAGE_SIZE=$(IMAGE_SIZE), IMAGE_WEIGHTS=$(IMAGE_WEIGHTS), PRECISION=$(PRECISION))"
-	@echo "make test   set up .venv (with Requirements-serve.txt), run the test suite"
+	@echo "make test   set up .venv (with Requirements-serve.txt and Requirements-hub.txt), run the test suite"
 	@echo "make serve  the prediction page on the demo run, http://127.0.0.1:$(PORT)/ (after make demo)"
 	@echo "make test-browser  the page tested in headless Chromium (needs apt-get install chromium chromium-driver)"
 	@echo "make sweep  the label-efficiency sweep on the demo (SWEEP_FRACTIONS=$(SWEEP_FRACTIONS), SWEEP_SEEDS=$(SWEEP_SEEDS))"
@@ -44,6 +44,11 @@ $(VENV)/.installed: Requirements.txt
 # The web page's library, for `predict.py --serve` and the suite's test of it; not needed by the pipeline.
 $(VENV)/.serve-installed: $(VENV)/.installed Requirements-serve.txt
 	$(PY) -m pip install -r Requirements-serve.txt
+	touch $@
+
+# The pretrained encoders' library, for `TER.py --text-encoder` and the suite's tests of it; not needed by the paper.
+$(VENV)/.hub-installed: $(VENV)/.installed Requirements-hub.txt
+	$(PY) -m pip install -r Requirements-hub.txt
 	touch $@
 
 $(VENV)/.browser-installed: $(VENV)/.serve-installed Requirements-browser.txt
@@ -80,7 +85,7 @@ serve: $(VENV)/.serve-installed
 # Two test processes (pytest-xdist), each taking whole test files (so a file's fixtures are made once): one
 # process alone leaves a core idle while it starts interpreters, imports TensorFlow or traces a graph.
 TEST_PROCESSES ?= 2
-test: $(VENV)/.serve-installed
+test: $(VENV)/.serve-installed $(VENV)/.hub-installed
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # The page in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium. It trains

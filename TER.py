@@ -5,7 +5,11 @@
 Arguments -> data (the manifest and its shared split) -> text pipeline (tweet
 normalisation and vocabulary from the training split, GloVe vectors) -> model
 (two GloVe channels, BiLSTM and convolution paths) -> training (the best
-validation epoch kept, by --monitor) -> evaluation -> outputs: ``model_checkpoints/TER.keras``
+validation epoch kept, by --monitor) -> evaluation -> outputs. With
+``--text-encoder PRESET`` a pretrained KerasHub encoder replaces the text
+pipeline and the network (:mod:`emorec.text_encoders`): fine-tuned with a
+softmax head, or, with ``--freeze-text-encoder``, frozen, its features stored
+once and only the head trained. Outputs: ``model_checkpoints/TER.keras``
 (raw strings in, probabilities out; ``import emorec.models`` before loading it),
 ``TER.args.json``, ``TER.metrics.json``, ``TER.epochs.csv``, TensorBoard curves
 in ``tb_logs/TER/`` and ``data_files/text_prob.csv``.
@@ -20,19 +24,46 @@ from typing import Sequence
 from emorec.cli import at_least, phase_parser, positive_int, run, setup_logging
 from emorec.data.manifest import manifest_fix
 from emorec.glove import DEFAULT_GLOVE, check_glove_dimension, glove_fix
+from emorec.presets import require_local_preset
 from emorec.runs import require_files, writable_outputs
 
 log = logging.getLogger("emorec")
 PHASE = "TER"
 PROB_FILE = "text_prob.csv"
+PAPER = "paper"  # --text-encoder's value for the paper's GloVe BiLSTM+CNN network
 MIN_SEQ_LEN = 4  # the network max-pools the sequence by 4 (emorec.models.build_ter_network)
+# The defaults each text model resolves: learning rate, batch size and tokens per text (docs/text_encoders.md).
+DEFAULTS = {"paper": {"lr": 1e-3, "batch_size": 256, "seq_len": 30},
+            "fine-tuned": {"lr": 5e-5, "batch_size": 32, "seq_len": 64},
+            "frozen": {"lr": 1e-3, "batch_size": 64, "seq_len": 64}}
 
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse TER's command line: the shared phase flags plus the text model's own."""
-    parser = phase_parser(PHASE, "Train the paper's text emotion recognition model.", batch_size=256, lr=1e-3,
-                          class_weight="balanced", monitor="val_macro_f1")  # docs/phases.md: defaults that differ from the paper
-    text = parser.add_argument_group("text model")
+    defaults = {key: ", ".join(f"{value[key]:g} ({mode})" for mode, value in DEFAULTS.items())
+                for key in ("lr", "batch_size", "seq_len")}
+    parser = phase_parser(PHASE, "Train the paper's text emotion recognition model, or a pretrained text encoder.",
+                          batch_size=None, lr=None, class_weight="balanced", monitor="val_macro_f1",
+                          batch_size_help=f"examples per training batch (default: {defaults['batch_size']})",
+                          lr_help=f"learning rate: Adam's for the paper's network and a frozen encoder's head, "
+                          f"AdamW's peak (warmed up over the first 10%% of steps, then cosine decay) when "
+                          f"fine-tuning an encoder (default: {defaults['lr']})")  # docs/phases.md: defaults that differ from the paper
+    text = parser.add_argument_group("text model", "--glove, --embedding-dim and --max-words are the paper's "
+                                      "network's; an encoder brings its own tokenizer and vectors")
+    text.add_argument(
+        "--text-encoder", default=PAPER, metavar="PRESET",
+        help="'paper' (the paper's GloVe BiLSTM+CNN network) or a pretrained KerasHub text encoder: a KerasHub "
+        "preset name (bert_base_en_uncased), an hf:// handle (hf://sentence-transformers/all-MiniLM-L6-v2), a "
+        "kaggle:// handle or a local folder (KerasHub's or Hugging Face's layout); needs pip install -r "
+        "Requirements-hub.txt",
+    )
+    text.add_argument(
+        "--freeze-text-encoder", action="store_true",
+        help="with --text-encoder: keep the encoder frozen, compute each text's features once into the store "
+        "under --cache-dir and train only the head (seconds per epoch) instead of fine-tuning it",
+    )
+    text.add_argument("--cache-dir", default="data_files/features",
+                      help="where a frozen text encoder's feature store is kept (one folder per encoder)")
     text.add_argument(
         "--glove", default=DEFAULT_GLOVE,
         help="GloVe text file (glove.twitter.27B.200d.txt from glove.twitter.27B.zip); 'none' for random initialisation",
@@ -41,24 +72,42 @@ def parse_args(argv: Sequence[str] | None = None):
                       help="embedding dimension; must match the GloVe file")
     text.add_argument("--max-words", type=positive_int, default=40000,
                       help="vocabulary size: the most frequent training words")
-    text.add_argument("--seq-len", type=at_least(MIN_SEQ_LEN), default=30,
+    text.add_argument("--seq-len", type=at_least(MIN_SEQ_LEN), default=None,
                       help=f"tokens per text (longer texts are cut, shorter padded); at least {MIN_SEQ_LEN}, the "
-                      "model's pooling width")
+                      f"paper's network's pooling width (default: {defaults['seq_len']}); an encoder's tokens "
+                      "are its tokenizer's word pieces, with its start and end tokens")
     args = parser.parse_args(argv)
     args.glove = None if args.glove.lower() == "none" else args.glove
+    if args.freeze_text_encoder and args.text_encoder == PAPER:
+        parser.error("--freeze-text-encoder needs --text-encoder PRESET (the paper's network has no encoder to "
+                     "freeze)")
     return args
+
+
+def text_mode(args) -> str:
+    """Which text model the flags ask for: paper, fine-tuned or frozen (the keys of :data:`DEFAULTS`)."""
+    return "paper" if args.text_encoder == PAPER else "frozen" if args.freeze_text_encoder else "fine-tuned"
+
+
+def resolved(args, key: str):
+    """A flag's value, or its text model's default where it was left out (None)."""
+    value = getattr(args, key)
+    return DEFAULTS[text_mode(args)][key] if value is None else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train TER and write its model, metrics and probabilities; returns 0."""
     args = parse_args(argv)
     setup_logging()
+    mode = text_mode(args)
     # Every missing input at once, before any work.
     needed = {args.manifest: manifest_fix(args.manifest)}
-    if args.glove is not None:
+    if mode == "paper" and args.glove is not None:
         needed[args.glove] = glove_fix(args.glove)
     require_files(needed)
-    if args.glove is not None:
+    if mode != "paper":
+        require_local_preset(args.text_encoder, "--text-encoder")
+    if mode == "paper" and args.glove is not None:
         check_glove_dimension(args.glove, args.embedding_dim)
     outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     # Heavy imports after parsing, so --help and argument errors answer at once.
@@ -67,11 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from emorec.data.dataset import load_dataset
     from emorec.data.splits import select_training_rows
-    from emorec.glove import embedding_matrix
-    from emorec.models import build_ter_network, text_model
     from emorec.report import classification_metrics, probability_table
     from emorec.runs import RunRecord, save_phase
-    from emorec.text import adapt_vectorizer, build_vectorizer, vectorize
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
     from emorec.training.fit import class_weights, fit_best, start_training, use_xla
@@ -84,39 +130,88 @@ def main(argv: Sequence[str] | None = None) -> int:
     frame, class_names = dataset.frame, dataset.class_names
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
     train, val = training_rows.mask, (frame["split"] == "val").to_numpy()
-    record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage,
-                       training_ids=training_rows.ids, distribution=distribution)  # later phases check it
-
-    # Text pipeline: the vocabulary comes from the training rows only.
-    vectorizer = build_vectorizer(args.max_words, args.seq_len)
-    vocabulary = adapt_vectorizer(vectorizer, frame["text"][train])
-    log.info("vocabulary: %s words from %s training texts", f"{len(vocabulary) - 2:,}", f"{train.sum():,}")
-    embeddings = embedding_matrix(args.glove, vocabulary, args.embedding_dim, args.seed)
-    token_ids = vectorize(vectorizer, frame["text"])
     labels = frame["label"].to_numpy()
+    settings = {"model": mode, **{key: resolved(args, key) for key in ("lr", "batch_size", "seq_len")}}
 
-    # Model and training, on the devices of --strategy.
+    # Text model: the network to train, its inputs (one row per manifest row) and the model saved around it.
     with strategy.scope():
-        network = build_ter_network(embeddings, args.seq_len, len(class_names))
+        if mode == "paper":
+            network, inputs, model = paper_text_model(args, frame, train, settings["seq_len"], len(class_names))
+        else:
+            network, inputs, model, settings["encoder"] = encoder_text_model(args, frame, settings["seq_len"],
+                                                                               len(class_names))
+    settings["training_steps"] = args.epochs * -(-int(train.sum()) // settings["batch_size"])
+    record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
+                       distribution=distribution, text_model=settings)  # later phases check it
+    optimizer = None  # the paper's Adam; fine-tuning a transformer takes AdamW, warmed up, then decayed
+    if mode == "fine-tuned":
+        from emorec.training.optimizer import adamw_warmup
+
+        optimizer = lambda: adamw_warmup(settings["lr"], settings["training_steps"])  # noqa: E731
+
+    # Training, on the devices of --strategy.
     training = fit_best(
-        network, train=ArrayBatches(token_ids, labels, np.flatnonzero(train), args.batch_size, seed=args.seed),
-        val=ArrayBatches(token_ids, labels, np.flatnonzero(val), 1024), epochs=args.epochs, lr=args.lr,
+        network, train=ArrayBatches(inputs, labels, np.flatnonzero(train), settings["batch_size"], seed=args.seed),
+        val=ArrayBatches(inputs, labels, np.flatnonzero(val), 1024), epochs=args.epochs, lr=settings["lr"],
         outputs=outputs, class_weight=class_weights(labels[train], args.class_weight), monitor=args.monitor,
         patience=args.patience, config=training_config(args, record), strategy=strategy,
-        jit_compile=use_xla(args, network),
+        jit_compile=use_xla(args, network), optimizer=optimizer,
     )
 
-    # Evaluation, with the saved model itself (made outside the strategy: it predicts on one device).
-    model = text_model(vectorizer, network)
-    probabilities = model.predict(tf.constant(frame["text"].tolist()), batch_size=1024, verbose=0)
+    # Evaluation, with the saved model itself on the texts (made outside the strategy: it predicts on one
+    # device); a frozen encoder's head on the stored features, which the saved model computes again.
+    if mode == "frozen":
+        probabilities = network.predict(ArrayBatches(inputs, labels, np.arange(len(labels)), 1024), verbose=0)
+    else:
+        probabilities = model.predict(tf.constant(frame["text"].tolist()), batch_size=1024, verbose=0)
     metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
     save_phase(
         outputs, PHASE, model, args=args, argv=argv, record=record,
         metrics={"class_names": list(class_names), "training_labels": int(train.sum()),
-                 "split_leakage": dataset.split_leakage, **training, **metrics},
+                 "split_leakage": dataset.split_leakage, "text_model": settings, **training, **metrics},
         probabilities=probability_table(frame, probabilities, class_names), prob_file=PROB_FILE,
     )
     return 0
+
+
+def paper_text_model(args, frame, train, seq_len: int, n_classes: int):
+    """The paper's text pipeline and network: the vocabulary from the training rows only, GloVe vectors.
+    Returns the network, its token ids (one row per manifest row) and the saved model (raw strings in)."""
+    from emorec.glove import embedding_matrix
+    from emorec.models import build_ter_network, text_model
+    from emorec.text import adapt_vectorizer, build_vectorizer, vectorize
+
+    vectorizer = build_vectorizer(args.max_words, seq_len)
+    vocabulary = adapt_vectorizer(vectorizer, frame["text"][train])
+    log.info("vocabulary: %s words from %s training texts", f"{len(vocabulary) - 2:,}", f"{train.sum():,}")
+    embeddings = embedding_matrix(args.glove, vocabulary, args.embedding_dim, args.seed)
+    network = build_ter_network(embeddings, seq_len, n_classes)
+    return network, vectorize(vectorizer, frame["text"]), text_model(vectorizer, network)
+
+
+def encoder_text_model(args, frame, seq_len: int, n_classes: int):
+    """A pretrained encoder (``--text-encoder``) and a softmax head. Fine-tuned: the network is both, on the
+    preprocessor's token arrays. Frozen: the head alone, on each text's features from the store. Returns the
+    network, its inputs (one row per manifest row), the saved model (raw strings in) and the encoder's record."""
+    from emorec.feature_store import FeatureStore
+    from emorec.storage import beside_or_fallback
+    from emorec.text_encoders import (EncodedTextModel, build_text_features, build_text_head, join_text_network,
+                                      load_text_encoder, preprocess, stored_text_features, text_store_folder)
+
+    encoder = load_text_encoder(args.text_encoder, seq_len)
+    described = encoder.describe()
+    log.info("text encoder %s: %s, %s weights, %d-dimensional features, %d tokens per text", args.text_encoder,
+             encoder.architecture, f"{described['weights']:,}", encoder.dim, seq_len)
+    features = build_text_features(encoder)
+    head = build_text_head(encoder.dim, n_classes)
+    model = EncodedTextModel(encoder.preprocessor, join_text_network(features, head), name=PHASE)
+    if not args.freeze_text_encoder:
+        return model.network, preprocess(encoder, frame["text"]), model, described
+    folder = beside_or_fallback(text_store_folder(args.cache_dir, encoder, "float32"), "the text feature store")
+    store = FeatureStore.open(folder, {"kind": "text", **described, "pooling": "mean", "precision": "float32",
+                                       "feature_shape": [encoder.dim]})
+    features.trainable = False
+    return head, stored_text_features(store, encoder, frame["text"].tolist()), model, described
 
 
 if __name__ == "__main__":

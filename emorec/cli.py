@@ -66,11 +66,13 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
 
 
 def phase_parser(
-    phase: str, description: str, *, epochs: int = 100, batch_size: int = 32, lr: float = 1e-4,
+    phase: str, description: str, *, epochs: int = 100, batch_size: int | None = 32, lr: float | None = 1e-4,
     class_weight: str = "none", monitor: str = "val_loss", training: bool = True, resplit: bool = True,
+    batch_size_help: str = "examples per training batch", lr_help: str = "Adam learning rate",
 ) -> argparse.ArgumentParser:
     """Return the parser every phase script starts from, with the phase's own training defaults
-    (``epochs``, ``batch_size``, ``lr``, ``class_weight``, ``monitor``: the paper's where the keyword's default is).
+    (``epochs``, ``batch_size``, ``lr``, ``class_weight``, ``monitor``: the paper's where the keyword's default is;
+    a None default is the phase's to resolve, and ``batch_size_help``/``lr_help`` then say how).
 
     Groups: data (--manifest, --image-root, --classes, --seed, --resplit, --strict-split),
     training (--epoch/--epochs, --batch-size, --lr, --class-weight, --monitor,
@@ -121,8 +123,8 @@ def phase_parser(
         )
         group = parser.add_argument_group("training")
         group.add_argument("--epoch", "--epochs", dest="epochs", type=positive_int, default=epochs, help="training epochs")
-        group.add_argument("--batch-size", type=positive_int, default=batch_size, help="examples per training batch")
-        group.add_argument("--lr", type=_positive_float, default=lr, help="Adam learning rate")
+        group.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_size_help)
+        group.add_argument("--lr", type=_positive_float, default=lr, help=lr_help)
         group.add_argument(
             "--class-weight", choices=("none", "balanced"), default=class_weight,
             help="weight each training example's loss by its class: balanced (inversely to the class's share of "

@@ -7,7 +7,8 @@ names start with ``text_`` so a fusion model can warm-start them from TER.
 
 Importing this module registers every custom object that the saved models
 (``TER.keras``, ``IER.keras``, ``Intermediate_fusion.keras``) hold: the tweet
-normalisation and the backbones' preprocessing. ``import emorec.models`` is
+normalisation, the backbones' preprocessing and a pretrained text encoder's
+model (which imports KerasHub when one is loaded). ``import emorec.models`` is
 the one import needed before ``keras.models.load_model`` on any of them; the
 saved models carry no optimizer (see :func:`emorec.training.fit.fit_best`).
 """
@@ -20,6 +21,7 @@ from keras import layers, regularizers
 
 import emorec.images  # noqa: F401  (registers BackbonePreprocess, held by IER.keras and Intermediate_fusion.keras)
 import emorec.text  # noqa: F401  (registers tweet_standardize, held by TER.keras and Intermediate_fusion.keras)
+import emorec.text_encoders  # noqa: F401  (registers EncodedTextModel: TER.keras with --text-encoder; KerasHub on load)
 
 L2 = 1e-4
 

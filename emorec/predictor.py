@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emorec.runs import read_run_config, require_files
+from emorec.runs import read_run_config, require_files, require_paper_text_model
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS
 
@@ -92,6 +92,7 @@ class RunModels:
         from emorec.data.fingerprints import check_same_data
 
         configs = {phase: read_run_config(checkpoints / f"{phase}.args.json") for phase in (*MEMBERS, "Late_fusion")}
+        require_paper_text_model(configs["TER"], "predict.py")
         late_config = configs.pop("Late_fusion")
         if "data" not in late_config.run:
             raise InputError(f"{late_config.path} recorded no data fingerprint (a run from an older version): "

@@ -127,7 +127,9 @@ class RunRecord:
     their fingerprint, the ids themselves one per line beside the JSON; ``distribution`` the strategy as it
     ran (:func:`emorec.distribute.describe`); ``precision`` and ``pooling`` as resolved (``--precision auto``,
     the fusion's ``--pooling`` left to IER's), and ``manifest`` the one the phases read, where a phase leaves
-    it to them. None: not a fact of this phase.
+    it to them; ``text_model`` TER's text model as resolved (paper, fine-tuned or frozen, its learning rate,
+    batch size and tokens per text, and a pretrained encoder's
+    :meth:`~emorec.text_encoders.TextEncoder.describe`). None: not a fact of this phase.
     """
 
     data: dict
@@ -137,6 +139,7 @@ class RunRecord:
     precision: str | None = None
     pooling: str | None = None
     manifest: str | None = None
+    text_model: dict | None = None
 
     def training_ids_fingerprint(self) -> dict | None:
         """The subsample's :func:`~emorec.data.fingerprints.training_ids_fingerprint`, or None."""
@@ -146,8 +149,20 @@ class RunRecord:
         """The record as ``.args.json`` holds it under "run" (the facts that apply to this phase)."""
         facts = {"data": self.data, "split_leakage": self.split_leakage,
                  "training_ids": self.training_ids_fingerprint(), "distribution": self.distribution,
-                 "precision": self.precision, "pooling": self.pooling, "manifest": self.manifest}
+                 "precision": self.precision, "pooling": self.pooling, "manifest": self.manifest,
+                 "text_model": self.text_model}
         return {key: value for key, value in facts.items() if value is not None or key == "training_ids"}
+
+
+def require_paper_text_model(ter_config: "RunConfig", what: str) -> None:
+    """Raise :class:`InputError` when TER (its ``ter_config``) trained a pretrained text encoder, which ``what``
+    does not take yet."""
+    model = ter_config.run.get("text_model", {}).get("model", "paper")
+    if model != "paper":
+        encoder = ter_config.run["text_model"]["encoder"]["preset"]
+        raise InputError(f"{ter_config.path}: TER trained the text encoder {encoder} ({model}); {what} takes the "
+                         "paper's TER only so far. Run `python TER.py` without --text-encoder for this run, or "
+                         "give the encoder's run its own --run-name.")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WEIGHTS = "keras_home/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # What each marked block is: the names this module runs. A new marked block needs a test here.
-TESTED = {"phases", "demo-phases", "load", "predict", "explain", "tensorboard", "serve", "demo", "sweep", "bt4sa"}
+TESTED = {"phases", "demo-phases", "load", "predict", "explain", "tensorboard", "serve", "demo", "sweep", "bt4sa",
+          "text-encoder"}
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # every page whose blocks are run
 # Flags appended to a command to keep it small, by script or module.
 SMALL = {
@@ -350,3 +351,18 @@ def test_the_bt4sa_block_converts_the_official_format(clone):
     manifest = pd.read_csv(clone / "data_files/bt4sa.csv", dtype=str)
     assert len(manifest) == sum(images for _, _, images, _ in TWEETS.values())
     assert (clone / "data_files/bt4sa.classes.txt").read_text().split() == ["negative", "neutral", "positive"]
+
+
+def test_the_text_encoder_block_with_a_folder_in_the_hugging_face_layout(trained):
+    """docs/text_encoders.md's commands, with a tiny random BERT written where they read the folder (a real one
+    cannot be downloaded here): the frozen run computes the store, the fine-tuned one trains AdamW."""
+    from test_text_encoders import demo_vocabulary, write_hugging_face_folder
+
+    lines = commands(block("text-encoder"))
+    folder = lines[0][lines[0].index("--text-encoder") + 1]
+    write_hugging_face_folder(trained / folder, demo_vocabulary(trained / "data_t4sa/demo"))
+    frozen, tuned = (run_command(words, trained) for words in lines)
+    assert "text features: computing" in frozen.stderr and "optimizer: AdamW" in tuned.stderr
+    for run_name, model in (("minilm", "frozen"), ("minilm-tuned", "fine-tuned")):
+        metrics = json.loads((trained / "model_checkpoints" / run_name / "TER.metrics.json").read_text())
+        assert metrics["text_model"]["model"] == model and metrics["text_model"]["encoder"]["preset"] == folder

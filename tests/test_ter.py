@@ -43,8 +43,12 @@ def test_outputs_exist_and_parse(ter_run, small_demo):
     np.testing.assert_allclose(probs[["happy", "sad", "hate", "anger"]].sum(axis=1), 1.0, atol=1e-5)
 
     checkpoints = ter_run / "ckpt" / "r1"
-    args = json.loads((checkpoints / "TER.args.json").read_text())["flags"]
-    assert args["epochs"] == 4 and args["max_words"] == 40000 and args["seq_len"] == 30 and args["run_name"] == "r1"
+    recorded = json.loads((checkpoints / "TER.args.json").read_text())
+    args, text_model = recorded["flags"], recorded["run"]["text_model"]
+    assert args["epochs"] == 4 and args["max_words"] == 40000 and args["seq_len"] is None and args["run_name"] == "r1"
+    # What the run resolved: the paper's network with its tokens per text, and the flags given.
+    steps = 4 * -(-json.loads((checkpoints / "TER.metrics.json").read_text())["training_labels"] // 32)
+    assert text_model == {"model": "paper", "lr": 3e-3, "batch_size": 32, "seq_len": 30, "training_steps": steps}
     metrics = json.loads((checkpoints / "TER.metrics.json").read_text())
     assert set(metrics["splits"]) == {"train", "val", "test"}
     assert set(metrics["test_per_class"]) == {"happy", "sad", "hate", "anger"}
@@ -125,7 +129,9 @@ def test_help_documents_every_flag_with_its_default():
     text = " ".join(result.stdout.split())  # argparse wraps long lines
     for flag, default in [
         ("--manifest", "data_files/image_labels.csv"), ("--glove", "data_files/glove.twitter.27B.200d.txt"),
-        ("--max-words", "40000"), ("--seq-len", "30"), ("--batch-size", "256"), ("--lr", "0.001"),
+        ("--max-words", "40000"), ("--seq-len", "30 (paper), 64 (fine-tuned), 64 (frozen)"),
+        ("--batch-size", "256 (paper), 32 (fine-tuned), 64 (frozen)"), ("--lr", "0.001 (paper), 5e-05 (fine-tuned), 0.001 (frozen)"),
+        ("--text-encoder", "paper"), ("--cache-dir", "data_files/features"),
         ("--seed", "0"), ("--checkpoint-dir", "model_checkpoints"), ("--log-dir", "tb_logs"), ("--image-root", "data_t4sa"),
     ]:
         assert flag in text and f"(default: {default})" in text, flag

@@ -29,15 +29,15 @@ def training_config(args, record: RunRecord) -> dict:
     """What a run learns from and how: a backup resumes only under the same config.
 
     Every flag of ``args`` except :data:`NOT_TRAINING`, with what the run found that bears on learning
-    (``record``): the data fingerprint, the subsample's (``training_ids``), and the precision and pooling as
-    resolved.
+    (``record``): the data fingerprint, the subsample's (``training_ids``), and the precision, pooling and text
+    model as resolved.
     """
     config = {key: value for key, value in vars(args).items() if key not in NOT_TRAINING}
     # The first run draws the split, the resumed one reads it: the same split.
     config["data"] = {key: value for key, value in record.data.items() if key != "split_source"}
     config["training_ids"] = record.training_ids_fingerprint()
-    config |= {key: value for key, value in (("precision", record.precision), ("pooling", record.pooling))
-               if value is not None}
+    config |= {key: value for key, value in (("precision", record.precision), ("pooling", record.pooling),
+                                             ("text_model", record.text_model)) if value is not None}
     return json.loads(json.dumps(config, default=str))  # as the backup's JSON will give it back
 
 

@@ -56,10 +56,12 @@ def fit_best(
     model: keras.Model, *, train: ArrayBatches, val, epochs: int, lr: float, outputs: PhaseOutputs,
     class_weight: dict[int, float] | None = None, monitor: str = "val_loss", patience: int | None = None,
     config: dict | None = None, strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False,
+    optimizer=None,
 ) -> dict:
     """Train ``model`` on the batches ``train``, validating on ``val``; end with the best epoch's weights.
 
-    The paper's Adam (:func:`adam`, learning rate ``lr``) minimises the
+    The paper's Adam (:func:`adam`, learning rate ``lr``), or ``optimizer`` where given (a function of no
+    argument that makes it, called in the strategy's scope), minimises the
     sparse categorical cross-entropy of a training twin of ``model``: a
     functional model over the same layers and weights, compiled in its place.
     ``model`` itself is never compiled, so the inference model a phase saves
@@ -104,7 +106,7 @@ def fit_best(
     # step that creates variables twice (TER's twice cost 4 s of every run's start).
     trainer = Trainer(model.input, model.output, name=f"{model.name}_training")
     with strategy.scope():
-        trainer.compile(optimizer=adam(lr), loss="sparse_categorical_crossentropy",
+        trainer.compile(optimizer=adam(lr) if optimizer is None else optimizer(), loss="sparse_categorical_crossentropy",
                         metrics=["accuracy", MacroF1(model.output.shape[-1])], jit_compile=jit_compile)
         if hasattr(trainer, "_symbolic_build"):
             example_inputs, example_labels = train.batch(0, 0)

@@ -62,3 +62,20 @@ def adam(lr: float) -> keras.optimizers.Adam:
     log.info("optimizer: FusedAdam (Keras %s's Adam, each dense update by TensorFlow's fused kernel)",
              keras.__version__)
     return FusedAdam(lr)
+
+
+def adamw_warmup(lr: float, total_steps: int, warmup_fraction: float = 0.1,
+                 weight_decay: float = 0.01) -> keras.optimizers.AdamW:
+    """The optimizer for fine-tuning a pretrained transformer: AdamW (decoupled weight decay ``weight_decay``,
+    none on biases and layer norms) whose learning rate rises linearly from 0 to ``lr`` over the first
+    ``warmup_fraction`` of ``total_steps``, then falls to 0 along a cosine (Keras' ``CosineDecay`` with warm-up).
+    """
+    warmup = int(round(total_steps * warmup_fraction))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=max(1, total_steps - warmup), alpha=0.0,
+        warmup_target=lr, warmup_steps=warmup)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    log.info("optimizer: AdamW, learning rate warmed up to %g over %d of %d steps, then cosine decay; weight "
+             "decay %g", lr, warmup, total_steps, weight_decay)
+    return optimizer

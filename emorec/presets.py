@@ -1,0 +1,44 @@
+"""KerasHub presets, named on the command line: the forms a preset takes, a local one's check before any work, and
+KerasHub itself (optional: ``Requirements-hub.txt``). Standard library only, so a command checks its flags at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from emorec.errors import InputError
+
+HUB_REQUIREMENTS = "Requirements-hub.txt"
+PRESET_FORMS = (
+    "a preset is a KerasHub name (e.g. bert_base_en_uncased), a Hugging Face handle of an architecture KerasHub "
+    "converts (hf://sentence-transformers/all-MiniLM-L6-v2), a Kaggle handle (kaggle://...), or a local folder: "
+    "KerasHub's layout (save_to_preset) or Hugging Face's (config.json, model.safetensors and the tokenizer's "
+    "files: vocab.txt for a WordPiece tokenizer)"
+)
+
+
+def is_local(preset: str) -> bool:
+    """Whether ``preset`` names a local folder rather than a KerasHub name or a hub handle."""
+    return "://" not in preset and (os.sep in preset or preset.startswith((".", "~")) or Path(preset).exists())
+
+
+def preset_location(preset: str) -> str:
+    """What KerasHub's ``from_preset`` is given for ``preset``: a local folder with ``~`` expanded, else the name."""
+    return str(Path(preset).expanduser()) if is_local(preset) else preset
+
+
+def require_local_preset(preset: str, what: str) -> None:
+    """Raise :class:`InputError` when ``preset`` names a local folder that does not exist (``what``: the flag)."""
+    if is_local(preset) and not Path(preset).expanduser().is_dir():
+        raise InputError(f"{what} {preset!r}: no such folder; {PRESET_FORMS}")
+
+
+def import_keras_hub():
+    """``keras_hub``, or an :class:`InputError` saying how to install it."""
+    try:
+        import keras_hub
+    except ImportError as error:
+        raise InputError(f"a pretrained encoder needs KerasHub, which is not installed ({error}): "
+                         f"pip install -r {HUB_REQUIREMENTS}") from error
+    return keras_hub
