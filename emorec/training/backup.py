@@ -36,8 +36,12 @@ def training_config(args, record: RunRecord) -> dict:
     # The first run draws the split, the resumed one reads it: the same split.
     config["data"] = {key: value for key, value in record.data.items() if key != "split_source"}
     config["training_ids"] = record.training_ids_fingerprint()
-    config |= {key: value for key, value in (("precision", record.precision), ("pooling", record.pooling),
-                                             ("text_model", record.text_model)) if value is not None}
+    config |= {key: value for key, value in (("precision", record.precision), ("pooling", record.pooling))
+               if value is not None}
+    if record.text_model is not None:  # TER's defaults as resolved in the flags' place, and an encoder's identity
+        config |= {key: record.text_model[key] for key in ("lr", "batch_size", "seq_len") if config.get(key) is None}
+        if record.text_model["model"] != "paper":
+            config |= {"text_model": record.text_model["model"], "text_encoder": record.text_model["encoder"]}
     return json.loads(json.dumps(config, default=str))  # as the backup's JSON will give it back
 
 
