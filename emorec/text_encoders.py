@@ -92,12 +92,14 @@ class EncodedTextModel(keras.Model):
 @dataclass
 class TextEncoder:
     """A preset loaded: its ``backbone``, its ``preprocessor`` (``seq_len`` tokens per text) and what names
-    it (``preset``, ``architecture``, ``dim``: the width of a text's features, ``weights_sha256``)."""
+    it (``preset``, ``architecture``, ``dim``: the width of a text's features, ``weights_sha256``: the preset's
+    weights as loaded, before any fine-tuning, which keys a store of its features)."""
 
     preset: str
     backbone: keras.Model
     preprocessor: object
     seq_len: int
+    weights_sha256: str
 
     @property
     def architecture(self) -> str:
@@ -107,17 +109,10 @@ class TextEncoder:
     def dim(self) -> int:
         return int(self.backbone.hidden_dim)
 
-    def weights_sha256(self) -> str:
-        """The sha256 of the backbone's weights, in order: what keys a store of its features."""
-        digest = hashlib.sha256()
-        for weights in self.backbone.get_weights():
-            digest.update(np.ascontiguousarray(weights).tobytes())
-        return digest.hexdigest()
-
     def describe(self) -> dict:
         """The encoder as a run records it."""
         return {"preset": self.preset, "architecture": self.architecture, "dim": self.dim, "seq_len": self.seq_len,
-                "weights": int(self.backbone.count_params()), "weights_sha256": self.weights_sha256()}
+                "weights": int(self.backbone.count_params()), "weights_sha256": self.weights_sha256}
 
 
 def load_text_encoder(preset: str, seq_len: int) -> TextEncoder:
@@ -138,7 +133,9 @@ def load_text_encoder(preset: str, seq_len: int) -> TextEncoder:
     if not hasattr(backbone, "hidden_dim"):
         raise InputError(f"text encoder {preset!r}: {type(backbone).__name__} is not a text encoder with hidden "
                          "states; choose a BERT-class preset")
-    return TextEncoder(preset, backbone, preprocessor, seq_len)
+    from emorec.training.fit import weights_fingerprint
+
+    return TextEncoder(preset, backbone, preprocessor, seq_len, weights_fingerprint(backbone))
 
 
 def _first_line(error: BaseException) -> str:
@@ -196,7 +193,7 @@ def text_store_folder(cache_dir: str | os.PathLike, encoder: TextEncoder, precis
     """The store folder of this encoder's features under ``cache_dir``: named by the preset, the tokens per
     text, the precision and the weights' hash."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder.preset.rstrip("/").split("/")[-1] or "preset")
-    return Path(cache_dir) / f"text_{name}_{encoder.seq_len}tok_mean_{precision}_{encoder.weights_sha256()[:12]}"
+    return Path(cache_dir) / f"text_{name}_{encoder.seq_len}tok_mean_{precision}_{encoder.weights_sha256[:12]}"
 
 
 def stored_text_features(store, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 128,
