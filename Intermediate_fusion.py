@@ -7,7 +7,10 @@ vectorizer and GloVe matrix from ``TER.keras``; IER's image feature store,
 never recomputed, and its frozen backbone from ``IER.keras``) -> data (the same
 manifest and split) -> model (image features -> Dense(3000) -> Dense(500),
 joined with TER's two text paths -> Dense(1000) -> softmax; optionally
-warm-started from the unimodal models) -> training (the best validation epoch
+warm-started from the unimodal models. When TER trained a pretrained encoder,
+its pooled features take the place of the two paths: read from TER's store
+when TER kept it frozen, the encoder trained here too when TER fine-tuned it,
+see docs/text_encoders.md) -> training (the best validation epoch
 kept, by --monitor) -> evaluation -> outputs: ``model_checkpoints/Intermediate_fusion.keras``
 (raw text and RGB pixels in, probabilities out; ``import emorec.models``
 before loading it), its args/metrics JSON and epochs CSV,
@@ -20,7 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
 from emorec.cli import phase_parser, run, setup_logging
 from emorec.data.manifest import manifest_fix
@@ -37,7 +42,10 @@ PROB_FILE = "inter_prob.csv"
 def parse_args(argv: Sequence[str] | None = None):
     """Parse the command line: the shared phase flags plus the fusion model's own."""
     parser = phase_parser(PHASE, "Train the paper's intermediate-fusion model on TER's text pipeline and IER's "
-                          "cached image features.", batch_size=32, lr=1e-4,
+                          "cached image features.", batch_size=32, lr=None,
+                          lr_help="learning rate: Adam's, or AdamW's peak (warmed up over the first 10%% of steps, "
+                          "then cosine decay) when TER fine-tuned a text encoder, which trains here too (default: "
+                          "1e-4; 5e-5 with a fine-tuned encoder)",
                           monitor="val_macro_f1", resplit=False)  # docs/phases.md: defaults that differ from the paper
     fusion = parser.add_argument_group("fusion model")
     fusion.add_argument(
@@ -77,11 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.data.fingerprints import check_same_data
     from emorec.data.splits import select_training_rows
     from emorec.extraction import phase_features
-    from emorec.models import build_fusion_network, fusion_model, warm_start
+    import emorec.models  # noqa: F401  (registers what TER.keras and IER.keras hold, before loading them)
     from emorec.precision import dtype_policy, resolve_precision
     from emorec.report import probability_table
-    from emorec.runs import RunRecord, read_run_config, require_paper_text_model, save_phase
-    from emorec.text import vectorize
+    from emorec.runs import RunRecord, read_run_config, save_phase
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
     from emorec.training.fit import class_weights, evaluate_readable, fit_best, seed_everything, start_training, use_xla
@@ -95,19 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     earlier = {"TER": read_run_config(ter_files.args_json), "IER": read_run_config(ier_files.args_json)}
     check_same_data(dataset.fingerprint, {phase: (config.path, config.run) for phase, config in earlier.items()},
                     "TER.py and IER.py (then this phase)")
-    require_paper_text_model(earlier["TER"], "Intermediate_fusion.py")
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
+    text_settings = fusion_text_settings(args, earlier["TER"])
     record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
-                       distribution=distribution, precision=precision,
+                       distribution=distribution, precision=precision, text_model=text_settings,
                        pooling=_image_pooling(args.pooling, earlier["IER"].run.get("pooling", "flatten")))
     _check_same_training_rows(record.training_ids_fingerprint(), earlier)
     labels = frame["label"].to_numpy()
-
-    # Text: TER's vectorizer, and its frozen channel, which holds the GloVe matrix unchanged.
-    ter = keras.models.load_model(ter_files.model)
-    vectorizer, ter_network = ter.get_layer("text_vectorization"), ter.get_layer("ter_network")
-    glove_matrix = ter_network.get_layer("text_embedding_frozen").get_weights()[0]
-    token_ids = vectorize(vectorizer, frame["text"])
 
     # Image: IER's feature store, checked against this manifest's images (never computed here).
     ier = keras.models.load_model(ier_files.model)
@@ -116,35 +117,114 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = phase_features(dataset, json.loads(ier_files.metrics_json.read_text()), earlier["IER"])
     rows = {"train": np.flatnonzero(training_rows.mask & cache.ok),
             "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
-    inputs = {"token_ids": token_ids, "image_features": cache.features}
 
-    # Model and training.
+    # Text and model: TER's text pipeline (its vectorizer and GloVe matrix, or its encoder), joined with the image.
+    ter = keras.models.load_model(ter_files.model)
     seed_everything(args.seed, args.deterministic)
     with dtype_policy(precision), strategy.scope():
-        network = build_fusion_network(glove_matrix, token_ids.shape[1], cache.features.shape[1:], len(class_names),
-                                       record.pooling)
-    warm_started = warm_start(network, ter_network, ier_head) if args.init_from_unimodal else []
+        build = paper_fusion if text_settings["model"] == "paper" else encoder_fusion
+        fusion = build(args, ter, text_settings, frame, cache.features, len(class_names), record.pooling)
+    warm_started = fusion.warm_start(ier_head) if args.init_from_unimodal else []
+    optimizer = None  # Adam; a text encoder trained here takes AdamW, warmed up, then decayed
+    if text_settings["model"] == "fine-tuned":
+        from emorec.training.optimizer import adamw_warmup
+
+        steps = args.epochs * -(-len(rows["train"]) // args.batch_size)
+        optimizer = lambda: adamw_warmup(text_settings["lr"], steps)  # noqa: E731
     if warm_started:
         log.info("warm start from TER and IER: %s", ", ".join(warm_started))
     training = fit_best(
-        network, train=ArrayBatches(inputs, labels, rows["train"], args.batch_size, seed=args.seed),
-        val=ArrayBatches(inputs, labels, rows["val"], 256), epochs=args.epochs, lr=args.lr, outputs=outputs,
-        class_weight=class_weights(labels[rows["train"]], args.class_weight), monitor=args.monitor,
+        fusion.network, train=ArrayBatches(fusion.inputs, labels, rows["train"], args.batch_size, seed=args.seed),
+        val=ArrayBatches(fusion.inputs, labels, rows["val"], 256), epochs=args.epochs, lr=text_settings["lr"],
+        outputs=outputs, class_weight=class_weights(labels[rows["train"]], args.class_weight), monitor=args.monitor,
         patience=args.patience, config=training_config(args, record), strategy=strategy,
-        jit_compile=use_xla(args, network),
+        jit_compile=use_xla(args, fusion.network), optimizer=optimizer,
     )
 
     # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.
-    probabilities, metrics = evaluate_readable(network, inputs, dataset, cache.ok)
+    probabilities, metrics = evaluate_readable(fusion.network, fusion.inputs, dataset, cache.ok)
     save_phase(
-        outputs, PHASE, fusion_model(vectorizer, extractor, network), args=args, argv=argv, record=record,
+        outputs, PHASE, fusion.saved_model(extractor), args=args, argv=argv, record=record,
         metrics={"class_names": list(class_names), "training_labels": len(rows["train"]),
-                 "feature_store": str(cache.folder), "warm_started_layers": warm_started,
+                 "feature_store": str(cache.folder), "warm_started_layers": warm_started, "text_model": text_settings,
                  "unreadable_images": int((~cache.ok).sum()), "split_leakage": dataset.split_leakage,
                  **training, **metrics},
         probabilities=probability_table(frame, probabilities, class_names), prob_file=PROB_FILE,
     )
     return 0
+
+
+LR = {"paper": 1e-4, "frozen": 1e-4, "fine-tuned": 5e-5}  # --lr's default by TER's text model (docs/text_encoders.md)
+
+
+def fusion_text_settings(args, ter_config) -> dict:
+    """The text model the fusion takes from TER (``ter_config``, its run config): paper, fine-tuned or frozen,
+    with the learning rate resolved (``--lr``, else :data:`LR`'s) and a pretrained encoder's record."""
+    ter_model = ter_config.run.get("text_model") or {"model": "paper"}
+    settings = {"model": ter_model["model"], "lr": LR[ter_model["model"]] if args.lr is None else args.lr,
+                "batch_size": args.batch_size}
+    if ter_model["model"] != "paper":
+        settings |= {"seq_len": ter_model["seq_len"], "encoder": ter_model["encoder"]}
+    return settings
+
+
+@dataclass
+class FusionParts:
+    """What training and saving need of a fusion network: the ``network`` trained, its ``inputs`` (one row per
+    manifest row), ``warm_start(ier_head)`` (the layers it changed) and ``saved_model(extractor)`` (raw text and
+    pixels in)."""
+
+    network: object
+    inputs: dict
+    warm_start: Callable
+    saved_model: Callable
+
+
+def paper_fusion(args, ter, text_settings, frame, image_features, n_classes: int, pooling: str) -> FusionParts:
+    """The paper's fusion network on TER's vectorizer and GloVe matrix (its frozen channel holds it unchanged)."""
+    from emorec.models import build_fusion_network, fusion_model, warm_start
+    from emorec.text import vectorize
+
+    vectorizer, ter_network = ter.get_layer("text_vectorization"), ter.get_layer("ter_network")
+    glove_matrix = ter_network.get_layer("text_embedding_frozen").get_weights()[0]
+    token_ids = vectorize(vectorizer, frame["text"])
+    network = build_fusion_network(glove_matrix, token_ids.shape[1], image_features.shape[1:], n_classes, pooling)
+    return FusionParts(network, {"token_ids": token_ids, "image_features": image_features},
+                       lambda ier_head: warm_start(network, ter_network, ier_head),
+                       lambda extractor: fusion_model(vectorizer, extractor, network))
+
+
+def encoder_fusion(args, ter, text_settings, frame, image_features, n_classes: int, pooling: str) -> FusionParts:
+    """The fusion on TER's pretrained encoder: its pooled features in place of the GloVe paths. TER frozen: the
+    features from TER's store, the head alone trained. TER fine-tuned: the encoder trained with the head (AdamW,
+    warmed up, then decayed), starting from the preset's weights, or TER's with --init-from-unimodal."""
+    from emorec.models import build_encoded_fusion_head, join_encoded_fusion, warm_start_image
+    from emorec.text_encoders import (EncodedFusionModel, build_text_features, load_text_encoder, open_text_store,
+                                      preprocess, saved_text_encoder, stored_text_features)
+
+    encoder, ter_features = saved_text_encoder(ter, text_settings["encoder"])
+    head = build_encoded_fusion_head(encoder.dim, image_features.shape[1:], n_classes, pooling)
+    texts = frame["text"].tolist()
+    if text_settings["model"] == "frozen":
+        store = open_text_store(Path(text_settings["encoder"]["feature_store"]), encoder)
+        inputs = {"text_features": stored_text_features(store, encoder, texts), "image_features": image_features}
+        return FusionParts(head, inputs, lambda ier_head: warm_start_image(head, ier_head),
+                           lambda extractor: EncodedFusionModel(encoder.preprocessor, extractor,
+                                                                join_encoded_fusion(ter_features, head), name=PHASE))
+    features = ter_features
+    if not args.init_from_unimodal:  # the preset's weights, as TER started from
+        pretrained = load_text_encoder(encoder.preset, encoder.seq_len)
+        if pretrained.weights_sha256 != encoder.weights_sha256:
+            log.warning("text encoder %s: its weights differ from those TER started from (sha256 %s, TER's %s)",
+                        encoder.preset, pretrained.weights_sha256[:12], encoder.weights_sha256[:12])
+        features = build_text_features(pretrained)
+    network = join_encoded_fusion(features, head)
+
+    def warm(ier_head):
+        return ["text_encoder (TER's fine-tuned weights)", *warm_start_image(head, ier_head)]
+
+    return FusionParts(network, {**preprocess(encoder, texts), "image_features": image_features}, warm,
+                       lambda extractor: EncodedFusionModel(encoder.preprocessor, extractor, network, name=PHASE))
 
 
 def _image_pooling(requested: str | None, ier_pooling: str) -> str:

@@ -193,10 +193,10 @@ def encoder_text_model(args, frame, seq_len: int, n_classes: int):
     """A pretrained encoder (``--text-encoder``) and a softmax head. Fine-tuned: the network is both, on the
     preprocessor's token arrays. Frozen: the head alone, on each text's features from the store. Returns the
     network, its inputs (one row per manifest row), the saved model (raw strings in) and the encoder's record."""
-    from emorec.feature_store import FeatureStore
     from emorec.storage import beside_or_fallback
     from emorec.text_encoders import (EncodedTextModel, build_text_features, build_text_head, join_text_network,
-                                      load_text_encoder, preprocess, stored_text_features, text_store_folder)
+                                      load_text_encoder, open_text_store, preprocess, stored_text_features,
+                                      text_store_folder)
 
     encoder = load_text_encoder(args.text_encoder, seq_len)
     described = encoder.describe()
@@ -208,10 +208,9 @@ def encoder_text_model(args, frame, seq_len: int, n_classes: int):
     if not args.freeze_text_encoder:
         return model.network, preprocess(encoder, frame["text"]), model, described
     folder = beside_or_fallback(text_store_folder(args.cache_dir, encoder, "float32"), "the text feature store")
-    store = FeatureStore.open(folder, {"kind": "text", **described, "pooling": "mean", "precision": "float32",
-                                       "feature_shape": [encoder.dim]})
     features.trainable = False
-    return head, stored_text_features(store, encoder, frame["text"].tolist()), model, described
+    described["feature_store"] = str(folder)  # where the fusion reads them
+    return head, stored_text_features(open_text_store(folder, encoder), encoder, frame["text"].tolist()), model, described
 
 
 if __name__ == "__main__":

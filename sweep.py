@@ -25,6 +25,7 @@ import Late_fusion
 import TER
 from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, setup_logging, unit_fraction
 from emorec.label_efficiency import PASS_THROUGH, run_sweep
+from emorec.presets import require_local_preset
 
 # What every setting runs, in order: each phase's name and its entry point.
 PHASES = {"TER": TER.main, "IER": IER.main, "Intermediate_fusion": Intermediate_fusion.main,
@@ -47,6 +48,12 @@ def parse_args(argv: Sequence[str] | None = None):
     for phase, flag in PASS_THROUGH.items():
         parser.add_argument(flag, default="", help=f"more flags for {phase}.py, as one quoted string "
                             f"(\"--init-from-unimodal\" or \"--lr 1e-3 --batch-size 64\")")
+    parser.add_argument("--text-encoder", default="paper", metavar="PRESET",
+                        help="passed to TER.py (and so followed by Intermediate_fusion.py): 'paper', the paper's "
+                        "GloVe network, or a pretrained KerasHub text encoder's preset (docs/text_encoders.md)")
+    parser.add_argument("--freeze-text-encoder", action="store_true",
+                        help="passed to TER.py: keep the encoder frozen, its features computed once for every "
+                        "setting, and train the heads alone")
     parser.add_argument("--with-baselines", action="store_true",
                         help="passed to Late_fusion.py: also fuse the baselines with the three members")
     parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
@@ -54,7 +61,10 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")
     parser.add_argument("--prob-dir", default="data_files", help="passed to every phase")
     parser.add_argument("--results-dir", default="results", help="where each setting's report and the curve go")
-    return parser.parse_args(_attach_pass_through(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(_attach_pass_through(sys.argv[1:] if argv is None else argv))
+    if args.freeze_text_encoder and args.text_encoder == "paper":
+        parser.error("--freeze-text-encoder needs --text-encoder PRESET")
+    return args
 
 
 def _attach_pass_through(argv: Sequence[str]) -> list[str]:
@@ -73,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run every setting not yet done, then write the label-efficiency table and figure; returns 0."""
     args = parse_args(argv)
     setup_logging()
+    if args.text_encoder != "paper":
+        require_local_preset(args.text_encoder, "--text-encoder")  # a missing folder stops it before any setting
     run_sweep(args, PHASES)
     return 0
 

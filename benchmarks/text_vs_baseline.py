@@ -24,6 +24,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def write_text_manifest(tweets, out: Path) -> tuple[Path, list[str]]:
+    """Write ``tweets`` (a frame with id, label and text) as a text-only manifest ``out/tweets.csv`` (empty
+    image column) with its classes file (the labels sorted); return the manifest's path and the classes."""
+    import pandas as pd
+
+    manifest = out / "tweets.csv"
+    pd.DataFrame({"id": tweets["id"], "label": tweets["label"], "text": tweets["text"], "image": ""}).to_csv(
+        manifest, index=False)
+    classes = sorted(tweets["label"].unique())
+    (out / "tweets.classes.txt").write_text("\n".join(classes) + "\n")
+    return manifest, classes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tweets", type=Path, required=True, help="CSV with id, label and text columns")
@@ -42,10 +55,7 @@ def main() -> int:
 
     tweets = pd.read_csv(args.tweets, dtype=str)
     args.out.mkdir(parents=True, exist_ok=True)
-    manifest = args.out / "tweets.csv"
-    pd.DataFrame({"id": tweets["id"], "label": tweets["label"], "text": tweets["text"], "image": ""}).to_csv(manifest, index=False)
-    classes = sorted(tweets["label"].unique())
-    (args.out / "tweets.classes.txt").write_text("\n".join(classes) + "\n")
+    manifest, classes = write_text_manifest(tweets, args.out)
 
     rows = []
     for seed in args.seeds:

@@ -200,3 +200,38 @@ def seeds_and_tweets_interval(
     columns = np.arange(resamples)[:, None]
     return {metric: interval(np.stack([per_seed[s][metric] for s in range(len(predictions))])[drawn, columns].mean(axis=1))
             for metric in METRICS}
+
+
+def seeds_and_tweets_difference(
+    labels: np.ndarray, first: Sequence[np.ndarray], second: Sequence[np.ndarray], tweets: Sequence, n_classes: int,
+    resamples: int = RESAMPLES, seed: int = 0,
+) -> dict:
+    """The difference of two methods' means over seeds (``first`` minus ``second``), with a paired interval.
+
+    ``first`` and ``second`` hold one array of predicted classes per seed (the same seeds, in the same order),
+    all on the same test rows (``labels``, ``tweets``). Each resample draws the seeds and the test tweets with
+    replacement, as :func:`seeds_and_tweets_interval` does, and scores both methods on the same draw, so what
+    the two share (the tweets drawn, a seed's split of luck) cancels. Returns ``{metric: difference of the
+    means, f"{metric}_ci": [low, high], f"{metric}_beyond_interval": whether the interval excludes 0}``.
+    """
+    if len(first) != len(second):
+        raise ValueError(f"{len(first)} seeds against {len(second)}: the difference pairs seeds")
+    n = len(first)
+    predictions = {("first", s): p for s, p in enumerate(first)} | {("second", s): p for s, p in enumerate(second)}
+    replicates = bootstrap_scores(labels, predictions, tweets, n_classes, resamples, seed)
+    drawn = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    columns = np.arange(resamples)[:, None]
+    labels = np.asarray(labels)
+    result = {}
+    for metric in METRICS:
+        def mean_over_seeds(method):
+            stacked = np.stack([replicates[method, s][metric] for s in range(n)])
+            return stacked[drawn, columns].mean(axis=1)
+
+        def point(predicted):
+            return np.mean([point_scores(labels, np.asarray(p), n_classes)[metric] for p in predicted])
+
+        low, high = interval(mean_over_seeds("first") - mean_over_seeds("second"))
+        result |= {metric: float(point(first) - point(second)), f"{metric}_ci": [low, high],
+                   f"{metric}_beyond_interval": bool(low > 0 or high < 0)}
+    return result

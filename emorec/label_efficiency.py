@@ -99,12 +99,15 @@ def run_setting(args, name: str, fraction: float, seed: int, phases: Mapping[str
     data = [*manifest, *(["--image-root", args.image_root] if args.image_root else []), "--seed", str(seed)]
     training = [*(["--label-fraction", f"{fraction:g}"] if fraction < 1 else []),
                 *(["--epoch", str(args.epochs)] if args.epochs else [])]
-    extra = {phase: getattr(args, flag[2:].replace("-", "_")) for phase, flag in PASS_THROUGH.items()}
+    extra = {phase: shlex.split(getattr(args, flag[2:].replace("-", "_"))) for phase, flag in PASS_THROUGH.items()}
+    if getattr(args, "text_encoder", "paper") != "paper":  # TER's text model, which the fusion follows
+        extra["TER"][:0] = ["--text-encoder", args.text_encoder,
+                            *(["--freeze-text-encoder"] if args.freeze_text_encoder else [])]
     for phase, prob_file in MEMBERS.items():
         if (Path(args.prob_dir) / name / prob_file).exists():
             log.info("%s: %s already done, skipped", name, phase)
             continue
-        _call(phases, phase, [*data, *training, *outputs, *shlex.split(extra[phase])])
+        _call(phases, phase, [*data, *training, *outputs, *extra[phase]])
         keras.backend.clear_session()
         gc.collect()
     _call(phases, "Late_fusion", [*manifest, "--seed", str(seed), *outputs, "--results-dir", args.results_dir,

@@ -147,17 +147,52 @@ def build_fusion_network(
     """
     token_ids = keras.Input(shape=(seq_len,), dtype="int32", name="token_ids")
     features = keras.Input(shape=feature_shape, name="image_features")
-    pool = IMAGE_POOLING[pooling if len(feature_shape) == 3 else "flatten"]
-    image = pool(name="image_flatten" if pool is layers.Flatten else f"image_{pooling}_pool")(features)
-    image = layers.Dense(3000, activation="relu", name="image_dense3000")(image)
-    image = layers.Dense(500, activation="relu", name="image_dense500")(image)
+    image = image_branch(features, pooling)  # built first: the layers' initial weights follow their order
     frozen, tuned = text_channels(token_ids, embedding_matrix)
     first = layers.Flatten(name="text_first_flatten")(first_text_path(frozen, tuned))
     second = layers.Flatten(name="text_second_flatten")(second_text_path(frozen, tuned))
-    x = layers.Concatenate(name="fusion_joined")([image, first, second])
-    x = layers.Dense(1000, activation="relu", name="fusion_dense1000")(x)
-    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities", dtype="float32")(x)
+    probabilities = fusion_top([image, first, second], n_classes)
     return keras.Model({"token_ids": token_ids, "image_features": features}, probabilities, name="fusion_network")
+
+
+def image_branch(features, pooling: str = "flatten"):
+    """The fusion network's image side: Flatten (or a global pooling of a feature map, by ``pooling``; features
+    pooled already pass a Flatten unchanged) -> Dense(3000, relu) -> Dense(500, relu)."""
+    pool = IMAGE_POOLING[pooling if len(features.shape) == 4 else "flatten"]
+    image = pool(name="image_flatten" if pool is layers.Flatten else f"image_{pooling}_pool")(features)
+    image = layers.Dense(3000, activation="relu", name="image_dense3000")(image)
+    return layers.Dense(500, activation="relu", name="image_dense500")(image)
+
+
+def fusion_top(parts: list, n_classes: int):
+    """The modalities' parts concatenated -> Dense(1000, relu) -> Dense(n_classes, softmax, float32)."""
+    x = layers.Concatenate(name="fusion_joined")(parts)
+    x = layers.Dense(1000, activation="relu", name="fusion_dense1000")(x)
+    return layers.Dense(n_classes, activation="softmax", name="probabilities", dtype="float32")(x)
+
+
+def build_encoded_fusion_head(text_dim: int, feature_shape: tuple[int, ...], n_classes: int,
+                              pooling: str = "flatten") -> keras.Model:
+    """The intermediate fusion on a pretrained text encoder's pooled features, in place of the GloVe paths.
+
+    Inputs ``{"text_features": (batch, text_dim), "image_features": (batch, *feature_shape)}``. Image:
+    :func:`image_branch`; text: Dropout(0.1) (TER's head's) on the features; both -> :func:`fusion_top`.
+    """
+    text = keras.Input(shape=(text_dim,), name="text_features")
+    features = keras.Input(shape=feature_shape, name="image_features")
+    image = image_branch(features, pooling)
+    dropped = layers.Dropout(0.1, name="text_features_dropout")(text)
+    probabilities = fusion_top([image, dropped], n_classes)
+    return keras.Model({"text_features": text, "image_features": features}, probabilities, name="fusion_head")
+
+
+def join_encoded_fusion(text_features: keras.Model, head: keras.Model) -> keras.Model:
+    """A text encoder's features model (token arrays in) and :func:`build_encoded_fusion_head` as one network:
+    ``{<the token arrays>, "image_features"}`` in, probabilities out."""
+    image = keras.Input(shape=head.input["image_features"].shape[1:], name="image_features")
+    tokens = dict(text_features.input)
+    probabilities = head({"text_features": text_features(tokens), "image_features": image})
+    return keras.Model({**tokens, "image_features": image}, probabilities, name="fusion_network")
 
 
 def warm_start(fusion: keras.Model, ter_network: keras.Model, ier_head: keras.Model) -> list[str]:
@@ -174,13 +209,20 @@ def warm_start(fusion: keras.Model, ter_network: keras.Model, ier_head: keras.Mo
         if layer.name.startswith("text_") and layer.weights and layer.name in ter_layers:
             layer.set_weights(ter_layers[layer.name].get_weights())
             changed.append(layer.name)
-    kernel, bias = fusion.get_layer("image_dense3000").get_weights()
+    return changed + warm_start_image(fusion, ier_head)
+
+
+def warm_start_image(fusion: keras.Model, ier_head: keras.Model) -> list[str]:
+    """Copy IER's Dense(1000) into the first 1000 units of the fusion network's image Dense(3000) (the rest keep
+    their initialisation); return the names of the layers changed."""
+    dense = fusion.get_layer("image_dense3000")
+    kernel, bias = dense.get_weights()
     ier_kernel, ier_bias = ier_head.get_layer("image_dense1000").get_weights()
     if ier_kernel.shape[0] != kernel.shape[0]:
         raise ValueError(f"IER's head reads {ier_kernel.shape[0]} features, the fusion network {kernel.shape[0]}")
     kernel[:, : ier_kernel.shape[1]], bias[: ier_bias.shape[0]] = ier_kernel, ier_bias
-    fusion.get_layer("image_dense3000").set_weights([kernel, bias])
-    return changed + ["image_dense3000"]
+    dense.set_weights([kernel, bias])
+    return ["image_dense3000"]
 
 
 def fusion_model(

@@ -4,9 +4,10 @@
 ``Late_fusion.py --explain`` share: it checks that the run is whole and that
 its phases used one manifest and one split, loads ``TER.keras``,
 ``IER.keras`` and ``Intermediate_fusion.keras`` and the weights of
-``Late_fusion.metrics.json``, and keeps the models' parts apart (vectorizer,
-token-id network, frozen image extractor, image head, fusion network) so that
-:mod:`emorec.explain` can run each one on its own.
+``Late_fusion.metrics.json``, and keeps the models' parts apart (text reader:
+the paper's vectorizer or a pretrained encoder's preprocessor, see
+:mod:`emorec.text_readers`; text network, frozen image extractor, image head,
+fusion network) so that :mod:`emorec.explain` can run each one on its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emorec.runs import read_run_config, require_files, require_paper_text_model
+from emorec.runs import read_run_config, require_files
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS
 
@@ -61,20 +62,21 @@ def require_run(checkpoints: Path) -> None:
 class RunModels:
     """A run's models, split into the parts a prediction runs.
 
-    ``ter_vectorizer``/``ter_network``: TER's raw text -> token ids -> probabilities;
+    ``ter_reader``/``ter_network``: TER's raw text -> its inputs (token ids, or an encoder's token arrays; a
+    :mod:`emorec.text_readers` reader) -> probabilities;
     ``ier_extractor``/``ier_head``: RGB pixels (0-255) -> frozen backbone features -> probabilities;
-    ``fusion_vectorizer``/``fusion_extractor``/``fusion_network``: the same for the intermediate fusion;
+    ``fusion_reader``/``fusion_extractor``/``fusion_network``: the same for the intermediate fusion;
     ``weights``: the late-fusion weights in the order of :data:`emorec.fusion.MEMBERS`.
     """
 
     checkpoints: Path
     class_names: list[str]
     weights: np.ndarray
-    ter_vectorizer: object
+    ter_reader: object
     ter_network: object
     ier_extractor: object
     ier_head: object
-    fusion_vectorizer: object
+    fusion_reader: object
     fusion_extractor: object
     fusion_network: object
     shared_extractor: bool
@@ -92,7 +94,6 @@ class RunModels:
         from emorec.data.fingerprints import check_same_data
 
         configs = {phase: read_run_config(checkpoints / f"{phase}.args.json") for phase in (*MEMBERS, "Late_fusion")}
-        require_paper_text_model(configs["TER"], "predict.py")
         late_config = configs.pop("Late_fusion")
         if "data" not in late_config.run:
             raise InputError(f"{late_config.path} recorded no data fingerprint (a run from an older version): "
@@ -103,6 +104,7 @@ class RunModels:
         import keras
 
         import emorec.models  # noqa: F401  (registers the custom objects the saved models hold)
+        from emorec.text_readers import text_reader
 
         late = json.loads((checkpoints / "Late_fusion.metrics.json").read_text())
         models = {phase: keras.models.load_model(checkpoints / f"{phase}.keras") for phase in MEMBERS}
@@ -114,20 +116,17 @@ class RunModels:
         return cls(
             checkpoints=checkpoints, class_names=list(late["class_names"]),
             weights=np.array([late["weights"][phase] for phase in MEMBERS], dtype=np.float64),
-            ter_vectorizer=models["TER"].get_layer("text_vectorization"),
-            ter_network=models["TER"].get_layer("ter_network"),
+            ter_reader=text_reader(models["TER"]), ter_network=_network(models["TER"], "ter_network"),
             ier_extractor=extractors[0], ier_head=models["IER"].get_layer("ier_head"),
-            fusion_vectorizer=models["Intermediate_fusion"].get_layer("text_vectorization"),
-            fusion_extractor=extractors[1], fusion_network=models["Intermediate_fusion"].get_layer("fusion_network"),
+            fusion_reader=text_reader(models["Intermediate_fusion"]), fusion_extractor=extractors[1],
+            fusion_network=_network(models["Intermediate_fusion"], "fusion_network"),
             shared_extractor=shared, image_size=int(models["IER"].input_shape[1]),
         )
 
-    def token_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """TER's and the fusion model's token ids of ``texts``: two int32 arrays (n, sequence length)."""
-        import tensorflow as tf
-
-        batch = tf.constant(list(texts))
-        return (np.asarray(self.ter_vectorizer(batch), np.int32), np.asarray(self.fusion_vectorizer(batch), np.int32))
+    def text_inputs(self, texts: Sequence[str]) -> tuple:
+        """TER's and the fusion model's inputs of ``texts`` (token ids (n, sequence length), or an encoder's dict
+        of token arrays), as each model's reader makes them."""
+        return self.ter_reader.inputs(texts), self.fusion_reader.inputs(texts)
 
     def image_features(self, pixels, direct: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """IER's and the fusion model's backbone features of ``pixels`` (n, size, size, 3), 0-255; ``direct``: call
@@ -138,13 +137,14 @@ class RunModels:
         features = run(self.ier_extractor)
         return features, features if self.shared_extractor else run(self.fusion_extractor)
 
-    def score(self, ter_ids, fusion_ids, ier_features, fusion_features) -> dict[str, np.ndarray]:
-        """Each member's class probabilities (float64, (n, classes)) from token ids and image features."""
+    def score(self, ter_text, fusion_text, ier_features, fusion_features) -> dict[str, np.ndarray]:
+        """Each member's class probabilities (float64, (n, classes)) from the text models' inputs
+        (:meth:`text_inputs`) and image features."""
         return {
-            "TER": _batched(self.ter_network, ter_ids),
+            "TER": _batched(self.ter_network, ter_text),
             "IER": _batched(self.ier_head, ier_features),
-            "Intermediate_fusion": _batched(self.fusion_network,
-                                            {"token_ids": fusion_ids, "image_features": fusion_features}),
+            "Intermediate_fusion": _batched(self.fusion_network, {**self.fusion_reader.fusion_inputs(fusion_text),
+                                                                  "image_features": fusion_features}),
         }
 
     def fuse(self, members: dict[str, np.ndarray]) -> np.ndarray:
@@ -171,7 +171,7 @@ class RunModels:
         for index, (pixels, ok) in enumerate(image_batches(list(image_paths), self.image_size, batch_size)):
             ok = ok.numpy()
             image_ok.append(ok)
-            batch = self.score(*self.token_ids(texts[index * batch_size : index * batch_size + len(ok)]),
+            batch = self.score(*self.text_inputs(texts[index * batch_size : index * batch_size + len(ok)]),
                                *self.image_features(pixels))
             for phase, probabilities in batch.items():
                 if phase != "TER":
@@ -181,6 +181,12 @@ class RunModels:
         members = {phase: np.concatenate(parts) for phase, parts in scores.items()}
         return {"class_names": self.class_names, "image_ok": np.concatenate(image_ok), **members,
                 "Late_fusion": self.fuse(members)}
+
+
+def _network(model, name: str):
+    """The network inside a saved model, without its text pipeline and extractor: the layer ``name`` of the
+    paper's models, the ``network`` of a model holding a pretrained encoder (emorec.text_encoders)."""
+    return model.network if hasattr(model, "preprocessor") else model.get_layer(name)
 
 
 def _batched(model, inputs) -> np.ndarray:

@@ -127,8 +127,8 @@ class RunRecord:
     their fingerprint, the ids themselves one per line beside the JSON; ``distribution`` the strategy as it
     ran (:func:`emorec.distribute.describe`); ``precision`` and ``pooling`` as resolved (``--precision auto``,
     the fusion's ``--pooling`` left to IER's), and ``manifest`` the one the phases read, where a phase leaves
-    it to them; ``text_model`` TER's text model as resolved (paper, fine-tuned or frozen, its learning rate,
-    batch size and tokens per text, and a pretrained encoder's
+    it to them; ``text_model`` the text model as resolved by TER and the fusion (paper, fine-tuned or frozen,
+    the learning rate, batch size, TER's tokens per text, and a pretrained encoder's
     :meth:`~emorec.text_encoders.TextEncoder.describe`). None: not a fact of this phase.
     """
 
@@ -152,17 +152,6 @@ class RunRecord:
                  "precision": self.precision, "pooling": self.pooling, "manifest": self.manifest,
                  "text_model": self.text_model}
         return {key: value for key, value in facts.items() if value is not None or key == "training_ids"}
-
-
-def require_paper_text_model(ter_config: "RunConfig", what: str) -> None:
-    """Raise :class:`InputError` when TER (its ``ter_config``) trained a pretrained text encoder, which ``what``
-    does not take yet."""
-    model = ter_config.run.get("text_model", {}).get("model", "paper")
-    if model != "paper":
-        encoder = ter_config.run["text_model"]["encoder"]["preset"]
-        raise InputError(f"{ter_config.path}: TER trained the text encoder {encoder} ({model}); {what} takes the "
-                         "paper's TER only so far. Run `python TER.py` without --text-encoder for this run, or "
-                         "give the encoder's run its own --run-name.")
 
 
 @dataclass(frozen=True)

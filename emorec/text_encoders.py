@@ -89,6 +89,38 @@ class EncodedTextModel(keras.Model):
         return cls(preprocessor, network, **config)
 
 
+@keras.saving.register_keras_serializable(package="emorec")
+class EncodedFusionModel(keras.Model):
+    """``{"text": strings (batch,), "image": RGB pixels (batch, size, size, 3), 0-255}`` in, class
+    probabilities out: a KerasHub preprocessor and a frozen image extractor, then the fusion ``network``
+    (:func:`emorec.models.join_encoded_fusion`). Subclassed for the reason :class:`EncodedTextModel` is."""
+
+    def __init__(self, preprocessor, extractor: keras.Model, network: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.preprocessor, self.extractor, self.network = preprocessor, extractor, network
+        self.built = True
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def call(self, inputs):
+        tokens = self.preprocessor(inputs["text"])
+        return self.network({**tokens, "image_features": self.extractor(inputs["image"])})
+
+    def get_config(self):
+        return {**super().get_config(),
+                **{part: keras.saving.serialize_keras_object(getattr(self, part))
+                   for part in ("preprocessor", "extractor", "network")}}
+
+    @classmethod
+    def from_config(cls, config):
+        import_keras_hub()
+        config = dict(config)
+        parts = [keras.saving.deserialize_keras_object(config.pop(part))
+                 for part in ("preprocessor", "extractor", "network")]
+        return cls(*parts, **config)
+
+
 @dataclass
 class TextEncoder:
     """A preset loaded: its ``backbone``, its ``preprocessor`` (``seq_len`` tokens per text) and what names
@@ -136,6 +168,27 @@ def load_text_encoder(preset: str, seq_len: int) -> TextEncoder:
     from emorec.training.fit import weights_fingerprint
 
     return TextEncoder(preset, backbone, preprocessor, seq_len, weights_fingerprint(backbone))
+
+
+def saved_text_encoder(model: EncodedTextModel, described: dict) -> tuple[TextEncoder, keras.Model]:
+    """The encoder inside a saved TER model (``model``, loaded), as TER ``described`` it
+    (:meth:`TextEncoder.describe`, from its run record), and its features model (token arrays in, pooled features
+    out): fine-tuned or frozen, as TER left it. The ``weights_sha256`` stays the preset's (what keys its store)."""
+    network = model.network  # join_text_network's: the features model's layers, then the head
+    features = keras.Model(network.input, network.get_layer("text_mean_pool").output, name="text_encoder")
+    backbone = next(layer for layer in features.layers if hasattr(layer, "hidden_dim"))
+    encoder = TextEncoder(described["preset"], backbone, model.preprocessor, int(described["seq_len"]),
+                          described["weights_sha256"])
+    return encoder, features
+
+
+def open_text_store(folder: Path, encoder: TextEncoder):
+    """The :class:`~emorec.feature_store.FeatureStore` of ``encoder``'s frozen features in ``folder`` (created
+    when missing; refused, as a damaged store, when it holds another encoder's)."""
+    from emorec.feature_store import FeatureStore
+
+    return FeatureStore.open(folder, {"kind": "text", **encoder.describe(), "pooling": "mean", "precision": "float32",
+                                      "feature_shape": [encoder.dim]})
 
 
 def _first_line(error: BaseException) -> str:

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from emorec.intervals import (bootstrap_scores, evaluate_test, interval, paired_difference, point_scores,
-                              seeds_and_tweets_interval)
+                              seeds_and_tweets_difference, seeds_and_tweets_interval)
 
 NAN = [np.nan] * 3
 
@@ -117,3 +117,29 @@ def test_seed_and_tweet_interval_widens_with_the_spread_between_seeds():
     alone = interval(bootstrap_scores(labels, {"m": predicted}, tweets, 3, seed=0)["m"]["accuracy"])
     assert same["accuracy"] == pytest.approx(alone)  # identical seeds: the tweets' interval alone
     assert spread["accuracy"][1] - spread["accuracy"][0] > 1.5 * (alone[1] - alone[0])
+
+
+def test_a_paired_difference_over_seeds_cancels_what_the_methods_share():
+    labels, predicted, tweets = synthetic(400)
+    rng = np.random.default_rng(2)
+    # B is A with a tenth of its rows turned wrong: worse by about a tenth of A's accuracy, on every seed.
+    def spoilt(p):
+        wrong = rng.random(len(labels)) < 0.1
+        return np.where(wrong, (labels + 1) % 3, p)
+
+    a = [predicted, spoilt(predicted)]
+    b = [spoilt(p) for p in a]
+    difference = seeds_and_tweets_difference(labels, a, b, tweets, 3, seed=0)
+    means = [np.mean([point_scores(labels, p, 3)[m] for p in a]) - np.mean([point_scores(labels, p, 3)[m] for p in b])
+             for m in ("accuracy", "macro_f1")]
+    assert difference["accuracy"] == pytest.approx(means[0]) and difference["macro_f1"] == pytest.approx(means[1])
+    assert difference["accuracy"] > 0 and difference["accuracy_beyond_interval"]
+    low, high = difference["accuracy_ci"]
+    assert low < difference["accuracy"] < high
+    # Pairing: the difference's interval is narrower than either method's own interval over seeds and tweets.
+    own = seeds_and_tweets_interval(labels, a, tweets, 3, seed=0)["accuracy"]
+    assert high - low < own[1] - own[0]
+    same = seeds_and_tweets_difference(labels, a, a, tweets, 3, seed=0)
+    assert same["accuracy_ci"] == [0.0, 0.0] and not same["accuracy_beyond_interval"]
+    with pytest.raises(ValueError, match="pairs seeds"):
+        seeds_and_tweets_difference(labels, a, b[:1], tweets, 3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -114,52 +115,6 @@ def saved_model_probabilities(model: Path, texts: list[str]) -> np.ndarray:
     return np.array(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def first_texts(demo: Path, rows: int = 5) -> list[str]:
-    return pd.read_csv(demo / MANIFEST_NAME, dtype=str, keep_default_na=False)["text"].head(rows).tolist()
-
-
-def first_probabilities(out: Path, rows: int = 5) -> np.ndarray:
-    """The probabilities TER wrote for the manifest's first rows (the file keeps the manifest's order)."""
-    return pd.read_csv(out / "probs/text_prob.csv")[["happy", "sad", "hate", "anger"]].head(rows).to_numpy()
-
-
-def test_fine_tuned_keras_hub_preset(presets, small_demo, tmp_path):
-    done = ter(small_demo, tmp_path, "--text-encoder", str(presets["keras_hub"]), "--lr", "1e-3")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "optimizer: AdamW" in done.stderr and "BertBackbone" in done.stderr
-    metrics = json.loads((tmp_path / "ckpt/TER.metrics.json").read_text())
-    recorded = json.loads((tmp_path / "ckpt/TER.args.json").read_text())
-    assert metrics["text_model"] == recorded["run"]["text_model"]
-    settings = metrics["text_model"]
-    assert settings["model"] == "fine-tuned" and settings["lr"] == 1e-3 and settings["batch_size"] == 32
-    assert settings["encoder"]["architecture"] == "BertBackbone" and settings["encoder"]["dim"] == TINY["hidden_dim"]
-    assert recorded["flags"]["lr"] == 1e-3 and recorded["flags"]["batch_size"] is None  # the user's flags, as given
-    # Raw strings in, probabilities out, loaded in a fresh process: the probabilities TER wrote for these rows
-    # (the same weights; another batch shape, hence a float tolerance far under any difference between classes).
-    np.testing.assert_allclose(saved_model_probabilities(tmp_path / "ckpt/TER.keras", first_texts(small_demo)),
-                               first_probabilities(tmp_path), atol=1e-5)
-
-
-def test_frozen_hugging_face_folder_stores_features_once(presets, small_demo, tmp_path):
-    first = ter(small_demo, tmp_path, "--text-encoder", str(presets["hugging_face"]), "--freeze-text-encoder")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "text features: computing" in first.stderr
-    stores = list((tmp_path / "features").glob("text_tiny_bert_hf_16tok_mean_float32_*"))
-    assert len(stores) == 1
-    settings = json.loads((tmp_path / "ckpt/TER.metrics.json").read_text())["text_model"]
-    assert settings["model"] == "frozen" and settings["lr"] == 1e-3 and settings["batch_size"] == 64
-    written = pd.read_csv(tmp_path / "probs/text_prob.csv", dtype={"id": str})
-
-    again = ter(small_demo, tmp_path, "--text-encoder", str(presets["hugging_face"]), "--freeze-text-encoder")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "text features: all" in again.stderr and "computing" not in again.stderr  # read, not computed again
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "probs/text_prob.csv", dtype={"id": str}), written)
-    # The saved model computes the features itself (float32, not the store's float16): close to the head's
-    # probabilities on the stored features, within what float16's 11-bit rounding of 8 features moves them.
-    np.testing.assert_allclose(saved_model_probabilities(tmp_path / "ckpt/TER.keras", first_texts(small_demo)),
-                               first_probabilities(tmp_path), atol=5e-3)
-
-
 def test_hugging_face_weights_are_the_ones_written(presets):
     from emorec.text_encoders import load_text_encoder
 
@@ -171,23 +126,26 @@ def test_hugging_face_weights_are_the_ones_written(presets):
     assert tokens[0] == SPECIAL.index("[CLS]") and SPECIAL.index("[SEP]") in tokens
 
 
-@pytest.mark.parametrize("preset, says", [
-    ("{tmp}/no_such_folder", "no such folder"),
-    ("{tmp}/empty", "could not be loaded"),
-])
-def test_a_preset_that_cannot_be_loaded_is_one_clear_error(preset, says, small_demo, tmp_path):
+def test_a_preset_that_cannot_be_loaded_is_one_clear_error(small_demo, tmp_path, capsys):
+    import TER
+    import sweep
+    from emorec.cli import run
+
     (tmp_path / "empty").mkdir()
-    preset = preset.format(tmp=tmp_path)
-    done = ter(small_demo, tmp_path, "--text-encoder", preset)
-    assert done.returncode == 2
-    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and preset in error[0] and says in error[0] and "KerasHub name" in error[0]
-    assert "Traceback" not in done.stderr and not (tmp_path / "ckpt").exists()  # nothing trained, nothing written
-
-
-def test_freeze_without_an_encoder_is_refused(small_demo, tmp_path):
-    done = ter(small_demo, tmp_path, "--freeze-text-encoder")
-    assert done.returncode == 2 and "--freeze-text-encoder needs --text-encoder" in done.stderr
+    for preset, says in ((f"{tmp_path}/no_such_folder", "no such folder"), (f"{tmp_path}/empty", "could not be loaded")):
+        argv = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--text-encoder", preset,
+                "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"),
+                "--prob-dir", str(tmp_path / "probs"), "--cache-dir", str(tmp_path / "features")]
+        assert run(TER.main, argv) == 2
+        error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and preset in error[0] and says in error[0] and "KerasHub name" in error[0]
+        assert not (tmp_path / "ckpt").exists()  # nothing trained, nothing written
+    assert run(sweep.main, ["--text-encoder", f"{tmp_path}/no_such_folder", "--results-dir", str(tmp_path / "r")]) == 2
+    assert "no such folder" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    for main, argv in ((TER.main, ["--freeze-text-encoder"]), (sweep.main, ["--freeze-text-encoder"])):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2 and "--freeze-text-encoder needs --text-encoder" in capsys.readouterr().err
 
 
 HIDE_KERAS_HUB = "import runpy, sys; sys.modules['keras_hub'] = None; sys.argv = sys.argv[1:]; " \
@@ -204,3 +162,134 @@ def test_the_paper_network_needs_no_keras_hub(presets, small_demo, tmp_path):
     assert paper.returncode == 0, paper.stderr[-3000:]
     encoder = ter(small_demo, tmp_path / "encoder", "--text-encoder", str(presets["keras_hub"]), python=hidden)
     assert encoder.returncode == 2 and "pip install -r Requirements-hub.txt" in encoder.stderr
+
+
+def script(name: str, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python <name>.py ARGV`` in a fresh process, from the repository root."""
+    return subprocess.run([sys.executable, str(REPO / f"{name}.py"), *argv], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+
+
+def outputs(out: Path, run: str) -> list[str]:
+    return ["--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
+            "--run-name", run]
+
+
+IMAGE_FLAGS = "--image-weights none --image-size 32 --batch-size 32 --lr 1e-3"
+
+
+@pytest.fixture(scope="module")
+def frozen_sweep(presets, small_demo, tmp_path_factory):
+    """``python sweep.py --text-encoder <HF folder> --freeze-text-encoder`` on the whole training split, one seed,
+    one epoch per phase, in a fresh process: the four phases with a frozen encoder. Returns (its output folder,
+    its run's name, the process)."""
+    out = tmp_path_factory.mktemp("frozen_sweep")
+    done = script("sweep", "--fractions", "1.0", "--seeds", "0", "--epoch", "1", "--run-prefix", "frozen",
+                  "--text-encoder", str(presets["hugging_face"]), "--freeze-text-encoder",
+                  "--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo),
+                  "--ter-args", f"--seq-len 16 --cache-dir {out / 'features'}",
+                  "--ier-args", f"{IMAGE_FLAGS} --cache-dir {out / 'features'}",
+                  "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
+                  "--results-dir", str(out / "results"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out, "frozen-f1-s0", done
+
+
+def predictions_of(out: Path, run: str, demo: Path, csv: Path) -> pd.DataFrame:
+    """predict.py --csv on the demo's manifest with the run, in a fresh process."""
+    done = script("predict", "--csv", str(demo / MANIFEST_NAME), "--out", str(csv), "--batch-size", "128",
+                  "--checkpoint-dir", str(out / "ckpt"), "--run-name", run)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return pd.read_csv(csv)
+
+
+def assert_reproduces_prob_files(predicted: pd.DataFrame, out: Path, run: str, atol: float) -> None:
+    for phase, prob_file in (("TER", "text_prob.csv"), ("IER", "img_prob.csv"), ("Intermediate_fusion", "inter_prob.csv")):
+        written = pd.read_csv(out / "probs" / run / prob_file)[CLASSES].to_numpy()
+        np.testing.assert_allclose(predicted[[f"{phase}_{c}" for c in CLASSES]].to_numpy(), written, atol=atol,
+                                   err_msg=phase)
+
+
+CLASSES = ["happy", "sad", "hate", "anger"]
+
+
+def test_frozen_encoder_through_the_sweep_fusion_late_fusion_and_predict(frozen_sweep, presets, small_demo, tmp_path):
+    out, run, sweep = frozen_sweep
+    # TER filled the text store (its folder named by the preset, the tokens and the weights); the fusion read it,
+    # computing nothing, and trained its layers on the stored features.
+    assert "text features: computing" in sweep.stderr and sweep.stderr.count("text features: all") == 1
+    stores = list((out / "features").glob("text_tiny_bert_hf_16tok_mean_float32_*"))
+    assert len(stores) == 1
+    ter_settings = json.loads((out / "ckpt" / run / "TER.metrics.json").read_text())["text_model"]
+    assert ter_settings["model"] == "frozen" and ter_settings["lr"] == 1e-3 and ter_settings["batch_size"] == 64
+    assert ter_settings["encoder"]["feature_store"] == str(stores[0])
+    fusion = json.loads((out / "ckpt" / run / "Intermediate_fusion.metrics.json").read_text())
+    assert fusion["text_model"]["model"] == "frozen" and fusion["text_model"]["lr"] == 1e-4
+    assert fusion["text_model"]["encoder"] == ter_settings["encoder"]
+    summary = json.loads((out / "results" / run / "summary.json").read_text())
+    assert {"TER", "IER", "Intermediate_fusion", "Late_fusion"} <= set(summary["methods"])
+    assert (out / "results/label_efficiency.csv").is_file()
+    # predict.py computes the text features with the saved models themselves (float32), where the phases read the
+    # store's float16: within what that rounding of 8 features moves a probability.
+    assert_reproduces_prob_files(predictions_of(out, run, small_demo, tmp_path / "p.csv"), out, run, atol=5e-3)
+
+    # One tweet explained: whole words deleted from the text, whatever the tokenizer makes of them.
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME, dtype=str, keep_default_na=False)
+    text, image = manifest["text"][0], str(small_demo / manifest["image"][0])
+    done = script("predict", "--image", image, "--text", text, "--json", "--explain-dir", str(tmp_path / "why"),
+                  "--checkpoint-dir", str(out / "ckpt"), "--run-name", run)
+    assert done.returncode == 0, done.stderr[-4000:]
+    explanation = json.loads(next((tmp_path / "why").glob("*.json")).read_text())
+    for model in ("TER", "Intermediate_fusion"):
+        words = explanation["words"][model]
+        assert [w["token"] for w in words] == text.split()[:16], model
+        assert any(abs(w["importance"]) > 0 for w in words), model
+    assert list((tmp_path / "why").glob("*.png"))
+
+    # TER again on the same store: read, not computed, and the same probabilities to the byte.
+    written = (out / "probs" / run / "text_prob.csv").read_bytes()
+    again = script("TER", "--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--epoch", "1",
+                   "--seq-len", "16", "--text-encoder", str(presets["hugging_face"]), "--freeze-text-encoder",
+                   "--cache-dir", str(out / "features"), *outputs(out, run))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "text features: all" in again.stderr and "computing" not in again.stderr
+    assert (out / "probs" / run / "text_prob.csv").read_bytes() == written
+
+
+def test_fine_tuned_encoder_warm_started_fusion_and_predict(frozen_sweep, presets, small_demo, tmp_path):
+    out, frozen_run, _ = frozen_sweep
+    run = "tuned"
+    (out / "ckpt" / run).mkdir(parents=True)
+    for file in ("IER.keras", "IER.args.json", "IER.metrics.json"):  # the frozen sweep's IER, for this run too
+        shutil.copy(out / "ckpt" / frozen_run / file, out / "ckpt" / run / file)
+    (out / "probs" / run).mkdir(parents=True)
+    shutil.copy(out / "probs" / frozen_run / "img_prob.csv", out / "probs" / run / "img_prob.csv")
+    data = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--epoch", "1"]
+    done = script("TER", *data, "--text-encoder", str(presets["keras_hub"]), "--seq-len", "16", "--lr", "1e-3",
+                  *outputs(out, run))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "optimizer: AdamW" in done.stderr and "BertBackbone" in done.stderr
+    metrics = json.loads((out / "ckpt" / run / "TER.metrics.json").read_text())
+    recorded = json.loads((out / "ckpt" / run / "TER.args.json").read_text())
+    settings = metrics["text_model"]
+    assert settings == recorded["run"]["text_model"]
+    assert settings["model"] == "fine-tuned" and settings["lr"] == 1e-3 and settings["batch_size"] == 32
+    assert settings["encoder"]["architecture"] == "BertBackbone" and settings["encoder"]["dim"] == TINY["hidden_dim"]
+    assert recorded["flags"]["lr"] == 1e-3 and recorded["flags"]["batch_size"] is None  # the user's flags, as given
+    # The documented loading example, in a fresh process: raw strings in, the probabilities TER wrote out (the
+    # same weights; another batch shape, hence a float tolerance far under any difference between classes).
+    texts = pd.read_csv(small_demo / MANIFEST_NAME, dtype=str, keep_default_na=False)["text"].head(5).tolist()
+    written = pd.read_csv(out / "probs" / run / "text_prob.csv")[CLASSES].head(5).to_numpy()
+    np.testing.assert_allclose(saved_model_probabilities(out / "ckpt" / run / "TER.keras", texts), written, atol=1e-5)
+
+    done = script("Intermediate_fusion", *data, "--init-from-unimodal", *outputs(out, run))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "optimizer: AdamW" in done.stderr
+    fusion = json.loads((out / "ckpt" / run / "Intermediate_fusion.metrics.json").read_text())
+    assert fusion["text_model"]["model"] == "fine-tuned" and fusion["text_model"]["lr"] == 5e-5
+    assert fusion["warm_started_layers"][0].startswith("text_encoder")
+    assert "image_dense3000" in fusion["warm_started_layers"]
+    done = script("Late_fusion", *outputs(out, run), "--results-dir", str(out / "results"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    # The saved models compute what the phases wrote (the same weights, float32; another batch shape).
+    assert_reproduces_prob_files(predictions_of(out, run, small_demo, tmp_path / "p.csv"), out, run, atol=1e-4)

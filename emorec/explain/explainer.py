@@ -12,7 +12,8 @@ from emorec.fusion import MEMBERS
 
 
 WORD_METHOD = ("occlusion: importance = the predicted class's probability with the whole text minus with that "
-               "token deleted from the token ids (the later tokens move up one place)")
+               "word deleted (from the token ids, the later tokens moving up one place; for a pretrained encoder, "
+               "from the text, tokenised again)")
 HEAT_METHOD = ("Grad-CAM: the last convolution's feature maps weighted by the mean gradient of the predicted "
                "class's logit, summed, cut at zero and scaled to a peak of 1")
 BLANK_RGB = (123.68, 116.779, 103.939)  # ImageNet's mean pixel: what an image without content is, to the backbone
@@ -72,9 +73,10 @@ class Explainer:
         self._run = tf.function(self._graph)
 
     def _graph(self, pixels, ter_rows, fusion_rows):
-        """Every number of an explanation, as tensors: IER's logits on the image, TER's probabilities on the rows of
-        :func:`_text_rows`, the fusion network's on the same rows with the image and then on the text with the blank
-        image, the late-fused prediction and each image model's Grad-CAM (before scaling) for it."""
+        """Every number of an explanation, as tensors: IER's logits on the image, TER's probabilities on its
+        deletion rows (:class:`emorec.text_readers.TextRows`), the fusion network's on its rows with the image and
+        then on the text with the blank image, the late-fused prediction and each image model's Grad-CAM (before
+        scaling) for it."""
         import tensorflow as tf
 
         models, ier, fusion = self.models, self._image_models["IER"], self._image_models["Intermediate_fusion"]
@@ -82,13 +84,14 @@ class Explainer:
             maps = {"IER": ier.features(pixels, tape)}
             maps["Intermediate_fusion"] = maps["IER"] if models.shared_extractor else fusion.features(pixels, tape)
             ier_logits = ier.logits(maps["IER"][1])
-            # The fusion network on the rows of _text_rows with the tweet's image, and the text with the blank image
+            # The fusion network on the deletion rows with the tweet's image, and the text with the blank image
             # appended: one batch, so the whole text and its deletions are scored alike.
             features = maps["Intermediate_fusion"][1]
+            text_rows = tf.nest.map_structure(lambda rows: tf.concat([rows, rows[:1]], axis=0), fusion_rows)
             fusion_logits = fusion.logits(
-                tf.concat([tf.repeat(features, tf.shape(fusion_rows)[0], axis=0),
+                tf.concat([tf.repeat(features, tf.shape(tf.nest.flatten(fusion_rows)[0])[0], axis=0),
                            tf.cast(self._fusion_blank, features.dtype)], axis=0),
-                tf.concat([fusion_rows, fusion_rows[:1]], axis=0))
+                models.fusion_reader.fusion_inputs(text_rows))
         ter = tf.cast(models.ter_network(ter_rows, training=False), tf.float32)
         fusion_probabilities = tf.nn.softmax(fusion_logits)
         weights = tf.constant(models.weights / models.weights.sum(), tf.float32)
@@ -114,10 +117,10 @@ class Explainer:
         """Explain the tweet ``text`` with the image ``pixels`` ((size, size, 3) RGB, 0-255, as
         :func:`emorec.images.load_image` gives them); ``image`` names the image in the outputs."""
         models = self.models
-        (ter_ids,), (fusion_ids,) = models.token_ids([text])
         # Every row a text model needs, in one batch each: the text, the empty text (the image alone), and the text
-        # with each token deleted (as many rows as the sequence is long, past the tokens all padding).
-        out = self._run(np.asarray(pixels, np.float32)[None], _text_rows(ter_ids), _text_rows(fusion_ids))
+        # with each word deleted (as many rows as the sequence is long, past the words padding).
+        ter_rows, fusion_rows = models.ter_reader.deletion_rows(text), models.fusion_reader.deletion_rows(text)
+        out = self._run(np.asarray(pixels, np.float32)[None], ter_rows.rows, fusion_rows.rows)
         ter, fusion = np.asarray(out["ter"], np.float64), np.asarray(out["fusion"], np.float64)
         ier = _softmax(out["ier_logits"])
         # Per member: both modalities, the text alone (the blank image), the image alone (the empty text).
@@ -130,14 +133,12 @@ class Explainer:
         prediction = int(out["prediction"])  # the class the heat maps are for: the fused one, computed in float32
         probabilities = {phase: members[phase][0] for phase in MEMBERS} | {"Late_fusion": modalities["both"]}
 
-        tokens = _tokens(text)
-        read = {"TER": len(ter_ids), "Intermediate_fusion": len(fusion_ids)}  # each vectorizer's --seq-len
-        text_cut = {"tokens": len(tokens), "read": read} if len(tokens) > min(read.values()) else None
+        read = {"TER": ter_rows.read, "Intermediate_fusion": fusion_rows.read}  # each text model's --seq-len
+        text_cut = {"tokens": ter_rows.tokens, "read": read} if ter_rows.tokens > min(read.values()) else None
         words = {}
-        for phase, ids, deleted in (("TER", ter_ids, ter[2:]), ("Intermediate_fusion", fusion_ids, fusion[2:-1])):
-            count = int(np.count_nonzero(ids))
-            words[phase] = (_shown_tokens(tokens, ids, count, models, phase),
-                            probabilities[phase][prediction] - deleted[:count, prediction])
+        for phase, rows, deleted in (("TER", ter_rows, ter[2:]), ("Intermediate_fusion", fusion_rows, fusion[2:-1])):
+            count = len(rows.words)
+            words[phase] = (rows.words, probabilities[phase][prediction] - deleted[:count, prediction])
         heat_maps, peaks = {}, {}
         for phase in HEAT_MODELS:
             cam = np.asarray(out["cams"][phase], np.float64)
@@ -161,10 +162,20 @@ class _ImageModel:
         self.layer_name = convolution.name
         self.preprocess = extractor.get_layer("preprocess")
         self.maps_and_features = keras.Model(backbone.inputs, [convolution.output, backbone.output])
-        head = network.get_layer("probabilities")
-        self.hidden = keras.Model(network.input, head.input)
-        self.kernel, self.bias = head.kernel, head.bias
         self.fusion = isinstance(network.input, dict)
+        if self.fusion and "fusion_head" in [layer.name for layer in network.layers]:
+            # A pretrained encoder's fusion network: the text encoder, then the head, each a model of its own.
+            inputs, head_model = network.input, network.get_layer("fusion_head")
+            head = head_model.get_layer("probabilities")
+            hidden_head = keras.Model(head_model.input, head.input)
+            tokens = {name: tensor for name, tensor in inputs.items() if name != "image_features"}
+            text_features = network.get_layer("text_encoder")(tokens)
+            self.hidden = keras.Model(inputs, hidden_head({"text_features": text_features,
+                                                           "image_features": inputs["image_features"]}))
+        else:
+            head = network.get_layer("probabilities")
+            self.hidden = keras.Model(network.input, head.input)
+        self.kernel, self.bias = head.kernel, head.bias
 
     def features(self, pixels, tape):
         """(last convolution's maps, features) of ``pixels`` (1, size, size, 3), recorded on ``tape`` (the backbone
@@ -174,46 +185,20 @@ class _ImageModel:
         maps, features = self.maps_and_features(x, training=False)
         return maps, features
 
-    def logits(self, features, token_ids=None):
-        """The network's class logits (rows, classes), float32, on ``features`` (and ``token_ids`` for a fusion
-        network)."""
+    def logits(self, features, text=None):
+        """The network's class logits (rows, classes), float32, on ``features`` (and, for a fusion network, the
+        text's inputs as a dict: ``{"token_ids": ...}`` or an encoder's token arrays)."""
         import tensorflow as tf
 
-        inputs = {"token_ids": token_ids, "image_features": features} if self.fusion else features
+        inputs = {**text, "image_features": features} if self.fusion else features
         hidden = tf.cast(self.hidden(inputs, training=False), tf.float32)
         return tf.matmul(hidden, tf.cast(self.kernel, tf.float32)) + tf.cast(self.bias, tf.float32)
-
-
-def _text_rows(ids: np.ndarray) -> np.ndarray:
-    """Token-id rows: ``ids``, the empty text (all padding), then ``ids`` with each position deleted in turn (the
-    later tokens move up one place, padding after; rows past the text's tokens are all padding)."""
-    rows = np.zeros((2 + len(ids), len(ids)), np.int32)
-    rows[0] = ids
-    for i in range(int(np.count_nonzero(ids))):
-        rows[2 + i, : len(ids) - 1] = np.delete(ids, i)
-    return rows
 
 
 def _softmax(logits) -> np.ndarray:
     logits = np.asarray(logits, np.float64)[0]
     exp = np.exp(logits - logits.max())
     return exp / exp.sum()
-
-
-def _tokens(text: str) -> list[str]:
-    from emorec.text import normalise_texts
-
-    return normalise_texts([text])[0].split()
-
-
-def _shown_tokens(tokens: list[str], ids: np.ndarray, count: int, models, phase: str) -> list[str]:
-    """The words of the ``count`` token ids ``ids`` as the tweet wrote them (after normalising); the vocabulary's
-    own words should the split ever disagree with the vectorizer's."""
-    if len(tokens[:len(ids)]) == count:
-        return tokens[:count]
-    vectorizer = models.ter_vectorizer if phase == "TER" else models.fusion_vectorizer
-    vocabulary = vectorizer.get_vocabulary()
-    return [vocabulary[i] for i in ids[:count]]
 
 
 def model_name(phase: str) -> str:

@@ -38,8 +38,9 @@ def training_config(args, record: RunRecord) -> dict:
     config["training_ids"] = record.training_ids_fingerprint()
     config |= {key: value for key, value in (("precision", record.precision), ("pooling", record.pooling))
                if value is not None}
-    if record.text_model is not None:  # TER's defaults as resolved in the flags' place, and an encoder's identity
-        config |= {key: record.text_model[key] for key in ("lr", "batch_size", "seq_len") if config.get(key) is None}
+    if record.text_model is not None:  # defaults as resolved in the flags' place, and an encoder's identity
+        config |= {key: record.text_model[key] for key in ("lr", "batch_size", "seq_len")
+                   if key in record.text_model and config.get(key) is None}
         if record.text_model["model"] != "paper":
             config |= {"text_model": record.text_model["model"], "text_encoder": record.text_model["encoder"]}
     return json.loads(json.dumps(config, default=str))  # as the backup's JSON will give it back
