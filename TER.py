@@ -24,6 +24,7 @@ from typing import Sequence
 from emorec.cli import at_least, phase_parser, positive_int, run, setup_logging
 from emorec.data.manifest import manifest_fix
 from emorec.glove import DEFAULT_GLOVE, check_glove_dimension, glove_fix
+from emorec.precision import PRECISIONS
 from emorec.presets import require_local_preset
 from emorec.runs import require_files, writable_outputs
 
@@ -64,6 +65,12 @@ def parse_args(argv: Sequence[str] | None = None):
     )
     text.add_argument("--cache-dir", default="data_files/features",
                       help="where a frozen text encoder's feature store is kept (one folder per encoder)")
+    text.add_argument(
+        "--precision", choices=PRECISIONS, default="float32",
+        help="arithmetic of the text model: float32 (the default: the paper's), or Keras' mixed bfloat16 / "
+        "float16 (weights float32), which pays for a pretrained encoder where the hardware has it; auto: "
+        "bfloat16 where this machine's CPU or GPU runs it natively, else float32 (the log says which)",
+    )
     text.add_argument(
         "--glove", default=DEFAULT_GLOVE,
         help="GloVe text file (glove.twitter.27B.200d.txt from glove.twitter.27B.zip); 'none' for random initialisation",
@@ -116,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from emorec.data.dataset import load_dataset
     from emorec.data.splits import select_training_rows
+    from emorec.precision import dtype_policy, resolve_precision
     from emorec.report import classification_metrics, probability_table
     from emorec.runs import RunRecord, save_phase
     from emorec.training.backup import training_config
@@ -123,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.training.fit import class_weights, fit_best, start_training, use_xla
 
     strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
+    precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
 
     # Data: every phase reads the same manifest and the same split. TER also runs on text alone (empty image cells).
     dataset = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit,
@@ -134,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {"model": mode, **{key: resolved(args, key) for key in ("lr", "batch_size", "seq_len")}}
 
     # Text model: the network to train, its inputs (one row per manifest row) and the model saved around it.
-    with strategy.scope():
+    with dtype_policy(precision), strategy.scope():
         if mode == "paper":
             network, inputs, model = paper_text_model(args, frame, train, settings["seq_len"], len(class_names))
         else:
@@ -142,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                                len(class_names))
     settings["training_steps"] = args.epochs * -(-int(train.sum()) // settings["batch_size"])
     record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
-                       distribution=distribution, text_model=settings)  # later phases check it
+                       distribution=distribution, precision=precision, text_model=settings)  # later phases check it
     optimizer = None  # the paper's Adam; fine-tuning a transformer takes AdamW, warmed up, then decayed
     if mode == "fine-tuned":
         from emorec.training.optimizer import adamw_warmup
@@ -207,7 +216,7 @@ def encoder_text_model(args, frame, seq_len: int, n_classes: int):
     model = EncodedTextModel(encoder.preprocessor, join_text_network(features, head), name=PHASE)
     if not args.freeze_text_encoder:
         return model.network, preprocess(encoder, frame["text"]), model, described
-    folder = beside_or_fallback(text_store_folder(args.cache_dir, encoder, "float32"), "the text feature store")
+    folder = beside_or_fallback(text_store_folder(args.cache_dir, encoder), "the text feature store")
     features.trainable = False
     described["feature_store"] = str(folder)  # where the fusion reads them
     return head, stored_text_features(open_text_store(folder, encoder), encoder, frame["text"].tolist()), model, described

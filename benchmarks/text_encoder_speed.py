@@ -1,5 +1,6 @@
-"""A pretrained text encoder's speed on this machine: texts per second encoded (float32, and mixed bfloat16
-where the CPU runs it natively), and TER's seconds per epoch fine-tuning it against the frozen store's head.
+"""A pretrained text encoder's speed on this machine: texts per second encoded, and TER's seconds per epoch
+fine-tuning it (``--precision`` float32, and mixed bfloat16 where the CPU runs it natively) against the frozen
+store's head.
 
     .venv/bin/python benchmarks/text_encoder_speed.py --encoder models/all-MiniLM-L6-v2 --tweets tweets.csv
 
@@ -51,7 +52,7 @@ def main() -> int:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epoch", type=int, default=2)
+    parser.add_argument("--epoch", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("/tmp/text_encoder_speed"))
     args = parser.parse_args()
 
@@ -73,8 +74,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     manifest, _ = write_text_manifest(tweets, args.out)
     epochs = {}
-    for mode, flags in (("fine-tuned", []), ("frozen", ["--freeze-text-encoder"])):
-        name = f"speed-{mode}"
+    runs = [(f"fine-tuned, {policy}", ["--precision", policy]) for policy in policies]
+    runs.append(("frozen, float32", ["--freeze-text-encoder"]))  # the head alone: a softmax layer on 384 numbers
+    for mode, flags in runs:
+        name = f"speed-{mode.replace(', ', '-')}"
         TER.main(["--manifest", str(manifest), "--text-encoder", args.encoder, *flags, "--epoch", str(args.epoch),
                   "--seq-len", str(args.seq_len), "--run-name", name, "--cache-dir", str(args.out / "features"),
                   "--checkpoint-dir", str(args.out / "ckpt"), "--log-dir", str(args.out / "tb"),
@@ -83,7 +86,12 @@ def main() -> int:
         metrics = json.loads((args.out / "ckpt" / name / "TER.metrics.json").read_text())
         epochs[mode] = metrics["seconds_per_epoch"]
         rows.append((f"TER epoch, {mode}", f"{epochs[mode]:.2f} s", f"{metrics['training_labels']} training texts"))
-    rows.append(("fine-tuned epoch / frozen head's epoch", f"{epochs['fine-tuned'] / epochs['frozen']:.0f}x", ""))
+    for policy in policies:
+        rows.append((f"fine-tuned epoch, {policy} / frozen head's epoch",
+                     f"{epochs[f'fine-tuned, {policy}'] / epochs['frozen, float32']:.0f}x", ""))
+    if len(policies) > 1:
+        rows.append(("fine-tuned epoch, float32 / bfloat16",
+                     f"{epochs['fine-tuned, float32'] / epochs['fine-tuned, bfloat16']:.2f}x", ""))
     table = "\n".join(["| measure | value | note |", "|---|---:|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
     report = (f"{args.encoder}, {len(texts)} texts, {args.seq_len} tokens, batch {args.batch}\n\n{table}")
     (args.out / "text_encoder_speed.md").write_text(report + "\n")

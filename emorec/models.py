@@ -97,7 +97,8 @@ def build_ter_network(embedding_matrix: np.ndarray, seq_len: int, n_classes: int
     x = layers.Dropout(0.5, name="text_pool_dropout")(x)
     x = layers.Flatten(name="text_flatten")(x)
     x = layers.Dense(26, activation="relu", name="text_dense26")(x)
-    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    # float32 under a mixed policy too (TER --precision), as Keras advises for a model's output.
+    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(token_ids, probabilities, name="ter_network")
 
 

@@ -124,8 +124,9 @@ class EncodedFusionModel(keras.Model):
 @dataclass
 class TextEncoder:
     """A preset loaded: its ``backbone``, its ``preprocessor`` (``seq_len`` tokens per text) and what names
-    it (``preset``, ``architecture``, ``dim``: the width of a text's features, ``weights_sha256``: the preset's
-    weights as loaded, before any fine-tuning, which keys a store of its features)."""
+    it (``preset``, ``architecture``, ``dim``: the width of a text's features, ``precision``: the arithmetic it
+    runs in, ``weights_sha256``: the preset's weights as loaded, before any fine-tuning; the two key a store of
+    its features)."""
 
     preset: str
     backbone: keras.Model
@@ -141,15 +142,25 @@ class TextEncoder:
     def dim(self) -> int:
         return int(self.backbone.hidden_dim)
 
+    @property
+    def precision(self) -> str:
+        """The backbone's dtype policy as a ``--precision``: float32, bfloat16 or float16."""
+        from emorec.precision import POLICIES
+
+        return {policy: name for name, policy in POLICIES.items()}[self.backbone.dtype_policy.name]
+
     def describe(self) -> dict:
         """The encoder as a run records it."""
         return {"preset": self.preset, "architecture": self.architecture, "dim": self.dim, "seq_len": self.seq_len,
-                "weights": int(self.backbone.count_params()), "weights_sha256": self.weights_sha256}
+                "weights": int(self.backbone.count_params()), "weights_sha256": self.weights_sha256,
+                "precision": self.precision}
 
 
 def load_text_encoder(preset: str, seq_len: int) -> TextEncoder:
     """Load the backbone and the text-classifier preprocessor of ``preset`` (see the module's documentation),
-    the preprocessor cutting or padding each text to ``seq_len`` tokens.
+    the preprocessor cutting or padding each text to ``seq_len`` tokens, the backbone in the Keras dtype policy
+    of the block it is loaded in (:func:`emorec.precision.dtype_policy`; float32 outside one), whatever the
+    preset's own configuration names.
 
     Raises :class:`InputError` naming the preset when KerasHub is missing, the folder is missing, or the
     preset cannot be loaded (not found, no network, an architecture without a text preprocessor)."""
@@ -157,7 +168,7 @@ def load_text_encoder(preset: str, seq_len: int) -> TextEncoder:
     require_local_preset(preset, "text encoder")
     location = preset_location(preset)
     try:
-        backbone = hub.models.Backbone.from_preset(location)
+        backbone = hub.models.Backbone.from_preset(location, dtype=keras.config.dtype_policy().name)
         preprocessor = hub.models.TextClassifierPreprocessor.from_preset(location, sequence_length=seq_len)
     except Exception as error:  # KerasHub raises many kinds (ValueError, FileNotFoundError, HTTP errors, ...)
         raise InputError(f"text encoder {preset!r} could not be loaded ({type(error).__name__}: "
@@ -187,7 +198,7 @@ def open_text_store(folder: Path, encoder: TextEncoder):
     when missing; refused, as a damaged store, when it holds another encoder's)."""
     from emorec.feature_store import FeatureStore
 
-    return FeatureStore.open(folder, {"kind": "text", **encoder.describe(), "pooling": "mean", "precision": "float32",
+    return FeatureStore.open(folder, {"kind": "text", **encoder.describe(), "pooling": "mean",
                                       "feature_shape": [encoder.dim]})
 
 
@@ -242,11 +253,11 @@ def text_keys(texts: Sequence[str]) -> list[str]:
     return ["text:" + hashlib.sha256(str(text).encode("utf-8")).hexdigest() for text in texts]
 
 
-def text_store_folder(cache_dir: str | os.PathLike, encoder: TextEncoder, precision: str) -> Path:
+def text_store_folder(cache_dir: str | os.PathLike, encoder: TextEncoder) -> Path:
     """The store folder of this encoder's features under ``cache_dir``: named by the preset, the tokens per
     text, the precision and the weights' hash."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder.preset.rstrip("/").split("/")[-1] or "preset")
-    return Path(cache_dir) / f"text_{name}_{encoder.seq_len}tok_mean_{precision}_{encoder.weights_sha256[:12]}"
+    return Path(cache_dir) / f"text_{name}_{encoder.seq_len}tok_mean_{encoder.precision}_{encoder.weights_sha256[:12]}"
 
 
 def stored_text_features(store, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 128,

@@ -126,6 +126,20 @@ def test_hugging_face_weights_are_the_ones_written(presets):
     assert tokens[0] == SPECIAL.index("[CLS]") and SPECIAL.index("[SEP]") in tokens
 
 
+def test_an_encoder_takes_the_precision_of_the_block_it_is_loaded_in(presets, tmp_path):
+    """A KerasHub preset names its dtype (float32) in its configuration; the block's policy wins, and names the
+    store. Nothing is computed, so this holds on a CPU without bfloat16 too."""
+    from emorec.precision import dtype_policy
+    from emorec.text_encoders import load_text_encoder, text_store_folder
+
+    assert '"float32"' in (presets["keras_hub"] / "config.json").read_text()
+    with dtype_policy("bfloat16"):
+        encoder = load_text_encoder(str(presets["keras_hub"]), 16)
+    assert encoder.backbone.dtype_policy.name == "mixed_bfloat16" and encoder.describe()["precision"] == "bfloat16"
+    assert "_16tok_mean_bfloat16_" in text_store_folder(tmp_path, encoder).name
+    assert load_text_encoder(str(presets["keras_hub"]), 16).precision == "float32"
+
+
 def test_a_preset_that_cannot_be_loaded_is_one_clear_error(small_demo, tmp_path, capsys):
     import TER
     import sweep
@@ -256,14 +270,19 @@ def test_frozen_encoder_through_the_sweep_fusion_late_fusion_and_predict(frozen_
     assert (out / "probs" / run / "text_prob.csv").read_bytes() == written
 
 
+def share_ier(out: Path, from_run: str, run: str) -> None:
+    """The frozen sweep's IER run (``from_run``), copied into ``run`` for the fusion there."""
+    (out / "ckpt" / run).mkdir(parents=True)
+    for file in ("IER.keras", "IER.args.json", "IER.metrics.json"):
+        shutil.copy(out / "ckpt" / from_run / file, out / "ckpt" / run / file)
+    (out / "probs" / run).mkdir(parents=True)
+    shutil.copy(out / "probs" / from_run / "img_prob.csv", out / "probs" / run / "img_prob.csv")
+
+
 def test_fine_tuned_encoder_warm_started_fusion_and_predict(frozen_sweep, presets, small_demo, tmp_path):
     out, frozen_run, _ = frozen_sweep
     run = "tuned"
-    (out / "ckpt" / run).mkdir(parents=True)
-    for file in ("IER.keras", "IER.args.json", "IER.metrics.json"):  # the frozen sweep's IER, for this run too
-        shutil.copy(out / "ckpt" / frozen_run / file, out / "ckpt" / run / file)
-    (out / "probs" / run).mkdir(parents=True)
-    shutil.copy(out / "probs" / frozen_run / "img_prob.csv", out / "probs" / run / "img_prob.csv")
+    share_ier(out, frozen_run, run)
     data = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--epoch", "1"]
     done = script("TER", *data, "--text-encoder", str(presets["keras_hub"]), "--seq-len", "16", "--lr", "1e-3",
                   *outputs(out, run))
@@ -293,3 +312,30 @@ def test_fine_tuned_encoder_warm_started_fusion_and_predict(frozen_sweep, preset
     assert done.returncode == 0, done.stderr[-4000:]
     # The saved models compute what the phases wrote (the same weights, float32; another batch shape).
     assert_reproduces_prob_files(predictions_of(out, run, small_demo, tmp_path / "p.csv"), out, run, atol=1e-4)
+
+
+def test_precision_auto_names_the_store_and_the_fusion_reads_it(frozen_sweep, presets, small_demo, tmp_path):
+    """TER --precision auto with a frozen KerasHub-layout encoder: the run records what auto resolved to (bfloat16
+    on a CPU with AVX512_BF16 or AMX, float32 elsewhere), the store is that precision's, and Intermediate_fusion
+    reads it without computing anything."""
+    from emorec.feature_store import FeatureStore
+
+    out, frozen_run, _ = frozen_sweep
+    run = "auto"
+    share_ier(out, frozen_run, run)
+    data = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--epoch", "1"]
+    done = script("TER", *data, "--text-encoder", str(presets["keras_hub"]), "--freeze-text-encoder",
+                  "--precision", "auto", "--seq-len", "16", "--cache-dir", str(tmp_path / "features"),
+                  *outputs(out, run))
+    assert done.returncode == 0, done.stderr[-4000:]
+    recorded = json.loads((out / "ckpt" / run / "TER.args.json").read_text())
+    precision = recorded["run"]["precision"]
+    assert recorded["flags"]["precision"] == "auto" and precision in ("float32", "bfloat16")
+    assert f"precision: {precision} (--precision auto" in done.stderr
+    assert recorded["run"]["text_model"]["encoder"]["precision"] == precision
+    store = Path(recorded["run"]["text_model"]["encoder"]["feature_store"])
+    assert store.name.startswith(f"text_tiny_bert_16tok_mean_{precision}_")
+    assert FeatureStore.open(store).config["precision"] == precision
+    done = script("Intermediate_fusion", *data, *outputs(out, run))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "text features: all" in done.stderr and "computing" not in done.stderr
