@@ -18,6 +18,9 @@ checkout keeps every feature, and manifests or subsets over the same images
 share them. A changed image has a new key and is computed again; the store
 only grows (delete its folder to reclaim the space).
 
+A frozen text encoder's features use the same store, one folder per encoder,
+each text keyed by the sha256 of its bytes (:mod:`emorec.text_encoders`).
+
 Extraction writes a batch into the preallocated shard rows, flushes them, and
 only then appends the batch's lines to ``entries.jsonl``: the resume record
 costs O(1) per batch, a kill at any instant loses at most the batches not yet
@@ -163,10 +166,10 @@ class FeatureStore:
             found = json.loads(path.read_text())
             found["feature_shape"]
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise DamagedCache(f"the image feature store {folder} is damaged or missing ({type(error).__name__}: "
+            raise DamagedCache(f"the feature store {folder} is damaged or missing ({type(error).__name__}: "
                                f"{error}); a damaged one must be deleted to be computed again") from error
         if config is not None and found != json.loads(json.dumps(config)):
-            raise DamagedCache(f"the image feature store {folder} holds features of another configuration "
+            raise DamagedCache(f"the feature store {folder} holds features of another configuration "
                                f"({found}, not {config}); delete it, or choose another --cache-dir")
         return cls(folder, found)
 
@@ -188,7 +191,7 @@ class FeatureStore:
             if not (rows <= self.capacity[shard] if shard in self.shards else self._open_shard(shard, rows)):
                 self.entries = {key: entry for key, entry in self.entries.items() if entry[0] != shard}
         if skipped:
-            log.warning("image feature store %s: %d line(s) of %s cannot be read; their images are computed again",
+            log.warning("feature store %s: %d line(s) of %s cannot be read; their features are computed again",
                         self.folder, skipped, ENTRIES)
 
     def _open_shard(self, shard: int, rows: int) -> bool:
@@ -198,7 +201,7 @@ class FeatureStore:
             if features.shape[1:] != self.feature_shape or len(features) < rows or features.dtype != np.float16:
                 raise ValueError(f"{features.shape} {features.dtype} for {rows} rows of {self.feature_shape}")
         except (OSError, ValueError) as error:
-            log.warning("image feature store %s: %s cannot be read (%s); its images are computed again",
+            log.warning("feature store %s: %s cannot be read (%s); its features are computed again",
                         self.folder, path.name, error)
             return False
         self.shards[shard], self.capacity[shard] = features, len(features)
