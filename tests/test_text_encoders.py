@@ -314,28 +314,26 @@ def test_fine_tuned_encoder_warm_started_fusion_and_predict(frozen_sweep, preset
     assert_reproduces_prob_files(predictions_of(out, run, small_demo, tmp_path / "p.csv"), out, run, atol=1e-4)
 
 
-def test_precision_auto_names_the_store_and_the_fusion_reads_it(frozen_sweep, presets, small_demo, tmp_path):
+def test_precision_auto_names_the_store_that_the_saved_model_reads_back(presets, small_demo, tmp_path):
     """TER --precision auto with a frozen KerasHub-layout encoder: the run records what auto resolved to (bfloat16
-    on a CPU with AVX512_BF16 or AMX, float32 elsewhere), the store is that precision's, and Intermediate_fusion
-    reads it without computing anything."""
-    from emorec.feature_store import FeatureStore
+    on a CPU with AVX512_BF16 or AMX, float32 elsewhere), the store is that precision's, and the encoder inside the
+    saved model (what Intermediate_fusion takes) opens that store as its own and finds every text in it."""
+    import keras
 
-    out, frozen_run, _ = frozen_sweep
-    run = "auto"
-    share_ier(out, frozen_run, run)
-    data = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--epoch", "1"]
-    done = script("TER", *data, "--text-encoder", str(presets["keras_hub"]), "--freeze-text-encoder",
-                  "--precision", "auto", "--seq-len", "16", "--cache-dir", str(tmp_path / "features"),
-                  *outputs(out, run))
+    import emorec.models  # noqa: F401  (registers what TER.keras holds)
+    from emorec.text_encoders import open_text_store, saved_text_encoder, text_keys
+
+    done = ter(small_demo, tmp_path, "--text-encoder", str(presets["keras_hub"]), "--freeze-text-encoder",
+               "--precision", "auto", "--epoch", "1")
     assert done.returncode == 0, done.stderr[-4000:]
-    recorded = json.loads((out / "ckpt" / run / "TER.args.json").read_text())
-    precision = recorded["run"]["precision"]
+    recorded = json.loads((tmp_path / "ckpt/TER.args.json").read_text())
+    precision, described = recorded["run"]["precision"], recorded["run"]["text_model"]["encoder"]
     assert recorded["flags"]["precision"] == "auto" and precision in ("float32", "bfloat16")
-    assert f"precision: {precision} (--precision auto" in done.stderr
-    assert recorded["run"]["text_model"]["encoder"]["precision"] == precision
-    store = Path(recorded["run"]["text_model"]["encoder"]["feature_store"])
+    assert f"precision: {precision} (--precision auto" in done.stderr and described["precision"] == precision
+    store = Path(described["feature_store"])
     assert store.name.startswith(f"text_tiny_bert_16tok_mean_{precision}_")
-    assert FeatureStore.open(store).config["precision"] == precision
-    done = script("Intermediate_fusion", *data, *outputs(out, run))
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "text features: all" in done.stderr and "computing" not in done.stderr
+    encoder, _ = saved_text_encoder(keras.models.load_model(tmp_path / "ckpt/TER.keras"), described)
+    reopened = open_text_store(store, encoder)  # a store of another configuration would be refused here
+    assert reopened.config["precision"] == precision
+    texts = pd.read_csv(small_demo / MANIFEST_NAME, dtype=str, keep_default_na=False)["text"].tolist()
+    assert not reopened.missing(text_keys(texts))
