@@ -270,19 +270,14 @@ def test_frozen_encoder_through_the_sweep_fusion_late_fusion_and_predict(frozen_
     assert (out / "probs" / run / "text_prob.csv").read_bytes() == written
 
 
-def share_ier(out: Path, from_run: str, run: str) -> None:
-    """The frozen sweep's IER run (``from_run``), copied into ``run`` for the fusion there."""
-    (out / "ckpt" / run).mkdir(parents=True)
-    for file in ("IER.keras", "IER.args.json", "IER.metrics.json"):
-        shutil.copy(out / "ckpt" / from_run / file, out / "ckpt" / run / file)
-    (out / "probs" / run).mkdir(parents=True)
-    shutil.copy(out / "probs" / from_run / "img_prob.csv", out / "probs" / run / "img_prob.csv")
-
-
 def test_fine_tuned_encoder_warm_started_fusion_and_predict(frozen_sweep, presets, small_demo, tmp_path):
     out, frozen_run, _ = frozen_sweep
     run = "tuned"
-    share_ier(out, frozen_run, run)
+    (out / "ckpt" / run).mkdir(parents=True)
+    for file in ("IER.keras", "IER.args.json", "IER.metrics.json"):  # the frozen sweep's IER, for this run too
+        shutil.copy(out / "ckpt" / frozen_run / file, out / "ckpt" / run / file)
+    (out / "probs" / run).mkdir(parents=True)
+    shutil.copy(out / "probs" / frozen_run / "img_prob.csv", out / "probs" / run / "img_prob.csv")
     data = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--epoch", "1"]
     done = script("TER", *data, "--text-encoder", str(presets["keras_hub"]), "--seq-len", "16", "--lr", "1e-3",
                   *outputs(out, run))
