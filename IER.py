@@ -23,12 +23,14 @@ from emorec.cli import phase_parser, positive_int, run, setup_logging
 from emorec.data.manifest import manifest_fix
 from emorec.feature_store import CACHE_KEYS, POOLINGS
 from emorec.precision import PRECISIONS
+from emorec.presets import HUB_REQUIREMENTS, require_local_preset
 from emorec.runs import require_files, writable_outputs
 
 log = logging.getLogger("emorec")
 PHASE = "IER"
 PROB_FILE = "img_prob.csv"
-# The backbones, each with the smallest image side keras.applications builds it for.
+# The keras.applications backbones, each with the smallest image side it is built for; any other --backbone is a
+# KerasHub preset (emorec.image_encoders), which brings its own image size.
 MIN_IMAGE_SIZE = {"vgg16": 32, "resnet50": 32, "efficientnetb0": 32}
 
 
@@ -37,22 +39,32 @@ def parse_args(argv: Sequence[str] | None = None):
     parser = phase_parser(PHASE, "Train the paper's image emotion recognition model.", batch_size=20, lr=1e-4,
                           monitor="val_macro_f1")  # docs/phases.md: defaults that differ from the paper
     image = parser.add_argument_group("image model")
-    image.add_argument("--backbone", choices=tuple(MIN_IMAGE_SIZE), default="vgg16", help="frozen keras.applications backbone")
     image.add_argument(
-        "--image-weights", default="imagenet",
-        help="backbone weights: imagenet (Keras' download and cache), none (random), or a weights file",
+        "--backbone", default="vgg16", metavar="NAME_OR_PRESET",
+        help="the frozen backbone: a keras.applications CNN (vgg16, the paper's; resnet50; efficientnetb0), or a "
+        "KerasHub image preset with its own weights and preprocessing (clip_vit_base_patch16, "
+        "vit_base_patch16_224_imagenet, dinov2_base, an hf:// or kaggle:// handle, or a local folder; "
+        f"pip install -r {HUB_REQUIREMENTS}; docs/image_encoders.md)",
+    )
+    image.add_argument(
+        "--image-weights", default=None,
+        help="a CNN's weights: imagenet (the default: Keras' download and cache), none (random), or a weights file "
+        "(a preset carries its own)",
     )
     image.add_argument(
         "--backbone-seed", type=int, default=0,
         help="seed of the random backbone of --image-weights none; apart from --seed, so that runs with "
         "different seeds share one feature cache, as they do with real weights",
     )
-    image.add_argument("--image-size", type=int, default=224,
-                       help="images are resized to SIZE x SIZE (at least 32 for every backbone offered)")
+    image.add_argument("--image-size", type=int, default=None,
+                       help="images are resized to SIZE x SIZE: 224 by default for a CNN (at least 32); a preset's "
+                       "own size, which is the only one it takes")
     image.add_argument(
-        "--pooling", choices=POOLINGS, default="flatten",
-        help="the backbone's last feature map: kept whole and flattened (the paper's; VGG16 at 224 px: 25,088 "
-        "numbers per image) or pooled over space by average or maximum (512): a 49x smaller store and head",
+        "--pooling", choices=(*POOLINGS, "embedding"), default=None,  # embedding: emorec.image_encoders
+        help="a CNN's last feature map: kept whole and flattened (the default, the paper's; VGG16 at 224 px: 25,088 "
+        "numbers per image) or pooled over space by average or maximum (512): a 49x smaller store and head. A "
+        "preset: its own image embedding (the default: CLIP's projected class token, SigLIP's pooled output, the "
+        "class token of ViT and DINOv2), or the average or maximum over its patch tokens",
     )
     image.add_argument(
         "--precision", choices=PRECISIONS, default="auto",
@@ -90,10 +102,23 @@ def parse_args(argv: Sequence[str] | None = None):
     if args.num_shards > 1 and args.strategy == "multiworker":
         parser.error("--num-shards with --strategy multiworker: the workers share the extraction among "
                      "themselves; leave --num-shards out")
-    if args.image_size < MIN_IMAGE_SIZE[args.backbone]:
-        parser.error(f"--image-size must be at least {MIN_IMAGE_SIZE[args.backbone]} for {args.backbone}, "
-                     f"got {args.image_size}")
+    if args.backbone in MIN_IMAGE_SIZE:
+        if args.image_size is not None and args.image_size < MIN_IMAGE_SIZE[args.backbone]:
+            parser.error(f"--image-size must be at least {MIN_IMAGE_SIZE[args.backbone]} for {args.backbone}, "
+                         f"got {args.image_size}")
+        if args.pooling == "embedding":
+            parser.error(f"--pooling embedding is a KerasHub preset's; {args.backbone} pools by flatten, avg or max")
+    elif args.image_weights is not None:
+        parser.error(f"--image-weights is a CNN's ({', '.join(MIN_IMAGE_SIZE)}); the preset {args.backbone} "
+                     "carries its own weights")
     return args
+
+
+def image_settings(args) -> tuple[str, str]:
+    """The weights and the pooling that ``--image-weights`` and ``--pooling`` leave to the backbone: a CNN's
+    ImageNet weights and whole feature map (the paper's), a preset's own weights and image embedding."""
+    cnn = args.backbone in MIN_IMAGE_SIZE
+    return args.image_weights or ("imagenet" if cnn else "preset"), args.pooling or ("flatten" if cnn else "embedding")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     require_files({args.manifest: manifest_fix(args.manifest)})
+    if args.backbone not in MIN_IMAGE_SIZE:
+        require_local_preset(args.backbone, "--backbone")
     outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     import numpy as np
     import tensorflow as tf
@@ -109,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.data.splits import select_training_rows
     from emorec.distribute import wait_for_all, worker_count, worker_index
     from emorec.extraction import read_features, stored_features
-    from emorec.feature_store import FeatureStore, image_keys, store_folder
+    from emorec.feature_store import FeatureStore, backbone_name, image_keys, store_folder
     from emorec.images import build_extractor
     from emorec.models import build_ier_head, image_model
     from emorec.precision import dtype_policy, resolve_precision
@@ -122,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
     precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
+    weights, pooling = image_settings(args)
 
     # Data: the same manifest and split as every phase.
     dataset = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit,
@@ -134,15 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     share = (worker_index(strategy), workers) if workers > 1 else (args.shard_index, args.num_shards)
     extraction = strategy if workers == 1 else None
     with (extraction or tf.distribute.get_strategy()).scope():
-        extractor, weights_identity = build_extractor(args.backbone, args.image_weights, args.image_size,
-                                                      args.backbone_seed, args.pooling, precision)
-    folder = beside_or_fallback(store_folder(args.cache_dir, args.backbone, weights_identity, args.image_size,
-                                             args.pooling, precision), "the image feature store")
+        extractor, weights_identity = build_extractor(args.backbone, weights, args.image_size, args.backbone_seed,
+                                                      pooling, precision)
+    image_size = int(extractor.input_shape[1])
+    folder = beside_or_fallback(store_folder(args.cache_dir, args.backbone, weights_identity, image_size, pooling,
+                                             precision), "the image feature store")
     store = FeatureStore.open(folder, {
-        "backbone": args.backbone, "weights": weights_identity, "image_size": args.image_size, "pooling": args.pooling,
-        "precision": precision, "feature_shape": list(extractor.output_shape[1:])})
+        "backbone": backbone_name(args.backbone), "weights": weights_identity, "image_size": image_size,
+        "pooling": pooling, "precision": precision, "feature_shape": list(extractor.output_shape[1:])})
     paths, keys = frame["image_path"].tolist(), image_keys(frame["image_path"], dataset.image_root, args.cache_key)
-    cache = stored_features(store, paths, keys, extractor, args.image_size, args.extract_batch_size, args.on_bad_image,
+    cache = stored_features(store, paths, keys, extractor, image_size, args.extract_batch_size, args.on_bad_image,
                             share=share, strategy=extraction)
     if args.num_shards > 1:
         log.info("share %d of %d done. Once every share is, run IER.py without --num-shards: it finds the images "
@@ -157,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = {"train": np.flatnonzero(training_rows.mask & cache.ok),
             "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
     record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
-                       distribution=distribution, precision=precision, pooling=args.pooling)
+                       distribution=distribution, precision=precision, pooling=pooling)
 
     # Model and training, on the cached features.
     seed_everything(args.seed, args.deterministic)
@@ -176,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_phase(
         outputs, PHASE, image_model(extractor, head), args=args, argv=argv, record=record,
         metrics={"class_names": list(class_names), "training_labels": len(rows["train"]),
-                 "feature_store": str(folder), "weights_identity": weights_identity,
+                 "feature_store": str(folder), "weights_identity": weights_identity, "image_size": image_size,
                  "unreadable_images": int((~cache.ok).sum()), "split_leakage": dataset.split_leakage,
                  **training, **metrics},
         probabilities=probability_table(frame, probabilities, class_names), prob_file=PROB_FILE,

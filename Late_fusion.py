@@ -5,14 +5,16 @@
 Arguments -> the three phases' probability files of the same run (joined on
 ``id``; files that disagree are refused) -> the simple baselines on the run's
 own training rows (:mod:`emorec.baselines`: TF-IDF + logistic regression,
-a linear probe on IER's cached image features, both together) -> weight search
+a linear probe on IER's cached image features, both together) and, when IER's
+backbone (or ``--zero-shot PRESET``) is a CLIP-style model, the zero-label
+baseline (:mod:`emorec.zero_shot`: its towers against one prompt per class) -> weight search
 (the paper's grid w in {0.1..0.9}^3 normalised to sum to 1, chosen on the
 validation split by accuracy, then macro-F1, then the most even weights) and,
 beyond the paper, a logistic-regression stacker fitted on validation
 probabilities; with ``--with-baselines`` both again over the three members
 and the three baselines -> evaluation of every method on test -> outputs:
 ``data_files/late_prob.csv`` (the paper's fusion of three), the baselines'
-``data_files/baseline_{text,image,both}_prob.csv``,
+``data_files/baseline_{text,image,both}_prob.csv`` (and ``zero_shot_{image,text,both}_prob.csv``),
 ``model_checkpoints/Late_fusion.metrics.json`` (the chosen weights and C) and
 ``.args.json``, ``results/summary.md`` and ``summary.json`` (every method's
 scores with bootstrap intervals over the test tweets, on its own rows, on the
@@ -41,6 +43,7 @@ from emorec.cli import at_least, open_unit_fraction, phase_parser, run, setup_lo
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES
 from emorec.runs import PhaseOutputs, phase_output_fix, read_run_config, require_files, writable_outputs
+from emorec.zero_shot import DEFAULT_PROMPTS, zero_shot_rows
 
 log = logging.getLogger("emorec")
 PHASE = "Late_fusion"
@@ -64,6 +67,16 @@ def parse_args(argv: Sequence[str] | None = None):
                         "stacker over six members), reported beside the paper's fusion of three; late_prob.csv and "
                         "the weights predict.py uses stay the paper's three members'")
     group.add_argument("--results-dir", default="results", help="where the summary table and figures go")
+    zero = parser.add_argument_group("zero-label baseline")
+    zero.add_argument(
+        "--zero-shot", default="auto", metavar="PRESET",
+        help="a CLIP-style KerasHub preset (image and text towers: CLIP, SigLIP) whose towers score each test post "
+        "against one prompt per class with no label at all, in every report: image, text and both (auto: IER's "
+        "--backbone when it is one; none: no such rows; docs/image_encoders.md)")
+    zero.add_argument("--prompts", default=None, metavar="PATH",
+                      help="the class prompts of --zero-shot: a JSON object of class name -> prompt or list of "
+                      "prompts (default: emorec/zero_shot_prompts.json, with the TIER emotions and B-T4SA's "
+                      "sentiments; copy and edit it)")
     group.add_argument("--explain", type=at_least(0), default=0, metavar="N",
                         help="also explain N test examples of the late fusion (per class, the most confident right "
                         "and the most confident wrong prediction, then the next ones): a picture and JSON each in "
@@ -80,13 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = {member: phases[member].prob_dir / file for member, file in MEMBERS.items()}
     configs = {member: files.args_json for member, files in phases.items()}
     require_files({path: phase_output_fix(member, args) for table in (paths, configs) for member, path in table.items()}
-                  | {phases["IER"].metrics_json: phase_output_fix("IER", args)})
+                  | {phases["IER"].metrics_json: phase_output_fix("IER", args)}
+                  | ({args.prompts: f"pass the JSON file of class prompts, or leave --prompts out ({DEFAULT_PROMPTS.name})"}
+                     if args.prompts else {}))
     recorded = {member: read_run_config(path) for member, path in configs.items()}  # each phase's flags and facts
     manifest = _phases_manifest(recorded, args.manifest)
     outputs = writable_outputs(args, PHASE, **{"--results-dir": args.results_dir})  # all writable, before any work
     import numpy as np
 
     from emorec.baselines import BASELINE_PROB_FILES
+    from emorec.zero_shot import ZERO_SHOT_PROB_FILES
     from emorec.data.dataset import load_dataset
     from emorec.data.fingerprints import check_same_data, read_training_ids
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
@@ -106,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = splits == "val"
     if not val.any():
         raise InputError(f"{paths['TER']} has no validation rows: the weights are chosen on the val split")
+    # The zero-label baseline: a CLIP-style model's towers against the class prompts, on the test rows (before any
+    # output is written: a bad prompts file or preset stops the run with nothing changed).
+    zero_shot, zero_shot_record = zero_shot_rows(args.zero_shot, args.prompts or DEFAULT_PROMPTS, dataset,
+                                                 json.loads(phases["IER"].metrics_json.read_text()), recorded["IER"])
     outputs.claim()  # the inputs are sound: from here on this process writes the run's fusion, and no other one
 
     # The simple baselines, on the run's own training rows, scored like the members.
@@ -114,12 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     baselines = _fit_baselines(dataset, training_ids, phases["IER"], recorded["IER"], rows, weighting, ter["seed"])
     for name, baseline in baselines.items():
         write_csv_atomic(probability_table(rows, baseline.probabilities, class_names), outputs.prob_dir / BASELINE_PROB_FILES[name])
+    for name, scores in zero_shot.items():
+        write_csv_atomic(probability_table(rows, scores, class_names), outputs.prob_dir / ZERO_SHOT_PROB_FILES[name])
 
     # The paper's weight grid, searched on validation only, and the stacker; again with the baselines as members.
     paper = _fuse(list(MEMBERS), probabilities, labels, val, args.grid_step or GRID_STEP, args.seed)
     methods = {
         **{member: probabilities[i] for i, member in enumerate(MEMBERS)},
-        **{name: baseline.probabilities for name, baseline in baselines.items()},
+        **{name: baseline.probabilities for name, baseline in baselines.items()}, **zero_shot,
         "Average": fusion.fuse(np.full(len(MEMBERS), 1 / len(MEMBERS)), probabilities),
         "Late_fusion": paper["late"], "Stacker": paper["stacker"],
     }
@@ -146,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "phase": PHASE, "class_names": class_names, "weights": weights, "members": {m: str(p) for m, p in paths.items()},
         "grid_step": paper["grid_step"], "candidates": paper["candidates"],
         "val_accuracy": paper["val_accuracy"], "val_macro_f1": paper["val_macro_f1"],
-        "baselines": baseline_choices,
+        "baselines": baseline_choices, "zero_shot": zero_shot_record,
         **({"weights_with_baselines": extended["weights"], "grid_step_with_baselines": extended["grid_step"]}
            if args.with_baselines else {}),
         "rows_fused_from_fewer_members": fewer, "methods": scores,
@@ -169,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
              "class weighting as the phase of the same modality: "
              + ", ".join(f"{name.removeprefix('Baseline_')} C {b.C:g} ({weighting[name]})" for name, b in baselines.items())
              + "."]
+    if zero_shot_record:
+        notes.append(f"Zero labels: {zero_shot_record['preset']}'s towers against one prompt per class "
+                     f"({zero_shot_record['prompts']}), on the test rows: "
+                     + "; ".join(f"{name} \"{'; '.join(p)}\"" for name, p in zero_shot_record["class_prompts"].items())
+                     + ".")
     if args.with_baselines:
         notes.append("Weights with the baselines as members (chosen on val): " + _listed(extended["weights"]) + ".")
     if any(fewer.values()):
@@ -182,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dataset": manifest, "data": dataset.fingerprint, "split_leakage": dataset.split_leakage,
         "class_names": class_names, "commands": commands, "weights": weights,
         **({"weights_with_baselines": extended["weights"]} if args.with_baselines else {}),
-        "baselines": baseline_choices, "split_sizes": split_sizes,
+        "baselines": baseline_choices, "zero_shot": zero_shot_record, "split_sizes": split_sizes,
         # The labels the run learnt from: the weights, the stacker (and every best epoch) add val's to training's.
         "labels_used": {"training": split_sizes["train"] if training_ids is None else len(training_ids),
                         "validation": split_sizes["val"]},

@@ -14,6 +14,16 @@ In one run, on this machine:
    float32's (per image, the mean and the lowest).
 
     .venv/bin/python benchmarks/image_features.py [--images 32] [--image-size 224]
+
+With ``--backbones``, only this instead: per backbone and --precision, the
+images/s of the extractor IER builds (224 px), the numbers per image and the
+store's bytes per image. The KerasHub backbones are the architectures of real
+presets at their real sizes (their configurations below) with random weights
+(none can be downloaded here), saved as local presets and loaded through
+``build_extractor`` as ``IER.py --backbone`` loads a preset: the speed is the
+real one, the features are not.
+
+    .venv/bin/python benchmarks/image_features.py --backbones vgg16 clip vit siglip dinov2 [--images 32]
 """
 
 from __future__ import annotations
@@ -68,11 +78,79 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return float(result.stdout.strip().splitlines()[-1])
 
 
+# The image towers of real presets, at their sizes: clip_vit_base_patch16, vit_base_patch16_224_imagenet,
+# siglip_base_patch16_224, dinov2_base (patch 14: 224 px gives 16x16 patches).
+BASE = {"hidden_dim": 768, "num_layers": 12, "num_heads": 12}
+
+
+def write_real_size_preset(name: str, folder: Path) -> str:
+    """The architecture of preset family ``name`` at its real size, random weights, saved as a local preset with
+    its image converter (scale and offset as the family's); returns the folder."""
+    import keras_hub
+
+    hub, path = keras_hub.models, str(folder / name)
+    imagenet = {"scale": 1 / 127.5, "offset": -1.0}
+    if name == "clip":
+        vision = hub.CLIPVisionEncoder(patch_size=16, intermediate_dim=3072, intermediate_activation="quick_gelu",
+                                       image_shape=(224, 224, 3), **BASE)
+        text = hub.CLIPTextEncoder(vocabulary_size=49408, embedding_dim=512, hidden_dim=512, num_layers=12, num_heads=8,
+                                   intermediate_dim=2048, intermediate_activation="quick_gelu", max_sequence_length=77)
+        backbone, converter = hub.CLIPBackbone(vision, text, projection_dim=512), keras_hub.layers.CLIPImageConverter
+    elif name == "siglip":
+        vision = hub.SigLIPVisionEncoder(patch_size=16, intermediate_dim=3072, image_shape=(224, 224, 3), **BASE)
+        text = hub.SigLIPTextEncoder(vocabulary_size=32000, embedding_dim=768, intermediate_dim=3072, **BASE)
+        backbone, converter = hub.SigLIPBackbone(vision, text), keras_hub.layers.SigLIPImageConverter
+    elif name == "vit":
+        backbone = hub.ViTBackbone(image_shape=(224, 224, 3), patch_size=16, mlp_dim=3072, **BASE)
+        converter = keras_hub.layers.ViTImageConverter
+    elif name == "dinov2":
+        backbone = hub.DINOV2Backbone(patch_size=14, intermediate_dim=3072, image_shape=(224, 224, 3), **BASE)
+        converter = keras_hub.layers.DINOV2ImageConverter
+    else:
+        raise SystemExit(f"unknown backbone {name}: vgg16, clip, siglip, vit or dinov2")
+    backbone.save_to_preset(path)
+    converter(image_size=(224, 224), **imagenet).save_to_preset(path)
+    return path
+
+
+def backbone_table(names: list[str], count: int) -> dict:
+    """Per backbone and precision: images/s of IER's extractor at 224 px, numbers and store bytes per image."""
+    from emorec.images import build_extractor
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (16, 224, 224, 3)).astype(np.float32)
+    batches, table = max(1, count // 16), {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name in names:
+            preset = name if name == "vgg16" else write_real_size_preset(name, Path(folder))
+            weights, pooling = ("none", "avg") if name == "vgg16" else ("preset", "embedding")
+            rows = {}
+            for precision in ("float32", "bfloat16"):
+                extractor, _ = build_extractor(preset, weights, 224 if name == "vgg16" else None, 0, pooling,
+                                               precision)
+                extractor.predict_on_batch(pixels)
+                started = time.perf_counter()
+                for _ in range(batches):
+                    extractor.predict_on_batch(pixels)
+                rows[precision] = round(batches * 16 / (time.perf_counter() - started), 2)
+            numbers = int(np.prod(extractor.output_shape[1:]))
+            table[name] = {"images_per_s": rows, "bfloat16_speedup": round(rows["bfloat16"] / rows["float32"], 2),
+                           "weights": int(extractor.count_params()), "numbers_per_image": numbers,
+                           "store_bytes_per_image": 2 * numbers, "pooling": pooling}
+            if name == "vgg16":
+                table[name]["store_bytes_per_image_flatten"] = 2 * 7 * 7 * 512
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32, help="N: images per timing, and the smaller RSS run")
     parser.add_argument("--image-size", type=int, default=224, help="backbone input size")
+    parser.add_argument("--backbones", nargs="+", default=None,
+                        help="only the table per backbone (vgg16, clip, siglip, vit, dinov2) and precision")
     args = parser.parse_args()
+    if args.backbones:
+        print(json.dumps({"images": args.images, "backbones": backbone_table(args.backbones, args.images)}, indent=2))
+        return
     import keras
     import tensorflow as tf
 

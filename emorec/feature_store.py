@@ -44,6 +44,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -95,9 +96,15 @@ def image_keys(paths: Sequence[str], image_root: str | os.PathLike, mode: str = 
 
 def store_folder(cache_dir: str | os.PathLike, backbone: str, weights_identity: str, image_size: int,
                  pooling: str, precision: str) -> Path:
-    """The store folder of this backbone configuration under ``cache_dir``."""
+    """The store folder of this backbone configuration under ``cache_dir`` (``backbone``: a CNN's name or a
+    KerasHub preset, of which the last part names the folder)."""
     weights = hashlib.sha256(weights_identity.encode()).hexdigest()[:12]
-    return Path(cache_dir) / f"{backbone}_{image_size}px_{pooling}_{precision}_{weights}"
+    return Path(cache_dir) / f"{backbone_name(backbone)}_{image_size}px_{pooling}_{precision}_{weights}"
+
+
+def backbone_name(backbone: str) -> str:
+    """A backbone's name, safe in a file name: a CNN's name, or the last part of a preset (a folder or a handle)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", backbone.rstrip("/").split("/")[-1] or "preset")
 
 
 class FeatureView:

@@ -21,18 +21,20 @@ from emorec.baselines import BASELINE_NAMES
 from emorec.errors import InputError, list_some
 from emorec.intervals import confusion_scores, evaluate_test, paired_difference
 from emorec.report import method_scores
+from emorec.zero_shot import ZERO_SHOT_NAMES
 
 KEY_COLUMNS = ["id", "split", "label"]
 # The fused members, in the order of the weights: the phase that writes each, and its probability file.
 MEMBERS = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
-# Every method Late_fusion.py reports: the members alone, the baselines, then the ways of fusing the members
-# (and, with --with-baselines, of fusing the members and the baselines).
+# Every method Late_fusion.py reports: the members alone, the baselines, the zero-label baseline (with a CLIP-style
+# model), then the ways of fusing the members (and, with --with-baselines, of fusing the members and the baselines).
 FUSIONS = ("Average", "Late_fusion", "Stacker")
 FUSIONS_WITH_BASELINES = ("Late_fusion_with_baselines", "Stacker_with_baselines")
-METHODS = (*MEMBERS, *BASELINE_NAMES, *FUSIONS, *FUSIONS_WITH_BASELINES)
+METHODS = (*MEMBERS, *BASELINE_NAMES, *ZERO_SHOT_NAMES, *FUSIONS, *FUSIONS_WITH_BASELINES)
 # How reports name them.
 METHOD_NAMES = {
     "TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion", **BASELINE_NAMES,
+    **ZERO_SHOT_NAMES,
     "Average": "Average of the three", "Late_fusion": "Late fusion (weights chosen on val)",
     "Stacker": "Logistic-regression stacker (fitted on val)",
     "Late_fusion_with_baselines": "Late fusion of the three and the baselines (weights chosen on val)",
@@ -45,6 +47,7 @@ FUSION_METHODS = ("Intermediate_fusion", "Baseline_both", *FUSIONS, *FUSIONS_WIT
 VALIDATION_USE = {
     **{member: "best epoch chosen on val" for member in MEMBERS},
     **{name: "C chosen on val" for name in BASELINE_NAMES},
+    **{name: "nothing: no label at all" for name in ZERO_SHOT_NAMES},
     "Average": "the members' best epochs chosen on val",
     "Late_fusion": "weights (and the members' best epochs) chosen on val",
     "Stacker": "fitted on val",

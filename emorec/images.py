@@ -66,24 +66,44 @@ def keras_models_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
-def build_extractor(backbone: str, weights: str, image_size: int, seed: int, pooling: str = "flatten",
+def build_extractor(backbone: str, weights: str, image_size: int | None, seed: int, pooling: str = "flatten",
                     precision: str = "float32") -> tuple[keras.Model, str]:
-    """Build the frozen feature extractor: RGB pixels (size, size, 3) -> preprocess -> backbone without top.
+    """Build the frozen feature extractor: RGB pixels (size, size, 3), 0-255 -> preprocess -> backbone without top.
 
-    ``weights`` is ``imagenet`` (Keras' download and cache), ``none`` (random,
-    from ``seed``) or the path of a weights file. ``pooling`` ``flatten``
-    keeps the backbone's whole last feature map (VGG16 at 224 px: 7x7x512, the
-    paper's), ``avg`` and ``max`` pool it over space (512 numbers per image);
-    ``precision`` is one of :data:`emorec.precision.POLICIES`. Returns the model and the
-    weights' identity (a hash of the weights file, or ``none-seed<seed>``) for
-    the feature cache's key. Raises :class:`InputError` when the ImageNet
-    weights cannot be had, saying where to put them: never falls back silently.
+    ``backbone`` is one of :data:`BACKBONES` (keras.applications CNNs) or a
+    KerasHub preset (:mod:`emorec.image_encoders`). For a CNN, ``weights`` is
+    ``imagenet`` (Keras' download and cache), ``none`` (random, from ``seed``)
+    or the path of a weights file, and ``pooling`` ``flatten`` keeps the
+    backbone's whole last feature map (VGG16 at 224 px: 7x7x512, the paper's)
+    while ``avg`` and ``max`` pool it over space (512 numbers per image). A
+    preset carries its weights and its image size (``image_size`` None, or
+    that size), and pools by one of :data:`emorec.image_encoders.HUB_POOLINGS`.
+    ``precision`` is one of :data:`emorec.precision.POLICIES`. Returns the
+    model (its input shape gives the image size) and the weights' identity (a
+    hash of the weights, or ``none-seed<seed>``) for the feature store's key.
+    Raises :class:`InputError` when the weights cannot be had, saying where to
+    put them: never falls back silently.
     """
     from emorec.precision import dtype_policy
 
     with dtype_policy(precision):
-        return _build_extractor(BACKBONES[backbone], backbone, weights, image_size, seed,
+        if backbone not in BACKBONES:
+            return _hub_extractor(backbone, image_size, pooling)
+        return _build_extractor(BACKBONES[backbone], backbone, weights, image_size or 224, seed,
                                 None if pooling == "flatten" else pooling)
+
+
+def _hub_extractor(preset: str, image_size: int | None, pooling: str) -> tuple[keras.Model, str]:
+    from emorec.image_encoders import build_hub_extractor, load_image_encoder
+
+    encoder = load_image_encoder(preset, pooling)
+    if image_size not in (None, encoder.image_size):
+        raise InputError(f"--image-size {image_size}: {preset} takes images of {encoder.image_size} pixels; "
+                         "leave --image-size out")
+    log.info("image backbone %s: %s, %s weights, %d px, %d numbers per image (--pooling %s)", preset,
+             encoder.architecture, f"{encoder.describe()['weights']:,}", encoder.image_size,
+             encoder.describe()["dim"], pooling)
+    return build_hub_extractor(encoder), "hub-" + encoder.weights_sha256[:16]
 
 
 def _build_extractor(spec: Backbone, backbone: str, weights: str, image_size: int, seed: int, pooling: str | None):

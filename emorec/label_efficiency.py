@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 from emorec.baselines import BASELINE_NAMES
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES, METHODS
+from emorec.zero_shot import ZERO_SHOT_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +31,8 @@ PhaseMain = Callable[[Sequence[str]], int]
 # The report's names, two of them shortened to fit a table column and a legend.
 LABELS = {**METHOD_NAMES, "Late_fusion": "Late fusion", "Stacker": "LR stacker", "Baseline_text": "TF-IDF + LR",
           "Baseline_image": "Linear probe", "Baseline_both": "LR text + image",
-          "Late_fusion_with_baselines": "Late fusion + baselines", "Stacker_with_baselines": "LR stacker + baselines"}
+          "Late_fusion_with_baselines": "Late fusion + baselines", "Stacker_with_baselines": "LR stacker + baselines",
+          "ZeroShot_image": "0 labels: image", "ZeroShot_text": "0 labels: text", "ZeroShot_both": "0 labels: both"}
 
 
 INTERVALS_NOTE = (
@@ -38,7 +40,9 @@ INTERVALS_NOTE = (
     "redraws both the seeds and the test tweets (1,000 resamples: each draws the seeds with replacement and the "
     "test tweets with replacement, and averages the drawn seeds' scores on the drawn tweets), so it holds the "
     "spread between seeds and the sampling of the test set. '+ val labels': the validation labels that chose "
-    "every best epoch, the late-fusion weights, the stacker and the baselines' C, besides the training labels.")
+    "every best epoch, the late-fusion weights, the stacker and the baselines' C, besides the training labels. "
+    "Fraction 0: the zero-label baseline (a CLIP-style model against class prompts), which uses no label, "
+    "training or validation.")
 
 
 # The flags of `python sweep.py` whose value is more flags for one phase, passed through as one string.
@@ -124,7 +128,8 @@ def _call(phases: Mapping[str, PhaseMain], phase: str, argv: list[str]) -> None:
 def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
     """Read every setting's report: one row per (setting, method) with fraction, seed, training labels,
     validation labels, method, test accuracy and macro-F1; each setting's test predictions
-    (``results/<run>/test_predictions.csv``), keyed by (fraction, seed); and the class names.
+    (``results/<run>/test_predictions.csv``), keyed by (fraction, seed); and the class names. The zero-label
+    methods, the same in every setting of a seed, are read once per seed, as fraction 0 with no label.
 
     Raises :class:`InputError` when the settings did not share one manifest and split (their test rows
     would differ), or a setting's report predates the data fingerprints.
@@ -145,8 +150,13 @@ def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
         labels = json.loads((Path(args.checkpoint_dir) / name / "TER.metrics.json").read_text())["training_labels"]
         for method in (m for m in METHODS if m in summary["methods"]):  # the fusions with baselines are optional
             test = summary["methods"][method]["test"]
-            rows.append({"fraction": fraction, "seed": seed, "training_labels": labels,
-                         "validation_labels": summary["labels_used"]["validation"], "method": method,
+            zero = method in ZERO_SHOT_NAMES
+            if zero and (0.0, seed) in predictions and predictions[0.0, seed] is not predictions[fraction, seed]:
+                continue  # read from this seed's first setting already
+            if zero:
+                predictions[0.0, seed] = predictions[fraction, seed]
+            rows.append({"fraction": 0.0 if zero else fraction, "seed": seed, "training_labels": 0 if zero else labels,
+                         "validation_labels": 0 if zero else summary["labels_used"]["validation"], "method": method,
                          "accuracy": test["accuracy"], "macro_f1": test["macro_f1"]})
     if len(set(splits.values())) > 1:
         raise InputError("the sweep's settings used different manifests or splits, so their test rows differ:\n"
@@ -213,11 +223,14 @@ def write_label_efficiency(table, predictions: dict, class_names: list[str], res
             spread = [rows[metric] - rows[metric + "_low"], rows[metric + "_high"] - rows[metric]]
             axis.errorbar(rows["labels"], rows[metric], yerr=spread, marker="o", capsize=3,
                           label=LABELS[method], linestyle="--" if method in BASELINE_NAMES else "-")
-        axis.set_xscale("log")
         ticks = sorted(stats["labels"].unique())
+        if ticks[0] == 0:  # the zero-label point: linear from 0 to the fewest labels, logarithmic beyond
+            axis.set_xscale("symlog", linthresh=ticks[1] if len(ticks) > 1 else 1)
+        else:
+            axis.set_xscale("log")
         axis.set_xticks(ticks, [f"{tick:,.0f}" for tick in ticks])
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        axis.set_xlabel("labelled training examples (log scale)")
+        axis.set_xlabel("labelled training examples (log scale" + (", linear below the fewest)" if ticks[0] == 0 else ")"))
         axis.set_ylabel(title)
         axis.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -7,7 +7,7 @@ names start with ``text_`` so a fusion model can warm-start them from TER.
 
 Importing this module registers every custom object that the saved models
 (``TER.keras``, ``IER.keras``, ``Intermediate_fusion.keras``) hold: the tweet
-normalisation, the backbones' preprocessing and a pretrained text encoder's
+normalisation, the backbones' preprocessing, a KerasHub image backbone and a pretrained text encoder's
 model (which imports KerasHub when one is loaded). ``import emorec.models`` is
 the one import needed before ``keras.models.load_model`` on any of them; the
 saved models carry no optimizer (see :func:`emorec.training.fit.fit_best`).
@@ -19,6 +19,7 @@ import keras
 import numpy as np
 from keras import layers, regularizers
 
+import emorec.image_encoders  # noqa: F401  (registers HubVisionModel: IER.keras with a KerasHub backbone; KerasHub on load)
 import emorec.images  # noqa: F401  (registers BackbonePreprocess, held by IER.keras and Intermediate_fusion.keras)
 import emorec.text  # noqa: F401  (registers tweet_standardize, held by TER.keras and Intermediate_fusion.keras)
 import emorec.text_encoders  # noqa: F401  (registers EncodedTextModel: TER.keras with --text-encoder; KerasHub on load)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -256,8 +255,9 @@ def text_keys(texts: Sequence[str]) -> list[str]:
 def text_store_folder(cache_dir: str | os.PathLike, encoder: TextEncoder) -> Path:
     """The store folder of this encoder's features under ``cache_dir``: named by the preset, the tokens per
     text, the precision and the weights' hash."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder.preset.rstrip("/").split("/")[-1] or "preset")
-    return Path(cache_dir) / f"text_{name}_{encoder.seq_len}tok_mean_{encoder.precision}_{encoder.weights_sha256[:12]}"
+    from emorec.feature_store import backbone_name
+
+    return Path(cache_dir) / f"text_{backbone_name(encoder.preset)}_{encoder.seq_len}tok_mean_{encoder.precision}_{encoder.weights_sha256[:12]}"
 
 
 def stored_text_features(store, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 128,

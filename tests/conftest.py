@@ -19,8 +19,9 @@ from PIL import Image
 RUN_WITH = {"tests/test_explain.py": "tests/test_readme.py", "tests/test_pipeline.py": "tests/test_label_efficiency.py"}
 # The files that take longest, sent to the processes first (longest first), so that no long file is left for
 # last while the other process waits; the others follow in their usual order.
-LONGEST_FIRST = ["tests/test_readme.py", "tests/test_label_efficiency.py", "tests/test_distribute.py",
-                 "tests/test_resume.py", "tests/test_storage.py", "tests/test_ier.py"]
+LONGEST_FIRST = ["tests/test_readme.py", "tests/test_label_efficiency.py", "tests/test_text_encoders.py",
+                 "tests/test_distribute.py", "tests/test_resume.py", "tests/test_ier.py", "tests/test_storage.py",
+                 "tests/test_ter.py", "tests/test_image_encoders.py"]
 
 
 def process_file(nodeid: str) -> str:
@@ -253,3 +254,101 @@ def trained(clone):
         run_command(words, clone)
     return clone
 
+
+
+# Tiny random KerasHub image backbones (issue 31), 32 px images in 8 px patches, written in the formats a user passes.
+TINY_VISION = {"patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 8}
+TINY_NORMALISATION = {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}  # CLIP's, rounded
+
+
+def write_vit_preset(folder: Path) -> Path:
+    """A tiny random ViT and its image converter (scaled to [-1, 1]), saved as KerasHub saves a preset."""
+    import keras_hub
+
+    keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), mlp_dim=16, **TINY_VISION).save_to_preset(str(folder))
+    keras_hub.layers.ViTImageConverter(image_size=(32, 32), scale=1 / 127.5, offset=-1.0).save_to_preset(str(folder))
+    return folder
+
+
+def clip_tokenizer():
+    """A byte-level BPE tokenizer as CLIP's is made (every byte's character, alone and ending a word, a few merges,
+    the start and end tokens), with a tiny vocabulary."""
+    import keras_hub
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
+
+    _, characters = bytes_to_unicode()  # (bytes, the character standing for each)
+    merges = ["h a", "ha p", "s a", "a n", "an g", "e r</w>", "p o", "po s"]
+    vocabulary = [*characters, *(c + "</w>" for c in characters), *(m.replace(" ", "") for m in merges),
+                  "<|startoftext|>", "<|endoftext|>"]
+    return keras_hub.models.CLIPTokenizer(vocabulary={token: i for i, token in enumerate(vocabulary)}, merges=merges)
+
+
+def write_clip_preset(folder: Path) -> Path:
+    """A tiny random CLIP (vision and text towers, 6-dimensional embeddings) with its image converter and its
+    preprocessor (:func:`clip_tokenizer`, CLIP's 77 tokens per text: one per byte but for a few merges, so the
+    prompts differ within them), saved as KerasHub saves a preset."""
+    import keras_hub
+
+    tokenizer = clip_tokenizer()
+    vision = keras_hub.models.CLIPVisionEncoder(image_shape=(32, 32, 3), intermediate_dim=16, **TINY_VISION)
+    text = keras_hub.models.CLIPTextEncoder(vocabulary_size=tokenizer.vocabulary_size(), embedding_dim=8,
+                                            hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=16,
+                                            max_sequence_length=77)
+    keras_hub.models.CLIPBackbone(vision, text, projection_dim=6).save_to_preset(str(folder))
+    keras_hub.models.CLIPPreprocessor(tokenizer, sequence_length=77).save_to_preset(str(folder))
+    mean, std = np.array(TINY_NORMALISATION["mean"]), np.array(TINY_NORMALISATION["std"])
+    keras_hub.layers.CLIPImageConverter(image_size=(32, 32), scale=list(1 / (255 * std)),
+                                        offset=list(-mean / std)).save_to_preset(str(folder))
+    return folder
+
+
+def hugging_face_vit_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    """Random weights of the tiny ViT under Hugging Face's names and shapes (``ViTForImageClassification``; out x in
+    kernels)."""
+    rng = np.random.default_rng(seed)
+    hidden, patch, inner = TINY_VISION["hidden_dim"], TINY_VISION["patch_size"], 16
+    shapes = {"vit.embeddings.patch_embeddings.projection.weight": (hidden, 3, patch, patch),
+              "vit.embeddings.patch_embeddings.projection.bias": (hidden,),
+              "vit.embeddings.cls_token": (1, 1, hidden),
+              "vit.embeddings.position_embeddings": (1, 1 + (32 // patch) ** 2, hidden),
+              "vit.layernorm.weight": (hidden,), "vit.layernorm.bias": (hidden,)}
+    for layer in range(TINY_VISION["num_layers"]):
+        prefix = f"vit.encoder.layer.{layer}."
+        for part in ("attention.attention.query", "attention.attention.key", "attention.attention.value",
+                     "attention.output.dense"):
+            shapes |= {f"{prefix}{part}.weight": (hidden, hidden), f"{prefix}{part}.bias": (hidden,)}
+        shapes |= {f"{prefix}intermediate.dense.weight": (inner, hidden), f"{prefix}intermediate.dense.bias": (inner,),
+                   f"{prefix}output.dense.weight": (hidden, inner), f"{prefix}output.dense.bias": (hidden,)}
+        for norm in ("layernorm_before", "layernorm_after"):
+            shapes |= {f"{prefix}{norm}.weight": (hidden,), f"{prefix}{norm}.bias": (hidden,)}
+    return {name: (0.2 * rng.standard_normal(shape)).astype(np.float32) for name, shape in shapes.items()}
+
+
+def write_hugging_face_vit(folder: Path) -> Path:
+    """The tiny ViT in the Hugging Face layout, as ``save_pretrained`` writes one with its image processor
+    (``preprocessor_config.json``: rescaled to [0, 1], then normalised by CLIP's mean and deviation)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True)
+    config = {"architectures": ["ViTForImageClassification"], "model_type": "vit", "image_size": 32,
+              "patch_size": TINY_VISION["patch_size"], "num_channels": 3, "hidden_size": TINY_VISION["hidden_dim"],
+              "num_hidden_layers": TINY_VISION["num_layers"], "num_attention_heads": TINY_VISION["num_heads"],
+              "intermediate_size": 16, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+              "attention_probs_dropout_prob": 0.0, "layer_norm_eps": 1e-12, "qkv_bias": True}
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file(hugging_face_vit_weights(), str(folder / "model.safetensors"))
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 32, "width": 32},
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": TINY_NORMALISATION["mean"], "image_std": TINY_NORMALISATION["std"]}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def image_presets(tmp_path_factory):
+    """The tiny image backbones: {"vit": KerasHub layout, "clip": KerasHub layout, "vit_hf": Hugging Face layout}."""
+    root = tmp_path_factory.mktemp("image_presets")
+    return {"vit": write_vit_preset(root / "tiny_vit"), "clip": write_clip_preset(root / "tiny_clip"),
+            "vit_hf": write_hugging_face_vit(root / "tiny_vit_hf")}

@@ -41,7 +41,7 @@ BIN = Path(sys.executable).parent
 WEIGHTS = "keras_home/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # What each marked block is: the names this module runs. A new marked block needs a test here.
 TESTED = {"phases", "demo-phases", "load", "predict", "explain", "tensorboard", "serve", "demo", "sweep", "bt4sa",
-          "text-encoder"}
+          "text-encoder", "image-encoder"}
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # every page whose blocks are run
 # Flags appended to a command to keep it small, by script or module.
 SMALL = {
@@ -351,6 +351,23 @@ def test_the_bt4sa_block_converts_the_official_format(clone):
     manifest = pd.read_csv(clone / "data_files/bt4sa.csv", dtype=str)
     assert len(manifest) == sum(images for _, _, images, _ in TWEETS.values())
     assert (clone / "data_files/bt4sa.classes.txt").read_text().split() == ["negative", "neutral", "positive"]
+
+
+def test_the_image_encoder_block_with_a_folder_in_the_hugging_face_layout(trained):
+    """docs/image_encoders.md's command, with a tiny random ViT written where it reads the folder (a real one cannot
+    be downloaded here), as written: no --image-size (the preset's own) and no --image-weights (its own), which
+    SMALL would add; one epoch."""
+    from conftest import write_hugging_face_vit
+
+    (words,) = commands(block("image-encoder"))
+    folder = words[words.index("--backbone") + 1]
+    write_hugging_face_vit(trained / folder)
+    done = subprocess.run([sys.executable, *words[1:], "--epoch", "1"], cwd=trained, capture_output=True, text=True,
+                          timeout=400)
+    assert done.returncode == 0, done.stderr[-4000:]
+    metrics = json.loads((trained / "model_checkpoints/vit/IER.metrics.json").read_text())
+    assert metrics["image_size"] == 32 and metrics["weights_identity"].startswith("hub-")
+    assert Path(metrics["feature_store"]).name.startswith("vit-base-patch16-224_32px_embedding_")
 
 
 def test_the_text_encoder_block_with_a_folder_in_the_hugging_face_layout(trained):

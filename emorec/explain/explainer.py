@@ -16,6 +16,10 @@ WORD_METHOD = ("occlusion: importance = the predicted class's probability with t
                "from the text, tokenised again)")
 HEAT_METHOD = ("Grad-CAM: the last convolution's feature maps weighted by the mean gradient of the predicted "
                "class's logit, summed, cut at zero and scaled to a peak of 1")
+OCCLUSION_CELLS = 7  # the image cut into 7x7 cells: VGG16's last feature map at 224 px, a ViT-B/32's patch grid
+OCCLUSION_METHOD = (f"occlusion (a backbone without convolutions: a ViT): the predicted class's probability with the "
+                    f"whole image minus with one of {OCCLUSION_CELLS}x{OCCLUSION_CELLS} cells blanked to the blank "
+                    "image's colour, cut at zero and scaled to a peak of 1")
 BLANK_RGB = (123.68, 116.779, 103.939)  # ImageNet's mean pixel: what an image without content is, to the backbone
 MODALITIES = ("both", "text_only", "image_only")
 HEAT_MODELS = ("IER", "Intermediate_fusion")
@@ -45,6 +49,7 @@ class Explanation:
     peaks: dict
     heat_layer: str
     pixels: np.ndarray
+    heat_method: str = HEAT_METHOD
     label: str | None = None  # the true class, where known (the report's test tweets)
     # Where the text has more tokens than a text model reads: {"tokens": all of them, "read": {phase: how many}}.
     text_cut: dict | None = None
@@ -66,6 +71,7 @@ class Explainer:
             ("IER", models.ier_extractor, models.ier_head),
             ("Intermediate_fusion", models.fusion_extractor, models.fusion_network))}
         self._blank = np.broadcast_to(np.array(BLANK_RGB, np.float32), (models.image_size, models.image_size, 3))
+        self._cells = occlusion_masks(models.image_size, OCCLUSION_CELLS)
         ier_blank, self._fusion_blank = models.image_features(self._blank[None], direct=True)  # for every tweet
         self._ier_blank = np.asarray(models.ier_head(ier_blank, training=False), np.float64)[0]
         # Every model of a tweet's explanation in one graph, traced on the first tweet (seconds) and then run as
@@ -75,8 +81,8 @@ class Explainer:
     def _graph(self, pixels, ter_rows, fusion_rows):
         """Every number of an explanation, as tensors: IER's logits on the image, TER's probabilities on its
         deletion rows (:class:`emorec.text_readers.TextRows`), the fusion network's on its rows with the image and
-        then on the text with the blank image, the late-fused prediction and each image model's Grad-CAM (before
-        scaling) for it."""
+        then on the text with the blank image, the late-fused prediction and each image model's Grad-CAM, or
+        occlusion map for a backbone without convolutions (before scaling), for it."""
         import tensorflow as tf
 
         models, ier, fusion = self.models, self._image_models["IER"], self._image_models["Intermediate_fusion"]
@@ -100,6 +106,9 @@ class Explainer:
         choose = tf.one_hot([prediction], tf.shape(both)[0])  # the gradient of the predicted class's logit ...
         cams = {}
         for phase, logits in (("IER", ier_logits), ("Intermediate_fusion", fusion_logits)):
+            if self._image_models[phase].occlusion:
+                cams[phase] = self._occlusion(phase, pixels, logits[0], fusion_rows, prediction)
+                continue
             # ... on the tweet's own row only (the fusion batch's other rows hold no gradient)
             chosen = tf.pad(choose, [[0, tf.shape(logits)[0] - 1], [0, 0]])
             convolution = maps[phase][0]
@@ -108,6 +117,23 @@ class Explainer:
             cams[phase] = tf.nn.relu(tf.reduce_sum(tf.cast(convolution[0], tf.float32) * channel_weights, axis=-1))
         return {"ier_logits": ier_logits, "ter": ter, "fusion": fusion_probabilities, "prediction": prediction,
                 "cams": cams}
+
+    def _occlusion(self, phase: str, pixels, logits, fusion_rows, prediction):
+        """The drop in ``phase``'s probability of ``prediction`` (from its ``logits`` on the whole image) when each
+        cell of the image is blanked, cut at zero: (cells, cells). One batch of one image per cell."""
+        import tensorflow as tf
+
+        model, cells = self._image_models[phase], self._cells
+        occluded = tf.where(cells, tf.constant(self._blank[None]), tf.repeat(pixels, cells.shape[0], axis=0))
+        features = model.extractor(occluded, training=False)
+        if model.fusion:
+            text = tf.nest.map_structure(lambda rows: tf.repeat(rows[:1], cells.shape[0], axis=0), fusion_rows)
+            occluded_logits = model.logits(features, self.models.fusion_reader.fusion_inputs(text))
+        else:
+            occluded_logits = model.logits(features)
+        whole = tf.nn.softmax(logits)[prediction]
+        drop = whole - tf.gather(tf.nn.softmax(occluded_logits), prediction, axis=1)
+        return tf.reshape(tf.nn.relu(drop), (OCCLUSION_CELLS, OCCLUSION_CELLS))
 
     def warm_up(self) -> None:
         """Trace the explanation's graph now (a few seconds), on an empty tweet, so the first real one is quick."""
@@ -147,21 +173,38 @@ class Explainer:
         return Explanation(text=text, image=image, class_names=models.class_names, prediction=prediction,
                            probabilities=probabilities, modalities=modalities, words=words, heat_maps=heat_maps,
                            peaks=peaks, heat_layer=self._image_models["IER"].layer_name,
-                           pixels=np.asarray(pixels).astype(np.uint8), text_cut=text_cut)
+                           pixels=np.asarray(pixels).astype(np.uint8), text_cut=text_cut,
+                           heat_method=OCCLUSION_METHOD if self._image_models["IER"].occlusion else HEAT_METHOD)
+
+
+def occlusion_masks(image_size: int, cells: int) -> np.ndarray:
+    """(cells², size, size, 1) booleans: mask ``k`` is True on cell ``k`` (row ``k // cells``, column
+    ``k % cells``) of an image cut into ``cells`` x ``cells`` nearly equal cells."""
+    edges = np.arange(cells + 1) * image_size // cells
+    masks = np.zeros((cells * cells, image_size, image_size, 1), bool)
+    for k in range(cells * cells):
+        row, column = divmod(k, cells)
+        masks[k, edges[row]:edges[row + 1], edges[column]:edges[column + 1]] = True
+    return masks
 
 
 class _ImageModel:
     """A frozen extractor (preprocess layer, then a backbone model) and the network on its features, taken apart
-    for Grad-CAM: the backbone's last convolution's maps, and the network's logits (before the softmax)."""
+    for Grad-CAM: the backbone's last convolution's maps, and the network's logits (before the softmax). A
+    backbone without convolutions of its own (a KerasHub ViT) is explained by occlusion (``occlusion``)."""
 
     def __init__(self, extractor, network):
         import keras
 
         backbone = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
-        convolution = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)][-1]
-        self.layer_name = convolution.name
+        convolutions = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
+        self.extractor, self.occlusion = extractor, not convolutions
         self.preprocess = extractor.get_layer("preprocess")
-        self.maps_and_features = keras.Model(backbone.inputs, [convolution.output, backbone.output])
+        if self.occlusion:
+            self.layer_name = f"{OCCLUSION_CELLS}x{OCCLUSION_CELLS} image cells (occlusion)"
+        else:
+            self.layer_name = convolutions[-1].name
+            self.maps_and_features = keras.Model(backbone.inputs, [convolutions[-1].output, backbone.output])
         self.fusion = isinstance(network.input, dict)
         if self.fusion and "fusion_head" in [layer.name for layer in network.layers]:
             # A pretrained encoder's fusion network: the text encoder, then the head, each a model of its own.
@@ -180,6 +223,8 @@ class _ImageModel:
     def features(self, pixels, tape):
         """(last convolution's maps, features) of ``pixels`` (1, size, size, 3), recorded on ``tape`` (the backbone
         is frozen: without watching its input the tape records none of its operations)."""
+        if self.occlusion:
+            return None, self.extractor(pixels, training=False)
         x = self.preprocess(pixels)
         tape.watch(x)
         maps, features = self.maps_and_features(x, training=False)

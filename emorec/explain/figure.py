@@ -38,7 +38,8 @@ def draw(explanation: Explanation, original=None):
         axes.imshow(shown)
         heat = _resized(explanation.heat_maps[phase], shown.shape[1], shown.shape[0])
         axes.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes.set_title(f"{model_name(phase)}: Grad-CAM for {explanation.predicted_class}", fontsize=10)
+        method = "occlusion" if explanation.heat_method.startswith("occlusion") else "Grad-CAM"
+        axes.set_title(f"{model_name(phase)}: {method} for {explanation.predicted_class}", fontsize=10)
         axes.axis("off")
 
     axes = figure.add_subplot(grid[1, :])

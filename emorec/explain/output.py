@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emorec.explain.explainer import HEAT_METHOD, MODALITIES, WORD_METHOD, Explainer, Explanation, model_name
+from emorec.explain.explainer import MODALITIES, WORD_METHOD, Explainer, Explanation, model_name
 from emorec.explain.figure import png_bytes
 
 
@@ -28,7 +28,7 @@ def to_json(explanation: Explanation) -> dict:
                   **{phase: [{"token": token, "importance": round(float(value), 6)}
                              for token, value in zip(tokens, importance)]
                      for phase, (tokens, importance) in explanation.words.items()}},
-        "heat_maps": {"method": HEAT_METHOD, "layer": explanation.heat_layer, "class": explanation.predicted_class,
+        "heat_maps": {"method": explanation.heat_method, "layer": explanation.heat_layer, "class": explanation.predicted_class,
                       **{phase: {"map": np.round(cam, 4).tolist(), "peak": explanation.peaks[phase]}
                          for phase, cam in explanation.heat_maps.items()}},
     }
