@@ -14,7 +14,7 @@ A row whose image cannot be read is scored by TER alone (the fused weights are
 renormalised over the members that scored it, as in Late_fusion.py).
 ``--explain`` adds why (:mod:`emorec.explain`): each modality's part, each
 word's importance (occlusion) and each image model's heat map (Grad-CAM; occlusion of image cells for a
-backbone without convolutions, such as a ViT).
+KerasHub backbone, such as a ViT).
 ``--serve`` runs the page of :mod:`emorec.serve.app` (``pip install -r Requirements-serve.txt``).
 """
 
@@ -57,7 +57,7 @@ def parse_args(argv: Sequence[str] | None = None):
     explain.add_argument("--explain", action="store_true",
                          help="also explain each prediction: the fused prediction with the text alone, the image "
                          "alone and both; word importance (occlusion) for TER and the fusion model; heat maps "
-                         "(Grad-CAM, or occlusion for a backbone without convolutions) for IER and the fusion model; "
+                         "(Grad-CAM, or occlusion for a KerasHub backbone) for IER and the fusion model; "
                          "written as <explain-dir>/<image stem>.png and .json (for --csv, <row number>-<image stem>)")
     explain.add_argument("--explain-dir", default=None,
                          help=f"where the explanations go (implies --explain; default {EXPLAIN_DIR}/)")

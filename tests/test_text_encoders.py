@@ -355,7 +355,7 @@ def test_edited_prompts_change_the_zero_label_rows_and_a_bad_file_or_preset_is_o
 
 
 def assert_occlusion_is_faithful(explanation: dict, ier_model: Path, image: str) -> None:
-    """The heat map of a backbone without convolutions is occlusion's (and says so), and it is faithful: blanking
+    """The heat map of a KerasHub backbone is occlusion's (and says so), and it is faithful: blanking
     its hottest cell lowers IER's probability of the predicted class by the map's peak, more than blanking its
     coldest cell does."""
     import keras

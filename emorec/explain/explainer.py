@@ -17,7 +17,7 @@ WORD_METHOD = ("occlusion: importance = the predicted class's probability with t
 HEAT_METHOD = ("Grad-CAM: the last convolution's feature maps weighted by the mean gradient of the predicted "
                "class's logit, summed, cut at zero and scaled to a peak of 1")
 OCCLUSION_CELLS = 7  # the image cut into 7x7 cells: VGG16's last feature map at 224 px, a ViT-B/32's patch grid
-OCCLUSION_METHOD = (f"occlusion (a backbone without convolutions: a ViT): the predicted class's probability with the "
+OCCLUSION_METHOD = (f"occlusion (a KerasHub backbone, such as a ViT): the predicted class's probability with the "
                     f"whole image minus with one of {OCCLUSION_CELLS}x{OCCLUSION_CELLS} cells blanked to the blank "
                     "image's colour, cut at zero and scaled to a peak of 1")
 BLANK_RGB = (123.68, 116.779, 103.939)  # ImageNet's mean pixel: what an image without content is, to the backbone
@@ -82,7 +82,7 @@ class Explainer:
         """Every number of an explanation, as tensors: IER's logits on the image, TER's probabilities on its
         deletion rows (:class:`emorec.text_readers.TextRows`), the fusion network's on its rows with the image and
         then on the text with the blank image, the late-fused prediction and each image model's Grad-CAM, or
-        occlusion map for a backbone without convolutions (before scaling), for it."""
+        occlusion map for a KerasHub backbone (before scaling), for it."""
         import tensorflow as tf
 
         models, ier, fusion = self.models, self._image_models["IER"], self._image_models["Intermediate_fusion"]
@@ -104,10 +104,13 @@ class Explainer:
         both = weights[0] * ter[0] + weights[1] * tf.nn.softmax(ier_logits[0]) + weights[2] * fusion_probabilities[0]
         prediction = tf.argmax(both)
         choose = tf.one_hot([prediction], tf.shape(both)[0])  # the gradient of the predicted class's logit ...
-        cams = {}
+        cams, occluded = {}, {}
         for phase, logits in (("IER", ier_logits), ("Intermediate_fusion", fusion_logits)):
             if self._image_models[phase].occlusion:
-                cams[phase] = self._occlusion(phase, pixels, logits[0], fusion_rows, prediction)
+                extractor = "IER" if models.shared_extractor else phase  # one batch of blanked images for both
+                if extractor not in occluded:
+                    occluded[extractor] = self._occluded_features(extractor, pixels)
+                cams[phase] = self._occlusion(phase, occluded[extractor], logits[0], fusion_rows, prediction)
                 continue
             # ... on the tweet's own row only (the fusion batch's other rows hold no gradient)
             chosen = tf.pad(choose, [[0, tf.shape(logits)[0] - 1], [0, 0]])
@@ -118,14 +121,20 @@ class Explainer:
         return {"ier_logits": ier_logits, "ter": ter, "fusion": fusion_probabilities, "prediction": prediction,
                 "cams": cams}
 
-    def _occlusion(self, phase: str, pixels, logits, fusion_rows, prediction):
+    def _occluded_features(self, phase: str, pixels):
+        """``phase``'s extractor on the image with each cell blanked: one batch of one image per cell."""
+        import tensorflow as tf
+
+        cells = self._cells
+        occluded = tf.where(cells, tf.constant(self._blank[None]), tf.repeat(pixels, cells.shape[0], axis=0))
+        return self._image_models[phase].extractor(occluded, training=False)
+
+    def _occlusion(self, phase: str, features, logits, fusion_rows, prediction):
         """The drop in ``phase``'s probability of ``prediction`` (from its ``logits`` on the whole image) when each
-        cell of the image is blanked, cut at zero: (cells, cells). One batch of one image per cell."""
+        cell of the image is blanked (``features``: :meth:`_occluded_features`), cut at zero: (cells, cells)."""
         import tensorflow as tf
 
         model, cells = self._image_models[phase], self._cells
-        occluded = tf.where(cells, tf.constant(self._blank[None]), tf.repeat(pixels, cells.shape[0], axis=0))
-        features = model.extractor(occluded, training=False)
         if model.fusion:
             text = tf.nest.map_structure(lambda rows: tf.repeat(rows[:1], cells.shape[0], axis=0), fusion_rows)
             occluded_logits = model.logits(features, self.models.fusion_reader.fusion_inputs(text))
@@ -190,15 +199,18 @@ def occlusion_masks(image_size: int, cells: int) -> np.ndarray:
 
 class _ImageModel:
     """A frozen extractor (preprocess layer, then a backbone model) and the network on its features, taken apart
-    for Grad-CAM: the backbone's last convolution's maps, and the network's logits (before the softmax). A
-    backbone without convolutions of its own (a KerasHub ViT) is explained by occlusion (``occlusion``)."""
+    for Grad-CAM: the backbone's last convolution's maps, and the network's logits (before the softmax). A KerasHub
+    backbone (:class:`emorec.image_encoders.HubVisionModel`: a ViT has no convolution to speak of, and any a KerasHub
+    model has sit inside its own layers, out of Grad-CAM's reach here) is explained by occlusion (``occlusion``)."""
 
     def __init__(self, extractor, network):
         import keras
 
         backbone = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
+        from emorec.image_encoders import HubVisionModel
+
         convolutions = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
-        self.extractor, self.occlusion = extractor, not convolutions
+        self.extractor, self.occlusion = extractor, isinstance(backbone, HubVisionModel) or not convolutions
         self.preprocess = extractor.get_layer("preprocess")
         if self.occlusion:
             self.layer_name = f"{OCCLUSION_CELLS}x{OCCLUSION_CELLS} image cells (occlusion)"
