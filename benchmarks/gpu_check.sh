@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu_check.sh [images]
 # Prints, in one run:
 #   1. the GPUs TensorFlow sees, and the precision --precision auto takes there;
-#   2. VGG16 extraction images/s per --precision at 224 px (benchmarks/image_features.py, part 5);
+#   2. VGG16 extraction images/s per --precision at 224 px (benchmarks/image_features.py, part 5), and (2b) the same
+#      for the KerasHub backbones' architectures (--backbones; needs Requirements-hub.txt);
 #   3. the input pipeline's images/s (decode + resize), to compare with 2: is the GPU kept fed?
 #   4. a head's training step with and without XLA, per precision, pooled (512) and flattened (25,088) features;
 #   5. `make demo`'s wall time (the demo data set is generated first when missing).
@@ -24,6 +25,14 @@ PY
 
 echo "== 2. extraction images/s per precision (VGG16, 224 px, $IMAGES images)"
 $PY benchmarks/image_features.py --images "$IMAGES" --image-size 224 2>/dev/null  # JSON: "precision" per precision
+
+echo "== 2b. extraction images/s per KerasHub backbone and precision (real sizes, random weights, 224 px)"
+if $PY -c "import keras_hub" 2>/dev/null; then
+    $PY benchmarks/image_features.py --backbones vgg16 clip vit siglip dinov2 --images "$IMAGES" \
+        --precisions float32 bfloat16 float16 2>/dev/null
+else
+    echo "KerasHub is not installed here (pip install -r Requirements-hub.txt): skipped"
+fi
 
 echo "== 3. input pipeline images/s (decode + resize to 224 px)"
 make data >/dev/null

@@ -24,6 +24,7 @@ presets at their real sizes (their configurations below) with random weights
 real one, the features are not.
 
     .venv/bin/python benchmarks/image_features.py --backbones vgg16 clip vit siglip dinov2 [--images 32]
+        [--precisions float32 bfloat16 float16]
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def write_real_size_preset(name: str, folder: Path) -> str:
     return path
 
 
-def backbone_table(names: list[str], count: int) -> dict:
+def backbone_table(names: list[str], count: int, precisions: list[str]) -> dict:
     """Per backbone and precision: images/s of IER's extractor at 224 px, numbers and store bytes per image."""
     from emorec.images import build_extractor
 
@@ -124,7 +125,7 @@ def backbone_table(names: list[str], count: int) -> dict:
             preset = name if name == "vgg16" else write_real_size_preset(name, Path(folder))
             weights, pooling = ("none", "avg") if name == "vgg16" else ("preset", "embedding")
             rows = {}
-            for precision in ("float32", "bfloat16"):
+            for precision in precisions:
                 extractor, _ = build_extractor(preset, weights, 224 if name == "vgg16" else None, 0, pooling,
                                                precision)
                 extractor.predict_on_batch(pixels)
@@ -133,7 +134,8 @@ def backbone_table(names: list[str], count: int) -> dict:
                     extractor.predict_on_batch(pixels)
                 rows[precision] = round(batches * 16 / (time.perf_counter() - started), 2)
             numbers = int(np.prod(extractor.output_shape[1:]))
-            table[name] = {"images_per_s": rows, "bfloat16_speedup": round(rows["bfloat16"] / rows["float32"], 2),
+            table[name] = {"images_per_s": rows,
+                           **{f"{p}_speedup": round(rows[p] / rows["float32"], 2) for p in rows if p != "float32"},
                            "weights": int(extractor.count_params()), "numbers_per_image": numbers,
                            "store_bytes_per_image": 2 * numbers, "pooling": pooling}
             if name == "vgg16":
@@ -147,9 +149,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224, help="backbone input size")
     parser.add_argument("--backbones", nargs="+", default=None,
                         help="only the table per backbone (vgg16, clip, siglip, vit, dinov2) and precision")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
+                        help="with --backbones: the precisions timed (float32 first)")
     args = parser.parse_args()
     if args.backbones:
-        print(json.dumps({"images": args.images, "backbones": backbone_table(args.backbones, args.images)}, indent=2))
+        table = backbone_table(args.backbones, args.images, args.precisions)
+        print(json.dumps({"images": args.images, "backbones": table}, indent=2))
         return
     import keras
     import tensorflow as tf

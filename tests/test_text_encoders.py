@@ -318,16 +318,19 @@ def test_the_zero_label_rows_score_the_test_posts_against_the_prompts(frozen_swe
     np.testing.assert_allclose(probabilities["image"].loc[row, CLASSES].to_numpy(float), expected, atol=5e-3)
 
 
-def test_edited_prompts_change_the_zero_label_rows_and_a_bad_file_or_preset_is_one_error(frozen_sweep, image_presets,
-                                                                                         tmp_path, capsys):
-    """Late_fusion again with the happy and sad prompts swapped: the text row's happy and sad columns swap. A file
-    without a prompt for a class, and a preset without a text tower, each stop the run with one error (exit 2)."""
+def test_edited_prompts_another_preset_and_a_bad_file_or_preset(frozen_sweep, image_presets, tmp_path, capsys):
+    """Late_fusion again with the happy and sad prompts swapped: the text row's happy and sad columns swap. Again
+    with --zero-shot naming a copy of IER's CLIP (another preset to it): its image embeddings go to a store of
+    their own, and give the image row IER's store gave. A file without a prompt for a class, and a preset without
+    a text tower, each stop the run with one error (exit 2)."""
     import Late_fusion
     from emorec.cli import run
     from emorec.zero_shot import DEFAULT_PROMPTS
 
     out, run_name, _ = frozen_sweep
     before = pd.read_csv(out / "probs" / run_name / "zero_shot_text_prob.csv")
+    image_before = pd.read_csv(out / "probs" / run_name / "zero_shot_image_prob.csv")
+    shutil.copytree(image_presets["clip"], tmp_path / "another_clip")
     prompts = json.loads(DEFAULT_PROMPTS.read_text())
     prompts["happy"], prompts["sad"] = prompts["sad"], prompts["happy"]
     (tmp_path / "swapped.json").write_text(json.dumps(prompts))
@@ -338,12 +341,18 @@ def test_edited_prompts_change_the_zero_label_rows_and_a_bad_file_or_preset_is_o
         assert run(Late_fusion.main, [*outputs(out, run_name), "--results-dir", str(tmp_path / "results"),
                                       "--prompts", str(tmp_path / "swapped.json")]) == 0
         after = pd.read_csv(out / "probs" / run_name / "zero_shot_text_prob.csv")
+        assert run(Late_fusion.main, [*outputs(out, run_name), "--results-dir", str(tmp_path / "results"),
+                                      "--zero-shot", str(tmp_path / "another_clip")]) == 0
+        image_after = pd.read_csv(out / "probs" / run_name / "zero_shot_image_prob.csv")
     finally:
         shutil.copytree(tmp_path / "probs", out / "probs" / run_name, dirs_exist_ok=True)
         shutil.copytree(tmp_path / "ckpt", out / "ckpt" / run_name, dirs_exist_ok=True)
     test = before["split"] == "test"
     np.testing.assert_allclose(after.loc[test, "happy"], before.loc[test, "sad"], atol=1e-6)
     np.testing.assert_allclose(after.loc[test, "sad"], before.loc[test, "happy"], atol=1e-6)
+    assert len(list((out / "features").glob("another_clip_32px_embedding_float32_*"))) == 1
+    # Both stores hold float16 roundings of float32 embeddings computed in other batches: a few 1e-4 apart.
+    np.testing.assert_allclose(image_after.loc[test, CLASSES], image_before.loc[test, CLASSES], atol=1e-3)
 
     del prompts["anger"]
     (tmp_path / "no_anger.json").write_text(json.dumps(prompts))
