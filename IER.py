@@ -23,7 +23,7 @@ from emorec.cli import phase_parser, positive_int, run, setup_logging
 from emorec.data.manifest import manifest_fix
 from emorec.feature_store import CACHE_KEYS, POOLINGS
 from emorec.precision import PRECISIONS
-from emorec.presets import HUB_REQUIREMENTS, require_local_preset
+from emorec.presets import HUB_REQUIREMENTS, IMAGE_PRESET_FORMS, require_local_preset
 from emorec.runs import require_files, writable_outputs
 
 log = logging.getLogger("emorec")
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     require_files({args.manifest: manifest_fix(args.manifest)})
     if args.backbone not in MIN_IMAGE_SIZE:
-        require_local_preset(args.backbone, "--backbone")
+        require_local_preset(args.backbone, "--backbone", IMAGE_PRESET_FORMS)
     outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     import numpy as np
     import tensorflow as tf

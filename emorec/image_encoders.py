@@ -1,7 +1,7 @@
 """Pretrained image backbones by KerasHub preset: IER's alternative to the three keras.applications CNNs.
 
 A preset is what ``keras_hub.models.Backbone.from_preset`` takes (see
-:data:`emorec.presets.PRESET_FORMS`): a KerasHub name such as
+:data:`emorec.presets.IMAGE_PRESET_FORMS`): a KerasHub name such as
 ``clip_vit_base_patch16``, ``siglip_base_patch16_224``, ``vit_base_patch16_224_imagenet`` or ``dinov2_base``,
 an ``hf://`` or ``kaggle://`` handle, or a local folder in KerasHub's layout
 (``save_to_preset``) or Hugging Face's (``config.json``, ``model.safetensors``
@@ -39,7 +39,7 @@ import numpy as np
 
 from emorec.errors import InputError
 from emorec.feature_store import backbone_name
-from emorec.presets import PRESET_FORMS, import_keras_hub, preset_location, require_local_preset
+from emorec.presets import IMAGE_PRESET_FORMS, import_keras_hub, preset_location, require_local_preset
 
 log = logging.getLogger("emorec")
 
@@ -140,14 +140,14 @@ def load_image_encoder(preset: str, pooling: str = "embedding") -> ImageEncoder:
         raise InputError(f"--pooling {pooling}: a KerasHub image backbone gives one vector per image; choose one "
                          f"of {', '.join(HUB_POOLINGS)} (flatten keeps a CNN's whole feature map)")
     hub = import_keras_hub()
-    require_local_preset(preset, "--backbone")
+    require_local_preset(preset, "--backbone", IMAGE_PRESET_FORMS)
     location = preset_location(preset)
     policy = keras.config.dtype_policy().name
     try:
         backbone = hub.models.Backbone.from_preset(location, dtype=policy)
     except Exception as error:  # KerasHub raises many kinds (ValueError, FileNotFoundError, HTTP errors, ...)
         raise InputError(f"image backbone {preset!r} could not be loaded ({type(error).__name__}: "
-                         f"{_first_line(error)}); {PRESET_FORMS}") from error
+                         f"{_first_line(error)}); {IMAGE_PRESET_FORMS}") from error
     vision = HubVisionModel(_vision_network(backbone, pooling, policy, preset), name=f"{backbone_name(preset)}_vision")
     image_size, scale, offset = _image_preprocessing(hub, preset, location, backbone)
     vision.trainable = False
@@ -222,16 +222,21 @@ def _image_preprocessing(hub, preset: str, location: str, backbone) -> tuple[int
 
 def _hugging_face_preprocessing(location: str):
     """(height, width, scale, offset) from a Hugging Face image processor's settings, or None without them:
-    pixels are rescaled by ``rescale_factor`` then normalised by ``image_mean`` and ``image_std``."""
+    the network's input is the crop (``crop_size``, where the processor crops) or else ``size``; pixels are
+    rescaled by ``rescale_factor`` then normalised by ``image_mean`` and ``image_std``."""
     try:
         from keras_hub.src.utils.preset_utils import get_file
 
         settings = json.loads(open(get_file(location, HF_PREPROCESSOR), encoding="utf-8").read())
     except Exception:  # no such file in the preset
         return None
-    size = settings.get("size", settings.get("crop_size", 224))
-    height, width = (size["height"], size["width"]) if isinstance(size, dict) and "height" in size else \
-        (size.get("shortest_edge"),) * 2 if isinstance(size, dict) else (size, size)
+    size = settings.get("crop_size") if settings.get("do_center_crop") else None
+    size = size or settings.get("size", 224)
+    if isinstance(size, dict):
+        size = (size["height"], size["width"]) if "height" in size else (size.get("shortest_edge"),) * 2
+    height, width = size if isinstance(size, (list, tuple)) else (size, size)
+    if not isinstance(height, int) or not isinstance(width, int):
+        raise InputError(f"{HF_PREPROCESSOR} in {location}: no image size that IER can read ({settings.get('size')})")
     rescale = settings.get("rescale_factor", 1 / 255) if settings.get("do_rescale", True) else 1.0
     mean = np.asarray(settings.get("image_mean", [0.0] * 3), np.float64)
     std = np.asarray(settings.get("image_std", [1.0] * 3), np.float64)

@@ -18,6 +18,14 @@ PRESET_FORMS = (
 )
 
 
+IMAGE_PRESET_FORMS = (
+    "an image preset is a KerasHub name (e.g. clip_vit_base_patch16, downloaded once into KerasHub's cache), a Hugging "
+    "Face handle of an architecture KerasHub converts (hf://google/vit-base-patch16-224), a Kaggle handle "
+    "(kaggle://...), or a local folder: KerasHub's layout (save_to_preset) or Hugging Face's (config.json, "
+    "model.safetensors and preprocessor_config.json); without network, a local folder"
+)
+
+
 def is_local(preset: str) -> bool:
     """Whether ``preset`` names a local folder rather than a KerasHub name or a hub handle."""
     return "://" not in preset and (os.sep in preset or preset.startswith((".", "~")) or Path(preset).exists())
@@ -28,10 +36,11 @@ def preset_location(preset: str) -> str:
     return str(Path(preset).expanduser()) if is_local(preset) else preset
 
 
-def require_local_preset(preset: str, what: str) -> None:
-    """Raise :class:`InputError` when ``preset`` names a local folder that does not exist (``what``: the flag)."""
+def require_local_preset(preset: str, what: str, forms: str = PRESET_FORMS) -> None:
+    """Raise :class:`InputError` when ``preset`` names a local folder that does not exist (``what``: the flag;
+    ``forms``: what a preset may be, :data:`PRESET_FORMS` or :data:`IMAGE_PRESET_FORMS`)."""
     if is_local(preset) and not Path(preset).expanduser().is_dir():
-        raise InputError(f"{what} {preset!r}: no such folder; {PRESET_FORMS}")
+        raise InputError(f"{what} {preset!r}: no such folder; {forms}")
 
 
 def import_keras_hub():

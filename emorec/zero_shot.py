@@ -125,17 +125,17 @@ def load_zero_shot(preset: str) -> ZeroShotModel:
     :class:`InputError` when it cannot be loaded or has no text tower."""
     import keras
 
-    from emorec.presets import PRESET_FORMS, import_keras_hub, preset_location, require_local_preset
+    from emorec.presets import IMAGE_PRESET_FORMS, import_keras_hub, preset_location, require_local_preset
 
     hub = import_keras_hub()
-    require_local_preset(preset, "--zero-shot")
+    require_local_preset(preset, "--zero-shot", IMAGE_PRESET_FORMS)
     location = preset_location(preset)
     try:
         backbone = hub.models.Backbone.from_preset(location, dtype="float32")
     except Exception as error:
         raise InputError(f"--zero-shot {preset!r} could not be loaded ({type(error).__name__}: "
                          f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'}); "
-                         f"{PRESET_FORMS}") from error
+                         f"{IMAGE_PRESET_FORMS}") from error
     architecture = type(backbone).__name__
     if architecture not in TEXT_PREPROCESSORS:
         raise InputError(f"--zero-shot {preset!r}: {architecture} has no text tower beside its image tower; choose a "
