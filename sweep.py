@@ -56,6 +56,12 @@ def parse_args(argv: Sequence[str] | None = None):
                         "setting, and train the heads alone")
     parser.add_argument("--with-baselines", action="store_true",
                         help="passed to Late_fusion.py: also fuse the baselines with the three members")
+    parser.add_argument("--zero-shot", default=None, metavar="PRESET",
+                        help="passed to Late_fusion.py: the CLIP-style preset of the zero-label rows, the curve's "
+                        "point at 0 labels (default: Late_fusion's auto, IER's --backbone when it is one; none: "
+                        "no such rows; docs/image_encoders.md)")
+    parser.add_argument("--prompts", default=None, metavar="PATH",
+                        help="passed to Late_fusion.py: the class prompts of the zero-label rows (a JSON file)")
     parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
     parser.add_argument("--checkpoint-dir", default="model_checkpoints", help="passed to every phase")
     parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")

@@ -114,8 +114,10 @@ def run_setting(args, name: str, fraction: float, seed: int, phases: Mapping[str
         _call(phases, phase, [*data, *training, *outputs, *extra[phase]])
         keras.backend.clear_session()
         gc.collect()
+    zero_shot = [*(["--zero-shot", args.zero_shot] if getattr(args, "zero_shot", None) else []),
+                 *(["--prompts", args.prompts] if getattr(args, "prompts", None) else [])]
     _call(phases, "Late_fusion", [*manifest, "--seed", str(seed), *outputs, "--results-dir", args.results_dir,
-                          *(["--with-baselines"] if args.with_baselines else [])])
+                                  *(["--with-baselines"] if args.with_baselines else []), *zero_shot])
 
 
 def _call(phases: Mapping[str, PhaseMain], phase: str, argv: list[str]) -> None:

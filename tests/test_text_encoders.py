@@ -19,6 +19,7 @@ import keras_hub  # Requirements-hub.txt, which make test installs
 import pytest
 
 from emorec.demo import MANIFEST_NAME
+from emorec.zero_shot import DEFAULT_PROMPTS
 
 REPO = Path(__file__).resolve().parents[1]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -197,13 +198,14 @@ def frozen_sweep(presets, image_presets, small_demo, tmp_path_factory):
     vision tower (KerasHub's layout). Returns (its output folder, its run's name, the process)."""
     out = tmp_path_factory.mktemp("frozen_sweep")
     image_flags = f"--backbone {image_presets['clip']} --precision float32 --batch-size 32 --lr 1e-3"
+    prompts = shutil.copy(DEFAULT_PROMPTS, out / "prompts.json")  # the default prompts, passed through by the sweep
     done = script("sweep", "--fractions", "1.0", "--seeds", "0", "--epoch", "1", "--run-prefix", "frozen",
                   "--text-encoder", str(presets["hugging_face"]), "--freeze-text-encoder",
                   "--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo),
                   "--ter-args", f"--seq-len 16 --cache-dir {out / 'features'}",
                   "--ier-args", f"{image_flags} --cache-dir {out / 'features'}",
                   "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
-                  "--results-dir", str(out / "results"))
+                  "--results-dir", str(out / "results"), "--prompts", str(prompts))
     assert done.returncode == 0, done.stderr[-4000:]
     return out, "frozen-f1-s0", done
 
@@ -281,12 +283,12 @@ def test_the_zero_label_rows_score_the_test_posts_against_the_prompts(frozen_swe
     prompts, computed here apart; both is the mean of image and text; no other row is scored."""
     from emorec.data.manifest import read_manifest
     from emorec.images import load_image
-    from emorec.zero_shot import DEFAULT_PROMPTS
 
     out, run, _ = frozen_sweep
     summary = json.loads((out / "results" / run / "summary.json").read_text())
     assert {"ZeroShot_image", "ZeroShot_text", "ZeroShot_both"} <= set(summary["methods"])
-    assert summary["zero_shot"]["preset"] == str(image_presets["clip"])
+    assert summary["zero_shot"]["preset"] == str(image_presets["clip"])  # --zero-shot auto: IER's backbone
+    assert summary["zero_shot"]["prompts"] == str(out / "prompts.json")  # sweep.py --prompts, passed through
     curve = pd.read_csv(out / "results/label_efficiency.csv")
     zero = curve[curve["fraction"] == 0]
     assert set(zero["method"]) == {"ZeroShot_image", "ZeroShot_text", "ZeroShot_both"}
@@ -325,7 +327,6 @@ def test_edited_prompts_another_preset_and_a_bad_file_or_preset(frozen_sweep, im
     a text tower, each stop the run with one error (exit 2)."""
     import Late_fusion
     from emorec.cli import run
-    from emorec.zero_shot import DEFAULT_PROMPTS
 
     out, run_name, _ = frozen_sweep
     before = pd.read_csv(out / "probs" / run_name / "zero_shot_text_prob.csv")
