@@ -102,13 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from emorec.baselines import BASELINE_PROB_FILES
-    from emorec.zero_shot import ZERO_SHOT_PROB_FILES
     from emorec.data.dataset import load_dataset
     from emorec.data.fingerprints import check_same_data, read_training_ids
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
     from emorec.report import (log_results_to_tensorboard, probability_table, summary_markdown, test_predictions,
                                write_confusion_png)
     from emorec.runs import RunRecord, write_run_config
+    from emorec.zero_shot import ZERO_SHOT_PROB_FILES
 
     # Data: the manifest and split as they are now, which every member must have used; their probabilities.
     ter = recorded["TER"].flags

@@ -106,7 +106,7 @@ class ZeroShotModel:
             parts.append(np.asarray(embed.predict_on_batch(token_ids), np.float32))
             if bar is not None:
                 bar.update(start + len(batch))
-        return unit(np.concatenate(parts)) if parts else np.zeros((0, 0), np.float32)
+        return unit(np.concatenate(parts))
 
     def class_embeddings(self, prompts: dict[str, list[str]]) -> np.ndarray:
         """One unit vector per class: the mean of its prompts' unit embeddings, made unit again."""
@@ -145,6 +145,7 @@ def load_zero_shot(preset: str) -> ZeroShotModel:
     except Exception as error:
         raise InputError(f"--zero-shot {preset!r}: its tokenizer could not be loaded ({type(error).__name__}: "
                          f"{error}); the preset needs its text preprocessor's files (or pass --zero-shot none)") from error
+    preprocessor.image_converter = None  # texts only here (SigLIP's would convert images=None): images are embedded apart
     head = next(layer for layer in backbone.layers if hasattr(layer, "logit_scale"))
     scale = float(np.exp(keras.ops.convert_to_numpy(head.logit_scale)))
     return ZeroShotModel(preset, backbone, preprocessor, scale)
@@ -161,9 +162,11 @@ def zero_shot_scores(model: ZeroShotModel, prompts: dict[str, list[str]], texts:
     """The three zero-label methods' probabilities (all rows x classes, NaN outside ``rows``, and for the image where
     its image could not be read): ``texts`` and ``image_embeddings`` (the model's image embeddings) are every row's;
     ``rows`` are the row numbers scored (the test rows)."""
-    classes = model.class_embeddings(prompts)
     shape = (len(texts), len(prompts))
     scores = {name: np.full(shape, np.nan) for name in ZERO_SHOT_NAMES}
+    if not len(rows):
+        return scores
+    classes = model.class_embeddings(prompts)
     log.info("zero labels: %s's text tower on %d texts and %d class prompts", model.preset, len(rows),
              sum(map(len, prompts.values())))
     scores["ZeroShot_text"][rows] = model.probabilities(model.text_embeddings([texts[i] for i in rows]), classes)
