@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.baselines import BASELINE_PROB_FILES
     from emorec.data.dataset import load_dataset
     from emorec.data.fingerprints import check_same_data, read_training_ids
+    from emorec.extraction import phase_features
     from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
     from emorec.report import (log_results_to_tensorboard, probability_table, summary_markdown, test_predictions,
                                write_confusion_png)
@@ -122,16 +123,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = splits == "val"
     if not val.any():
         raise InputError(f"{paths['TER']} has no validation rows: the weights are chosen on the val split")
+    # IER's stored image features (never computed here), for the baselines and the zero-label rows.
+    ier_features = phase_features(dataset, json.loads(phases["IER"].metrics_json.read_text()), recorded["IER"])
     # The zero-label baseline: a CLIP-style model's towers against the class prompts, on the test rows (before any
     # output is written: a bad prompts file or preset stops the run with nothing changed).
     zero_shot, zero_shot_record = zero_shot_rows(args.zero_shot, args.prompts or DEFAULT_PROMPTS, dataset,
-                                                 json.loads(phases["IER"].metrics_json.read_text()), recorded["IER"])
+                                                 ier_features, recorded["IER"])
     outputs.claim()  # the inputs are sound: from here on this process writes the run's fusion, and no other one
 
     # The simple baselines, on the run's own training rows, scored like the members.
     weighting = _class_weights(recorded)
     training_ids = read_training_ids(configs["TER"], recorded["TER"].run)  # None: the whole train split
-    baselines = _fit_baselines(dataset, training_ids, phases["IER"], recorded["IER"], rows, weighting, ter["seed"])
+    baselines = _fit_baselines(dataset, training_ids, ier_features, rows, weighting, ter["seed"])
     for name, baseline in baselines.items():
         write_csv_atomic(probability_table(rows, baseline.probabilities, class_names), outputs.prob_dir / BASELINE_PROB_FILES[name])
     for name, scores in zero_shot.items():
@@ -274,13 +277,13 @@ def _fuse(members: list[str], probabilities, labels, val, step: float, seed: int
     }
 
 
-def _fit_baselines(dataset, training_ids, ier, ier_config, rows, weighting: dict[str, str], seed: int) -> dict:
+def _fit_baselines(dataset, training_ids, cache, rows, weighting: dict[str, str], seed: int) -> dict:
     """The baselines (:mod:`emorec.baselines`) on this run's data: ``dataset`` (the manifest and split the
-    members used), the training rows TER recorded (``training_ids``, None for the whole train split), and the feature
-    cache of IER (``ier``, its :class:`PhaseOutputs`, and ``ier_config``, its ``.args.json`` as read); ``rows`` (the probability files' ids, splits and labels)
-    must match its rows. ``weighting`` is each baseline's class weighting (:func:`_class_weights`)."""
+    members used), the training rows TER recorded (``training_ids``, None for the whole train split), and IER's
+    stored features of its rows (``cache``, :func:`emorec.extraction.phase_features`'); ``rows`` (the probability
+    files' ids, splits and labels) must match its rows. ``weighting`` is each baseline's class weighting
+    (:func:`_class_weights`)."""
     from emorec.baselines import run_baselines
-    from emorec.extraction import phase_features
 
     frame = dataset.frame
     if (frame["id"].tolist() != rows["id"].tolist() or (frame["split"].to_numpy() != rows["split"].to_numpy()).any()
@@ -288,7 +291,6 @@ def _fit_baselines(dataset, training_ids, ier, ier_config, rows, weighting: dict
         raise InputError("the probability files hold other ids, splits or labels than the manifest and split their "
                          "phases recorded. Rerun TER.py, IER.py and Intermediate_fusion.py.")
     train = (frame["split"] == "train").to_numpy() if training_ids is None else frame["id"].isin(training_ids).to_numpy()
-    cache = phase_features(dataset, json.loads(ier.metrics_json.read_text()), ier_config)
     return run_baselines(frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy(), train,
                          len(dataset.class_names), cache.features, cache.ok, weighting, seed)
 

@@ -39,7 +39,8 @@ import numpy as np
 
 from emorec.errors import InputError
 from emorec.feature_store import backbone_name
-from emorec.presets import IMAGE_PRESET_FORMS, import_keras_hub, preset_location, require_local_preset
+from emorec.presets import (IMAGE_PRESET_FORMS, import_keras_hub, load_failure, preset_location,
+                            require_local_preset)
 
 log = logging.getLogger("emorec")
 
@@ -146,8 +147,7 @@ def load_image_encoder(preset: str, pooling: str = "embedding") -> ImageEncoder:
     try:
         backbone = hub.models.Backbone.from_preset(location, dtype=policy)
     except Exception as error:  # KerasHub raises many kinds (ValueError, FileNotFoundError, HTTP errors, ...)
-        raise InputError(f"image backbone {preset!r} could not be loaded ({type(error).__name__}: "
-                         f"{_first_line(error)}); {IMAGE_PRESET_FORMS}") from error
+        raise load_failure("image backbone", preset, error, IMAGE_PRESET_FORMS) from error
     vision = HubVisionModel(_vision_network(backbone, pooling, policy, preset), name=f"{backbone_name(preset)}_vision")
     image_size, scale, offset = _image_preprocessing(hub, preset, location, backbone)
     vision.trainable = False
@@ -250,8 +250,3 @@ def _per_channel(value, default: float) -> list[float]:
         return [default] * 3
     values = np.broadcast_to(np.asarray(value, np.float64).reshape(-1), (3,))
     return [float(v) for v in values]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else "no message"

@@ -100,9 +100,9 @@ def _hub_extractor(preset: str, image_size: int | None, pooling: str) -> tuple[k
     if image_size not in (None, encoder.image_size):
         raise InputError(f"--image-size {image_size}: {preset} takes images of {encoder.image_size} pixels; "
                          "leave --image-size out")
+    described = encoder.describe()
     log.info("image backbone %s: %s, %s weights, %d px, %d numbers per image (--pooling %s)", preset,
-             encoder.architecture, f"{encoder.describe()['weights']:,}", encoder.image_size,
-             encoder.describe()["dim"], pooling)
+             described["architecture"], f"{described['weights']:,}", described["image_size"], described["dim"], pooling)
     return build_hub_extractor(encoder), "hub-" + encoder.weights_sha256[:16]
 
 

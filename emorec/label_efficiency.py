@@ -138,7 +138,7 @@ def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
     """
     import pandas as pd
 
-    rows, predictions, splits = [], {}, {}
+    rows, predictions, splits, zero_label_setting = [], {}, {}, {}  # the last: per seed, the setting read at 0 labels
     for fraction, seed in settings:
         name = run_name(args.run_prefix, fraction, seed)
         folder = Path(args.results_dir) / name
@@ -153,7 +153,7 @@ def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
         for method in (m for m in METHODS if m in summary["methods"]):  # the fusions with baselines are optional
             test = summary["methods"][method]["test"]
             zero = method in ZERO_SHOT_NAMES
-            if zero and (0.0, seed) in predictions and predictions[0.0, seed] is not predictions[fraction, seed]:
+            if zero and zero_label_setting.setdefault(seed, name) != name:
                 continue  # read from this seed's first setting already
             if zero:
                 predictions[0.0, seed] = predictions[fraction, seed]

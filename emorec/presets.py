@@ -43,6 +43,14 @@ def require_local_preset(preset: str, what: str, forms: str = PRESET_FORMS) -> N
         raise InputError(f"{what} {preset!r}: no such folder; {forms}")
 
 
+def load_failure(what: str, preset: str, error: BaseException, forms: str = PRESET_FORMS) -> InputError:
+    """The one error for a preset KerasHub could not load (not found, no network, another architecture): ``what``
+    it was to be, the exception's kind and first line, and the ``forms`` a preset takes."""
+    text = str(error).strip()
+    first_line = text.splitlines()[0] if text else "no message"
+    return InputError(f"{what} {preset!r} could not be loaded ({type(error).__name__}: {first_line}); {forms}")
+
+
 def import_keras_hub():
     """``keras_hub``, or an :class:`InputError` saying how to install it."""
     try:

@@ -38,7 +38,7 @@ import numpy as np
 from keras import layers
 
 from emorec.errors import InputError
-from emorec.presets import PRESET_FORMS, import_keras_hub, preset_location, require_local_preset
+from emorec.presets import import_keras_hub, load_failure, preset_location, require_local_preset
 
 log = logging.getLogger("emorec")
 
@@ -170,8 +170,7 @@ def load_text_encoder(preset: str, seq_len: int) -> TextEncoder:
         backbone = hub.models.Backbone.from_preset(location, dtype=keras.config.dtype_policy().name)
         preprocessor = hub.models.TextClassifierPreprocessor.from_preset(location, sequence_length=seq_len)
     except Exception as error:  # KerasHub raises many kinds (ValueError, FileNotFoundError, HTTP errors, ...)
-        raise InputError(f"text encoder {preset!r} could not be loaded ({type(error).__name__}: "
-                         f"{_first_line(error)}); {PRESET_FORMS}") from error
+        raise load_failure("text encoder", preset, error) from error
     if not hasattr(backbone, "hidden_dim"):
         raise InputError(f"text encoder {preset!r}: {type(backbone).__name__} is not a text encoder with hidden "
                          "states; choose a BERT-class preset")
@@ -199,11 +198,6 @@ def open_text_store(folder: Path, encoder: TextEncoder):
 
     return FeatureStore.open(folder, {"kind": "text", **encoder.describe(), "pooling": "mean",
                                       "feature_shape": [encoder.dim]})
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else "no message"
 
 
 def token_inputs(encoder: TextEncoder) -> dict:

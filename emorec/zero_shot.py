@@ -125,7 +125,8 @@ def load_zero_shot(preset: str) -> ZeroShotModel:
     :class:`InputError` when it cannot be loaded or has no text tower."""
     import keras
 
-    from emorec.presets import IMAGE_PRESET_FORMS, import_keras_hub, preset_location, require_local_preset
+    from emorec.presets import (IMAGE_PRESET_FORMS, import_keras_hub, load_failure, preset_location,
+                                require_local_preset)
 
     hub = import_keras_hub()
     require_local_preset(preset, "--zero-shot", IMAGE_PRESET_FORMS)
@@ -133,9 +134,7 @@ def load_zero_shot(preset: str) -> ZeroShotModel:
     try:
         backbone = hub.models.Backbone.from_preset(location, dtype="float32")
     except Exception as error:
-        raise InputError(f"--zero-shot {preset!r} could not be loaded ({type(error).__name__}: "
-                         f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'}); "
-                         f"{IMAGE_PRESET_FORMS}") from error
+        raise load_failure("--zero-shot", preset, error, IMAGE_PRESET_FORMS) from error
     architecture = type(backbone).__name__
     if architecture not in TEXT_PREPROCESSORS:
         raise InputError(f"--zero-shot {preset!r}: {architecture} has no text tower beside its image tower; choose a "
@@ -177,16 +176,16 @@ def zero_shot_scores(model: ZeroShotModel, prompts: dict[str, list[str]], texts:
     return scores
 
 
-def zero_shot_rows(preset: str, prompts_file: str | Path, dataset, ier_metrics: dict,
+def zero_shot_rows(preset: str, prompts_file: str | Path, dataset, ier_features,
                    ier_config) -> tuple[dict[str, np.ndarray], dict | None]:
     """A run's zero-label rows: each method's probabilities (:func:`zero_shot_scores`) on ``dataset``'s test rows,
     and what scored them (preset, prompts, logit scale); nothing and None without a CLIP-style model.
 
     ``preset`` is ``Late_fusion.py --zero-shot``: a preset, ``none``, or ``auto`` (IER's ``--backbone`` when it is
-    CLIP-style); ``prompts_file`` the prompts' JSON. The image embeddings are IER's stored features
-    (``ier_metrics``, its ``.metrics.json``; ``ier_config``, its ``.args.json`` as a
-    :class:`~emorec.runs.RunConfig`) when IER ran the preset with ``--pooling embedding``, else computed into a store
-    of their own in IER's ``--cache-dir``. Raises :class:`InputError` for a prompts file without a class, or a
+    CLIP-style); ``prompts_file`` the prompts' JSON. The image embeddings are IER's stored features of
+    ``dataset``'s rows (``ier_features``, :func:`emorec.extraction.phase_features`'; ``ier_config``, IER's
+    ``.args.json`` as a :class:`~emorec.runs.RunConfig`) when IER ran the preset with ``--pooling embedding``, else
+    computed into a store of their own in IER's ``--cache-dir``. Raises :class:`InputError` for a prompts file without a class, or a
     preset that cannot be loaded or has no text tower.
     """
     from emorec.images import BACKBONES
@@ -201,10 +200,7 @@ def zero_shot_rows(preset: str, prompts_file: str | Path, dataset, ier_metrics: 
     frame = dataset.frame
     test = np.flatnonzero((frame["split"] == "test").to_numpy())
     if preset == backbone and ier_config.run.get("pooling") == "embedding":
-        from emorec.extraction import phase_features
-
-        stored = phase_features(dataset, ier_metrics, ier_config)
-        embeddings, ok = stored.features, stored.ok
+        embeddings, ok = ier_features.features, ier_features.ok
     else:
         stored = _image_embeddings(preset, frame.iloc[test], dataset.image_root, ier_config.flags)
         embeddings, ok = np.zeros((len(frame), *stored.features.shape[1:]), np.float32), np.zeros(len(frame), bool)
