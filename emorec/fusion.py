@@ -210,7 +210,7 @@ def score_methods(methods: Mapping[str, np.ndarray], labels: np.ndarray, splits:
     where it scored nothing), aligned with ``labels``, ``splits`` and
     ``tweets`` (each row's tweet). Returns ``{"methods": {method: {split:
     scores (:func:`emorec.report.method_scores`; val marked ``in_sample`` with
-    what val chose), "test" with ``accuracy_ci`` and ``macro_f1_ci``,
+    what val chose), "test" with ``accuracy_ci``, ``macro_f1_ci`` and ``weighted_f1_ci``,
     "test_same_rows", "test_per_tweet"}}, "evaluation": the test rows, tweets,
     same rows left out and the bootstrap's settings, "fusion_vs_single": the
     paired difference of the best fusion and the best single modality}`` (see
@@ -225,7 +225,7 @@ def score_methods(methods: Mapping[str, np.ndarray], labels: np.ndarray, splits:
         if "val" in scores[method]:
             scores[method]["val"]["in_sample"] = VALIDATION_USE[method]
         tested = evaluation["scores"][method]
-        scores[method]["test"] |= {key: tested["test"][key] for key in ("accuracy_ci", "macro_f1_ci")}
+        scores[method]["test"] |= {key: tested["test"][key] for key in ("accuracy_ci", "macro_f1_ci", "weighted_f1_ci")}
         scores[method] |= {way: tested[way] for way in ("test_same_rows", "test_per_tweet")}
     return {
         "methods": scores,

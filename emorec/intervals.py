@@ -7,9 +7,11 @@ images of one tweet are drawn together: they share a text and a label, so
 they are not independent). Differences between two methods are paired: both
 are scored on the same resamples, and the interval is that of the difference.
 
-Accuracy and macro-F1 are computed from (weighted) confusion matrices, which
-gives exactly scikit-learn's ``accuracy_score`` and ``f1_score(average="macro",
-labels=range(n_classes), zero_division=0)`` when every weight is 1.
+Accuracy, macro-F1 and weighted-F1 (the F1 of each class weighted by its true
+rows, what MVSA papers report) are computed from (weighted) confusion matrices,
+which gives exactly scikit-learn's ``accuracy_score`` and ``f1_score(average=
+"macro"`` or ``"weighted", labels=range(n_classes), zero_division=0)`` when
+every weight is 1.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from scipy import sparse
 RESAMPLES = 1000
 LEVEL = 0.95
 CHUNK = 100  # resamples drawn at once: CHUNK x test rows weights in memory
-METRICS = ("accuracy", "macro_f1")
+METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
 
 def confusion_scores(confusions: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy and macro-F1 of confusion matrices (..., classes, classes; rows true, columns predicted).
+    """Accuracy, macro-F1 and weighted-F1 of confusion matrices (..., classes, classes; rows true, columns predicted).
 
     A class that is neither true nor predicted anywhere has F1 0 (scikit-learn's
-    ``zero_division=0`` with every class listed). Returns ``{"accuracy", "macro_f1"}``, arrays of shape ``...``.
+    ``zero_division=0`` with every class listed). Returns ``{"accuracy", "macro_f1", "weighted_f1"}``, arrays of
+    shape ``...``.
     """
     confusions = np.asarray(confusions, dtype=np.float64)
     hits = np.diagonal(confusions, axis1=-2, axis2=-1)
@@ -38,7 +41,8 @@ def confusion_scores(confusions: np.ndarray) -> dict[str, np.ndarray]:
     true, predicted = confusions.sum(axis=-1), confusions.sum(axis=-2)
     denominator = true + predicted
     f1 = np.divide(2 * hits, denominator, out=np.zeros_like(hits), where=denominator > 0)
-    return {"accuracy": hits.sum(axis=-1) / np.maximum(total, 1e-300), "macro_f1": f1.mean(axis=-1)}
+    return {"accuracy": hits.sum(axis=-1) / np.maximum(total, 1e-300), "macro_f1": f1.mean(axis=-1),
+            "weighted_f1": (f1 * true).sum(axis=-1) / np.maximum(total, 1e-300)}
 
 
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
@@ -64,13 +68,13 @@ def bootstrap_scores(
     labels: np.ndarray, predictions: Mapping[str, np.ndarray], tweets: Sequence, n_classes: int,
     resamples: int = RESAMPLES, seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Each method's accuracy and macro-F1 on every bootstrap resample of the tweets.
+    """Each method's accuracy, macro-F1 and weighted-F1 on every bootstrap resample of the tweets.
 
     ``labels`` (rows,) are the true classes, ``predictions`` maps each method to
     its predicted classes (rows,), -1 where it scored no prediction (that row
     is left out of its scores); ``tweets`` (rows,) names each row's tweet.
-    Every method sees the same resamples. Returns ``{method: {"accuracy":
-    (resamples,), "macro_f1": (resamples,)}}``.
+    Every method sees the same resamples. Returns ``{method: {metric:
+    (resamples,)}}`` for each of :data:`METRICS`.
     """
     labels = np.asarray(labels)
     tweet_index, tweet_names = pd.factorize(pd.Series(np.asarray(tweets)))
@@ -99,7 +103,7 @@ def interval(values: np.ndarray, level: float = LEVEL) -> list[float]:
 
 
 def point_scores(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Accuracy and macro-F1 of the rows with a prediction (``predicted`` >= 0), from their confusion matrix."""
+    """Accuracy, macro-F1 and weighted-F1 of the rows with a prediction (``predicted`` >= 0), from their confusion matrix."""
     scored = predicted >= 0
     confusion = np.zeros((n_classes, n_classes))
     np.add.at(confusion, (labels[scored], predicted[scored]), 1)
@@ -129,7 +133,7 @@ def evaluate_test(
     ``test_per_tweet`` (those rows pooled per tweet, :func:`per_tweet`).
     Returns ``{"rows", "tweets", "same_rows", "left_out", "same_rows_tweets",
     "bootstrap": {...}, "scores": {method: {way: {"n", "accuracy",
-    "accuracy_ci", "macro_f1", "macro_f1_ci"}}}, "replicates": {way: {method:
+    "accuracy_ci", "macro_f1", "macro_f1_ci", "weighted_f1", "weighted_f1_ci"}}}, "replicates": {way: {method:
     {metric: (resamples,)}}}}``; the replicates are paired across methods.
     """
     labels, tweets = np.asarray(labels), np.asarray(tweets)
@@ -164,7 +168,7 @@ def paired_difference(evaluation: dict, first: Sequence[str], second: Sequence[s
     under ``way``, an :func:`evaluate_test` result's way of scoring), with paired bootstrap intervals.
 
     Returns ``{"better", "than", "way", metric: difference, f"{metric}_ci": [low, high],
-    f"{metric}_beyond_interval": whether the interval excludes 0}`` for accuracy and macro-F1.
+    f"{metric}_beyond_interval": whether the interval excludes 0}`` for each of :data:`METRICS`.
     """
     scores = evaluation["scores"]
 

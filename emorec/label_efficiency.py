@@ -159,7 +159,7 @@ def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
                 predictions[0.0, seed] = predictions[fraction, seed]
             rows.append({"fraction": 0.0 if zero else fraction, "seed": seed, "training_labels": 0 if zero else labels,
                          "validation_labels": 0 if zero else summary["labels_used"]["validation"], "method": method,
-                         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"]})
+                         **{metric: test[metric] for metric in ("accuracy", "macro_f1", "weighted_f1")}})
     if len(set(splits.values())) > 1:
         raise InputError("the sweep's settings used different manifests or splits, so their test rows differ:\n"
                          + "\n".join(f"  {name}: split sha256 {sha[:12]}" for name, sha in splits.items())
@@ -169,7 +169,7 @@ def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
 
 
 def seed_intervals(table, predictions: dict, class_names: list[str]) -> "pd.DataFrame":
-    """Per fraction and method: the mean over seeds of test accuracy and macro-F1 with 95 % intervals
+    """Per fraction and method: the mean over seeds of test accuracy, macro-F1 and weighted-F1 with 95 % intervals
     (:func:`emorec.intervals.seeds_and_tweets_interval`: seeds and test tweets redrawn together), and the
     training and validation labels. ``predictions`` are :func:`collect`'s, naming ``class_names``."""
     import pandas as pd
@@ -185,7 +185,7 @@ def seed_intervals(table, predictions: dict, class_names: list[str]) -> "pd.Data
         bounds = seeds_and_tweets_interval(labels, predicted, tested[0]["tweet"], len(class_names))
         stats.append({"fraction": fraction, "method": method, "labels": rows["training_labels"].mean(),
                       "validation_labels": rows["validation_labels"].iloc[0], "seeds": len(rows),
-                      **{metric: rows[metric].mean() for metric in ("accuracy", "macro_f1")},
+                      **{metric: rows[metric].mean() for metric in bounds},
                       **{f"{metric}_low": bounds[metric][0] for metric in bounds},
                       **{f"{metric}_high": bounds[metric][1] for metric in bounds}})
     return pd.DataFrame(stats)

@@ -136,7 +136,7 @@ def summary_markdown(report: dict, names: dict, dataset: str, split_sizes: dict,
     """The results report as Markdown, from :func:`emorec.fusion.score_methods`' ``report``.
 
     Two tables of test scores with their bootstrap intervals: each method on
-    every test row it scored (with weighted-F1), then every method on the
+    every test row it scored (accuracy, macro-F1 and weighted-F1), then every method on the
     same rows and per tweet; then the paired difference of the best fusion
     and the best single modality, and the ``notes``. ``names`` maps each method to its name in the tables.
     """
@@ -155,7 +155,7 @@ def summary_markdown(report: dict, names: dict, dataset: str, split_sizes: dict,
     for method, scores in methods.items():
         test = scores["test"]
         lines.append(f"| {names[method]} | {test['n']:,} | {_with_interval(test, 'accuracy')} | "
-                     f"{_with_interval(test, 'macro_f1')} | {test['weighted_f1']:.3f} |")
+                     f"{_with_interval(test, 'macro_f1')} | {_with_interval(test, 'weighted_f1')} |")
     lines += [
         "", f"**The same rows for every method, and per tweet.** The {evaluation['same_rows']:,} test rows that every "
         f"method scored ({evaluation['left_out']:,} left out, which some method could not score), and the same rows "

@@ -57,7 +57,7 @@ def test_atomic_write_gives_the_usual_permissions(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
 
 
-@pytest.mark.parametrize("module", ["emorec.demo", "emorec.bt4sa"])
+@pytest.mark.parametrize("module", ["emorec.demo", "emorec.bt4sa", "emorec.mvsa"])
 def test_module_help_runs(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
     assert "usage: python -m " + module in result.stdout
@@ -96,7 +96,8 @@ def test_flags_out_of_range_are_refused_by_the_parser(script, argv, message, cap
 
 
 @pytest.mark.parametrize("command", [["TER.py"], ["IER.py"], ["Intermediate_fusion.py"], ["Late_fusion.py"],
-                                     ["predict.py"], ["sweep.py"], ["-m", "emorec.demo"], ["-m", "emorec.bt4sa"]])
+                                     ["predict.py"], ["sweep.py"], ["-m", "emorec.demo"], ["-m", "emorec.bt4sa"],
+                                     ["-m", "emorec.mvsa"]])
 def test_help_never_prints_a_default_of_none(command):
     result = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, check=True)
     assert "(default: None)" not in result.stdout and "(default:" in result.stdout

@@ -15,7 +15,8 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\((?!https?://)([^)#\s]*)(?:#([^)\s]+))?\)")
 COMMANDS = {"TER.py": "python TER.py", "IER.py": "python IER.py", "Intermediate_fusion.py": "python Intermediate_fusion.py",
             "Late_fusion.py": "python Late_fusion.py", "predict.py": "python predict.py", "sweep.py": "python sweep.py",
-            "emorec.demo": "python -m emorec.demo", "emorec.bt4sa": "python -m emorec.bt4sa"}
+            "emorec.demo": "python -m emorec.demo", "emorec.bt4sa": "python -m emorec.bt4sa",
+            "emorec.mvsa": "python -m emorec.mvsa"}
 
 
 def anchors(page: Path) -> set[str]:

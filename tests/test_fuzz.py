@@ -1,5 +1,5 @@
-"""Property-based tests: the manifest reader, the B-T4SA converter and predict.py's CSV reader, fed random and
-adversarial files, either read them or raise InputError naming the file; never another exception (issue 15).
+"""Property-based tests: the manifest reader, the B-T4SA and MVSA converters and predict.py's CSV reader, fed random
+and adversarial files, either read them or raise InputError naming the file; never another exception (issue 15).
 
 Hypothesis runs each property on EXAMPLES generated files, derandomized: CI runs the same cases every time."""
 
@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 
 import predict
 import TER
-from emorec import bt4sa
+from emorec import bt4sa, mvsa
 from emorec.cli import run
 from emorec.data.manifest import read_manifest
 from emorec.errors import InputError
+from emorec.legacy_text import decode_text
 
 from conftest import write_image
 
@@ -158,6 +159,67 @@ def test_the_bt4sa_converter_converts_or_names_the_file(folder, files):
     else:
         assert out.exists() and set(manifest["split"]) <= {"train", "val", "test"}
         out.unlink()
+
+
+MVSA_LABELS = st.sampled_from(["positive", "neutral", "negative", "Positive "])
+MVSA_LINES = st.one_of(
+    st.tuples(st.integers(1, 9), st.lists(st.tuples(MVSA_LABELS, MVSA_LABELS), min_size=1, max_size=3)).map(
+        lambda line: f"{line[0]}\t" + "\t".join(f"{text},{image}" for text, image in line[1])),
+    st.text(max_size=30),
+)
+# 30 tweets that convert, so that a drawn folder can: the split needs a few of each class.
+MVSA_BASE = {100 + n: ("negative", "neutral", "positive")[n % 3] for n in range(30)}
+
+
+@st.composite
+def mvsa_folders(draw) -> tuple[bytes, dict[int, bytes], set[int]]:
+    """labelResultAll.txt's bytes (a header, 30 good lines and drawn ones, or random bytes), the text files' bytes
+    by id (the 30's, and drawn ones: any bytes, or any text in UTF-8 or a legacy encoding) and the ids with an
+    image."""
+    texts = {tweet: f"tweet {chr(65 + n)} is {label}".encode() for n, (tweet, label) in enumerate(MVSA_BASE.items())}
+    if draw(st.integers(0, 4)):
+        lines = [f"{tweet}\t{label},{label}" for tweet, label in MVSA_BASE.items()]
+        extra = draw(st.lists(MVSA_LINES, max_size=6))
+        labels = "\r\n".join(["ID\ttext,image", *draw(st.permutations(lines + extra))]).encode()
+    else:
+        labels = draw(st.binary(max_size=200))
+    raw = st.one_of(st.binary(max_size=40), st.tuples(st.text(max_size=20), st.sampled_from(
+        ["utf-8", "utf-8-sig", "gbk", "cp1252", "utf-16"])).map(lambda t: t[0].encode(t[1], errors="replace")))
+    texts |= draw(st.dictionaries(st.integers(1, 9), raw, max_size=9))
+    return labels, texts, set(MVSA_BASE) | draw(st.sets(st.integers(1, 9)))
+
+
+@settings(FUZZ, max_examples=40)
+@given(files=mvsa_folders())
+def test_the_mvsa_converter_converts_or_names_the_folder(folder, files):
+    labels, texts, images = files
+    root = folder / "MVSA cöpy"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "data").mkdir(parents=True)
+    (root / "labelResultAll.txt").write_bytes(labels)
+    for tweet, raw in texts.items():
+        (root / "data" / f"{tweet}.txt").write_bytes(raw)
+    for tweet in images:
+        shutil.copy(folder / IMAGES[0], root / "data" / f"{tweet}.jpg")
+    out = folder / "converted" / "mvsa.csv"
+    manifest = assert_reads_or_names_the_file(lambda: mvsa.convert(root, out)[0], root)
+    if manifest is None:
+        assert not out.exists()
+    else:
+        assert out.exists() and manifest["text"].str.strip().ne("").all() and manifest["split"].nunique() == 3
+        out.unlink()
+
+
+@FUZZ
+@given(raw=st.one_of(st.binary(max_size=60), st.text(max_size=30).map(str.encode)))
+def test_any_bytes_decode_and_utf8_decodes_as_itself(raw):
+    text, encoding = decode_text(raw)
+    if encoding == "utf-8":
+        assert text == raw.decode("utf-8-sig")
+    elif encoding == "undecodable":
+        assert "\ufffd" in text
+    else:
+        assert text == raw.decode(encoding)
 
 
 def test_line_numbers_count_the_lines_of_a_text_that_spans_several(tmp_path):

@@ -58,6 +58,11 @@ def test_point_scores_are_scikit_learns():
     scores = point_scores(labels, predicted, 3)
     assert scores["accuracy"] == pytest.approx(accuracy_score(labels, predicted))
     assert scores["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro"))
+    assert scores["weighted_f1"] == pytest.approx(f1_score(labels, predicted, average="weighted"))
+    # A class never true but predicted: scikit-learn weighs it by its support, 0, as the confusion matrix does.
+    skewed = np.where(labels == 2, 0, labels)
+    assert point_scores(skewed, predicted, 3)["weighted_f1"] == pytest.approx(
+        f1_score(skewed, predicted, average="weighted", labels=range(3), zero_division=0))
 
 
 def test_intervals_contain_the_estimate_shrink_with_more_tweets_and_repeat_with_the_seed():
@@ -66,7 +71,7 @@ def test_intervals_contain_the_estimate_shrink_with_more_tweets_and_repeat_with_
         labels, predicted, tweets = synthetic(n_tweets)
         replicates = bootstrap_scores(labels, {"m": predicted}, tweets, 3, resamples=1000, seed=0)["m"]
         point = point_scores(labels, predicted, 3)
-        for metric in ("accuracy", "macro_f1"):
+        for metric in ("accuracy", "macro_f1", "weighted_f1"):
             low, high = interval(replicates[metric])
             assert low < point[metric] < high, (n_tweets, metric)
         widths.append(np.subtract(*interval(replicates["accuracy"])[::-1]))

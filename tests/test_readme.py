@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WEIGHTS = "keras_home/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # What each marked block is: the names this module runs. A new marked block needs a test here.
-TESTED = {"phases", "demo-phases", "load", "predict", "explain", "tensorboard", "serve", "demo", "sweep", "bt4sa",
+TESTED = {"phases", "demo-phases", "load", "predict", "explain", "tensorboard", "serve", "demo", "sweep", "bt4sa", "mvsa",
           "text-encoder", "image-encoder"}
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # every page whose blocks are run
 # Flags appended to a command to keep it small, by script or module.
@@ -351,6 +351,17 @@ def test_the_bt4sa_block_converts_the_official_format(clone):
     manifest = pd.read_csv(clone / "data_files/bt4sa.csv", dtype=str)
     assert len(manifest) == sum(images for _, _, images, _ in TWEETS.values())
     assert (clone / "data_files/bt4sa.classes.txt").read_text().split() == ["negative", "neutral", "positive"]
+
+
+def test_the_mvsa_block_converts_the_distributed_layout(clone):
+    """docs/data.md's command, as a user runs it, on MVSA-Single's layout with every case the converter handles."""
+    from test_mvsa import SINGLE_LOG, check_single_conversion, single
+
+    root = single(clone / "data_mvsa/MVSA_Single")
+    (result,) = run_block("mvsa", clone)
+    for line in SINGLE_LOG:
+        assert line in result.stderr
+    check_single_conversion(clone / "data_files/mvsa_single.csv", root)
 
 
 def test_the_image_encoder_block_with_a_folder_in_the_hugging_face_layout(trained):

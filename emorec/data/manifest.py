@@ -50,11 +50,14 @@ class Manifest:
 
 
 def manifest_fix(path: str | os.PathLike) -> str:
-    """The commands that give a phase the manifest ``path``: place real data there, convert B-T4SA, or make the demo."""
+    """The commands that give a phase the manifest ``path``: place real data there, convert B-T4SA or MVSA, or make
+    the demo."""
     return (
         f"Place the IIT-R TIER manifest (header label,text,image) at {path}, or point --manifest at your CSV; "
         "convert B-T4SA with `python -m emorec.bt4sa --root data_t4sa --out data_files/bt4sa.csv` and pass "
-        "--manifest data_files/bt4sa.csv; or make the demo data set with `python -m emorec.demo` (or `make data`), "
+        "--manifest data_files/bt4sa.csv; convert MVSA with `python -m emorec.mvsa --root <MVSA folder> --out "
+        "data_files/mvsa_single.csv` and pass --manifest data_files/mvsa_single.csv --image-root <MVSA folder>; "
+        "or make the demo data set with `python -m emorec.demo` (or `make data`), "
         f"which writes {DEMO_FOLDER}/, and pass --manifest {DEMO_FOLDER}/image_labels.csv --image-root {DEMO_FOLDER}."
     )
 
