@@ -41,10 +41,11 @@ from emorec.errors import InputError
 from emorec.feature_store import backbone_name
 from emorec.presets import (IMAGE_PRESET_FORMS, import_keras_hub, load_failure, preset_location,
                             require_local_preset)
+from emorec.timm_checkpoints import load_timm_backbone, timm_config, timm_preprocessing
 
 log = logging.getLogger("emorec")
 
-HUB_POOLINGS = ("embedding", "avg", "max")
+HUB_POOLINGS = ("embedding", "avg", "max", "flatten")
 HF_PREPROCESSOR = "preprocessor_config.json"  # a Hugging Face image processor's settings
 
 
@@ -113,10 +114,7 @@ class ImageEncoder:
     scale: list[float]
     offset: list[float]
     weights_sha256: str
-
-    @property
-    def architecture(self) -> str:
-        return type(self.backbone).__name__
+    architecture: str  # KerasHub's backbone class, or a timm checkpoint's architecture
 
     @property
     def name(self) -> str:
@@ -138,22 +136,30 @@ def load_image_encoder(preset: str, pooling: str = "embedding") -> ImageEncoder:
     Raises :class:`InputError` naming the preset when KerasHub is missing, the folder is missing, the preset cannot
     be loaded or has no image preprocessing, or it is not an image model."""
     if pooling not in HUB_POOLINGS:
-        raise InputError(f"--pooling {pooling}: a KerasHub image backbone gives one vector per image; choose one "
-                         f"of {', '.join(HUB_POOLINGS)} (flatten keeps a CNN's whole feature map)")
+        raise InputError(f"--pooling {pooling}: a KerasHub image backbone gives one vector per image by one of "
+                         f"{', '.join(HUB_POOLINGS)} (flatten: a convolutional backbone's whole feature map)")
     hub = import_keras_hub()
     require_local_preset(preset, "--backbone", IMAGE_PRESET_FORMS)
     location = preset_location(preset)
     policy = keras.config.dtype_policy().name
+    timm = timm_config(location)
     try:
-        backbone = hub.models.Backbone.from_preset(location, dtype=policy)
+        backbone = (load_timm_backbone(location, timm, preset, policy) if timm else
+                    hub.models.Backbone.from_preset(location, dtype=policy))
+    except InputError:
+        raise
     except Exception as error:  # KerasHub raises many kinds (ValueError, FileNotFoundError, HTTP errors, ...)
         raise load_failure("image backbone", preset, error, IMAGE_PRESET_FORMS) from error
-    vision = HubVisionModel(_vision_network(backbone, pooling, policy, preset), name=f"{backbone_name(preset)}_vision")
-    image_size, scale, offset = _image_preprocessing(hub, preset, location, backbone)
+    tower = _image_tower(backbone, policy, preset)
+    image_size, scale, offset = _image_preprocessing(hub, preset, location, timm)
+    vision = HubVisionModel(_vision_network(backbone, tower, pooling, image_size),
+                            name=f"{backbone_name(preset)}_vision")
     vision.trainable = False
     from emorec.training.fit import weights_fingerprint
 
-    return ImageEncoder(preset, backbone, vision, pooling, image_size, scale, offset, weights_fingerprint(vision))
+    architecture = timm["architecture"] if timm else type(backbone).__name__
+    return ImageEncoder(preset, backbone, vision, pooling, image_size, scale, offset, weights_fingerprint(vision),
+                        architecture)
 
 
 def build_hub_extractor(encoder: ImageEncoder) -> keras.Model:
@@ -165,9 +171,9 @@ def build_hub_extractor(encoder: ImageEncoder) -> keras.Model:
     return keras.Model(pixels, encoder.vision(scaled, training=False), name=f"{encoder.name}_extractor")
 
 
-def _vision_network(backbone: keras.Model, pooling: str, policy: str, preset: str) -> keras.Model:
-    """Scaled images in, one vector per image out, built of ``backbone``'s layers (in ``policy``)."""
-    architecture = type(backbone).__name__
+def _image_tower(backbone: keras.Model, policy: str, preset: str) -> keras.Model:
+    """The part of ``backbone`` that takes images (CLIP's and SigLIP's vision tower, else the backbone), in
+    ``policy``; an :class:`InputError` where it takes none."""
     encoder = getattr(backbone, "vision_encoder", None)
     if encoder is not None and encoder.dtype_policy.name != policy:
         # CLIP's and SigLIP's presets name their towers' dtype apart from the backbone's, which from_preset's
@@ -176,15 +182,29 @@ def _vision_network(backbone: keras.Model, pooling: str, policy: str, preset: st
         rebuilt.set_weights(encoder.get_weights())
         encoder = rebuilt
     source = encoder if encoder is not None else backbone
-    named = isinstance(source.input, dict)  # CLIP's and SigLIP's towers take {"images": ...}
-    image_input = source.input.get("images") if named else source.input
+    image_input = source.input.get("images") if isinstance(source.input, dict) else source.input
     if image_input is None or isinstance(image_input, (list, tuple)) or len(image_input.shape) != 4:
-        raise InputError(f"--backbone {preset!r}: {architecture} is not an image backbone; choose an image preset "
-                         "(CLIP, SigLIP, ViT, DINOv2, ...)")
-    images = keras.Input(shape=tuple(image_input.shape[1:]), name="images")
+        raise InputError(f"--backbone {preset!r}: {type(backbone).__name__} is not an image backbone; choose an "
+                         "image preset (CLIP, SigLIP, ViT, DINOv2, a CNN such as ResNet or EfficientNet, ...)")
+    return source
+
+
+def _vision_network(backbone: keras.Model, source: keras.Model, pooling: str, image_size: int) -> keras.Model:
+    """Scaled images (``image_size`` square, where the backbone takes any) in, one vector per image out, built of
+    ``backbone``'s image tower ``source`` (:func:`_image_tower`)."""
+    architecture = type(backbone).__name__
+    named = isinstance(source.input, dict)  # CLIP's and SigLIP's towers take {"images": ...}
+    image_input = source.input["images"] if named else source.input
+    height, width, channels = image_input.shape[1:]
+    images = keras.Input(shape=(height or image_size, width or image_size, channels), name="images")
     output = source({"images": images} if named else images)
     if architecture == "CLIPBackbone" and pooling == "embedding":
         features = backbone.vision_projection(backbone.vision_pooler(output))
+    elif pooling == "flatten":
+        if len(output.shape) != 4:
+            raise InputError(f"--pooling flatten: {architecture} gives tokens, not a convolutional feature map; use "
+                             f"--pooling {', '.join(p for p in HUB_POOLINGS if p != 'flatten')}")
+        features = keras.layers.Flatten(name="image_flatten")(output)
     elif len(output.shape) == 2:
         if pooling != "embedding":
             raise InputError(f"--pooling {pooling}: {architecture}'s image tower gives a pooled vector only; use "
@@ -197,15 +217,19 @@ def _vision_network(backbone: keras.Model, pooling: str, policy: str, preset: st
     return keras.Model(images, features, name="vision_network")
 
 
-def _image_preprocessing(hub, preset: str, location: str, backbone) -> tuple[int, list[float], list[float]]:
-    """(image size, scale, offset per channel) from the preset's image converter, else its Hugging Face
-    ``preprocessor_config.json``; an :class:`InputError` when it has neither (no silent guess at the
-    normalisation a network was trained with)."""
-    try:
-        converter = hub.layers.ImageConverter.from_preset(location)
-    except Exception:  # an architecture without a converter class, or a preset without its file
-        converter = None
-    if converter is not None and converter.image_size is not None:
+def _image_preprocessing(hub, preset: str, location: str, timm: dict | None) -> tuple[int, list[float], list[float]]:
+    """(image size, scale, offset per channel) from a timm checkpoint's ``pretrained_cfg``, else the preset's image
+    converter, else its Hugging Face ``preprocessor_config.json``; an :class:`InputError` when it has none (no
+    silent guess at the normalisation a network was trained with)."""
+    converter = None
+    if timm is None:
+        try:
+            converter = hub.layers.ImageConverter.from_preset(location)
+        except Exception:  # an architecture without a converter class, or a preset without its file
+            converter = None
+    if timm is not None:
+        height, width, scale, offset = timm_preprocessing(timm, preset)
+    elif converter is not None and converter.image_size is not None:
         height, width = converter.image_size
         scale, offset = converter.scale, converter.offset
     else:

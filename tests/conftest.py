@@ -352,3 +352,46 @@ def image_presets(tmp_path_factory):
     root = tmp_path_factory.mktemp("image_presets")
     return {"vit": write_vit_preset(root / "tiny_vit"), "clip": write_clip_preset(root / "tiny_clip"),
             "vit_hf": write_hugging_face_vit(root / "tiny_vit_hf")}
+
+
+def write_timm_checkpoint(folder: Path, architecture: str = "tf_efficientnet_lite0", image_size: int = 64) -> Path:
+    """A random timm EfficientNet checkpoint as timm and the Hugging Face hub give one (issue 42): ``config.json``
+    (``architecture``, ``pretrained_cfg`` with the input size, mean and std) and ``model.safetensors`` with timm's
+    parameter names, in PyTorch's layouts. The names and layouts are those KerasHub's converter reads: a random
+    KerasHub network of the architecture is read out through the converter, each tensor drawn in the PyTorch shape
+    whose conversion gives the Keras weight's."""
+    import json
+    from itertools import permutations
+
+    from keras_hub.src.utils.timm import convert_efficientnet
+    from safetensors.numpy import save_file
+
+    base = {"architecture": architecture.removeprefix("tf_")}
+    backbone = convert_efficientnet.backbone_cls(**convert_efficientnet.convert_backbone_config(base))
+    rng, tensors = np.random.default_rng(0), {}
+
+    class Recorder:
+        def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
+            shape = tuple(keras_variable.shape)
+            for candidate in dict.fromkeys(permutations(shape)):
+                try:
+                    converted = hook_fn(np.zeros(candidate), None) if hook_fn else np.zeros(candidate)
+                except (AssertionError, ValueError):
+                    continue
+                if converted.shape == shape:
+                    break
+            if hf_weight_key.endswith("running_var"):
+                value = rng.uniform(0.5, 1.5, candidate)
+            else:
+                value = rng.normal(0.0, 0.3, candidate)
+            tensors[hf_weight_key] = value.astype(np.float32)
+
+    convert_efficientnet.convert_weights(backbone, Recorder(), base)
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "architecture": architecture, "num_classes": 1000, "num_features": 1280,
+        "pretrained_cfg": {"input_size": [3, image_size, image_size], "interpolation": "bicubic",
+                           "mean": TINY_NORMALISATION["mean"], "std": TINY_NORMALISATION["std"],
+                           "num_classes": 1000, "classifier": "classifier"}}))
+    return folder

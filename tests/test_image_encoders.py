@@ -131,7 +131,7 @@ def test_a_preset_that_cannot_be_used_is_one_clear_error(image_presets, small_de
         (["--backbone", f"{tmp_path}/empty"], "could not be loaded"),
         (["--backbone", str(bert)], "BertBackbone is not an image backbone"),
         (["--backbone", str(image_presets["vit"]), "--image-size", "64"], "takes images of 32 pixels"),
-        (["--backbone", str(image_presets["vit"]), "--pooling", "flatten"], "one vector per image"),
+        (["--backbone", str(image_presets["vit"]), "--pooling", "flatten"], "gives tokens, not a convolutional"),
     ):
         assert run(IER.main, [*data, *flags]) == 2, flags
         error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
