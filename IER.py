@@ -43,7 +43,8 @@ def parse_args(argv: Sequence[str] | None = None):
         "--backbone", default="vgg16", metavar="NAME_OR_PRESET",
         help="the frozen backbone: a keras.applications CNN (vgg16, the paper's; resnet50; efficientnetb0), or a "
         "KerasHub image preset with its own weights and preprocessing (clip_vit_base_patch16, "
-        "vit_base_patch16_224_imagenet, dinov2_base, an hf:// or kaggle:// handle, or a local folder; "
+        "vit_base_patch16_224_imagenet, dinov2_base, resnet_50_imagenet, an hf:// or kaggle:// handle, or a local "
+        "folder, timm's checkpoints among them; "
         f"pip install -r {HUB_REQUIREMENTS}; docs/image_encoders.md)",
     )
     image.add_argument(
@@ -64,7 +65,8 @@ def parse_args(argv: Sequence[str] | None = None):
         help="a CNN's last feature map: kept whole and flattened (the default, the paper's; VGG16 at 224 px: 25,088 "
         "numbers per image) or pooled over space by average or maximum (512): a 49x smaller store and head. A "
         "preset: its own image embedding (the default: CLIP's projected class token, SigLIP's pooled output, the "
-        "class token of ViT and DINOv2), or the average or maximum over its patch tokens",
+        "class token of ViT and DINOv2, a CNN's spatial average), or the average or maximum over its patch tokens "
+        "or over space; a CNN preset's whole last feature map by flatten",
     )
     image.add_argument(
         "--precision", choices=PRECISIONS, default="auto",

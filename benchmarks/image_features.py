@@ -25,6 +25,13 @@ real one, the features are not.
 
     .venv/bin/python benchmarks/image_features.py --backbones vgg16 clip vit siglip dinov2 [--images 32]
         [--precisions float32 bfloat16 float16]
+
+The CNN families KerasHub converts go in that table the same way (``resnet50``, ``efficientnet_b0``,
+``densenet121``: their architectures at their real sizes, random weights), and so does any local preset folder
+named by its path, real weights included: a timm checkpoint folder such as the TF-ported EfficientNet-Lite0.
+
+    .venv/bin/python benchmarks/image_features.py --backbones vgg16 resnet50 efficientnet_b0 densenet121 \
+        /path/to/tf_efficientnet_lite0
 """
 
 from __future__ import annotations
@@ -107,8 +114,21 @@ def write_real_size_preset(name: str, folder: Path) -> str:
     elif name == "dinov2":
         backbone = hub.DINOV2Backbone(patch_size=14, intermediate_dim=3072, image_shape=(224, 224, 3), **BASE)
         converter = keras_hub.layers.DINOV2ImageConverter
+    elif name == "resnet50":
+        backbone = hub.ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[7],
+                                      stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[3, 4, 6, 3],
+                                      stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block")
+        converter = keras_hub.layers.ResNetImageConverter
+    elif name == "efficientnet_b0":
+        from keras_hub.src.utils.timm import convert_efficientnet
+
+        backbone = hub.EfficientNetBackbone(**convert_efficientnet.convert_backbone_config({"architecture": name}))
+        converter = keras_hub.layers.EfficientNetImageConverter
+    elif name == "densenet121":
+        backbone, converter = hub.DenseNetBackbone(stackwise_num_repeats=[6, 12, 24, 16]), keras_hub.layers.DenseNetImageConverter
     else:
-        raise SystemExit(f"unknown backbone {name}: vgg16, clip, siglip, vit or dinov2")
+        raise SystemExit(f"unknown backbone {name}: vgg16, clip, siglip, vit, dinov2, resnet50, efficientnet_b0, "
+                         "densenet121, or a preset folder's path")
     backbone.save_to_preset(path)
     converter(image_size=(224, 224), **imagenet).save_to_preset(path)
     return path
@@ -122,7 +142,10 @@ def backbone_table(names: list[str], count: int, precisions: list[str]) -> dict:
     batches, table = max(1, count // 16), {}
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
-            preset = name if name == "vgg16" else write_real_size_preset(name, Path(folder))
+            if name == "vgg16" or Path(name).is_dir():
+                preset = name
+            else:
+                preset = write_real_size_preset(name, Path(folder))
             weights, pooling = ("none", "avg") if name == "vgg16" else ("preset", "embedding")
             rows = {}
             for precision in precisions:
@@ -148,7 +171,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="N: images per timing, and the smaller RSS run")
     parser.add_argument("--image-size", type=int, default=224, help="backbone input size")
     parser.add_argument("--backbones", nargs="+", default=None,
-                        help="only the table per backbone (vgg16, clip, siglip, vit, dinov2) and precision")
+                        help="only the table per backbone (vgg16, clip, siglip, vit, dinov2, resnet50, efficientnet_b0, "
+                        "densenet121, or a preset folder) and precision")
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
                         help="with --backbones: the precisions timed (float32 first)")
     args = parser.parse_args()

@@ -171,6 +171,19 @@ def build_hub_extractor(encoder: ImageEncoder) -> keras.Model:
     return keras.Model(pixels, encoder.vision(scaled, training=False), name=f"{encoder.name}_extractor")
 
 
+def convolutional_maps(vision: HubVisionModel) -> tuple[str, keras.Model] | None:
+    """For Grad-CAM on a convolutional backbone: (what the maps are, a model from scaled images to [its last feature
+    map, the pooled features]); None where the vision network is not a CNN's feature map and one pooling layer (a
+    ViT, CLIP's tower)."""
+    network = vision.network
+    inner = [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if len(inner) != 2 or not isinstance(inner[0], keras.Model) or len(inner[0].output.shape) != 4:
+        return None
+    images = keras.Input(shape=network.input.shape[1:], name="images")
+    maps = inner[0](images)
+    return f"{inner[0].name}'s last feature map", keras.Model(images, [maps, inner[1](maps)])
+
+
 def _image_tower(backbone: keras.Model, policy: str, preset: str) -> keras.Model:
     """The part of ``backbone`` that takes images (CLIP's and SigLIP's vision tower, else the backbone), in
     ``policy``; an :class:`InputError` where it takes none."""

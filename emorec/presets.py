@@ -19,10 +19,11 @@ PRESET_FORMS = (
 
 
 IMAGE_PRESET_FORMS = (
-    "an image preset is a KerasHub name (e.g. clip_vit_base_patch16, downloaded once into KerasHub's cache), a Hugging "
-    "Face handle of an architecture KerasHub converts (hf://google/vit-base-patch16-224), a Kaggle handle "
-    "(kaggle://...), or a local folder: KerasHub's layout (save_to_preset) or Hugging Face's (config.json, "
-    "model.safetensors and preprocessor_config.json); without network, a local folder"
+    "an image preset is a KerasHub name (e.g. clip_vit_base_patch16 or resnet_50_imagenet, downloaded once into "
+    "KerasHub's cache), a Hugging Face handle of an architecture KerasHub converts (hf://google/vit-base-patch16-224, "
+    "hf://timm/resnet50.a1_in1k), a Kaggle handle (kaggle://...), or a local folder: KerasHub's layout "
+    "(save_to_preset), Hugging Face's (config.json, model.safetensors and preprocessor_config.json) or timm's "
+    "(config.json with pretrained_cfg, model.safetensors); without network, a local folder"
 )
 
 

@@ -75,16 +75,23 @@ def lite0_features(weights: dict, pixels: np.ndarray, tensorflow_padding: bool, 
     return tf.reduce_mean(tf.nn.relu6(norm(conv(x, "conv_head"), "bn2")), axis=(1, 2)).numpy()
 
 
-def test_a_keras_hub_cnn_preset_gives_one_vector_per_image_by_each_pooling(tmp_path):
-    """A ResNet in KerasHub's layout with its image converter: its size and normalisation, the spatial average
-    (``embedding`` and ``avg``), the maximum, and the paper's ``flatten`` (the whole last feature map)."""
+@pytest.fixture(scope="module")
+def resnet_preset(tmp_path_factory) -> str:
+    """A tiny random ResNet saved as KerasHub saves a preset, with its image converter (32 px, pixels / 255)."""
     import keras_hub
 
-    folder = str(tmp_path / "tiny_resnet")
+    folder = str(tmp_path_factory.mktemp("cnn") / "tiny_resnet")
     keras_hub.models.ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 8],
                                     stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2],
                                     block_type="basic_block").save_to_preset(folder)
     keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=1 / 255).save_to_preset(folder)
+    return folder
+
+
+def test_a_keras_hub_cnn_preset_gives_one_vector_per_image_by_each_pooling(resnet_preset):
+    """A ResNet in KerasHub's layout: its size and normalisation, the spatial average (``embedding`` and ``avg``),
+    the maximum, and the paper's ``flatten`` (the whole last feature map)."""
+    folder = resnet_preset
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3))
     features = {}
     for pooling in ("embedding", "avg", "max", "flatten"):
@@ -96,6 +103,24 @@ def test_a_keras_hub_cnn_preset_gives_one_vector_per_image_by_each_pooling(tmp_p
     np.testing.assert_allclose(features["avg"], maps.mean(axis=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(features["max"], maps.max(axis=1), rtol=1e-6)
     np.testing.assert_array_equal(features["embedding"], features["avg"])
+
+
+def test_grad_cam_reaches_a_keras_hub_cnns_last_feature_map(resnet_preset):
+    """The heat map of a KerasHub CNN is Grad-CAM's, as for VGG16: on its last feature map, whose pooling gives the
+    features the head reads, with a gradient that is not zero."""
+    from emorec.explain.explainer import _ImageModel
+    from emorec.models import build_ier_head
+
+    extractor = build_hub_extractor(load_image_encoder(resnet_preset, "avg"))
+    image_model = _ImageModel(extractor, build_ier_head((8,), 3))
+    assert not image_model.occlusion and image_model.layer_name.endswith("'s last feature map")
+    pixels = tf.constant(np.random.default_rng(1).uniform(0, 255, (1, 32, 32, 3)), tf.float32)
+    with tf.GradientTape() as tape:
+        maps, features = image_model.features(pixels, tape)
+        first_logit = image_model.logits(features)[:, 0]
+    assert maps.shape[1:] == (4, 4, 8)  # 32 px through the stem (stride 4) and the second stage (2)
+    np.testing.assert_allclose(features, extractor(pixels), rtol=1e-5, atol=1e-6)
+    assert np.abs(tape.gradient(first_logit, maps)).max() > 0
 
 
 def test_a_tf_ported_checkpoint_computes_what_tensorflow_padding_and_epsilon_give(checkpoints):

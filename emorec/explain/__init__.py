@@ -15,8 +15,9 @@ For one tweet (a text and an image) and a run's models (:class:`emorec.predictor
   the word were not in the tweet). Positive: the word speaks for the predicted class;
 - **heat maps**: for IER and for the fusion model, *Grad-CAM* (:data:`HEAT_METHOD`) on the backbone's last
   convolution: the feature maps weighted by the mean gradient of the predicted class's logit (before the
-  softmax), summed over channels, negative values cut to zero and scaled so the hottest cell is 1. A KerasHub
-  backbone (a ViT, CLIP's or SigLIP's vision tower) gets *occlusion* instead
+  softmax), summed over channels, negative values cut to zero and scaled so the hottest cell is 1 (a KerasHub
+  CNN: on its last feature map). A KerasHub transformer (a ViT, CLIP's or SigLIP's vision tower) gets *occlusion*
+  instead
   (:data:`OCCLUSION_METHOD`): the drop in the predicted class's probability when each of 7x7 cells of the image
   is blanked, cut at zero and scaled alike; the explanation says which ran.
 

@@ -17,7 +17,7 @@ WORD_METHOD = ("occlusion: importance = the predicted class's probability with t
 HEAT_METHOD = ("Grad-CAM: the last convolution's feature maps weighted by the mean gradient of the predicted "
                "class's logit, summed, cut at zero and scaled to a peak of 1")
 OCCLUSION_CELLS = 7  # the image cut into 7x7 cells: VGG16's last feature map at 224 px, a ViT-B/32's patch grid
-OCCLUSION_METHOD = (f"occlusion (a KerasHub backbone, such as a ViT): the predicted class's probability with the "
+OCCLUSION_METHOD = (f"occlusion (a KerasHub transformer, such as a ViT): the predicted class's probability with the "
                     f"whole image minus with one of {OCCLUSION_CELLS}x{OCCLUSION_CELLS} cells blanked to the blank "
                     "image's colour, cut at zero and scaled to a peak of 1")
 BLANK_RGB = (123.68, 116.779, 103.939)  # ImageNet's mean pixel: what an image without content is, to the backbone
@@ -199,21 +199,24 @@ def occlusion_masks(image_size: int, cells: int) -> np.ndarray:
 
 class _ImageModel:
     """A frozen extractor (preprocess layer, then a backbone model) and the network on its features, taken apart
-    for Grad-CAM: the backbone's last convolution's maps, and the network's logits (before the softmax). A KerasHub
-    backbone (:class:`emorec.image_encoders.HubVisionModel`: a ViT has no convolution to speak of, and any a KerasHub
-    model has sit inside its own layers, out of Grad-CAM's reach here) is explained by occlusion (``occlusion``)."""
+    for Grad-CAM: the backbone's last convolution's maps (a KerasHub CNN's: its last feature map), and the network's
+    logits (before the softmax). A KerasHub backbone without a feature map (:class:`emorec.image_encoders.
+    HubVisionModel`: a ViT, CLIP's tower) is explained by occlusion (``occlusion``)."""
 
     def __init__(self, extractor, network):
         import keras
 
         backbone = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
-        from emorec.image_encoders import HubVisionModel
+        from emorec.image_encoders import HubVisionModel, convolutional_maps
 
         convolutions = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
-        self.extractor, self.occlusion = extractor, isinstance(backbone, HubVisionModel) or not convolutions
-        self.preprocess = extractor.get_layer("preprocess")
+        hub_maps = convolutional_maps(backbone) if isinstance(backbone, HubVisionModel) else None
+        self.extractor, self.preprocess = extractor, extractor.get_layer("preprocess")
+        self.occlusion = hub_maps is None if isinstance(backbone, HubVisionModel) else not convolutions
         if self.occlusion:
             self.layer_name = f"{OCCLUSION_CELLS}x{OCCLUSION_CELLS} image cells (occlusion)"
+        elif hub_maps is not None:  # a KerasHub CNN: its last feature map, the convolutions inside its own layers
+            self.layer_name, self.maps_and_features = hub_maps
         else:
             self.layer_name = convolutions[-1].name
             self.maps_and_features = keras.Model(backbone.inputs, [convolutions[-1].output, backbone.output])
