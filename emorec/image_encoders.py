@@ -124,7 +124,7 @@ class ImageEncoder:
     def describe(self) -> dict:
         """The encoder as a run and a store record it."""
         return {"preset": self.preset, "architecture": self.architecture, "pooling": self.pooling,
-                "image_size": self.image_size, "dim": int(self.vision.network.output_shape[-1]),
+                "image_size": self.image_size, "dim": int(np.prod(self.vision.network.output_shape[1:])),
                 "weights": int(self.vision.count_params()), "weights_sha256": self.weights_sha256}
 
 
@@ -173,15 +173,16 @@ def build_hub_extractor(encoder: ImageEncoder) -> keras.Model:
 
 def convolutional_maps(vision: HubVisionModel) -> tuple[str, keras.Model] | None:
     """For Grad-CAM on a convolutional backbone: (what the maps are, a model from scaled images to [its last feature
-    map, the pooled features]); None where the vision network is not a CNN's feature map and one pooling layer (a
-    ViT, CLIP's tower)."""
+    map, the features]); None where the vision network is not a CNN's feature map, pooled by one layer or kept
+    whole (a ViT, CLIP's tower)."""
     network = vision.network
     inner = [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if len(inner) != 2 or not isinstance(inner[0], keras.Model) or len(inner[0].output.shape) != 4:
+    if len(inner) not in (1, 2) or not isinstance(inner[0], keras.Model) or len(inner[0].output.shape) != 4:
         return None
     images = keras.Input(shape=network.input.shape[1:], name="images")
     maps = inner[0](images)
-    return f"{inner[0].name}'s last feature map", keras.Model(images, [maps, inner[1](maps)])
+    features = inner[1](maps) if len(inner) == 2 else maps  # pooled, or the whole map (--pooling flatten)
+    return f"{inner[0].name}'s last feature map", keras.Model(images, [maps, features])
 
 
 def _image_tower(backbone: keras.Model, policy: str, preset: str) -> keras.Model:
@@ -217,7 +218,7 @@ def _vision_network(backbone: keras.Model, source: keras.Model, pooling: str, im
         if len(output.shape) != 4:
             raise InputError(f"--pooling flatten: {architecture} gives tokens, not a convolutional feature map; use "
                              f"--pooling {', '.join(p for p in HUB_POOLINGS if p != 'flatten')}")
-        features = keras.layers.Flatten(name="image_flatten")(output)
+        features = output  # the whole map, as a keras.applications CNN's: IER's head flattens it
     elif len(output.shape) == 2:
         if pooling != "embedding":
             raise InputError(f"--pooling {pooling}: {architecture}'s image tower gives a pooled vector only; use "

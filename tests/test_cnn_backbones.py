@@ -21,7 +21,7 @@ from conftest import TINY_NORMALISATION, write_timm_checkpoint
 from emorec.data.manifest import read_manifest
 from emorec.demo import MANIFEST_NAME
 from emorec.image_encoders import build_hub_extractor, load_image_encoder
-from test_image_encoders import REPO, ier_argv
+from test_image_encoders import REPO, ier
 
 STRIDES = (1, 2, 2, 2, 1, 2, 1)  # EfficientNet-Lite0's first block of each stage
 
@@ -98,7 +98,8 @@ def test_a_keras_hub_cnn_preset_gives_one_vector_per_image_by_each_pooling(resne
         encoder = load_image_encoder(folder, pooling)
         assert (encoder.architecture, encoder.image_size) == ("ResNetBackbone", 32)
         features[pooling] = np.asarray(build_hub_extractor(encoder)(pixels))
-    maps = features["flatten"].reshape(2, -1, 8)  # the last stage's 8 channels at each position, row by row
+    assert features["flatten"].shape == (2, 4, 4, 8)  # the whole last map, as keras.applications' (IER flattens)
+    maps = features["flatten"].reshape(2, -1, 8)
     assert maps.shape[1] > 1 and features["avg"].shape == features["max"].shape == (2, 8)
     np.testing.assert_allclose(features["avg"], maps.mean(axis=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(features["max"], maps.max(axis=1), rtol=1e-6)
@@ -142,16 +143,13 @@ def test_a_tf_ported_checkpoint_computes_what_tensorflow_padding_and_epsilon_giv
 
 
 def test_ier_on_a_tf_ported_checkpoint_saves_a_model_that_loads_with_the_same_numbers(checkpoints, small_demo,
-                                                                                        tmp_path, capsys):
-    """IER with the folder as --backbone; then, in a fresh process, IER.keras loaded after `import emorec.models`
-    gives the probabilities IER wrote for the same images (theirs from the float16 store, these from the pixels:
-    within float16's rounding of the features)."""
-    import IER
-    from emorec.cli import run
-
-    assert run(IER.main, ier_argv(small_demo, tmp_path, "--backbone", str(checkpoints["tf"]), "--pooling", "avg")) == 0
-    assert ("tf_efficientnet_lite0, 3,413,024 weights, 64 px, 1280 numbers per image (--pooling avg)"
-            in capsys.readouterr().err)
+                                                                                        tmp_path):
+    """IER.py as a user runs it, with the folder as --backbone; then, in another fresh process, IER.keras loaded
+    after `import emorec.models` gives the probabilities IER wrote for the same images (theirs from the float16
+    store, these from the pixels: within float16's rounding of the features)."""
+    result = ier(small_demo, tmp_path, "--backbone", str(checkpoints["tf"]), "--pooling", "avg")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tf_efficientnet_lite0, 3,413,024 weights, 64 px, 1280 numbers per image (--pooling avg)" in result.stderr
     folder = next((tmp_path / "features").iterdir())
     assert folder.name.startswith("tf_efficientnet_lite0_64px_avg_float32_")
     probabilities = pd.read_csv(tmp_path / "probs" / "img_prob.csv", dtype={"id": str}).head(4)
