@@ -28,7 +28,7 @@ $PY benchmarks/image_features.py --images "$IMAGES" --image-size 224 2>/dev/null
 
 echo "== 2b. extraction images/s per KerasHub backbone and precision (real sizes, random weights, 224 px)"
 if $PY -c "import keras_hub" 2>/dev/null; then
-    $PY benchmarks/image_features.py --backbones vgg16 clip vit siglip dinov2 --images "$IMAGES" \
+    $PY benchmarks/image_features.py --backbones vgg16 clip vit siglip dinov2 resnet50 efficientnet_b0 densenet121 --images "$IMAGES" \
         --precisions float32 bfloat16 float16 2>/dev/null
 else
     echo "KerasHub is not installed here (pip install -r Requirements-hub.txt): skipped"

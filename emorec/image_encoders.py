@@ -2,16 +2,16 @@
 
 A preset is what ``keras_hub.models.Backbone.from_preset`` takes (see
 :data:`emorec.presets.IMAGE_PRESET_FORMS`): a KerasHub name such as
-``clip_vit_base_patch16``, ``siglip_base_patch16_224``, ``vit_base_patch16_224_imagenet`` or ``dinov2_base``,
-an ``hf://`` or ``kaggle://`` handle, or a local folder in KerasHub's layout
-(``save_to_preset``) or Hugging Face's (``config.json``, ``model.safetensors``
+``clip_vit_base_patch16``, ``siglip_base_patch16_224``, ``vit_base_patch16_224_imagenet``, ``dinov2_base``
+or a CNN's (``resnet_50_imagenet``), an ``hf://`` or ``kaggle://`` handle, or a local folder in KerasHub's layout
+(``save_to_preset``), Hugging Face's (``config.json``, ``model.safetensors``
 and ``preprocessor_config.json``, for the architectures KerasHub converts:
-ViT, DINOv2).
+ViT, DINOv2) or timm's (:mod:`emorec.timm_checkpoints`).
 
 The preset's own image preprocessing goes with it: its image size, and the
 scale and offset of its image converter (``image_converter.json``; for a
 Hugging Face folder, the mean, standard deviation and rescale factor of its
-``preprocessor_config.json``). Images are resized to that size without a
+``preprocessor_config.json``; for a timm checkpoint, its ``pretrained_cfg``). Images are resized to that size without a
 crop, as for the CNNs, then scaled in float32.
 
 Each image becomes one vector (``--pooling``):
@@ -21,7 +21,8 @@ Each image becomes one vector (``--pooling``):
   the space the model compares with its text tower); for ViT and DINOv2 the
   class token; for a convolutional backbone the average over space;
 - ``avg`` / ``max``: the average or maximum over the patch tokens (the class
-  token left out) or over space.
+  token left out) or over space;
+- ``flatten`` (a CNN's): the whole last feature map, which IER's head flattens.
 
 The frozen network is :class:`HubVisionModel`, so that a saved ``IER.keras``
 loads after ``import emorec.models`` alone (which registers it; it imports
