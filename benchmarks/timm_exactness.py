@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -95,7 +94,6 @@ def main() -> None:
                                                              "architecture": config["architecture"][3:]}))
             results["as_the_pytorch_architecture"] = compare(logits_of(str(renamed), inputs.astype(np.float32)),
                                                              references)
-            shutil.rmtree(renamed)
     if args.store:
         results["store"] = store_against_network(args.checkpoint, args.store, args.image_root, args.count)
     print(json.dumps({"checkpoint": config["architecture"], **results}, indent=2))

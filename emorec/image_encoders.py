@@ -144,13 +144,13 @@ def load_image_encoder(preset: str, pooling: str = "embedding") -> ImageEncoder:
     location = preset_location(preset)
     policy = keras.config.dtype_policy().name
     timm = timm_config(location)
-    try:
-        backbone = (load_timm_backbone(location, timm, preset, policy) if timm else
-                    hub.models.Backbone.from_preset(location, dtype=policy))
-    except InputError:
-        raise
-    except Exception as error:  # KerasHub raises many kinds (ValueError, FileNotFoundError, HTTP errors, ...)
-        raise load_failure("image backbone", preset, error, IMAGE_PRESET_FORMS) from error
+    if timm:
+        backbone = load_timm_backbone(location, timm, preset, policy)
+    else:
+        try:
+            backbone = hub.models.Backbone.from_preset(location, dtype=policy)
+        except Exception as error:  # KerasHub raises many kinds (ValueError, FileNotFoundError, HTTP errors, ...)
+            raise load_failure("image backbone", preset, error, IMAGE_PRESET_FORMS) from error
     tower = _image_tower(backbone, policy, preset)
     image_size, scale, offset = _image_preprocessing(hub, preset, location, timm)
     vision = HubVisionModel(_vision_network(backbone, tower, pooling, image_size),
@@ -236,15 +236,9 @@ def _image_preprocessing(hub, preset: str, location: str, timm: dict | None) -> 
     """(image size, scale, offset per channel) from a timm checkpoint's ``pretrained_cfg``, else the preset's image
     converter, else its Hugging Face ``preprocessor_config.json``; an :class:`InputError` when it has none (no
     silent guess at the normalisation a network was trained with)."""
-    converter = None
-    if timm is None:
-        try:
-            converter = hub.layers.ImageConverter.from_preset(location)
-        except Exception:  # an architecture without a converter class, or a preset without its file
-            converter = None
     if timm is not None:
         height, width, scale, offset = timm_preprocessing(timm, preset)
-    elif converter is not None and converter.image_size is not None:
+    elif (converter := _image_converter(hub, location)) is not None and converter.image_size is not None:
         height, width = converter.image_size
         scale, offset = converter.scale, converter.offset
     else:
@@ -257,6 +251,15 @@ def _image_preprocessing(hub, preset: str, location: str, timm: dict | None) -> 
     if height != width:
         raise InputError(f"--backbone {preset!r}: images of {height}x{width} pixels; IER feeds square images")
     return int(height), _per_channel(scale, 1.0), _per_channel(offset, 0.0)
+
+
+def _image_converter(hub, location: str):
+    """The preset's KerasHub image converter, or None (an architecture without a converter class, or a preset
+    without its file)."""
+    try:
+        return hub.layers.ImageConverter.from_preset(location)
+    except Exception:
+        return None
 
 
 def _hugging_face_preprocessing(location: str):

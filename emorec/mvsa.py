@@ -33,7 +33,7 @@ from emorec.cli import ArgumentParser, HelpFormatter, run, setup_logging
 from emorec.data.given_splits import read_split_file
 from emorec.data.manifest import SPLITS, class_names_path
 from emorec.data.splits import draw_split
-from emorec.errors import InputError, list_some
+from emorec.errors import InputError
 from emorec.fileio import write_csv_atomic, write_json_atomic, write_text_atomic
 from emorec.legacy_text import DEFAULT_LEGACY_ENCODINGS, decode_text
 from emorec.mvsa_labels import CLASS_NAMES, apply_protocol, read_label_file

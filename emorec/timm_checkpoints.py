@@ -20,10 +20,12 @@ The image preprocessing is the checkpoint's ``pretrained_cfg``: ``input_size``
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 
 from emorec.errors import InputError
+from emorec.presets import load_failure
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -41,7 +43,7 @@ def timm_config(location: str) -> dict | None:
     try:
         from keras_hub.src.utils.preset_utils import get_file
 
-        config = json.loads(open(get_file(location, CONFIG), encoding="utf-8").read())
+        config = json.loads(Path(get_file(location, CONFIG)).read_text(encoding="utf-8"))
     except Exception:  # no config.json (a KerasHub name is resolved later, by from_preset), or not JSON
         return None
     return config if isinstance(config, dict) and isinstance(config.get("architecture"), str) else None
@@ -68,9 +70,7 @@ def load_timm_backbone(location: str, config: dict, preset: str, policy: str) ->
         loader = TimmPresetLoader(location, {**config, "architecture": base})
         backbone = loader.load_backbone(loader.check_backbone_class(), load_weights=True, dtype=policy)
     except Exception as error:  # KerasHub's ValueError for a variant, KeyError or shape errors for other weights
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"--backbone {preset!r}: timm's {architecture} could not be converted "
-                         f"({type(error).__name__}: {text}); {supported}.") from error
+        raise load_failure(f"timm's {architecture} as the image backbone", preset, error, supported) from error
     return tensorflow_same_padding(backbone, architecture) if ported else backbone
 
 

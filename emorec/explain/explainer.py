@@ -210,9 +210,10 @@ class _ImageModel:
         from emorec.image_encoders import HubVisionModel, convolutional_maps
 
         convolutions = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
-        hub_maps = convolutional_maps(backbone) if isinstance(backbone, HubVisionModel) else None
+        hub = isinstance(backbone, HubVisionModel)
+        hub_maps = convolutional_maps(backbone) if hub else None
         self.extractor, self.preprocess = extractor, extractor.get_layer("preprocess")
-        self.occlusion = hub_maps is None if isinstance(backbone, HubVisionModel) else not convolutions
+        self.occlusion = hub_maps is None if hub else not convolutions
         if self.occlusion:
             self.layer_name = f"{OCCLUSION_CELLS}x{OCCLUSION_CELLS} image cells (occlusion)"
         elif hub_maps is not None:  # a KerasHub CNN: its last feature map, the convolutions inside its own layers
