@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from emorec.baselines import BASELINE_NAMES
 from emorec.errors import InputError
-from emorec.fusion import MEMBERS, METHOD_NAMES, METHODS
+from emorec.fusion import FUSIONS, FUSIONS_WITH_BASELINES, MEMBERS, METHOD_NAMES, METHODS
 from emorec.zero_shot import ZERO_SHOT_NAMES
 
 if TYPE_CHECKING:
@@ -191,6 +191,49 @@ def seed_intervals(table, predictions: dict, class_names: list[str]) -> "pd.Data
     return pd.DataFrame(stats)
 
 
+def fusion_gains(table, predictions: dict, class_names: list[str]) -> "pd.DataFrame":
+    """Per fraction and fusion: its mean test score over seeds minus the better single modality's (TER or IER,
+    the higher mean test macro-F1, which favours the modality), with a paired interval over seeds and tweets
+    (:func:`emorec.intervals.seeds_and_tweets_difference`), for macro-F1 and accuracy."""
+    import pandas as pd
+
+    from emorec.intervals import seeds_and_tweets_difference
+
+    index = {name: i for i, name in enumerate(class_names)} | {"": -1}
+    fusions = ("Intermediate_fusion", *FUSIONS, *FUSIONS_WITH_BASELINES)
+    gains = []
+    for fraction, rows in table[table["fraction"] > 0].groupby("fraction"):
+        seeds = sorted(set(rows["seed"]))
+        tested = [predictions[fraction, seed] for seed in seeds]
+        labels, tweets = tested[0]["label"].map(index).to_numpy(), tested[0]["tweet"]
+        means = rows.groupby("method")["macro_f1"].mean()
+        modality = max(("TER", "IER"), key=lambda method: means.get(method, -1.0))
+        for fusion in (method for method in fusions if method in means):
+            difference = seeds_and_tweets_difference(labels, [t[fusion].map(index).to_numpy() for t in tested],
+                                                     [t[modality].map(index).to_numpy() for t in tested], tweets,
+                                                     len(class_names))
+            gains.append({"fraction": fraction, "fusion": fusion, "modality": modality, "seeds": len(seeds),
+                          **{key: difference[key] for key in ("macro_f1", "macro_f1_ci", "accuracy", "accuracy_ci")}})
+    return pd.DataFrame(gains)
+
+
+def gains_block(gains) -> str:
+    """The Markdown table of :func:`fusion_gains`: one row per fraction, one column per fusion."""
+    fusions = list(dict.fromkeys(gains["fusion"]))
+    lines = ["**Fusion minus the better single modality** (mean over seeds of the difference, test macro-F1 / "
+             "accuracy [paired 95 % interval, seeds and test tweets resampled together]; the better modality is the "
+             "one with the higher mean test macro-F1, a choice that favours it)", "",
+             "| fraction | better modality | " + " | ".join(LABELS[f] for f in fusions) + " |",
+             "|---:|---|" + "---|" * len(fusions)]
+    for fraction, rows in gains.groupby("fraction"):
+        cells = {row.fusion: " / ".join(f"{getattr(row, m):+.3f} [{getattr(row, m + '_ci')[0]:+.3f}, "
+                                        f"{getattr(row, m + '_ci')[1]:+.3f}]" for m in ("macro_f1", "accuracy"))
+                 for row in rows.itertuples()}
+        lines.append(f"| {fraction:g} | {LABELS[rows['modality'].iloc[0]]} | "
+                     + " | ".join(cells.get(f, "") for f in fusions) + " |")
+    return "\n".join(lines)
+
+
 def write_label_efficiency(table, predictions: dict, class_names: list[str], results: Path) -> None:
     """Write the table (:func:`collect`'s, with its ``predictions`` and ``class_names``) as CSV, its mean over
     seeds with 95 % intervals per fraction and method as Markdown, and the curve with the same intervals as a PNG."""
@@ -216,6 +259,7 @@ def write_label_efficiency(table, predictions: dict, class_names: list[str], res
             block.append(f"| {fraction:g} | {rows['labels'].iloc[0]:,.0f} | {rows['validation_labels'].iloc[0]:,} | "
                          f"{rows['seeds'].iloc[0]} | " + " | ".join(cells.get(method, "") for method in methods) + " |")
         blocks.append("\n".join(block))
+    blocks.append(gains_block(fusion_gains(table, predictions, class_names)))
     write_text_atomic(results / "label_efficiency.md", "\n\n".join(blocks) + "\n")
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)

@@ -68,6 +68,17 @@ def test_the_sweep_writes_one_row_per_setting_and_method(small_sweep):
     for cell in cells[4:]:  # "mean [low, high]": one seed, so the interval is the test tweets' bootstrap
         mean, low, high = map(float, cell.replace("[", "").replace("]", "").replace(",", "").split())
         assert low <= mean <= high and high - low > 0.01, cell
+    # The fusions against the better modality: one seed, so each difference is the two methods' test scores'.
+    means = table[table["fraction"] == 0.25].set_index("method")["macro_f1"]
+    modality = "TER" if means["TER"] >= means["IER"] else "IER"
+    gains = markdown.split("**Fusion minus the better single modality**")[1]
+    gain_row = next(line for line in gains.splitlines() if line.startswith("| 0.25 |"))
+    cells = [cell.strip() for cell in gain_row.strip("|").split("|")]
+    assert cells[1] == label_efficiency.LABELS[modality]
+    late = cells[2:][["Intermediate_fusion", "Average", "Late_fusion", "Stacker"].index("Late_fusion")]
+    assert float(late.split()[0]) == pytest.approx(means["Late_fusion"] - means[modality], abs=5e-4)
+    low, high = (float(v) for v in late.split("/")[0].split("[")[1].rstrip("] ").split(","))
+    assert low <= float(late.split()[0]) <= high and high - low > 0.005
     assert (out / "results" / "label_efficiency.png").stat().st_size > 10_000
     # The whole-split setting ran first; its GloVe cache served the subsample without a second parse.
     assert len(list(out.glob(f"{GLOVE_NAME}.*.cache.npz"))) == 1
