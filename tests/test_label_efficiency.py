@@ -60,6 +60,11 @@ def test_the_sweep_writes_one_row_per_setting_and_method(small_sweep):
     assert row["accuracy"] == summary["methods"]["Late_fusion"]["test"]["accuracy"]
     markdown = (out / "results" / "label_efficiency.md").read_text()
     assert "Test accuracy" in markdown and "Test macro-F1" in markdown and "| 0.25 |" in markdown
+    weighted = markdown.split("**Test weighted-F1**")[1].split("**")[0]
+    header, *rows = (line.split("|") for line in weighted.splitlines() if line.startswith("| "))
+    fraction_row = next(cells for cells in rows if cells[1].strip() == "0.25")
+    late_cell = fraction_row[[cell.strip() for cell in header].index(label_efficiency.LABELS["Late_fusion"])]
+    assert float(late_cell.split()[0]) == pytest.approx(row["weighted_f1"], abs=5e-4)
     assert "redraws both the seeds and the test tweets" in markdown and "+ val labels" in markdown
     assert (table["validation_labels"] == summary["split_sizes"]["val"]).all()
     row_of_table = next(line for line in markdown.splitlines() if line.startswith("| 0.25 |"))
