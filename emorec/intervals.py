@@ -163,9 +163,12 @@ def evaluate_test(
     }
 
 
-def paired_difference(evaluation: dict, first: Sequence[str], second: Sequence[str], way: str = "test_same_rows") -> dict:
-    """The difference between the best method of ``first`` and the best of ``second`` (each by its macro-F1
-    under ``way``, an :func:`evaluate_test` result's way of scoring), with paired bootstrap intervals.
+def paired_difference(evaluation: dict, first: Sequence[str], second: Sequence[str], chosen_by: Mapping[str, float],
+                      way: str = "test_same_rows") -> dict:
+    """The difference between the best method of ``first`` and the best of ``second``, each the highest by
+    ``chosen_by`` (a score per method from outside the test rows, such as its validation macro-F1, so that
+    the test set chooses nothing), scored under ``way`` (an :func:`evaluate_test` result's way of scoring),
+    with paired bootstrap intervals.
 
     Returns ``{"better", "than", "way", metric: difference, f"{metric}_ci": [low, high],
     f"{metric}_beyond_interval": whether the interval excludes 0}`` for each of :data:`METRICS`.
@@ -173,8 +176,7 @@ def paired_difference(evaluation: dict, first: Sequence[str], second: Sequence[s
     scores = evaluation["scores"]
 
     def best(methods):
-        present = [m for m in methods if m in scores]
-        return max(present, key=lambda m: scores[m][way]["macro_f1"])
+        return max((m for m in methods if m in scores and m in chosen_by), key=lambda m: chosen_by[m])
 
     better, than = best(first), best(second)
     result = {"better": better, "than": than, "way": way}

@@ -174,8 +174,9 @@ def summary_markdown(report: dict, names: dict, dataset: str, split_sizes: dict,
         return "its interval excludes 0" if difference[f"{metric}_beyond_interval"] else "its interval includes 0"
 
     lines += [
-        "", f"**Best fusion against the best single modality** (each the best by macro-F1 on the same rows, chosen on "
-        f"test; paired bootstrap): {names[difference['better']]} minus {names[difference['than']]}: accuracy "
+        "", f"**Best fusion against the best single modality** (each the best by validation macro-F1, so the test "
+        f"rows choose nothing, though val is in-sample for the fusions it fitted; scored on the same test rows, paired "
+        f"bootstrap): {names[difference['better']]} minus {names[difference['than']]}: accuracy "
         f"{_with_interval(difference, 'accuracy', signed=True)}, {verdict('accuracy')}; macro-F1 "
         f"{_with_interval(difference, 'macro_f1', signed=True)}, {verdict('macro_f1')}.", "",
         "Validation scores (in summary.json) are in-sample: val chose each method's best epoch, the fusion weights, "

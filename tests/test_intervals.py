@@ -101,8 +101,12 @@ def test_paired_difference_of_the_best_fusion_and_the_best_single_modality():
     methods = {"text": np.eye(3)[predicted], "image": np.eye(3)[rng.integers(0, 3, len(labels))],
                "fusion": np.eye(3)[better]}
     result = evaluate_test(methods, labels, tweets, 3, seed=0)
-    difference = paired_difference(result, ["fusion"], ["text", "image"])
+    difference = paired_difference(result, ["fusion"], ["text", "image"], chosen_by={"fusion": 0.5, "text": 0.4,
+                                                                                     "image": 0.3})
     assert (difference["better"], difference["than"]) == ("fusion", "text")
+    # The choice is chosen_by's (validation's), whatever the test rows say: image against fusion, though text scores higher.
+    chosen = paired_difference(result, ["fusion"], ["text", "image"], chosen_by={"fusion": 0.5, "text": 0.3, "image": 0.4})
+    assert chosen["than"] == "image" and chosen["accuracy"] > difference["accuracy"]
     scores = result["scores"]
     assert difference["accuracy"] == pytest.approx(
         scores["fusion"]["test_same_rows"]["accuracy"] - scores["text"]["test_same_rows"]["accuracy"])

@@ -18,7 +18,7 @@ import Late_fusion
 import predict
 from emorec.cli import run
 from emorec.demo import MANIFEST_NAME
-from emorec.fusion import METHOD_NAMES, METHODS
+from emorec.fusion import FUSION_METHODS, METHOD_NAMES, METHODS, SINGLE_MODALITY
 from emorec.zero_shot import ZERO_SHOT_NAMES
 from emorec.runs import read_run_config
 
@@ -348,6 +348,9 @@ def test_summary_scores_the_same_rows_and_tweets_with_intervals(pipeline, small_
     assert difference["better"] in ("Intermediate_fusion", "Baseline_both", "Average", "Late_fusion", "Stacker",
                                     "Late_fusion_with_baselines", "Stacker_with_baselines")
     assert difference["than"] in ("TER", "IER", "Baseline_text", "Baseline_image")
+    for chosen, group in ((difference["better"], FUSION_METHODS), (difference["than"], SINGLE_MODALITY)):
+        val = {m: summary["methods"][m]["val"]["macro_f1"] for m in group if m in summary["methods"]}
+        assert chosen == max(val, key=val.get)  # chosen on validation, never on test
     assert summary["labels_used"] == {"training": summary["split_sizes"]["train"], "validation": summary["split_sizes"]["val"]}
     markdown = (pipeline / "results" / RUN / "summary.md").read_text()
     assert "same rows: macro-F1" in markdown and "Best fusion against the best single modality" in markdown
