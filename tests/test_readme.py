@@ -41,7 +41,7 @@ BIN = Path(sys.executable).parent
 WEIGHTS = "keras_home/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # What each marked block is: the names this module runs. A new marked block needs a test here.
 TESTED = {"phases", "demo-phases", "load", "predict", "explain", "tensorboard", "serve", "demo", "sweep", "bt4sa", "mvsa",
-          "text-encoder", "image-encoder"}
+          "text-encoder", "image-encoder", "real-data", "real-data-defaults"}
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # every page whose blocks are run
 # Flags appended to a command to keep it small, by script or module.
 SMALL = {
