@@ -7,7 +7,6 @@ phase scripts), and writes ``results/label_efficiency.csv``, ``.md`` and ``.png`
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import shlex
@@ -112,8 +111,7 @@ def run_setting(args, name: str, fraction: float, seed: int, phases: Mapping[str
             log.info("%s: %s already done, skipped", name, phase)
             continue
         _call(phases, phase, [*data, *training, *outputs, *extra[phase]])
-        keras.backend.clear_session()
-        gc.collect()
+        keras.backend.clear_session()  # which collects the garbage too (free_memory=True)
     zero_shot = [*(["--zero-shot", args.zero_shot] if getattr(args, "zero_shot", None) else []),
                  *(["--prompts", args.prompts] if getattr(args, "prompts", None) else [])]
     _call(phases, "Late_fusion", [*manifest, "--seed", str(seed), *outputs, "--results-dir", args.results_dir,

@@ -20,8 +20,8 @@ RUN_WITH = {"tests/test_explain.py": "tests/test_readme.py", "tests/test_pipelin
 # The files that take longest, sent to the processes first (longest first), so that no long file is left for
 # last while the other process waits; the others follow in their usual order.
 LONGEST_FIRST = ["tests/test_readme.py", "tests/test_label_efficiency.py", "tests/test_text_encoders.py",
-                 "tests/test_distribute.py", "tests/test_resume.py", "tests/test_ier.py", "tests/test_storage.py",
-                 "tests/test_ter.py", "tests/test_image_encoders.py"]
+                 "tests/test_distribute.py", "tests/test_real_data.py", "tests/test_resume.py", "tests/test_ier.py",
+                 "tests/test_storage.py", "tests/test_ter.py", "tests/test_image_encoders.py"]
 
 
 def process_file(nodeid: str) -> str:
