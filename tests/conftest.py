@@ -207,6 +207,16 @@ def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(TrainingBackup, "on_epoch_end", on_epoch_end)
 
 
+def link_clone(root: Path) -> Path:
+    """Lay ``root`` out like a clone: the repository's scripts, the package and docs/, linked; returns ``root``."""
+    from test_readme import REPO
+
+    for path in REPO.iterdir():
+        if path.suffix == ".py" or path.name in ("emorec", "docs"):
+            (root / path.name).symlink_to(path)
+    return root
+
+
 @pytest.fixture(scope="session")
 def clone(tmp_path_factory):
     """A folder laid out like a clone (the scripts, the package and docs/, linked), with a VGG16 weights file (one
@@ -214,12 +224,9 @@ def clone(tmp_path_factory):
     trained)."""
     import keras
 
-    from test_readme import REPO, WEIGHTS
+    from test_readme import WEIGHTS
 
-    root = tmp_path_factory.mktemp("clone")
-    for path in REPO.iterdir():
-        if path.suffix == ".py" or path.name in ("emorec", "docs"):
-            (root / path.name).symlink_to(path)
+    root = link_clone(tmp_path_factory.mktemp("clone"))
     (root / WEIGHTS).parent.mkdir()
     keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save(root / WEIGHTS)
     return root

@@ -21,46 +21,40 @@ from emorec.fusion import FUSIONS, MEMBERS
 TWEETS_PER_CLASS = 20  # 60 tweets: 48 / 6 / 6 by the converter's 8:1:1 split, 24 training labels at fraction 0.5
 
 
-def write_glove(path, words, dimensions=50):
-    """A GloVe file as Stanford's: one word and its ``dimensions`` values per line, space-separated, no header."""
-    rng = np.random.default_rng(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{word} {' '.join(f'{v:.5f}' for v in rng.normal(0, 0.4, dimensions))}\n"
-                            for word in words), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def studied(tmp_path_factory):
-    """A clone-like folder after the page's block: the MVSA fixture converted, every sweep run."""
-    from conftest import write_timm_checkpoint
+    """A clone-like folder after the page's blocks: the MVSA fixture converted, every sweep run; (the folder, the
+    blocks' commands as run)."""
+    from conftest import link_clone, write_timm_checkpoint
     from test_mvsa import plain_tweets, write_mvsa
-    from test_readme import REPO, block, commands, run_block, run_command
+    from test_readme import block, commands, run_block, run_command
+    from test_text import write_glove
     from test_text_encoders import SPECIAL, write_hugging_face_folder
 
-    root = tmp_path_factory.mktemp("real")
-    for path in REPO.iterdir():
-        if path.suffix == ".py" or path.name in ("emorec", "docs"):
-            (root / path.name).symlink_to(path)
+    root = link_clone(tmp_path_factory.mktemp("real"))
     tweets = plain_tweets(200, per_class=TWEETS_PER_CLASS)
     write_mvsa(root / "data_mvsa/MVSA_Single", tweets, unlabelled=())
-    words = sorted({word for _, text in tweets.values() for word in text.decode().split()})
+    vocabulary = sorted({word for _, text in tweets.values() for word in text.decode().split()})
     lines = commands(block("real-data")) + commands(block("real-data-defaults"))
-    models = {words_[words_.index(flag) + 1] for words_ in lines for flag in ("--text-encoder",) if flag in words_}
-    (text_folder,) = models
+    (text_folder,) = {words[words.index("--text-encoder") + 1] for words in lines if "--text-encoder" in words}
     write_hugging_face_folder(root / text_folder, list(dict.fromkeys(SPECIAL + list("abcdefghijklmnopqrstuvwxyz")
-                                                                      + words)))
+                                                                      + vocabulary)))
     write_timm_checkpoint(root / "models/tf_efficientnet_lite0", image_size=32)
-    write_glove(root / "data_files/glove.6B.50d.txt", words)
+    rng = np.random.default_rng(0)
+    (root / "data_files").mkdir()
+    write_glove(root / "data_files/glove.6B.50d.txt", [(word, rng.normal(0, 0.4, 50)) for word in vocabulary])
     run_block("mvsa", root)
     for words in lines:  # the control's VGG16 at 32 pixels, not 224 (the last value of a flag holds)
         if "vgg16" in words[words.index("--ier-args") + 1]:
             words[words.index("--ier-args") + 1] += " --image-size 32"
     # One after another: started together, the sweeps' thread pools fight over the cores and cost more in all.
-    return root, lines, [run_command(words, root) for words in lines]
+    for words in lines:
+        run_command(words, root)
+    return root, lines
 
 
 def test_the_real_data_block_runs_every_configuration_of_the_study(studied):
-    root, lines, _ = studied
+    root, lines = studied
     prefixes = [words[words.index("--run-prefix") + 1] for words in lines]
     # The curve, GloVe, fine-tuned, the control; class weighting twice and the monitor, for the defaults.
     assert len(prefixes) == len(set(prefixes)) >= 7
@@ -75,7 +69,7 @@ def test_the_real_data_block_runs_every_configuration_of_the_study(studied):
 
 
 def test_each_configuration_ran_the_encoders_the_page_names(studied):
-    root, lines, _ = studied
+    root, lines = studied
     text_models = {}
     for words in lines:
         prefix = words[words.index("--run-prefix") + 1]
@@ -91,5 +85,5 @@ def test_each_configuration_ran_the_encoders_the_page_names(studied):
             assert store.startswith("vgg16_32px_") and ier["weights_identity"] == "none-seed0", store
         else:
             assert store.startswith("tf_efficientnet_lite0_32px_embedding_float32_"), store
-    assert sorted(text_models.values()).count("frozen") >= 2 and "fine-tuned" in text_models.values()
+    assert list(text_models.values()).count("frozen") >= 2 and "fine-tuned" in text_models.values()
     assert "paper" in text_models.values()
