@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None):
                           lr_help="learning rate: Adam's, or AdamW's peak (warmed up over the first 10%% of steps, "
                           "then cosine decay) when TER fine-tuned a text encoder, which trains here too (default: "
                           "1e-4; 5e-5 with a fine-tuned encoder)",
-                          monitor="val_macro_f1", resplit=False)  # docs/phases.md: defaults that differ from the paper
+                          class_weight="balanced", monitor="val_macro_f1", resplit=False)  # docs/phases.md: defaults that differ from the paper
     fusion = parser.add_argument_group("fusion model")
     fusion.add_argument(
         "--init-from-unimodal", action="store_true",

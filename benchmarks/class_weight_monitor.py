@@ -11,7 +11,7 @@ Prints and writes ``OUT/class_weight_monitor.md``: test macro-F1 (and
 accuracy) of TER, IER and intermediate fusion per setting and seed, beside
 the baseline of the same modality on the same split. A finished run is
 skipped, so the script resumes; delete ``OUT/seedS/results/<run>/summary.json``
-to redo only Late_fusion's report. The demo's epochs are the Makefile's.
+to redo only Late_fusion's report. The demo's epochs and float32 precision are the Makefile's.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=2000, help="demo rows")
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--epochs", type=int, nargs=3, default=[20, 30, 10], metavar=("TER", "IER", "INTER"))
+    parser.add_argument("--class-weights", nargs="+", choices=WEIGHTINGS, default=list(WEIGHTINGS),
+                        help="the --class-weight settings to run (default: both)")
+    parser.add_argument("--monitors", nargs="+", choices=MONITORS, default=list(MONITORS),
+                        help="the --monitor settings to run (default: both)")
     args = parser.parse_args()
 
     import sweep
@@ -50,7 +54,7 @@ def main() -> int:
         if not (data / "image_labels.csv").exists():
             demo.main(["--out", str(data), "--n", str(args.n), "--seed", str(seed), "--no-baselines"])
         work = args.out / f"seed{seed}"
-        for weighting, monitor in itertools.product(WEIGHTINGS, MONITORS):
+        for weighting, monitor in itertools.product(args.class_weights, args.monitors):
             prefix = f"{weighting}-{monitor}"
             chosen = f"--class-weight {weighting} --monitor {monitor}"
             sweep.main([
@@ -58,8 +62,8 @@ def main() -> int:
                 "--manifest", str(data / "image_labels.csv"), "--image-root", str(data),
                 "--ter-args", f"--glove {data / 'glove.demo.200d.txt'} --epoch {args.epochs[0]} {chosen}",
                 "--ier-args", f"--image-weights none --image-size {args.image_size} --cache-dir {work / 'features'} "
-                              f"--epoch {args.epochs[1]} {chosen}",
-                "--inter-args", f"--epoch {args.epochs[2]} {chosen}",
+                              f"--precision float32 --epoch {args.epochs[1]} {chosen}",
+                "--inter-args", f"--precision float32 --epoch {args.epochs[2]} {chosen}",
                 "--checkpoint-dir", str(work / "model_checkpoints"), "--log-dir", str(work / "tb_logs"),
                 "--prob-dir", str(work / "data_files"), "--results-dir", str(work / "results"),
             ])
@@ -75,7 +79,7 @@ def main() -> int:
              + " | mean | baseline (mean) | phase >= baseline on every seed |",
              "|---|---|---|" + "---:|" * (len(args.seeds) + 2) + "---|"]
     for phase, baseline in pairs.items():
-        for weighting, monitor in itertools.product(WEIGHTINGS, MONITORS):
+        for weighting, monitor in itertools.product(args.class_weights, args.monitors):
             setting = table[(table["class_weight"] == weighting) & (table["monitor"] == monitor)]
             ours = setting[setting["method"] == phase].set_index("seed")["macro_f1"]
             theirs = setting[setting["method"] == baseline].set_index("seed")["macro_f1"] if baseline in set(

@@ -2,7 +2,7 @@
 
 In one run, on the demo data set (``make data``) at the demo's image size, each as its own named run
 (``--run-name``) in a scratch folder: TER once, then for each ``--pooling`` (flatten, avg, max) IER and
-Intermediate_fusion in ``--precision`` bfloat16 where this machine runs it natively (else float32), and IER
+Intermediate_fusion (the paper's unweighted loss, ``--class-weight none``) in ``--precision`` bfloat16 where this machine runs it natively (else float32), and IER
 with ``--pooling flatten`` in float32 (the precision comparison). Prints a Markdown table: per setting the
 feature store's size on disk, IER's and the fusion's test accuracy and macro-F1, and each phase's wall time
 (IER's includes its feature extraction).
@@ -66,10 +66,10 @@ def main() -> None:
         run = f"{pooling}-{precision}"
         phase("TER.py", run, "--glove", str(demo / "glove.demo.200d.txt"), "--epoch", str(args.ter_epochs))
         ier_seconds, ier = phase("IER.py", run, *image, "--pooling", pooling, "--precision", precision,
-                                 "--epoch", str(args.ier_epochs))
+                                 "--class-weight", "none", "--epoch", str(args.ier_epochs))
         if precision == low:
             inter_seconds, inter = phase("Intermediate_fusion.py", run, "--precision", precision,
-                                         "--epoch", str(args.inter_epochs))
+                                         "--class-weight", "none", "--epoch", str(args.inter_epochs))
             fusion = f"{test(inter)} | {inter_seconds:.0f} s"
         else:
             fusion = "- | -"
