@@ -188,3 +188,30 @@ def test_the_sweep_refuses_fractions_outside_zero_to_one():
         with pytest.raises(SystemExit):
             sweep.parse_args(["--fractions", "0.5", bad])
     assert sweep.parse_args(["--fractions", "0.05", "1"]).fractions == [0.05, 1.0]
+
+
+def test_the_curve_keeps_its_legend_clear_of_the_lines_and_tells_equal_curves_apart():
+    """Nine methods with the same scores: one marker each, their points side by side, the legend outside both axes
+    (inside it covered the lines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(METHODS)[:9]
+    stats = pd.DataFrame([{"method": method, "labels": labels, **{f"{metric}{end}": 0.5 + shift
+                                                                    for metric in ("accuracy", "macro_f1")
+                                                                    for end, shift in (("", 0), ("_low", -0.1),
+                                                                                       ("_high", 0.1))}}
+                          for method in methods for labels in (30, 300, 3000)])
+    figure = label_efficiency.curve_figure(stats, methods)
+    figure.canvas.draw()
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [label_efficiency.LABELS[m] for m in methods]
+    box = legend.get_window_extent()
+    for axis in figure.axes:
+        assert axis.get_legend() is None and not box.overlaps(axis.get_window_extent())
+        lines = [line for line in axis.get_lines() if line.get_marker() not in (None, "None", "", "_")]
+        assert len({line.get_marker() for line in lines}) == len(methods)
+        assert len({tuple(line.get_xdata()) for line in lines}) == len(methods)  # not drawn on one another
+    plt.close(figure)
