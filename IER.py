@@ -36,8 +36,9 @@ MIN_IMAGE_SIZE = {"vgg16": 32, "resnet50": 32, "efficientnetb0": 32}
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse IER's command line: the shared phase flags plus the image model's own."""
+    # docs/phases.md: the defaults that differ from the paper
     parser = phase_parser(PHASE, "Train the paper's image emotion recognition model.", batch_size=20, lr=1e-4,
-                          class_weight="balanced", monitor="val_macro_f1")  # docs/phases.md: defaults that differ from the paper
+                          class_weight="balanced", monitor="val_macro_f1")
     image = parser.add_argument_group("image model")
     image.add_argument(
         "--backbone", default="vgg16", metavar="NAME_OR_PRESET",

@@ -41,12 +41,13 @@ PROB_FILE = "inter_prob.csv"
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse the command line: the shared phase flags plus the fusion model's own."""
+    # docs/phases.md: the defaults that differ from the paper
     parser = phase_parser(PHASE, "Train the paper's intermediate-fusion model on TER's text pipeline and IER's "
                           "cached image features.", batch_size=32, lr=None,
                           lr_help="learning rate: Adam's, or AdamW's peak (warmed up over the first 10%% of steps, "
                           "then cosine decay) when TER fine-tuned a text encoder, which trains here too (default: "
                           "1e-4; 5e-5 with a fine-tuned encoder)",
-                          class_weight="balanced", monitor="val_macro_f1", resplit=False)  # docs/phases.md: defaults that differ from the paper
+                          class_weight="balanced", monitor="val_macro_f1", resplit=False)
     fusion = parser.add_argument_group("fusion model")
     fusion.add_argument(
         "--init-from-unimodal", action="store_true",

@@ -2,10 +2,10 @@
 
 In one run, on the demo data set (``make data``) at the demo's image size, each as its own named run
 (``--run-name``) in a scratch folder: TER once, then for each ``--pooling`` (flatten, avg, max) IER and
-Intermediate_fusion (the paper's unweighted loss, ``--class-weight none``) in ``--precision`` bfloat16 where this machine runs it natively (else float32), and IER
-with ``--pooling flatten`` in float32 (the precision comparison). Prints a Markdown table: per setting the
-feature store's size on disk, IER's and the fusion's test accuracy and macro-F1, and each phase's wall time
-(IER's includes its feature extraction).
+Intermediate_fusion (the paper's unweighted loss, ``--class-weight none``) in ``--precision`` bfloat16 where this
+machine runs it natively (else float32), and IER with ``--pooling flatten`` in float32 (the precision comparison).
+Prints a Markdown table: per setting the feature store's size on disk, IER's and the fusion's test accuracy and
+macro-F1, and each phase's wall time (IER's includes its feature extraction).
 
     .venv/bin/python benchmarks/pooling.py [--demo data_t4sa/demo] [--image-size 112] [--out /tmp/pooling]
 """

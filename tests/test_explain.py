@@ -75,8 +75,10 @@ def hot_image(explainer, text, images: list[str], root) -> tuple[np.ndarray, obj
 
     for image in images:
         pixels, ok = load_image(str(root / image), explainer.models.image_size)
-        explanation = explainer.explain(text, pixels) if ok else None
-        if explanation and all(explanation.peaks[phase] > 0 for phase in HEAT_MODELS):
+        if not ok:
+            continue
+        explanation = explainer.explain(text, pixels)
+        if all(explanation.peaks[phase] > 0 for phase in HEAT_MODELS):
             return pixels, explanation
     raise AssertionError(f"every heat map is zero on {len(images)} demo images")
 

@@ -73,18 +73,17 @@ def test_each_configuration_ran_the_encoders_the_page_names(studied):
     text_models = {}
     for words in lines:
         prefix = words[words.index("--run-prefix") + 1]
-        ter = json.loads((root / "model_checkpoints" / f"{prefix}-f0.5-s0" / "TER.metrics.json").read_text())
-        ier = json.loads((root / "model_checkpoints" / f"{prefix}-f0.5-s0" / "IER.metrics.json").read_text())
-        fusion = json.loads((root / "model_checkpoints" / f"{prefix}-f0.5-s0" / "Intermediate_fusion.metrics.json")
-                            .read_text())
+        run = root / "model_checkpoints" / f"{prefix}-f0.5-s0"
+        ter, ier, fusion = (json.loads((run / f"{phase}.metrics.json").read_text())
+                            for phase in ("TER", "IER", "Intermediate_fusion"))
+        ter_flags, ier_flags, inter_flags = (words[words.index(f"--{phase}-args") + 1]
+                                             for phase in ("ter", "ier", "inter"))
         text_models[prefix] = ter.get("text_model", {}).get("model", "paper")
         store = ier["feature_store"].split("/")[-1]
-        ier_flags = words[words.index("--ier-args") + 1]
         # Balanced unless the page says none: IER's and the fusion's default.
         assert (ier["class_weights"] is None) == ("--class-weight none" in ier_flags), prefix
-        assert (fusion["class_weights"] is None) == ("--class-weight none" in words[words.index("--inter-args") + 1])
-        assert ter["monitor"] == ("val_loss" if "--monitor val_loss" in words[words.index("--ter-args") + 1]
-                                  else "val_macro_f1"), prefix
+        assert (fusion["class_weights"] is None) == ("--class-weight none" in inter_flags), prefix
+        assert ter["monitor"] == ("val_loss" if "--monitor val_loss" in ter_flags else "val_macro_f1"), prefix
         if "vgg16" in ier_flags:
             assert store.startswith("vgg16_32px_") and ier["weights_identity"] == "none-seed0", store
         else:
