@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.images import build_extractor
     from emorec.models import build_ier_head, image_model
     from emorec.precision import dtype_policy, resolve_precision
-    from emorec.report import probability_table
+    from emorec.metrics import probability_table
     from emorec.runs import RunRecord, save_phase
     from emorec.storage import beside_or_fallback
     from emorec.training.backup import training_config

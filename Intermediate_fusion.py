@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.extraction import phase_features
     import emorec.models  # noqa: F401  (registers what TER.keras and IER.keras hold, before loading them)
     from emorec.precision import dtype_policy, resolve_precision
-    from emorec.report import probability_table
+    from emorec.metrics import probability_table
     from emorec.runs import RunRecord, read_run_config, save_phase
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches

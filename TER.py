@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.data.dataset import load_dataset
     from emorec.data.splits import select_training_rows
     from emorec.precision import dtype_policy, resolve_precision
-    from emorec.report import classification_metrics, probability_table
+    from emorec.metrics import classification_metrics, probability_table
     from emorec.runs import RunRecord, save_phase
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches

@@ -154,8 +154,7 @@ def main() -> int:
             seconds[row, seed] = run["metrics"]["fit_seconds"]
             seconds_per_epoch[row, seed] = run["metrics"].get("seconds_per_epoch")
         weighting = "balanced"  # the text phase's default, which the reports' baseline follows
-        baseline = run_baselines(frame["text"].tolist(), labels, splits, splits == "train", len(class_names),
-                                 None, None, {"Baseline_text": weighting}, seed)["Baseline_text"].probabilities
+        baseline = run_baselines(frame, splits == "train", len(class_names), None, {"Baseline_text": weighting}, seed)["Baseline_text"].probabilities
         predicted["TF-IDF + LR", seed] = baseline
         stores = sorted((args.out / "features").glob("text_*"))
         if stores:  # the frozen encoder's stored features beside TF-IDF, in one logistic regression

@@ -73,8 +73,7 @@ def main() -> int:
             if monitor == "val_loss":  # the baseline depends on the class weighting, not on the monitor
                 frame = load_dataset(manifest, seed=seed, images_required=False).frame
                 splits, labels = frame["split"].to_numpy(), frame["label"].to_numpy()
-                baseline = run_baselines(frame["text"].tolist(), labels, splits, splits == "train", len(classes),
-                                         None, None, {"Baseline_text": weighting}, seed)["Baseline_text"]
+                baseline = run_baselines(frame, splits == "train", len(classes), None, {"Baseline_text": weighting}, seed)["Baseline_text"]
                 predicted = baseline.probabilities.argmax(axis=1)
                 from sklearn.metrics import accuracy_score, f1_score
 

@@ -39,7 +39,7 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from emorec.report import class_probabilities
+from emorec.metrics import class_probabilities
 
 log = logging.getLogger("emorec")
 
@@ -199,32 +199,44 @@ def fit_baseline(
 
 
 def run_baselines(
-    texts: Sequence[str], labels: np.ndarray, splits: np.ndarray, train: np.ndarray, n_classes: int,
-    features: np.ndarray | None, features_ok: np.ndarray | None, class_weights: dict[str, str] | None = None,
-    seed: int = 0,
+    frame, train: np.ndarray, n_classes: int, image: tuple[np.ndarray, np.ndarray] | None,
+    class_weights: dict[str, str] | None = None, seed: int = 0,
 ) -> dict[str, Baseline]:
-    """Fit the three baselines (the text one alone when ``features`` is None).
+    """Fit the three baselines (the text one alone when ``image`` is None).
 
-    ``texts``, ``labels`` and ``splits`` cover every row; ``train`` marks the
-    rows to learn from (within the train split); ``features`` is IER's feature
-    cache (rows x ...), ``features_ok`` which of its rows hold a readable
-    image; ``class_weights`` gives each baseline's class weighting by name
-    ("none" or "balanced"; "none" where not given), so that it can follow the
-    phase it is compared with. Returns ``{name: Baseline}`` in
-    :data:`BASELINE_NAMES` order.
+    ``frame`` holds every row's ``text``, ``label`` and ``split``; ``train``
+    marks the rows to learn from (within the train split); ``image`` is IER's
+    stored features (rows x ...) and which of its rows hold a readable image;
+    ``class_weights`` gives each baseline's class weighting by name ("none" or
+    "balanced"; "none" where not given), so that it can follow the phase it is
+    compared with. Returns ``{name: Baseline}`` in :data:`BASELINE_NAMES` order.
     """
     weighting = {name: (class_weights or {}).get(name, "none") for name in BASELINE_NAMES}
-    splits = np.asarray(splits)
+    texts, labels, splits = frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy()
     val, everything = splits == "val", np.ones(len(labels), dtype=bool)
     if not val.any():
         raise ValueError("the baselines choose C on the validation split, which is empty")
     text = text_features(texts, train)
     inputs = {"Baseline_text": (text, everything)}
-    if features is not None:
-        image = image_features(pooled_features(features), train & features_ok)
-        inputs |= {"Baseline_image": (image, features_ok), "Baseline_both": (SideBySide(text, image), features_ok)}
+    if image is not None:
+        features, features_ok = image
+        pooled = image_features(pooled_features(features), train & features_ok)
+        inputs |= {"Baseline_image": (pooled, features_ok), "Baseline_both": (SideBySide(text, pooled), features_ok)}
     fitted = {name: fit_baseline(x, labels, train, val, scored, n_classes, weighting[name], seed)
               for name, (x, scored) in inputs.items()}
     for name, baseline in fitted.items():
         log.info("%s: C %g chosen on val (macro-F1 %.3f)", name, baseline.C, baseline.val_macro_f1)
     return fitted
+
+
+def phase_weighting(recorded: dict) -> dict[str, str]:
+    """Each baseline's class weighting: the --class-weight of the phase it is compared with, from that phase's
+    recorded flags (``recorded``: {phase: :class:`~emorec.runs.RunConfig`}; "none" for runs from before the flag)."""
+    return {name: recorded[phase].flags.get("class_weight", "none") for name, phase in COMPARED_PHASE.items()}
+
+
+def baseline_record(baselines: dict[str, Baseline], weighting: dict[str, str], prob_files: dict[str, str]) -> dict:
+    """What a run's metrics and summary record of each baseline: C, validation macro-F1, training rows, class
+    weighting and probability file."""
+    return {name: {"C": b.C, "val_macro_f1": b.val_macro_f1, "training_rows": b.training_rows,
+                   "class_weight": weighting[name], "prob_file": prob_files[name]} for name, b in baselines.items()}

@@ -10,6 +10,7 @@ with their weights renormalised.
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from emorec.baselines import BASELINE_NAMES
 from emorec.errors import InputError, list_some
 from emorec.intervals import confusion_scores, evaluate_test, paired_difference
-from emorec.report import method_scores
+from emorec.metrics import class_probabilities, method_scores
 from emorec.zero_shot import ZERO_SHOT_NAMES
 
 KEY_COLUMNS = ["id", "split", "label"]
@@ -55,6 +56,7 @@ VALIDATION_USE = {
     "Late_fusion_with_baselines": "weights (and the members' best epochs and C) chosen on val",
     "Stacker_with_baselines": "fitted on val",
 }
+log = logging.getLogger("emorec")
 WEIGHT_CHUNK = 2**24  # candidates x rows x classes evaluated at once by choose_weights (128 MB of float64)
 
 
@@ -210,7 +212,7 @@ def score_methods(methods: Mapping[str, np.ndarray], labels: np.ndarray, splits:
     ``methods`` maps each method to its probabilities (rows, classes; NaN
     where it scored nothing), aligned with ``labels``, ``splits`` and
     ``tweets`` (each row's tweet). Returns ``{"methods": {method: {split:
-    scores (:func:`emorec.report.method_scores`; val marked ``in_sample`` with
+    scores (:func:`emorec.metrics.method_scores`; val marked ``in_sample`` with
     what val chose), "test" with ``accuracy_ci``, ``macro_f1_ci`` and ``weighted_f1_ci``,
     "test_same_rows", "test_per_tweet"}}, "evaluation": the test rows, tweets,
     same rows left out and the bootstrap's settings, "fusion_vs_single": the
@@ -234,3 +236,27 @@ def score_methods(methods: Mapping[str, np.ndarray], labels: np.ndarray, splits:
         "fusion_vs_single": paired_difference(evaluation, FUSION_METHODS, SINGLE_MODALITY, chosen_by={
             method: score["val"]["macro_f1"] for method, score in scores.items() if "val" in score}),
     }
+
+
+def search_and_stack(members: list[str], probabilities, labels, val, step: float, seed: int) -> dict:
+    """The weight search on validation and the stacker fitted there, over ``members`` (their probabilities stacked
+    as members x rows x classes). Returns the chosen weights, the fused and stacked probabilities of every row,
+    the grid and the chosen candidate's validation scores."""
+    grid = weight_grid(len(members), step)
+    best, val_accuracy, val_macro_f1 = choose_weights(grid, probabilities[:, val], labels[val])
+    weights = dict(zip(members, map(float, grid[best])))
+    log.info("late fusion of %d members: %d weight candidates; chosen on val (accuracy %.3f, macro-F1 %.3f): %s",
+             len(members), len(grid), val_accuracy[best], val_macro_f1[best], listed(weights))
+    features = stacking_features(probabilities)
+    stacker = fit_stacker(features[val], labels[val], seed)
+    return {
+        "weights": weights, "late": fuse(grid[best], probabilities),
+        "stacker": class_probabilities(stacker, features, probabilities.shape[2]),
+        "grid_step": step, "candidates": len(grid),
+        "val_accuracy": float(val_accuracy[best]), "val_macro_f1": float(val_macro_f1[best]),
+    }
+
+
+def listed(weights: dict) -> str:
+    """``{member: weight}`` as one line: ``TER 0.400, IER 0.200, ...``."""
+    return ", ".join(f"{member} {weight:.3f}" for member, weight in weights.items())

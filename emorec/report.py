@@ -1,57 +1,93 @@
-"""Metrics and the probability files that every phase writes and late fusion reads."""
+"""The results report of a run: its tables in Markdown and JSON, its confusion matrices and TensorBoard."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, classification_report, f1_score
 
 from emorec.data.manifest import SPLITS
-from emorec.fileio import atomic_path
+from emorec.fusion import listed
+from emorec.fileio import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from emorec.intervals import predicted_classes
 
 
-def classification_metrics(
-    labels: np.ndarray, probabilities: np.ndarray, splits: Sequence[str], class_names: Sequence[str]
-) -> dict:
-    """Score predictions (the argmax of ``probabilities``) per split, with scikit-learn.
+@dataclass
+class Report:
+    """A run's results: every method's test probabilities and scores, and what the report says beside them.
 
-    Returns ``{"splits": {split: {"n", "accuracy", "macro_f1", "weighted_f1",
-    "majority_accuracy"}}, "test_per_class": {class: {"precision", "recall",
-    "f1", "support"}}}`` (per split as :func:`method_scores`); the majority
-    rate predicts the most common training class.
+    ``rows`` holds the probability files' ``id, split, label`` (class index),
+    ``tweets`` each row's tweet, ``methods`` each method's probabilities
+    (rows, classes), ``scores`` :func:`emorec.fusion.score_methods`' report,
+    ``facts`` what summary.json records beside the scores (the data, the
+    chosen weights, the baselines, ...) and ``notes`` the lines under the tables.
     """
-    labels, splits = np.asarray(labels), np.asarray(splits)
-    predictions = np.asarray(probabilities).argmax(axis=1)
-    majority = np.bincount(labels[splits == "train"], minlength=len(class_names)).argmax()
-    per_split = method_scores(labels, probabilities, splits)
-    for split, scores in per_split.items():
-        scores["majority_accuracy"] = float((labels[splits == split] == majority).mean())
-    test = splits == "test"
-    report = classification_report(
-        labels[test], predictions[test], labels=range(len(class_names)), target_names=list(class_names),
-        output_dict=True, zero_division=0,
-    )
-    per_class = {
-        name: {"precision": report[name]["precision"], "recall": report[name]["recall"],
-               "f1": report[name]["f1-score"], "support": int(report[name]["support"])}
-        for name in class_names
-    }
-    return {"splits": per_split, "test_per_class": per_class}
+
+    dataset: str
+    rows: pd.DataFrame
+    tweets: np.ndarray
+    class_names: list[str]
+    methods: dict[str, np.ndarray]
+    scores: dict
+    commands: list[str]
+    facts: dict
+    notes: list[str]
+
+    def split_sizes(self) -> dict[str, int]:
+        return {split: int((self.rows["split"] == split).sum()) for split in ("train", "val", "test")}
+
+    def markdown(self, names: dict[str, str]) -> str:
+        """The report as Markdown (:func:`summary_markdown`), this run's commands last; ``names`` as there."""
+        commands = ["", "Commands of this run:", "", *[f"    {c}" for c in self.commands]]
+        return summary_markdown(self.scores, names, self.dataset, self.split_sizes(), self.commands[-1],
+                                self.notes + commands)
+
+    def write(self, folder: Path, names: dict[str, str]) -> tuple[str, dict[str, Path]]:
+        """Write summary.md, summary.json, test_predictions.csv and a confusion matrix per method to ``folder``.
+        Returns the Markdown and {TensorBoard name: picture path}."""
+        labels, splits = self.rows["label"].to_numpy(), self.rows["split"].to_numpy()
+        pictures = {}
+        for method, p in self.methods.items():
+            scored = (splits == "test") & ~np.isnan(p).any(axis=1)
+            pictures[f"confusion_{method}"] = write_confusion_png(
+                folder / f"confusion_{method}.png", labels[scored], p[scored].argmax(axis=1), self.class_names,
+                f"{names[method]}: test (n={scored.sum()})",
+            )
+        markdown = self.markdown(names)
+        write_text_atomic(folder / "summary.md", markdown)
+        write_csv_atomic(test_predictions(self.rows, self.tweets, self.methods, self.class_names),
+                         folder / "test_predictions.csv")
+        write_json_atomic(folder / "summary.json", {
+            "dataset": self.dataset, "class_names": self.class_names, "commands": self.commands,
+            "split_sizes": self.split_sizes(), **self.facts, "evaluation": self.scores["evaluation"],
+            "fusion_vs_single": self.scores["fusion_vs_single"], "methods": self.scores["methods"],
+        })
+        return markdown, pictures
 
 
-def probability_table(frame: pd.DataFrame, probabilities: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
-    """The shared probability-file layout: ``id, split, label`` (class name), then one column per class."""
-    table = pd.DataFrame(
-        {"id": frame["id"].to_numpy(), "split": frame["split"].to_numpy(),
-         "label": np.asarray(class_names)[frame["label"].to_numpy()]}
-    )
-    for column, name in enumerate(class_names):
-        table[name] = probabilities[:, column]
-    return table
+def fusion_notes(weights: dict, baselines: dict, weighting: dict, zero_shot: dict | None,
+                 weights_with_baselines: dict | None, fewer: dict) -> list[str]:
+    """The lines under the late-fusion report's tables: the chosen ``weights`` (and ``weights_with_baselines``),
+    each of the ``baselines``' C and class ``weighting``, the ``zero_shot`` record's prompts, and the rows fused
+    from ``fewer`` members."""
+    notes = ["Late-fusion weights (chosen on val): " + listed(weights) + ".",
+             "Baselines: scikit-learn logistic regression on the run's training rows, C chosen on val and "
+             "class weighting as the phase of the same modality: "
+             + ", ".join(f"{name.removeprefix('Baseline_')} C {b.C:g} ({weighting[name]})" for name, b in baselines.items())
+             + "."]
+    if zero_shot:
+        notes.append(f"Zero labels: {zero_shot['preset']}'s towers against one prompt per class "
+                     f"({zero_shot['prompts']}), on the test rows: "
+                     + "; ".join(f"{name} \"{'; '.join(p)}\"" for name, p in zero_shot["class_prompts"].items())
+                     + ".")
+    if weights_with_baselines:
+        notes.append("Weights with the baselines as members (chosen on val): " + listed(weights_with_baselines) + ".")
+    if any(fewer.values()):
+        notes.append(f"Rows fused from fewer members (an image IER could not read): {fewer}.")
+    return notes
 
 
 def test_predictions(rows: pd.DataFrame, tweets, methods: dict, class_names: Sequence[str]) -> pd.DataFrame:
@@ -65,36 +101,6 @@ def test_predictions(rows: pd.DataFrame, tweets, methods: dict, class_names: Seq
     for method, p in methods.items():
         table[method] = names[predicted_classes(p[test])]  # -1, where unscored, names ""
     return table
-
-
-def class_probabilities(model, x, n_classes: int) -> np.ndarray:
-    """A fitted scikit-learn classifier's probabilities for the rows of ``x`` over all ``n_classes`` classes
-    (rows, n_classes); classes absent from its training data get 0."""
-    full = np.zeros((x.shape[0], n_classes))
-    full[:, model.classes_] = model.predict_proba(x)
-    return full
-
-
-def method_scores(labels: np.ndarray, probabilities: np.ndarray, splits: Sequence[str]) -> dict:
-    """Accuracy, macro-F1 and weighted-F1 (scikit-learn) per split, on the rows this method scored (no NaN).
-
-    Returns ``{split: {"n", "accuracy", "macro_f1", "weighted_f1"}}``.
-    """
-    labels, splits, probabilities = np.asarray(labels), np.asarray(splits), np.asarray(probabilities)
-    scored = ~np.isnan(probabilities).any(axis=1)
-    n_classes = probabilities.shape[1]
-    scores = {}
-    for split in SPLITS:
-        rows = (splits == split) & scored
-        if rows.any():
-            truth, predicted = labels[rows], probabilities[rows].argmax(axis=1)
-            scores[split] = {
-                "n": int(rows.sum()),
-                "accuracy": float(accuracy_score(truth, predicted)),
-                "macro_f1": float(f1_score(truth, predicted, average="macro", labels=range(n_classes), zero_division=0)),
-                "weighted_f1": float(f1_score(truth, predicted, average="weighted", labels=range(n_classes), zero_division=0)),
-            }
-    return scores
 
 
 def write_confusion_png(

@@ -216,3 +216,28 @@ def save_phase(
     write_csv_atomic(probabilities, outputs.prob_dir / prob_file)
     shutil.rmtree(outputs.backup, ignore_errors=True)  # the phase is done: nothing left to resume
     log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / prob_file)
+
+
+def members_manifest(recorded: dict, given: str | None) -> str:
+    """The manifest the members' phases read (``recorded``: their ``.args.json``, as
+    :class:`~emorec.runs.RunConfig`); ``given``, if any, must be that one.
+
+    Raises :class:`InputError` when the phases read different manifests, or
+    ``given`` is missing or another file, saying which phases to rerun.
+    """
+    used = {member: config.flags["manifest"] for member, config in recorded.items()}
+    if len({Path(manifest).resolve() for manifest in used.values()}) > 1:
+        raise InputError("the phases of this run read different manifests: "
+                         + ", ".join(f"{member} {manifest}" for member, manifest in used.items())
+                         + ". Rerun them with one --manifest (TER.py, IER.py, then Intermediate_fusion.py).")
+    manifest = used["TER"]
+    if given is not None:
+        if not Path(given).is_file():
+            raise InputError(f"--manifest {given}: no such file. Leave --manifest out to use the phases' own ({manifest}).")
+        if Path(given).resolve() != Path(manifest).resolve():
+            raise InputError(
+                f"--manifest {given} is not the manifest the phases of this run read ({manifest}, recorded in "
+                f"{recorded['TER'].path}). Leave --manifest out, or rerun TER.py, IER.py and Intermediate_fusion.py "
+                f"with --manifest {given} first."
+            )
+    return manifest

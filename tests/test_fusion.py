@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from emorec import fusion
 from emorec.errors import InputError
-from emorec.report import class_probabilities
+from emorec.metrics import class_probabilities
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 

@@ -232,9 +232,9 @@ def start_training(strategy_name: str, seed: int, deterministic: bool,
 def evaluate_readable(network: keras.Model, inputs, dataset, readable: np.ndarray) -> tuple[np.ndarray, dict]:
     """``network``'s probabilities on every row of ``dataset`` (an :class:`emorec.data.dataset.Dataset`) whose
     image could be read (the boolean mask ``readable``), from ``inputs`` (an array or dict of arrays, one row per
-    dataset row), on this process's device, with their scores (:func:`emorec.report.classification_metrics`).
+    dataset row), on this process's device, with their scores (:func:`emorec.metrics.classification_metrics`).
     The other rows' probabilities are NaN: empty in the probability file."""
-    from emorec.report import classification_metrics
+    from emorec.metrics import classification_metrics
 
     labels, rows = dataset.frame["label"].to_numpy(), np.flatnonzero(readable)
     probabilities = np.full((len(labels), len(dataset.class_names)), np.nan, dtype=np.float32)
