@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import phase_parser, positive_int, run, setup_logging
+from emorec.cli import ArgumentParser, phase_parser, training_options, positive_int, run, setup_logging
 from emorec.data.manifest import manifest_fix
 from emorec.feature_store import CACHE_KEYS, POOLINGS
 from emorec.precision import PRECISIONS
@@ -34,8 +34,8 @@ PROB_FILE = "img_prob.csv"
 MIN_IMAGE_SIZE = {"vgg16": 32, "resnet50": 32, "efficientnetb0": 32}
 
 
-def parse_args(argv: Sequence[str] | None = None):
-    """Parse IER's command line: the shared phase flags plus the image model's own."""
+def build_parser() -> ArgumentParser:
+    """IER's command line: the shared phase flags plus the image model's own."""
     # docs/phases.md: the defaults that differ from the paper
     parser = phase_parser(PHASE, "Train the paper's image emotion recognition model.", batch_size=20, lr=1e-4,
                           class_weight="balanced", monitor="val_macro_f1")
@@ -75,13 +75,13 @@ def parse_args(argv: Sequence[str] | None = None):
         "float32); auto: bfloat16 where this machine's CPU or GPU runs it natively, else float32 (the log says "
         "which); stored features are float16 whatever it is",
     )
-    image.add_argument(
-        "--cache-key", choices=CACHE_KEYS, default="stat",
+    parser.add_outside_training(
+        image, "--cache-key", choices=CACHE_KEYS, default="stat",
         help="how the feature store recognises an image it has: its path under --image-root with its size and "
         "modification time (stat), or a hash of its bytes (content: for copies that do not keep modification "
         "times; reads every image once per run)",
     )
-    image.add_argument("--extract-batch-size", type=positive_int, default=32, help="images per backbone batch when extracting")
+    parser.add_outside_training(image, "--extract-batch-size", type=positive_int, default=32, help="images per backbone batch when extracting")
     image.add_argument(
         "--num-shards", type=positive_int, default=1, metavar="K",
         help="extract only share --shard-index of K of the images into the feature store, then stop without "
@@ -90,7 +90,7 @@ def parse_args(argv: Sequence[str] | None = None):
     )
     image.add_argument("--shard-index", type=int, default=0, metavar="I",
                        help="which share this process extracts under --num-shards K: 0 to K-1")
-    image.add_argument("--cache-dir", default="data_files/features",
+    parser.add_outside_training(image, "--cache-dir", default="data_files/features",
                        help="where the image feature stores are kept, one per backbone configuration (read-only: a store "
                        "already there is read, a new one goes to $EMOREC_CACHE_DIR, else ~/.cache/emorec, as the log "
                        "says)")
@@ -98,6 +98,12 @@ def parse_args(argv: Sequence[str] | None = None):
         "--on-bad-image", choices=("skip", "error"), default="skip",
         help="an unreadable image: leave its row out (with one warning listing them) or stop the run",
     )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse IER's command line (:func:`build_parser`), checked."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 <= args.shard_index < args.num_shards:
         parser.error(f"--shard-index must be 0 to {args.num_shards - 1} under --num-shards {args.num_shards}, "
@@ -148,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.storage import beside_or_fallback
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
-    from emorec.training.fit import class_weights, evaluate_readable, fit_best, seed_everything, start_training, use_xla
+    from emorec.training.fit import evaluate_readable, fit_best, seed_everything, start_training
 
     strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
     precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
@@ -195,12 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed_everything(args.seed, args.deterministic)
     with dtype_policy(precision), strategy.scope():
         head = build_ier_head(cache.features.shape[1:], len(class_names))
+    config = training_config(build_parser().training_flags(args), record)
     training = fit_best(
-        head, train=ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
-        val=ArrayBatches(cache.features, labels, rows["val"], 256), epochs=args.epochs, lr=args.lr, outputs=outputs,
-        class_weight=class_weights(labels[rows["train"]], args.class_weight), monitor=args.monitor,
-        patience=args.patience, config=training_config(args, record), strategy=strategy,
-        jit_compile=use_xla(args, head),
+        head, ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
+        ArrayBatches(cache.features, labels, rows["val"], 256), training_options(args, args.lr), outputs, config,
+        strategy,
     )
 
     # Evaluation on every readable image, on this process's device; unreadable ones keep empty probabilities.

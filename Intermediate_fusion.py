@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from emorec.cli import phase_parser, run, setup_logging
+from emorec.cli import ArgumentParser, phase_parser, training_options, run, setup_logging
 from emorec.data.manifest import manifest_fix
 from emorec.errors import InputError
 from emorec.feature_store import POOLINGS
@@ -39,8 +39,8 @@ PHASE = "Intermediate_fusion"
 PROB_FILE = "inter_prob.csv"
 
 
-def parse_args(argv: Sequence[str] | None = None):
-    """Parse the command line: the shared phase flags plus the fusion model's own."""
+def build_parser() -> ArgumentParser:
+    """The fusion's command line: the shared phase flags plus the fusion model's own."""
     # docs/phases.md: the defaults that differ from the paper
     parser = phase_parser(PHASE, "Train the paper's intermediate-fusion model on TER's text pipeline and IER's "
                           "cached image features.", batch_size=32, lr=None,
@@ -64,7 +64,12 @@ def parse_args(argv: Sequence[str] | None = None):
         help="arithmetic of the fusion network: float32, or Keras' mixed bfloat16 / float16; auto: bfloat16 where "
         "this machine runs it natively, else float32 (the log says which)",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse the fusion's command line (:func:`build_parser`)."""
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.runs import RunRecord, read_run_config, save_phase
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
-    from emorec.training.fit import class_weights, evaluate_readable, fit_best, seed_everything, start_training, use_xla
+    from emorec.training.fit import evaluate_readable, fit_best, seed_everything, start_training
 
     strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
     precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
@@ -126,20 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         build = paper_fusion if text_settings["model"] == "paper" else encoder_fusion
         fusion = build(args, ter, text_settings, frame, cache.features, len(class_names), record.pooling)
     warm_started = fusion.warm_start(ier_head) if args.init_from_unimodal else []
-    optimizer = None  # Adam; a text encoder trained here takes AdamW, warmed up, then decayed
-    if text_settings["model"] == "fine-tuned":
-        from emorec.training.optimizer import adamw_warmup
-
-        steps = args.epochs * -(-len(rows["train"]) // args.batch_size)
-        optimizer = lambda: adamw_warmup(text_settings["lr"], steps)  # noqa: E731
     if warm_started:
         log.info("warm start from TER and IER: %s", ", ".join(warm_started))
+    # Adam; a text encoder trained here takes AdamW, warmed up, then decayed.
+    optimizer = "adamw_warmup" if text_settings["model"] == "fine-tuned" else "adam"
+    config = training_config(build_parser().training_flags(args), record)
     training = fit_best(
-        fusion.network, train=ArrayBatches(fusion.inputs, labels, rows["train"], args.batch_size, seed=args.seed),
-        val=ArrayBatches(fusion.inputs, labels, rows["val"], 256), epochs=args.epochs, lr=text_settings["lr"],
-        outputs=outputs, class_weight=class_weights(labels[rows["train"]], args.class_weight), monitor=args.monitor,
-        patience=args.patience, config=training_config(args, record), strategy=strategy,
-        jit_compile=use_xla(args, fusion.network), optimizer=optimizer,
+        fusion.network, ArrayBatches(fusion.inputs, labels, rows["train"], args.batch_size, seed=args.seed),
+        ArrayBatches(fusion.inputs, labels, rows["val"], 256), training_options(args, text_settings["lr"], optimizer),
+        outputs, config, strategy,
     )
 
     # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.

@@ -21,7 +21,7 @@ import logging
 import sys
 from typing import Sequence
 
-from emorec.cli import at_least, phase_parser, positive_int, run, setup_logging
+from emorec.cli import ArgumentParser, at_least, phase_parser, training_options, positive_int, run, setup_logging
 from emorec.data.manifest import manifest_fix
 from emorec.glove import DEFAULT_GLOVE, check_glove_dimension, glove_fix
 from emorec.precision import PRECISIONS
@@ -39,8 +39,8 @@ DEFAULTS = {"paper": {"lr": 1e-3, "batch_size": 256, "seq_len": 30},
             "frozen": {"lr": 1e-3, "batch_size": 64, "seq_len": 64}}
 
 
-def parse_args(argv: Sequence[str] | None = None):
-    """Parse TER's command line: the shared phase flags plus the text model's own."""
+def build_parser() -> ArgumentParser:
+    """TER's command line: the shared phase flags plus the text model's own."""
     defaults = {key: ", ".join(f"{value[key]:g} ({mode})" for mode, value in DEFAULTS.items())
                 for key in ("lr", "batch_size", "seq_len")}
     parser = phase_parser(PHASE, "Train the paper's text emotion recognition model, or a pretrained text encoder.",
@@ -63,7 +63,7 @@ def parse_args(argv: Sequence[str] | None = None):
         help="with --text-encoder: keep the encoder frozen, compute each text's features once into the store "
         "under --cache-dir and train only the head (seconds per epoch) instead of fine-tuning it",
     )
-    text.add_argument("--cache-dir", default="data_files/features",
+    parser.add_outside_training(text, "--cache-dir", default="data_files/features",
                       help="where a frozen text encoder's feature store is kept (one folder per encoder)")
     text.add_argument(
         "--precision", choices=PRECISIONS, default="float32",
@@ -83,6 +83,12 @@ def parse_args(argv: Sequence[str] | None = None):
                       help=f"tokens per text (longer texts are cut, shorter padded); at least {MIN_SEQ_LEN}, the "
                       f"paper's network's pooling width (default: {defaults['seq_len']}); an encoder's tokens "
                       "are its tokenizer's word pieces, with its start and end tokens")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse TER's command line (:func:`build_parser`), checked."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.glove = None if args.glove.lower() == "none" else args.glove
     if args.freeze_text_encoder and args.text_encoder == PAPER:
@@ -128,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.runs import RunRecord, save_phase
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
-    from emorec.training.fit import class_weights, fit_best, start_training, use_xla
+    from emorec.training.fit import fit_best, start_training
 
     strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
     precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
@@ -152,19 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings["training_steps"] = args.epochs * -(-int(train.sum()) // settings["batch_size"])
     record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
                        distribution=distribution, precision=precision, text_model=settings)  # later phases check it
-    optimizer = None  # the paper's Adam; fine-tuning a transformer takes AdamW, warmed up, then decayed
-    if mode == "fine-tuned":
-        from emorec.training.optimizer import adamw_warmup
-
-        optimizer = lambda: adamw_warmup(settings["lr"], settings["training_steps"])  # noqa: E731
+    # The paper's Adam; fine-tuning a transformer takes AdamW, warmed up, then decayed.
+    options = training_options(args, settings["lr"], "adamw_warmup" if mode == "fine-tuned" else "adam")
+    config = training_config(build_parser().training_flags(args), record)
 
     # Training, on the devices of --strategy.
     training = fit_best(
-        network, train=ArrayBatches(inputs, labels, np.flatnonzero(train), settings["batch_size"], seed=args.seed),
-        val=ArrayBatches(inputs, labels, np.flatnonzero(val), 1024), epochs=args.epochs, lr=settings["lr"],
-        outputs=outputs, class_weight=class_weights(labels[train], args.class_weight), monitor=args.monitor,
-        patience=args.patience, config=training_config(args, record), strategy=strategy,
-        jit_compile=use_xla(args, network), optimizer=optimizer,
+        network, ArrayBatches(inputs, labels, np.flatnonzero(train), settings["batch_size"], seed=args.seed),
+        ArrayBatches(inputs, labels, np.flatnonzero(val), 1024), options, outputs, config, strategy,
     )
 
     # Evaluation, with the saved model itself on the texts (made outside the strategy: it predicts on one

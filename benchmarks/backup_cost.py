@@ -25,6 +25,7 @@ from emorec.runs import PhaseOutputs  # noqa: E402
 from emorec.models import build_ier_head  # noqa: E402
 from emorec.training.batches import ArrayBatches  # noqa: E402
 from emorec.training.fit import fit_best, seed_everything  # noqa: E402
+from emorec.training.options import TrainingOptions  # noqa: E402
 
 BT4SA_TRAIN_ROWS = 330_000
 BATCH = 20  # IER's default
@@ -41,8 +42,8 @@ def seconds_per_epoch(rows: int, epochs: int, folder: Path, backup: bool) -> tup
     if not backup:  # the backup keeps its history in memory but writes nothing
         emorec.training.backup._save_arrays = emorec.training.backup.write_json_atomic = lambda path, data: None
     started = time.perf_counter()
-    fit_best(head, train=ArrayBatches(features, labels, np.arange(rows), BATCH, seed=0),
-             val=ArrayBatches(features, labels, np.arange(min(rows, 200)), 256), epochs=epochs, lr=1e-4, outputs=outputs)
+    fit_best(head, ArrayBatches(features, labels, np.arange(rows), BATCH, seed=0),
+             ArrayBatches(features, labels, np.arange(min(rows, 200)), 256), TrainingOptions(epochs, 1e-4), outputs)
     seconds = (time.perf_counter() - started) / epochs
     size = sum(path.stat().st_size for path in outputs.backup.glob("*")) if outputs.backup.exists() else 0
     return seconds, size

@@ -55,7 +55,7 @@ def main() -> None:
             view = store.view([f"image-{i}" for i in range(args.images)]).features
             in_memory = np.asarray(view[:], dtype=np.float32)
 
-            def epoch_seconds(data, steps=None) -> float:
+            def epoch_seconds(data, steps=None, shape=shape) -> float:
                 keras.utils.set_random_seed(0)
                 head = build_ier_head(shape, 4)
                 head.compile(optimizer=adam(1e-4), loss="sparse_categorical_crossentropy")

@@ -82,7 +82,7 @@ def main() -> None:
                          ("native decode + Pillow resample", native_then_pil)):
         pixels = np.concatenate([batch.numpy() for batch in pipeline(decode, 2).take(-(-256 // args.batch_size))])
         difference = np.abs(pixels[: len(reference)] - reference)
-        one, two = (rate(lambda: [None for _ in pipeline(decode, calls)]) for calls in (1, 2))
+        one, two = (rate(lambda decode=decode, calls=calls: [None for _ in pipeline(decode, calls)]) for calls in (1, 2))
         print(f"{name + ', 1 call':<44}{one:7.0f} images/s  ({one / pil:.2f}x the loop)")
         print(f"{name + ', 2 calls':<44}{two:7.0f} images/s  ({two / pil:.2f}x the loop, {two / one:.2f}x 1 call); "
               f"pixels differ from Pillow's by {difference.mean():.2f} on average, {difference.max():.0f} at most")

@@ -11,14 +11,30 @@ from emorec.data.manifest import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.distribute import STRATEGIES, STRATEGY_HELP
 from emorec.errors import InputError
 from emorec.storage import storage_error
+from emorec.training.options import TrainingOptions
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, but a wrong command line answers with one line: the error, and how to see every flag
     (argparse's own prints the whole usage first, which buries the error under a screen of flags)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outside_training: set[str] = set()
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` explains every flag)\n")
+
+    def add_outside_training(self, group, *flags, **kwargs) -> argparse.Action:
+        """Add a flag to ``group`` that says where a run writes or how fast it works, not what it learns: a
+        resumed run may change it (:meth:`training_flags` leaves it out)."""
+        action = group.add_argument(*flags, **kwargs)
+        self.outside_training.add(action.dest)
+        return action
+
+    def training_flags(self, args: argparse.Namespace) -> dict:
+        """The parsed ``args`` that bear on what a run learns: all but those added by :meth:`add_outside_training`."""
+        return {key: value for key, value in vars(args).items() if key not in self.outside_training}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -145,7 +161,8 @@ def phase_parser(
             help="deterministic TensorFlow ops: the same --seed gives the same numbers; --no-deterministic "
             "allows faster, non-deterministic GPU kernels and compiles the training steps with XLA on a GPU",
         )
-        group.add_argument("--strategy", choices=STRATEGIES, default="auto", help=STRATEGY_HELP)
+        # A global batch is the same update on any number of replicas.
+        parser.add_outside_training(group, "--strategy", choices=STRATEGIES, default="auto", help=STRATEGY_HELP)
         fewer = group.add_mutually_exclusive_group()
         fewer.add_argument(
             "--label-fraction", type=unit_fraction, default=None, metavar="F",
@@ -157,14 +174,15 @@ def phase_parser(
             help="train on a seeded subsample of K training examples per class (all of a smaller class)",
         )
     outputs = parser.add_argument_group("outputs")
-    outputs.add_argument(
-        "--run-name", type=_run_name, default=None,
+    parser.add_outside_training(
+        outputs, "--run-name", type=_run_name, default=None,
         help="put every output one folder deeper (model_checkpoints/NAME/..., data_files/NAME/..., "
         "tb_logs/NAME/...) so runs do not overwrite each other; later phases read the same run",
     )
-    outputs.add_argument("--checkpoint-dir", default="model_checkpoints", help="where models and their JSON go")
-    outputs.add_argument("--log-dir", default="tb_logs", help="where TensorBoard curves go")
-    outputs.add_argument("--prob-dir", default="data_files", help="where the class-probability CSVs go")
+    parser.add_outside_training(outputs, "--checkpoint-dir", default="model_checkpoints",
+                                help="where models and their JSON go")
+    parser.add_outside_training(outputs, "--log-dir", default="tb_logs", help="where TensorBoard curves go")
+    parser.add_outside_training(outputs, "--prob-dir", default="data_files", help="where the class-probability CSVs go")
     return parser
 
 
@@ -215,3 +233,10 @@ def _run_name(text: str) -> str:
     if not text or "/" in text or "\\" in text or text in (".", ".."):
         raise argparse.ArgumentTypeError(f"a run name is one folder name (no '/'), got {text!r}")
     return text
+
+
+def training_options(args: argparse.Namespace, lr: float, optimizer: str = "adam") -> TrainingOptions:
+    """How a phase trains, from its parsed training flags, at learning rate ``lr`` (the flag's, or the phase's
+    default as it resolved it) with ``optimizer``."""
+    return TrainingOptions(args.epochs, lr, args.class_weight, args.monitor, args.patience, args.deterministic,
+                           optimizer)

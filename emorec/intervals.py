@@ -230,11 +230,11 @@ def seeds_and_tweets_difference(
     labels = np.asarray(labels)
     result = {}
     for metric in METRICS:
-        def mean_over_seeds(method):
+        def mean_over_seeds(method, metric=metric):
             stacked = np.stack([replicates[method, s][metric] for s in range(n)])
             return stacked[drawn, columns].mean(axis=1)
 
-        def point(predicted):
+        def point(predicted, metric=metric):
             return np.mean([point_scores(labels, np.asarray(p), n_classes)[metric] for p in predicted])
 
         low, high = interval(mean_over_seeds("first") - mean_over_seeds("second"))

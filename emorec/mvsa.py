@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             codecs.lookup(name)
         except LookupError:
-            raise InputError(f"--encodings: {name!r} is not an encoding Python knows (gb18030, big5, cp1252, ...).")
+            raise InputError(f"--encodings: {name!r} is not an encoding Python knows (gb18030, big5, cp1252, ...).") from None
     convert(args.root, args.out, args.seed, args.split_file, encodings)
     return 0
 

@@ -170,7 +170,6 @@ def test_multiworker_without_tf_config_says_how_to_set_it(tiny_dataset, tmp_path
 
 
 def test_xla_only_without_determinism_and_on_cpu_only_where_it_was_faster():
-    import argparse
 
     import keras
     import tensorflow as tf
@@ -181,7 +180,7 @@ def test_xla_only_without_determinism_and_on_cpu_only_where_it_was_faster():
     pooled_head, flat_head = build_ier_head((512,), 4), build_ier_head((7, 7, 512), 4)
     tokens = keras.Input((30,), dtype="int32")
     recurrent = keras.Model(tokens, keras.layers.Bidirectional(keras.layers.LSTM(4))(keras.layers.Embedding(50, 8)(tokens)))
-    fast, deterministic = argparse.Namespace(deterministic=False), argparse.Namespace(deterministic=True)
+    fast, deterministic = False, True
     assert not any(use_xla(deterministic, network) for network in (pooled_head, flat_head, recurrent))
     if tf.config.list_physical_devices("GPU"):
         assert all(use_xla(fast, network) for network in (pooled_head, flat_head, recurrent))

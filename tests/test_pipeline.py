@@ -162,7 +162,7 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
         weighting = summary["baselines"][name]["class_weight"]  # the phase of the same modality's
         assert weighting == read_run_config(pipeline / "ckpt" / RUN / f"{COMPARED_PHASE[name]}.args.json").flags["class_weight"]
 
-        def fitted(C):
+        def fitted(C, x=x, weighting=weighting):
             return LogisticRegression(C=C, max_iter=2000, random_state=0, class_weight=None if weighting == "none"
                                       else weighting).fit(x[train].astype(np.float64), labels[train])
 

@@ -137,6 +137,7 @@ def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path):
     from emorec.runs import PhaseOutputs
     from emorec.training.batches import ArrayBatches
     from emorec.training.fit import fit_best, seed_everything
+    from emorec.training.options import TrainingOptions
 
     seed_everything(0)
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
@@ -146,8 +147,8 @@ def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path):
     outputs = PhaseOutputs.of(argparse.Namespace(run_name=None, checkpoint_dir=tmp_path, log_dir=tmp_path / "tb",
                                                  prob_dir=tmp_path), "Toy")
 
-    summary = fit_best(model, train=ArrayBatches(x, y, np.arange(64), 16, seed=0), val=(x, 1 - y), epochs=20, lr=0.1,
-                       outputs=outputs, patience=2)
+    summary = fit_best(model, ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, 1 - y),
+                       TrainingOptions(20, 0.1, patience=2), outputs)
 
     assert summary["epochs_run"] == 3 and summary["stopped_early"] and summary["best_epoch"] == 1
     assert len(pd.read_csv(outputs.epochs_csv)) == 3
@@ -161,6 +162,7 @@ def test_adam_falls_back_to_keras_adam_when_its_state_is_elsewhere_and_trains_wi
     import argparse
 
     from emorec.training import batches, fit, optimizer
+    from emorec.training.options import TrainingOptions
     from emorec.runs import PhaseOutputs
 
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
@@ -172,8 +174,8 @@ def test_adam_falls_back_to_keras_adam_when_its_state_is_elsewhere_and_trains_wi
         model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
         outputs = PhaseOutputs.of(argparse.Namespace(run_name=None, checkpoint_dir=tmp_path / name,
                                                      log_dir=tmp_path / name / "tb", prob_dir=tmp_path), "Toy")
-        summary = fit.fit_best(model, train=batches.ArrayBatches(x, y, np.arange(64), 16, seed=0), val=(x, y), epochs=3,
-                                lr=0.05, outputs=outputs)
+        summary = fit.fit_best(model, batches.ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, y),
+                                TrainingOptions(3, 0.05), outputs)
         return summary, model.get_weights()
 
     caplog.set_level("INFO", logger="emorec")

@@ -12,6 +12,7 @@ import tensorflow as tf
 from emorec.runs import PhaseOutputs
 from emorec.training.batches import ArrayBatches
 from emorec.training.fit import class_weights, fit_best, seed_everything
+from emorec.training.options import TrainingOptions
 from emorec.training.optimizer import FusedAdam
 
 
@@ -28,8 +29,7 @@ def test_fit_best_restores_the_best_validation_epoch(tmp_path):
                               prob_dir=tmp_path / "probs")
     outputs = PhaseOutputs.of(args, "Toy")
 
-    summary = fit_best(model, train=ArrayBatches(x, y, np.arange(64), 16, seed=0), val=(x, 1 - y), epochs=6, lr=0.1,
-                       outputs=outputs)
+    summary = fit_best(model, ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, 1 - y), TrainingOptions(6, 0.1), outputs)
 
     epochs = pd.read_csv(outputs.epochs_csv)
     assert summary["epochs_run"] == 6 and summary["best_epoch"] == 1
@@ -111,9 +111,8 @@ def test_validation_macro_f1_of_each_epoch_is_scikit_learns_on_that_epochs_weigh
 
     monkeypatch.setattr(keras.Model, "fit", fit_with_callback)
     # Validation batches of 7 rows: a mean over batches would differ from the whole split's value.
-    summary = fit_best(model, train=ArrayBatches(x, y, np.arange(80), 16, seed=0), val=keras_batches(x_val, y_val, 7),
-                       epochs=5, lr=0.05, outputs=outputs, class_weight=class_weights(y[:80], "balanced"),
-                       monitor="val_macro_f1")
+    summary = fit_best(model, ArrayBatches(x, y, np.arange(80), 16, seed=0), keras_batches(x_val, y_val, 7),
+                       TrainingOptions(5, 0.05, class_weight="balanced", monitor="val_macro_f1"), outputs)
     logged = pd.read_csv(outputs.epochs_csv)["val_macro_f1"].to_numpy()
     np.testing.assert_allclose(logged, expected, atol=1e-6)
     assert len(set(np.round(expected, 6))) > 1  # the measure moved between epochs, so the check has teeth

@@ -20,19 +20,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("emorec")
 
 
-# Flags that say where a run writes or how fast it extracts, not what it learns: a resumed run may change them.
-NOT_TRAINING = ("run_name", "checkpoint_dir", "log_dir", "prob_dir", "cache_dir", "extract_batch_size", "cache_key",
-                "strategy")  # a global batch is the same update on any number of replicas
-
-
-def training_config(args, record: RunRecord) -> dict:
+def training_config(flags: dict, record: RunRecord) -> dict:
     """What a run learns from and how: a backup resumes only under the same config.
 
-    Every flag of ``args`` except :data:`NOT_TRAINING`, with what the run found that bears on learning
-    (``record``): the data fingerprint, the subsample's (``training_ids``), and the precision, pooling and text
-    model as resolved.
+    The ``flags`` that bear on learning (:meth:`emorec.cli.ArgumentParser.training_flags`), with what the run
+    found that does too (``record``): the data fingerprint, the subsample's (``training_ids``), and the precision,
+    pooling and text model as resolved.
     """
-    config = {key: value for key, value in vars(args).items() if key not in NOT_TRAINING}
+    config = dict(flags)
     # The first run draws the split, the resumed one reads it: the same split.
     config["data"] = {key: value for key, value in record.data.items() if key != "split_source"}
     config["training_ids"] = record.training_ids_fingerprint()

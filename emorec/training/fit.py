@@ -15,7 +15,8 @@ from emorec.runs import PhaseOutputs, worker_outputs
 from emorec.training.backup import TrainingBackup, load_arrays, resumable_state, write_epochs_csv
 from emorec.training.batches import ArrayBatches
 from emorec.training.metrics import MacroF1, Trainer
-from emorec.training.optimizer import adam
+from emorec.training.optimizer import make_optimizer
+from emorec.training.options import MONITORS, TrainingOptions
 
 log = logging.getLogger("emorec")
 
@@ -27,10 +28,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-
-
-# What picks the best epoch: the validation measure and whether lower or higher is better.
-MONITORS = {"val_loss": "min", "val_macro_f1": "max"}
 
 
 def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
@@ -53,65 +50,24 @@ def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
 
 
 def fit_best(
-    model: keras.Model, *, train: ArrayBatches, val, epochs: int, lr: float, outputs: PhaseOutputs,
-    class_weight: dict[int, float] | None = None, monitor: str = "val_loss", patience: int | None = None,
-    config: dict | None = None, strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False,
-    optimizer=None,
+    model: keras.Model, train: ArrayBatches, val, options: TrainingOptions, outputs: PhaseOutputs,
+    config: dict | None = None, strategy: tf.distribute.Strategy | None = None,
 ) -> dict:
-    """Train ``model`` on the batches ``train``, validating on ``val``; end with the best epoch's weights.
+    """Train ``model`` on the batches ``train``, validating on ``val``, as ``options`` say; end with the best
+    epoch's weights.
 
-    The paper's Adam (:func:`adam`, learning rate ``lr``), or ``optimizer`` where given (a function of no
-    argument that makes it, called in the strategy's scope), minimises the
-    sparse categorical cross-entropy of a training twin of ``model``: a
-    functional model over the same layers and weights, compiled in its place.
-    ``model`` itself is never compiled, so the inference model a phase saves
-    around it carries no optimizer: no optimizer state in the file (for the
-    image heads, twice their weights) and no optimizer class to register before
-    loading it. ``class_weight`` (see :func:`class_weights`) weights each
-    training example's loss by its class.
-    Each epoch logs loss, accuracy and macro-F1 (:class:`MacroF1`), on the
-    training batches and on the whole validation split. ``monitor``
-    (``val_loss`` or ``val_macro_f1``) picks the best epoch; with
-    ``patience``, training stops once it has not improved for that many
-    epochs (None: every epoch runs, as in the paper).
-    ``strategy`` (from :func:`emorec.distribute.choose_strategy`; None: the default) is where the steps run: the
-    training twin (a :class:`Trainer`) is compiled and built in its scope (``model`` must have been built
-    there), each global batch of ``train`` is cut over its replicas, and the validation's too.
-    ``jit_compile`` asks Keras to compile the steps with XLA.
-    First takes the run's lock for the phase (:meth:`PhaseOutputs.claim`).
-    Callbacks: EarlyStopping with ``restore_best_weights`` (the best epoch's
-    weights, restored at the end however training ends), the backup
-    (:class:`TrainingBackup` in ``outputs.backup``; a backup made under the same
-    ``config`` is resumed at the epoch after its last one, else training
-    starts fresh), TensorBoard (the per-epoch measures, train and validation,
-    in ``outputs.tensorboard``, cleared on a fresh start, continued on a
-    resumed one) and CSVLogger (its epochs written to ``outputs.epochs_csv``,
-    counted from 1, when training ends). Keras prints its progress bar. The backup stays until
-    :func:`save_phase` has written the phase's outputs, so a kill while saving
-    resumes without training again.
-    Returns a summary: epochs run, the monitor, the patience, the best epoch
-    with its validation loss and macro-F1, the epoch a resumed run started at,
-    seconds in all and per epoch (of this process's epochs).
+    The optimizer (:func:`make_optimizer`) minimises the sparse categorical cross-entropy of a training twin of
+    ``model`` (:class:`Trainer`: the same layers and weights, compiled in its place), so the saved model carries no
+    optimizer. Each epoch logs loss, accuracy and macro-F1 on the training batches and the whole validation split.
+    ``strategy`` (None: the default) is where the steps run; ``model`` must have been built in its scope. A backup
+    in ``outputs.backup`` made under the same ``config`` is resumed at the epoch after its last one; it stays until
+    :func:`save_phase` has written the phase's outputs. TensorBoard and the epochs' CSV go to ``outputs``.
+    Returns a summary: epochs run, the best epoch with its validation scores, the class weights, seconds, ...
     """
-    if monitor not in MONITORS:
-        raise ValueError(f"unknown monitor {monitor!r}: one of {', '.join(MONITORS)}")
     outputs.claim()  # from here on this process writes the phase's outputs, and no other one may
-    config = config or {}
-    strategy = strategy or tf.distribute.get_strategy()
-    # The twin is made outside the strategy's scope, compiled, built and trained in it. Made in the scope, Keras
-    # would build it at fit() from the mean of the first batch's parts, which fails when the global batch does
-    # not divide evenly over the replicas; here it is built from one whole batch, the variables of its metrics
-    # and optimizer mirrored as the weights are. Built before fit() under the default strategy too: Keras would
-    # create the optimizer's and the metrics' variables inside the first training step, and TensorFlow traces a
-    # step that creates variables twice (TER's twice cost 4 s of every run's start).
-    trainer = Trainer(model.input, model.output, name=f"{model.name}_training")
-    with strategy.scope():
-        trainer.compile(optimizer=adam(lr) if optimizer is None else optimizer(), loss="sparse_categorical_crossentropy",
-                        metrics=["accuracy", MacroF1(model.output.shape[-1])], jit_compile=jit_compile)
-        if hasattr(trainer, "_symbolic_build"):
-            example_inputs, example_labels = train.batch(0, 0)
-            trainer._symbolic_build(data_batch=(example_inputs, example_labels))  # what Keras' fit() calls in a scope
-        state = resumable_state(outputs.backup, config, trainer)
+    config, strategy = config or {}, strategy or tf.distribute.get_strategy()
+    class_weight = class_weights(train.labels[train.rows], options.class_weight)
+    trainer, state = _compiled_trainer(model, train, options, strategy, outputs, config)
     outputs.epochs_csv.parent.mkdir(parents=True, exist_ok=True)
     partial_log = outputs.epochs_csv.with_name(f".{outputs.epochs_csv.name}.partial")
     done = 0 if state is None else state["epochs_done"]
@@ -122,14 +78,11 @@ def fit_best(
         write_epochs_csv(partial_log, state["history"])  # exactly the epochs backed up, whatever the kill left
         best = state["stopper"]
         log.info("resuming from the training backup %s: %d of %d epochs done%s; best %s so far %.4f at epoch %d",
-                 outputs.backup, done, epochs, " (training had ended)" if state["finished"] else "", monitor,
-                 best["best"], best["best_epoch"] + 1)
-    stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor], patience=patience or epochs,
-                                            restore_best_weights=True)
+                 outputs.backup, done, options.epochs, " (training had ended)" if state["finished"] else "",
+                 options.monitor, best["best"], best["best_epoch"] + 1)
+    stopper = keras.callbacks.EarlyStopping(monitor=options.monitor, mode=MONITORS[options.monitor],
+                                            patience=options.patience or options.epochs, restore_best_weights=True)
     backup = TrainingBackup(outputs.backup, config, stopper, state)
-    if jit_compile:  # Keras may have refused it (a layer without XLA support, or op determinism on)
-        log.info("training steps %s", "compiled with XLA" if trainer.jit_compile else
-                 "without XLA: Keras cannot compile this model with it")
     if class_weight is not None:
         log.info("class weights: %s", ", ".join(f"{label}: {weight:.3f}" for label, weight in class_weight.items()))
     started = time.perf_counter()
@@ -142,38 +95,66 @@ def fit_best(
         # The class weights travel with the batches (as Keras would put them there): a distributed dataset
         # takes no class_weight.
         with strategy.scope():
-            trainer.fit(train.dataset(done, epochs, class_weight, strategy), steps_per_epoch=len(train),
+            trainer.fit(train.dataset(done, options.epochs, class_weight, strategy), steps_per_epoch=len(train),
                         validation_data=val.dataset(strategy=strategy) if isinstance(val, ArrayBatches) else val,
-                        epochs=epochs, initial_epoch=done, shuffle=False, callbacks=[
+                        epochs=options.epochs, initial_epoch=done, shuffle=False, callbacks=[
                             stopper, keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
                             backup, keras.callbacks.CSVLogger(str(partial_log), append=done > 0)])
     seconds = time.perf_counter() - started
-    measures = backup.state["history"]
     # Epochs counted from 1, as Keras' progress bar, the log and the metrics' best_epoch count them.
-    write_epochs_csv(outputs.epochs_csv, measures, first=1)
+    write_epochs_csv(outputs.epochs_csv, backup.state["history"], first=1)
     partial_log.unlink(missing_ok=True)
-    best, run = backup.state["stopper"]["best_epoch"], len(measures[monitor])  # the epoch whose weights were restored
-    stopped = run < epochs
-    log.info("best %s %.4f at epoch %d of %d%s (val_loss %.4f, val_macro_f1 %.4f); its weights restored", monitor,
-             measures[monitor][best], best + 1, run, f", stopped early (patience {patience})" if stopped else "",
-             measures["val_loss"][best], measures["val_macro_f1"][best])
-    ran = run - done
+    summary = _training_summary(backup.state, options, done, seconds)
     fingerprint = weights_fingerprint(model)
     log.info("weights fingerprint %s", fingerprint)
-    return {
-        "epochs_run": run,
-        "monitor": monitor,
-        "patience": patience,
-        "stopped_early": stopped,
-        "best_epoch": best + 1,
-        "best_val_loss": float(measures["val_loss"][best]),
-        "best_val_macro_f1": float(measures["val_macro_f1"][best]),
+    return summary | {
         "class_weights": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
-        "resumed_at_epoch": None if state is None else done + 1,
-        "fit_seconds": round(seconds, 2),
-        "seconds_per_epoch": round(seconds / ran, 2) if ran else None,
-        "weights_sha256": fingerprint,
+        "resumed_at_epoch": None if state is None else done + 1, "weights_sha256": fingerprint,
         "xla": bool(trainer.jit_compile),
+    }
+
+
+def _compiled_trainer(model: keras.Model, train: ArrayBatches, options: TrainingOptions,
+                      strategy: tf.distribute.Strategy, outputs: PhaseOutputs, config: dict):
+    """``model``'s training twin, compiled and built in ``strategy``'s scope, and the backup's state to resume
+    from (None: a fresh start)."""
+    # The twin is made outside the strategy's scope, compiled, built and trained in it. Made in the scope, Keras
+    # would build it at fit() from the mean of the first batch's parts, which fails when the global batch does
+    # not divide evenly over the replicas; here it is built from one whole batch, the variables of its metrics
+    # and optimizer mirrored as the weights are. Built before fit() under the default strategy too: Keras would
+    # create the optimizer's and the metrics' variables inside the first training step, and TensorFlow traces a
+    # step that creates variables twice.
+    trainer = Trainer(model.input, model.output, name=f"{model.name}_training")
+    jit_compile = use_xla(options.deterministic, model)
+    with strategy.scope():
+        trainer.compile(optimizer=make_optimizer(options.optimizer, options.lr, options.epochs * len(train)),
+                        loss="sparse_categorical_crossentropy",
+                        metrics=["accuracy", MacroF1(model.output.shape[-1])], jit_compile=jit_compile)
+        if hasattr(trainer, "_symbolic_build"):
+            example_inputs, example_labels = train.batch(0, 0)
+            trainer._symbolic_build(data_batch=(example_inputs, example_labels))  # what Keras' fit() calls in a scope
+        state = resumable_state(outputs.backup, config, trainer)
+    if jit_compile:  # Keras may have refused it (a layer without XLA support, or op determinism on)
+        log.info("training steps %s", "compiled with XLA" if trainer.jit_compile else
+                 "without XLA: Keras cannot compile this model with it")
+    return trainer, state
+
+
+def _training_summary(state: dict, options: TrainingOptions, done: int, seconds: float) -> dict:
+    """The fit's epochs as the metrics record them, from the backup's final ``state``; ``done`` epochs had run
+    before this process, which took ``seconds``."""
+    measures, monitor = state["history"], options.monitor
+    best, run = state["stopper"]["best_epoch"], len(measures[monitor])  # the epoch whose weights were restored
+    stopped = run < options.epochs
+    log.info("best %s %.4f at epoch %d of %d%s (val_loss %.4f, val_macro_f1 %.4f); its weights restored", monitor,
+             measures[monitor][best], best + 1, run, f", stopped early (patience {options.patience})" if stopped else "",
+             measures["val_loss"][best], measures["val_macro_f1"][best])
+    ran = run - done
+    return {
+        "epochs_run": run, "monitor": monitor, "patience": options.patience, "stopped_early": stopped,
+        "best_epoch": best + 1, "best_val_loss": float(measures["val_loss"][best]),
+        "best_val_macro_f1": float(measures["val_macro_f1"][best]),
+        "fit_seconds": round(seconds, 2), "seconds_per_epoch": round(seconds / ran, 2) if ran else None,
     }
 
 
@@ -193,11 +174,11 @@ def weights_fingerprint(model: keras.Model) -> str:
 XLA_CPU_MAX_WEIGHTS = 5_000_000
 
 
-def use_xla(args, network: keras.Model) -> bool:
+def use_xla(deterministic: bool, network: keras.Model) -> bool:
     """Whether a phase's training steps compile with XLA (``jit_compile``): under ``--no-deterministic``, on a
     machine with a GPU; on CPU for a ``network`` without recurrent layers of at most :data:`XLA_CPU_MAX_WEIGHTS`
     trainable weights. Never under ``--deterministic``: TensorFlow's op determinism and XLA do not go together."""
-    if args.deterministic:
+    if deterministic:
         return False
     if tf.config.list_physical_devices("GPU"):
         return True

@@ -79,3 +79,9 @@ def adamw_warmup(lr: float, total_steps: int, warmup_fraction: float = 0.1,
     log.info("optimizer: AdamW, learning rate warmed up to %g over %d of %d steps, then cosine decay; weight "
              "decay %g", lr, warmup, total_steps, weight_decay)
     return optimizer
+
+
+def make_optimizer(name: str, lr: float, total_steps: int) -> keras.optimizers.Optimizer:
+    """The optimizer a phase trains with (:data:`emorec.training.options.OPTIMIZERS`): the paper's Adam
+    (:func:`adam`) at ``lr``, or AdamW warmed up to ``lr`` and decayed over ``total_steps`` (:func:`adamw_warmup`)."""
+    return adamw_warmup(lr, total_steps) if name == "adamw_warmup" else adam(lr)
