@@ -1,40 +1,16 @@
 """The image feature store: each image's frozen-backbone features, computed once, for every run that needs them.
 
-A frozen backbone's output for an image never changes, so IER.py computes it
-once per image and keeps it here; training heads reads the store, never the
-images. One store folder holds one backbone configuration (backbone, weights,
-image size, pooling, precision) for any number of images::
+One folder per backbone configuration (a frozen text encoder's: one per encoder, texts keyed by their bytes)::
 
     <cache dir>/<backbone>_<size>px_<pooling>_<precision>_<weights>/
         store.json         the configuration and the shape of one image's features
         shard-000000.npy   float16 features, one row per image, preallocated and memory-mapped
         entries.jsonl      one line per computed image: [image key, shard, row, readable]
 
-An image's key is its path relative to the image root with its size and
-modification time (``--cache-key stat``), or the sha256 of its bytes
-(``--cache-key content``, for copies that do not keep modification times).
-So adding rows computes only the new images, moving the image folder or the
-checkout keeps every feature, and manifests or subsets over the same images
-share them. A changed image has a new key and is computed again; the store
-only grows (delete its folder to reclaim the space).
-
-A frozen text encoder's features use the same store, one folder per encoder,
-each text keyed by the sha256 of its bytes (:mod:`emorec.text_encoders`).
-
-Extraction writes a batch into the preallocated shard rows, flushes them, and
-only then appends the batch's lines to ``entries.jsonl``: the resume record
-costs O(1) per batch, a kill at any instant loses at most the batches not yet
-listed, and a line that is listed always has its features on disk. Readers
-need no lock.
-
-Several processes, on one machine or on several sharing the folder, may fill
-one store at once, each its share of the images (``IER.py --num-shards K
---shard-index i``, or the workers of ``--strategy multiworker``): a process
-writes only into shard files it holds (a lock per shard file, ``.writer``,
-which the system drops when the process dies, so a killed writer's unused
-rows are taken by the next), and takes rows and appends entries holding
-``.write.lock`` briefly. Extraction of the same share is one process at a time
-(``.lock``, or ``.lock-<i>of<K>`` for a share).
+An image's key is its path under the image root with its size and modification time, or its bytes' sha256, so
+new rows compute only new images and moved folders keep their features. A batch's rows are flushed before its
+lines are appended, so a listed line always has its features on disk and readers need no lock; writers hold a
+lock per shard file and per share (docs/long_runs.md: the store, its locks, and filling it in shares).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 
 import Intermediate_fusion
 import sweep
-from emorec import label_efficiency
+from emorec import label_efficiency, label_efficiency_report
 from emorec.cli import run
 from emorec.data.dataset import load_dataset
 from emorec.data.splits import labelled_training_rows
@@ -63,7 +63,7 @@ def test_the_sweep_writes_one_row_per_setting_and_method(small_sweep):
     weighted = markdown.split("**Test weighted-F1**")[1].split("**")[0]
     header, *rows = (line.split("|") for line in weighted.splitlines() if line.startswith("| "))
     fraction_row = next(cells for cells in rows if cells[1].strip() == "0.25")
-    late_cell = fraction_row[[cell.strip() for cell in header].index(label_efficiency.LABELS["Late_fusion"])]
+    late_cell = fraction_row[[cell.strip() for cell in header].index(label_efficiency_report.LABELS["Late_fusion"])]
     assert float(late_cell.split()[0]) == pytest.approx(row["weighted_f1"], abs=5e-4)
     assert "redraws both the seeds and the test tweets" in markdown and "+ val labels" in markdown
     assert (table["validation_labels"] == summary["split_sizes"]["val"]).all()
@@ -79,7 +79,7 @@ def test_the_sweep_writes_one_row_per_setting_and_method(small_sweep):
     gains = markdown.split("**Fusion minus the better single modality**")[1]
     gain_row = next(line for line in gains.splitlines() if line.startswith("| 0.25 |"))
     cells = [cell.strip() for cell in gain_row.strip("|").split("|")]
-    assert cells[1] == label_efficiency.LABELS[modality]
+    assert cells[1] == label_efficiency_report.LABELS[modality]
     late = cells[2:][["Intermediate_fusion", "Average", "Late_fusion", "Stacker"].index("Late_fusion")]
     assert float(late.split()[0]) == pytest.approx(means["Late_fusion"] - means[modality], abs=5e-4)
     low, high = (float(v) for v in late.split("/")[0].split("[")[1].rstrip("] ").split(","))
@@ -204,10 +204,10 @@ def test_the_curve_keeps_its_legend_clear_of_the_lines_and_tells_equal_curves_ap
                                                                     for end, shift in (("", 0), ("_low", -0.1),
                                                                                        ("_high", 0.1))}}
                           for method in methods for labels in (30, 300, 3000)])
-    figure = label_efficiency.curve_figure(stats, methods)
+    figure = label_efficiency_report.curve_figure(stats, methods)
     figure.canvas.draw()
     (legend,) = figure.legends
-    assert [text.get_text() for text in legend.get_texts()] == [label_efficiency.LABELS[m] for m in methods]
+    assert [text.get_text() for text in legend.get_texts()] == [label_efficiency_report.LABELS[m] for m in methods]
     box = legend.get_window_extent()
     for axis in figure.axes:
         assert axis.get_legend() is None and not box.overlaps(axis.get_window_extent())
