@@ -37,11 +37,19 @@ MIN_IMAGE_SIZE = {"vgg16": 32, "resnet50": 32, "efficientnetb0": 32}
 def build_parser() -> ArgumentParser:
     """IER's command line: the shared phase flags plus the image model's own."""
     # docs/phases.md: the defaults that differ from the paper
-    parser = phase_parser(PHASE, "Train the paper's image emotion recognition model.", batch_size=20, lr=1e-4,
-                          class_weight="balanced", monitor="val_macro_f1")
+    parser = phase_parser(
+        PHASE,
+        "Train the paper's image emotion recognition model.",
+        batch_size=20,
+        lr=1e-4,
+        class_weight="balanced",
+        monitor="val_macro_f1",
+    )
     image = parser.add_argument_group("image model")
     image.add_argument(
-        "--backbone", default="vgg16", metavar="NAME_OR_PRESET",
+        "--backbone",
+        default="vgg16",
+        metavar="NAME_OR_PRESET",
         help="the frozen backbone: a keras.applications CNN (vgg16, the paper's; resnet50; efficientnetb0), or a "
         "KerasHub image preset with its own weights and preprocessing (clip_vit_base_patch16, "
         "vit_base_patch16_224_imagenet, dinov2_base, resnet_50_imagenet, an hf:// or kaggle:// handle, or a local "
@@ -49,20 +57,29 @@ def build_parser() -> ArgumentParser:
         f"pip install -r {HUB_REQUIREMENTS}; docs/image_encoders.md)",
     )
     image.add_argument(
-        "--image-weights", default=None,
+        "--image-weights",
+        default=None,
         help="a CNN's weights: imagenet (the default: Keras' download and cache), none (random), or a weights file "
         "(a preset carries its own)",
     )
     image.add_argument(
-        "--backbone-seed", type=int, default=0,
+        "--backbone-seed",
+        type=int,
+        default=0,
         help="seed of the random backbone of --image-weights none; apart from --seed, so that runs with "
         "different seeds share one feature cache, as they do with real weights",
     )
-    image.add_argument("--image-size", type=int, default=None,
-                       help="images are resized to SIZE x SIZE: 224 by default for a CNN (at least 32); a preset's "
-                       "own size, which is the only one it takes")
     image.add_argument(
-        "--pooling", choices=(*POOLINGS, "embedding"), default=None,  # embedding: emorec.image_encoders
+        "--image-size",
+        type=int,
+        default=None,
+        help="images are resized to SIZE x SIZE: 224 by default for a CNN (at least 32); a preset's "
+        "own size, which is the only one it takes",
+    )
+    image.add_argument(
+        "--pooling",
+        choices=(*POOLINGS, "embedding"),
+        default=None,  # embedding: emorec.image_encoders
         help="a CNN's last feature map: kept whole and flattened (the default, the paper's; VGG16 at 224 px: 25,088 "
         "numbers per image) or pooled over space by average or maximum (512): a 49x smaller store and head. A "
         "preset: its own image embedding (the default: CLIP's projected class token, SigLIP's pooled output, the "
@@ -70,32 +87,53 @@ def build_parser() -> ArgumentParser:
         "or over space; a CNN preset's whole last feature map by flatten",
     )
     image.add_argument(
-        "--precision", choices=PRECISIONS, default="auto",
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
         help="arithmetic of the backbone and the head: float32, or Keras' mixed bfloat16 / float16 (weights "
         "float32); auto: bfloat16 where this machine's CPU or GPU runs it natively, else float32 (the log says "
         "which); stored features are float16 whatever it is",
     )
     parser.add_outside_training(
-        image, "--cache-key", choices=CACHE_KEYS, default="stat",
+        image,
+        "--cache-key",
+        choices=CACHE_KEYS,
+        default="stat",
         help="how the feature store recognises an image it has: its path under --image-root with its size and "
         "modification time (stat), or a hash of its bytes (content: for copies that do not keep modification "
         "times; reads every image once per run)",
     )
-    parser.add_outside_training(image, "--extract-batch-size", type=positive_int, default=32, help="images per backbone batch when extracting")
+    parser.add_outside_training(
+        image, "--extract-batch-size", type=positive_int, default=32, help="images per backbone batch when extracting"
+    )
     image.add_argument(
-        "--num-shards", type=positive_int, default=1, metavar="K",
+        "--num-shards",
+        type=positive_int,
+        default=1,
+        metavar="K",
         help="extract only share --shard-index of K of the images into the feature store, then stop without "
         "training: K processes (or machines sharing the store's folder, or a job array) fill one store at once; "
         "IER.py without it then finds every image stored and computes nothing",
     )
-    image.add_argument("--shard-index", type=int, default=0, metavar="I",
-                       help="which share this process extracts under --num-shards K: 0 to K-1")
-    parser.add_outside_training(image, "--cache-dir", default="data_files/features",
-                       help="where the image feature stores are kept, one per backbone configuration (read-only: a store "
-                       "already there is read, a new one goes to $EMOREC_CACHE_DIR, else ~/.cache/emorec, as the log "
-                       "says)")
     image.add_argument(
-        "--on-bad-image", choices=("skip", "error"), default="skip",
+        "--shard-index",
+        type=int,
+        default=0,
+        metavar="I",
+        help="which share this process extracts under --num-shards K: 0 to K-1",
+    )
+    parser.add_outside_training(
+        image,
+        "--cache-dir",
+        default="data_files/features",
+        help="where the image feature stores are kept, one per backbone configuration (read-only: a store "
+        "already there is read, a new one goes to $EMOREC_CACHE_DIR, else ~/.cache/emorec, as the log "
+        "says)",
+    )
+    image.add_argument(
+        "--on-bad-image",
+        choices=("skip", "error"),
+        default="skip",
         help="an unreadable image: leave its row out (with one warning listing them) or stop the run",
     )
     return parser
@@ -106,20 +144,28 @@ def parse_args(argv: Sequence[str] | None = None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 <= args.shard_index < args.num_shards:
-        parser.error(f"--shard-index must be 0 to {args.num_shards - 1} under --num-shards {args.num_shards}, "
-                     f"got {args.shard_index}")
+        parser.error(
+            f"--shard-index must be 0 to {args.num_shards - 1} under --num-shards {args.num_shards}, "
+            f"got {args.shard_index}"
+        )
     if args.num_shards > 1 and args.strategy == "multiworker":
-        parser.error("--num-shards with --strategy multiworker: the workers share the extraction among "
-                     "themselves; leave --num-shards out")
+        parser.error(
+            "--num-shards with --strategy multiworker: the workers share the extraction among "
+            "themselves; leave --num-shards out"
+        )
     if args.backbone in MIN_IMAGE_SIZE:
         if args.image_size is not None and args.image_size < MIN_IMAGE_SIZE[args.backbone]:
-            parser.error(f"--image-size must be at least {MIN_IMAGE_SIZE[args.backbone]} for {args.backbone}, "
-                         f"got {args.image_size}")
+            parser.error(
+                f"--image-size must be at least {MIN_IMAGE_SIZE[args.backbone]} for {args.backbone}, "
+                f"got {args.image_size}"
+            )
         if args.pooling == "embedding":
             parser.error(f"--pooling embedding is a KerasHub preset's; {args.backbone} pools by flatten, avg or max")
     elif args.image_weights is not None:
-        parser.error(f"--image-weights is a CNN's ({', '.join(MIN_IMAGE_SIZE)}); the preset {args.backbone} "
-                     "carries its own weights")
+        parser.error(
+            f"--image-weights is a CNN's ({', '.join(MIN_IMAGE_SIZE)}); the preset {args.backbone} "
+            "carries its own weights"
+        )
     return args
 
 
@@ -161,8 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights, pooling = image_settings(args)
 
     # Data: the same manifest and split as every phase.
-    dataset = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit,
-                           class_names=args.classes, strict_split=args.strict_split)
+    dataset = load_dataset(
+        args.manifest,
+        args.image_root,
+        seed=args.seed,
+        resplit=args.resplit,
+        class_names=args.classes,
+        strict_split=args.strict_split,
+    )
     frame, class_names = dataset.frame, dataset.class_names
 
     # Features: the frozen backbone runs once per image into the feature store; later runs read them there.
@@ -171,20 +223,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     share = (worker_index(strategy), workers) if workers > 1 else (args.shard_index, args.num_shards)
     extraction = strategy if workers == 1 else None
     with (extraction or tf.distribute.get_strategy()).scope():
-        extractor, weights_identity = build_extractor(args.backbone, weights, args.image_size, args.backbone_seed,
-                                                      pooling, precision)
+        extractor, weights_identity = build_extractor(
+            args.backbone, weights, args.image_size, args.backbone_seed, pooling, precision
+        )
     image_size = int(extractor.input_shape[1])
-    folder = beside_or_fallback(store_folder(args.cache_dir, args.backbone, weights_identity, image_size, pooling,
-                                             precision), "the image feature store")
-    store = FeatureStore.open(folder, {
-        "backbone": backbone_name(args.backbone), "weights": weights_identity, "image_size": image_size,
-        "pooling": pooling, "precision": precision, "feature_shape": list(extractor.output_shape[1:])})
+    folder = beside_or_fallback(
+        store_folder(args.cache_dir, args.backbone, weights_identity, image_size, pooling, precision),
+        "the image feature store",
+    )
+    store = FeatureStore.open(
+        folder,
+        {
+            "backbone": backbone_name(args.backbone),
+            "weights": weights_identity,
+            "image_size": image_size,
+            "pooling": pooling,
+            "precision": precision,
+            "feature_shape": list(extractor.output_shape[1:]),
+        },
+    )
     paths, keys = frame["image_path"].tolist(), image_keys(frame["image_path"], dataset.image_root, args.cache_key)
-    cache = stored_features(store, paths, keys, extractor, image_size, args.extract_batch_size, args.on_bad_image,
-                            share=share, strategy=extraction)
+    cache = stored_features(
+        store,
+        paths,
+        keys,
+        extractor,
+        image_size,
+        args.extract_batch_size,
+        args.on_bad_image,
+        share=share,
+        strategy=extraction,
+    )
     if args.num_shards > 1:
-        log.info("share %d of %d done. Once every share is, run IER.py without --num-shards: it finds the images "
-                 "in the store and trains.", args.shard_index, args.num_shards)
+        log.info(
+            "share %d of %d done. Once every share is, run IER.py without --num-shards: it finds the images "
+            "in the store and trains.",
+            args.shard_index,
+            args.num_shards,
+        )
         return 0
     if workers > 1:
         wait_for_all(strategy)  # every worker's share is in the store
@@ -192,10 +268,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache = read_features(store, paths, keys, args.on_bad_image)
     labels = frame["label"].to_numpy()
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
-    rows = {"train": np.flatnonzero(training_rows.mask & cache.ok),
-            "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
-    record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
-                       distribution=distribution, precision=precision, pooling=pooling)
+    rows = {
+        "train": np.flatnonzero(training_rows.mask & cache.ok),
+        "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok),
+    }
+    record = RunRecord(
+        data=dataset.fingerprint,
+        split_leakage=dataset.split_leakage,
+        training_ids=training_rows.ids,
+        distribution=distribution,
+        precision=precision,
+        pooling=pooling,
+    )
 
     # Model and training, on the cached features.
     seed_everything(args.seed, args.deterministic)
@@ -203,20 +287,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         head = build_ier_head(cache.features.shape[1:], len(class_names))
     config = training_config(build_parser().training_flags(args), record)
     training = fit_best(
-        head, ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
-        ArrayBatches(cache.features, labels, rows["val"], 256), training_options(args, args.lr), outputs, config,
+        head,
+        ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
+        ArrayBatches(cache.features, labels, rows["val"], 256),
+        training_options(args, args.lr),
+        outputs,
+        config,
         strategy,
     )
 
     # Evaluation on every readable image, on this process's device; unreadable ones keep empty probabilities.
     probabilities, metrics = evaluate_readable(head, cache.features, dataset, cache.ok)
     save_phase(
-        outputs, PHASE, image_model(extractor, head), args=args, argv=argv, record=record,
-        metrics={"class_names": list(class_names), "training_labels": len(rows["train"]),
-                 "feature_store": str(folder), "weights_identity": weights_identity, "image_size": image_size,
-                 "unreadable_images": int((~cache.ok).sum()), "split_leakage": dataset.split_leakage,
-                 **training, **metrics},
-        probabilities=probability_table(frame, probabilities, class_names), prob_file=PROB_FILE,
+        outputs,
+        PHASE,
+        image_model(extractor, head),
+        args=args,
+        argv=argv,
+        record=record,
+        metrics={
+            "class_names": list(class_names),
+            "training_labels": len(rows["train"]),
+            "feature_store": str(folder),
+            "weights_identity": weights_identity,
+            "image_size": image_size,
+            "unreadable_images": int((~cache.ok).sum()),
+            "split_leakage": dataset.split_leakage,
+            **training,
+            **metrics,
+        },
+        probabilities=probability_table(frame, probabilities, class_names),
+        prob_file=PROB_FILE,
     )
     return 0
 

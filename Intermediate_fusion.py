@@ -42,25 +42,36 @@ PROB_FILE = "inter_prob.csv"
 def build_parser() -> ArgumentParser:
     """The fusion's command line: the shared phase flags plus the fusion model's own."""
     # docs/phases.md: the defaults that differ from the paper
-    parser = phase_parser(PHASE, "Train the paper's intermediate-fusion model on TER's text pipeline and IER's "
-                          "cached image features.", batch_size=32, lr=None,
-                          lr_help="learning rate: Adam's, or AdamW's peak (warmed up over the first 10%% of steps, "
-                          "then cosine decay) when TER fine-tuned a text encoder, which trains here too (default: "
-                          "1e-4; 5e-5 with a fine-tuned encoder)",
-                          class_weight="balanced", monitor="val_macro_f1", resplit=False)
+    parser = phase_parser(
+        PHASE,
+        "Train the paper's intermediate-fusion model on TER's text pipeline and IER's cached image features.",
+        batch_size=32,
+        lr=None,
+        lr_help="learning rate: Adam's, or AdamW's peak (warmed up over the first 10%% of steps, "
+        "then cosine decay) when TER fine-tuned a text encoder, which trains here too (default: "
+        "1e-4; 5e-5 with a fine-tuned encoder)",
+        class_weight="balanced",
+        monitor="val_macro_f1",
+        resplit=False,
+    )
     fusion = parser.add_argument_group("fusion model")
     fusion.add_argument(
-        "--init-from-unimodal", action="store_true",
+        "--init-from-unimodal",
+        action="store_true",
         help="start the text layers from TER.keras and the image Dense(3000)'s first 1000 units from IER.keras "
         "(off, as in the paper: random initialisation on top of the GloVe embeddings)",
     )
     fusion.add_argument(
-        "--pooling", choices=POOLINGS, default=None,
+        "--pooling",
+        choices=POOLINGS,
+        default=None,
         help="how the image features enter: as IER.py stored them (the default), or, from a store of whole "
         "feature maps (IER's --pooling flatten), pooled over space by average or maximum",
     )
     fusion.add_argument(
-        "--precision", choices=PRECISIONS, default="auto",
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
         help="arithmetic of the fusion network: float32, or Keras' mixed bfloat16 / float16; auto: bfloat16 where "
         "this machine runs it natively, else float32 (the log says which)",
     )
@@ -77,12 +88,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     ter_files, ier_files = PhaseOutputs.of(args, "TER"), PhaseOutputs.of(args, "IER")
-    require_files({
-        args.manifest: manifest_fix(args.manifest),
-        **{path: phase_output_fix(phase, args) for path, phase in (
-            (ter_files.model, "TER"), (ter_files.args_json, "TER"), (ier_files.model, "IER"),
-            (ier_files.metrics_json, "IER"), (ier_files.args_json, "IER"))},
-    })
+    require_files(
+        {
+            args.manifest: manifest_fix(args.manifest),
+            **{
+                path: phase_output_fix(phase, args)
+                for path, phase in (
+                    (ter_files.model, "TER"),
+                    (ter_files.args_json, "TER"),
+                    (ier_files.model, "IER"),
+                    (ier_files.metrics_json, "IER"),
+                    (ier_files.args_json, "IER"),
+                )
+            },
+        }
+    )
     outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
     import keras
     import numpy as np
@@ -101,18 +121,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
     precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
-    dataset = load_dataset(args.manifest, args.image_root, class_names=args.classes, strict_split=args.strict_split,
-                           draw=False)  # TER's and IER's split, never a new one
+    dataset = load_dataset(
+        args.manifest, args.image_root, class_names=args.classes, strict_split=args.strict_split, draw=False
+    )  # TER's and IER's split, never a new one
     frame, class_names = dataset.frame, dataset.class_names
     # TER and IER must have read these rows with this split, and learnt from the examples this command would.
     earlier = {"TER": read_run_config(ter_files.args_json), "IER": read_run_config(ier_files.args_json)}
-    check_same_data(dataset.fingerprint, {phase: (config.path, config.run) for phase, config in earlier.items()},
-                    "TER.py and IER.py (then this phase)")
+    check_same_data(
+        dataset.fingerprint,
+        {phase: (config.path, config.run) for phase, config in earlier.items()},
+        "TER.py and IER.py (then this phase)",
+    )
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
     text_settings = fusion_text_settings(args, earlier["TER"])
-    record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
-                       distribution=distribution, precision=precision, text_model=text_settings,
-                       pooling=_image_pooling(args.pooling, earlier["IER"].run.get("pooling", "flatten")))
+    record = RunRecord(
+        data=dataset.fingerprint,
+        split_leakage=dataset.split_leakage,
+        training_ids=training_rows.ids,
+        distribution=distribution,
+        precision=precision,
+        text_model=text_settings,
+        pooling=_image_pooling(args.pooling, earlier["IER"].run.get("pooling", "flatten")),
+    )
     _check_same_training_rows(record.training_ids_fingerprint(), earlier)
     labels = frame["label"].to_numpy()
 
@@ -121,8 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     extractor = next(layer for layer in ier.layers if layer.name.endswith("_extractor"))
     ier_head = ier.get_layer("ier_head")
     cache = phase_features(dataset, json.loads(ier_files.metrics_json.read_text()), earlier["IER"])
-    rows = {"train": np.flatnonzero(training_rows.mask & cache.ok),
-            "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok)}
+    rows = {
+        "train": np.flatnonzero(training_rows.mask & cache.ok),
+        "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok),
+    }
 
     # Text and model: TER's text pipeline (its vectorizer and GloVe matrix, or its encoder), joined with the image.
     ter = keras.models.load_model(ter_files.model)
@@ -137,20 +169,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     optimizer = "adamw_warmup" if text_settings["model"] == "fine-tuned" else "adam"
     config = training_config(build_parser().training_flags(args), record)
     training = fit_best(
-        fusion.network, ArrayBatches(fusion.inputs, labels, rows["train"], args.batch_size, seed=args.seed),
-        ArrayBatches(fusion.inputs, labels, rows["val"], 256), training_options(args, text_settings["lr"], optimizer),
-        outputs, config, strategy,
+        fusion.network,
+        ArrayBatches(fusion.inputs, labels, rows["train"], args.batch_size, seed=args.seed),
+        ArrayBatches(fusion.inputs, labels, rows["val"], 256),
+        training_options(args, text_settings["lr"], optimizer),
+        outputs,
+        config,
+        strategy,
     )
 
     # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.
     probabilities, metrics = evaluate_readable(fusion.network, fusion.inputs, dataset, cache.ok)
     save_phase(
-        outputs, PHASE, fusion.saved_model(extractor), args=args, argv=argv, record=record,
-        metrics={"class_names": list(class_names), "training_labels": len(rows["train"]),
-                 "feature_store": str(cache.folder), "warm_started_layers": warm_started, "text_model": text_settings,
-                 "unreadable_images": int((~cache.ok).sum()), "split_leakage": dataset.split_leakage,
-                 **training, **metrics},
-        probabilities=probability_table(frame, probabilities, class_names), prob_file=PROB_FILE,
+        outputs,
+        PHASE,
+        fusion.saved_model(extractor),
+        args=args,
+        argv=argv,
+        record=record,
+        metrics={
+            "class_names": list(class_names),
+            "training_labels": len(rows["train"]),
+            "feature_store": str(cache.folder),
+            "warm_started_layers": warm_started,
+            "text_model": text_settings,
+            "unreadable_images": int((~cache.ok).sum()),
+            "split_leakage": dataset.split_leakage,
+            **training,
+            **metrics,
+        },
+        probabilities=probability_table(frame, probabilities, class_names),
+        prob_file=PROB_FILE,
     )
     return 0
 
@@ -162,8 +211,11 @@ def fusion_text_settings(args, ter_config) -> dict:
     """The text model the fusion takes from TER (``ter_config``, its run config): paper, fine-tuned or frozen,
     with the learning rate resolved (``--lr``, else :data:`LR`'s) and a pretrained encoder's record."""
     ter_model = ter_config.run.get("text_model") or {"model": "paper"}
-    settings = {"model": ter_model["model"], "lr": LR[ter_model["model"]] if args.lr is None else args.lr,
-                "batch_size": args.batch_size}
+    settings = {
+        "model": ter_model["model"],
+        "lr": LR[ter_model["model"]] if args.lr is None else args.lr,
+        "batch_size": args.batch_size,
+    }
     if ter_model["model"] != "paper":
         settings |= {"seq_len": ter_model["seq_len"], "encoder": ter_model["encoder"]}
     return settings
@@ -190,9 +242,12 @@ def paper_fusion(args, ter, text_settings, frame, image_features, n_classes: int
     glove_matrix = ter_network.get_layer("text_embedding_frozen").get_weights()[0]
     token_ids = vectorize(vectorizer, frame["text"])
     network = build_fusion_network(glove_matrix, token_ids.shape[1], image_features.shape[1:], n_classes, pooling)
-    return FusionParts(network, {"token_ids": token_ids, "image_features": image_features},
-                       lambda ier_head: warm_start(network, ter_network, ier_head),
-                       lambda extractor: fusion_model(vectorizer, extractor, network))
+    return FusionParts(
+        network,
+        {"token_ids": token_ids, "image_features": image_features},
+        lambda ier_head: warm_start(network, ter_network, ier_head),
+        lambda extractor: fusion_model(vectorizer, extractor, network),
+    )
 
 
 def encoder_fusion(args, ter, text_settings, frame, image_features, n_classes: int, pooling: str) -> FusionParts:
@@ -200,8 +255,15 @@ def encoder_fusion(args, ter, text_settings, frame, image_features, n_classes: i
     features from TER's store, the head alone trained. TER fine-tuned: the encoder trained with the head (AdamW,
     warmed up, then decayed), starting from the preset's weights, or TER's with --init-from-unimodal."""
     from emorec.models import build_encoded_fusion_head, join_encoded_fusion, warm_start_image
-    from emorec.text_encoders import (EncodedFusionModel, build_text_features, load_text_encoder, open_text_store,
-                                      preprocess, saved_text_encoder, stored_text_features)
+    from emorec.text_encoders import (
+        EncodedFusionModel,
+        build_text_features,
+        load_text_encoder,
+        open_text_store,
+        preprocess,
+        saved_text_encoder,
+        stored_text_features,
+    )
 
     encoder, ter_features = saved_text_encoder(ter, text_settings["encoder"])
     head = build_encoded_fusion_head(encoder.dim, image_features.shape[1:], n_classes, pooling)
@@ -209,23 +271,36 @@ def encoder_fusion(args, ter, text_settings, frame, image_features, n_classes: i
     if text_settings["model"] == "frozen":
         store = open_text_store(Path(text_settings["encoder"]["feature_store"]), encoder)
         inputs = {"text_features": stored_text_features(store, encoder, texts), "image_features": image_features}
-        return FusionParts(head, inputs, lambda ier_head: warm_start_image(head, ier_head),
-                           lambda extractor: EncodedFusionModel(encoder.preprocessor, extractor,
-                                                                join_encoded_fusion(ter_features, head), name=PHASE))
+        return FusionParts(
+            head,
+            inputs,
+            lambda ier_head: warm_start_image(head, ier_head),
+            lambda extractor: EncodedFusionModel(
+                encoder.preprocessor, extractor, join_encoded_fusion(ter_features, head), name=PHASE
+            ),
+        )
     features = ter_features
     if not args.init_from_unimodal:  # the preset's weights, as TER started from
         pretrained = load_text_encoder(encoder.preset, encoder.seq_len)
         if pretrained.weights_sha256 != encoder.weights_sha256:
-            log.warning("text encoder %s: its weights differ from those TER started from (sha256 %s, TER's %s)",
-                        encoder.preset, pretrained.weights_sha256[:12], encoder.weights_sha256[:12])
+            log.warning(
+                "text encoder %s: its weights differ from those TER started from (sha256 %s, TER's %s)",
+                encoder.preset,
+                pretrained.weights_sha256[:12],
+                encoder.weights_sha256[:12],
+            )
         features = build_text_features(pretrained)
     network = join_encoded_fusion(features, head)
 
     def warm(ier_head):
         return ["text_encoder (TER's fine-tuned weights)", *warm_start_image(head, ier_head)]
 
-    return FusionParts(network, {**preprocess(encoder, texts), "image_features": image_features}, warm,
-                       lambda extractor: EncodedFusionModel(encoder.preprocessor, extractor, network, name=PHASE))
+    return FusionParts(
+        network,
+        {**preprocess(encoder, texts), "image_features": image_features},
+        warm,
+        lambda extractor: EncodedFusionModel(encoder.preprocessor, extractor, network, name=PHASE),
+    )
 
 
 def _image_pooling(requested: str | None, ier_pooling: str) -> str:
@@ -234,9 +309,11 @@ def _image_pooling(requested: str | None, ier_pooling: str) -> str:
     if requested is None or requested == ier_pooling:
         return ier_pooling
     if ier_pooling != "flatten":
-        raise InputError(f"--pooling {requested}: IER.py stored features pooled by {ier_pooling}, from which "
-                         f"{requested} cannot be had. Run `python IER.py --pooling {requested}` first, or leave "
-                         "--pooling out.")
+        raise InputError(
+            f"--pooling {requested}: IER.py stored features pooled by {ier_pooling}, from which "
+            f"{requested} cannot be had. Run `python IER.py --pooling {requested}` first, or leave "
+            "--pooling out."
+        )
     return requested
 
 
@@ -244,6 +321,7 @@ def _check_same_training_rows(training_ids, configs: dict) -> None:
     """Refuse to fuse unimodal runs that learnt from other training examples than this command would
     (``training_ids``: this command's subsample fingerprint; ``configs``: each phase's
     :class:`~emorec.runs.RunConfig`)."""
+
     def count(ids):
         if ids is None:
             return "the whole train split"

@@ -21,8 +21,14 @@ from emorec import fusion
 from emorec.cli import at_least, open_unit_fraction, phase_parser, run, setup_logging
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES
-from emorec.runs import (PhaseOutputs, members_manifest, phase_output_fix, read_run_config, require_files,
-                         writable_outputs)
+from emorec.runs import (
+    PhaseOutputs,
+    members_manifest,
+    phase_output_fix,
+    read_run_config,
+    require_files,
+    writable_outputs,
+)
 from emorec.zero_shot import DEFAULT_PROMPTS, zero_shot_rows
 
 log = logging.getLogger("emorec")
@@ -34,34 +40,57 @@ GRID_STEP_WITH_BASELINES = 0.2
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse the command line: the shared data and output flags plus the weight grid and the results folder."""
-    parser = phase_parser(PHASE, "Fuse the three phases' class probabilities with weights chosen on the validation "
-                          "split, and write the results report with the simple baselines beside them.", training=False)
+    parser = phase_parser(
+        PHASE,
+        "Fuse the three phases' class probabilities with weights chosen on the validation "
+        "split, and write the results report with the simple baselines beside them.",
+        training=False,
+    )
     group = parser.add_argument_group("late fusion")
-    group.add_argument("--grid-step", type=open_unit_fraction, default=None,
-                        help="weights per member run over step, 2*step, ... < 1, then are normalised to sum to 1 "
-                        f"(from 0.5 on, one candidate: equal weights); default {GRID_STEP} for the paper's three "
-                        f"members, {GRID_STEP_WITH_BASELINES} with --with-baselines (six members: 4^6 candidates "
-                        "rather than 9^6)")
-    group.add_argument("--with-baselines", action="store_true",
-                        help="also fuse the three members together with the three baselines (weight search and "
-                        "stacker over six members), reported beside the paper's fusion of three; late_prob.csv and "
-                        "the weights predict.py uses stay the paper's three members'")
+    group.add_argument(
+        "--grid-step",
+        type=open_unit_fraction,
+        default=None,
+        help="weights per member run over step, 2*step, ... < 1, then are normalised to sum to 1 "
+        f"(from 0.5 on, one candidate: equal weights); default {GRID_STEP} for the paper's three "
+        f"members, {GRID_STEP_WITH_BASELINES} with --with-baselines (six members: 4^6 candidates "
+        "rather than 9^6)",
+    )
+    group.add_argument(
+        "--with-baselines",
+        action="store_true",
+        help="also fuse the three members together with the three baselines (weight search and "
+        "stacker over six members), reported beside the paper's fusion of three; late_prob.csv and "
+        "the weights predict.py uses stay the paper's three members'",
+    )
     group.add_argument("--results-dir", default="results", help="where the summary table and figures go")
     zero = parser.add_argument_group("zero-label baseline")
     zero.add_argument(
-        "--zero-shot", default="auto", metavar="PRESET",
+        "--zero-shot",
+        default="auto",
+        metavar="PRESET",
         help="a CLIP-style KerasHub preset (image and text towers: CLIP, SigLIP) whose towers score each test post "
         "against one prompt per class with no label at all, in every report: image, text and both (auto: IER's "
-        "--backbone when it is one; none: no such rows; docs/image_encoders.md)")
-    zero.add_argument("--prompts", default=None, metavar="PATH",
-                      help="the class prompts of --zero-shot: a JSON object of class name -> prompt or list of "
-                      "prompts (default: emorec/zero_shot_prompts.json, with the TIER emotions and B-T4SA's "
-                      "sentiments; copy and edit it)")
-    group.add_argument("--explain", type=at_least(0), default=0, metavar="N",
-                        help="also explain N test examples of the late fusion (per class, the most confident right "
-                        "and the most confident wrong prediction, then the next ones): a picture and JSON each in "
-                        "<results-dir>/explanations/ and the pictures in TensorBoard's Images tab (loads the "
-                        "three saved models; see predict.py --explain)")
+        "--backbone when it is one; none: no such rows; docs/image_encoders.md)",
+    )
+    zero.add_argument(
+        "--prompts",
+        default=None,
+        metavar="PATH",
+        help="the class prompts of --zero-shot: a JSON object of class name -> prompt or list of "
+        "prompts (default: emorec/zero_shot_prompts.json, with the TIER emotions and B-T4SA's "
+        "sentiments; copy and edit it)",
+    )
+    group.add_argument(
+        "--explain",
+        type=at_least(0),
+        default=0,
+        metavar="N",
+        help="also explain N test examples of the late fusion (per class, the most confident right "
+        "and the most confident wrong prediction, then the next ones): a picture and JSON each in "
+        "<results-dir>/explanations/ and the pictures in TensorBoard's Images tab (loads the "
+        "three saved models; see predict.py --explain)",
+    )
     return parser.parse_args(argv)
 
 
@@ -114,10 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Outputs: the fused and the baselines' probabilities, the metrics with the chosen weights, the configuration.
     prob_files = _write_probability_files(outputs.prob_dir, rows, class_names, methods)
     choices = {  # what both metrics.json and summary.json record
-        "class_names": class_names, "weights": paper["weights"],
+        "class_names": class_names,
+        "weights": paper["weights"],
         **({"weights_with_baselines": extended["weights"]} if extended else {}),
         "baselines": baseline_record(baselines, weighting, prob_files),
-        "zero_shot": zero_shot_record, "rows_fused_from_fewer_members": fewer,
+        "zero_shot": zero_shot_record,
+        "rows_fused_from_fewer_members": fewer,
     }
     search = _search_record(paths, paper, extended)
     write_json_atomic(outputs.metrics_json, {**search, **choices, "methods": scores["methods"]})
@@ -164,15 +195,19 @@ def _fuse_methods(args, probabilities, labels, val, baselines: dict, zero_shot: 
     paper = fusion.search_and_stack(list(MEMBERS), probabilities, labels, val, args.grid_step or GRID_STEP, args.seed)
     methods = {
         **{member: probabilities[i] for i, member in enumerate(MEMBERS)},
-        **{name: baseline.probabilities for name, baseline in baselines.items()}, **zero_shot,
+        **{name: baseline.probabilities for name, baseline in baselines.items()},
+        **zero_shot,
         "Average": fusion.fuse(np.full(len(MEMBERS), 1 / len(MEMBERS)), probabilities),
-        "Late_fusion": paper["late"], "Stacker": paper["stacker"],
+        "Late_fusion": paper["late"],
+        "Stacker": paper["stacker"],
     }
     if not args.with_baselines:
         return paper, {}, methods
     members = [*MEMBERS, *baselines]
     everything = np.concatenate([probabilities, np.stack([b.probabilities for b in baselines.values()])])
-    extended = fusion.search_and_stack(members, everything, labels, val, args.grid_step or GRID_STEP_WITH_BASELINES, args.seed)
+    extended = fusion.search_and_stack(
+        members, everything, labels, val, args.grid_step or GRID_STEP_WITH_BASELINES, args.seed
+    )
     methods |= {"Late_fusion_with_baselines": extended["late"], "Stacker_with_baselines": extended["stacker"]}
     return paper, extended, methods
 
@@ -185,8 +220,11 @@ def _members_dataset(recorded: dict):
 
     ter = recorded["TER"].flags
     dataset = load_dataset(ter["manifest"], ter["image_root"], class_names=ter["classes"], draw=False)
-    check_same_data(dataset.fingerprint, {member: (config.path, config.run) for member, config in recorded.items()},
-                    "TER.py, IER.py and Intermediate_fusion.py")
+    check_same_data(
+        dataset.fingerprint,
+        {member: (config.path, config.run) for member, config in recorded.items()},
+        "TER.py, IER.py and Intermediate_fusion.py",
+    )
     return dataset
 
 
@@ -196,10 +234,15 @@ def _training_rows(dataset, rows, ter):
     from emorec.data.fingerprints import read_training_ids
 
     frame = dataset.frame
-    if (frame["id"].tolist() != rows["id"].tolist() or (frame["split"].to_numpy() != rows["split"].to_numpy()).any()
-            or (frame["label"].to_numpy() != rows["label"].to_numpy()).any()):
-        raise InputError("the probability files hold other ids, splits or labels than the manifest and split their "
-                         "phases recorded. Rerun TER.py, IER.py and Intermediate_fusion.py.")
+    if (
+        frame["id"].tolist() != rows["id"].tolist()
+        or (frame["split"].to_numpy() != rows["split"].to_numpy()).any()
+        or (frame["label"].to_numpy() != rows["label"].to_numpy()).any()
+    ):
+        raise InputError(
+            "the probability files hold other ids, splits or labels than the manifest and split their "
+            "phases recorded. Rerun TER.py, IER.py and Intermediate_fusion.py."
+        )
     training_ids = read_training_ids(ter.path, ter.run)  # None: the whole train split
     return (frame["split"] == "train").to_numpy() if training_ids is None else frame["id"].isin(training_ids).to_numpy()
 
@@ -207,9 +250,12 @@ def _training_rows(dataset, rows, ter):
 def _search_record(paths: dict, paper: dict, extended: dict) -> dict:
     """What metrics.json records of the weight search: the members' files, the grid and the chosen candidate's
     validation scores (``paper``), and the grid with the baselines (``extended``, empty without them)."""
-    return {"phase": PHASE, "members": {m: str(p) for m, p in paths.items()},
-            **{key: paper[key] for key in ("grid_step", "candidates", "val_accuracy", "val_macro_f1")},
-            **({"grid_step_with_baselines": extended["grid_step"]} if extended else {})}
+    return {
+        "phase": PHASE,
+        "members": {m: str(p) for m, p in paths.items()},
+        **{key: paper[key] for key in ("grid_step", "candidates", "val_accuracy", "val_macro_f1")},
+        **({"grid_step_with_baselines": extended["grid_step"]} if extended else {}),
+    }
 
 
 def _write_probability_files(folder: Path, rows, class_names: list[str], methods: dict) -> dict[str, str]:

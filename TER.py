@@ -34,55 +34,84 @@ PROB_FILE = "text_prob.csv"
 PAPER = "paper"  # --text-encoder's value for the paper's GloVe BiLSTM+CNN network
 MIN_SEQ_LEN = 4  # the network max-pools the sequence by 4 (emorec.models.build_ter_network)
 # The defaults each text model resolves: learning rate, batch size and tokens per text (docs/text_encoders.md).
-DEFAULTS = {"paper": {"lr": 1e-3, "batch_size": 256, "seq_len": 30},
-            "fine-tuned": {"lr": 5e-5, "batch_size": 32, "seq_len": 64},
-            "frozen": {"lr": 1e-3, "batch_size": 64, "seq_len": 64}}
+DEFAULTS = {
+    "paper": {"lr": 1e-3, "batch_size": 256, "seq_len": 30},
+    "fine-tuned": {"lr": 5e-5, "batch_size": 32, "seq_len": 64},
+    "frozen": {"lr": 1e-3, "batch_size": 64, "seq_len": 64},
+}
 
 
 def build_parser() -> ArgumentParser:
     """TER's command line: the shared phase flags plus the text model's own."""
-    defaults = {key: ", ".join(f"{value[key]:g} ({mode})" for mode, value in DEFAULTS.items())
-                for key in ("lr", "batch_size", "seq_len")}
-    parser = phase_parser(PHASE, "Train the paper's text emotion recognition model, or a pretrained text encoder.",
-                          batch_size=None, lr=None, class_weight="balanced", monitor="val_macro_f1",
-                          batch_size_help=f"examples per training batch (default: {defaults['batch_size']})",
-                          lr_help=f"learning rate: Adam's for the paper's network and a frozen encoder's head, "
-                          f"AdamW's peak (warmed up over the first 10%% of steps, then cosine decay) when "
-                          f"fine-tuning an encoder (default: {defaults['lr']})")  # docs/phases.md: defaults that differ from the paper
-    text = parser.add_argument_group("text model", "--glove, --embedding-dim and --max-words are the paper's "
-                                      "network's; an encoder brings its own tokenizer and vectors")
+    defaults = {
+        key: ", ".join(f"{value[key]:g} ({mode})" for mode, value in DEFAULTS.items())
+        for key in ("lr", "batch_size", "seq_len")
+    }
+    parser = phase_parser(
+        PHASE,
+        "Train the paper's text emotion recognition model, or a pretrained text encoder.",
+        batch_size=None,
+        lr=None,
+        class_weight="balanced",
+        monitor="val_macro_f1",
+        batch_size_help=f"examples per training batch (default: {defaults['batch_size']})",
+        lr_help=f"learning rate: Adam's for the paper's network and a frozen encoder's head, "
+        f"AdamW's peak (warmed up over the first 10%% of steps, then cosine decay) when "
+        f"fine-tuning an encoder (default: {defaults['lr']})",
+    )  # docs/phases.md: defaults that differ from the paper
+    text = parser.add_argument_group(
+        "text model",
+        "--glove, --embedding-dim and --max-words are the paper's "
+        "network's; an encoder brings its own tokenizer and vectors",
+    )
     text.add_argument(
-        "--text-encoder", default=PAPER, metavar="PRESET",
+        "--text-encoder",
+        default=PAPER,
+        metavar="PRESET",
         help="'paper' (the paper's GloVe BiLSTM+CNN network) or a pretrained KerasHub text encoder: a KerasHub "
         "preset name (bert_base_en_uncased), an hf:// handle (hf://sentence-transformers/all-MiniLM-L6-v2), a "
         "kaggle:// handle or a local folder (KerasHub's or Hugging Face's layout); needs pip install -r "
         "Requirements-hub.txt",
     )
     text.add_argument(
-        "--freeze-text-encoder", action="store_true",
+        "--freeze-text-encoder",
+        action="store_true",
         help="with --text-encoder: keep the encoder frozen, compute each text's features once into the store "
         "under --cache-dir and train only the head (seconds per epoch) instead of fine-tuning it",
     )
-    parser.add_outside_training(text, "--cache-dir", default="data_files/features",
-                      help="where a frozen text encoder's feature store is kept (one folder per encoder)")
+    parser.add_outside_training(
+        text,
+        "--cache-dir",
+        default="data_files/features",
+        help="where a frozen text encoder's feature store is kept (one folder per encoder)",
+    )
     text.add_argument(
-        "--precision", choices=PRECISIONS, default="float32",
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
         help="arithmetic of the text model: float32 (the default: the paper's), or Keras' mixed bfloat16 / "
         "float16 (weights float32), which pays for a pretrained encoder where the hardware has it; auto: "
         "bfloat16 where this machine's CPU or GPU runs it natively, else float32 (the log says which)",
     )
     text.add_argument(
-        "--glove", default=DEFAULT_GLOVE,
+        "--glove",
+        default=DEFAULT_GLOVE,
         help="GloVe text file (glove.twitter.27B.200d.txt from glove.twitter.27B.zip); 'none' for random initialisation",
     )
-    text.add_argument("--embedding-dim", type=positive_int, default=200,
-                      help="embedding dimension; must match the GloVe file")
-    text.add_argument("--max-words", type=positive_int, default=40000,
-                      help="vocabulary size: the most frequent training words")
-    text.add_argument("--seq-len", type=at_least(MIN_SEQ_LEN), default=None,
-                      help=f"tokens per text (longer texts are cut, shorter padded); at least {MIN_SEQ_LEN}, the "
-                      f"paper's network's pooling width (default: {defaults['seq_len']}); an encoder's tokens "
-                      "are its tokenizer's word pieces, with its start and end tokens")
+    text.add_argument(
+        "--embedding-dim", type=positive_int, default=200, help="embedding dimension; must match the GloVe file"
+    )
+    text.add_argument(
+        "--max-words", type=positive_int, default=40000, help="vocabulary size: the most frequent training words"
+    )
+    text.add_argument(
+        "--seq-len",
+        type=at_least(MIN_SEQ_LEN),
+        default=None,
+        help=f"tokens per text (longer texts are cut, shorter padded); at least {MIN_SEQ_LEN}, the "
+        f"paper's network's pooling width (default: {defaults['seq_len']}); an encoder's tokens "
+        "are its tokenizer's word pieces, with its start and end tokens",
+    )
     return parser
 
 
@@ -92,8 +121,7 @@ def parse_args(argv: Sequence[str] | None = None):
     args = parser.parse_args(argv)
     args.glove = None if args.glove.lower() == "none" else args.glove
     if args.freeze_text_encoder and args.text_encoder == PAPER:
-        parser.error("--freeze-text-encoder needs --text-encoder PRESET (the paper's network has no encoder to "
-                     "freeze)")
+        parser.error("--freeze-text-encoder needs --text-encoder PRESET (the paper's network has no encoder to freeze)")
     return args
 
 
@@ -140,8 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
 
     # Data: every phase reads the same manifest and the same split. TER also runs on text alone (empty image cells).
-    dataset = load_dataset(args.manifest, args.image_root, seed=args.seed, resplit=args.resplit,
-                           class_names=args.classes, strict_split=args.strict_split, images_required=False)
+    dataset = load_dataset(
+        args.manifest,
+        args.image_root,
+        seed=args.seed,
+        resplit=args.resplit,
+        class_names=args.classes,
+        strict_split=args.strict_split,
+        images_required=False,
+    )
     frame, class_names = dataset.frame, dataset.class_names
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
     train, val = training_rows.mask, (frame["split"] == "val").to_numpy()
@@ -153,19 +188,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if mode == "paper":
             network, inputs, model = paper_text_model(args, frame, train, settings["seq_len"], len(class_names))
         else:
-            network, inputs, model, settings["encoder"] = encoder_text_model(args, frame, settings["seq_len"],
-                                                                               len(class_names))
+            network, inputs, model, settings["encoder"] = encoder_text_model(
+                args, frame, settings["seq_len"], len(class_names)
+            )
     settings["training_steps"] = args.epochs * -(-int(train.sum()) // settings["batch_size"])
-    record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, training_ids=training_rows.ids,
-                       distribution=distribution, precision=precision, text_model=settings)  # later phases check it
+    record = RunRecord(
+        data=dataset.fingerprint,
+        split_leakage=dataset.split_leakage,
+        training_ids=training_rows.ids,
+        distribution=distribution,
+        precision=precision,
+        text_model=settings,
+    )  # later phases check it
     # The paper's Adam; fine-tuning a transformer takes AdamW, warmed up, then decayed.
     options = training_options(args, settings["lr"], "adamw_warmup" if mode == "fine-tuned" else "adam")
     config = training_config(build_parser().training_flags(args), record)
 
     # Training, on the devices of --strategy.
     training = fit_best(
-        network, ArrayBatches(inputs, labels, np.flatnonzero(train), settings["batch_size"], seed=args.seed),
-        ArrayBatches(inputs, labels, np.flatnonzero(val), 1024), options, outputs, config, strategy,
+        network,
+        ArrayBatches(inputs, labels, np.flatnonzero(train), settings["batch_size"], seed=args.seed),
+        ArrayBatches(inputs, labels, np.flatnonzero(val), 1024),
+        options,
+        outputs,
+        config,
+        strategy,
     )
 
     # Evaluation, with the saved model itself on the texts (made outside the strategy: it predicts on one
@@ -176,10 +223,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         probabilities = model.predict(tf.constant(frame["text"].tolist()), batch_size=1024, verbose=0)
     metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
     save_phase(
-        outputs, PHASE, model, args=args, argv=argv, record=record,
-        metrics={"class_names": list(class_names), "training_labels": int(train.sum()),
-                 "split_leakage": dataset.split_leakage, "text_model": settings, **training, **metrics},
-        probabilities=probability_table(frame, probabilities, class_names), prob_file=PROB_FILE,
+        outputs,
+        PHASE,
+        model,
+        args=args,
+        argv=argv,
+        record=record,
+        metrics={
+            "class_names": list(class_names),
+            "training_labels": int(train.sum()),
+            "split_leakage": dataset.split_leakage,
+            "text_model": settings,
+            **training,
+            **metrics,
+        },
+        probabilities=probability_table(frame, probabilities, class_names),
+        prob_file=PROB_FILE,
     )
     return 0
 
@@ -204,14 +263,28 @@ def encoder_text_model(args, frame, seq_len: int, n_classes: int):
     preprocessor's token arrays. Frozen: the head alone, on each text's features from the store. Returns the
     network, its inputs (one row per manifest row), the saved model (raw strings in) and the encoder's record."""
     from emorec.storage import beside_or_fallback
-    from emorec.text_encoders import (EncodedTextModel, build_text_features, build_text_head, join_text_network,
-                                      load_text_encoder, open_text_store, preprocess, stored_text_features,
-                                      text_store_folder)
+    from emorec.text_encoders import (
+        EncodedTextModel,
+        build_text_features,
+        build_text_head,
+        join_text_network,
+        load_text_encoder,
+        open_text_store,
+        preprocess,
+        stored_text_features,
+        text_store_folder,
+    )
 
     encoder = load_text_encoder(args.text_encoder, seq_len)
     described = encoder.describe()
-    log.info("text encoder %s: %s, %s weights, %d-dimensional features, %d tokens per text", args.text_encoder,
-             encoder.architecture, f"{described['weights']:,}", encoder.dim, seq_len)
+    log.info(
+        "text encoder %s: %s, %s weights, %d-dimensional features, %d tokens per text",
+        args.text_encoder,
+        encoder.architecture,
+        f"{described['weights']:,}",
+        encoder.dim,
+        seq_len,
+    )
     features = build_text_features(encoder)
     head = build_text_head(encoder.dim, n_classes)
     model = EncodedTextModel(encoder.preprocessor, join_text_network(features, head), name=PHASE)
@@ -220,7 +293,12 @@ def encoder_text_model(args, frame, seq_len: int, n_classes: int):
     folder = beside_or_fallback(text_store_folder(args.cache_dir, encoder), "the text feature store")
     features.trainable = False
     described["feature_store"] = str(folder)  # where the fusion reads them
-    return head, stored_text_features(open_text_store(folder, encoder), encoder, frame["text"].tolist()), model, described
+    return (
+        head,
+        stored_text_features(open_text_store(folder, encoder), encoder, frame["text"].tolist()),
+        model,
+        described,
+    )
 
 
 if __name__ == "__main__":

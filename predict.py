@@ -40,7 +40,8 @@ EXPLAIN_DIR = "explanations"
 def parse_args(argv: Sequence[str] | None = None):
     """Parse predict.py's command line: one tweet (--image, --text), a CSV of them (--csv), or --serve."""
     parser = ArgumentParser(
-        prog="python predict.py", formatter_class=HelpFormatter,
+        prog="python predict.py",
+        formatter_class=HelpFormatter,
         description="Predict the emotion of tweets (text and image) with a trained run's models and late-fusion "
         "weights; explain the predictions; or serve a web page that does both.",
     )
@@ -54,20 +55,30 @@ def parse_args(argv: Sequence[str] | None = None):
     many.add_argument("--batch-size", type=positive_int, default=64, help="tweets per model batch")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     explain = parser.add_argument_group("explanations")
-    explain.add_argument("--explain", action="store_true",
-                         help="also explain each prediction: the fused prediction with the text alone, the image "
-                         "alone and both; word importance (occlusion) for TER and the fusion model; heat maps "
-                         "(Grad-CAM, or occlusion for a KerasHub backbone) for IER and the fusion model; "
-                         "written as <explain-dir>/<image stem>.png and .json (for --csv, <row number>-<image stem>)")
-    explain.add_argument("--explain-dir", default=None,
-                         help=f"where the explanations go (implies --explain; default {EXPLAIN_DIR}/)")
+    explain.add_argument(
+        "--explain",
+        action="store_true",
+        help="also explain each prediction: the fused prediction with the text alone, the image "
+        "alone and both; word importance (occlusion) for TER and the fusion model; heat maps "
+        "(Grad-CAM, or occlusion for a KerasHub backbone) for IER and the fusion model; "
+        "written as <explain-dir>/<image stem>.png and .json (for --csv, <row number>-<image stem>)",
+    )
+    explain.add_argument(
+        "--explain-dir", default=None, help=f"where the explanations go (implies --explain; default {EXPLAIN_DIR}/)"
+    )
     serve = parser.add_argument_group("web page")
-    serve.add_argument("--serve", action="store_true",
-                       help="serve a page to upload an image, type a text and see each model's probabilities "
-                       "and the explanation (needs `pip install -r Requirements-serve.txt`); stop with Ctrl-C")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on; 127.0.0.1 is this machine only, 0.0.0.0 every network (the page "
-                       "has no login: only on a network you trust)")
+    serve.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve a page to upload an image, type a text and see each model's probabilities "
+        "and the explanation (needs `pip install -r Requirements-serve.txt`); stop with Ctrl-C",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 127.0.0.1 is this machine only, 0.0.0.0 every network (the page "
+        "has no login: only on a network you trust)",
+    )
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one, logged)")
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload the page accepts, in MB")
     run_group = parser.add_argument_group("trained run")
@@ -107,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_texts([args.text], "--text")  # the page's rule, before anything is loaded
     require_run(checkpoints)
     out = (Path(args.out) if args.out else Path(args.csv).with_suffix(".predictions.csv")) if args.csv else None
-    writable = ({"--out": out.parent} if out is not None else {}) | ({"--explain-dir": args.explain_dir} if args.explain else {})
+    writable = ({"--out": out.parent} if out is not None else {}) | (
+        {"--explain-dir": args.explain_dir} if args.explain else {}
+    )
     if writable:
         require_writable(writable)  # before loading any model
     import pandas as pd
@@ -120,8 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = Path(args.image_root) if args.image_root else Path(args.csv).parent
         paths, exists = resolve_image_paths(table["image"].astype(str), root)
         if not exists.all():
-            log.warning("%d image file(s) not found; those rows are scored by TER alone:\n%s",
-                        (~exists).sum(), list_some(table["image"][~exists].tolist()))
+            log.warning(
+                "%d image file(s) not found; those rows are scored by TER alone:\n%s",
+                (~exists).sum(),
+                list_some(table["image"][~exists].tolist()),
+            )
     else:
         if not Path(args.image).is_file():
             raise InputError(f"--image {args.image}: no such file")
@@ -133,8 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.csv and not fused["image_ok"][0]:
         raise InputError(f"--image {args.image}: cannot read it as an image")
     output = _output_table(table, fused)
-    explained = (_explain_rows(models, table, paths, fused["image_ok"], args.explain_dir, bool(args.csv), not args.json)
-                 if args.explain else [])
+    explained = (
+        _explain_rows(models, table, paths, fused["image_ok"], args.explain_dir, bool(args.csv), not args.json)
+        if args.explain
+        else []
+    )
     if args.csv:
         from emorec.fileio import write_csv_atomic
 
@@ -172,8 +191,13 @@ def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, 
     for i in rows:
         image = str(table["image"].iloc[i])
         stem = _safe_stem(Path(image).stem)
-        explanation, written = explain_file(explainer, str(table["text"].iloc[i]), paths.iloc[i],
-                                            folder / (f"{i:05d}-{stem}" if numbered else stem), image)
+        explanation, written = explain_file(
+            explainer,
+            str(table["text"].iloc[i]),
+            paths.iloc[i],
+            folder / (f"{i:05d}-{stem}" if numbered else stem),
+            image,
+        )
         explained.append((i, to_json(explanation), written, summary_lines(explanation)))  # not the pixels: many rows
         bar.add(1)
     if numbered:
@@ -195,7 +219,9 @@ def _read_tweets(path: Path):
     table = read_csv_table(path, "--csv file", lowercase=False)
     missing = [column for column in ("text", "image") if column not in table.columns]
     if missing:
-        raise InputError(f"{path}: needs the columns text,image; missing {', '.join(missing)} (has {list(table.columns)})")
+        raise InputError(
+            f"{path}: needs the columns text,image; missing {', '.join(missing)} (has {list(table.columns)})"
+        )
     return table
 
 

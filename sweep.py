@@ -28,40 +28,78 @@ from emorec.label_efficiency import PASS_THROUGH, run_sweep
 from emorec.presets import require_local_preset
 
 # What every setting runs, in order: each phase's name and its entry point.
-PHASES = {"TER": TER.main, "IER": IER.main, "Intermediate_fusion": Intermediate_fusion.main,
-          "Late_fusion": Late_fusion.main}
+PHASES = {
+    "TER": TER.main,
+    "IER": IER.main,
+    "Intermediate_fusion": Intermediate_fusion.main,
+    "Late_fusion": Late_fusion.main,
+}
 
 
 def parse_args(argv: Sequence[str] | None = None):
     """Parse the sweep's command line: the settings, the data, the outputs and flags passed through to the phases."""
     parser = ArgumentParser(
-        prog="python sweep.py", formatter_class=HelpFormatter,
+        prog="python sweep.py",
+        formatter_class=HelpFormatter,
         description="Run the four phases for every label fraction and seed, and draw accuracy against labels.",
     )
-    parser.add_argument("--fractions", type=unit_fraction, nargs="+", default=[0.05, 0.1, 0.25, 0.5, 1.0],
-                        help="fractions of the training split's labels (per class) to train on")
+    parser.add_argument(
+        "--fractions",
+        type=unit_fraction,
+        nargs="+",
+        default=[0.05, 0.1, 0.25, 0.5, 1.0],
+        help="fractions of the training split's labels (per class) to train on",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and fraction")
     parser.add_argument("--manifest", default=None, help="passed to every phase (default: the phases' own)")
     parser.add_argument("--image-root", default=None, help="passed to the training phases (default: theirs)")
-    parser.add_argument("--epoch", "--epochs", dest="epochs", type=positive_int, default=None,
-                        help="epochs for TER, IER and Intermediate_fusion (default: the phases' own)")
+    parser.add_argument(
+        "--epoch",
+        "--epochs",
+        dest="epochs",
+        type=positive_int,
+        default=None,
+        help="epochs for TER, IER and Intermediate_fusion (default: the phases' own)",
+    )
     for phase, flag in PASS_THROUGH.items():
-        parser.add_argument(flag, default="", help=f"more flags for {phase}.py, as one quoted string "
-                            f"(\"--init-from-unimodal\" or \"--lr 1e-3 --batch-size 64\")")
-    parser.add_argument("--text-encoder", default="paper", metavar="PRESET",
-                        help="passed to TER.py (and so followed by Intermediate_fusion.py): 'paper', the paper's "
-                        "GloVe network, or a pretrained KerasHub text encoder's preset (docs/text_encoders.md)")
-    parser.add_argument("--freeze-text-encoder", action="store_true",
-                        help="passed to TER.py: keep the encoder frozen, its features computed once for every "
-                        "setting, and train the heads alone")
-    parser.add_argument("--with-baselines", action="store_true",
-                        help="passed to Late_fusion.py: also fuse the baselines with the three members")
-    parser.add_argument("--zero-shot", default=None, metavar="PRESET",
-                        help="passed to Late_fusion.py: the CLIP-style preset of the zero-label rows, the curve's "
-                        "point at 0 labels (default: Late_fusion's auto, IER's --backbone when it is one; none: "
-                        "no such rows; docs/image_encoders.md)")
-    parser.add_argument("--prompts", default=None, metavar="PATH",
-                        help="passed to Late_fusion.py: the class prompts of the zero-label rows (a JSON file)")
+        parser.add_argument(
+            flag,
+            default="",
+            help=f"more flags for {phase}.py, as one quoted string "
+            f'("--init-from-unimodal" or "--lr 1e-3 --batch-size 64")',
+        )
+    parser.add_argument(
+        "--text-encoder",
+        default="paper",
+        metavar="PRESET",
+        help="passed to TER.py (and so followed by Intermediate_fusion.py): 'paper', the paper's "
+        "GloVe network, or a pretrained KerasHub text encoder's preset (docs/text_encoders.md)",
+    )
+    parser.add_argument(
+        "--freeze-text-encoder",
+        action="store_true",
+        help="passed to TER.py: keep the encoder frozen, its features computed once for every "
+        "setting, and train the heads alone",
+    )
+    parser.add_argument(
+        "--with-baselines",
+        action="store_true",
+        help="passed to Late_fusion.py: also fuse the baselines with the three members",
+    )
+    parser.add_argument(
+        "--zero-shot",
+        default=None,
+        metavar="PRESET",
+        help="passed to Late_fusion.py: the CLIP-style preset of the zero-label rows, the curve's "
+        "point at 0 labels (default: Late_fusion's auto, IER's --backbone when it is one; none: "
+        "no such rows; docs/image_encoders.md)",
+    )
+    parser.add_argument(
+        "--prompts",
+        default=None,
+        metavar="PATH",
+        help="passed to Late_fusion.py: the class prompts of the zero-label rows (a JSON file)",
+    )
     parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
     parser.add_argument("--checkpoint-dir", default="model_checkpoints", help="passed to every phase")
     parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")

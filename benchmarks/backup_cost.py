@@ -37,13 +37,25 @@ def seconds_per_epoch(rows: int, epochs: int, folder: Path, backup: bool) -> tup
     features = np.random.default_rng(0).normal(size=(rows, 7, 7, 512)).astype(np.float16)
     labels = np.random.default_rng(1).integers(0, 4, size=rows)
     head = build_ier_head(features.shape[1:], 4)
-    outputs = PhaseOutputs(model=folder / "m.keras", args_json=folder / "a.json", metrics_json=folder / "m.json",
-                           epochs_csv=folder / "e.csv", tensorboard=folder / "tb", prob_dir=folder, backup=folder / "bk")
+    outputs = PhaseOutputs(
+        model=folder / "m.keras",
+        args_json=folder / "a.json",
+        metrics_json=folder / "m.json",
+        epochs_csv=folder / "e.csv",
+        tensorboard=folder / "tb",
+        prob_dir=folder,
+        backup=folder / "bk",
+    )
     if not backup:  # the backup keeps its history in memory but writes nothing
         emorec.training.backup._save_arrays = emorec.training.backup.write_json_atomic = lambda path, data: None
     started = time.perf_counter()
-    fit_best(head, ArrayBatches(features, labels, np.arange(rows), BATCH, seed=0),
-             ArrayBatches(features, labels, np.arange(min(rows, 200)), 256), TrainingOptions(epochs, 1e-4), outputs)
+    fit_best(
+        head,
+        ArrayBatches(features, labels, np.arange(rows), BATCH, seed=0),
+        ArrayBatches(features, labels, np.arange(min(rows, 200)), 256),
+        TrainingOptions(epochs, 1e-4),
+        outputs,
+    )
     seconds = (time.perf_counter() - started) / epochs
     size = sum(path.stat().st_size for path in outputs.backup.glob("*")) if outputs.backup.exists() else 0
     return seconds, size
@@ -61,10 +73,14 @@ def main() -> None:
     step = without / -(-args.rows // BATCH)
     real_epoch = step * -(-BT4SA_TRAIN_ROWS // BATCH)
     print(f"IER head at 224 px, {args.rows} rows, batch {BATCH}, {args.epochs} epochs each")
-    print(f"seconds per epoch: with backup {with_backup:.2f}, without {without:.2f} "
-          f"(ratio {with_backup / without:.3f}); backup on disk {size / 1e6:.0f} MB")
-    print(f"the backup's {backup_seconds:.2f} s against a B-T4SA epoch of about {real_epoch:.0f} s "
-          f"({step * 1000:.1f} ms per step here): {100 * backup_seconds / real_epoch:.2f} %")
+    print(
+        f"seconds per epoch: with backup {with_backup:.2f}, without {without:.2f} "
+        f"(ratio {with_backup / without:.3f}); backup on disk {size / 1e6:.0f} MB"
+    )
+    print(
+        f"the backup's {backup_seconds:.2f} s against a B-T4SA epoch of about {real_epoch:.0f} s "
+        f"({step * 1000:.1f} ms per step here): {100 * backup_seconds / real_epoch:.2f} %"
+    )
 
 
 if __name__ == "__main__":

@@ -58,12 +58,16 @@ def main() -> int:
     image = baselines.image_features(baselines.pooled_features(features), train)
     timings["pooling the cache + standardising"] = time.perf_counter() - started
     everything = np.ones(args.rows, dtype=bool)
-    for name, x in (("Baseline_text", text), ("Baseline_image", image),
-                    ("Baseline_both", baselines.SideBySide(text, image))):
+    for name, x in (
+        ("Baseline_text", text),
+        ("Baseline_image", image),
+        ("Baseline_both", baselines.SideBySide(text, image)),
+    ):
         started = time.perf_counter()
         fitted = baselines.fit_baseline(x, labels, train, val, everything, int(labels.max()) + 1, "none", 0)
         timings[f"{name} ({len(baselines.C_GRID)} fits, C {fitted.C:g}, val macro-F1 {fitted.val_macro_f1:.3f})"] = (
-            time.perf_counter() - started)
+            time.perf_counter() - started
+        )
     print(f"{args.rows:,} rows, text features {text.shape[1]:,} terms, image features {args.shape} -> {image.shape[1]}")
     for step, seconds in timings.items():
         print(f"{seconds:8.1f} s  {step}")

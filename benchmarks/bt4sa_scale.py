@@ -52,8 +52,11 @@ def main() -> None:
             write_fixture(root, rows)
             seconds, peak = measured(["-m", "emorec.bt4sa", "--root", str(root), "--out", str(root / "bt4sa.csv")])
             converted = sum(1 for _ in open(root / "bt4sa.csv", encoding="utf-8")) - 1
-            print(f"{converted:>8} rows: {seconds:6.1f} s ({seconds / converted * 1e6:5.1f} us/row), "
-                  f"peak RSS {peak:6.0f} MB ({peak * 1e6 / converted / 1024:.2f} KB/row)", flush=True)
+            print(
+                f"{converted:>8} rows: {seconds:6.1f} s ({seconds / converted * 1e6:5.1f} us/row), "
+                f"peak RSS {peak:6.0f} MB ({peak * 1e6 / converted / 1024:.2f} KB/row)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -36,10 +36,20 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=2000, help="demo rows")
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--epochs", type=int, nargs=3, default=[20, 30, 10], metavar=("TER", "IER", "INTER"))
-    parser.add_argument("--class-weights", nargs="+", choices=WEIGHTINGS, default=list(WEIGHTINGS),
-                        help="the --class-weight settings to run (default: both)")
-    parser.add_argument("--monitors", nargs="+", choices=MONITORS, default=list(MONITORS),
-                        help="the --monitor settings to run (default: both)")
+    parser.add_argument(
+        "--class-weights",
+        nargs="+",
+        choices=WEIGHTINGS,
+        default=list(WEIGHTINGS),
+        help="the --class-weight settings to run (default: both)",
+    )
+    parser.add_argument(
+        "--monitors",
+        nargs="+",
+        choices=MONITORS,
+        default=list(MONITORS),
+        help="the --monitor settings to run (default: both)",
+    )
     args = parser.parse_args()
 
     import sweep
@@ -57,38 +67,80 @@ def main() -> int:
         for weighting, monitor in itertools.product(args.class_weights, args.monitors):
             prefix = f"{weighting}-{monitor}"
             chosen = f"--class-weight {weighting} --monitor {monitor}"
-            sweep.main([
-                "--fractions", "1.0", "--seeds", str(seed), "--run-prefix", prefix,
-                "--manifest", str(data / "image_labels.csv"), "--image-root", str(data),
-                "--ter-args", f"--glove {data / 'glove.demo.200d.txt'} --epoch {args.epochs[0]} {chosen}",
-                "--ier-args", f"--image-weights none --image-size {args.image_size} --cache-dir {work / 'features'} "
-                              f"--precision float32 --epoch {args.epochs[1]} {chosen}",
-                "--inter-args", f"--precision float32 --epoch {args.epochs[2]} {chosen}",
-                "--checkpoint-dir", str(work / "model_checkpoints"), "--log-dir", str(work / "tb_logs"),
-                "--prob-dir", str(work / "data_files"), "--results-dir", str(work / "results"),
-            ])
-            summary = json.loads((work / "results" / label_efficiency.run_name(prefix, 1.0, seed) / "summary.json").read_text())
+            sweep.main(
+                [
+                    "--fractions",
+                    "1.0",
+                    "--seeds",
+                    str(seed),
+                    "--run-prefix",
+                    prefix,
+                    "--manifest",
+                    str(data / "image_labels.csv"),
+                    "--image-root",
+                    str(data),
+                    "--ter-args",
+                    f"--glove {data / 'glove.demo.200d.txt'} --epoch {args.epochs[0]} {chosen}",
+                    "--ier-args",
+                    f"--image-weights none --image-size {args.image_size} --cache-dir {work / 'features'} "
+                    f"--precision float32 --epoch {args.epochs[1]} {chosen}",
+                    "--inter-args",
+                    f"--precision float32 --epoch {args.epochs[2]} {chosen}",
+                    "--checkpoint-dir",
+                    str(work / "model_checkpoints"),
+                    "--log-dir",
+                    str(work / "tb_logs"),
+                    "--prob-dir",
+                    str(work / "data_files"),
+                    "--results-dir",
+                    str(work / "results"),
+                ]
+            )
+            summary = json.loads(
+                (work / "results" / label_efficiency.run_name(prefix, 1.0, seed) / "summary.json").read_text()
+            )
             for method, scores in summary["methods"].items():
-                rows.append({"seed": seed, "class_weight": weighting, "monitor": monitor, "method": method,
-                             "accuracy": scores["test"]["accuracy"], "macro_f1": scores["test"]["macro_f1"]})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "class_weight": weighting,
+                        "monitor": monitor,
+                        "method": method,
+                        "accuracy": scores["test"]["accuracy"],
+                        "macro_f1": scores["test"]["macro_f1"],
+                    }
+                )
 
     import pandas as pd
 
     table = pd.DataFrame(rows)
-    lines = ["| phase | --class-weight | --monitor | " + " | ".join(f"seed {s}" for s in args.seeds)
-             + " | mean | baseline (mean) | phase >= baseline on every seed |",
-             "|---|---|---|" + "---:|" * (len(args.seeds) + 2) + "---|"]
+    lines = [
+        "| phase | --class-weight | --monitor | "
+        + " | ".join(f"seed {s}" for s in args.seeds)
+        + " | mean | baseline (mean) | phase >= baseline on every seed |",
+        "|---|---|---|" + "---:|" * (len(args.seeds) + 2) + "---|",
+    ]
     for phase, baseline in pairs.items():
         for weighting, monitor in itertools.product(args.class_weights, args.monitors):
             setting = table[(table["class_weight"] == weighting) & (table["monitor"] == monitor)]
             ours = setting[setting["method"] == phase].set_index("seed")["macro_f1"]
-            theirs = setting[setting["method"] == baseline].set_index("seed")["macro_f1"] if baseline in set(
-                setting["method"]) else None
+            theirs = (
+                setting[setting["method"] == baseline].set_index("seed")["macro_f1"]
+                if baseline in set(setting["method"])
+                else None
+            )
             cells = [f"{ours[s]:.3f}" + ("" if theirs is None else f" ({theirs[s]:.3f})") for s in args.seeds]
             verdict = "" if theirs is None else ("yes" if (ours >= theirs).all() else "no")
-            lines.append(f"| {phase} | {weighting} | {monitor} | " + " | ".join(cells) + f" | {ours.mean():.3f} | "
-                         + ("" if theirs is None else f"{theirs.mean():.3f}") + f" | {verdict} |")
-    report = "Test macro-F1 per demo seed (the modality's baseline on the same split in brackets)\n\n" + "\n".join(lines)
+            lines.append(
+                f"| {phase} | {weighting} | {monitor} | "
+                + " | ".join(cells)
+                + f" | {ours.mean():.3f} | "
+                + ("" if theirs is None else f"{theirs.mean():.3f}")
+                + f" | {verdict} |"
+            )
+    report = "Test macro-F1 per demo seed (the modality's baseline on the same split in brackets)\n\n" + "\n".join(
+        lines
+    )
     (args.out / "class_weight_monitor.md").write_text(report + "\n")
     table.to_csv(args.out / "class_weight_monitor.csv", index=False)
     print(report)

@@ -46,7 +46,10 @@ def main() -> None:
     size = explainer.models.image_size
     frame = load_dataset(args.manifest, args.image_root, draw=False).frame
     test = frame[frame["split"] == "test"]
-    words = {phase: {"tone": [], "other": [], "top_is_tone": [], "tone_share": []} for phase in ("TER", "Intermediate_fusion")}
+    words = {
+        phase: {"tone": [], "other": [], "top_is_tone": [], "tone_share": []}
+        for phase in ("TER", "Intermediate_fusion")
+    }
     kept_share = {"IER": [], "Intermediate_fusion": []}
     drops = {"hottest": [], "coldest": []}
     right, seconds, done = 0, [], 0
@@ -71,7 +74,7 @@ def main() -> None:
 
         half = pixels.astype(np.float32)
         keep_left = done % 2 == 0
-        half[:, size // 2:] = BLANK_RGB if keep_left else half[:, size // 2:]
+        half[:, size // 2 :] = BLANK_RGB if keep_left else half[:, size // 2 :]
         half[:, : size // 2] = half[:, : size // 2] if keep_left else BLANK_RGB
         halved = explainer.explain(text, half)
         for phase in kept_share:
@@ -83,27 +86,54 @@ def main() -> None:
                 kept_share[phase].append(float(kept.sum() / cam.sum()))
 
         cam, c = full.heat_maps["IER"], full.prediction
-        quarters = {(r, q): cam[r * cam.shape[0] // 2:(r + 1) * cam.shape[0] // 2,
-                                q * cam.shape[1] // 2:(q + 1) * cam.shape[1] // 2].mean() for r in (0, 1) for q in (0, 1)}
-        for name, (r, q) in (("hottest", max(quarters, key=quarters.get)), ("coldest", min(quarters, key=quarters.get))):
+        quarters = {
+            (r, q): cam[
+                r * cam.shape[0] // 2 : (r + 1) * cam.shape[0] // 2, q * cam.shape[1] // 2 : (q + 1) * cam.shape[1] // 2
+            ].mean()
+            for r in (0, 1)
+            for q in (0, 1)
+        }
+        for name, (r, q) in (
+            ("hottest", max(quarters, key=quarters.get)),
+            ("coldest", min(quarters, key=quarters.get)),
+        ):
             blanked = pixels.astype(np.float32)
-            blanked[r * size // 2:(r + 1) * size // 2, q * size // 2:(q + 1) * size // 2] = BLANK_RGB
-            drops[name].append(float(full.probabilities["IER"][c] - explainer.explain(text, blanked).probabilities["IER"][c]))
+            blanked[r * size // 2 : (r + 1) * size // 2, q * size // 2 : (q + 1) * size // 2] = BLANK_RGB
+            drops[name].append(
+                float(full.probabilities["IER"][c] - explainer.explain(text, blanked).probabilities["IER"][c])
+            )
         done += 1
 
     def mean(values):
         return round(float(np.mean(values)), 4) if values else None
 
-    print(json.dumps({
-        "rows": done, "fused_accuracy_on_them": round(right / max(done, 1), 3),
-        "words": {phase: {"tweets": len(r["top_is_tone"]), "mean_importance_tone": mean(r["tone"]),
-                          "mean_importance_other": mean(r["other"]), "top_word_is_tone": mean(r["top_is_tone"]),
-                          "tone_share_of_tokens": mean(r["tone_share"])} for phase, r in words.items()},
-        "heat_on_the_kept_half": {phase: mean(v) for phase, v in kept_share.items()},
-        "IER_drop_blanking_quarter": {name: mean(v) for name, v in drops.items()},
-        "seconds_per_explanation": {"first": round(seconds[0], 2), "median_after": round(float(np.median(seconds[1:])), 2)}
-        if len(seconds) > 1 else None,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "rows": done,
+                "fused_accuracy_on_them": round(right / max(done, 1), 3),
+                "words": {
+                    phase: {
+                        "tweets": len(r["top_is_tone"]),
+                        "mean_importance_tone": mean(r["tone"]),
+                        "mean_importance_other": mean(r["other"]),
+                        "top_word_is_tone": mean(r["top_is_tone"]),
+                        "tone_share_of_tokens": mean(r["tone_share"]),
+                    }
+                    for phase, r in words.items()
+                },
+                "heat_on_the_kept_half": {phase: mean(v) for phase, v in kept_share.items()},
+                "IER_drop_blanking_quarter": {name: mean(v) for name, v in drops.items()},
+                "seconds_per_explanation": {
+                    "first": round(seconds[0], 2),
+                    "median_after": round(float(np.median(seconds[1:])), 2),
+                }
+                if len(seconds) > 1
+                else None,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

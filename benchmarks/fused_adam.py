@@ -57,13 +57,15 @@ def main() -> None:
     print(f"{'model':36s} {'batch':>5s} {'Adam ms':>9s} {'FusedAdam ms':>12s} {'speed-up':>8s} {'max |dw|':>9s}")
     for name, build, batch, shape, dtype in cases:
         n = batch * args.steps
-        inputs = (rng.normal(size=(n, *shape)) if dtype == np.float32 else rng.integers(0, 20_000, (n, *shape)))
+        inputs = rng.normal(size=(n, *shape)) if dtype == np.float32 else rng.integers(0, 20_000, (n, *shape))
         inputs, labels = inputs.astype(dtype), np.arange(n) % 4
         keras_seconds, keras_weights = step_time(build, keras.optimizers.Adam(1e-4), inputs, labels, batch)
         fused_seconds, fused_weights = step_time(build, FusedAdam(1e-4), inputs, labels, batch)
         difference = max(float(np.abs(a - b).max()) for a, b in zip(keras_weights, fused_weights))
-        print(f"{name:36s} {batch:5d} {keras_seconds * 1e3:9.0f} {fused_seconds * 1e3:12.0f} "
-              f"{keras_seconds / fused_seconds:7.2f}x {difference:9.1e}")
+        print(
+            f"{name:36s} {batch:5d} {keras_seconds * 1e3:9.0f} {fused_seconds * 1e3:12.0f} "
+            f"{keras_seconds / fused_seconds:7.2f}x {difference:9.1e}"
+        )
 
 
 if __name__ == "__main__":

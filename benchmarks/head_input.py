@@ -68,14 +68,20 @@ def main() -> None:
                 return best
 
             rows = np.arange(args.images)
-            reference = epoch_seconds(tf.data.Dataset.from_tensor_slices((in_memory, labels)).batch(args.batch_size)
-                                      .prefetch(tf.data.AUTOTUNE))
+            reference = epoch_seconds(
+                tf.data.Dataset.from_tensor_slices((in_memory, labels))
+                .batch(args.batch_size)
+                .prefetch(tf.data.AUTOTUNE)
+            )
             batches = ArrayBatches(view, labels, rows, args.batch_size, seed=0)
             serial = epoch_seconds(batches)
             parallel = epoch_seconds(batches.dataset(), steps=len(batches))
-            print(f"--pooling {pooling} {shape}: in memory {reference:.2f} s/epoch; store as a PyDataset "
-                  f"{serial:.2f} s ({serial / reference:.2f}x); store as ArrayBatches.dataset() {parallel:.2f} s "
-                  f"({parallel / reference:.2f}x)", flush=True)
+            print(
+                f"--pooling {pooling} {shape}: in memory {reference:.2f} s/epoch; store as a PyDataset "
+                f"{serial:.2f} s ({serial / reference:.2f}x); store as ArrayBatches.dataset() {parallel:.2f} s "
+                f"({parallel / reference:.2f}x)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -99,10 +99,23 @@ def write_real_size_preset(name: str, folder: Path) -> str:
     hub, path = keras_hub.models, str(folder / name)
     imagenet = {"scale": 1 / 127.5, "offset": -1.0}
     if name == "clip":
-        vision = hub.CLIPVisionEncoder(patch_size=16, intermediate_dim=3072, intermediate_activation="quick_gelu",
-                                       image_shape=(224, 224, 3), **BASE)
-        text = hub.CLIPTextEncoder(vocabulary_size=49408, embedding_dim=512, hidden_dim=512, num_layers=12, num_heads=8,
-                                   intermediate_dim=2048, intermediate_activation="quick_gelu", max_sequence_length=77)
+        vision = hub.CLIPVisionEncoder(
+            patch_size=16,
+            intermediate_dim=3072,
+            intermediate_activation="quick_gelu",
+            image_shape=(224, 224, 3),
+            **BASE,
+        )
+        text = hub.CLIPTextEncoder(
+            vocabulary_size=49408,
+            embedding_dim=512,
+            hidden_dim=512,
+            num_layers=12,
+            num_heads=8,
+            intermediate_dim=2048,
+            intermediate_activation="quick_gelu",
+            max_sequence_length=77,
+        )
         backbone, converter = hub.CLIPBackbone(vision, text, projection_dim=512), keras_hub.layers.CLIPImageConverter
     elif name == "siglip":
         vision = hub.SigLIPVisionEncoder(patch_size=16, intermediate_dim=3072, image_shape=(224, 224, 3), **BASE)
@@ -115,9 +128,14 @@ def write_real_size_preset(name: str, folder: Path) -> str:
         backbone = hub.DINOV2Backbone(patch_size=14, intermediate_dim=3072, image_shape=(224, 224, 3), **BASE)
         converter = keras_hub.layers.DINOV2ImageConverter
     elif name == "resnet50":
-        backbone = hub.ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[7],
-                                      stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[3, 4, 6, 3],
-                                      stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block")
+        backbone = hub.ResNetBackbone(
+            input_conv_filters=[64],
+            input_conv_kernel_sizes=[7],
+            stackwise_num_filters=[64, 128, 256, 512],
+            stackwise_num_blocks=[3, 4, 6, 3],
+            stackwise_num_strides=[1, 2, 2, 2],
+            block_type="bottleneck_block",
+        )
         converter = keras_hub.layers.ResNetImageConverter
     elif name == "efficientnet_b0":
         from keras_hub.src.utils.timm import convert_efficientnet
@@ -125,10 +143,15 @@ def write_real_size_preset(name: str, folder: Path) -> str:
         backbone = hub.EfficientNetBackbone(**convert_efficientnet.convert_backbone_config({"architecture": name}))
         converter = keras_hub.layers.EfficientNetImageConverter
     elif name == "densenet121":
-        backbone, converter = hub.DenseNetBackbone(stackwise_num_repeats=[6, 12, 24, 16]), keras_hub.layers.DenseNetImageConverter
+        backbone, converter = (
+            hub.DenseNetBackbone(stackwise_num_repeats=[6, 12, 24, 16]),
+            keras_hub.layers.DenseNetImageConverter,
+        )
     else:
-        raise SystemExit(f"unknown backbone {name}: vgg16, clip, siglip, vit, dinov2, resnet50, efficientnet_b0, "
-                         "densenet121, or a preset folder's path")
+        raise SystemExit(
+            f"unknown backbone {name}: vgg16, clip, siglip, vit, dinov2, resnet50, efficientnet_b0, "
+            "densenet121, or a preset folder's path"
+        )
     backbone.save_to_preset(path)
     converter(image_size=(224, 224), **imagenet).save_to_preset(path)
     return path
@@ -149,18 +172,21 @@ def backbone_table(names: list[str], count: int, precisions: list[str]) -> dict:
             weights, pooling = ("none", "avg") if name == "vgg16" else ("preset", "embedding")
             rows = {}
             for precision in precisions:
-                extractor, _ = build_extractor(preset, weights, 224 if name == "vgg16" else None, 0, pooling,
-                                               precision)
+                extractor, _ = build_extractor(preset, weights, 224 if name == "vgg16" else None, 0, pooling, precision)
                 extractor.predict_on_batch(pixels)
                 started = time.perf_counter()
                 for _ in range(batches):
                     extractor.predict_on_batch(pixels)
                 rows[precision] = round(batches * 16 / (time.perf_counter() - started), 2)
             numbers = int(np.prod(extractor.output_shape[1:]))
-            table[name] = {"images_per_s": rows,
-                           **{f"{p}_speedup": round(rows[p] / rows["float32"], 2) for p in rows if p != "float32"},
-                           "weights": int(extractor.count_params()), "numbers_per_image": numbers,
-                           "store_bytes_per_image": 2 * numbers, "pooling": pooling}
+            table[name] = {
+                "images_per_s": rows,
+                **{f"{p}_speedup": round(rows[p] / rows["float32"], 2) for p in rows if p != "float32"},
+                "weights": int(extractor.count_params()),
+                "numbers_per_image": numbers,
+                "store_bytes_per_image": 2 * numbers,
+                "pooling": pooling,
+            }
             if name == "vgg16":
                 table[name]["store_bytes_per_image_flatten"] = 2 * 7 * 7 * 512
     return table
@@ -170,11 +196,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32, help="N: images per timing, and the smaller RSS run")
     parser.add_argument("--image-size", type=int, default=224, help="backbone input size")
-    parser.add_argument("--backbones", nargs="+", default=None,
-                        help="only the table per backbone (vgg16, clip, siglip, vit, dinov2, resnet50, efficientnet_b0, "
-                        "densenet121, or a preset folder) and precision")
-    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
-                        help="with --backbones: the precisions timed (float32 first)")
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        default=None,
+        help="only the table per backbone (vgg16, clip, siglip, vit, dinov2, resnet50, efficientnet_b0, "
+        "densenet121, or a preset folder) and precision",
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        help="with --backbones: the precisions timed (float32 first)",
+    )
     args = parser.parse_args()
     if args.backbones:
         table = backbone_table(args.backbones, args.images, args.precisions)
@@ -242,12 +276,16 @@ def main() -> None:
         rate = batches * 16 / (time.perf_counter() - started)
         reference = out if reference is None else reference
         cosine = (out * reference).sum(axis=1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, axis=1)
-        precisions[precision] = {"images_per_s": round(rate, 2), "speedup_over_float32": None,
-                                 "cosine_to_float32_mean": round(float(cosine.mean()), 5),
-                                 "cosine_to_float32_min": round(float(cosine.min()), 5)}
+        precisions[precision] = {
+            "images_per_s": round(rate, 2),
+            "speedup_over_float32": None,
+            "cosine_to_float32_mean": round(float(cosine.mean()), 5),
+            "cosine_to_float32_min": round(float(cosine.min()), 5),
+        }
     for precision in precisions:
         precisions[precision]["speedup_over_float32"] = round(
-            precisions[precision]["images_per_s"] / precisions["float32"]["images_per_s"], 2)
+            precisions[precision]["images_per_s"] / precisions["float32"]["images_per_s"], 2
+        )
 
     results = {
         "matmul_gflops": round(matmul_gflops, 1),

@@ -55,15 +55,22 @@ def main() -> None:
     def native_then_pil(path):
         def resample(pixels):
             return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
+
         return tf.numpy_function(resample, [tf.io.decode_jpeg(tf.io.read_file(path), channels=3)], tf.uint8)
 
     def pipeline(decode, calls: int) -> tf.data.Dataset:
         options = tf.data.Options()
         options.threading.max_intra_op_parallelism = 1
-        return (tf.data.Dataset.from_tensor_slices(paths).with_options(options)
-                .map(lambda path: tf.round(tf.cast(tf.reshape(decode(path), (size, size, 3)), tf.float32)),
-                     num_parallel_calls=calls)
-                .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
+        return (
+            tf.data.Dataset.from_tensor_slices(paths)
+            .with_options(options)
+            .map(
+                lambda path: tf.round(tf.cast(tf.reshape(decode(path), (size, size, 3)), tf.float32)),
+                num_parallel_calls=calls,
+            )
+            .batch(args.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
 
     def rate(run) -> float:
         run()  # warm-up: graph tracing, thread pools
@@ -78,14 +85,21 @@ def main() -> None:
     reference = np.stack([load_image(path, size)[0] for path in paths[:256]]).astype(np.float32)
     pil = rate(lambda: [load_image(path, size) for path in paths])
     print(f"{'Pillow loop, one core':<44}{pil:7.0f} images/s")
-    for name, decode in (("Pillow in the pipeline (IER's)", with_pil), ("native decode + native resize", native),
-                         ("native decode + Pillow resample", native_then_pil)):
+    for name, decode in (
+        ("Pillow in the pipeline (IER's)", with_pil),
+        ("native decode + native resize", native),
+        ("native decode + Pillow resample", native_then_pil),
+    ):
         pixels = np.concatenate([batch.numpy() for batch in pipeline(decode, 2).take(-(-256 // args.batch_size))])
         difference = np.abs(pixels[: len(reference)] - reference)
-        one, two = (rate(lambda decode=decode, calls=calls: [None for _ in pipeline(decode, calls)]) for calls in (1, 2))
+        one, two = (
+            rate(lambda decode=decode, calls=calls: [None for _ in pipeline(decode, calls)]) for calls in (1, 2)
+        )
         print(f"{name + ', 1 call':<44}{one:7.0f} images/s  ({one / pil:.2f}x the loop)")
-        print(f"{name + ', 2 calls':<44}{two:7.0f} images/s  ({two / pil:.2f}x the loop, {two / one:.2f}x 1 call); "
-              f"pixels differ from Pillow's by {difference.mean():.2f} on average, {difference.max():.0f} at most")
+        print(
+            f"{name + ', 2 calls':<44}{two:7.0f} images/s  ({two / pil:.2f}x the loop, {two / one:.2f}x 1 call); "
+            f"pixels differ from Pillow's by {difference.mean():.2f} on average, {difference.max():.0f} at most"
+        )
 
 
 if __name__ == "__main__":

@@ -27,14 +27,30 @@ from emorec import demo  # noqa: E402
 
 def sweep_argv(data: Path, out: Path, args, fractions, seeds, prefix) -> list[str]:
     return [
-        "--fractions", *map(str, fractions), "--seeds", *map(str, seeds), "--run-prefix", prefix,
-        "--manifest", str(data / demo.MANIFEST_NAME), "--image-root", str(data),
-        "--ter-args", f"--glove {data / demo.GLOVE_NAME} --epoch {args.ter_epochs}",
-        "--ier-args", f"--image-weights none --image-size {args.image_size} --epoch {args.ier_epochs} "
-                      f"--cache-dir {out / 'features'}",
-        "--inter-args", f"--epoch {args.inter_epochs}",
-        "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
-        "--results-dir", str(out / "results"),
+        "--fractions",
+        *map(str, fractions),
+        "--seeds",
+        *map(str, seeds),
+        "--run-prefix",
+        prefix,
+        "--manifest",
+        str(data / demo.MANIFEST_NAME),
+        "--image-root",
+        str(data),
+        "--ter-args",
+        f"--glove {data / demo.GLOVE_NAME} --epoch {args.ter_epochs}",
+        "--ier-args",
+        f"--image-weights none --image-size {args.image_size} --epoch {args.ier_epochs} --cache-dir {out / 'features'}",
+        "--inter-args",
+        f"--epoch {args.inter_epochs}",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        "--results-dir",
+        str(out / "results"),
     ]
 
 
@@ -65,11 +81,15 @@ def main() -> None:
         cold = timed_sweep(sweep_argv(data, out, args, [1.0], [0], "cold"))
         warm = timed_sweep(sweep_argv(data, out, args, args.fractions, args.seeds, "warm"))
         settings = len(set(args.fractions)) * len(args.seeds)
-        print(f"demo n={args.n}, {args.image_size} px, epochs TER {args.ter_epochs} / IER {args.ier_epochs} / "
-              f"fusion {args.inter_epochs}")
+        print(
+            f"demo n={args.n}, {args.image_size} px, epochs TER {args.ter_epochs} / IER {args.ier_epochs} / "
+            f"fusion {args.inter_epochs}"
+        )
         print(f"cold run (empty caches), four phases: {cold:8.1f} s")
-        print(f"sweep of {settings} settings (fractions {args.fractions}, seeds {args.seeds}), warm caches: "
-              f"{warm:8.1f} s  = {warm / settings:.1f} s per setting")
+        print(
+            f"sweep of {settings} settings (fractions {args.fractions}, seeds {args.seeds}), warm caches: "
+            f"{warm:8.1f} s  = {warm / settings:.1f} s per setting"
+        )
         print(f"ratio sweep / (settings x cold run): {warm / (settings * cold):.3f}   (target <= 0.2)")
 
 

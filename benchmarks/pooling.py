@@ -36,14 +36,31 @@ def main() -> None:
 
     demo, out = Path(args.demo), Path(args.out)
     low = "bfloat16" if native_support()["bfloat16"] else "float32"
-    common = ["--manifest", str(demo / "image_labels.csv"), "--image-root", str(demo), "--seed", "0",
-              "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs")]
+    common = [
+        "--manifest",
+        str(demo / "image_labels.csv"),
+        "--image-root",
+        str(demo),
+        "--seed",
+        "0",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+    ]
     image = ["--image-weights", "none", "--image-size", str(args.image_size), "--cache-dir", str(out / "features")]
 
     def phase(script: str, run: str, *flags: str) -> tuple[float, dict]:
         start = time.perf_counter()
-        subprocess.run([sys.executable, script, *common, "--run-name", run, *flags], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, script, *common, "--run-name", run, *flags],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         seconds = time.perf_counter() - start
         metrics = json.loads((out / "ckpt" / run / f"{Path(script).stem}.metrics.json").read_text())
         return seconds, metrics
@@ -59,25 +76,50 @@ def main() -> None:
     settings = [(pooling, low) for pooling in ("flatten", "avg", "max")]
     if low != "float32":
         settings.append(("flatten", "float32"))
-    print(f"demo {demo} at {args.image_size} px; TER {args.ter_epochs}, IER {args.ier_epochs}, "
-          f"Intermediate_fusion {args.inter_epochs} epochs; random VGG16 (--image-weights none)", flush=True)
+    print(
+        f"demo {demo} at {args.image_size} px; TER {args.ter_epochs}, IER {args.ier_epochs}, "
+        f"Intermediate_fusion {args.inter_epochs} epochs; random VGG16 (--image-weights none)",
+        flush=True,
+    )
     rows = []
     for pooling, precision in settings:
         run = f"{pooling}-{precision}"
         phase("TER.py", run, "--glove", str(demo / "glove.demo.200d.txt"), "--epoch", str(args.ter_epochs))
-        ier_seconds, ier = phase("IER.py", run, *image, "--pooling", pooling, "--precision", precision,
-                                 "--class-weight", "none", "--epoch", str(args.ier_epochs))
+        ier_seconds, ier = phase(
+            "IER.py",
+            run,
+            *image,
+            "--pooling",
+            pooling,
+            "--precision",
+            precision,
+            "--class-weight",
+            "none",
+            "--epoch",
+            str(args.ier_epochs),
+        )
         if precision == low:
-            inter_seconds, inter = phase("Intermediate_fusion.py", run, "--precision", precision,
-                                         "--class-weight", "none", "--epoch", str(args.inter_epochs))
+            inter_seconds, inter = phase(
+                "Intermediate_fusion.py",
+                run,
+                "--precision",
+                precision,
+                "--class-weight",
+                "none",
+                "--epoch",
+                str(args.inter_epochs),
+            )
             fusion = f"{test(inter)} | {inter_seconds:.0f} s"
         else:
             fusion = "- | -"
-        rows.append(f"| {pooling} | {precision} | {size(ier['feature_store'])} | {test(ier)} | {ier_seconds:.0f} s | "
-                    f"{fusion} |")
+        rows.append(
+            f"| {pooling} | {precision} | {size(ier['feature_store'])} | {test(ier)} | {ier_seconds:.0f} s | {fusion} |"
+        )
         print(rows[-1], flush=True)
-    print("\n| --pooling | --precision | feature store | IER test acc / macro-F1 | IER time | "
-          "fusion test acc / macro-F1 | fusion time |\n|---|---|---|---|---|---|---|")
+    print(
+        "\n| --pooling | --precision | feature store | IER test acc / macro-F1 | IER time | "
+        "fusion test acc / macro-F1 | fusion time |\n|---|---|---|---|---|---|---|"
+    )
     print("\n".join(rows))
 
 

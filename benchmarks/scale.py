@@ -27,12 +27,15 @@ PHASES = ("TER", "IER", "Intermediate_fusion", "Late_fusion")
 
 def measured(argv: list[str]) -> tuple[float, float]:
     """Run ``python *argv`` in the repository, in a fresh process; return (seconds, its peak RSS in MB)."""
-    code = (f"import resource, subprocess, sys, time; start = time.perf_counter(); "
-            f"subprocess.run([sys.executable, *{argv!r}], check=True, cwd={str(ROOT)!r}, "
-            f"stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-            f"print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    seconds, peak_kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                      check=True).stdout.split()
+    code = (
+        f"import resource, subprocess, sys, time; start = time.perf_counter(); "
+        f"subprocess.run([sys.executable, *{argv!r}], check=True, cwd={str(ROOT)!r}, "
+        f"stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        f"print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    seconds, peak_kb = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     return float(seconds), float(peak_kb) / 1024
 
 
@@ -47,9 +50,12 @@ def baseline_bytes_per_row(data: Path, channels: int = 512) -> dict[str, float]:
     frame = load_dataset(data / demo.MANIFEST_NAME, data, draw=False).frame  # the split the phases drew
     train = (frame["split"] == "train").to_numpy()
     text_per_row = baselines.text_features(frame["text"].tolist(), train).nnz / len(frame)
-    return {"pooled image features": 4 * channels, "TF-IDF rows": text_per_row * 8 + 4,
-            "image training rows in float64": train.mean() * channels * 8,
-            "both-baseline training rows": train.mean() * ((channels + text_per_row) * 12 + 4)}
+    return {
+        "pooled image features": 4 * channels,
+        "TF-IDF rows": text_per_row * 8 + 4,
+        "image training rows in float64": train.mean() * channels * 8,
+        "both-baseline training rows": train.mean() * ((channels + text_per_row) * 12 + 4),
+    }
 
 
 def main() -> None:
@@ -69,35 +75,70 @@ def main() -> None:
             started = time.perf_counter()
             demo.generate(data, n=rows, seed=0, corpus_size=20000, image_scale=args.image_scale)
             print(f"generated {rows} rows in {time.perf_counter() - started:.0f} s", flush=True)
-        common = ["--manifest", str(data / demo.MANIFEST_NAME), "--image-root", str(data), "--seed", "0",
-                  "--checkpoint-dir", str(data / "ckpt"), "--log-dir", str(data / "tb"), "--prob-dir",
-                  str(data / "probs")]
+        common = [
+            "--manifest",
+            str(data / demo.MANIFEST_NAME),
+            "--image-root",
+            str(data),
+            "--seed",
+            "0",
+            "--checkpoint-dir",
+            str(data / "ckpt"),
+            "--log-dir",
+            str(data / "tb"),
+            "--prob-dir",
+            str(data / "probs"),
+        ]
         flags = {
             "TER": [*common, "--glove", str(data / demo.GLOVE_NAME), "--epoch", str(args.epochs)],
-            "IER": [*common, "--image-weights", "none", "--image-size", "32", "--epoch", str(args.epochs),
-                    "--cache-dir", str(data / "features")],
+            "IER": [
+                *common,
+                "--image-weights",
+                "none",
+                "--image-size",
+                "32",
+                "--epoch",
+                str(args.epochs),
+                "--cache-dir",
+                str(data / "features"),
+            ],
             "Intermediate_fusion": [*common, "--epoch", str(args.epochs)],
-            "Late_fusion": [*common[:2], "--checkpoint-dir", str(data / "ckpt"), "--prob-dir", str(data / "probs"),
-                            "--results-dir", str(data / "results")],
+            "Late_fusion": [
+                *common[:2],
+                "--checkpoint-dir",
+                str(data / "ckpt"),
+                "--prob-dir",
+                str(data / "probs"),
+                "--results-dir",
+                str(data / "results"),
+            ],
         }
         for phase in PHASES:
             seconds, peak = measured([f"{phase}.py", *flags[phase]])
             results[(phase, rows)] = (seconds, peak)
-            print(f"{phase:<20} {rows:>7} rows: {seconds:7.1f} s, {seconds / rows * 1e3:6.2f} ms/row, "
-                  f"peak RSS {peak:6.0f} MB", flush=True)
+            print(
+                f"{phase:<20} {rows:>7} rows: {seconds:7.1f} s, {seconds / rows * 1e3:6.2f} ms/row, "
+                f"peak RSS {peak:6.0f} MB",
+                flush=True,
+            )
     small, large = args.rows // 4, args.rows
     print(f"\nlarger ({large}) / smaller ({small}):")
     for phase in PHASES:
         (t_small, m_small), (t_large, m_large) = results[(phase, small)], results[(phase, large)]
         per_row = (m_large - m_small) * 2**20 / (large - small)
-        print(f"{phase:<20} time per row {t_large / large / (t_small / small):.2f}x, peak RSS "
-              f"{m_large / m_small:.2f}x (+{per_row / 1024:.1f} KB per extra row)")
+        print(
+            f"{phase:<20} time per row {t_large / large / (t_small / small):.2f}x, peak RSS "
+            f"{m_large / m_small:.2f}x (+{per_row / 1024:.1f} KB per extra row)"
+        )
     growing = baseline_bytes_per_row(Path(args.out) / f"n{large}")
     (_, m_small), (_, m_large) = results[("Late_fusion", small)], results[("Late_fusion", large)]
     without = m_large - sum(growing.values()) * (large - small) / 2**20
-    print("Late_fusion's arrays that grow with the rows: " + ", ".join(
-        f"{name} {size / 1024:.1f} KB" for name, size in growing.items()) + f" per row; peak RSS without them "
-        f"{without / m_small:.2f}x")
+    print(
+        "Late_fusion's arrays that grow with the rows: "
+        + ", ".join(f"{name} {size / 1024:.1f} KB" for name, size in growing.items())
+        + f" per row; peak RSS without them "
+        f"{without / m_small:.2f}x"
+    )
     (Path(args.out) / "scale.json").write_text(json.dumps({f"{p} {n}": v for (p, n), v in results.items()}))
 
 

@@ -45,9 +45,15 @@ def main() -> int:
         copied = int(rng.integers(0, tweet))
         texts[tweet], labels[tweet] = "RT @someone: " + texts[copied], labels[copied]
     tweet_of_row = np.repeat(np.arange(n_tweets), np.where(np.arange(n_tweets) % 10 == 0, 2, 1))[: args.rows]
-    frame = pd.DataFrame({"id": [f"{t}-{i}" for i, t in enumerate(tweet_of_row)], "label": labels[tweet_of_row],
-                          "text": np.asarray(texts, dtype=object)[tweet_of_row], "group": tweet_of_row.astype(str),
-                          "image_path": [f"/data/{t}.jpg" for t in tweet_of_row]})
+    frame = pd.DataFrame(
+        {
+            "id": [f"{t}-{i}" for i, t in enumerate(tweet_of_row)],
+            "label": labels[tweet_of_row],
+            "text": np.asarray(texts, dtype=object)[tweet_of_row],
+            "group": tweet_of_row.astype(str),
+            "image_path": [f"/data/{t}.jpg" for t in tweet_of_row],
+        }
+    )
     print(f"{len(frame):,} rows, {n_tweets:,} tweets")
 
     normalised_texts(frame["text"][:10])  # TensorFlow's start-up, which a phase has paid already
@@ -70,8 +76,10 @@ def main() -> int:
 
     test = (frame["split"] == "test").to_numpy()
     truth = frame["label"].to_numpy()[test]
-    methods = {f"m{m}": np.eye(4)[np.where(rng.random(test.sum()) < 0.6 + 0.02 * m, truth,
-                                           rng.integers(0, 4, test.sum()))] for m in range(args.methods)}
+    methods = {
+        f"m{m}": np.eye(4)[np.where(rng.random(test.sum()) < 0.6 + 0.02 * m, truth, rng.integers(0, 4, test.sum()))]
+        for m in range(args.methods)
+    }
     with timed(f"test report: {args.methods} methods x 3 ways x 1,000 resamples on {test.sum():,} rows"):
         evaluate_test(methods, truth, frame["group"].to_numpy()[test], 4, seed=0)
 

@@ -78,22 +78,51 @@ def main() -> int:
     runs.append(("frozen, float32", ["--freeze-text-encoder"]))  # the head alone: a softmax layer on 384 numbers
     for mode, flags in runs:
         name = f"speed-{mode.replace(', ', '-')}"
-        TER.main(["--manifest", str(manifest), "--text-encoder", args.encoder, *flags, "--epoch", str(args.epoch),
-                  "--seq-len", str(args.seq_len), "--run-name", name, "--cache-dir", str(args.out / "features"),
-                  "--checkpoint-dir", str(args.out / "ckpt"), "--log-dir", str(args.out / "tb"),
-                  "--prob-dir", str(args.out / "probs")])
+        TER.main(
+            [
+                "--manifest",
+                str(manifest),
+                "--text-encoder",
+                args.encoder,
+                *flags,
+                "--epoch",
+                str(args.epoch),
+                "--seq-len",
+                str(args.seq_len),
+                "--run-name",
+                name,
+                "--cache-dir",
+                str(args.out / "features"),
+                "--checkpoint-dir",
+                str(args.out / "ckpt"),
+                "--log-dir",
+                str(args.out / "tb"),
+                "--prob-dir",
+                str(args.out / "probs"),
+            ]
+        )
         keras.backend.clear_session()
         metrics = json.loads((args.out / "ckpt" / name / "TER.metrics.json").read_text())
         epochs[mode] = metrics["seconds_per_epoch"]
         rows.append((f"TER epoch, {mode}", f"{epochs[mode]:.2f} s", f"{metrics['training_labels']} training texts"))
     for policy in policies:
-        rows.append((f"fine-tuned epoch, {policy} / frozen head's epoch",
-                     f"{epochs[f'fine-tuned, {policy}'] / epochs['frozen, float32']:.0f}x", ""))
+        rows.append(
+            (
+                f"fine-tuned epoch, {policy} / frozen head's epoch",
+                f"{epochs[f'fine-tuned, {policy}'] / epochs['frozen, float32']:.0f}x",
+                "",
+            )
+        )
     if len(policies) > 1:
-        rows.append(("fine-tuned epoch, float32 / bfloat16",
-                     f"{epochs['fine-tuned, float32'] / epochs['fine-tuned, bfloat16']:.2f}x", ""))
+        rows.append(
+            (
+                "fine-tuned epoch, float32 / bfloat16",
+                f"{epochs['fine-tuned, float32'] / epochs['fine-tuned, bfloat16']:.2f}x",
+                "",
+            )
+        )
     table = "\n".join(["| measure | value | note |", "|---|---:|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
-    report = (f"{args.encoder}, {len(texts)} texts, {args.seq_len} tokens, batch {args.batch}\n\n{table}")
+    report = f"{args.encoder}, {len(texts)} texts, {args.seq_len} tokens, batch {args.batch}\n\n{table}"
     (args.out / "text_encoder_speed.md").write_text(report + "\n")
     print(report)
     return 0

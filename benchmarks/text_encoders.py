@@ -49,9 +49,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 PAPER_SETTINGS = ["--class-weight", "none", "--monitor", "val_loss"]
 DEFAULT_SETTINGS = ["--class-weight", "balanced", "--monitor", "val_macro_f1"]
 # Every --class-weight and --monitor, for the paper's network and the frozen head (seconds to train each).
-SETTINGS = {"defaults": DEFAULT_SETTINGS, "paper settings": PAPER_SETTINGS,
-            "none + val_macro_f1": ["--class-weight", "none", "--monitor", "val_macro_f1"],
-            "balanced + val_loss": ["--class-weight", "balanced", "--monitor", "val_loss"]}
+SETTINGS = {
+    "defaults": DEFAULT_SETTINGS,
+    "paper settings": PAPER_SETTINGS,
+    "none + val_macro_f1": ["--class-weight", "none", "--monitor", "val_macro_f1"],
+    "balanced + val_loss": ["--class-weight", "balanced", "--monitor", "val_loss"],
+}
 
 
 def ter_rows(args) -> dict[str, list[str]]:
@@ -63,8 +66,10 @@ def ter_rows(args) -> dict[str, list[str]]:
         flags = ["--glove", str(args.glove), "--embedding-dim", str(dim)]
         # From fixed pretrained vectors the network learns slower than from random ones: at --epoch it may
         # still be climbing, so also at the paper's epochs.
-        glove += [(f"GloVe {dim}d", flags, args.epoch), (f"GloVe {dim}d, {args.glove_epoch} epochs", flags,
-                                                          args.glove_epoch)]
+        glove += [
+            (f"GloVe {dim}d", flags, args.epoch),
+            (f"GloVe {dim}d, {args.glove_epoch} epochs", flags, args.glove_epoch),
+        ]
     for name, flags, epochs in glove:
         for settings, setting_flags in SETTINGS.items():
             rows[f"TER paper, {name}, {settings}"] = [*flags, *setting_flags, "--epoch", str(epochs)]
@@ -75,9 +80,15 @@ def ter_rows(args) -> dict[str, list[str]]:
             named = f", {epochs} epochs" if number else ""
             rows[f"encoder fine-tuned{named}, defaults"] = [*encoder, *DEFAULT_SETTINGS, "--epoch", str(epochs)]
         for settings, setting_flags in SETTINGS.items():
-            rows[f"encoder frozen + head, {settings}"] = [*encoder, "--freeze-text-encoder", *setting_flags,
-                                                          "--epoch", str(args.head_epoch),
-                                                          "--cache-dir", str(args.out / "features")]
+            rows[f"encoder frozen + head, {settings}"] = [
+                *encoder,
+                "--freeze-text-encoder",
+                *setting_flags,
+                "--epoch",
+                str(args.head_epoch),
+                "--cache-dir",
+                str(args.out / "features"),
+            ]
     return rows
 
 
@@ -91,9 +102,23 @@ def run_ter(args, manifest: Path, row: str, flags: list[str], seed: int) -> dict
     name = f"{row.replace(', ', '-').replace(' ', '_').replace('+', 'plus')}-s{seed}"
     metrics_file = args.out / "ckpt" / name / "TER.metrics.json"
     if not metrics_file.exists():
-        TER.main(["--manifest", str(manifest), "--seed", str(seed), "--run-name", name, *flags,
-                  "--checkpoint-dir", str(args.out / "ckpt"), "--log-dir", str(args.out / "tb"),
-                  "--prob-dir", str(args.out / "probs")])
+        TER.main(
+            [
+                "--manifest",
+                str(manifest),
+                "--seed",
+                str(seed),
+                "--run-name",
+                name,
+                *flags,
+                "--checkpoint-dir",
+                str(args.out / "ckpt"),
+                "--log-dir",
+                str(args.out / "tb"),
+                "--prob-dir",
+                str(args.out / "probs"),
+            ]
+        )
         keras.backend.clear_session()
     metrics = json.loads(metrics_file.read_text())
     probabilities = pd.read_csv(args.out / "probs" / name / TER.PROB_FILE, dtype={"id": str})
@@ -113,11 +138,18 @@ def main() -> int:
     parser.add_argument("--glove", type=Path, help="a GloVe text file for the paper's network (besides random)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epoch", type=int, default=15, help="epochs of the paper's network")
-    parser.add_argument("--glove-epoch", type=int, default=100,
-                        help="epochs of the paper's network with --glove, besides --epoch (the paper's 100)")
-    parser.add_argument("--encoder-epoch", type=int, nargs="+", default=[4],
-                        help="epochs of fine-tuning the encoder (each value a row)")
-    parser.add_argument("--head-epoch", type=int, default=100, help="epochs of the frozen encoder's head (TER's default)")
+    parser.add_argument(
+        "--glove-epoch",
+        type=int,
+        default=100,
+        help="epochs of the paper's network with --glove, besides --epoch (the paper's 100)",
+    )
+    parser.add_argument(
+        "--encoder-epoch", type=int, nargs="+", default=[4], help="epochs of fine-tuning the encoder (each value a row)"
+    )
+    parser.add_argument(
+        "--head-epoch", type=int, default=100, help="epochs of the frozen encoder's head (TER's default)"
+    )
     parser.add_argument("--only", nargs="+", help="run only the TER rows whose names contain one of these")
     parser.add_argument("--out", type=Path, default=Path("/tmp/text_encoders"))
     args = parser.parse_args()
@@ -154,17 +186,21 @@ def main() -> int:
             seconds[row, seed] = run["metrics"]["fit_seconds"]
             seconds_per_epoch[row, seed] = run["metrics"].get("seconds_per_epoch")
         weighting = "balanced"  # the text phase's default, which the reports' baseline follows
-        baseline = run_baselines(frame, splits == "train", len(class_names), None, {"Baseline_text": weighting}, seed)["Baseline_text"].probabilities
+        baseline = run_baselines(frame, splits == "train", len(class_names), None, {"Baseline_text": weighting}, seed)[
+            "Baseline_text"
+        ].probabilities
         predicted["TF-IDF + LR", seed] = baseline
         stores = sorted((args.out / "features").glob("text_*"))
         if stores:  # the frozen encoder's stored features beside TF-IDF, in one logistic regression
             stored = FeatureStore.open(stores[0]).view(text_keys(frame["text"].tolist())).features
             train = splits == "train"
-            both = SideBySide(text_features(frame["text"].tolist(), train),
-                              image_features(np.asarray(stored, dtype=np.float32), train))
+            both = SideBySide(
+                text_features(frame["text"].tolist(), train),
+                image_features(np.asarray(stored, dtype=np.float32), train),
+            )
             predicted["TF-IDF + encoder features, one LR", seed] = fit_baseline(
-                both, labels, train, val, np.ones(len(labels), dtype=bool), len(class_names), weighting,
-                seed).probabilities
+                both, labels, train, val, np.ones(len(labels), dtype=bool), len(class_names), weighting, seed
+            ).probabilities
         for row in [r for r in rows if r.startswith("encoder")]:
             members = np.stack([predicted[row, seed], baseline])
             grid = weight_grid(2)
@@ -175,31 +211,52 @@ def main() -> int:
     test_labels = labels[test]
     tweets = frame["id"].to_numpy()[test]
     classes = {m: [predicted[m, s][test].argmax(axis=1) for s in args.seeds] for m in methods}
-    table, results = [], {"tweets": len(frame), "test_tweets": int(test.sum()), "seeds": args.seeds,
-                          "class_names": class_names, "methods": {}}
+    table, results = (
+        [],
+        {
+            "tweets": len(frame),
+            "test_tweets": int(test.sum()),
+            "seeds": args.seeds,
+            "class_names": class_names,
+            "methods": {},
+        },
+    )
     for method in methods:
         per_seed = [point_scores(test_labels, c, len(class_names)) for c in classes[method]]
         bounds = seeds_and_tweets_interval(test_labels, classes[method], tweets, len(class_names))
-        difference = seeds_and_tweets_difference(test_labels, classes[method], classes["TF-IDF + LR"], tweets,
-                                                 len(class_names))
+        difference = seeds_and_tweets_difference(
+            test_labels, classes[method], classes["TF-IDF + LR"], tweets, len(class_names)
+        )
         mean = {m: float(np.mean([s[m] for s in per_seed])) for m in ("accuracy", "macro_f1")}
         timing = [seconds.get((method, s)) for s in args.seeds]
         epoch_seconds = [seconds_per_epoch.get((method, s)) for s in args.seeds]
-        results["methods"][method] = {"per_seed": per_seed, "mean": mean, "interval": bounds,
-                                      "minus_tfidf_lr": difference, "seconds": timing,
-                                      "seconds_per_epoch": epoch_seconds}
-        table.append({
-            "method": method,
-            "accuracy": f"{mean['accuracy']:.3f} [{bounds['accuracy'][0]:.3f}, {bounds['accuracy'][1]:.3f}]",
-            "macro-F1": f"{mean['macro_f1']:.3f} [{bounds['macro_f1'][0]:.3f}, {bounds['macro_f1'][1]:.3f}]",
-            "macro-F1 per seed": " / ".join(f"{s['macro_f1']:.3f}" for s in per_seed),
-            "macro-F1 minus TF-IDF + LR": ("" if method == "TF-IDF + LR" else
-                                           f"{difference['macro_f1']:+.3f} [{difference['macro_f1_ci'][0]:+.3f}, "
-                                           f"{difference['macro_f1_ci'][1]:+.3f}]"),
-            "training s per seed": " / ".join(f"{t:.0f}" for t in timing) if timing[0] is not None else "",
-        })
-    report = (f"{len(frame)} tweets, {int(test.sum())} on test; seeds {args.seeds}; mean over seeds with the 95 % "
-              "interval of seeds and test tweets redrawn\n\n" + markdown(table))
+        results["methods"][method] = {
+            "per_seed": per_seed,
+            "mean": mean,
+            "interval": bounds,
+            "minus_tfidf_lr": difference,
+            "seconds": timing,
+            "seconds_per_epoch": epoch_seconds,
+        }
+        table.append(
+            {
+                "method": method,
+                "accuracy": f"{mean['accuracy']:.3f} [{bounds['accuracy'][0]:.3f}, {bounds['accuracy'][1]:.3f}]",
+                "macro-F1": f"{mean['macro_f1']:.3f} [{bounds['macro_f1'][0]:.3f}, {bounds['macro_f1'][1]:.3f}]",
+                "macro-F1 per seed": " / ".join(f"{s['macro_f1']:.3f}" for s in per_seed),
+                "macro-F1 minus TF-IDF + LR": (
+                    ""
+                    if method == "TF-IDF + LR"
+                    else f"{difference['macro_f1']:+.3f} [{difference['macro_f1_ci'][0]:+.3f}, "
+                    f"{difference['macro_f1_ci'][1]:+.3f}]"
+                ),
+                "training s per seed": " / ".join(f"{t:.0f}" for t in timing) if timing[0] is not None else "",
+            }
+        )
+    report = (
+        f"{len(frame)} tweets, {int(test.sum())} on test; seeds {args.seeds}; mean over seeds with the 95 % "
+        "interval of seeds and test tweets redrawn\n\n" + markdown(table)
+    )
     (args.out / "text_encoders.md").write_text(report + "\n")
     (args.out / "text_encoders.json").write_text(json.dumps(results, indent=1) + "\n")
     print(report)

@@ -31,7 +31,8 @@ def write_text_manifest(tweets, out: Path) -> tuple[Path, list[str]]:
 
     manifest = out / "tweets.csv"
     pd.DataFrame({"id": tweets["id"], "label": tweets["label"], "text": tweets["text"], "image": ""}).to_csv(
-        manifest, index=False)
+        manifest, index=False
+    )
     classes = sorted(tweets["label"].unique())
     (out / "tweets.classes.txt").write_text("\n".join(classes) + "\n")
     return manifest, classes
@@ -61,33 +62,79 @@ def main() -> int:
     for seed in args.seeds:
         for weighting, monitor in itertools.product(("none", "balanced"), ("val_loss", "val_macro_f1")):
             name = f"{weighting}-{monitor}-s{seed}"
-            TER.main(["--manifest", str(manifest), "--glove", args.glove, "--epoch", str(args.epoch), "--seed", str(seed),
-                      "--class-weight", weighting, "--monitor", monitor, "--run-name", name,
-                      *(["--resplit"] if (weighting, monitor) == ("none", "val_loss") else []),
-                      "--checkpoint-dir", str(args.out / "ckpt"), "--log-dir", str(args.out / "tb"),
-                      "--prob-dir", str(args.out / "probs")])
+            TER.main(
+                [
+                    "--manifest",
+                    str(manifest),
+                    "--glove",
+                    args.glove,
+                    "--epoch",
+                    str(args.epoch),
+                    "--seed",
+                    str(seed),
+                    "--class-weight",
+                    weighting,
+                    "--monitor",
+                    monitor,
+                    "--run-name",
+                    name,
+                    *(["--resplit"] if (weighting, monitor) == ("none", "val_loss") else []),
+                    "--checkpoint-dir",
+                    str(args.out / "ckpt"),
+                    "--log-dir",
+                    str(args.out / "tb"),
+                    "--prob-dir",
+                    str(args.out / "probs"),
+                ]
+            )
             keras.backend.clear_session()
             test = json.loads((args.out / "ckpt" / name / "TER.metrics.json").read_text())["splits"]["test"]
-            rows.append({"seed": seed, "class_weight": weighting, "monitor": monitor, "method": "TER",
-                         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"]})
+            rows.append(
+                {
+                    "seed": seed,
+                    "class_weight": weighting,
+                    "monitor": monitor,
+                    "method": "TER",
+                    "accuracy": test["accuracy"],
+                    "macro_f1": test["macro_f1"],
+                }
+            )
             if monitor == "val_loss":  # the baseline depends on the class weighting, not on the monitor
                 frame = load_dataset(manifest, seed=seed, images_required=False).frame
                 splits, labels = frame["split"].to_numpy(), frame["label"].to_numpy()
-                baseline = run_baselines(frame, splits == "train", len(classes), None, {"Baseline_text": weighting}, seed)["Baseline_text"]
+                baseline = run_baselines(
+                    frame, splits == "train", len(classes), None, {"Baseline_text": weighting}, seed
+                )["Baseline_text"]
                 predicted = baseline.probabilities.argmax(axis=1)
                 from sklearn.metrics import accuracy_score, f1_score
 
                 test_rows = splits == "test"
-                rows.append({"seed": seed, "class_weight": weighting, "monitor": "-", "method": "TF-IDF + LR",
-                             "accuracy": accuracy_score(labels[test_rows], predicted[test_rows]),
-                             "macro_f1": f1_score(labels[test_rows], predicted[test_rows], average="macro")})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "class_weight": weighting,
+                        "monitor": "-",
+                        "method": "TF-IDF + LR",
+                        "accuracy": accuracy_score(labels[test_rows], predicted[test_rows]),
+                        "macro_f1": f1_score(labels[test_rows], predicted[test_rows], average="macro"),
+                    }
+                )
     table = pd.DataFrame(rows)
     summary = table.groupby(["method", "class_weight", "monitor"], sort=False).agg(
-        accuracy=("accuracy", "mean"), macro_f1=("macro_f1", "mean"), macro_f1_min=("macro_f1", "min"),
-        macro_f1_max=("macro_f1", "max"))
-    per_seed = table.pivot_table(index=["method", "class_weight", "monitor"], columns="seed", values="macro_f1", sort=False)
-    report = (f"Test macro-F1 per seed ({len(tweets)} texts, TER --glove {args.glove} --epoch {args.epoch})\n\n"
-              + per_seed.round(3).to_string() + "\n\nMeans over seeds\n\n" + summary.round(3).to_string())
+        accuracy=("accuracy", "mean"),
+        macro_f1=("macro_f1", "mean"),
+        macro_f1_min=("macro_f1", "min"),
+        macro_f1_max=("macro_f1", "max"),
+    )
+    per_seed = table.pivot_table(
+        index=["method", "class_weight", "monitor"], columns="seed", values="macro_f1", sort=False
+    )
+    report = (
+        f"Test macro-F1 per seed ({len(tweets)} texts, TER --glove {args.glove} --epoch {args.epoch})\n\n"
+        + per_seed.round(3).to_string()
+        + "\n\nMeans over seeds\n\n"
+        + summary.round(3).to_string()
+    )
     (args.out / "text_vs_baseline.md").write_text(report + "\n")
     table.to_csv(args.out / "text_vs_baseline.csv", index=False)
     print(report)

@@ -57,18 +57,24 @@ def store_against_network(folder: str, store: str, image_root: str, count: int) 
     pixels = np.stack([load_image(path, extractor.input_shape[1])[0] for path in paths]).astype(np.float32)
     computed = np.asarray(extractor.predict(pixels, batch_size=16, verbose=0), np.float64)
     relative = np.abs(stored - computed).max(axis=1) / np.abs(computed).max(axis=1)
-    return {"images": len(paths), "largest_relative_difference": float(relative.max()),
-            "mean_relative_difference": float(relative.mean()), "float16_step": 2.0 ** -11}
+    return {
+        "images": len(paths),
+        "largest_relative_difference": float(relative.max()),
+        "mean_relative_difference": float(relative.mean()),
+        "float16_step": 2.0**-11,
+    }
 
 
 def compare(logits: np.ndarray, references: dict[str, np.ndarray]) -> dict:
     rows = {}
     for (name, reference), computed in zip(references.items(), logits):
         reference = reference.reshape(-1)
-        rows[name] = {"max_abs_difference": float(np.abs(computed - reference).max()),
-                      "correlation": float(np.corrcoef(computed, reference)[0, 1]),
-                      "top5_same": bool((np.argsort(-computed)[:5] == np.argsort(-reference)[:5]).all()),
-                      "top1": int(computed.argmax())}
+        rows[name] = {
+            "max_abs_difference": float(np.abs(computed - reference).max()),
+            "correlation": float(np.corrcoef(computed, reference)[0, 1]),
+            "top5_same": bool((np.argsort(-computed)[:5] == np.argsort(-reference)[:5]).all()),
+            "top1": int(computed.argmax()),
+        }
     return rows
 
 
@@ -90,10 +96,10 @@ def main() -> None:
             renamed = Path(folder) / "pytorch_name"
             renamed.mkdir()
             (renamed / "model.safetensors").symlink_to(Path(args.checkpoint).resolve() / "model.safetensors")
-            (renamed / "config.json").write_text(json.dumps({**config,
-                                                             "architecture": config["architecture"][3:]}))
-            results["as_the_pytorch_architecture"] = compare(logits_of(str(renamed), inputs.astype(np.float32)),
-                                                             references)
+            (renamed / "config.json").write_text(json.dumps({**config, "architecture": config["architecture"][3:]}))
+            results["as_the_pytorch_architecture"] = compare(
+                logits_of(str(renamed), inputs.astype(np.float32)), references
+            )
     if args.store:
         results["store"] = store_against_network(args.checkpoint, args.store, args.image_root, args.count)
     print(json.dumps({"checkpoint": config["architecture"], **results}, indent=2))

@@ -40,19 +40,26 @@ else:
 y = rng.integers(0, 4, size=len(x))
 data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).repeat()
 what = f"IER head on {args.features} features" if args.network == "ier" else f"TER, {args.vocabulary} words"
-print(f"device: {'GPU ' + tf.config.list_physical_devices('GPU')[0].name if tf.config.list_physical_devices('GPU') else 'CPU'}; "
-      f"{what}, batch {args.batch_size}, {args.steps} steps")
+print(
+    f"device: {'GPU ' + tf.config.list_physical_devices('GPU')[0].name if tf.config.list_physical_devices('GPU') else 'CPU'}; "
+    f"{what}, batch {args.batch_size}, {args.steps} steps"
+)
 for precision in args.precisions.split(","):
     seconds = {}
     for xla in (False, True):
         keras.utils.set_random_seed(0)
         with dtype_policy(precision):
-            head = (build_ier_head((args.features,), 4) if args.network == "ier" else
-                    build_ter_network(rng.normal(size=(args.vocabulary, 200)).astype(np.float32), 30, 4))
+            head = (
+                build_ier_head((args.features,), 4)
+                if args.network == "ier"
+                else build_ter_network(rng.normal(size=(args.vocabulary, 200)).astype(np.float32), 30, 4)
+            )
         head.compile(optimizer=adam(1e-4), loss="sparse_categorical_crossentropy", jit_compile=xla)
         head.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # tracing and compiling
         started = time.perf_counter()
         head.fit(data, steps_per_epoch=args.steps, epochs=1, verbose=0)
         seconds[xla] = (time.perf_counter() - started) / args.steps
-    print(f"{precision:9s} without XLA {seconds[False] * 1e3:8.2f} ms/step   with XLA {seconds[True] * 1e3:8.2f} ms/step   "
-          f"XLA speed-up {seconds[False] / seconds[True]:.2f}x")
+    print(
+        f"{precision:9s} without XLA {seconds[False] * 1e3:8.2f} ms/step   with XLA {seconds[True] * 1e3:8.2f} ms/step   "
+        f"XLA speed-up {seconds[False] / seconds[True]:.2f}x"
+    )

@@ -52,8 +52,11 @@ BASELINE_NAMES = {
 # The phase each baseline is compared with (and whose --class-weight it follows).
 COMPARED_PHASE = {"Baseline_text": "TER", "Baseline_image": "IER", "Baseline_both": "Intermediate_fusion"}
 # Each baseline's probability file, in the run's prob folder (the phases' layout).
-BASELINE_PROB_FILES = {"Baseline_text": "baseline_text_prob.csv", "Baseline_image": "baseline_image_prob.csv",
-                       "Baseline_both": "baseline_both_prob.csv"}
+BASELINE_PROB_FILES = {
+    "Baseline_text": "baseline_text_prob.csv",
+    "Baseline_image": "baseline_image_prob.csv",
+    "Baseline_both": "baseline_both_prob.csv",
+}
 C_GRID = (0.25, 1.0, 4.0, 16.0)  # inverse regularisation strengths tried, chosen on val
 MIN_DF_FROM = 100  # training texts from which a term must occur in two of them
 POOL_CHUNK = 4096  # feature-cache rows pooled at once, so a 470,000-row memmap never loads whole
@@ -157,8 +160,14 @@ class SideBySide:
 
 
 def fit_baseline(
-    x, labels: np.ndarray, train: np.ndarray, val: np.ndarray, scored: np.ndarray, n_classes: int,
-    class_weight: str, seed: int,
+    x,
+    labels: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    scored: np.ndarray,
+    n_classes: int,
+    class_weight: str,
+    seed: int,
 ) -> Baseline:
     """Fit logistic regression on the ``train`` rows of ``x`` for each C of :data:`C_GRID`; keep the C with the
     best macro-F1 on the ``val`` rows (the smaller C on a tie).
@@ -181,11 +190,13 @@ def fit_baseline(
     # cost more than they give; on two CPU cores the fits ran 2 to 6 times faster (benchmarks/baselines_scale.py).
     with threadpool_limits(1):
         for C in C_GRID:
-            model = LogisticRegression(C=C, max_iter=2000, class_weight=None if class_weight == "none" else class_weight,
-                                       random_state=seed)
+            model = LogisticRegression(
+                C=C, max_iter=2000, class_weight=None if class_weight == "none" else class_weight, random_state=seed
+            )
             model.fit(x_train, labels[train_rows])
-            score = f1_score(labels[val_rows], model.predict(x_val), average="macro", labels=range(n_classes),
-                             zero_division=0)
+            score = f1_score(
+                labels[val_rows], model.predict(x_val), average="macro", labels=range(n_classes), zero_division=0
+            )
             if best is None or score > best[1]:
                 best = (model, score, C)
     del x_train, x_val
@@ -199,8 +210,12 @@ def fit_baseline(
 
 
 def run_baselines(
-    frame, train: np.ndarray, n_classes: int, image: tuple[np.ndarray, np.ndarray] | None,
-    class_weights: dict[str, str] | None = None, seed: int = 0,
+    frame,
+    train: np.ndarray,
+    n_classes: int,
+    image: tuple[np.ndarray, np.ndarray] | None,
+    class_weights: dict[str, str] | None = None,
+    seed: int = 0,
 ) -> dict[str, Baseline]:
     """Fit the three baselines (the text one alone when ``image`` is None).
 
@@ -222,8 +237,10 @@ def run_baselines(
         features, features_ok = image
         pooled = image_features(pooled_features(features), train & features_ok)
         inputs |= {"Baseline_image": (pooled, features_ok), "Baseline_both": (SideBySide(text, pooled), features_ok)}
-    fitted = {name: fit_baseline(x, labels, train, val, scored, n_classes, weighting[name], seed)
-              for name, (x, scored) in inputs.items()}
+    fitted = {
+        name: fit_baseline(x, labels, train, val, scored, n_classes, weighting[name], seed)
+        for name, (x, scored) in inputs.items()
+    }
     for name, baseline in fitted.items():
         log.info("%s: C %g chosen on val (macro-F1 %.3f)", name, baseline.C, baseline.val_macro_f1)
     return fitted
@@ -238,5 +255,13 @@ def phase_weighting(recorded: dict) -> dict[str, str]:
 def baseline_record(baselines: dict[str, Baseline], weighting: dict[str, str], prob_files: dict[str, str]) -> dict:
     """What a run's metrics and summary record of each baseline: C, validation macro-F1, training rows, class
     weighting and probability file."""
-    return {name: {"C": b.C, "val_macro_f1": b.val_macro_f1, "training_rows": b.training_rows,
-                   "class_weight": weighting[name], "prob_file": prob_files[name]} for name, b in baselines.items()}
+    return {
+        name: {
+            "C": b.C,
+            "val_macro_f1": b.val_macro_f1,
+            "training_rows": b.training_rows,
+            "class_weight": weighting[name],
+            "prob_file": prob_files[name],
+        }
+        for name, b in baselines.items()
+    }

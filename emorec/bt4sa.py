@@ -139,7 +139,11 @@ def convert(
     counts = manifest["split"].value_counts()
     log.info(
         "wrote %s: %d images (train %d, val %d, test %d), classes %s",
-        out, len(manifest), counts.get("train", 0), counts.get("val", 0), counts.get("test", 0),
+        out,
+        len(manifest),
+        counts.get("train", 0),
+        counts.get("val", 0),
+        counts.get("test", 0),
         ", ".join(CLASS_NAMES),
     )
     log.info("image paths are relative to %s: pass --image-root %s to the phases", root, root)
@@ -171,10 +175,13 @@ def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> tuple[pd.DataFra
         log.warning(
             "the official split has %d tweet(s) with images in more than one split and %d normalised text(s) in "
             "more than one split (%d images involved); TER would be validated or tested on texts it was trained on.\n%s\n%s",
-            leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"],
+            leakage["straddling_tweets"],
+            leakage["straddling_texts"],
+            leakage["rows_involved"],
             list_some([*leakage["examples"]["tweets"], *leakage["examples"]["texts"]]),
-            "moving each such tweet wholly into one split (--regroup)" if regroup else
-            "--regroup moves each wholly into one split; the phases' --strict-split refuses the split as it is",
+            "moving each such tweet wholly into one split (--regroup)"
+            if regroup
+            else "--regroup moves each wholly into one split; the phases' --strict-split refuses the split as it is",
         )
     else:
         log.info("no tweet and no normalised text straddles the official split")
@@ -195,13 +202,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Convert B-T4SA (split files, raw_tweets_text.csv, data/) into a manifest with its split.",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--root", required=True, help="the B-T4SA folder (holds b-t4sa_*.txt, raw_tweets_text.csv, data/)")
+    parser.add_argument(
+        "--root", required=True, help="the B-T4SA folder (holds b-t4sa_*.txt, raw_tweets_text.csv, data/)"
+    )
     parser.add_argument("--out", default="data_files/bt4sa.csv", help="the manifest CSV to write")
     parser.add_argument(
         "--drop-missing-text", action="store_true", help="leave out images whose tweet has no text instead of stopping"
     )
     parser.add_argument(
-        "--regroup", action="store_true",
+        "--regroup",
+        action="store_true",
         help="move every tweet whose images straddle the official split (and every tweet sharing a normalised "
         "text with another split's) wholly into the split holding most of its images (ties: test, val, train); "
         "without it the official split is kept as it is, and its straddling tweets and texts are reported",

@@ -82,9 +82,18 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
 
 
 def phase_parser(
-    phase: str, description: str, *, epochs: int = 100, batch_size: int | None = 32, lr: float | None = 1e-4,
-    class_weight: str = "none", monitor: str = "val_loss", training: bool = True, resplit: bool = True,
-    batch_size_help: str = "examples per training batch", lr_help: str = "Adam learning rate",
+    phase: str,
+    description: str,
+    *,
+    epochs: int = 100,
+    batch_size: int | None = 32,
+    lr: float | None = 1e-4,
+    class_weight: str = "none",
+    monitor: str = "val_loss",
+    training: bool = True,
+    resplit: bool = True,
+    batch_size_help: str = "examples per training batch",
+    lr_help: str = "Adam learning rate",
 ) -> argparse.ArgumentParser:
     """Return the parser every phase script starts from, with the phase's own training defaults
     (``epochs``, ``batch_size``, ``lr``, ``class_weight``, ``monitor``: the paper's where the keyword's default is;
@@ -99,65 +108,88 @@ def phase_parser(
     read. ``resplit=False`` leaves out --resplit (a phase that must use the
     split of the phases before it). A phase adds its own flags to it.
     """
-    parser = ArgumentParser(
-        prog=f"python {phase}.py", description=description, formatter_class=HelpFormatter
-    )
+    parser = ArgumentParser(prog=f"python {phase}.py", description=description, formatter_class=HelpFormatter)
     data = parser.add_argument_group("data")
     if not training:
         data.add_argument(
-            "--manifest", default=None,
+            "--manifest",
+            default=None,
             help="the manifest the run's phases read (default: the one their .args.json records); "
             "a different one is refused",
         )
     else:
-        data.add_argument("--manifest", default=DEFAULT_MANIFEST, help="manifest CSV: label,text,image[,id][,split][,group]")
+        data.add_argument(
+            "--manifest", default=DEFAULT_MANIFEST, help="manifest CSV: label,text,image[,id][,split][,group]"
+        )
         data.add_argument(
             "--image-root", default=DEFAULT_IMAGE_ROOT, help="folder the manifest's image paths are relative to"
         )
         data.add_argument(
-            "--classes", type=_class_list, default=None,
+            "--classes",
+            type=_class_list,
+            default=None,
             help="class names in index order, comma-separated (default: <manifest stem>.classes.txt beside the "
             "manifest if it exists, else happy,sad,hate,anger)",
         )
     data.add_argument(
-        "--seed", type=int, default=0,
-        help="random seed: " + ("the split (when first drawn), initialisation and batch order" if training and resplit
-                                else "initialisation and batch order" if training
-                                else "the stacker's fit and the bootstrap's resamples")
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed: "
+        + (
+            "the split (when first drawn), initialisation and batch order"
+            if training and resplit
+            else "initialisation and batch order"
+            if training
+            else "the stacker's fit and the bootstrap's resamples"
+        )
         + "; the same seed on the same machine gives the same numbers",
     )
     if training and resplit:
         data.add_argument(
-            "--resplit", action="store_true",
+            "--resplit",
+            action="store_true",
             help="draw a new train/val/test split with --seed, replacing the one stored beside the manifest",
         )
     if training:
         data.add_argument(
-            "--strict-split", action="store_true",
+            "--strict-split",
+            action="store_true",
             help="refuse a split in which a tweet or a normalised text occurs in more than one split (without "
             "it, such leakage is logged and counted in the metrics JSON); a drawn split never has any",
         )
         group = parser.add_argument_group("training")
-        group.add_argument("--epoch", "--epochs", dest="epochs", type=positive_int, default=epochs, help="training epochs")
+        group.add_argument(
+            "--epoch", "--epochs", dest="epochs", type=positive_int, default=epochs, help="training epochs"
+        )
         group.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_size_help)
         group.add_argument("--lr", type=_positive_float, default=lr, help=lr_help)
         group.add_argument(
-            "--class-weight", choices=("none", "balanced"), default=class_weight,
+            "--class-weight",
+            choices=("none", "balanced"),
+            default=class_weight,
             help="weight each training example's loss by its class: balanced (inversely to the class's share of "
             "the training rows, as scikit-learn's compute_class_weight) or none (the paper)",
         )
         group.add_argument(
-            "--monitor", choices=("val_loss", "val_macro_f1"), default=monitor,
+            "--monitor",
+            choices=("val_loss", "val_macro_f1"),
+            default=monitor,
             help="the validation measure whose best epoch is kept: val_macro_f1 (over the whole validation "
             "split) or val_loss (the paper)",
         )
         group.add_argument(
-            "--patience", type=positive_int, default=None, metavar="N",
+            "--patience",
+            type=positive_int,
+            default=None,
+            metavar="N",
             help="stop once --monitor has not improved for N epochs (default: every epoch runs, as in the paper); "
             "either way the saved model holds the best epoch's weights",
         )
         group.add_argument(
-            "--deterministic", action=argparse.BooleanOptionalAction, default=True,
+            "--deterministic",
+            action=argparse.BooleanOptionalAction,
+            default=True,
             help="deterministic TensorFlow ops: the same --seed gives the same numbers; --no-deterministic "
             "allows faster, non-deterministic GPU kernels and compiles the training steps with XLA on a GPU",
         )
@@ -165,22 +197,32 @@ def phase_parser(
         parser.add_outside_training(group, "--strategy", choices=STRATEGIES, default="auto", help=STRATEGY_HELP)
         fewer = group.add_mutually_exclusive_group()
         fewer.add_argument(
-            "--label-fraction", type=unit_fraction, default=None, metavar="F",
+            "--label-fraction",
+            type=unit_fraction,
+            default=None,
+            metavar="F",
             help="train on a stratified, seeded subsample: this fraction of each class's training examples "
             "(at least one per class); val and test are untouched, and the phases of one run use the same examples",
         )
         fewer.add_argument(
-            "--labels-per-class", type=positive_int, default=None, metavar="K",
+            "--labels-per-class",
+            type=positive_int,
+            default=None,
+            metavar="K",
             help="train on a seeded subsample of K training examples per class (all of a smaller class)",
         )
     outputs = parser.add_argument_group("outputs")
     parser.add_outside_training(
-        outputs, "--run-name", type=_run_name, default=None,
+        outputs,
+        "--run-name",
+        type=_run_name,
+        default=None,
         help="put every output one folder deeper (model_checkpoints/NAME/..., data_files/NAME/..., "
         "tb_logs/NAME/...) so runs do not overwrite each other; later phases read the same run",
     )
-    parser.add_outside_training(outputs, "--checkpoint-dir", default="model_checkpoints",
-                                help="where models and their JSON go")
+    parser.add_outside_training(
+        outputs, "--checkpoint-dir", default="model_checkpoints", help="where models and their JSON go"
+    )
     parser.add_outside_training(outputs, "--log-dir", default="tb_logs", help="where TensorBoard curves go")
     parser.add_outside_training(outputs, "--prob-dir", default="data_files", help="where the class-probability CSVs go")
     return parser
@@ -238,5 +280,6 @@ def _run_name(text: str) -> str:
 def training_options(args: argparse.Namespace, lr: float, optimizer: str = "adam") -> TrainingOptions:
     """How a phase trains, from its parsed training flags, at learning rate ``lr`` (the flag's, or the phase's
     default as it resolved it) with ``optimizer``."""
-    return TrainingOptions(args.epochs, lr, args.class_weight, args.monitor, args.patience, args.deterministic,
-                           optimizer)
+    return TrainingOptions(
+        args.epochs, lr, args.class_weight, args.monitor, args.patience, args.deterministic, optimizer
+    )

@@ -41,7 +41,14 @@ from emorec.cli import ArgumentParser, HelpFormatter, run, setup_logging
 from emorec.data.manifest import DEFAULT_CLASS_NAMES, read_manifest
 from emorec.data.splits import draw_split
 from emorec.demo_content import (
-    MIN_IMAGES, MIN_TWEETS_PER_CLASS, TWO_IMAGE_RATE, generate_tweet, render_image, sample_labels, save_image, tweet_ids,
+    MIN_IMAGES,
+    MIN_TWEETS_PER_CLASS,
+    TWO_IMAGE_RATE,
+    generate_tweet,
+    render_image,
+    sample_labels,
+    save_image,
+    tweet_ids,
 )
 from emorec.errors import InputError
 from emorec.fileio import atomic_path, write_csv_atomic
@@ -100,8 +107,7 @@ def write_glove(path: Path, words: Sequence[str], vectors: np.ndarray) -> None:
             out.write(word + " " + " ".join(f"{value:.5f}" for value in vector) + "\n")
 
 
-def generate(out: str | Path, n: int = 2000, seed: int = 0, corpus_size: int = 30000,
-             image_scale: float = 1.0) -> Path:
+def generate(out: str | Path, n: int = 2000, seed: int = 0, corpus_size: int = 30000, image_scale: float = 1.0) -> Path:
     """Write the demo data set (images, manifest, word vectors) under ``out``; return the manifest's path.
 
     ``n`` is the number of images (rows); ``corpus_size`` the number of
@@ -111,8 +117,10 @@ def generate(out: str | Path, n: int = 2000, seed: int = 0, corpus_size: int = 3
     ``out`` is replaced.
     """
     if n < MIN_IMAGES:
-        raise InputError(f"--n must be at least {MIN_IMAGES} (the phases' stratified split needs "
-                         f"{MIN_TWEETS_PER_CLASS} tweets of every class), got {n}")
+        raise InputError(
+            f"--n must be at least {MIN_IMAGES} (the phases' stratified split needs "
+            f"{MIN_TWEETS_PER_CLASS} tweets of every class), got {n}"
+        )
     out = Path(out)
     manifest_path, marker = out / MANIFEST_NAME, out / DEMO_MARKER
     if (out / "data").exists() or manifest_path.exists():
@@ -140,8 +148,10 @@ def generate(out: str | Path, n: int = 2000, seed: int = 0, corpus_size: int = 3
         for image_number in range(1, image_count + 1):
             picture = render_image(image_rng, tweet.light_cue)
             if image_scale != 1.0:
-                picture = picture.resize((max(1, round(picture.width * image_scale)),
-                                          max(1, round(picture.height * image_scale))), Image.Resampling.BILINEAR)
+                picture = picture.resize(
+                    (max(1, round(picture.width * image_scale)), max(1, round(picture.height * image_scale))),
+                    Image.Resampling.BILINEAR,
+                )
             path = save_image(image_rng, picture, folder / f"{tweet_id}-{image_number}")
             rows.append((DEFAULT_CLASS_NAMES[label], tweet.text, path.relative_to(out).as_posix()))
         if number % 500 == 0 or number == len(ids):
@@ -204,8 +214,9 @@ def modality_baselines(manifest_path: str | Path, image_root: str | Path, seed: 
     return {
         "text": test_accuracy(text_train, text_test),
         "image": test_accuracy(image_train, image_test),
-        "both": test_accuracy(sparse.hstack([text_train, image_train]).tocsr(),
-                              sparse.hstack([text_test, image_test]).tocsr()),
+        "both": test_accuracy(
+            sparse.hstack([text_train, image_train]).tocsr(), sparse.hstack([text_test, image_test]).tocsr()
+        ),
         "majority": float((labels[test] == majority).mean()),
     }
 
@@ -240,9 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo baselines, test accuracy of scikit-learn logistic regression: "
             + ", ".join(f"{name} {value:.3f}" for name, value in scores.items())
         )
-    print(
-        f"demo ready: --manifest {manifest_path} --image-root {args.out} --glove {Path(args.out) / GLOVE_NAME}"
-    )
+    print(f"demo ready: --manifest {manifest_path} --image-root {args.out} --glove {Path(args.out) / GLOVE_NAME}")
     return 0
 
 

@@ -86,8 +86,11 @@ FUNCTION_WORDS = (
     "for with not all what why can't don't when about me your of and to be got "
     "again still now never always".split()
 )
-HANDLES = [f"{a}{b}" for a in ("news", "the", "real", "mr", "its", "daily", "team", "just")
-           for b in ("jay", "ana", "sports", "world", "leo", "mia", "kat", "bot", "max", "zoe")]
+HANDLES = [
+    f"{a}{b}"
+    for a in ("news", "the", "real", "mr", "its", "daily", "team", "just")
+    for b in ("jay", "ana", "sports", "world", "leo", "mia", "kat", "bot", "max", "zoe")
+]
 
 
 # Image palettes as HSV ranges: (hue range in [0,1), saturation range, value range).
@@ -154,9 +157,7 @@ def generate_tweet(rng: np.random.Generator, label: int) -> Tweet:
     """Generate one tweet of class ``label``: surface text, GloVe-style tokens and the image cue."""
     topic = TOPICS[list(TOPICS)[int(rng.integers(len(TOPICS)))]]
     length = int(rng.integers(5, 14))
-    words = [
-        str(rng.choice(FUNCTION_WORDS)) if rng.random() < 0.45 else str(rng.choice(topic)) for _ in range(length)
-    ]
+    words = [str(rng.choice(FUNCTION_WORDS)) if rng.random() < 0.45 else str(rng.choice(topic)) for _ in range(length)]
     tone = noisy_cue(rng, TONE_OF_CLASS[label])
     if tone is not None:
         for word in rng.choice(TONE_WORDS[tone], size=int(rng.integers(2, 5)), replace=False):
@@ -199,8 +200,9 @@ def generate_tweet(rng: np.random.Generator, label: int) -> Tweet:
 
 def _hsv_colour(rng: np.random.Generator, palette: int) -> tuple[int, int, int]:
     (h0, h1), (s0, s1), (v0, v1) = PALETTES[palette]
-    hsv = Image.new("HSV", (1, 1), (int(255 * rng.uniform(h0, h1)), int(255 * rng.uniform(s0, s1)),
-                                    int(255 * rng.uniform(v0, v1))))
+    hsv = Image.new(
+        "HSV", (1, 1), (int(255 * rng.uniform(h0, h1)), int(255 * rng.uniform(s0, s1)), int(255 * rng.uniform(v0, v1)))
+    )
     return hsv.convert("RGB").getpixel((0, 0))
 
 

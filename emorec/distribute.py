@@ -71,23 +71,33 @@ def _make_strategy(name: str, gpus: list):
         devices = None if gpus else [device.name for device in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices)
         if strategy.num_replicas_in_sync == 1:
-            log.warning("--strategy mirrored over one device (%s GPU(s) visible): it runs as default does, "
-                        "with the strategy's overhead", len(gpus))
+            log.warning(
+                "--strategy mirrored over one device (%s GPU(s) visible): it runs as default does, "
+                "with the strategy's overhead",
+                len(gpus),
+            )
     else:
         cluster = _tf_config()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         task = cluster["task"]
-        log.info("multiworker: %s %s of a cluster of %d worker(s)%s", task["type"], task["index"],
-                 worker_count(strategy), ", the chief: it writes the outputs" if is_chief(strategy) else
-                 ", not the chief: it writes no outputs")
+        log.info(
+            "multiworker: %s %s of a cluster of %d worker(s)%s",
+            task["type"],
+            task["index"],
+            worker_count(strategy),
+            ", the chief: it writes the outputs" if is_chief(strategy) else ", not the chief: it writes no outputs",
+        )
     strategy.emorec_name = name  # what describe() reports
     return strategy
 
 
 def describe(strategy) -> dict:
     """What the run's ``.args.json`` records of ``strategy``: its name (``auto`` resolved), replicas and workers."""
-    return {"name": getattr(strategy, "emorec_name", "default"), "replicas": int(strategy.num_replicas_in_sync),
-            "workers": worker_count(strategy)}
+    return {
+        "name": getattr(strategy, "emorec_name", "default"),
+        "replicas": int(strategy.num_replicas_in_sync),
+        "workers": worker_count(strategy),
+    }
 
 
 def is_chief(strategy) -> bool:
@@ -138,16 +148,22 @@ def _cpu_devices() -> int:
 def _tf_config() -> dict:
     """The parsed ``TF_CONFIG``; :class:`InputError` when it is missing or does not name this task in a cluster."""
     text = os.environ.get("TF_CONFIG")
-    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
-               '"index": 0}}\' on the first machine, index 1 on the second')
+    example = (
+        'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+        '"index": 0}}\' on the first machine, index 1 on the second'
+    )
     if not text:
-        raise InputError(f"--strategy multiworker needs TF_CONFIG, which names the cluster and this process's place "
-                         f"in it, for example {example}. See docs/scale.md, on GPUs and several machines.")
+        raise InputError(
+            f"--strategy multiworker needs TF_CONFIG, which names the cluster and this process's place "
+            f"in it, for example {example}. See docs/scale.md, on GPUs and several machines."
+        )
     try:
         config = json.loads(text)
         task, cluster = config["task"], config["cluster"]
         cluster[task["type"]][int(task["index"])]
     except (ValueError, KeyError, TypeError, IndexError) as error:
-        raise InputError(f"TF_CONFIG cannot be used ({type(error).__name__}: {error}): it must name the cluster "
-                         f"and this task in it, for example {example}.") from error
+        raise InputError(
+            f"TF_CONFIG cannot be used ({type(error).__name__}: {error}): it must name the cluster "
+            f"and this task in it, for example {example}."
+        ) from error
     return config

@@ -57,11 +57,18 @@ def stored_features(
         lock = ".lock" if count == 1 else f".lock-{index}of{count}"
         with exclusive(store.folder / lock, f"computing image features into {store.folder}"):
             store.reload()  # what another process added while this one waited
-            computed = compute_features(store, own_paths, own, extractor, image_size, batch_size, on_bad_image,
-                                        chunk, strategy)
+            computed = compute_features(
+                store, own_paths, own, extractor, image_size, batch_size, on_bad_image, chunk, strategy
+            )
     if count > 1:
-        log.info("image features: share %d of %d (0 first): %d images computed, %d were in the store %s", index,
-                 count, computed, len(own) - computed, store.folder)
+        log.info(
+            "image features: share %d of %d (0 first): %d images computed, %d were in the store %s",
+            index,
+            count,
+            computed,
+            len(own) - computed,
+            store.folder,
+        )
         return None
     if not computed:
         log.info("image features: all %d images are in the store %s", len(dict.fromkeys(keys)), store.folder)
@@ -119,8 +126,13 @@ def compute_features(
     if len(missing) == distinct:
         log.info("image features: computing all %d images into the store %s", distinct, store.folder)
     else:
-        log.info("image features: computing %d of %d images (the other %d are in the store %s)", len(missing),
-                 distinct, distinct - len(missing), store.folder)
+        log.info(
+            "image features: computing %d of %d images (the other %d are in the store %s)",
+            len(missing),
+            distinct,
+            distinct - len(missing),
+            store.folder,
+        )
     slots = store.free_slots(len(missing))
     bar = keras.utils.Progbar(len(missing), unit_name="image")
     bar.update(0)
@@ -165,8 +177,13 @@ def compute_features(
             stop.set()
             keep_progress()
             store.release()
-        log.warning("\nimage features: interrupted; the %d of %d images done are kept in %s. Run the same command "
-                    "again to go on from there.", done[0], len(missing), store.folder)
+        log.warning(
+            "\nimage features: interrupted; the %d of %d images done are kept in %s. Run the same command "
+            "again to go on from there.",
+            done[0],
+            len(missing),
+            store.folder,
+        )
         raise
     if failures:
         with lock:
@@ -201,12 +218,15 @@ def phase_features(manifest: Manifest, ier_metrics: dict, ier_config: RunConfig)
     keys = image_keys(manifest.frame["image_path"], manifest.image_root, ier_config.flags.get("cache_key", "stat"))
     missing = store.missing(keys)
     if missing:
-        raise InputError(f"IER's feature store {folder} lacks {len(missing)} of these {len(keys)} images (the "
-                         f"manifest or an image changed since IER ran). {rerun}")
+        raise InputError(
+            f"IER's feature store {folder} lacks {len(missing)} of these {len(keys)} images (the "
+            f"manifest or an image changed since IER ran). {rerun}"
+        )
     stored = store.view(keys)
     if (~stored.ok).any():
-        log.warning("%d row(s) whose image IER could not read are left out; their probabilities are empty",
-                    (~stored.ok).sum())
+        log.warning(
+            "%d row(s) whose image IER could not read are left out; their probabilities are empty", (~stored.ok).sum()
+        )
     return stored
 
 

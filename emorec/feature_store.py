@@ -57,7 +57,7 @@ def image_keys(paths: Sequence[str], image_root: str | os.PathLike, mode: str = 
     root = str(Path(image_root).resolve()) + os.sep
     keys = []
     for path in paths:  # os.path rather than pathlib: this runs once per row (470k for B-T4SA)
-        relative = path[len(root):] if path.startswith(root) else path
+        relative = path[len(root) :] if path.startswith(root) else path
         try:
             if mode == "content":
                 with open(path, "rb") as data:
@@ -70,8 +70,9 @@ def image_keys(paths: Sequence[str], image_root: str | os.PathLike, mode: str = 
     return keys
 
 
-def store_folder(cache_dir: str | os.PathLike, backbone: str, weights_identity: str, image_size: int,
-                 pooling: str, precision: str) -> Path:
+def store_folder(
+    cache_dir: str | os.PathLike, backbone: str, weights_identity: str, image_size: int, pooling: str, precision: str
+) -> Path:
     """The store folder of this backbone configuration under ``cache_dir`` (``backbone``: a CNN's name or a
     KerasHub preset, of which the last part names the folder)."""
     weights = hashlib.sha256(weights_identity.encode()).hexdigest()[:12]
@@ -92,10 +93,15 @@ class FeatureView:
     readable.
     """
 
-    def __init__(self, shards: dict[int, np.ndarray], shard_of: np.ndarray, row_of: np.ndarray,
-                 feature_shape: tuple[int, ...]):
+    def __init__(
+        self, shards: dict[int, np.ndarray], shard_of: np.ndarray, row_of: np.ndarray, feature_shape: tuple[int, ...]
+    ):
         self.shards, self.shard_of, self.row_of = shards, shard_of, row_of
-        self.shape, self.dtype, self.ndim = (len(shard_of), *feature_shape), np.dtype(np.float16), 1 + len(feature_shape)
+        self.shape, self.dtype, self.ndim = (
+            (len(shard_of), *feature_shape),
+            np.dtype(np.float16),
+            1 + len(feature_shape),
+        )
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -149,11 +155,15 @@ class FeatureStore:
             found = json.loads(path.read_text())
             found["feature_shape"]
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise DamagedCache(f"the feature store {folder} is damaged or missing ({type(error).__name__}: "
-                               f"{error}); a damaged one must be deleted to be computed again") from error
+            raise DamagedCache(
+                f"the feature store {folder} is damaged or missing ({type(error).__name__}: "
+                f"{error}); a damaged one must be deleted to be computed again"
+            ) from error
         if config is not None and found != json.loads(json.dumps(config)):
-            raise DamagedCache(f"the feature store {folder} holds features of another configuration "
-                               f"({found}, not {config}); delete it, or choose another --cache-dir")
+            raise DamagedCache(
+                f"the feature store {folder} holds features of another configuration "
+                f"({found}, not {config}); delete it, or choose another --cache-dir"
+            )
         return cls(folder, found)
 
     def reload(self) -> None:
@@ -174,8 +184,12 @@ class FeatureStore:
             if not (rows <= self.capacity[shard] if shard in self.shards else self._open_shard(shard, rows)):
                 self.entries = {key: entry for key, entry in self.entries.items() if entry[0] != shard}
         if skipped:
-            log.warning("feature store %s: %d line(s) of %s cannot be read; their features are computed again",
-                        self.folder, skipped, ENTRIES)
+            log.warning(
+                "feature store %s: %d line(s) of %s cannot be read; their features are computed again",
+                self.folder,
+                skipped,
+                ENTRIES,
+            )
 
     def _open_shard(self, shard: int, rows: int) -> bool:
         path = self._shard_path(shard)
@@ -184,8 +198,12 @@ class FeatureStore:
             if features.shape[1:] != self.feature_shape or len(features) < rows or features.dtype != np.float16:
                 raise ValueError(f"{features.shape} {features.dtype} for {rows} rows of {self.feature_shape}")
         except (OSError, ValueError) as error:
-            log.warning("feature store %s: %s cannot be read (%s); its features are computed again",
-                        self.folder, path.name, error)
+            log.warning(
+                "feature store %s: %s cannot be read (%s); its features are computed again",
+                self.folder,
+                path.name,
+                error,
+            )
             return False
         self.shards[shard], self.capacity[shard] = features, len(features)
         return True
@@ -217,10 +235,13 @@ class FeatureStore:
             slots = []
             for shard in sorted(self.capacity):
                 if len(slots) < count and used.get(shard, 0) < self.capacity[shard] and self._hold(shard):
-                    slots += [(shard, row) for row in range(used.get(shard, 0), self.capacity[shard])][: count - len(slots)]
+                    slots += [(shard, row) for row in range(used.get(shard, 0), self.capacity[shard])][
+                        : count - len(slots)
+                    ]
             row_bytes = 2 * int(np.prod(self.feature_shape))
-            next_shard = max([*self.capacity, *(int(p.stem.split("-")[1]) for p in self.folder.glob("shard-*.npy")),
-                              -1]) + 1
+            next_shard = (
+                max([*self.capacity, *(int(p.stem.split("-")[1]) for p in self.folder.glob("shard-*.npy")), -1]) + 1
+            )
             while len(slots) < count:
                 rows = min(count - len(slots), max(1, SHARD_BYTES // row_bytes))
                 self._hold(next_shard)
@@ -255,8 +276,10 @@ class FeatureStore:
         """Append ``lines`` (key, shard, row, readable) to the entries, after their shards are flushed."""
         for shard in {shard for _, shard, _, _ in lines}:
             self.shards[shard].flush()
-        with exclusive(self.folder / WRITE_LOCK, f"recording features in {self.folder}"), \
-                open(self.folder / ENTRIES, "a", encoding="utf-8") as entries:
+        with (
+            exclusive(self.folder / WRITE_LOCK, f"recording features in {self.folder}"),
+            open(self.folder / ENTRIES, "a", encoding="utf-8") as entries,
+        ):
             entries.write("".join(json.dumps([key, shard, row, ok]) + "\n" for key, shard, row, ok in lines))
             entries.flush()
             os.fsync(entries.fileno())
@@ -294,7 +317,8 @@ def _allocate(path: Path, shape: tuple) -> np.ndarray:
                     raise InputError(
                         f"no space left on the device of {path.parent} for the image features: they need "
                         f"{_size(2 * int(np.prod(shape)))} more. Free some space or choose another --cache-dir, and "
-                        "run the same command again.") from error
+                        "run the same command again."
+                    ) from error
                 raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
     return features
 

@@ -72,8 +72,9 @@ def read_csv_table(path: str | os.PathLike, what: str = "CSV file", lowercase: b
             header = next(csv.reader(lines), [])
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (ValueError, csv.Error, OverflowError, OSError) as error:  # UnicodeDecodeError and pandas' are ValueErrors
-        raise InputError(f"{path}: the {what} cannot be read as a UTF-8 CSV file ({type(error).__name__}: "
-                         f"{_short(error)})") from error
+        raise InputError(
+            f"{path}: the {what} cannot be read as a UTF-8 CSV file ({type(error).__name__}: {_short(error)})"
+        ) from error
 
     def name(column) -> str:
         return str(column).strip().lower() if lowercase else str(column).strip()

@@ -34,9 +34,13 @@ FUSIONS_WITH_BASELINES = ("Late_fusion_with_baselines", "Stacker_with_baselines"
 METHODS = (*MEMBERS, *BASELINE_NAMES, *ZERO_SHOT_NAMES, *FUSIONS, *FUSIONS_WITH_BASELINES)
 # How reports name them.
 METHOD_NAMES = {
-    "TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion", **BASELINE_NAMES,
+    "TER": "TER (text)",
+    "IER": "IER (image)",
+    "Intermediate_fusion": "Intermediate fusion",
+    **BASELINE_NAMES,
     **ZERO_SHOT_NAMES,
-    "Average": "Average of the three", "Late_fusion": "Late fusion (weights chosen on val)",
+    "Average": "Average of the three",
+    "Late_fusion": "Late fusion (weights chosen on val)",
     "Stacker": "Logistic-regression stacker (fitted on val)",
     "Late_fusion_with_baselines": "Late fusion of the three and the baselines (weights chosen on val)",
     "Stacker_with_baselines": "Stacker on the three and the baselines (fitted on val)",
@@ -74,11 +78,15 @@ def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, lis
         try:
             table = pd.read_csv(path, dtype={"id": str, "split": str, "label": str})
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-            raise InputError(f"{path}: cannot be read as a probability file ({error}). It is written by "
-                             f"`python {member}.py`: run that phase again.") from error
+            raise InputError(
+                f"{path}: cannot be read as a probability file ({error}). It is written by "
+                f"`python {member}.py`: run that phase again."
+            ) from error
         if list(table.columns[:3]) != KEY_COLUMNS or table.shape[1] < 5:
-            raise InputError(f"{path}: not a probability file (columns id,split,label,<one per class>), got "
-                             f"{list(table.columns)}. It is written by `python {member}.py`: run that phase again.")
+            raise InputError(
+                f"{path}: not a probability file (columns id,split,label,<one per class>), got "
+                f"{list(table.columns)}. It is written by `python {member}.py`: run that phase again."
+            )
         duplicated = table["id"][table["id"].duplicated()]
         if len(duplicated):
             raise InputError(f"{path}: {len(duplicated)} duplicated id(s):\n{list_some(duplicated.tolist())}")
@@ -99,15 +107,24 @@ def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, lis
         for column in ("split", "label"):
             differ = first["id"][aligned[column].to_numpy() != first[column].to_numpy()]
             if len(differ):
-                raise InputError(f"{where} disagree on the {column} of {len(differ)} id(s):\n"
-                                 f"{list_some(differ.tolist())}\nRun every phase on the same manifest and split.")
+                raise InputError(
+                    f"{where} disagree on the {column} of {len(differ)} id(s):\n"
+                    f"{list_some(differ.tolist())}\nRun every phase on the same manifest and split."
+                )
         tables[member] = aligned.reset_index()
     unknown = ~first["label"].isin(class_names)
     if unknown.any():
-        raise InputError(f"{paths[first_member]}: labels that are not class columns: {sorted(set(first['label'][unknown]))}")
+        raise InputError(
+            f"{paths[first_member]}: labels that are not class columns: {sorted(set(first['label'][unknown]))}"
+        )
     probabilities = np.stack([table[class_names].to_numpy(np.float64) for table in tables.values()])
-    rows = pd.DataFrame({"id": first["id"], "split": first["split"],
-                         "label": first["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()})
+    rows = pd.DataFrame(
+        {
+            "id": first["id"],
+            "split": first["split"],
+            "label": first["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy(),
+        }
+    )
     return rows, class_names, probabilities
 
 
@@ -163,7 +180,9 @@ def accuracy_and_macro_f1(fused: np.ndarray, labels: np.ndarray) -> tuple[np.nda
     return scores["accuracy"], scores["macro_f1"]
 
 
-def choose_weights(grid: np.ndarray, probabilities: np.ndarray, labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+def choose_weights(
+    grid: np.ndarray, probabilities: np.ndarray, labels: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray]:
     """Pick the candidate with the best accuracy; ties go to higher macro-F1, then to the most even weights.
 
     Returns (index into ``grid``, accuracy per candidate, macro-F1 per candidate). The candidates are scored
@@ -177,8 +196,9 @@ def choose_weights(grid: np.ndarray, probabilities: np.ndarray, labels: np.ndarr
     for first in range(0, n_rows, row_block):
         rows = slice(first, first + row_block)
         for start in range(0, len(grid), block):
-            confusion[start : start + block] += confusion_matrices(fuse(grid[start : start + block],
-                                                                        probabilities[:, rows]), labels[rows])
+            confusion[start : start + block] += confusion_matrices(
+                fuse(grid[start : start + block], probabilities[:, rows]), labels[rows]
+            )
     scores = confusion_scores(confusion)
     accuracy, macro_f1 = scores["accuracy"], scores["macro_f1"]
     unevenness = ((grid - 1 / grid.shape[1]) ** 2).sum(axis=1)
@@ -205,8 +225,14 @@ def rows_fused_from_fewer(probabilities: np.ndarray, rows: Sequence[bool] | np.n
     return int((np.isnan(probabilities).any(axis=2).any(axis=0) & np.asarray(rows)).sum())
 
 
-def score_methods(methods: Mapping[str, np.ndarray], labels: np.ndarray, splits: np.ndarray, tweets: np.ndarray,
-                  n_classes: int, seed: int = 0) -> dict:
+def score_methods(
+    methods: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    splits: np.ndarray,
+    tweets: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
+) -> dict:
     """Every reported method's scores: per split, and on test with intervals, on the same rows and per tweet.
 
     ``methods`` maps each method to its probabilities (rows, classes; NaN
@@ -220,8 +246,9 @@ def score_methods(methods: Mapping[str, np.ndarray], labels: np.ndarray, splits:
     :mod:`emorec.intervals`).
     """
     test = splits == "test"
-    evaluation = evaluate_test({method: p[test] for method, p in methods.items()}, labels[test], tweets[test],
-                               n_classes, seed=seed)
+    evaluation = evaluate_test(
+        {method: p[test] for method, p in methods.items()}, labels[test], tweets[test], n_classes, seed=seed
+    )
     scores = {}
     for method, p in methods.items():
         scores[method] = method_scores(labels, p, splits)
@@ -233,8 +260,12 @@ def score_methods(methods: Mapping[str, np.ndarray], labels: np.ndarray, splits:
     return {
         "methods": scores,
         "evaluation": {key: value for key, value in evaluation.items() if key not in ("scores", "replicates")},
-        "fusion_vs_single": paired_difference(evaluation, FUSION_METHODS, SINGLE_MODALITY, chosen_by={
-            method: score["val"]["macro_f1"] for method, score in scores.items() if "val" in score}),
+        "fusion_vs_single": paired_difference(
+            evaluation,
+            FUSION_METHODS,
+            SINGLE_MODALITY,
+            chosen_by={method: score["val"]["macro_f1"] for method, score in scores.items() if "val" in score},
+        ),
     }
 
 
@@ -245,15 +276,24 @@ def search_and_stack(members: list[str], probabilities, labels, val, step: float
     grid = weight_grid(len(members), step)
     best, val_accuracy, val_macro_f1 = choose_weights(grid, probabilities[:, val], labels[val])
     weights = dict(zip(members, map(float, grid[best])))
-    log.info("late fusion of %d members: %d weight candidates; chosen on val (accuracy %.3f, macro-F1 %.3f): %s",
-             len(members), len(grid), val_accuracy[best], val_macro_f1[best], listed(weights))
+    log.info(
+        "late fusion of %d members: %d weight candidates; chosen on val (accuracy %.3f, macro-F1 %.3f): %s",
+        len(members),
+        len(grid),
+        val_accuracy[best],
+        val_macro_f1[best],
+        listed(weights),
+    )
     features = stacking_features(probabilities)
     stacker = fit_stacker(features[val], labels[val], seed)
     return {
-        "weights": weights, "late": fuse(grid[best], probabilities),
+        "weights": weights,
+        "late": fuse(grid[best], probabilities),
         "stacker": class_probabilities(stacker, features, probabilities.shape[2]),
-        "grid_step": step, "candidates": len(grid),
-        "val_accuracy": float(val_accuracy[best]), "val_macro_f1": float(val_macro_f1[best]),
+        "grid_step": step,
+        "candidates": len(grid),
+        "val_accuracy": float(val_accuracy[best]),
+        "val_macro_f1": float(val_macro_f1[best]),
     }
 
 

@@ -55,13 +55,13 @@ def check_glove_dimension(path: str | os.PathLike, dim: int) -> None:
 
 
 def _dimension_message(path: Path, found: int, dim: int) -> str:
-    return (f"{path}, line 1: {found} values per word, but the model uses {dim} (--embedding-dim). Use the "
-            f"{dim}-dimensional file (glove.twitter.27B.{dim}d.txt) or set --embedding-dim to the file's dimension.")
+    return (
+        f"{path}, line 1: {found} values per word, but the model uses {dim} (--embedding-dim). Use the "
+        f"{dim}-dimensional file (glove.twitter.27B.{dim}d.txt) or set --embedding-dim to the file's dimension."
+    )
 
 
-def read_glove(
-    path: str | os.PathLike, vocabulary: Sequence[str] | None, dim: int
-) -> dict[str, np.ndarray]:
+def read_glove(path: str | os.PathLike, vocabulary: Sequence[str] | None, dim: int) -> dict[str, np.ndarray]:
     """Parse a GloVe text file (``word v1 ... v<dim>`` per line).
 
     With a ``vocabulary``, only its words' vectors are parsed (every line is
@@ -92,7 +92,9 @@ def read_glove(
             try:
                 vectors[word.decode("utf-8")] = np.array(values.split(b" "), dtype=np.float32)
             except (ValueError, UnicodeDecodeError) as error:
-                raise InputError(f"{path}, line {number}: cannot be parsed ({error}); download the file again.") from error
+                raise InputError(
+                    f"{path}, line {number}: cannot be parsed ({error}); download the file again."
+                ) from error
     return vectors
 
 
@@ -106,8 +108,9 @@ def glove_cache_path(path: str | os.PathLike, vocabulary: Sequence[str], dim: in
     """
     path = Path(path)
     vocabulary_key = hashlib.sha256(json.dumps(list(vocabulary)).encode("utf-8")).hexdigest()[:16]
-    return beside_or_fallback(path.with_name(f"{path.name}.{_glove_file_key(path, dim)}-{vocabulary_key}.cache.npz"),
-                              "the GloVe cache")
+    return beside_or_fallback(
+        path.with_name(f"{path.name}.{_glove_file_key(path, dim)}-{vocabulary_key}.cache.npz"), "the GloVe cache"
+    )
 
 
 def _glove_file_key(path: Path, dim: int) -> str:
@@ -138,9 +141,7 @@ def _from_a_larger_cache(path: Path, vocabulary: Sequence[str], dim: int) -> tup
     return None
 
 
-def load_glove_vectors(
-    path: str | os.PathLike, vocabulary: Sequence[str], dim: int
-) -> tuple[np.ndarray, np.ndarray]:
+def load_glove_vectors(path: str | os.PathLike, vocabulary: Sequence[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the GloVe vectors of ``vocabulary``, from a cache when one holds them, else parsed and cached.
 
     Returns (vectors, found): a float32 array (len(vocabulary), dim) with zeros

@@ -40,8 +40,7 @@ import numpy as np
 
 from emorec.errors import InputError
 from emorec.feature_store import backbone_name
-from emorec.presets import (IMAGE_PRESET_FORMS, import_keras_hub, load_failure, preset_location,
-                            require_local_preset)
+from emorec.presets import IMAGE_PRESET_FORMS, import_keras_hub, load_failure, preset_location, require_local_preset
 from emorec.timm_checkpoints import load_timm_backbone, timm_config, timm_preprocessing
 
 log = logging.getLogger("emorec")
@@ -124,9 +123,15 @@ class ImageEncoder:
 
     def describe(self) -> dict:
         """The encoder as a run and a store record it."""
-        return {"preset": self.preset, "architecture": self.architecture, "pooling": self.pooling,
-                "image_size": self.image_size, "dim": int(np.prod(self.vision.network.output_shape[1:])),
-                "weights": int(self.vision.count_params()), "weights_sha256": self.weights_sha256}
+        return {
+            "preset": self.preset,
+            "architecture": self.architecture,
+            "pooling": self.pooling,
+            "image_size": self.image_size,
+            "dim": int(np.prod(self.vision.network.output_shape[1:])),
+            "weights": int(self.vision.count_params()),
+            "weights_sha256": self.weights_sha256,
+        }
 
 
 def load_image_encoder(preset: str, pooling: str = "embedding") -> ImageEncoder:
@@ -137,8 +142,10 @@ def load_image_encoder(preset: str, pooling: str = "embedding") -> ImageEncoder:
     Raises :class:`InputError` naming the preset when KerasHub is missing, the folder is missing, the preset cannot
     be loaded or has no image preprocessing, or it is not an image model."""
     if pooling not in HUB_POOLINGS:
-        raise InputError(f"--pooling {pooling}: a KerasHub image backbone gives one vector per image by one of "
-                         f"{', '.join(HUB_POOLINGS)} (flatten: a convolutional backbone's whole feature map)")
+        raise InputError(
+            f"--pooling {pooling}: a KerasHub image backbone gives one vector per image by one of "
+            f"{', '.join(HUB_POOLINGS)} (flatten: a convolutional backbone's whole feature map)"
+        )
     hub = import_keras_hub()
     require_local_preset(preset, "--backbone", IMAGE_PRESET_FORMS)
     location = preset_location(preset)
@@ -153,14 +160,16 @@ def load_image_encoder(preset: str, pooling: str = "embedding") -> ImageEncoder:
             raise load_failure("image backbone", preset, error, IMAGE_PRESET_FORMS) from error
     tower = _image_tower(backbone, policy, preset)
     image_size, scale, offset = _image_preprocessing(hub, preset, location, timm)
-    vision = HubVisionModel(_vision_network(backbone, tower, pooling, image_size),
-                            name=f"{backbone_name(preset)}_vision")
+    vision = HubVisionModel(
+        _vision_network(backbone, tower, pooling, image_size), name=f"{backbone_name(preset)}_vision"
+    )
     vision.trainable = False
     from emorec.training.fit import weights_fingerprint
 
     architecture = timm["architecture"] if timm else type(backbone).__name__
-    return ImageEncoder(preset, backbone, vision, pooling, image_size, scale, offset, weights_fingerprint(vision),
-                        architecture)
+    return ImageEncoder(
+        preset, backbone, vision, pooling, image_size, scale, offset, weights_fingerprint(vision), architecture
+    )
 
 
 def build_hub_extractor(encoder: ImageEncoder) -> keras.Model:
@@ -199,8 +208,10 @@ def _image_tower(backbone: keras.Model, policy: str, preset: str) -> keras.Model
     source = encoder if encoder is not None else backbone
     image_input = source.input.get("images") if isinstance(source.input, dict) else source.input
     if image_input is None or isinstance(image_input, (list, tuple)) or len(image_input.shape) != 4:
-        raise InputError(f"--backbone {preset!r}: {type(backbone).__name__} is not an image backbone; choose an "
-                         "image preset (CLIP, SigLIP, ViT, DINOv2, a CNN such as ResNet or EfficientNet, ...)")
+        raise InputError(
+            f"--backbone {preset!r}: {type(backbone).__name__} is not an image backbone; choose an "
+            "image preset (CLIP, SigLIP, ViT, DINOv2, a CNN such as ResNet or EfficientNet, ...)"
+        )
     return source
 
 
@@ -217,13 +228,16 @@ def _vision_network(backbone: keras.Model, source: keras.Model, pooling: str, im
         features = backbone.vision_projection(backbone.vision_pooler(output))
     elif pooling == "flatten":
         if len(output.shape) != 4:
-            raise InputError(f"--pooling flatten: {architecture} gives tokens, not a convolutional feature map; use "
-                             f"--pooling {', '.join(p for p in HUB_POOLINGS if p != 'flatten')}")
+            raise InputError(
+                f"--pooling flatten: {architecture} gives tokens, not a convolutional feature map; use "
+                f"--pooling {', '.join(p for p in HUB_POOLINGS if p != 'flatten')}"
+            )
         features = output  # the whole map, as a keras.applications CNN's: IER's head flattens it
     elif len(output.shape) == 2:
         if pooling != "embedding":
-            raise InputError(f"--pooling {pooling}: {architecture}'s image tower gives a pooled vector only; use "
-                             "--pooling embedding")
+            raise InputError(
+                f"--pooling {pooling}: {architecture}'s image tower gives a pooled vector only; use --pooling embedding"
+            )
         features = output
     else:
         class_token = len(output.shape) == 3 and getattr(backbone, "use_class_token", True)
@@ -244,9 +258,11 @@ def _image_preprocessing(hub, preset: str, location: str, timm: dict | None) -> 
     else:
         settings = _hugging_face_preprocessing(location)
         if settings is None:
-            raise InputError(f"--backbone {preset!r}: the preset has no image preprocessing (KerasHub's "
-                             f"image_converter.json, or Hugging Face's {HF_PREPROCESSOR}), so the size and "
-                             "normalisation its network expects are unknown; add one to the folder")
+            raise InputError(
+                f"--backbone {preset!r}: the preset has no image preprocessing (KerasHub's "
+                f"image_converter.json, or Hugging Face's {HF_PREPROCESSOR}), so the size and "
+                "normalisation its network expects are unknown; add one to the folder"
+            )
         height, width, scale, offset = settings
     if height != width:
         raise InputError(f"--backbone {preset!r}: images of {height}x{width} pixels; IER feeds square images")

@@ -33,11 +33,13 @@ class Backbone:
 
 BACKBONES = {
     "vgg16": Backbone(
-        keras.applications.VGG16, keras.applications.vgg16.preprocess_input,
+        keras.applications.VGG16,
+        keras.applications.vgg16.preprocess_input,
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     "resnet50": Backbone(
-        keras.applications.ResNet50, keras.applications.resnet50.preprocess_input,
+        keras.applications.ResNet50,
+        keras.applications.resnet50.preprocess_input,
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     "efficientnetb0": Backbone(
@@ -66,8 +68,9 @@ def keras_models_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
-def build_extractor(backbone: str, weights: str, image_size: int | None, seed: int, pooling: str = "flatten",
-                    precision: str = "float32") -> tuple[keras.Model, str]:
+def build_extractor(
+    backbone: str, weights: str, image_size: int | None, seed: int, pooling: str = "flatten", precision: str = "float32"
+) -> tuple[keras.Model, str]:
     """Build the frozen feature extractor: RGB pixels (size, size, 3), 0-255 -> preprocess -> backbone without top.
 
     ``backbone`` is one of :data:`BACKBONES` (keras.applications CNNs) or a
@@ -89,8 +92,9 @@ def build_extractor(backbone: str, weights: str, image_size: int | None, seed: i
     with dtype_policy(precision):
         if backbone not in BACKBONES:
             return _hub_extractor(backbone, image_size, pooling)
-        return _build_extractor(BACKBONES[backbone], backbone, weights, image_size or 224, seed,
-                                None if pooling == "flatten" else pooling)
+        return _build_extractor(
+            BACKBONES[backbone], backbone, weights, image_size or 224, seed, None if pooling == "flatten" else pooling
+        )
 
 
 def _hub_extractor(preset: str, image_size: int | None, pooling: str) -> tuple[keras.Model, str]:
@@ -98,11 +102,19 @@ def _hub_extractor(preset: str, image_size: int | None, pooling: str) -> tuple[k
 
     encoder = load_image_encoder(preset, pooling)
     if image_size not in (None, encoder.image_size):
-        raise InputError(f"--image-size {image_size}: {preset} takes images of {encoder.image_size} pixels; "
-                         "leave --image-size out")
+        raise InputError(
+            f"--image-size {image_size}: {preset} takes images of {encoder.image_size} pixels; leave --image-size out"
+        )
     described = encoder.describe()
-    log.info("image backbone %s: %s, %s weights, %d px, %d numbers per image (--pooling %s)", preset,
-             described["architecture"], f"{described['weights']:,}", described["image_size"], described["dim"], pooling)
+    log.info(
+        "image backbone %s: %s, %s weights, %d px, %d numbers per image (--pooling %s)",
+        preset,
+        described["architecture"],
+        f"{described['weights']:,}",
+        described["image_size"],
+        described["dim"],
+        pooling,
+    )
     return build_hub_extractor(encoder), "hub-" + encoder.weights_sha256[:16]
 
 
@@ -186,8 +198,11 @@ def backbone_runner(extractor: keras.Model, strategy=None) -> Callable:
 
     def run(pixels):
         parts = tf.split(pixels, [len(part) for part in np.array_split(np.arange(len(pixels)), replicas)])
-        return step(strategy.experimental_distribute_values_from_function(
-            lambda context: parts[context.replica_id_in_sync_group])).numpy()
+        return step(
+            strategy.experimental_distribute_values_from_function(
+                lambda context: parts[context.replica_id_in_sync_group]
+            )
+        ).numpy()
 
     return run
 

@@ -41,8 +41,11 @@ def confusion_scores(confusions: np.ndarray) -> dict[str, np.ndarray]:
     true, predicted = confusions.sum(axis=-1), confusions.sum(axis=-2)
     denominator = true + predicted
     f1 = np.divide(2 * hits, denominator, out=np.zeros_like(hits), where=denominator > 0)
-    return {"accuracy": hits.sum(axis=-1) / np.maximum(total, 1e-300), "macro_f1": f1.mean(axis=-1),
-            "weighted_f1": (f1 * true).sum(axis=-1) / np.maximum(total, 1e-300)}
+    return {
+        "accuracy": hits.sum(axis=-1) / np.maximum(total, 1e-300),
+        "macro_f1": f1.mean(axis=-1),
+        "weighted_f1": (f1 * true).sum(axis=-1) / np.maximum(total, 1e-300),
+    }
 
 
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
@@ -65,8 +68,12 @@ def tweet_resamples(n_tweets: int, resamples: int = RESAMPLES, seed: int = 0, ch
 
 
 def bootstrap_scores(
-    labels: np.ndarray, predictions: Mapping[str, np.ndarray], tweets: Sequence, n_classes: int,
-    resamples: int = RESAMPLES, seed: int = 0,
+    labels: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    tweets: Sequence,
+    n_classes: int,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Each method's accuracy, macro-F1 and weighted-F1 on every bootstrap resample of the tweets.
 
@@ -85,7 +92,8 @@ def bootstrap_scores(
         # Rows x confusion cells, one 1 per scored row: weights @ onehot sums the weights into each cell.
         cells[method] = sparse.csr_matrix(
             (np.ones(len(scored)), (scored, labels[scored] * n_classes + predicted[scored])),
-            shape=(len(labels), n_classes * n_classes))
+            shape=(len(labels), n_classes * n_classes),
+        )
     parts = {method: [] for method in predictions}
     for counts in tweet_resamples(len(tweet_names), resamples, seed):
         weights = counts[:, tweet_index].astype(np.float64)
@@ -110,7 +118,9 @@ def point_scores(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> d
     return {metric: float(value) for metric, value in confusion_scores(confusion).items()}
 
 
-def per_tweet(probabilities: np.ndarray, labels: np.ndarray, tweets: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def per_tweet(
+    probabilities: np.ndarray, labels: np.ndarray, tweets: Sequence
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pool rows (rows, classes) into tweets: a tweet's probabilities are the mean of its rows', its label
     its first row's. Returns ``(probabilities, labels, names)`` per tweet, in order of first appearance."""
     index, names = pd.factorize(pd.Series(np.asarray(tweets)))
@@ -121,8 +131,12 @@ def per_tweet(probabilities: np.ndarray, labels: np.ndarray, tweets: Sequence) -
 
 
 def evaluate_test(
-    methods: Mapping[str, np.ndarray], labels: np.ndarray, tweets: Sequence, n_classes: int,
-    resamples: int = RESAMPLES, seed: int = 0,
+    methods: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    tweets: Sequence,
+    n_classes: int,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> dict:
     """Score every method on the test rows three ways, each with bootstrap intervals over the test tweets.
 
@@ -154,17 +168,29 @@ def evaluate_test(
             point = point_scores(truth, p, n_classes)
             scores[method][way] = {"n": int((p >= 0).sum())}
             for metric in METRICS:
-                scores[method][way] |= {metric: point[metric], f"{metric}_ci": interval(replicates[way][method][metric])}
+                scores[method][way] |= {
+                    metric: point[metric],
+                    f"{metric}_ci": interval(replicates[way][method][metric]),
+                }
     return {
-        "rows": len(labels), "tweets": len(set(tweets)), "same_rows": int(same.sum()),
-        "left_out": int((~same).sum()), "same_rows_tweets": len(tweet_names),
+        "rows": len(labels),
+        "tweets": len(set(tweets)),
+        "same_rows": int(same.sum()),
+        "left_out": int((~same).sum()),
+        "same_rows_tweets": len(tweet_names),
         "bootstrap": {"resamples": resamples, "seed": seed, "level": LEVEL, "unit": "test tweet"},
-        "scores": scores, "replicates": replicates,
+        "scores": scores,
+        "replicates": replicates,
     }
 
 
-def paired_difference(evaluation: dict, first: Sequence[str], second: Sequence[str], chosen_by: Mapping[str, float],
-                      way: str = "test_same_rows") -> dict:
+def paired_difference(
+    evaluation: dict,
+    first: Sequence[str],
+    second: Sequence[str],
+    chosen_by: Mapping[str, float],
+    way: str = "test_same_rows",
+) -> dict:
     """The difference between the best method of ``first`` and the best of ``second``, each the highest by
     ``chosen_by`` (a score per method from outside the test rows, such as its validation macro-F1, so that
     the test set chooses nothing), scored under ``way`` (an :func:`evaluate_test` result's way of scoring),
@@ -183,14 +209,21 @@ def paired_difference(evaluation: dict, first: Sequence[str], second: Sequence[s
     for metric in METRICS:
         difference = evaluation["replicates"][way][better][metric] - evaluation["replicates"][way][than][metric]
         low, high = interval(difference)
-        result |= {metric: scores[better][way][metric] - scores[than][way][metric], f"{metric}_ci": [low, high],
-                   f"{metric}_beyond_interval": bool(low > 0 or high < 0)}
+        result |= {
+            metric: scores[better][way][metric] - scores[than][way][metric],
+            f"{metric}_ci": [low, high],
+            f"{metric}_beyond_interval": bool(low > 0 or high < 0),
+        }
     return result
 
 
 def seeds_and_tweets_interval(
-    labels: np.ndarray, predictions: Sequence[np.ndarray], tweets: Sequence, n_classes: int,
-    resamples: int = RESAMPLES, seed: int = 0,
+    labels: np.ndarray,
+    predictions: Sequence[np.ndarray],
+    tweets: Sequence,
+    n_classes: int,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> dict[str, list[float]]:
     """The interval of a mean over seeds: a bootstrap that redraws both the seeds and the test tweets.
 
@@ -204,13 +237,20 @@ def seeds_and_tweets_interval(
     per_seed = bootstrap_scores(labels, dict(enumerate(predictions)), tweets, n_classes, resamples, seed)
     drawn = np.random.default_rng(seed).integers(0, len(predictions), size=(resamples, len(predictions)))
     columns = np.arange(resamples)[:, None]
-    return {metric: interval(np.stack([per_seed[s][metric] for s in range(len(predictions))])[drawn, columns].mean(axis=1))
-            for metric in METRICS}
+    return {
+        metric: interval(np.stack([per_seed[s][metric] for s in range(len(predictions))])[drawn, columns].mean(axis=1))
+        for metric in METRICS
+    }
 
 
 def seeds_and_tweets_difference(
-    labels: np.ndarray, first: Sequence[np.ndarray], second: Sequence[np.ndarray], tweets: Sequence, n_classes: int,
-    resamples: int = RESAMPLES, seed: int = 0,
+    labels: np.ndarray,
+    first: Sequence[np.ndarray],
+    second: Sequence[np.ndarray],
+    tweets: Sequence,
+    n_classes: int,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> dict:
     """The difference of two methods' means over seeds (``first`` minus ``second``), with a paired interval.
 
@@ -230,6 +270,7 @@ def seeds_and_tweets_difference(
     labels = np.asarray(labels)
     result = {}
     for metric in METRICS:
+
         def mean_over_seeds(method, metric=metric):
             stacked = np.stack([replicates[method, s][metric] for s in range(n)])
             return stacked[drawn, columns].mean(axis=1)
@@ -238,6 +279,9 @@ def seeds_and_tweets_difference(
             return np.mean([point_scores(labels, np.asarray(p), n_classes)[metric] for p in predicted])
 
         low, high = interval(mean_over_seeds("first") - mean_over_seeds("second"))
-        result |= {metric: float(point(first) - point(second)), f"{metric}_ci": [low, high],
-                   f"{metric}_beyond_interval": bool(low > 0 or high < 0)}
+        result |= {
+            metric: float(point(first) - point(second)),
+            f"{metric}_ci": [low, high],
+            f"{metric}_beyond_interval": bool(low > 0 or high < 0),
+        }
     return result

@@ -53,8 +53,15 @@ def run_sweep(args, phases: Mapping[str, PhaseMain]) -> None:
         run_setting(args, name, fraction, seed, phases)
         durations.append((fraction, time.perf_counter() - setting_started))
         left = time_left(durations, [f for f, _ in settings[number:]])
-        log.info("[%d/%d] %s done in %.0f s: %.0f s so far, about %.0f s left", number, len(settings), name,
-                 durations[-1][1], time.perf_counter() - started, left)
+        log.info(
+            "[%d/%d] %s done in %.0f s: %.0f s so far, about %.0f s left",
+            number,
+            len(settings),
+            name,
+            durations[-1][1],
+            time.perf_counter() - started,
+            left,
+        )
     write_label_efficiency(*collect(args, settings), results)
     log.info("wrote %s, .md and .png", results / "label_efficiency.csv")
 
@@ -79,26 +86,53 @@ def run_setting(args, name: str, fraction: float, seed: int, phases: Mapping[str
     """Run the ``phases`` of one setting in this process, skipping a phase whose probability file already exists."""
     import keras
 
-    outputs = ["--run-name", name, "--checkpoint-dir", args.checkpoint_dir, "--log-dir", args.log_dir,
-               "--prob-dir", args.prob_dir]
+    outputs = [
+        "--run-name",
+        name,
+        "--checkpoint-dir",
+        args.checkpoint_dir,
+        "--log-dir",
+        args.log_dir,
+        "--prob-dir",
+        args.prob_dir,
+    ]
     manifest = ["--manifest", args.manifest] if args.manifest else []
     data = [*manifest, *(["--image-root", args.image_root] if args.image_root else []), "--seed", str(seed)]
-    training = [*(["--label-fraction", f"{fraction:g}"] if fraction < 1 else []),
-                *(["--epoch", str(args.epochs)] if args.epochs else [])]
+    training = [
+        *(["--label-fraction", f"{fraction:g}"] if fraction < 1 else []),
+        *(["--epoch", str(args.epochs)] if args.epochs else []),
+    ]
     extra = {phase: shlex.split(getattr(args, flag[2:].replace("-", "_"))) for phase, flag in PASS_THROUGH.items()}
     if getattr(args, "text_encoder", "paper") != "paper":  # TER's text model, which the fusion follows
-        extra["TER"][:0] = ["--text-encoder", args.text_encoder,
-                            *(["--freeze-text-encoder"] if args.freeze_text_encoder else [])]
+        extra["TER"][:0] = [
+            "--text-encoder",
+            args.text_encoder,
+            *(["--freeze-text-encoder"] if args.freeze_text_encoder else []),
+        ]
     for phase, prob_file in MEMBERS.items():
         if (Path(args.prob_dir) / name / prob_file).exists():
             log.info("%s: %s already done, skipped", name, phase)
             continue
         _call(phases, phase, [*data, *training, *outputs, *extra[phase]])
         keras.backend.clear_session()  # which collects the garbage too (free_memory=True)
-    zero_shot = [*(["--zero-shot", args.zero_shot] if getattr(args, "zero_shot", None) else []),
-                 *(["--prompts", args.prompts] if getattr(args, "prompts", None) else [])]
-    _call(phases, "Late_fusion", [*manifest, "--seed", str(seed), *outputs, "--results-dir", args.results_dir,
-                                  *(["--with-baselines"] if args.with_baselines else []), *zero_shot])
+    zero_shot = [
+        *(["--zero-shot", args.zero_shot] if getattr(args, "zero_shot", None) else []),
+        *(["--prompts", args.prompts] if getattr(args, "prompts", None) else []),
+    ]
+    _call(
+        phases,
+        "Late_fusion",
+        [
+            *manifest,
+            "--seed",
+            str(seed),
+            *outputs,
+            "--results-dir",
+            args.results_dir,
+            *(["--with-baselines"] if args.with_baselines else []),
+            *zero_shot,
+        ],
+    )
 
 
 def _call(phases: Mapping[str, PhaseMain], phase: str, argv: list[str]) -> None:
@@ -125,9 +159,11 @@ def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
         folder = Path(args.results_dir) / name
         summary = json.loads((folder / "summary.json").read_text())
         if "data" not in summary or not (folder / "test_predictions.csv").exists():
-            raise InputError(f"{folder} was written by an older version (no data fingerprint or test predictions): "
-                             f"delete {folder} and the run's folders ({name} under the checkpoint, prob and log "
-                             "folders) and run the sweep again")
+            raise InputError(
+                f"{folder} was written by an older version (no data fingerprint or test predictions): "
+                f"delete {folder} and the run's folders ({name} under the checkpoint, prob and log "
+                "folders) and run the sweep again"
+            )
         splits[name] = summary["data"]["split_sha256"]
         predictions[fraction, seed] = pd.read_csv(folder / "test_predictions.csv", dtype=str, keep_default_na=False)
         labels = json.loads((Path(args.checkpoint_dir) / name / "TER.metrics.json").read_text())["training_labels"]
@@ -138,12 +174,21 @@ def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
                 continue  # read from this seed's first setting already
             if zero:
                 predictions[0.0, seed] = predictions[fraction, seed]
-            rows.append({"fraction": 0.0 if zero else fraction, "seed": seed, "training_labels": 0 if zero else labels,
-                         "validation_labels": 0 if zero else summary["labels_used"]["validation"], "method": method,
-                         **{metric: test[metric] for metric in ("accuracy", "macro_f1", "weighted_f1")}})
+            rows.append(
+                {
+                    "fraction": 0.0 if zero else fraction,
+                    "seed": seed,
+                    "training_labels": 0 if zero else labels,
+                    "validation_labels": 0 if zero else summary["labels_used"]["validation"],
+                    "method": method,
+                    **{metric: test[metric] for metric in ("accuracy", "macro_f1", "weighted_f1")},
+                }
+            )
     if len(set(splits.values())) > 1:
-        raise InputError("the sweep's settings used different manifests or splits, so their test rows differ:\n"
-                         + "\n".join(f"  {name}: split sha256 {sha[:12]}" for name, sha in splits.items())
-                         + "\nRerun the settings on one split (delete their outputs and run the sweep again).")
+        raise InputError(
+            "the sweep's settings used different manifests or splits, so their test rows differ:\n"
+            + "\n".join(f"  {name}: split sha256 {sha[:12]}" for name, sha in splits.items())
+            + "\nRerun the settings on one split (delete their outputs and run the sweep again)."
+        )
     table = pd.DataFrame(rows).sort_values(["fraction", "seed"], kind="stable", ignore_index=True)
     return table, predictions, summary["class_names"]

@@ -14,10 +14,19 @@ if TYPE_CHECKING:
 
 
 # The report's names, two of them shortened to fit a table column and a legend.
-LABELS = {**METHOD_NAMES, "Late_fusion": "Late fusion", "Stacker": "LR stacker", "Baseline_text": "TF-IDF + LR",
-          "Baseline_image": "Linear probe", "Baseline_both": "LR text + image",
-          "Late_fusion_with_baselines": "Late fusion + baselines", "Stacker_with_baselines": "LR stacker + baselines",
-          "ZeroShot_image": "0 labels: image", "ZeroShot_text": "0 labels: text", "ZeroShot_both": "0 labels: both"}
+LABELS = {
+    **METHOD_NAMES,
+    "Late_fusion": "Late fusion",
+    "Stacker": "LR stacker",
+    "Baseline_text": "TF-IDF + LR",
+    "Baseline_image": "Linear probe",
+    "Baseline_both": "LR text + image",
+    "Late_fusion_with_baselines": "Late fusion + baselines",
+    "Stacker_with_baselines": "LR stacker + baselines",
+    "ZeroShot_image": "0 labels: image",
+    "ZeroShot_text": "0 labels: text",
+    "ZeroShot_both": "0 labels: both",
+}
 
 
 INTERVALS_NOTE = (
@@ -27,7 +36,8 @@ INTERVALS_NOTE = (
     "spread between seeds and the sampling of the test set. '+ val labels': the validation labels that chose "
     "every best epoch, the late-fusion weights, the stacker and the baselines' C, besides the training labels. "
     "Fraction 0: the zero-label baseline (a CLIP-style model against class prompts), which uses no label, "
-    "training or validation.")
+    "training or validation."
+)
 
 
 def seed_intervals(table, predictions: dict, class_names: list[str]) -> "pd.DataFrame":
@@ -45,11 +55,18 @@ def seed_intervals(table, predictions: dict, class_names: list[str]) -> "pd.Data
         predicted = [t[method].map(index).to_numpy() for t in tested]
         labels = tested[0]["label"].map(index).to_numpy()
         bounds = seeds_and_tweets_interval(labels, predicted, tested[0]["tweet"], len(class_names))
-        stats.append({"fraction": fraction, "method": method, "labels": rows["training_labels"].mean(),
-                      "validation_labels": rows["validation_labels"].iloc[0], "seeds": len(rows),
-                      **{metric: rows[metric].mean() for metric in bounds},
-                      **{f"{metric}_low": bounds[metric][0] for metric in bounds},
-                      **{f"{metric}_high": bounds[metric][1] for metric in bounds}})
+        stats.append(
+            {
+                "fraction": fraction,
+                "method": method,
+                "labels": rows["training_labels"].mean(),
+                "validation_labels": rows["validation_labels"].iloc[0],
+                "seeds": len(rows),
+                **{metric: rows[metric].mean() for metric in bounds},
+                **{f"{metric}_low": bounds[metric][0] for metric in bounds},
+                **{f"{metric}_high": bounds[metric][1] for metric in bounds},
+            }
+        )
     return pd.DataFrame(stats)
 
 
@@ -71,28 +88,49 @@ def fusion_gains(table, predictions: dict, class_names: list[str]) -> "pd.DataFr
         means = rows.groupby("method")["macro_f1"].mean()
         modality = max(("TER", "IER"), key=lambda method: means.get(method, -1.0))
         for fusion in (method for method in fusions if method in means):
-            difference = seeds_and_tweets_difference(labels, [t[fusion].map(index).to_numpy() for t in tested],
-                                                     [t[modality].map(index).to_numpy() for t in tested], tweets,
-                                                     len(class_names))
-            gains.append({"fraction": fraction, "fusion": fusion, "modality": modality, "seeds": len(seeds),
-                          **{key: difference[key] for key in ("macro_f1", "macro_f1_ci", "accuracy", "accuracy_ci")}})
+            difference = seeds_and_tweets_difference(
+                labels,
+                [t[fusion].map(index).to_numpy() for t in tested],
+                [t[modality].map(index).to_numpy() for t in tested],
+                tweets,
+                len(class_names),
+            )
+            gains.append(
+                {
+                    "fraction": fraction,
+                    "fusion": fusion,
+                    "modality": modality,
+                    "seeds": len(seeds),
+                    **{key: difference[key] for key in ("macro_f1", "macro_f1_ci", "accuracy", "accuracy_ci")},
+                }
+            )
     return pd.DataFrame(gains)
 
 
 def gains_block(gains) -> str:
     """The Markdown table of :func:`fusion_gains`: one row per fraction, one column per fusion."""
     fusions = list(dict.fromkeys(gains["fusion"]))
-    lines = ["**Fusion minus the better single modality** (mean over seeds of the difference, test macro-F1 / "
-             "accuracy [paired 95 % interval, seeds and test tweets resampled together]; the better modality is the "
-             "one with the higher mean test macro-F1, a choice that favours it)", "",
-             "| fraction | better modality | " + " | ".join(LABELS[f] for f in fusions) + " |",
-             "|---:|---|" + "---|" * len(fusions)]
+    lines = [
+        "**Fusion minus the better single modality** (mean over seeds of the difference, test macro-F1 / "
+        "accuracy [paired 95 % interval, seeds and test tweets resampled together]; the better modality is the "
+        "one with the higher mean test macro-F1, a choice that favours it)",
+        "",
+        "| fraction | better modality | " + " | ".join(LABELS[f] for f in fusions) + " |",
+        "|---:|---|" + "---|" * len(fusions),
+    ]
     for fraction, rows in gains.groupby("fraction"):
-        cells = {row.fusion: " / ".join(f"{getattr(row, m):+.3f} [{getattr(row, m + '_ci')[0]:+.3f}, "
-                                        f"{getattr(row, m + '_ci')[1]:+.3f}]" for m in ("macro_f1", "accuracy"))
-                 for row in rows.itertuples()}
-        lines.append(f"| {fraction:g} | {LABELS[rows['modality'].iloc[0]]} | "
-                     + " | ".join(cells.get(f, "") for f in fusions) + " |")
+        cells = {
+            row.fusion: " / ".join(
+                f"{getattr(row, m):+.3f} [{getattr(row, m + '_ci')[0]:+.3f}, {getattr(row, m + '_ci')[1]:+.3f}]"
+                for m in ("macro_f1", "accuracy")
+            )
+            for row in rows.itertuples()
+        }
+        lines.append(
+            f"| {fraction:g} | {LABELS[rows['modality'].iloc[0]]} | "
+            + " | ".join(cells.get(f, "") for f in fusions)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -110,17 +148,27 @@ def write_label_efficiency(table, predictions: dict, class_names: list[str], res
     write_csv_atomic(table, results / "label_efficiency.csv")
     methods = [method for method in METHODS if method in set(table["method"])]
     stats = seed_intervals(table, predictions, class_names)
-    header = ["| fraction | training labels | + val labels | seeds | " + " | ".join(LABELS[m] for m in methods) + " |",
-              "|---:|---:|---:|---:|" + "---:|" * len(methods)]
+    header = [
+        "| fraction | training labels | + val labels | seeds | " + " | ".join(LABELS[m] for m in methods) + " |",
+        "|---:|---:|---:|---:|" + "---:|" * len(methods),
+    ]
     blocks = [INTERVALS_NOTE]
-    for metric, title in (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1"),
-                          ("weighted_f1", "Test weighted-F1")):
+    for metric, title in (
+        ("accuracy", "Test accuracy"),
+        ("macro_f1", "Test macro-F1"),
+        ("weighted_f1", "Test weighted-F1"),
+    ):
         block = [f"**{title}**, mean over seeds [95 % interval]", "", *header]
         for fraction, rows in stats.groupby("fraction"):
-            cells = {row.method: f"{getattr(row, metric):.3f} [{getattr(row, metric + '_low'):.3f}, "
-                                 f"{getattr(row, metric + '_high'):.3f}]" for row in rows.itertuples()}
-            block.append(f"| {fraction:g} | {rows['labels'].iloc[0]:,.0f} | {rows['validation_labels'].iloc[0]:,} | "
-                         f"{rows['seeds'].iloc[0]} | " + " | ".join(cells.get(method, "") for method in methods) + " |")
+            cells = {
+                row.method: f"{getattr(row, metric):.3f} [{getattr(row, metric + '_low'):.3f}, "
+                f"{getattr(row, metric + '_high'):.3f}]"
+                for row in rows.itertuples()
+            }
+            block.append(
+                f"| {fraction:g} | {rows['labels'].iloc[0]:,.0f} | {rows['validation_labels'].iloc[0]:,} | "
+                f"{rows['seeds'].iloc[0]} | " + " | ".join(cells.get(method, "") for method in methods) + " |"
+            )
         blocks.append("\n".join(block))
     blocks.append(gains_block(fusion_gains(table, predictions, class_names)))
     write_text_atomic(results / "label_efficiency.md", "\n\n".join(blocks) + "\n")
@@ -148,8 +196,15 @@ def curve_figure(stats, methods: list[str]):
             rows = stats[stats["method"] == method].sort_values("labels")
             spread = [rows[metric] - rows[metric + "_low"], rows[metric + "_high"] - rows[metric]]
             dodge = 1.03 ** (index - (len(methods) - 1) / 2)  # a few percent on the log axis
-            axis.errorbar(rows["labels"] * dodge, rows[metric], yerr=spread, marker=MARKERS[index % len(MARKERS)],
-                          capsize=3, label=LABELS[method], linestyle="--" if method in BASELINE_NAMES else "-")
+            axis.errorbar(
+                rows["labels"] * dodge,
+                rows[metric],
+                yerr=spread,
+                marker=MARKERS[index % len(MARKERS)],
+                capsize=3,
+                label=LABELS[method],
+                linestyle="--" if method in BASELINE_NAMES else "-",
+            )
         ticks = sorted(stats["labels"].unique())
         if ticks[0] == 0:  # the zero-label point: linear from 0 to the fewest labels, logarithmic beyond
             axis.set_xscale("symlog", linthresh=ticks[1] if len(ticks) > 1 else 1)
@@ -157,7 +212,9 @@ def curve_figure(stats, methods: list[str]):
             axis.set_xscale("log")
         axis.set_xticks(ticks, [f"{tick:,.0f}" for tick in ticks])
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        axis.set_xlabel("labelled training examples (log scale" + (", linear below the fewest)" if ticks[0] == 0 else ")"))
+        axis.set_xlabel(
+            "labelled training examples (log scale" + (", linear below the fewest)" if ticks[0] == 0 else ")")
+        )
         axis.set_ylabel(title)
         axis.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -61,8 +61,9 @@ def decode_text(raw: bytes, legacy: Sequence[str] = DEFAULT_LEGACY_ENCODINGS) ->
 def plausible(text: str) -> bool:
     """Whether ``text`` has no control character (but tab and line breaks) and no unassigned code point."""
     categories = ((char, unicodedata.category(char)) for char in text)
-    return not any((category == "Cc" and char not in ALLOWED_CONTROLS) or category == "Cn"
-                   for char, category in categories)
+    return not any(
+        (category == "Cc" and char not in ALLOWED_CONTROLS) or category == "Cn" for char, category in categories
+    )
 
 
 def mojibake_signs(text: str) -> int:

@@ -29,12 +29,20 @@ def classification_metrics(
         scores["majority_accuracy"] = float((labels[splits == split] == majority).mean())
     test = splits == "test"
     report = classification_report(
-        labels[test], predictions[test], labels=range(len(class_names)), target_names=list(class_names),
-        output_dict=True, zero_division=0,
+        labels[test],
+        predictions[test],
+        labels=range(len(class_names)),
+        target_names=list(class_names),
+        output_dict=True,
+        zero_division=0,
     )
     per_class = {
-        name: {"precision": report[name]["precision"], "recall": report[name]["recall"],
-               "f1": report[name]["f1-score"], "support": int(report[name]["support"])}
+        name: {
+            "precision": report[name]["precision"],
+            "recall": report[name]["recall"],
+            "f1": report[name]["f1-score"],
+            "support": int(report[name]["support"]),
+        }
         for name in class_names
     }
     return {"splits": per_split, "test_per_class": per_class}
@@ -43,8 +51,11 @@ def classification_metrics(
 def probability_table(frame: pd.DataFrame, probabilities: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
     """The shared probability-file layout: ``id, split, label`` (class name), then one column per class."""
     table = pd.DataFrame(
-        {"id": frame["id"].to_numpy(), "split": frame["split"].to_numpy(),
-         "label": np.asarray(class_names)[frame["label"].to_numpy()]}
+        {
+            "id": frame["id"].to_numpy(),
+            "split": frame["split"].to_numpy(),
+            "label": np.asarray(class_names)[frame["label"].to_numpy()],
+        }
     )
     for column, name in enumerate(class_names):
         table[name] = probabilities[:, column]
@@ -75,7 +86,11 @@ def method_scores(labels: np.ndarray, probabilities: np.ndarray, splits: Sequenc
             scores[split] = {
                 "n": int(rows.sum()),
                 "accuracy": float(accuracy_score(truth, predicted)),
-                "macro_f1": float(f1_score(truth, predicted, average="macro", labels=range(n_classes), zero_division=0)),
-                "weighted_f1": float(f1_score(truth, predicted, average="weighted", labels=range(n_classes), zero_division=0)),
+                "macro_f1": float(
+                    f1_score(truth, predicted, average="macro", labels=range(n_classes), zero_division=0)
+                ),
+                "weighted_f1": float(
+                    f1_score(truth, predicted, average="weighted", labels=range(n_classes), zero_division=0)
+                ),
             }
     return scores

@@ -34,7 +34,9 @@ def text_channels(token_ids, embedding_matrix: np.ndarray, prefix: str = "text")
     is (batch, seq_len, dim).
     """
     vocab_size, dim = embedding_matrix.shape
-    frozen = layers.Embedding(vocab_size, dim, weights=[embedding_matrix], trainable=False, name=f"{prefix}_embedding_frozen")
+    frozen = layers.Embedding(
+        vocab_size, dim, weights=[embedding_matrix], trainable=False, name=f"{prefix}_embedding_frozen"
+    )
     tuned = layers.Embedding(vocab_size, dim, weights=[embedding_matrix], name=f"{prefix}_embedding_tuned")
     return frozen(token_ids), tuned(token_ids)
 
@@ -53,7 +55,10 @@ def first_text_path(frozen, tuned, prefix: str = "text"):
     joined = layers.Concatenate(name=f"{prefix}_bilstm6_joined")(recurrent)
     convolutions = [
         layers.Conv1D(
-            24, width, padding="same", activation="relu",
+            24,
+            width,
+            padding="same",
+            activation="relu",
             kernel_regularizer=regularizers.L2(L2) if width in (6, 8) else None,
             name=f"{prefix}_conv24_w{width}",
         )(joined)
@@ -71,7 +76,10 @@ def second_text_path(frozen, tuned, prefix: str = "text"):
     """
     convolutions = [
         layers.Conv1D(
-            12, width, padding="same", activation="relu",
+            12,
+            width,
+            padding="same",
+            activation="relu",
             kernel_regularizer=regularizers.L2(L2) if width == 4 else None,
             name=f"{prefix}_conv12_w{width}_{channel}",
         )(sequence)
@@ -91,9 +99,7 @@ def build_ter_network(embedding_matrix: np.ndarray, seq_len: int, n_classes: int
     """
     token_ids = keras.Input(shape=(seq_len,), dtype="int32", name="token_ids")
     frozen, tuned = text_channels(token_ids, embedding_matrix)
-    paths = layers.Concatenate(name="text_paths")(
-        [first_text_path(frozen, tuned), second_text_path(frozen, tuned)]
-    )
+    paths = layers.Concatenate(name="text_paths")([first_text_path(frozen, tuned), second_text_path(frozen, tuned)])
     x = layers.MaxPooling1D(4, name="text_pool")(paths)
     x = layers.Dropout(0.5, name="text_pool_dropout")(x)
     x = layers.Flatten(name="text_flatten")(x)
@@ -133,7 +139,10 @@ IMAGE_POOLING = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D
 
 
 def build_fusion_network(
-    embedding_matrix: np.ndarray, seq_len: int, feature_shape: tuple[int, ...], n_classes: int,
+    embedding_matrix: np.ndarray,
+    seq_len: int,
+    feature_shape: tuple[int, ...],
+    n_classes: int,
     pooling: str = "flatten",
 ) -> keras.Model:
     """The paper's intermediate (feature-level) fusion network.
@@ -173,8 +182,9 @@ def fusion_top(parts: list, n_classes: int):
     return layers.Dense(n_classes, activation="softmax", name="probabilities", dtype="float32")(x)
 
 
-def build_encoded_fusion_head(text_dim: int, feature_shape: tuple[int, ...], n_classes: int,
-                              pooling: str = "flatten") -> keras.Model:
+def build_encoded_fusion_head(
+    text_dim: int, feature_shape: tuple[int, ...], n_classes: int, pooling: str = "flatten"
+) -> keras.Model:
     """The intermediate fusion on a pretrained text encoder's pooled features, in place of the GloVe paths.
 
     Inputs ``{"text_features": (batch, text_dim), "image_features": (batch, *feature_shape)}``. Image:
@@ -228,7 +238,10 @@ def warm_start_image(fusion: keras.Model, ier_head: keras.Model) -> list[str]:
 
 
 def fusion_model(
-    vectorizer: layers.TextVectorization, extractor: keras.Model, network: keras.Model, name: str = "Intermediate_fusion"
+    vectorizer: layers.TextVectorization,
+    extractor: keras.Model,
+    network: keras.Model,
+    name: str = "Intermediate_fusion",
 ) -> keras.Model:
     """Wrap a fusion network with its vectorizer and frozen extractor.
 

@@ -54,8 +54,14 @@ def conversion_record_path(manifest_path: str | os.PathLike) -> Path:
 
 def check_folder(root: Path) -> None:
     """Raise one :class:`InputError` naming everything an MVSA folder lacks, and what such a folder holds."""
-    missing = [name for name, present in ((f"{root}/{LABEL_FILE}", (root / LABEL_FILE).is_file()),
-                                          (f"{root}/{DATA_FOLDER}/", (root / DATA_FOLDER).is_dir())) if not present]
+    missing = [
+        name
+        for name, present in (
+            (f"{root}/{LABEL_FILE}", (root / LABEL_FILE).is_file()),
+            (f"{root}/{DATA_FOLDER}/", (root / DATA_FOLDER).is_dir()),
+        )
+        if not present
+    ]
     if missing:
         raise InputError(
             f"{root} is not an MVSA folder: missing {' and '.join(missing)}.\n"
@@ -66,7 +72,10 @@ def check_folder(root: Path) -> None:
 
 
 def convert(
-    root: str | os.PathLike, out: str | os.PathLike, seed: int = 0, split_file: str | os.PathLike | None = None,
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    seed: int = 0,
+    split_file: str | os.PathLike | None = None,
     legacy_encodings: Sequence[str] = DEFAULT_LEGACY_ENCODINGS,
 ) -> tuple[pd.DataFrame, dict]:
     """Convert the MVSA folder ``root`` into the manifest ``out``, its class names and its conversion record.
@@ -85,7 +94,9 @@ def convert(
     files = _files_by_id(root / DATA_FOLDER)
     problems = {
         "labelled, no files (left out)": sorted(set(kept.index) - set(files), key=_id_order),
-        "no text file (left out)": [], "no image file (left out)": [], "empty text (left out)": [],
+        "no text file (left out)": [],
+        "no image file (left out)": [],
+        "empty text (left out)": [],
         "undecodable text (kept, with U+FFFD)": [],
         "files with no label (left out)": sorted(set(files) - set(labels["id"]), key=_id_order),
     }
@@ -107,8 +118,10 @@ def convert(
         rows.append({"label": label, "text": text.strip(), "image": f"{DATA_FOLDER}/{present['.jpg']}", "id": tweet})
     _log_counts(labels, rules, encodings, problems)
     if not rows:
-        raise InputError(f"{root}: no usable image+text pair (every labelled tweet lacks a file, a text or a label "
-                         "the protocol keeps); see the counts above.")
+        raise InputError(
+            f"{root}: no usable image+text pair (every labelled tweet lacks a file, a text or a label "
+            "the protocol keeps); see the counts above."
+        )
     manifest = pd.DataFrame(rows)
 
     if split_file is None:
@@ -116,25 +129,42 @@ def convert(
             manifest["split"] = draw_split(manifest.assign(group=manifest["id"]), seed, FRACTIONS).to_numpy()
         except InputError as error:
             raise InputError(f"{root}: {error}") from error
-        split_source = {"drawn": {"seed": seed, "fractions": list(FRACTIONS), "stratified_by": "label",
-                                  "grouped_by": "tweet and normalised text"}}
+        split_source = {
+            "drawn": {
+                "seed": seed,
+                "fractions": list(FRACTIONS),
+                "stratified_by": "label",
+                "grouped_by": "tweet and normalised text",
+            }
+        }
     else:
         manifest, unlisted = _take_split(manifest, read_split_file(split_file))
         problems["not in the split file (left out)"] = unlisted
         split_source = {"file": str(split_file)}
 
     record = {
-        "source": str(root), "layout": labels.attrs["layout"], "pairs_in": len(labels), "rules": rules,
-        "encodings": dict(encodings), "problems": {kind: ids for kind, ids in problems.items() if ids},
-        "rows": len(manifest), "classes": manifest["label"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict(),
-        "splits": manifest["split"].value_counts().reindex(SPLITS, fill_value=0).to_dict(), "split": split_source,
+        "source": str(root),
+        "layout": labels.attrs["layout"],
+        "pairs_in": len(labels),
+        "rules": rules,
+        "encodings": dict(encodings),
+        "problems": {kind: ids for kind, ids in problems.items() if ids},
+        "rows": len(manifest),
+        "classes": manifest["label"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict(),
+        "splits": manifest["split"].value_counts().reindex(SPLITS, fill_value=0).to_dict(),
+        "split": split_source,
     }
     write_csv_atomic(manifest[["label", "text", "image", "id", "split"]], out)
     write_text_atomic(class_names_path(out), "\n".join(CLASS_NAMES) + "\n")
     write_json_atomic(conversion_record_path(out), record)
-    log.info("wrote %s: %d pairs (%s), split %s, classes %s", out, len(manifest),
-             ", ".join(f"{name} {n}" for name, n in record["classes"].items()),
-             ", ".join(f"{name} {n}" for name, n in record["splits"].items()), ", ".join(CLASS_NAMES))
+    log.info(
+        "wrote %s: %d pairs (%s), split %s, classes %s",
+        out,
+        len(manifest),
+        ", ".join(f"{name} {n}" for name, n in record["classes"].items()),
+        ", ".join(f"{name} {n}" for name, n in record["splits"].items()),
+        ", ".join(CLASS_NAMES),
+    )
     log.info("image paths are relative to %s: pass --manifest %s --image-root %s to the phases", root, out, root)
     return manifest, record
 
@@ -162,8 +192,13 @@ def _log_counts(labels: pd.DataFrame, rules: dict, encodings: Counter, problems:
     log.info("texts decoded: %s", ", ".join(f"{name} {n}" for name, n in encodings.most_common()))
     for kind, ids in problems.items():
         if ids:
-            log.warning("%d %s: %s%s", len(ids), kind, ", ".join(ids[:LISTED]),
-                        f" ... ({len(ids) - LISTED} more in the conversion record)" if len(ids) > LISTED else "")
+            log.warning(
+                "%d %s: %s%s",
+                len(ids),
+                kind,
+                ", ".join(ids[:LISTED]),
+                f" ... ({len(ids) - LISTED} more in the conversion record)" if len(ids) > LISTED else "",
+            )
 
 
 def _take_split(manifest: pd.DataFrame, given: pd.Series) -> tuple[pd.DataFrame, list[str]]:
@@ -172,13 +207,18 @@ def _take_split(manifest: pd.DataFrame, given: pd.Series) -> tuple[pd.DataFrame,
     unlisted = manifest.loc[~listed, "id"].tolist()
     absent = sorted(set(given.index) - set(manifest["id"]), key=_id_order)
     if absent:
-        log.warning("%d id(s) of the split file are not among the converted pairs (no files, or dropped by the "
-                    "protocol): %s", len(absent), ", ".join(absent[:LISTED]))
+        log.warning(
+            "%d id(s) of the split file are not among the converted pairs (no files, or dropped by the protocol): %s",
+            len(absent),
+            ", ".join(absent[:LISTED]),
+        )
     manifest = manifest[listed].assign(split=lambda frame: frame["id"].map(given))
     empty = [name for name in SPLITS if not (manifest["split"] == name).any()]
     if empty:
-        raise InputError(f"the split file leaves {', '.join(empty)} without a single converted pair; every phase "
-                         "needs train, val and test rows. Is it the split of this data set?")
+        raise InputError(
+            f"the split file leaves {', '.join(empty)} without a single converted pair; every phase "
+            "needs train, val and test rows. Is it the split of this data set?"
+        )
     return manifest, unlisted
 
 
@@ -191,18 +231,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--root", required=True, help="the MVSA folder (holds labelResultAll.txt and data/)")
-    parser.add_argument("--out", default="data_files/mvsa_single.csv",
-                        help="the manifest CSV to write; its class names and conversion record go beside it")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="the seed of the 8:1:1 split, stratified by label (ignored with --split-file)")
     parser.add_argument(
-        "--split-file", default=None,
+        "--out",
+        default="data_files/mvsa_single.csv",
+        help="the manifest CSV to write; its class names and conversion record go beside it",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the seed of the 8:1:1 split, stratified by label (ignored with --split-file)",
+    )
+    parser.add_argument(
+        "--split-file",
+        default=None,
         help="a given split instead of a drawn one: a CSV with columns id,split (train/val/test), or a folder "
         "holding train.txt, val.txt (or dev.txt, valid.txt) and test.txt with one id per line; pairs it does not "
         "list are left out and counted. Default: none, the split is drawn with --seed",
     )
     parser.add_argument(
-        "--encodings", default=",".join(DEFAULT_LEGACY_ENCODINGS),
+        "--encodings",
+        default=",".join(DEFAULT_LEGACY_ENCODINGS),
         help="the legacy encodings tried, comma-separated, for a text file that is not UTF-8; each file takes the "
         "one whose reading looks least like mojibake (ties: the earlier)",
     )
@@ -218,7 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             codecs.lookup(name)
         except LookupError:
-            raise InputError(f"--encodings: {name!r} is not an encoding Python knows (gb18030, big5, cp1252, ...).") from None
+            raise InputError(
+                f"--encodings: {name!r} is not an encoding Python knows (gb18030, big5, cp1252, ...)."
+            ) from None
     convert(args.root, args.out, args.seed, args.split_file, encodings)
     return 0
 

@@ -49,13 +49,16 @@ def read_label_file(path: Path) -> pd.DataFrame:
     if numbered and numbered[0][1].split("\t")[0].strip().lower() == "id":
         numbered = numbered[1:]
     if not numbered:
-        raise InputError(f"{path}: no labelled tweet (a header line, then '<ID><TAB><text label>,<image label>' "
-                         "per tweet).")
+        raise InputError(
+            f"{path}: no labelled tweet (a header line, then '<ID><TAB><text label>,<image label>' per tweet)."
+        )
     widths = Counter(len(line.split("\t")) - 1 for _, line in numbered)
     columns = widths.most_common(1)[0][0]
     if columns not in LAYOUTS:
-        raise InputError(f"{path}: lines have {columns} label column(s); MVSA-Single has 1 per line, "
-                         "MVSA-Multiple 3 ('<ID><TAB><text>,<image>', one column per annotator).")
+        raise InputError(
+            f"{path}: lines have {columns} label column(s); MVSA-Single has 1 per line, "
+            "MVSA-Multiple 3 ('<ID><TAB><text>,<image>', one column per annotator)."
+        )
     rows, bad, seen = [], [], set()
     for number, line in numbered:
         tweet, *pairs = (field.strip() for field in line.split("\t"))

@@ -34,9 +34,13 @@ def native_support() -> dict[str, str | None]:
         details = tf.config.experimental.get_device_details(gpu)
         capability, name = details.get("compute_capability") or (0, 0), details.get("device_name", gpu.name)
         if tuple(capability) >= (8, 0):
-            support["bfloat16"] = support["bfloat16"] or f"the GPU {name} (compute capability {capability[0]}.{capability[1]})"
+            support["bfloat16"] = (
+                support["bfloat16"] or f"the GPU {name} (compute capability {capability[0]}.{capability[1]})"
+            )
         if tuple(capability) >= (7, 0):
-            support["float16"] = support["float16"] or f"the GPU {name} (compute capability {capability[0]}.{capability[1]})"
+            support["float16"] = (
+                support["float16"] or f"the GPU {name} (compute capability {capability[0]}.{capability[1]})"
+            )
     flags = cpu_flags()
     for flag in ("amx_bf16", "avx512_bf16"):
         if flag in flags and support["bfloat16"] is None and onednn_may_use_bfloat16():
@@ -68,13 +72,18 @@ def resolve_precision(requested: str) -> str:
     support = native_support()
     if requested == "auto":
         chosen = "bfloat16" if support["bfloat16"] else "float32"
-        why = f"native on {support['bfloat16']}" if support["bfloat16"] else \
-            "no bfloat16 support found on this machine's CPU or GPU"
+        why = (
+            f"native on {support['bfloat16']}"
+            if support["bfloat16"]
+            else "no bfloat16 support found on this machine's CPU or GPU"
+        )
         log.info("precision: %s (--precision auto: %s)", chosen, why)
         return chosen
     if requested != "float32" and not support[requested]:
-        log.warning("precision: %s is emulated on this machine (no native support found), so it runs slower "
-                    "than float32", requested)
+        log.warning(
+            "precision: %s is emulated on this machine (no native support found), so it runs slower than float32",
+            requested,
+        )
     return requested
 
 

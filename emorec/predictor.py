@@ -39,8 +39,10 @@ def require_texts(texts: Sequence[str], where: str) -> None:
     if len(texts) == 1:
         raise InputError(f"{where}: {EMPTY_TEXT}")
     shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
-    raise InputError(f"{where}: {len(empty)} row(s) with an empty text (data rows {shown}): every tweet needs "
-                     "its text; fill them in or leave those rows out")
+    raise InputError(
+        f"{where}: {len(empty)} row(s) with an empty text (data rows {shown}): every tweet needs "
+        "its text; fill them in or leave those rows out"
+    )
 
 
 def run_files(checkpoints: Path) -> dict[Path, str]:
@@ -53,9 +55,13 @@ def run_files(checkpoints: Path) -> dict[Path, str]:
 
 def require_run(checkpoints: Path) -> None:
     """Raise :class:`InputError` naming every file of the run in ``checkpoints`` that is missing, and what writes it."""
-    require_files({path: f"written by `python {phase}.py`: run the phases (TER, IER, Intermediate_fusion, "
-                         "Late_fusion) first, or point --checkpoint-dir/--run-name at their run."
-                   for path, phase in run_files(checkpoints).items()})
+    require_files(
+        {
+            path: f"written by `python {phase}.py`: run the phases (TER, IER, Intermediate_fusion, "
+            "Late_fusion) first, or point --checkpoint-dir/--run-name at their run."
+            for path, phase in run_files(checkpoints).items()
+        }
+    )
 
 
 @dataclass
@@ -96,10 +102,14 @@ class RunModels:
         configs = {phase: read_run_config(checkpoints / f"{phase}.args.json") for phase in (*MEMBERS, "Late_fusion")}
         late_config = configs.pop("Late_fusion")
         if "data" not in late_config.run:
-            raise InputError(f"{late_config.path} recorded no data fingerprint (a run from an older version): "
-                             "rerun Late_fusion.py")
-        check_same_data(late_config.run["data"], {phase: (config.path, config.run) for phase, config in configs.items()},
-                        "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py")
+            raise InputError(
+                f"{late_config.path} recorded no data fingerprint (a run from an older version): rerun Late_fusion.py"
+            )
+        check_same_data(
+            late_config.run["data"],
+            {phase: (config.path, config.run) for phase, config in configs.items()},
+            "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py",
+        )
 
         import keras
 
@@ -108,19 +118,26 @@ class RunModels:
 
         late = json.loads((checkpoints / "Late_fusion.metrics.json").read_text())
         models = {phase: keras.models.load_model(checkpoints / f"{phase}.keras") for phase in MEMBERS}
-        extractors = [next(layer for layer in models[phase].layers if layer.name.endswith("_extractor"))
-                      for phase in ("IER", "Intermediate_fusion")]
+        extractors = [
+            next(layer for layer in models[phase].layers if layer.name.endswith("_extractor"))
+            for phase in ("IER", "Intermediate_fusion")
+        ]
         # IER's and the fusion model's frozen extractors are normally one (the fusion phase takes IER's): then the
         # backbone runs once per image and its features feed both heads.
         shared = all(np.array_equal(a, b) for a, b in zip(extractors[0].get_weights(), extractors[1].get_weights()))
         return cls(
-            checkpoints=checkpoints, class_names=list(late["class_names"]),
+            checkpoints=checkpoints,
+            class_names=list(late["class_names"]),
             weights=np.array([late["weights"][phase] for phase in MEMBERS], dtype=np.float64),
-            ter_reader=text_reader(models["TER"]), ter_network=_network(models["TER"], "ter_network"),
-            ier_extractor=extractors[0], ier_head=models["IER"].get_layer("ier_head"),
-            fusion_reader=text_reader(models["Intermediate_fusion"]), fusion_extractor=extractors[1],
+            ter_reader=text_reader(models["TER"]),
+            ter_network=_network(models["TER"], "ter_network"),
+            ier_extractor=extractors[0],
+            ier_head=models["IER"].get_layer("ier_head"),
+            fusion_reader=text_reader(models["Intermediate_fusion"]),
+            fusion_extractor=extractors[1],
             fusion_network=_network(models["Intermediate_fusion"], "fusion_network"),
-            shared_extractor=shared, image_size=int(models["IER"].input_shape[1]),
+            shared_extractor=shared,
+            image_size=int(models["IER"].input_shape[1]),
         )
 
     def text_inputs(self, texts: Sequence[str]) -> tuple:
@@ -131,6 +148,7 @@ class RunModels:
     def image_features(self, pixels, direct: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """IER's and the fusion model's backbone features of ``pixels`` (n, size, size, 3), 0-255; ``direct``: call
         the models eagerly (for a few rows: nothing to trace) rather than through ``predict_on_batch``."""
+
         def run(extractor):
             return np.asarray(extractor(pixels, training=False) if direct else extractor.predict_on_batch(pixels))
 
@@ -143,8 +161,10 @@ class RunModels:
         return {
             "TER": _batched(self.ter_network, ter_text),
             "IER": _batched(self.ier_head, ier_features),
-            "Intermediate_fusion": _batched(self.fusion_network, {**self.fusion_reader.fusion_inputs(fusion_text),
-                                                                  "image_features": fusion_features}),
+            "Intermediate_fusion": _batched(
+                self.fusion_network,
+                {**self.fusion_reader.fusion_inputs(fusion_text), "image_features": fusion_features},
+            ),
         }
 
     def fuse(self, members: dict[str, np.ndarray]) -> np.ndarray:
@@ -171,16 +191,22 @@ class RunModels:
         for index, (pixels, ok) in enumerate(image_batches(list(image_paths), self.image_size, batch_size)):
             ok = ok.numpy()
             image_ok.append(ok)
-            batch = self.score(*self.text_inputs(texts[index * batch_size : index * batch_size + len(ok)]),
-                               *self.image_features(pixels))
+            batch = self.score(
+                *self.text_inputs(texts[index * batch_size : index * batch_size + len(ok)]),
+                *self.image_features(pixels),
+            )
             for phase, probabilities in batch.items():
                 if phase != "TER":
                     probabilities[~ok] = np.nan
                 scores[phase].append(probabilities)
             bar.add(len(ok))
         members = {phase: np.concatenate(parts) for phase, parts in scores.items()}
-        return {"class_names": self.class_names, "image_ok": np.concatenate(image_ok), **members,
-                "Late_fusion": self.fuse(members)}
+        return {
+            "class_names": self.class_names,
+            "image_ok": np.concatenate(image_ok),
+            **members,
+            "Late_fusion": self.fuse(members),
+        }
 
 
 def _network(model, name: str):
@@ -191,4 +217,3 @@ def _network(model, name: str):
 
 def _batched(model, inputs) -> np.ndarray:
     return np.asarray(model.predict_on_batch(inputs), np.float64)
-

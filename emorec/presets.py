@@ -57,6 +57,7 @@ def import_keras_hub():
     try:
         import keras_hub
     except ImportError as error:
-        raise InputError(f"a pretrained encoder needs KerasHub, which is not installed ({error}): "
-                         f"pip install -r {HUB_REQUIREMENTS}") from error
+        raise InputError(
+            f"a pretrained encoder needs KerasHub, which is not installed ({error}): pip install -r {HUB_REQUIREMENTS}"
+        ) from error
     return keras_hub

@@ -42,8 +42,9 @@ class Report:
     def markdown(self, names: dict[str, str]) -> str:
         """The report as Markdown (:func:`summary_markdown`), this run's commands last; ``names`` as there."""
         commands = ["", "Commands of this run:", "", *[f"    {c}" for c in self.commands]]
-        return summary_markdown(self.scores, names, self.dataset, self.split_sizes(), self.commands[-1],
-                                self.notes + commands)
+        return summary_markdown(
+            self.scores, names, self.dataset, self.split_sizes(), self.commands[-1], self.notes + commands
+        )
 
     def write(self, folder: Path, names: dict[str, str]) -> tuple[str, dict[str, Path]]:
         """Write summary.md, summary.json, test_predictions.csv and a confusion matrix per method to ``folder``.
@@ -53,36 +54,58 @@ class Report:
         for method, p in self.methods.items():
             scored = (splits == "test") & ~np.isnan(p).any(axis=1)
             pictures[f"confusion_{method}"] = write_confusion_png(
-                folder / f"confusion_{method}.png", labels[scored], p[scored].argmax(axis=1), self.class_names,
+                folder / f"confusion_{method}.png",
+                labels[scored],
+                p[scored].argmax(axis=1),
+                self.class_names,
                 f"{names[method]}: test (n={scored.sum()})",
             )
         markdown = self.markdown(names)
         write_text_atomic(folder / "summary.md", markdown)
-        write_csv_atomic(test_predictions(self.rows, self.tweets, self.methods, self.class_names),
-                         folder / "test_predictions.csv")
-        write_json_atomic(folder / "summary.json", {
-            "dataset": self.dataset, "class_names": self.class_names, "commands": self.commands,
-            "split_sizes": self.split_sizes(), **self.facts, "evaluation": self.scores["evaluation"],
-            "fusion_vs_single": self.scores["fusion_vs_single"], "methods": self.scores["methods"],
-        })
+        write_csv_atomic(
+            test_predictions(self.rows, self.tweets, self.methods, self.class_names), folder / "test_predictions.csv"
+        )
+        write_json_atomic(
+            folder / "summary.json",
+            {
+                "dataset": self.dataset,
+                "class_names": self.class_names,
+                "commands": self.commands,
+                "split_sizes": self.split_sizes(),
+                **self.facts,
+                "evaluation": self.scores["evaluation"],
+                "fusion_vs_single": self.scores["fusion_vs_single"],
+                "methods": self.scores["methods"],
+            },
+        )
         return markdown, pictures
 
 
-def fusion_notes(weights: dict, baselines: dict, weighting: dict, zero_shot: dict | None,
-                 weights_with_baselines: dict | None, fewer: dict) -> list[str]:
+def fusion_notes(
+    weights: dict,
+    baselines: dict,
+    weighting: dict,
+    zero_shot: dict | None,
+    weights_with_baselines: dict | None,
+    fewer: dict,
+) -> list[str]:
     """The lines under the late-fusion report's tables: the chosen ``weights`` (and ``weights_with_baselines``),
     each of the ``baselines``' C and class ``weighting``, the ``zero_shot`` record's prompts, and the rows fused
     from ``fewer`` members."""
-    notes = ["Late-fusion weights (chosen on val): " + listed(weights) + ".",
-             "Baselines: scikit-learn logistic regression on the run's training rows, C chosen on val and "
-             "class weighting as the phase of the same modality: "
-             + ", ".join(f"{name.removeprefix('Baseline_')} C {b.C:g} ({weighting[name]})" for name, b in baselines.items())
-             + "."]
+    notes = [
+        "Late-fusion weights (chosen on val): " + listed(weights) + ".",
+        "Baselines: scikit-learn logistic regression on the run's training rows, C chosen on val and "
+        "class weighting as the phase of the same modality: "
+        + ", ".join(f"{name.removeprefix('Baseline_')} C {b.C:g} ({weighting[name]})" for name, b in baselines.items())
+        + ".",
+    ]
     if zero_shot:
-        notes.append(f"Zero labels: {zero_shot['preset']}'s towers against one prompt per class "
-                     f"({zero_shot['prompts']}), on the test rows: "
-                     + "; ".join(f"{name} \"{'; '.join(p)}\"" for name, p in zero_shot["class_prompts"].items())
-                     + ".")
+        notes.append(
+            f"Zero labels: {zero_shot['preset']}'s towers against one prompt per class "
+            f"({zero_shot['prompts']}), on the test rows: "
+            + "; ".join(f'{name} "{"; ".join(p)}"' for name, p in zero_shot["class_prompts"].items())
+            + "."
+        )
     if weights_with_baselines:
         notes.append("Weights with the baselines as members (chosen on val): " + listed(weights_with_baselines) + ".")
     if any(fewer.values()):
@@ -96,8 +119,13 @@ def test_predictions(rows: pd.DataFrame, tweets, methods: dict, class_names: Seq
     ``methods`` maps each method to its probabilities (rows, classes), aligned with ``rows``."""
     test = (rows["split"] == "test").to_numpy()
     names = np.asarray([*class_names, ""])
-    table = pd.DataFrame({"id": rows["id"].to_numpy()[test], "tweet": np.asarray(tweets)[test],
-                          "label": np.asarray(class_names)[rows["label"].to_numpy()[test]]})
+    table = pd.DataFrame(
+        {
+            "id": rows["id"].to_numpy()[test],
+            "tweet": np.asarray(tweets)[test],
+            "label": np.asarray(class_names)[rows["label"].to_numpy()[test]],
+        }
+    )
     for method, p in methods.items():
         table[method] = names[predicted_classes(p[test])]  # -1, where unscored, names ""
     return table
@@ -123,8 +151,15 @@ def write_confusion_png(
     image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
     for (row, column), count in np.ndenumerate(counts):
-        axes.text(column, row, f"{count}\n{rates[row, column]:.0%}", ha="center", va="center",
-                  color="white" if rates[row, column] > 0.5 else "black", fontsize=9)
+        axes.text(
+            column,
+            row,
+            f"{count}\n{rates[row, column]:.0%}",
+            ha="center",
+            va="center",
+            color="white" if rates[row, column] > 0.5 else "black",
+            fontsize=9,
+        )
     axes.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
     axes.set_yticks(range(len(class_names)), class_names)
     axes.set_xlabel("predicted")
@@ -137,8 +172,9 @@ def write_confusion_png(
     return Path(path)
 
 
-def summary_markdown(report: dict, names: dict, dataset: str, split_sizes: dict, command: str,
-                     notes: Sequence[str] = ()) -> str:
+def summary_markdown(
+    report: dict, names: dict, dataset: str, split_sizes: dict, command: str, notes: Sequence[str] = ()
+) -> str:
     """The results report as Markdown, from :func:`emorec.fusion.score_methods`' ``report``.
 
     Two tables of test scores with their bootstrap intervals: each method on
@@ -150,44 +186,56 @@ def summary_markdown(report: dict, names: dict, dataset: str, split_sizes: dict,
     bootstrap = evaluation["bootstrap"]
     sizes = ", ".join(f"{split} {split_sizes[split]:,}" for split in SPLITS if split in split_sizes)
     lines = [
-        f"# Results: {dataset}", "",
-        f"Splits: {sizes}. Command: `{command}`", "",
+        f"# Results: {dataset}",
+        "",
+        f"Splits: {sizes}. Command: `{command}`",
+        "",
         f"Test: {evaluation['rows']:,} rows from {evaluation['tweets']:,} tweets. In brackets, 95 % intervals from a "
         f"bootstrap over the test tweets ({bootstrap['resamples']:,} resamples, seed {bootstrap['seed']}; a tweet's "
-        "images are drawn together).", "",
+        "images are drawn together).",
+        "",
         "| method | test rows | accuracy | macro-F1 | weighted-F1 |",
         "|---|---:|---:|---:|---:|",
     ]
     for method, scores in methods.items():
         test = scores["test"]
-        lines.append(f"| {names[method]} | {test['n']:,} | {_with_interval(test, 'accuracy')} | "
-                     f"{_with_interval(test, 'macro_f1')} | {_with_interval(test, 'weighted_f1')} |")
+        lines.append(
+            f"| {names[method]} | {test['n']:,} | {_with_interval(test, 'accuracy')} | "
+            f"{_with_interval(test, 'macro_f1')} | {_with_interval(test, 'weighted_f1')} |"
+        )
     lines += [
-        "", f"**The same rows for every method, and per tweet.** The {evaluation['same_rows']:,} test rows that every "
+        "",
+        f"**The same rows for every method, and per tweet.** The {evaluation['same_rows']:,} test rows that every "
         f"method scored ({evaluation['left_out']:,} left out, which some method could not score), and the same rows "
         f"pooled into their {evaluation['same_rows_tweets']:,} tweets (a tweet's prediction is the mean of its "
-        "images' probabilities, scored once).", "",
+        "images' probabilities, scored once).",
+        "",
         "| method | same rows: accuracy | same rows: macro-F1 | per tweet: accuracy | per tweet: macro-F1 |",
         "|---|---:|---:|---:|---:|",
     ]
     for method, scores in methods.items():
         same, tweet = scores["test_same_rows"], scores["test_per_tweet"]
-        lines.append(f"| {names[method]} | {_with_interval(same, 'accuracy')} | {_with_interval(same, 'macro_f1')} | "
-                     f"{_with_interval(tweet, 'accuracy')} | {_with_interval(tweet, 'macro_f1')} |")
+        lines.append(
+            f"| {names[method]} | {_with_interval(same, 'accuracy')} | {_with_interval(same, 'macro_f1')} | "
+            f"{_with_interval(tweet, 'accuracy')} | {_with_interval(tweet, 'macro_f1')} |"
+        )
     difference = report["fusion_vs_single"]
 
     def verdict(metric):
         return "its interval excludes 0" if difference[f"{metric}_beyond_interval"] else "its interval includes 0"
 
     lines += [
-        "", f"**Best fusion against the best single modality** (each the best by validation macro-F1, so the test "
+        "",
+        f"**Best fusion against the best single modality** (each the best by validation macro-F1, so the test "
         f"rows choose nothing, though val is in-sample for the fusions it fitted; scored on the same test rows, paired "
         f"bootstrap): {names[difference['better']]} minus {names[difference['than']]}: accuracy "
         f"{_with_interval(difference, 'accuracy', signed=True)}, {verdict('accuracy')}; macro-F1 "
-        f"{_with_interval(difference, 'macro_f1', signed=True)}, {verdict('macro_f1')}.", "",
+        f"{_with_interval(difference, 'macro_f1', signed=True)}, {verdict('macro_f1')}.",
+        "",
         "Validation scores (in summary.json) are in-sample: val chose each method's best epoch, the fusion weights, "
         "the stacker and the baselines' C.",
-        "", *notes,
+        "",
+        *notes,
     ]
     return "\n".join(lines).rstrip() + "\n"
 

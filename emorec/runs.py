@@ -65,8 +65,14 @@ def writable_outputs(args: argparse.Namespace, phase: str, **more_folders) -> Ph
     """The outputs of ``phase`` for ``args``, once every folder they go to (and ``more_folders``: flag -> folder)
     is known to be writable (:func:`emorec.storage.require_writable`: an :class:`InputError` before any work)."""
     outputs = PhaseOutputs.of(args, phase)
-    require_writable({"--checkpoint-dir": outputs.model.parent, "--log-dir": outputs.tensorboard.parent,
-                      "--prob-dir": outputs.prob_dir, **more_folders})
+    require_writable(
+        {
+            "--checkpoint-dir": outputs.model.parent,
+            "--log-dir": outputs.tensorboard.parent,
+            "--prob-dir": outputs.prob_dir,
+            **more_folders,
+        }
+    )
     return outputs
 
 
@@ -102,8 +108,9 @@ def worker_outputs(outputs: PhaseOutputs, strategy: tf.distribute.Strategy) -> P
 
     folder = Path(tempfile.mkdtemp(prefix="emorec-worker-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    moved = PhaseOutputs(**{field.name: folder / field.name / getattr(outputs, field.name).name
-                            for field in dataclasses.fields(outputs)})
+    moved = PhaseOutputs(
+        **{field.name: folder / field.name / getattr(outputs, field.name).name for field in dataclasses.fields(outputs)}
+    )
     if (outputs.backup / "state.json").exists():
         shutil.copytree(outputs.backup, moved.backup, dirs_exist_ok=True)
     log.info("not the chief: this worker's outputs go to %s, removed when it ends", folder)
@@ -147,10 +154,16 @@ class RunRecord:
 
     def facts(self) -> dict:
         """The record as ``.args.json`` holds it under "run" (the facts that apply to this phase)."""
-        facts = {"data": self.data, "split_leakage": self.split_leakage,
-                 "training_ids": self.training_ids_fingerprint(), "distribution": self.distribution,
-                 "precision": self.precision, "pooling": self.pooling, "manifest": self.manifest,
-                 "text_model": self.text_model}
+        facts = {
+            "data": self.data,
+            "split_leakage": self.split_leakage,
+            "training_ids": self.training_ids_fingerprint(),
+            "distribution": self.distribution,
+            "precision": self.precision,
+            "pooling": self.pooling,
+            "manifest": self.manifest,
+            "text_model": self.text_model,
+        }
         return {key: value for key, value in facts.items() if value is not None or key == "training_ids"}
 
 
@@ -190,16 +203,30 @@ def write_run_config(outputs: PhaseOutputs, args: argparse.Namespace, argv, reco
 
     if record.training_ids is not None:
         write_text_atomic(training_ids_file(outputs.args_json), "".join(f"{id_}\n" for id_ in record.training_ids))
-    write_json_atomic(outputs.args_json, {
-        "argv": list(sys.argv[1:] if argv is None else argv), "flags": vars(args),
-        "run": {**record.facts(), "versions": {"keras": keras.__version__, "tensorflow": tf.__version__,
-                                               "numpy": np.__version__}},
-    })
+    write_json_atomic(
+        outputs.args_json,
+        {
+            "argv": list(sys.argv[1:] if argv is None else argv),
+            "flags": vars(args),
+            "run": {
+                **record.facts(),
+                "versions": {"keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__},
+            },
+        },
+    )
 
 
 def save_phase(
-    outputs: PhaseOutputs, phase: str, model: keras.Model, *, args: argparse.Namespace, argv, record: RunRecord,
-    metrics: dict, probabilities, prob_file: str,
+    outputs: PhaseOutputs,
+    phase: str,
+    model: keras.Model,
+    *,
+    args: argparse.Namespace,
+    argv,
+    record: RunRecord,
+    metrics: dict,
+    probabilities,
+    prob_file: str,
 ) -> None:
     """Log a phase's scores and write its outputs, each atomically, then remove the phase's training backup.
 
@@ -227,13 +254,17 @@ def members_manifest(recorded: dict, given: str | None) -> str:
     """
     used = {member: config.flags["manifest"] for member, config in recorded.items()}
     if len({Path(manifest).resolve() for manifest in used.values()}) > 1:
-        raise InputError("the phases of this run read different manifests: "
-                         + ", ".join(f"{member} {manifest}" for member, manifest in used.items())
-                         + ". Rerun them with one --manifest (TER.py, IER.py, then Intermediate_fusion.py).")
+        raise InputError(
+            "the phases of this run read different manifests: "
+            + ", ".join(f"{member} {manifest}" for member, manifest in used.items())
+            + ". Rerun them with one --manifest (TER.py, IER.py, then Intermediate_fusion.py)."
+        )
     manifest = used["TER"]
     if given is not None:
         if not Path(given).is_file():
-            raise InputError(f"--manifest {given}: no such file. Leave --manifest out to use the phases' own ({manifest}).")
+            raise InputError(
+                f"--manifest {given}: no such file. Leave --manifest out to use the phases' own ({manifest})."
+            )
         if Path(given).resolve() != Path(manifest).resolve():
             raise InputError(
                 f"--manifest {given} is not the manifest the phases of this run read ({manifest}, recorded in "

@@ -29,9 +29,13 @@ log = logging.getLogger("emorec")
 
 FALLBACK_ENV = "EMOREC_CACHE_DIR"
 # OS errors that a user fixes by freeing space or choosing another folder.
-STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-                  errno.EPERM: "operation not permitted"}
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
 _HELD_RUNS: dict[Path, FileLock] = {}  # run locks this process holds until it exits
 
 
@@ -62,8 +66,10 @@ def require_writable(folders: dict[str, str | os.PathLike]) -> None:
     flag that chooses it) to the folder. Raises one :class:`InputError` naming every folder that cannot."""
     refused = [f"{Path(folder)} ({what})" for what, folder in folders.items() if not is_writable(folder)]
     if refused:
-        raise InputError("cannot write to " + ", ".join(refused) + ": make it writable, or point the flag at "
-                         "a writable folder. Nothing was done.")
+        raise InputError(
+            "cannot write to " + ", ".join(refused) + ": make it writable, or point the flag at "
+            "a writable folder. Nothing was done."
+        )
 
 
 def beside_or_fallback(path: str | os.PathLike, what: str) -> Path:
@@ -75,10 +81,17 @@ def beside_or_fallback(path: str | os.PathLike, what: str) -> Path:
         return path
     alternative = fallback_path(path)
     if not is_writable(alternative.parent):
-        raise InputError(f"cannot write {what} beside the read-only {path.parent}, nor in {alternative.parent}: "
-                         f"set {FALLBACK_ENV} to a writable folder.")
-    log.warning("%s is read-only: %s goes to %s instead (%s chooses another folder)", path.parent, what,
-                alternative, FALLBACK_ENV)
+        raise InputError(
+            f"cannot write {what} beside the read-only {path.parent}, nor in {alternative.parent}: "
+            f"set {FALLBACK_ENV} to a writable folder."
+        )
+    log.warning(
+        "%s is read-only: %s goes to %s instead (%s chooses another folder)",
+        path.parent,
+        what,
+        alternative,
+        FALLBACK_ENV,
+    )
     return alternative
 
 
@@ -127,8 +140,10 @@ def hold_run(folder: str | os.PathLike, phase: str) -> None:
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock = try_lock(lock_file)
     if lock is None:
-        raise InputError(f"{phase}.py is already running in {Path(folder)} (lock {lock_file}): wait for it to finish, "
-                         "or give this run another --run-name (or --checkpoint-dir).")
+        raise InputError(
+            f"{phase}.py is already running in {Path(folder)} (lock {lock_file}): wait for it to finish, "
+            "or give this run another --run-name (or --checkpoint-dir)."
+        )
     _HELD_RUNS[key] = lock
 
 
@@ -139,6 +154,8 @@ def storage_error(error: OSError) -> str | None:
         return None
     where = f" writing {error.filename}" if error.filename else ""
     folder = f" (folder {Path(error.filename).parent})" if error.filename else ""
-    return (f"{STORAGE_ERRNOS[error.errno]}{where}{folder}. Free some space or choose another folder, and run the "
-            "same command again: finished work is kept (a partial feature cache and a training backup resume), and "
-            "no output was left half written.")
+    return (
+        f"{STORAGE_ERRNOS[error.errno]}{where}{folder}. Free some space or choose another folder, and run the "
+        "same command again: finished work is kept (a partial feature cache and a training backup resume), and "
+        "no output was left half written."
+    )

@@ -42,6 +42,7 @@ from emorec.presets import import_keras_hub, load_failure, preset_location, requ
 
 log = logging.getLogger("emorec")
 
+
 @keras.saving.register_keras_serializable(package="emorec")
 class MaskedMeanPool(layers.Layer):
     """The mean of a sequence's vectors over its real tokens: ``(batch, seq, dim)`` and a ``(batch, seq)``
@@ -76,8 +77,11 @@ class EncodedTextModel(keras.Model):
         return self.network(self.preprocessor(texts))
 
     def get_config(self):
-        return {**super().get_config(), "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
-                "network": keras.saving.serialize_keras_object(self.network)}
+        return {
+            **super().get_config(),
+            "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
+            "network": keras.saving.serialize_keras_object(self.network),
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -107,16 +111,21 @@ class EncodedFusionModel(keras.Model):
         return self.network({**tokens, "image_features": self.extractor(inputs["image"])})
 
     def get_config(self):
-        return {**super().get_config(),
-                **{part: keras.saving.serialize_keras_object(getattr(self, part))
-                   for part in ("preprocessor", "extractor", "network")}}
+        return {
+            **super().get_config(),
+            **{
+                part: keras.saving.serialize_keras_object(getattr(self, part))
+                for part in ("preprocessor", "extractor", "network")
+            },
+        }
 
     @classmethod
     def from_config(cls, config):
         import_keras_hub()
         config = dict(config)
-        parts = [keras.saving.deserialize_keras_object(config.pop(part))
-                 for part in ("preprocessor", "extractor", "network")]
+        parts = [
+            keras.saving.deserialize_keras_object(config.pop(part)) for part in ("preprocessor", "extractor", "network")
+        ]
         return cls(*parts, **config)
 
 
@@ -150,9 +159,15 @@ class TextEncoder:
 
     def describe(self) -> dict:
         """The encoder as a run records it."""
-        return {"preset": self.preset, "architecture": self.architecture, "dim": self.dim, "seq_len": self.seq_len,
-                "weights": int(self.backbone.count_params()), "weights_sha256": self.weights_sha256,
-                "precision": self.precision}
+        return {
+            "preset": self.preset,
+            "architecture": self.architecture,
+            "dim": self.dim,
+            "seq_len": self.seq_len,
+            "weights": int(self.backbone.count_params()),
+            "weights_sha256": self.weights_sha256,
+            "precision": self.precision,
+        }
 
 
 def load_text_encoder(preset: str, seq_len: int) -> TextEncoder:
@@ -172,8 +187,10 @@ def load_text_encoder(preset: str, seq_len: int) -> TextEncoder:
     except Exception as error:  # KerasHub raises many kinds (ValueError, FileNotFoundError, HTTP errors, ...)
         raise load_failure("text encoder", preset, error) from error
     if not hasattr(backbone, "hidden_dim"):
-        raise InputError(f"text encoder {preset!r}: {type(backbone).__name__} is not a text encoder with hidden "
-                         "states; choose a BERT-class preset")
+        raise InputError(
+            f"text encoder {preset!r}: {type(backbone).__name__} is not a text encoder with hidden "
+            "states; choose a BERT-class preset"
+        )
     from emorec.training.fit import weights_fingerprint
 
     return TextEncoder(preset, backbone, preprocessor, seq_len, weights_fingerprint(backbone))
@@ -186,8 +203,9 @@ def saved_text_encoder(model: EncodedTextModel, described: dict) -> tuple[TextEn
     network = model.network  # join_text_network's: the features model's layers, then the head
     features = keras.Model(network.input, network.get_layer("text_mean_pool").output, name="text_encoder")
     backbone = next(layer for layer in features.layers if hasattr(layer, "hidden_dim"))
-    encoder = TextEncoder(described["preset"], backbone, model.preprocessor, int(described["seq_len"]),
-                          described["weights_sha256"])
+    encoder = TextEncoder(
+        described["preset"], backbone, model.preprocessor, int(described["seq_len"]), described["weights_sha256"]
+    )
     return encoder, features
 
 
@@ -196,14 +214,17 @@ def open_text_store(folder: Path, encoder: TextEncoder):
     when missing; refused, as a damaged store, when it holds another encoder's)."""
     from emorec.feature_store import FeatureStore
 
-    return FeatureStore.open(folder, {"kind": "text", **encoder.describe(), "pooling": "mean",
-                                      "feature_shape": [encoder.dim]})
+    return FeatureStore.open(
+        folder, {"kind": "text", **encoder.describe(), "pooling": "mean", "feature_shape": [encoder.dim]}
+    )
 
 
 def token_inputs(encoder: TextEncoder) -> dict:
     """Symbolic inputs for the backbone's token arrays (token ids, padding mask, ...), ``seq_len`` long."""
-    return {name: keras.Input(shape=(encoder.seq_len,), dtype=tensor.dtype, name=name)
-            for name, tensor in encoder.backbone.input.items()}
+    return {
+        name: keras.Input(shape=(encoder.seq_len,), dtype=tensor.dtype, name=name)
+        for name, tensor in encoder.backbone.input.items()
+    }
 
 
 def build_text_features(encoder: TextEncoder) -> keras.Model:
@@ -236,8 +257,10 @@ def preprocess(encoder: TextEncoder, texts: Sequence[str], batch_size: int = 102
     import tensorflow as tf
 
     texts = [str(text) for text in texts]
-    parts = [encoder.preprocessor(tf.constant(texts[start : start + batch_size]))
-             for start in range(0, len(texts), batch_size)]
+    parts = [
+        encoder.preprocessor(tf.constant(texts[start : start + batch_size]))
+        for start in range(0, len(texts), batch_size)
+    ]
     return {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}
 
 
@@ -251,11 +274,15 @@ def text_store_folder(cache_dir: str | os.PathLike, encoder: TextEncoder) -> Pat
     text, the precision and the weights' hash."""
     from emorec.feature_store import backbone_name
 
-    return Path(cache_dir) / f"text_{backbone_name(encoder.preset)}_{encoder.seq_len}tok_mean_{encoder.precision}_{encoder.weights_sha256[:12]}"
+    return (
+        Path(cache_dir)
+        / f"text_{backbone_name(encoder.preset)}_{encoder.seq_len}tok_mean_{encoder.precision}_{encoder.weights_sha256[:12]}"
+    )
 
 
-def stored_text_features(store, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 128,
-                         chunk: int = 1024) -> np.ndarray:
+def stored_text_features(
+    store, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 128, chunk: int = 1024
+) -> np.ndarray:
     """Each text's features ``(n, dim)`` float32, from the store (a :class:`emorec.feature_store.FeatureStore`),
     computing the texts it lacks first (holding its lock; every ``chunk`` texts recorded, so a killed run goes
     on from there)."""
@@ -269,8 +296,12 @@ def stored_text_features(store, encoder: TextEncoder, texts: Sequence[str], batc
             missing = store.missing(keys)
             text_of = dict(zip(keys, texts))
             if missing:
-                log.info("text features: computing %d of %d texts into the store %s", len(missing),
-                         len(dict.fromkeys(keys)), store.folder)
+                log.info(
+                    "text features: computing %d of %d texts into the store %s",
+                    len(missing),
+                    len(dict.fromkeys(keys)),
+                    store.folder,
+                )
                 features_model = build_text_features(encoder)
                 slots = store.free_slots(len(missing))
                 bar = keras.utils.Progbar(len(missing), unit_name="text")
@@ -281,8 +312,12 @@ def stored_text_features(store, encoder: TextEncoder, texts: Sequence[str], batc
                         features = features_model.predict(tokens, batch_size=batch_size, verbose=0)
                         for offset, (shard, row) in enumerate(slots[start : start + len(part)]):
                             store.writable(shard)[row] = features[offset].astype(np.float16)
-                        store.record([(key, shard, row, True) for key, (shard, row)
-                                      in zip(part, slots[start : start + len(part)])])
+                        store.record(
+                            [
+                                (key, shard, row, True)
+                                for key, (shard, row) in zip(part, slots[start : start + len(part)])
+                            ]
+                        )
                         bar.update(start + len(part))
                 finally:
                     store.release()

@@ -95,7 +95,7 @@ class EncoderReader:
         """:class:`TextRows` of ``text``: as many rows as 2 + the sequence length (a word past what the encoder
         reads changes nothing, and has no row)."""
         words = str(text).split()[: self.read]
-        texts = [text, "", *(" ".join(words[:i] + words[i + 1:]) for i in range(len(words)))]
+        texts = [text, "", *(" ".join(words[:i] + words[i + 1 :]) for i in range(len(words)))]
         texts += [""] * (2 + self.read - len(texts))
         tokens = len(np.asarray(self.preprocessor.tokenizer(str(text)))) + 2  # its start and end tokens too
         return TextRows(self.inputs(texts), words, tokens, self.read)
@@ -106,5 +106,8 @@ def text_reader(model):
     :class:`EncoderReader` when it holds a pretrained encoder's preprocessor, else a :class:`VocabularyReader`
     on its ``text_vectorization`` layer."""
     preprocessor = getattr(model, "preprocessor", None)
-    return EncoderReader(preprocessor) if preprocessor is not None else VocabularyReader(
-        model.get_layer("text_vectorization"))
+    return (
+        EncoderReader(preprocessor)
+        if preprocessor is not None
+        else VocabularyReader(model.get_layer("text_vectorization"))
+    )

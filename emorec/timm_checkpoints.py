@@ -59,13 +59,17 @@ def load_timm_backbone(location: str, config: dict, preset: str, policy: str) ->
     architecture = config["architecture"]
     ported = architecture.startswith(TF_PORTED)
     base = architecture.removeprefix(TF_PORTED)
-    supported = (f"KerasHub converts timm's {', '.join(FAMILIES)} architectures, and this project timm's "
-                 f"TF-ported {', '.join(f'{TF_PORTED}efficientnet_{v}' for v in TF_PORTED_VARIANTS)}")
+    supported = (
+        f"KerasHub converts timm's {', '.join(FAMILIES)} architectures, and this project timm's "
+        f"TF-ported {', '.join(f'{TF_PORTED}efficientnet_{v}' for v in TF_PORTED_VARIANTS)}"
+    )
     if (ported and base.removeprefix("efficientnet_") not in TF_PORTED_VARIANTS) or not base.startswith(FAMILIES):
         raise InputError(f"--backbone {preset!r}: no converter for timm's architecture {architecture!r}; {supported}.")
     if not check_file_exists(location, WEIGHTS):
-        raise InputError(f"--backbone {preset!r}: the timm checkpoint has {CONFIG} but no {WEIGHTS} (its weights, "
-                         "as timm's save or the Hugging Face hub give them)")
+        raise InputError(
+            f"--backbone {preset!r}: the timm checkpoint has {CONFIG} but no {WEIGHTS} (its weights, "
+            "as timm's save or the Hugging Face hub give them)"
+        )
     try:
         loader = TimmPresetLoader(location, {**config, "architecture": base})
         backbone = loader.load_backbone(loader.check_backbone_class(), load_weights=True, dtype=policy)
@@ -109,9 +113,11 @@ def timm_preprocessing(config: dict, preset: str) -> tuple[int, int, list[float]
     settings = config.get("pretrained_cfg") or {}
     missing = [key for key in ("input_size", "mean", "std") if key not in settings]
     if missing:
-        raise InputError(f"--backbone {preset!r}: the timm checkpoint's {CONFIG} has no pretrained_cfg "
-                         f"{', '.join(missing)}, so the size and normalisation its network expects are unknown; add "
-                         "them (timm writes pretrained_cfg: input_size [3, H, W], mean and std of 0-1 pixels)")
+        raise InputError(
+            f"--backbone {preset!r}: the timm checkpoint's {CONFIG} has no pretrained_cfg "
+            f"{', '.join(missing)}, so the size and normalisation its network expects are unknown; add "
+            "them (timm writes pretrained_cfg: input_size [3, H, W], mean and std of 0-1 pixels)"
+        )
     _, height, width = settings["input_size"]
     mean, std = [float(m) for m in settings["mean"]], [float(s) for s in settings["std"]]
     return int(height), int(width), [1 / 255 / s for s in std], [-m / s for m, s in zip(mean, std)]

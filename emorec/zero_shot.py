@@ -36,9 +36,11 @@ from emorec.errors import InputError
 log = logging.getLogger("emorec")
 
 DEFAULT_PROMPTS = Path(__file__).with_name("zero_shot_prompts.json")
-ZERO_SHOT_NAMES = {"ZeroShot_image": "Zero labels: CLIP image vs class prompts",
-                   "ZeroShot_text": "Zero labels: CLIP text vs class prompts",
-                   "ZeroShot_both": "Zero labels: CLIP image and text"}
+ZERO_SHOT_NAMES = {
+    "ZeroShot_image": "Zero labels: CLIP image vs class prompts",
+    "ZeroShot_text": "Zero labels: CLIP text vs class prompts",
+    "ZeroShot_both": "Zero labels: CLIP image and text",
+}
 ZERO_SHOT_PROB_FILES = {name: f"zero_shot_{name.removeprefix('ZeroShot_')}_prob.csv" for name in ZERO_SHOT_NAMES}
 # The architectures with an image tower and a text tower in one embedding space, and their text preprocessors.
 TEXT_PREPROCESSORS = {"CLIPBackbone": "CLIPPreprocessor", "SigLIPBackbone": "SigLIPPreprocessor"}
@@ -53,14 +55,19 @@ def read_prompts(path: str | Path, class_names: Sequence[str]) -> dict[str, list
         if not isinstance(found, dict):
             raise ValueError("not a JSON object of class name -> prompt")
     except (OSError, ValueError) as error:
-        raise InputError(f"--prompts {path}: cannot be read ({error}); it holds a JSON object of class name -> "
-                         f"prompt or list of prompts, as {DEFAULT_PROMPTS.name} does") from error
+        raise InputError(
+            f"--prompts {path}: cannot be read ({error}); it holds a JSON object of class name -> "
+            f"prompt or list of prompts, as {DEFAULT_PROMPTS.name} does"
+        ) from error
     missing = [name for name in class_names if not found.get(name)]
     if missing:
-        raise InputError(f"--prompts {path} has no prompt for {', '.join(missing)}: add one per class (copy "
-                         f"{DEFAULT_PROMPTS} and edit it)")
-    return {name: [found[name]] if isinstance(found[name], str) else [str(p) for p in found[name]]
-            for name in class_names}
+        raise InputError(
+            f"--prompts {path} has no prompt for {', '.join(missing)}: add one per class (copy "
+            f"{DEFAULT_PROMPTS} and edit it)"
+        )
+    return {
+        name: [found[name]] if isinstance(found[name], str) else [str(p) for p in found[name]] for name in class_names
+    }
 
 
 def has_text_tower(preset: str) -> bool:
@@ -125,8 +132,7 @@ def load_zero_shot(preset: str) -> ZeroShotModel:
     :class:`InputError` when it cannot be loaded or has no text tower."""
     import keras
 
-    from emorec.presets import (IMAGE_PRESET_FORMS, import_keras_hub, load_failure, preset_location,
-                                require_local_preset)
+    from emorec.presets import IMAGE_PRESET_FORMS, import_keras_hub, load_failure, preset_location, require_local_preset
 
     hub = import_keras_hub()
     require_local_preset(preset, "--zero-shot", IMAGE_PRESET_FORMS)
@@ -137,14 +143,20 @@ def load_zero_shot(preset: str) -> ZeroShotModel:
         raise load_failure("--zero-shot", preset, error, IMAGE_PRESET_FORMS) from error
     architecture = type(backbone).__name__
     if architecture not in TEXT_PREPROCESSORS:
-        raise InputError(f"--zero-shot {preset!r}: {architecture} has no text tower beside its image tower; choose a "
-                         "CLIP or SigLIP preset (clip_vit_base_patch16, siglip_base_patch16_224, ...)")
+        raise InputError(
+            f"--zero-shot {preset!r}: {architecture} has no text tower beside its image tower; choose a "
+            "CLIP or SigLIP preset (clip_vit_base_patch16, siglip_base_patch16_224, ...)"
+        )
     try:
         preprocessor = getattr(hub.models, TEXT_PREPROCESSORS[architecture]).from_preset(location)
     except Exception as error:
-        raise InputError(f"--zero-shot {preset!r}: its tokenizer could not be loaded ({type(error).__name__}: "
-                         f"{error}); the preset needs its text preprocessor's files (or pass --zero-shot none)") from error
-    preprocessor.image_converter = None  # texts only here (SigLIP's would convert images=None): images are embedded apart
+        raise InputError(
+            f"--zero-shot {preset!r}: its tokenizer could not be loaded ({type(error).__name__}: "
+            f"{error}); the preset needs its text preprocessor's files (or pass --zero-shot none)"
+        ) from error
+    preprocessor.image_converter = (
+        None  # texts only here (SigLIP's would convert images=None): images are embedded apart
+    )
     head = next(layer for layer in backbone.layers if hasattr(layer, "logit_scale"))
     scale = float(np.exp(keras.ops.convert_to_numpy(head.logit_scale)))
     return ZeroShotModel(preset, backbone, preprocessor, scale)
@@ -156,8 +168,14 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(lengths == 0, 1, lengths)
 
 
-def zero_shot_scores(model: ZeroShotModel, prompts: dict[str, list[str]], texts: Sequence[str],
-                     image_embeddings: np.ndarray, image_ok: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+def zero_shot_scores(
+    model: ZeroShotModel,
+    prompts: dict[str, list[str]],
+    texts: Sequence[str],
+    image_embeddings: np.ndarray,
+    image_ok: np.ndarray,
+    rows: np.ndarray,
+) -> dict[str, np.ndarray]:
     """The three zero-label methods' probabilities (all rows x classes, NaN outside ``rows``, and for the image where
     its image could not be read): ``texts`` and ``image_embeddings`` (the model's image embeddings) are every row's;
     ``rows`` are the row numbers scored (the test rows)."""
@@ -166,18 +184,24 @@ def zero_shot_scores(model: ZeroShotModel, prompts: dict[str, list[str]], texts:
     if not len(rows):
         return scores
     classes = model.class_embeddings(prompts)
-    log.info("zero labels: %s's text tower on %d texts and %d class prompts", model.preset, len(rows),
-             sum(map(len, prompts.values())))
+    log.info(
+        "zero labels: %s's text tower on %d texts and %d class prompts",
+        model.preset,
+        len(rows),
+        sum(map(len, prompts.values())),
+    )
     scores["ZeroShot_text"][rows] = model.probabilities(model.text_embeddings([texts[i] for i in rows]), classes)
     readable = rows[image_ok[rows]]
-    scores["ZeroShot_image"][readable] = model.probabilities(np.asarray(image_embeddings[readable], np.float32),
-                                                             classes)
+    scores["ZeroShot_image"][readable] = model.probabilities(
+        np.asarray(image_embeddings[readable], np.float32), classes
+    )
     scores["ZeroShot_both"][rows] = (scores["ZeroShot_text"][rows] + scores["ZeroShot_image"][rows]) / 2
     return scores
 
 
-def zero_shot_rows(preset: str, prompts_file: str | Path, dataset, ier_features,
-                   ier_config) -> tuple[dict[str, np.ndarray], dict | None]:
+def zero_shot_rows(
+    preset: str, prompts_file: str | Path, dataset, ier_features, ier_config
+) -> tuple[dict[str, np.ndarray], dict | None]:
     """A run's zero-label rows: each method's probabilities (:func:`zero_shot_scores`) on ``dataset``'s test rows,
     and what scored them (preset, prompts, logit scale); nothing and None without a CLIP-style model.
 
@@ -206,8 +230,13 @@ def zero_shot_rows(preset: str, prompts_file: str | Path, dataset, ier_features,
         embeddings, ok = np.zeros((len(frame), *stored.features.shape[1:]), np.float32), np.zeros(len(frame), bool)
         embeddings[test], ok[test] = stored.features[:], stored.ok
     scores = zero_shot_scores(model, prompts, frame["text"].tolist(), embeddings, ok, test)
-    return scores, {"preset": preset, "prompts": str(prompts_file), "class_prompts": prompts,
-                    "logit_scale": model.logit_scale, "test_rows": len(test)}
+    return scores, {
+        "preset": preset,
+        "prompts": str(prompts_file),
+        "class_prompts": prompts,
+        "logit_scale": model.logit_scale,
+        "test_rows": len(test),
+    }
 
 
 def _image_embeddings(preset: str, rows, image_root, ier_flags: dict):
@@ -220,10 +249,20 @@ def _image_embeddings(preset: str, rows, image_root, ier_flags: dict):
 
     extractor, identity = build_extractor(preset, "preset", None, 0, "embedding", "float32")
     size = int(extractor.input_shape[1])
-    folder = beside_or_fallback(store_folder(ier_flags.get("cache_dir", "data_files/features"), preset, identity, size,
-                                             "embedding", "float32"), "the image feature store")
-    store = FeatureStore.open(folder, {"backbone": backbone_name(preset), "weights": identity, "image_size": size,
-                                       "pooling": "embedding", "precision": "float32",
-                                       "feature_shape": list(extractor.output_shape[1:])})
+    folder = beside_or_fallback(
+        store_folder(ier_flags.get("cache_dir", "data_files/features"), preset, identity, size, "embedding", "float32"),
+        "the image feature store",
+    )
+    store = FeatureStore.open(
+        folder,
+        {
+            "backbone": backbone_name(preset),
+            "weights": identity,
+            "image_size": size,
+            "pooling": "embedding",
+            "precision": "float32",
+            "feature_shape": list(extractor.output_shape[1:]),
+        },
+    )
     keys = image_keys(rows["image_path"], image_root, ier_flags.get("cache_key", "stat"))
     return stored_features(store, rows["image_path"].tolist(), keys, extractor, size, 32, "skip")

@@ -19,9 +19,18 @@ from PIL import Image
 RUN_WITH = {"tests/test_explain.py": "tests/test_readme.py", "tests/test_pipeline.py": "tests/test_label_efficiency.py"}
 # The files that take longest, sent to the processes first (longest first), so that no long file is left for
 # last while the other process waits; the others follow in their usual order.
-LONGEST_FIRST = ["tests/test_readme.py", "tests/test_label_efficiency.py", "tests/test_text_encoders.py",
-                 "tests/test_distribute.py", "tests/test_real_data.py", "tests/test_resume.py", "tests/test_ier.py",
-                 "tests/test_storage.py", "tests/test_ter.py", "tests/test_image_encoders.py"]
+LONGEST_FIRST = [
+    "tests/test_readme.py",
+    "tests/test_label_efficiency.py",
+    "tests/test_text_encoders.py",
+    "tests/test_distribute.py",
+    "tests/test_real_data.py",
+    "tests/test_resume.py",
+    "tests/test_ier.py",
+    "tests/test_storage.py",
+    "tests/test_ter.py",
+    "tests/test_image_encoders.py",
+]
 
 
 def process_file(nodeid: str) -> str:
@@ -49,6 +58,7 @@ def pytest_xdist_make_scheduler(config, log):
 def pytest_collection_modifyitems(config, items):
     """LONGEST_FIRST's files first, and each RUN_WITH file just before its partner (a stable sort: the order of
     the tests within a file, and of the other files, is kept)."""
+
     def rank(item):
         file = process_file(item.nodeid)
         return LONGEST_FIRST.index(file) if file in LONGEST_FIRST else len(LONGEST_FIRST)
@@ -90,7 +100,13 @@ def tiny_dataset(tmp_path):
         for number in range(1, 3 if tweet < 8 else 2):
             image = f"data/76809/{tweet_id}-{number}.jpg"
             write_image(root / image, seed=tweet * 10 + number)
-            rows.append({"label": names[label] if tweet % 2 else str(label), "text": f"tweet {_word(tweet)} text", "image": image})
+            rows.append(
+                {
+                    "label": names[label] if tweet % 2 else str(label),
+                    "text": f"tweet {_word(tweet)} text",
+                    "image": image,
+                }
+            )
     return write_manifest(tmp_path / "image_labels.csv", rows), root
 
 
@@ -120,13 +136,34 @@ def small_sweep(small_demo, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     shutil.copy(small_demo / GLOVE_NAME, out / GLOVE_NAME)  # a GloVe file of its own, so its caches are this sweep's
     argv = [
-        "--fractions", "0.25", "1.0", "--seeds", "0", "--epoch", "1", "--run-prefix", "t", "--with-baselines",
-        "--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo),
-        "--ter-args", f"--glove {out / GLOVE_NAME} --batch-size 32 --lr 3e-3",
-        "--ier-args", f"--image-weights none --image-size 32 --batch-size 32 --lr 1e-3 --cache-dir {out / 'features'}",
-        "--inter-args", "--lr 1e-3",
-        "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
-        "--results-dir", str(out / "results"),
+        "--fractions",
+        "0.25",
+        "1.0",
+        "--seeds",
+        "0",
+        "--epoch",
+        "1",
+        "--run-prefix",
+        "t",
+        "--with-baselines",
+        "--manifest",
+        str(small_demo / MANIFEST_NAME),
+        "--image-root",
+        str(small_demo),
+        "--ter-args",
+        f"--glove {out / GLOVE_NAME} --batch-size 32 --lr 3e-3",
+        "--ier-args",
+        f"--image-weights none --image-size 32 --batch-size 32 --lr 1e-3 --cache-dir {out / 'features'}",
+        "--inter-args",
+        "--lr 1e-3",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        "--results-dir",
+        str(out / "results"),
     ]
     assert sweep.main(argv) == 0
     return out, argv
@@ -142,8 +179,14 @@ def demo_extraction(demo: Path, cache_dir: Path, rows: int):
 
     frame = read_manifest(demo / MANIFEST_NAME, demo).frame.iloc[:rows]
     extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
-    config = {"backbone": "vgg16", "weights": identity, "image_size": 32, "pooling": "flatten",
-              "precision": "float32", "feature_shape": list(extractor.output_shape[1:])}
+    config = {
+        "backbone": "vgg16",
+        "weights": identity,
+        "image_size": 32,
+        "pooling": "flatten",
+        "precision": "float32",
+        "feature_shape": list(extractor.output_shape[1:]),
+    }
     store = FeatureStore.open(store_folder(cache_dir, "vgg16", identity, 32, "flatten", "float32"), config)
     return frame, extractor, store, image_keys(frame["image_path"], demo)
 
@@ -166,17 +209,21 @@ def assert_same_stored_features(actual, expected, recomputed: int = 0) -> None:
     step = np.spacing(np.maximum(np.abs(actual), np.abs(expected)).astype(np.float16)).astype(np.float32)
     bound = np.maximum(step, 1e-6 * float(np.abs(expected).max()))
     far = np.abs(actual - expected) > bound
-    assert not far.any(), (f"{far.sum()} values differ by more than one float16 step, e.g. "
-                           f"{actual[far][:3]} against {expected[far][:3]}")
+    assert not far.any(), (
+        f"{far.sum()} values differ by more than one float16 step, e.g. {actual[far][:3]} against {expected[far][:3]}"
+    )
 
 
 def counting(extractor, calls: list):
     """``extractor``, recording the size of each batch it runs in ``calls``."""
+
     def predict_on_batch(batch):
         calls.append(len(batch))
         return extractor.predict_on_batch(batch)
 
-    return type("Counted", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(predict_on_batch)})
+    return type(
+        "Counted", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(predict_on_batch)}
+    )
 
 
 def dying_extractor(extractor, dies_at: int, error: type[BaseException], calls: list):
@@ -189,7 +236,9 @@ def dying_extractor(extractor, dies_at: int, error: type[BaseException], calls: 
             raise error()
         return extractor.predict_on_batch(batch)
 
-    return type("Dying", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(predict_on_batch)})
+    return type(
+        "Dying", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(predict_on_batch)}
+    )
 
 
 def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
@@ -262,7 +311,6 @@ def trained(clone):
     return clone
 
 
-
 # Tiny random KerasHub image backbones (issue 31), 32 px images in 8 px patches, written in the formats a user passes.
 TINY_VISION = {"patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 8}
 TINY_NORMALISATION = {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}  # CLIP's, rounded
@@ -285,8 +333,13 @@ def clip_tokenizer():
 
     _, characters = bytes_to_unicode()  # (bytes, the character standing for each)
     merges = ["h a", "ha p", "s a", "a n", "an g", "e r</w>", "p o", "po s"]
-    vocabulary = [*characters, *(c + "</w>" for c in characters), *(m.replace(" ", "") for m in merges),
-                  "<|startoftext|>", "<|endoftext|>"]
+    vocabulary = [
+        *characters,
+        *(c + "</w>" for c in characters),
+        *(m.replace(" ", "") for m in merges),
+        "<|startoftext|>",
+        "<|endoftext|>",
+    ]
     return keras_hub.models.CLIPTokenizer(vocabulary={token: i for i, token in enumerate(vocabulary)}, merges=merges)
 
 
@@ -298,14 +351,21 @@ def write_clip_preset(folder: Path) -> Path:
 
     tokenizer = clip_tokenizer()
     vision = keras_hub.models.CLIPVisionEncoder(image_shape=(32, 32, 3), intermediate_dim=16, **TINY_VISION)
-    text = keras_hub.models.CLIPTextEncoder(vocabulary_size=tokenizer.vocabulary_size(), embedding_dim=8,
-                                            hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=16,
-                                            max_sequence_length=77)
+    text = keras_hub.models.CLIPTextEncoder(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        embedding_dim=8,
+        hidden_dim=8,
+        num_layers=1,
+        num_heads=2,
+        intermediate_dim=16,
+        max_sequence_length=77,
+    )
     keras_hub.models.CLIPBackbone(vision, text, projection_dim=6).save_to_preset(str(folder))
     keras_hub.models.CLIPPreprocessor(tokenizer, sequence_length=77).save_to_preset(str(folder))
     mean, std = np.array(TINY_NORMALISATION["mean"]), np.array(TINY_NORMALISATION["std"])
-    keras_hub.layers.CLIPImageConverter(image_size=(32, 32), scale=list(1 / (255 * std)),
-                                        offset=list(-mean / std)).save_to_preset(str(folder))
+    keras_hub.layers.CLIPImageConverter(
+        image_size=(32, 32), scale=list(1 / (255 * std)), offset=list(-mean / std)
+    ).save_to_preset(str(folder))
     return folder
 
 
@@ -314,18 +374,29 @@ def hugging_face_vit_weights(seed: int = 0) -> dict[str, np.ndarray]:
     kernels)."""
     rng = np.random.default_rng(seed)
     hidden, patch, inner = TINY_VISION["hidden_dim"], TINY_VISION["patch_size"], 16
-    shapes = {"vit.embeddings.patch_embeddings.projection.weight": (hidden, 3, patch, patch),
-              "vit.embeddings.patch_embeddings.projection.bias": (hidden,),
-              "vit.embeddings.cls_token": (1, 1, hidden),
-              "vit.embeddings.position_embeddings": (1, 1 + (32 // patch) ** 2, hidden),
-              "vit.layernorm.weight": (hidden,), "vit.layernorm.bias": (hidden,)}
+    shapes = {
+        "vit.embeddings.patch_embeddings.projection.weight": (hidden, 3, patch, patch),
+        "vit.embeddings.patch_embeddings.projection.bias": (hidden,),
+        "vit.embeddings.cls_token": (1, 1, hidden),
+        "vit.embeddings.position_embeddings": (1, 1 + (32 // patch) ** 2, hidden),
+        "vit.layernorm.weight": (hidden,),
+        "vit.layernorm.bias": (hidden,),
+    }
     for layer in range(TINY_VISION["num_layers"]):
         prefix = f"vit.encoder.layer.{layer}."
-        for part in ("attention.attention.query", "attention.attention.key", "attention.attention.value",
-                     "attention.output.dense"):
+        for part in (
+            "attention.attention.query",
+            "attention.attention.key",
+            "attention.attention.value",
+            "attention.output.dense",
+        ):
             shapes |= {f"{prefix}{part}.weight": (hidden, hidden), f"{prefix}{part}.bias": (hidden,)}
-        shapes |= {f"{prefix}intermediate.dense.weight": (inner, hidden), f"{prefix}intermediate.dense.bias": (inner,),
-                   f"{prefix}output.dense.weight": (hidden, inner), f"{prefix}output.dense.bias": (hidden,)}
+        shapes |= {
+            f"{prefix}intermediate.dense.weight": (inner, hidden),
+            f"{prefix}intermediate.dense.bias": (inner,),
+            f"{prefix}output.dense.weight": (hidden, inner),
+            f"{prefix}output.dense.bias": (hidden,),
+        }
         for norm in ("layernorm_before", "layernorm_after"):
             shapes |= {f"{prefix}{norm}.weight": (hidden,), f"{prefix}{norm}.bias": (hidden,)}
     return {name: (0.2 * rng.standard_normal(shape)).astype(np.float32) for name, shape in shapes.items()}
@@ -339,17 +410,38 @@ def write_hugging_face_vit(folder: Path) -> Path:
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True)
-    config = {"architectures": ["ViTForImageClassification"], "model_type": "vit", "image_size": 32,
-              "patch_size": TINY_VISION["patch_size"], "num_channels": 3, "hidden_size": TINY_VISION["hidden_dim"],
-              "num_hidden_layers": TINY_VISION["num_layers"], "num_attention_heads": TINY_VISION["num_heads"],
-              "intermediate_size": 16, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-              "attention_probs_dropout_prob": 0.0, "layer_norm_eps": 1e-12, "qkv_bias": True}
+    config = {
+        "architectures": ["ViTForImageClassification"],
+        "model_type": "vit",
+        "image_size": 32,
+        "patch_size": TINY_VISION["patch_size"],
+        "num_channels": 3,
+        "hidden_size": TINY_VISION["hidden_dim"],
+        "num_hidden_layers": TINY_VISION["num_layers"],
+        "num_attention_heads": TINY_VISION["num_heads"],
+        "intermediate_size": 16,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "layer_norm_eps": 1e-12,
+        "qkv_bias": True,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     save_file(hugging_face_vit_weights(), str(folder / "model.safetensors"))
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 32, "width": 32},
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": TINY_NORMALISATION["mean"], "image_std": TINY_NORMALISATION["std"]}))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ViTImageProcessor",
+                "do_resize": True,
+                "size": {"height": 32, "width": 32},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": TINY_NORMALISATION["mean"],
+                "image_std": TINY_NORMALISATION["std"],
+            }
+        )
+    )
     return folder
 
 
@@ -357,8 +449,11 @@ def write_hugging_face_vit(folder: Path) -> Path:
 def image_presets(tmp_path_factory):
     """The tiny image backbones: {"vit": KerasHub layout, "clip": KerasHub layout, "vit_hf": Hugging Face layout}."""
     root = tmp_path_factory.mktemp("image_presets")
-    return {"vit": write_vit_preset(root / "tiny_vit"), "clip": write_clip_preset(root / "tiny_clip"),
-            "vit_hf": write_hugging_face_vit(root / "tiny_vit_hf")}
+    return {
+        "vit": write_vit_preset(root / "tiny_vit"),
+        "clip": write_clip_preset(root / "tiny_clip"),
+        "vit_hf": write_hugging_face_vit(root / "tiny_vit_hf"),
+    }
 
 
 def write_timm_checkpoint(folder: Path, architecture: str = "tf_efficientnet_lite0", image_size: int = 64) -> Path:
@@ -396,9 +491,21 @@ def write_timm_checkpoint(folder: Path, architecture: str = "tf_efficientnet_lit
     convert_efficientnet.convert_weights(backbone, Recorder(), base)
     folder.mkdir(parents=True)
     save_file(tensors, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({
-        "architecture": architecture, "num_classes": 1000, "num_features": 1280,
-        "pretrained_cfg": {"input_size": [3, image_size, image_size], "interpolation": "bicubic",
-                           "mean": TINY_NORMALISATION["mean"], "std": TINY_NORMALISATION["std"],
-                           "num_classes": 1000, "classifier": "classifier"}}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": architecture,
+                "num_classes": 1000,
+                "num_features": 1280,
+                "pretrained_cfg": {
+                    "input_size": [3, image_size, image_size],
+                    "interpolation": "bicubic",
+                    "mean": TINY_NORMALISATION["mean"],
+                    "std": TINY_NORMALISATION["std"],
+                    "num_classes": 1000,
+                    "classifier": "classifier",
+                },
+            }
+        )
+    )
     return folder

@@ -15,7 +15,7 @@ from emorec.errors import InputError
 from conftest import write_image
 
 TWEETS = {
-    "758014713804587008": ('Just landed in #Rome!! 😍 https://t.co/abc', 2, 2, "train"),
+    "758014713804587008": ("Just landed in #Rome!! 😍 https://t.co/abc", 2, 2, "train"),
     "758014713804587009": ('so "tired" of this, honestly\nnew line', 0, 1, "train"),
     "768097967425200128": ("meh, it's a monday", 1, 1, "val"),
     "768097967425200200": ("@someone what a GAME tonight", 2, 1, "test"),
@@ -62,7 +62,9 @@ def test_converts_to_a_manifest_with_its_split_and_class_names(tmp_path):
 
 def test_malformed_split_line_is_named(tmp_path):
     root = write_bt4sa(tmp_path, extra_lines=["data/75801/x-1.jpg positive"])
-    with pytest.raises(InputError, match=r"(?s)b-t4sa_train.txt: 1 malformed line\(s\).*line 4: 'data/75801/x-1.jpg positive'"):
+    with pytest.raises(
+        InputError, match=r"(?s)b-t4sa_train.txt: 1 malformed line\(s\).*line 4: 'data/75801/x-1.jpg positive'"
+    ):
         bt4sa.convert(root, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
 
@@ -106,13 +108,20 @@ STRADDLING = {  # tweet id: text
 
 def test_straddling_tweets_and_texts_are_reported_and_regrouped(tmp_path, caplog):
     root = tmp_path / "b-t4sa"
-    write_split_files(root, [
-        ("758000000000000001", 1, 2, "train"), ("758000000000000001", 2, 2, "test"),  # one tweet, two splits
-        ("758000000000000002", 1, 1, "train"), ("758000000000000003", 1, 1, "val"),   # one text, two splits
-        ("758000000000000004", 1, 0, "test"), ("758000000000000004", 2, 0, "test"),
-    ])
+    write_split_files(
+        root,
+        [
+            ("758000000000000001", 1, 2, "train"),
+            ("758000000000000001", 2, 2, "test"),  # one tweet, two splits
+            ("758000000000000002", 1, 1, "train"),
+            ("758000000000000003", 1, 1, "val"),  # one text, two splits
+            ("758000000000000004", 1, 0, "test"),
+            ("758000000000000004", 2, 0, "test"),
+        ],
+    )
     pd.DataFrame({"id": list(STRADDLING), "text": list(STRADDLING.values())}).to_csv(
-        root / "raw_tweets_text.csv", index=False, quoting=1)
+        root / "raw_tweets_text.csv", index=False, quoting=1
+    )
 
     kept, leakage = bt4sa.convert(root, tmp_path / "kept.csv")
     assert (leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"]) == (1, 2, 4)
@@ -129,14 +138,23 @@ def test_straddling_tweets_and_texts_are_reported_and_regrouped(tmp_path, caplog
     regrouped = pd.read_csv(tmp_path / "regrouped.csv", dtype=str).set_index("id")["split"]
     # Ties go to the held-out side: the two-image tweet (train/test) to test, the shared text (train/val) to val.
     assert regrouped.to_dict() == {
-        "758000000000000001-1": "test", "758000000000000001-2": "test", "758000000000000002-1": "val",
-        "758000000000000003-1": "val", "758000000000000004-1": "test", "758000000000000004-2": "test"}
+        "758000000000000001-1": "test",
+        "758000000000000001-2": "test",
+        "758000000000000002-1": "val",
+        "758000000000000003-1": "val",
+        "758000000000000004-1": "test",
+        "758000000000000004-2": "test",
+    }
     leakage = load_dataset(tmp_path / "regrouped.csv", root, strict_split=True).split_leakage
     assert leakage["straddling_tweets"] == leakage["straddling_texts"] == 0
 
 
 def test_regroup_follows_the_majority_of_a_tweets_images():
-    manifest = pd.DataFrame({
-        "id": ["7-1", "7-2", "7-3", "8-1"], "text": ["x y", "x y", "x y", "other"],
-        "split": ["train", "train", "test", "val"]})
+    manifest = pd.DataFrame(
+        {
+            "id": ["7-1", "7-2", "7-3", "8-1"],
+            "text": ["x y", "x y", "x y", "other"],
+            "split": ["train", "train", "test", "val"],
+        }
+    )
     assert bt4sa.regroup_split(manifest).tolist() == ["train", "train", "train", "val"]

@@ -69,21 +69,25 @@ def test_demo_command_line_reports_a_user_error_without_traceback(tmp_path):
         [sys.executable, "-m", "emorec.demo", "--out", str(tmp_path), "--n", "5"], capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: --n must be at least 64 (the phases' stratified split needs 5 tweets "
-                                     "of every class), got 5")
+    assert result.stderr.strip() == (
+        "error: --n must be at least 64 (the phases' stratified split needs 5 tweets of every class), got 5"
+    )
 
 
-@pytest.mark.parametrize("script, argv, message", [
-    ("TER", ["--seq-len", "3"], "--seq-len: must be at least 4"),
-    ("TER", ["--max-words", "0"], "--max-words: must be at least 1"),
-    ("IER", ["--image-size", "16"], "--image-size must be at least 32 for vgg16"),
-    ("IER", ["--backbone", "efficientnetb0", "--image-size", "31"], "at least 32 for efficientnetb0"),
-    ("Late_fusion", ["--grid-step", "1"], "--grid-step: must be between 0 and 1"),
-    ("TER", ["--epoch", "0"], "--epoch/--epochs: must be at least 1, got 0"),
-    ("IER", ["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
-    ("Intermediate_fusion", ["--lr", "-1"], "--lr: must be positive, got -1.0"),
-    ("predict", ["--image", "a.jpg"], "give --image and --text for one tweet"),
-])
+@pytest.mark.parametrize(
+    "script, argv, message",
+    [
+        ("TER", ["--seq-len", "3"], "--seq-len: must be at least 4"),
+        ("TER", ["--max-words", "0"], "--max-words: must be at least 1"),
+        ("IER", ["--image-size", "16"], "--image-size must be at least 32 for vgg16"),
+        ("IER", ["--backbone", "efficientnetb0", "--image-size", "31"], "at least 32 for efficientnetb0"),
+        ("Late_fusion", ["--grid-step", "1"], "--grid-step: must be between 0 and 1"),
+        ("TER", ["--epoch", "0"], "--epoch/--epochs: must be at least 1, got 0"),
+        ("IER", ["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+        ("Intermediate_fusion", ["--lr", "-1"], "--lr: must be positive, got -1.0"),
+        ("predict", ["--image", "a.jpg"], "give --image and --text for one tweet"),
+    ],
+)
 def test_flags_out_of_range_are_refused_by_the_parser(script, argv, message, capsys):
     """Values that once reached Keras or numpy and failed there with a traceback (issue 12); the error is the one
     line said, with where to see every flag, not argparse's usage first (issue 28)."""
@@ -95,9 +99,20 @@ def test_flags_out_of_range_are_refused_by_the_parser(script, argv, message, cap
     assert error.splitlines()[1:] == [f"(`python {script}.py --help` explains every flag)"] and "usage" not in error
 
 
-@pytest.mark.parametrize("command", [["TER.py"], ["IER.py"], ["Intermediate_fusion.py"], ["Late_fusion.py"],
-                                     ["predict.py"], ["sweep.py"], ["-m", "emorec.demo"], ["-m", "emorec.bt4sa"],
-                                     ["-m", "emorec.mvsa"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["TER.py"],
+        ["IER.py"],
+        ["Intermediate_fusion.py"],
+        ["Late_fusion.py"],
+        ["predict.py"],
+        ["sweep.py"],
+        ["-m", "emorec.demo"],
+        ["-m", "emorec.bt4sa"],
+        ["-m", "emorec.mvsa"],
+    ],
+)
 def test_help_never_prints_a_default_of_none(command):
     result = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, check=True)
     assert "(default: None)" not in result.stdout and "(default:" in result.stdout
@@ -107,4 +122,9 @@ def test_sweep_passes_a_flag_without_value_through_to_a_phase():
     from sweep import parse_args
 
     args = parse_args(["--inter-args", "--init-from-unimodal", "--ter-args", "--lr 1e-3 --seed 4", "--seeds", "1"])
-    assert (args.inter_args, args.ter_args, args.ier_args, args.seeds) == ("--init-from-unimodal", "--lr 1e-3 --seed 4", "", [1])
+    assert (args.inter_args, args.ter_args, args.ier_args, args.seeds) == (
+        "--init-from-unimodal",
+        "--lr 1e-3 --seed 4",
+        "",
+        [1],
+    )

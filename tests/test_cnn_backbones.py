@@ -81,9 +81,14 @@ def resnet_preset(tmp_path_factory) -> str:
     import keras_hub
 
     folder = str(tmp_path_factory.mktemp("cnn") / "tiny_resnet")
-    keras_hub.models.ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 8],
-                                    stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2],
-                                    block_type="basic_block").save_to_preset(folder)
+    keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 8],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+    ).save_to_preset(folder)
     keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=1 / 255).save_to_preset(folder)
     return folder
 
@@ -142,8 +147,9 @@ def test_a_tf_ported_checkpoint_computes_what_tensorflow_padding_and_epsilon_giv
     assert np.abs(computed["tf"] - computed["pytorch"]).max() > 0.01 * np.abs(computed["tf"]).max()  # 0.10 here
 
 
-def test_ier_on_a_tf_ported_checkpoint_saves_a_model_that_loads_with_the_same_numbers(checkpoints, small_demo,
-                                                                                        tmp_path):
+def test_ier_on_a_tf_ported_checkpoint_saves_a_model_that_loads_with_the_same_numbers(
+    checkpoints, small_demo, tmp_path
+):
     """IER.py as a user runs it, with the folder as --backbone; then, in another fresh process, IER.keras loaded
     after `import emorec.models` gives the probabilities IER wrote for the same images (theirs from the float16
     store, these from the pixels: within float16's rounding of the features)."""
@@ -155,8 +161,13 @@ def test_ier_on_a_tf_ported_checkpoint_saves_a_model_that_loads_with_the_same_nu
     probabilities = pd.read_csv(tmp_path / "probs" / "img_prob.csv", dtype={"id": str}).head(4)
     image_of = read_manifest(small_demo / MANIFEST_NAME, small_demo).frame.set_index("id")["image_path"]
     images = [image_of[row_id] for row_id in probabilities["id"]]
-    loaded = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path / "ckpt" / "IER.keras"), *images],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path / "ckpt" / "IER.keras"), *images],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     predicted = np.array(json.loads(loaded.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(predicted, probabilities.iloc[:, 3:].to_numpy(), atol=2e-3)
@@ -179,23 +190,41 @@ def test_a_timm_checkpoint_that_cannot_be_used_is_one_clear_error(checkpoints, s
 
     config = json.loads((checkpoints["tf"] / "config.json").read_text())
     folders = {}
-    for name, changed, weights in (("v2", {"architecture": "tf_efficientnetv2_s"}, True),
-                                   ("vit", {"architecture": "vit_base_patch16_224"}, True),
-                                   ("no_weights", {}, False),
-                                   ("no_mean", {"pretrained_cfg": {"input_size": [3, 64, 64], "std": [0.5] * 3}}, True)):
+    for name, changed, weights in (
+        ("v2", {"architecture": "tf_efficientnetv2_s"}, True),
+        ("vit", {"architecture": "vit_base_patch16_224"}, True),
+        ("no_weights", {}, False),
+        ("no_mean", {"pretrained_cfg": {"input_size": [3, 64, 64], "std": [0.5] * 3}}, True),
+    ):
         folder = folders[name] = tmp_path / name
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({**config, **changed}))
         if weights:
             (folder / "model.safetensors").symlink_to(checkpoints["tf"] / "model.safetensors")
-    data = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo),
-            "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"),
-            "--prob-dir", str(tmp_path / "probs"), "--cache-dir", str(tmp_path / "features")]
-    for name, says in (("v2", "no converter for timm's architecture 'tf_efficientnetv2_s'; KerasHub converts timm's "
-                              "resnet, csp, dark, densenet, mobilenet, vgg, efficientnet, hgnetv2"),
-                       ("vit", "no converter for timm's architecture 'vit_base_patch16_224'"),
-                       ("no_weights", "has config.json but no model.safetensors"),
-                       ("no_mean", "has no pretrained_cfg mean")):
+    data = [
+        "--manifest",
+        str(small_demo / MANIFEST_NAME),
+        "--image-root",
+        str(small_demo),
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+        "--cache-dir",
+        str(tmp_path / "features"),
+    ]
+    for name, says in (
+        (
+            "v2",
+            "no converter for timm's architecture 'tf_efficientnetv2_s'; KerasHub converts timm's "
+            "resnet, csp, dark, densenet, mobilenet, vgg, efficientnet, hgnetv2",
+        ),
+        ("vit", "no converter for timm's architecture 'vit_base_patch16_224'"),
+        ("no_weights", "has config.json but no model.safetensors"),
+        ("no_mean", "has no pretrained_cfg mean"),
+    ):
         assert run(IER.main, [*data, "--backbone", str(folders[name])]) == 2, name
         error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(error) == 1 and says in error[0], (name, error)

@@ -78,9 +78,18 @@ def test_manifest_and_images_in_the_real_layouts(small_demo):
 
 def test_texts_look_like_tweets(small_demo):
     texts = read_manifest(small_demo / demo.MANIFEST_NAME, small_demo).frame["text"]
-    for marker in (r"@\w+", r"#\w+", r"https://t\.co/\w+", r"[😂😍🎉😢💔😞🤮🙄😒😡🤬💢👀🔥🙏👍🤔✨📷🎶]", r"\b[A-Z]{3,}\b", r"\d"):
+    for marker in (
+        r"@\w+",
+        r"#\w+",
+        r"https://t\.co/\w+",
+        r"[😂😍🎉😢💔😞🤮🙄😒😡🤬💢👀🔥🙏👍🤔✨📷🎶]",
+        r"\b[A-Z]{3,}\b",
+        r"\d",
+    ):
         assert texts.str.contains(marker).mean() > 0.05, marker
-    vocabulary = set(demo_content.FUNCTION_WORDS).union(*demo_content.TONE_WORDS, *demo_content.CLASS_WORDS, *demo_content.TOPICS.values())
+    vocabulary = set(demo_content.FUNCTION_WORDS).union(
+        *demo_content.TONE_WORDS, *demo_content.CLASS_WORDS, *demo_content.TOPICS.values()
+    )
     words = {word for word in " ".join(texts).lower().split() if word.isalpha()}
     misspelled = words - vocabulary
     assert len(misspelled) > 20, "stretched, dropped or swapped letters"
@@ -134,8 +143,26 @@ def test_the_smallest_demo_is_one_the_phases_accept(tmp_path):
             frame = load_dataset(manifest, out, seed=split_seed, resplit=True).frame
             for label in range(4):
                 assert (frame["label"][frame["split"] == "train"] == label).sum() >= 3
-    assert TER.main(["--manifest", str(manifest), "--image-root", str(out), "--glove", "none", "--epoch", "1",
-                     "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"),
-                     "--prob-dir", str(tmp_path / "probs")]) == 0
+    assert (
+        TER.main(
+            [
+                "--manifest",
+                str(manifest),
+                "--image-root",
+                str(out),
+                "--glove",
+                "none",
+                "--epoch",
+                "1",
+                "--checkpoint-dir",
+                str(tmp_path / "ckpt"),
+                "--log-dir",
+                str(tmp_path / "tb"),
+                "--prob-dir",
+                str(tmp_path / "probs"),
+            ]
+        )
+        == 0
+    )
     with pytest.raises(InputError, match="at least 64"):
         demo.generate(tmp_path / "smaller", n=demo.MIN_IMAGES - 1, seed=0, corpus_size=300)

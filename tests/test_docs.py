@@ -13,10 +13,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\((?!https?://)([^)#\s]*)(?:#([^)\s]+))?\)")
-COMMANDS = {"TER.py": "python TER.py", "IER.py": "python IER.py", "Intermediate_fusion.py": "python Intermediate_fusion.py",
-            "Late_fusion.py": "python Late_fusion.py", "predict.py": "python predict.py", "sweep.py": "python sweep.py",
-            "emorec.demo": "python -m emorec.demo", "emorec.bt4sa": "python -m emorec.bt4sa",
-            "emorec.mvsa": "python -m emorec.mvsa"}
+COMMANDS = {
+    "TER.py": "python TER.py",
+    "IER.py": "python IER.py",
+    "Intermediate_fusion.py": "python Intermediate_fusion.py",
+    "Late_fusion.py": "python Late_fusion.py",
+    "predict.py": "python predict.py",
+    "sweep.py": "python sweep.py",
+    "emorec.demo": "python -m emorec.demo",
+    "emorec.bt4sa": "python -m emorec.bt4sa",
+    "emorec.mvsa": "python -m emorec.mvsa",
+}
 
 
 def anchors(page: Path) -> set[str]:
@@ -48,9 +55,10 @@ def test_every_flag_of_every_command_is_in_flags_md():
     """Each command's flags, from its own parser in a fresh interpreter, each under the command's heading."""
     flags = (REPO / "docs/flags.md").read_text("utf-8")
     sections = dict(re.findall(r"^## `(python [^`]+)`\n(.*?)(?=^## |\Z)", flags, re.M | re.S))
-    shared = flags[flags.index("## The flags every training phase takes"):flags.index("## `python TER.py`")]
-    listing = subprocess.run([sys.executable, "-c", OPTIONS, *COMMANDS], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout
+    shared = flags[flags.index("## The flags every training phase takes") : flags.index("## `python TER.py`")]
+    listing = subprocess.run(
+        [sys.executable, "-c", OPTIONS, *COMMANDS], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     found = 0
     for line in listing.splitlines():
         module, option = line.split()

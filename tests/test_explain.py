@@ -56,14 +56,14 @@ def test_word_importance_is_the_change_when_the_decisive_word_is_removed(explain
         assert shown == tokens and len(importance) == len(tokens)
         assert np.abs(importance).max() > 0, f"{phase}: every word's importance is zero"
     decisive = next(i for i, token in enumerate(tokens) if token in TONE)
-    without = explainer.explain(" ".join(tokens[:decisive] + tokens[decisive + 1:]), pixels)
+    without = explainer.explain(" ".join(tokens[:decisive] + tokens[decisive + 1 :]), pixels)
     c = full.prediction
     for phase in ("TER", "Intermediate_fusion"):
         # Occlusion is removal: each model's probability without the word is the one with it, less its importance.
         expected = full.probabilities[phase][c] - full.words[phase][1][decisive]
         assert without.probabilities[phase][c] == pytest.approx(expected, abs=1e-5), phase
         # And the other words' importance changes once it is gone.
-        assert without.words[phase][0] == tokens[:decisive] + tokens[decisive + 1:]
+        assert without.words[phase][0] == tokens[:decisive] + tokens[decisive + 1 :]
         assert not np.allclose(without.words[phase][1], np.delete(full.words[phase][1], decisive), atol=1e-7), phase
 
 
@@ -96,7 +96,7 @@ def test_heat_maps_are_not_zero_and_change_when_the_hottest_region_is_blanked(ex
     row, column = np.unravel_index(int(cam.argmax()), cam.shape)
     height, width = size // cam.shape[0], size // cam.shape[1]
     blanked = pixels.astype(np.float32)
-    blanked[row * height:(row + 1) * height, column * width:(column + 1) * width] = BLANK_RGB
+    blanked[row * height : (row + 1) * height, column * width : (column + 1) * width] = BLANK_RGB
     again = explainer.explain(text, blanked)
     # The map is scaled to a peak of 1: on a small map one hot cell may stay the only one, but its raw peak moves.
     moved = abs(again.peaks["IER"] - full.peaks["IER"]) > 1e-6 * full.peaks["IER"]
@@ -109,8 +109,11 @@ def test_modalities_are_the_late_fusion_of_each_model_without_the_other_modality
     _, pixels, _ = example
     np.testing.assert_allclose(full.modalities["both"], full.probabilities["Late_fusion"])
     weights = explainer.models.weights
-    np.testing.assert_allclose(full.probabilities["Late_fusion"],
-                               sum(w * full.probabilities[m] for w, m in zip(weights, MEMBERS)) / weights.sum(), atol=1e-9)
+    np.testing.assert_allclose(
+        full.probabilities["Late_fusion"],
+        sum(w * full.probabilities[m] for w, m in zip(weights, MEMBERS)) / weights.sum(),
+        atol=1e-9,
+    )
     no_text = explainer.explain("", pixels)  # the image alone is the whole prediction for the empty text
     np.testing.assert_allclose(full.modalities["image_only"], no_text.modalities["both"], atol=1e-6)
     assert no_text.words["TER"][0] == [] and len(no_text.words["TER"][1]) == 0
@@ -118,10 +121,15 @@ def test_modalities_are_the_late_fusion_of_each_model_without_the_other_modality
 
 def test_the_report_picks_the_most_confident_right_and_wrong_per_class_in_turn():
     labels = np.array([0, 0, 0, 1, 1, 1])
-    probabilities = np.array([[.9, .1], [.6, .4], [.2, .8], [.3, .7], [.95, .05], [.1, .9]])
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7], [0.95, 0.05], [0.1, 0.9]])
     eligible = np.array([True, True, True, True, True, False])  # the last row: not a test row, or a member failed
     assert choose_examples(labels, probabilities, eligible, 10) == [
-        (0, "right"), (2, "wrong"), (3, "right"), (4, "wrong"), (1, "right")]
+        (0, "right"),
+        (2, "wrong"),
+        (3, "right"),
+        (4, "wrong"),
+        (1, "right"),
+    ]
     assert choose_examples(labels, probabilities, eligible, 2) == [(0, "right"), (2, "wrong")]
 
 
@@ -131,9 +139,19 @@ def test_the_console_summary_lists_the_strongest_words_by_size_with_their_sign()
     from emorec.explain.output import summary_lines
 
     explanation = SimpleNamespace(
-        prediction=3, predicted_class="anger", heat_maps={}, heat_layer="block5_conv3", peaks={}, text_cut=None,
+        prediction=3,
+        predicted_class="anger",
+        heat_maps={},
+        heat_layer="block5_conv3",
+        peaks={},
+        text_cut=None,
         modalities={m: np.full(4, 0.25) for m in ("both", "text_only", "image_only")},
-        words={"TER": (["angry", "at", "this", "useless", "phone", "ok"],
-                       np.array([0.053, 0.010, -0.001, -0.065, 0.002, -0.020]))})
+        words={
+            "TER": (
+                ["angry", "at", "this", "useless", "phone", "ok"],
+                np.array([0.053, 0.010, -0.001, -0.065, 0.002, -0.020]),
+            )
+        },
+    )
     words = summary_lines(explanation, top=3)[1]
     assert words == "TER words for anger: useless -0.065, angry +0.053, ok -0.020"

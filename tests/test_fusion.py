@@ -31,8 +31,9 @@ def test_grid_is_the_papers_normalised_and_without_duplicates():
     np.testing.assert_allclose(grid.sum(axis=1), 1.0)
     raw = {tuple(np.round(np.array(w) / sum(w), 9)) for w in itertools.product(np.arange(1, 10) / 10, repeat=3)}
     assert len(grid) == len(raw) and {tuple(np.round(w, 9)) for w in grid} == raw
-    assert len(fusion.weight_grid(3, 0.25)) == len({tuple(np.round(np.array(w) / sum(w), 9))
-                                                    for w in itertools.product((0.25, 0.5, 0.75), repeat=3)})
+    assert len(fusion.weight_grid(3, 0.25)) == len(
+        {tuple(np.round(np.array(w) / sum(w), 9)) for w in itertools.product((0.25, 0.5, 0.75), repeat=3)}
+    )
     with pytest.raises(InputError):
         fusion.weight_grid(3, 1.5)
 
@@ -68,9 +69,11 @@ def brute_force_choice(probabilities, labels, step=0.1):
             scored = [m for m in range(3) if not np.isnan(probabilities[m, row]).any()]
             mixed = sum(weights[m] * probabilities[m, row] for m in scored) / sum(weights[m] for m in scored)
             predictions.append(int(np.argmax(mixed)))
-        key = (accuracy_score(labels, predictions),
-               round(f1_score(labels, predictions, average="macro", labels=range(4), zero_division=0), 9),
-               -round(float(((weights - 1 / 3) ** 2).sum()), 9))
+        key = (
+            accuracy_score(labels, predictions),
+            round(f1_score(labels, predictions, average="macro", labels=range(4), zero_division=0), 9),
+            -round(float(((weights - 1 / 3) ** 2).sum()), 9),
+        )
         if best is None or key > best[0]:
             best = (key, weights)
     return best
@@ -106,7 +109,9 @@ def test_the_weight_search_at_500k_rows_stays_within_its_blocks(monkeypatch):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     whole = len(grid) * rows * 4 * 8  # every candidate's fused probabilities at once, float64
-    print(f"peak {peak / 1e6:.0f} MB traced for {len(grid)} candidates x {rows} rows (all at once: {whole / 1e6:.0f} MB)")
+    print(
+        f"peak {peak / 1e6:.0f} MB traced for {len(grid)} candidates x {rows} rows (all at once: {whole / 1e6:.0f} MB)"
+    )
     assert peak < 160e6 < whole
     expected_accuracy, expected_f1 = fusion.accuracy_and_macro_f1(fusion.fuse(grid, probabilities), labels)
     np.testing.assert_allclose(accuracy, expected_accuracy)
@@ -141,8 +146,13 @@ def prob_files(tmp_path):
     order = np.arange(12)[::-1]
     paths = {
         "TER": write_probs(tmp_path / "text_prob.csv", ids, splits, labels, values[0]),
-        "IER": write_probs(tmp_path / "img_prob.csv", np.array(ids)[order], np.array(splits)[order],
-                           np.array(labels)[order], values[1][order]),
+        "IER": write_probs(
+            tmp_path / "img_prob.csv",
+            np.array(ids)[order],
+            np.array(splits)[order],
+            np.array(labels)[order],
+            values[1][order],
+        ),
         "Intermediate_fusion": write_probs(tmp_path / "inter_prob.csv", ids, splits, labels, values[2]),
     }
     return paths, values, ids, splits, labels
@@ -156,15 +166,18 @@ def test_files_are_joined_on_id(prob_files):
     np.testing.assert_allclose(probabilities, values)  # the reversed file is put back in order, NaN kept
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda t: t.drop(index=2), "different ids"),
-    (lambda t: t.assign(id=t["id"].where(t.index != 0, "999")), "different ids"),
-    (lambda t: t.assign(split=t["split"].where(t.index != 7, "train")), "disagree on the split"),
-    (lambda t: t.assign(label=t["label"].where(t.index != 1, "anger")), "disagree on the label"),
-    (lambda t: t.rename(columns={"hate": "fear"}), "different class columns"),
-    (lambda t: pd.concat([t, t.iloc[[3]]]), "duplicated id"),
-    (lambda t: t.drop(columns=["split"]), "not a probability file"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.drop(index=2), "different ids"),
+        (lambda t: t.assign(id=t["id"].where(t.index != 0, "999")), "different ids"),
+        (lambda t: t.assign(split=t["split"].where(t.index != 7, "train")), "disagree on the split"),
+        (lambda t: t.assign(label=t["label"].where(t.index != 1, "anger")), "disagree on the label"),
+        (lambda t: t.rename(columns={"hate": "fear"}), "different class columns"),
+        (lambda t: pd.concat([t, t.iloc[[3]]]), "duplicated id"),
+        (lambda t: t.drop(columns=["split"]), "not a probability file"),
+    ],
+)
 def test_files_that_disagree_are_refused(prob_files, change, message):
     paths = prob_files[0]
     table = pd.read_csv(paths["Intermediate_fusion"], dtype={"id": str})
@@ -201,8 +214,9 @@ def test_the_both_baseline_never_builds_every_rows_matrix_yet_fits_and_scores_as
 
     rng = np.random.default_rng(0)
     rows, labels = 120, rng.integers(0, 3, 120)
-    texts = [" ".join(rng.choice(["sun", "rain", "grim", "glad", "so", "very"], size=5)) + f" w{label}"
-             for label in labels]
+    texts = [
+        " ".join(rng.choice(["sun", "rain", "grim", "glad", "so", "very"], size=5)) + f" w{label}" for label in labels
+    ]
     splits = np.array(["train"] * 80 + ["val"] * 20 + ["test"] * 20)
     ok = rng.random(rows) > 0.1
     train, val = splits == "train", splits == "val"
@@ -213,7 +227,8 @@ def test_the_both_baseline_never_builds_every_rows_matrix_yet_fits_and_scores_as
     whole = sparse.hstack([text, image[np.arange(rows)]]).tocsr()
     assert text.dtype == np.float32 and image.standardised.dtype == np.float32 and whole.dtype == np.float64
     assert fitted.training_rows == (train & ok).sum()
-    expected = LogisticRegression(C=fitted.C, max_iter=2000, random_state=0).fit(whole[train & ok].astype(np.float64),
-                                                                                 labels[train & ok])
+    expected = LogisticRegression(C=fitted.C, max_iter=2000, random_state=0).fit(
+        whole[train & ok].astype(np.float64), labels[train & ok]
+    )
     np.testing.assert_allclose(fitted.probabilities[ok], class_probabilities(expected, whole[ok], 3), atol=1e-6)
     assert np.isnan(fitted.probabilities[~ok]).all()

@@ -25,16 +25,38 @@ from emorec.legacy_text import decode_text
 from conftest import write_image
 
 EXAMPLES = 150
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 # A folder and image names with spaces and non-ASCII letters, as real data sets have.
 IMAGES = ["a b.jpg", "ünï/çødé 1.jpg", "76809/768097967425200001-1.jpg"]
 COLUMNS = ["label", "text", "image", "id", "split", "group", "extra", "Label", " TEXT "]
 CELLS = st.one_of(
-    st.sampled_from(["happy", "sad", "hate", "anger", "0", "3", "7", "", "train", "val", "test", "bogus", *IMAGES,
-                     "missing.jpg", "/data_bt4sa/76809/768097967425200001-1.jpg"]),
+    st.sampled_from(
+        [
+            "happy",
+            "sad",
+            "hate",
+            "anger",
+            "0",
+            "3",
+            "7",
+            "",
+            "train",
+            "val",
+            "test",
+            "bogus",
+            *IMAGES,
+            "missing.jpg",
+            "/data_bt4sa/76809/768097967425200001-1.jpg",
+        ]
+    ),
     st.text(max_size=40),  # any Unicode: quotes, commas, newlines, NUL, surrogates left out by the encoder
-    st.text(alphabet="ab,\"\n\r ", max_size=20),
+    st.text(alphabet='ab,"\n\r ', max_size=20),
     st.just("x" * 200_000),  # a huge field
 )
 ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16", "cp1252"])
@@ -60,14 +82,22 @@ def csv_files(draw, columns=COLUMNS) -> bytes:
         extras = draw(st.lists(st.sampled_from(columns[3:]), max_size=2)) if len(columns) > 3 else []
         header = draw(st.permutations(columns[:3])) + extras
         images = draw(st.permutations(IMAGES))
-        good = {"label": st.sampled_from(["happy", "sad", "hate", "anger", "0", "3"]), "image": None,
-                "text": st.text(min_size=1, max_size=30).filter(str.strip),
-                "split": st.sampled_from(["train", "val", "test"])}
+        good = {
+            "label": st.sampled_from(["happy", "sad", "hate", "anger", "0", "3"]),
+            "image": None,
+            "text": st.text(min_size=1, max_size=30).filter(str.strip),
+            "split": st.sampled_from(["train", "val", "test"]),
+        }
         rows = []
         for number in range(draw(st.integers(1, len(images)))):
-            rows.append([images[number] if name == "image" else
-                         draw(CELLS if draw(st.integers(0, 7)) == 0 else good.get(name, st.just(f"x{number}")))
-                         for name in header])
+            rows.append(
+                [
+                    images[number]
+                    if name == "image"
+                    else draw(CELLS if draw(st.integers(0, 7)) == 0 else good.get(name, st.just(f"x{number}")))
+                    for name in header
+                ]
+            )
     else:
         header = draw(st.lists(st.sampled_from(columns), min_size=0, max_size=7))
         rows = draw(st.lists(st.lists(CELLS, min_size=0, max_size=len(header) + 2), max_size=6))
@@ -115,13 +145,18 @@ def test_predicts_csv_reader_reads_or_names_the_file(folder, content):
 
 TWEETS = ["768097967425200001", "768097967425200002", "768097967425200003", "ü ñ"]
 SPLIT_LINES = st.one_of(
-    st.builds(lambda tweet, number, label: f"data/76809/{tweet}-{number}.jpg {label}", st.sampled_from(TWEETS),
-              st.integers(1, 2), st.sampled_from("0120")),
+    st.builds(
+        lambda tweet, number, label: f"data/76809/{tweet}-{number}.jpg {label}",
+        st.sampled_from(TWEETS),
+        st.integers(1, 2),
+        st.sampled_from("0120"),
+    ),
     st.sampled_from(["", "no label", "x.jpg 5", "a b/c d-1.jpg 1"]),
     st.text(max_size=30),
 )
-TEXTS = st.lists(st.tuples(st.sampled_from(TWEETS), st.one_of(st.text(max_size=20), st.just("a, \"quoted\"\ntext"))),
-                 max_size=5).map(lambda rows: pd.DataFrame(rows, columns=["id", "text"]).to_csv(index=False).encode())
+TEXTS = st.lists(
+    st.tuples(st.sampled_from(TWEETS), st.one_of(st.text(max_size=20), st.just('a, "quoted"\ntext'))), max_size=5
+).map(lambda rows: pd.DataFrame(rows, columns=["id", "text"]).to_csv(index=False).encode())
 
 
 @st.composite
@@ -131,13 +166,25 @@ def bt4sa_folders(draw) -> tuple[list[bytes], bytes, bool]:
     if draw(st.booleans()):
         tweets = draw(st.permutations(TWEETS))
         splits = [f"data/76809/{tweet}-1.jpg {draw(st.sampled_from('012'))}\n".encode() for tweet in tweets[:3]]
-        texts = pd.DataFrame({"id": tweets, "text": [draw(st.text(min_size=1, max_size=20).filter(str.strip))
-                                                     for _ in tweets]}).to_csv(index=False).encode()
+        texts = (
+            pd.DataFrame(
+                {"id": tweets, "text": [draw(st.text(min_size=1, max_size=20).filter(str.strip)) for _ in tweets]}
+            )
+            .to_csv(index=False)
+            .encode()
+        )
         if draw(st.integers(0, 3)) == 0:
             splits[draw(st.integers(0, 2))] = draw(st.binary(max_size=40))
         return splits, texts, True
-    splits = draw(st.lists(st.one_of(st.lists(SPLIT_LINES, max_size=4).map(lambda lines: "\n".join(lines).encode()),
-                                     st.binary(max_size=80)), min_size=3, max_size=3))
+    splits = draw(
+        st.lists(
+            st.one_of(
+                st.lists(SPLIT_LINES, max_size=4).map(lambda lines: "\n".join(lines).encode()), st.binary(max_size=80)
+            ),
+            min_size=3,
+            max_size=3,
+        )
+    )
     return splits, draw(st.one_of(TEXTS, csv_files(["id", "text", "extra"]))), draw(st.booleans())
 
 
@@ -164,7 +211,8 @@ def test_the_bt4sa_converter_converts_or_names_the_file(folder, files):
 MVSA_LABELS = st.sampled_from(["positive", "neutral", "negative", "Positive "])
 MVSA_LINES = st.one_of(
     st.tuples(st.integers(1, 9), st.lists(st.tuples(MVSA_LABELS, MVSA_LABELS), min_size=1, max_size=3)).map(
-        lambda line: f"{line[0]}\t" + "\t".join(f"{text},{image}" for text, image in line[1])),
+        lambda line: f"{line[0]}\t" + "\t".join(f"{text},{image}" for text, image in line[1])
+    ),
     st.text(max_size=30),
 )
 # 30 tweets that convert, so that a drawn folder can: the split needs a few of each class.
@@ -183,8 +231,12 @@ def mvsa_folders(draw) -> tuple[bytes, dict[int, bytes], set[int]]:
         labels = "\r\n".join(["ID\ttext,image", *draw(st.permutations(lines + extra))]).encode()
     else:
         labels = draw(st.binary(max_size=200))
-    raw = st.one_of(st.binary(max_size=40), st.tuples(st.text(max_size=20), st.sampled_from(
-        ["utf-8", "utf-8-sig", "gbk", "cp1252", "utf-16"])).map(lambda t: t[0].encode(t[1], errors="replace")))
+    raw = st.one_of(
+        st.binary(max_size=40),
+        st.tuples(st.text(max_size=20), st.sampled_from(["utf-8", "utf-8-sig", "gbk", "cp1252", "utf-16"])).map(
+            lambda t: t[0].encode(t[1], errors="replace")
+        ),
+    )
     texts |= draw(st.dictionaries(st.integers(1, 9), raw, max_size=9))
     return labels, texts, set(MVSA_BASE) | draw(st.sets(st.integers(1, 9)))
 
@@ -228,8 +280,11 @@ def test_line_numbers_count_the_lines_of_a_text_that_spans_several(tmp_path):
     write_image(tmp_path / "b-1.jpg")
     write_image(tmp_path / "c-1.jpg")
     path = tmp_path / "manifest.csv"
-    path.write_text('label,text,image\nhappy,one line,a-1.jpg\nsad,"first\nsecond, with a comma\nthird",b-1.jpg\n'
-                    "joyful,after it,c-1.jpg\n", encoding="utf-8")
+    path.write_text(
+        'label,text,image\nhappy,one line,a-1.jpg\nsad,"first\nsecond, with a comma\nthird",b-1.jpg\n'
+        "joyful,after it,c-1.jpg\n",
+        encoding="utf-8",
+    )
     with pytest.raises(InputError, match="line 6: 'joyful'"):
         read_manifest(path, tmp_path)
 
@@ -240,8 +295,20 @@ def test_a_byte_order_mark_is_read_and_a_repeated_column_is_refused_with_exit_2(
     path.write_bytes("label,text,image\nhappy,hello,a-1.jpg\n".encode("utf-8-sig"))  # as Excel saves a CSV
     assert read_manifest(path, tmp_path).frame["text"].tolist() == ["hello"]
     path.write_text("label,text,image,text\nhappy,hello,a-1.jpg,again\n", encoding="utf-8")
-    argv = ["--manifest", str(path), "--image-root", str(tmp_path), "--glove", "none", "--checkpoint-dir",
-            str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "probs")]
+    argv = [
+        "--manifest",
+        str(path),
+        "--image-root",
+        str(tmp_path),
+        "--glove",
+        "none",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+    ]
     assert run(TER.main, argv) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "names column(s) 'text' more than once" in error and str(path) in error

@@ -29,10 +29,31 @@ CLASSES = ["happy", "sad", "hate", "anger"]
 
 def ier_argv(demo, out, *extra):
     return [
-        "--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo), "--image-weights", "none",
-        "--image-size", "32", "--epoch", "2", "--batch-size", "32", "--lr", "1e-3", "--seed", "0",
-        "--cache-dir", str(out / "features"), "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"),
-        "--prob-dir", str(out / "probs"), *extra,
+        "--manifest",
+        str(demo / MANIFEST_NAME),
+        "--image-root",
+        str(demo),
+        "--image-weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epoch",
+        "2",
+        "--batch-size",
+        "32",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "0",
+        "--cache-dir",
+        str(out / "features"),
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        *extra,
     ]
 
 
@@ -84,15 +105,22 @@ def test_second_run_reuses_the_cache_without_running_the_backbone(ier_run, small
 
 
 def test_pooled_features_go_to_a_store_of_their_own_and_the_saved_model_pools_alike(ier_run, small_demo):
-    assert IER.main(ier_argv(small_demo, ier_run, "--run-name", "avg", "--pooling", "avg", "--precision",
-                             "float32")) == 0
+    assert (
+        IER.main(ier_argv(small_demo, ier_run, "--run-name", "avg", "--pooling", "avg", "--precision", "float32")) == 0
+    )
     metrics = json.loads((ier_run / "ckpt" / "avg" / "IER.metrics.json").read_text())
     args = read_run_config(ier_run / "ckpt" / "avg" / "IER.args.json")
     manifest = read_manifest(small_demo / MANIFEST_NAME, small_demo)
     stored = phase_features(manifest, metrics, args)
     assert stored.features.shape == (len(manifest.frame), 512) and "_avg_float32_" in stored.folder.name
-    assert stored.folder != phase_features(manifest, json.loads((ier_run / "ckpt" / "IER.metrics.json").read_text()),
-                                           read_run_config(ier_run / "ckpt" / "IER.args.json")).folder
+    assert (
+        stored.folder
+        != phase_features(
+            manifest,
+            json.loads((ier_run / "ckpt" / "IER.metrics.json").read_text()),
+            read_run_config(ier_run / "ckpt" / "IER.args.json"),
+        ).folder
+    )
     model = keras.models.load_model(ier_run / "ckpt" / "avg" / "IER.keras")
     probs = pd.read_csv(ier_run / "probs" / "avg" / "img_prob.csv", dtype={"id": str})
     pixels = np.stack([load_image(manifest.frame["image_path"][row], 32)[0] for row in (1, 2)]).astype(np.float32)
@@ -162,8 +190,11 @@ def test_every_image_mode_becomes_rgb(tmp_path):
 
     base = Image.new("RGB", (40, 30), (200, 30, 30))
     files = {
-        "gray.jpg": base.convert("L"), "cmyk.jpg": base.convert("CMYK"), "palette.png": base.convert("P"),
-        "alpha.png": base.convert("RGBA"), "la.png": base.convert("LA"),
+        "gray.jpg": base.convert("L"),
+        "cmyk.jpg": base.convert("CMYK"),
+        "palette.png": base.convert("P"),
+        "alpha.png": base.convert("RGBA"),
+        "la.png": base.convert("LA"),
     }
     for name, image in files.items():
         image.save(tmp_path / name)
@@ -224,8 +255,9 @@ def test_killed_extraction_resumes_where_it_stopped(small_demo, tmp_path, caplog
     assert len(FeatureStore.open(store.folder).entries) == 16  # the batches done before, recorded
     caplog.set_level("INFO", logger="emorec")
     calls.clear()
-    resumed = stored_features(FeatureStore.open(store.folder), paths, keys, counting(extractor, calls), 32, 8, "skip",
-                              chunk=16)
+    resumed = stored_features(
+        FeatureStore.open(store.folder), paths, keys, counting(extractor, calls), 32, 8, "skip", chunk=16
+    )
     assert "computing 24 of 40 images" in caplog.text
     assert sum(calls) == 24  # only the images not done before
     _, _, fresh_store, _ = demo_extraction(small_demo, tmp_path / "fresh", 40)
@@ -245,8 +277,15 @@ def test_the_store_computes_only_new_images_and_keeps_them_for_moved_folders_and
 
     def extract(frame, root, mode="stat"):
         calls.clear()
-        stored = stored_features(store, frame["image_path"].tolist(), image_keys(frame["image_path"], root, mode),
-                                 counting(extractor, calls), 32, 8, "skip")
+        stored = stored_features(
+            store,
+            frame["image_path"].tolist(),
+            image_keys(frame["image_path"], root, mode),
+            counting(extractor, calls),
+            32,
+            8,
+            "skip",
+        )
         return sum(calls), np.asarray(stored.features[:], dtype=np.float32)
 
     caplog.set_level("INFO", logger="emorec")
@@ -288,20 +327,26 @@ def test_ctrl_c_during_extraction_stops_at_once_keeping_the_finished_batches(tmp
 
     demo.generate(tmp_path / "demo", n=128, seed=0, corpus_size=300)
     size = 192  # large enough that one batch takes well over the process's shut-down
-    argv = [sys.executable, "IER.py", *ier_argv(tmp_path / "demo", tmp_path, "--image-size", str(size),
-                                                "--extract-batch-size", "64", "--epoch", "1")]
+    argv = [
+        sys.executable,
+        "IER.py",
+        *ier_argv(tmp_path / "demo", tmp_path, "--image-size", str(size), "--extract-batch-size", "64", "--epoch", "1"),
+    ]
     # As in a terminal, the child starts with SIGINT at its default, so Python turns it into KeyboardInterrupt: a
     # handled signal is reset to the default on exec, an ignored one (a shell's background job, as CI may be) stays
     # ignored in the child.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
     printed = []
-    threading.Thread(target=lambda: printed.extend(iter(lambda: os.read(process.stdout.fileno(), 4096), b"")),
-                     daemon=True).start()
+    threading.Thread(
+        target=lambda: printed.extend(iter(lambda: os.read(process.stdout.fileno(), 4096), b"")), daemon=True
+    ).start()
+
     def wait_for(progress: bytes) -> float:
         deadline = time.monotonic() + 300
         while progress not in b"".join(printed) and process.poll() is None and time.monotonic() < deadline:

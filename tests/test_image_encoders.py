@@ -22,15 +22,40 @@ REPO = Path(__file__).resolve().parents[1]
 
 def ier_argv(demo: Path, out: Path, *extra: str) -> list[str]:
     """IER.py's flags on the small demo, writing under ``out``: one epoch, float32."""
-    return ["--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo), "--epoch", "1", "--batch-size", "32",
-            "--lr", "1e-3", "--precision", "float32", "--checkpoint-dir", str(out / "ckpt"), "--log-dir",
-            str(out / "tb"), "--prob-dir", str(out / "probs"), "--cache-dir", str(out / "features"), *extra]
+    return [
+        "--manifest",
+        str(demo / MANIFEST_NAME),
+        "--image-root",
+        str(demo),
+        "--epoch",
+        "1",
+        "--batch-size",
+        "32",
+        "--lr",
+        "1e-3",
+        "--precision",
+        "float32",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        "--cache-dir",
+        str(out / "features"),
+        *extra,
+    ]
 
 
 def ier(demo: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     """``python IER.py`` on the small demo in a fresh process, writing under ``out``."""
-    return subprocess.run([sys.executable, str(REPO / "IER.py"), *ier_argv(demo, out, *extra)], capture_output=True,
-                          text=True, cwd=REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "IER.py"), *ier_argv(demo, out, *extra)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
 
 
 def test_a_hugging_face_folder_gives_its_weights_and_its_image_processor(image_presets):
@@ -39,8 +64,10 @@ def test_a_hugging_face_folder_gives_its_weights_and_its_image_processor(image_p
     encoder = load_image_encoder(str(image_presets["vit_hf"]))
     written = hugging_face_vit_weights()
     embedding = encoder.backbone.get_layer("vit_patching_and_embedding")
-    np.testing.assert_array_equal(embedding.patch_embedding.kernel.numpy(),
-                                  written["vit.embeddings.patch_embeddings.projection.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        embedding.patch_embedding.kernel.numpy(),
+        written["vit.embeddings.patch_embeddings.projection.weight"].transpose(2, 3, 1, 0),
+    )
     np.testing.assert_array_equal(embedding.class_token.numpy(), written["vit.embeddings.cls_token"])
     # preprocessor_config.json: pixels / 255, then (x - mean) / std, as one scale and offset per channel.
     mean, std = np.array(TINY_NORMALISATION["mean"]), np.array(TINY_NORMALISATION["std"])
@@ -67,8 +94,9 @@ def test_clips_vision_tower_takes_the_precision_of_the_block_it_is_loaded_in(ima
     assert float32.weights_sha256 == encoder.weights_sha256  # the same weights: bfloat16 is only the arithmetic
 
 
-def test_ier_with_a_preset_fills_the_store_in_shares_resumes_after_a_kill_and_trains(image_presets, small_demo, tmp_path,
-                                                                                   capsys):
+def test_ier_with_a_preset_fills_the_store_in_shares_resumes_after_a_kill_and_trains(
+    image_presets, small_demo, tmp_path, capsys
+):
     """Share 0 of 2 by one process, share 1 killed after its first chunk by another, then IER alone: it computes
     only what is left, trains, and the store holds what one uninterrupted extraction gives."""
     import IER
@@ -97,8 +125,16 @@ def test_ier_with_a_preset_fills_the_store_in_shares_resumes_after_a_kill_and_tr
 
     store = FeatureStore.open(folder)
     with pytest.raises(Killed):  # dies in the second chunk of 64
-        compute_features(store, [path_of[key] for key in rest], rest, dying_extractor(extractor, 3, Killed, []), 32, 32,
-                         "skip", chunk=64)
+        compute_features(
+            store,
+            [path_of[key] for key in rest],
+            rest,
+            dying_extractor(extractor, 3, Killed, []),
+            32,
+            32,
+            "skip",
+            chunk=64,
+        )
     assert len(FeatureStore.open(folder).entries) == 300 + 64
 
     assert run(IER.main, ier_argv(small_demo, tmp_path, "--backbone", preset)) == 0  # this process: no second start-up
@@ -111,8 +147,9 @@ def test_ier_with_a_preset_fills_the_store_in_shares_resumes_after_a_kill_and_tr
     single = FeatureStore.open(tmp_path / "single", dict(FeatureStore.open(folder).config))
     expected = stored_features(single, paths, keys, extractor, 32, 32, "skip")
     # Three processes against one, in other batch shapes: within a float16 step (assert_same_stored_features).
-    assert_same_stored_features(FeatureStore.open(folder).view(keys).features[:], expected.features[:],
-                                recomputed=len(keys))
+    assert_same_stored_features(
+        FeatureStore.open(folder).view(keys).features[:], expected.features[:], recomputed=len(keys)
+    )
 
 
 def test_a_preset_that_cannot_be_used_is_one_clear_error(image_presets, small_demo, tmp_path, capsys):
@@ -121,11 +158,23 @@ def test_a_preset_that_cannot_be_used_is_one_clear_error(image_presets, small_de
 
     (tmp_path / "empty").mkdir()
     bert = tmp_path / "tiny_bert"
-    keras_hub.models.BertBackbone(vocabulary_size=10, num_layers=1, num_heads=2, hidden_dim=4, intermediate_dim=8,
-                                  max_sequence_length=8).save_to_preset(str(bert))
-    data = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo),
-            "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"),
-            "--prob-dir", str(tmp_path / "probs"), "--cache-dir", str(tmp_path / "features")]
+    keras_hub.models.BertBackbone(
+        vocabulary_size=10, num_layers=1, num_heads=2, hidden_dim=4, intermediate_dim=8, max_sequence_length=8
+    ).save_to_preset(str(bert))
+    data = [
+        "--manifest",
+        str(small_demo / MANIFEST_NAME),
+        "--image-root",
+        str(small_demo),
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+        "--cache-dir",
+        str(tmp_path / "features"),
+    ]
     for flags, says in (
         (["--backbone", f"{tmp_path}/no_such_folder"], "no such folder"),
         (["--backbone", f"{tmp_path}/empty"], "could not be loaded"),
@@ -137,8 +186,10 @@ def test_a_preset_that_cannot_be_used_is_one_clear_error(image_presets, small_de
         error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(error) == 1 and says in error[0], (flags, error)
         assert not (tmp_path / "ckpt").exists() and not (tmp_path / "features").exists()  # nothing written
-    for flags, says in ((["--backbone", "some_preset", "--image-weights", "none"], "carries its own weights"),
-                        (["--pooling", "embedding"], "--pooling embedding is a KerasHub preset's")):
+    for flags, says in (
+        (["--backbone", "some_preset", "--image-weights", "none"], "carries its own weights"),
+        (["--pooling", "embedding"], "--pooling embedding is a KerasHub preset's"),
+    ):
         with pytest.raises(SystemExit) as stopped:
             IER.main(flags)
         assert stopped.value.code == 2 and says in capsys.readouterr().err

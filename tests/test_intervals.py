@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from emorec.intervals import (bootstrap_scores, evaluate_test, interval, paired_difference, point_scores,
-                              seeds_and_tweets_difference, seeds_and_tweets_interval)
+from emorec.intervals import (
+    bootstrap_scores,
+    evaluate_test,
+    interval,
+    paired_difference,
+    point_scores,
+    seeds_and_tweets_difference,
+    seeds_and_tweets_interval,
+)
 
 NAN = [np.nan] * 3
 
@@ -35,14 +42,16 @@ def test_same_rows_and_per_tweet_scores_match_a_hand_computation():
     assert scores["A"]["test_same_rows"]["n"] == 5
     assert scores["A"]["test_same_rows"]["accuracy"] == pytest.approx(3 / 5)
     assert scores["A"]["test_same_rows"]["macro_f1"] == pytest.approx(
-        f1_score([0, 0, 1, 2, 1], [0, 1, 1, 2, 0], average="macro", labels=range(3), zero_division=0))
+        f1_score([0, 0, 1, 2, 1], [0, 1, 1, 2, 0], average="macro", labels=range(3), zero_division=0)
+    )
     # Per tweet on those rows: t1 is A's rows 0 and 1 averaged (0.8/0.1 and 0.1/0.8: a tie, argmax takes class 0),
     # t2 is right, t3 (row 3 only) right, t4 wrong: 3 of 4; B: t1 right, t2 wrong, t3 right, t4 right.
     assert result["same_rows_tweets"] == 4
     assert scores["A"]["test_per_tweet"]["accuracy"] == pytest.approx(3 / 4)
     assert scores["B"]["test_per_tweet"]["accuracy"] == pytest.approx(3 / 4)
     assert scores["B"]["test_per_tweet"]["macro_f1"] == pytest.approx(
-        f1_score([0, 1, 2, 1], [0, 2, 2, 1], average="macro", labels=range(3), zero_division=0))
+        f1_score([0, 1, 2, 1], [0, 2, 2, 1], average="macro", labels=range(3), zero_division=0)
+    )
 
 
 def synthetic(n_tweets, seed=0, accuracy=0.7):
@@ -62,7 +71,8 @@ def test_point_scores_are_scikit_learns():
     # A class never true but predicted: scikit-learn weighs it by its support, 0, as the confusion matrix does.
     skewed = np.where(labels == 2, 0, labels)
     assert point_scores(skewed, predicted, 3)["weighted_f1"] == pytest.approx(
-        f1_score(skewed, predicted, average="weighted", labels=range(3), zero_division=0))
+        f1_score(skewed, predicted, average="weighted", labels=range(3), zero_division=0)
+    )
 
 
 def test_intervals_contain_the_estimate_shrink_with_more_tweets_and_repeat_with_the_seed():
@@ -98,18 +108,25 @@ def test_paired_difference_of_the_best_fusion_and_the_best_single_modality():
     labels, predicted, tweets = synthetic(400, accuracy=0.6)
     rng = np.random.default_rng(5)
     better = np.where(rng.random(len(labels)) < 0.5, labels, predicted)  # right more often than predicted
-    methods = {"text": np.eye(3)[predicted], "image": np.eye(3)[rng.integers(0, 3, len(labels))],
-               "fusion": np.eye(3)[better]}
+    methods = {
+        "text": np.eye(3)[predicted],
+        "image": np.eye(3)[rng.integers(0, 3, len(labels))],
+        "fusion": np.eye(3)[better],
+    }
     result = evaluate_test(methods, labels, tweets, 3, seed=0)
-    difference = paired_difference(result, ["fusion"], ["text", "image"], chosen_by={"fusion": 0.5, "text": 0.4,
-                                                                                     "image": 0.3})
+    difference = paired_difference(
+        result, ["fusion"], ["text", "image"], chosen_by={"fusion": 0.5, "text": 0.4, "image": 0.3}
+    )
     assert (difference["better"], difference["than"]) == ("fusion", "text")
     # The choice is chosen_by's (validation's), whatever the test rows say: image against fusion, though text scores higher.
-    chosen = paired_difference(result, ["fusion"], ["text", "image"], chosen_by={"fusion": 0.5, "text": 0.3, "image": 0.4})
+    chosen = paired_difference(
+        result, ["fusion"], ["text", "image"], chosen_by={"fusion": 0.5, "text": 0.3, "image": 0.4}
+    )
     assert chosen["than"] == "image" and chosen["accuracy"] > difference["accuracy"]
     scores = result["scores"]
     assert difference["accuracy"] == pytest.approx(
-        scores["fusion"]["test_same_rows"]["accuracy"] - scores["text"]["test_same_rows"]["accuracy"])
+        scores["fusion"]["test_same_rows"]["accuracy"] - scores["text"]["test_same_rows"]["accuracy"]
+    )
     low, high = difference["accuracy_ci"]
     assert 0 < low < difference["accuracy"] < high and difference["accuracy_beyond_interval"]
     # Paired: narrower than the two methods' own intervals would suggest if they were independent.
@@ -131,6 +148,7 @@ def test_seed_and_tweet_interval_widens_with_the_spread_between_seeds():
 def test_a_paired_difference_over_seeds_cancels_what_the_methods_share():
     labels, predicted, tweets = synthetic(400)
     rng = np.random.default_rng(2)
+
     # B is A with a tenth of its rows turned wrong: worse by about a tenth of A's accuracy, on every seed.
     def spoilt(p):
         wrong = rng.random(len(labels)) < 0.1
@@ -139,8 +157,10 @@ def test_a_paired_difference_over_seeds_cancels_what_the_methods_share():
     a = [predicted, spoilt(predicted)]
     b = [spoilt(p) for p in a]
     difference = seeds_and_tweets_difference(labels, a, b, tweets, 3, seed=0)
-    means = [np.mean([point_scores(labels, p, 3)[m] for p in a]) - np.mean([point_scores(labels, p, 3)[m] for p in b])
-             for m in ("accuracy", "macro_f1")]
+    means = [
+        np.mean([point_scores(labels, p, 3)[m] for p in a]) - np.mean([point_scores(labels, p, 3)[m] for p in b])
+        for m in ("accuracy", "macro_f1")
+    ]
     assert difference["accuracy"] == pytest.approx(means[0]) and difference["macro_f1"] == pytest.approx(means[1])
     assert difference["accuracy"] > 0 and difference["accuracy_beyond_interval"]
     low, high = difference["accuracy_ci"]

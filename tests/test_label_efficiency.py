@@ -94,8 +94,10 @@ def test_the_three_phases_of_a_setting_train_on_the_same_examples(small_sweep, t
     from emorec.data.fingerprints import read_training_ids
 
     ckpt = out / "ckpt" / "t-f0.25-s0"
-    recorded = {phase: json.loads((ckpt / f"{phase}.args.json").read_text())["run"]
-                for phase in ("TER", "IER", "Intermediate_fusion")}
+    recorded = {
+        phase: json.loads((ckpt / f"{phase}.args.json").read_text())["run"]
+        for phase in ("TER", "IER", "Intermediate_fusion")
+    }
     ids = {phase: read_training_ids(ckpt / f"{phase}.args.json", facts) for phase, facts in recorded.items()}
     assert ids["TER"] and ids["TER"] == ids["IER"] == ids["Intermediate_fusion"]
     assert recorded["TER"]["training_ids"]["count"] == len(ids["TER"])  # the JSON keeps the fingerprint, not the ids
@@ -111,16 +113,34 @@ def test_the_three_phases_of_a_setting_train_on_the_same_examples(small_sweep, t
         read_training_ids(copy, recorded["TER"])
     baselines = json.loads((out / "results" / "t-f0.25-s0" / "summary.json").read_text())["baselines"]
     assert {name: b["training_rows"] for name, b in baselines.items()} == {  # the baselines learn from them too
-        "Baseline_text": len(ids["TER"]), "Baseline_image": len(ids["TER"]), "Baseline_both": len(ids["TER"])}
-    assert metrics["splits"]["test"]["n"] == json.loads(
-        (out / "ckpt" / "t-f1-s0" / "TER.metrics.json").read_text())["splits"]["test"]["n"]
+        "Baseline_text": len(ids["TER"]),
+        "Baseline_image": len(ids["TER"]),
+        "Baseline_both": len(ids["TER"]),
+    }
+    assert (
+        metrics["splits"]["test"]["n"]
+        == json.loads((out / "ckpt" / "t-f1-s0" / "TER.metrics.json").read_text())["splits"]["test"]["n"]
+    )
 
 
 def test_fusion_refuses_unimodal_runs_on_other_examples(small_sweep, small_demo, capsys):
     out, _ = small_sweep
-    argv = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--run-name", "t-f0.25-s0",
-            "--label-fraction", "0.5", "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb2"),
-            "--prob-dir", str(out / "probs2")]
+    argv = [
+        "--manifest",
+        str(small_demo / MANIFEST_NAME),
+        "--image-root",
+        str(small_demo),
+        "--run-name",
+        "t-f0.25-s0",
+        "--label-fraction",
+        "0.5",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb2"),
+        "--prob-dir",
+        str(out / "probs2"),
+    ]
     assert run(Intermediate_fusion.main, argv) == 2
     assert "trained on other examples" in capsys.readouterr().err
 
@@ -128,15 +148,22 @@ def test_fusion_refuses_unimodal_runs_on_other_examples(small_sweep, small_demo,
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_work(small_sweep, monkeypatch):
     out, argv = small_sweep
     calls = []
-    monkeypatch.setattr(sweep, "PHASES", {phase: lambda phase_argv, phase=phase: calls.append(phase) or 0
-                                          for phase in sweep.PHASES})
+    monkeypatch.setattr(
+        sweep, "PHASES", {phase: lambda phase_argv, phase=phase: calls.append(phase) or 0 for phase in sweep.PHASES}
+    )
     assert sweep.main(argv) == 0
     assert calls == []  # both settings finished: nothing runs
     (out / "results" / "t-f0.25-s0" / "summary.json").unlink()  # as if killed during late fusion
     monkeypatch.undo()
     recorded = []
-    monkeypatch.setattr(sweep, "PHASES", {phase: lambda phase_argv, phase=phase, main=main: recorded.append(phase)
-                                          or main(phase_argv) for phase, main in sweep.PHASES.items()})
+    monkeypatch.setattr(
+        sweep,
+        "PHASES",
+        {
+            phase: lambda phase_argv, phase=phase, main=main: recorded.append(phase) or main(phase_argv)
+            for phase, main in sweep.PHASES.items()
+        },
+    )
     assert sweep.main(argv) == 0
     assert recorded == ["Late_fusion"]
     assert len(pd.read_csv(out / "results" / "label_efficiency.csv")) == 2 * len(REPORTED)
@@ -199,11 +226,21 @@ def test_the_curve_keeps_its_legend_clear_of_the_lines_and_tells_equal_curves_ap
     import matplotlib.pyplot as plt
 
     methods = list(METHODS)[:9]
-    stats = pd.DataFrame([{"method": method, "labels": labels, **{f"{metric}{end}": 0.5 + shift
-                                                                    for metric in ("accuracy", "macro_f1")
-                                                                    for end, shift in (("", 0), ("_low", -0.1),
-                                                                                       ("_high", 0.1))}}
-                          for method in methods for labels in (30, 300, 3000)])
+    stats = pd.DataFrame(
+        [
+            {
+                "method": method,
+                "labels": labels,
+                **{
+                    f"{metric}{end}": 0.5 + shift
+                    for metric in ("accuracy", "macro_f1")
+                    for end, shift in (("", 0), ("_low", -0.1), ("_high", 0.1))
+                },
+            }
+            for method in methods
+            for labels in (30, 300, 3000)
+        ]
+    )
     figure = label_efficiency_report.curve_figure(stats, methods)
     figure.canvas.draw()
     (legend,) = figure.legends

@@ -93,11 +93,14 @@ def _bad_rows(tmp_path, rows):
 
 
 def test_unknown_label_names_line_and_value(tmp_path):
-    manifest = _bad_rows(tmp_path, [
-        {"label": "0", "text": "ok", "image": "a-1.jpg"},
-        {"label": "joy", "text": "ok", "image": "b-1.jpg"},
-        {"label": "4", "text": "ok", "image": "c-1.jpg"},
-    ])
+    manifest = _bad_rows(
+        tmp_path,
+        [
+            {"label": "0", "text": "ok", "image": "a-1.jpg"},
+            {"label": "joy", "text": "ok", "image": "b-1.jpg"},
+            {"label": "4", "text": "ok", "image": "c-1.jpg"},
+        ],
+    )
     with pytest.raises(InputError) as error:
         read_manifest(manifest, tmp_path)
     message = str(error.value)
@@ -118,10 +121,13 @@ def test_empty_or_missing_text(tmp_path):
 
 def test_duplicated_id(tmp_path):
     write_image(tmp_path / "a" / "t-1.jpg"), write_image(tmp_path / "b" / "t-1.jpg")
-    manifest = write_manifest(tmp_path / "m.csv", [
-        {"label": "0", "text": "x", "image": "a/t-1.jpg"},
-        {"label": "0", "text": "x", "image": "b/t-1.jpg"},
-    ])
+    manifest = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"label": "0", "text": "x", "image": "a/t-1.jpg"},
+            {"label": "0", "text": "x", "image": "b/t-1.jpg"},
+        ],
+    )
     with pytest.raises(InputError, match=r"duplicated id in 2 row\(s\):\n  id 't-1' on lines 2, 3"):
         read_manifest(manifest, tmp_path)
 

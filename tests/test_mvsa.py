@@ -30,9 +30,13 @@ SPECIAL_TEXTS = {
     "106": ("positive,negative", b"so happy, so sad"),  # positive against negative: dropped
     "107": ("neutral,negative", b"bad bytes \x81 here"),  # neither UTF-8, GBK nor cp1252: kept, with U+FFFD
 }
-DECODED = {"101": "Just landed in #Rome!! 😍", "102": "new phone, who dis",
-           "103": "“@rickygervais: Just got thrown out… #fail”", "104": "E-girls 藤井姉妹 ロック画面 #Egirls",
-           "105": "Señor niño, feliz año"}
+DECODED = {
+    "101": "Just landed in #Rome!! 😍",
+    "102": "new phone, who dis",
+    "103": "“@rickygervais: Just got thrown out… #fail”",
+    "104": "E-girls 藤井姉妹 ロック画面 #Egirls",
+    "105": "Señor niño, feliz año",
+}
 
 
 def plain_tweets(start: int, per_class: int = 10) -> dict[str, tuple[str, bytes]]:
@@ -45,8 +49,17 @@ def plain_tweets(start: int, per_class: int = 10) -> dict[str, tuple[str, bytes]
     return tweets
 
 
-def write_mvsa(root, tweets, header="ID\ttext,image", missing_text=(), missing_image=(), no_files=(),
-               unlabelled=("900",), empty_text=(), upper_case=()):
+def write_mvsa(
+    root,
+    tweets,
+    header="ID\ttext,image",
+    missing_text=(),
+    missing_image=(),
+    no_files=(),
+    unlabelled=("900",),
+    empty_text=(),
+    upper_case=(),
+):
     """Write MVSA as distributed: labelResultAll.txt (CRLF lines, as the archive's) and data/<ID>.jpg, .txt (for
     the ids of ``upper_case``, .JPG as some copies have it)."""
     (root / "data").mkdir(parents=True, exist_ok=True)
@@ -68,19 +81,38 @@ def write_mvsa(root, tweets, header="ID\ttext,image", missing_text=(), missing_i
 
 
 def single(root):
-    tweets = {**SPECIAL_TEXTS, **plain_tweets(200),
-              "301": ("positive,positive", b"x"), "302": ("negative,negative", b"x"),
-              "303": ("neutral,neutral", b"x"), "304": ("positive,positive", b"x")}
-    return write_mvsa(root, tweets, missing_text=("301",), missing_image=("302",), no_files=("303",),
-                      empty_text=("304",), upper_case=("105",))
+    tweets = {
+        **SPECIAL_TEXTS,
+        **plain_tweets(200),
+        "301": ("positive,positive", b"x"),
+        "302": ("negative,negative", b"x"),
+        "303": ("neutral,neutral", b"x"),
+        "304": ("positive,positive", b"x"),
+    }
+    return write_mvsa(
+        root,
+        tweets,
+        missing_text=("301",),
+        missing_image=("302",),
+        no_files=("303",),
+        empty_text=("304",),
+        upper_case=("105",),
+    )
 
 
 SINGLE_LOG = [  # what converting single()'s folder logs: each rule, each encoding, each unusable pair by its id
-    "MVSA-Single layout, 41 labelled pairs in", "text and image agree (kept): 36",
-    "neutral yields to the polar label (kept): 4", "positive against negative (dropped): 1",
-    "texts decoded: utf-8 33, gb18030 2, cp1252 1, undecodable 1", "1 labelled, no files (left out): 303",
-    "1 no text file (left out): 301", "1 no image file (left out): 302", "1 empty text (left out): 304",
-    "1 undecodable text (kept, with U+FFFD): 107", "1 files with no label (left out): 900"]
+    "MVSA-Single layout, 41 labelled pairs in",
+    "text and image agree (kept): 36",
+    "neutral yields to the polar label (kept): 4",
+    "positive against negative (dropped): 1",
+    "texts decoded: utf-8 33, gb18030 2, cp1252 1, undecodable 1",
+    "1 labelled, no files (left out): 303",
+    "1 no text file (left out): 301",
+    "1 no image file (left out): 302",
+    "1 empty text (left out): 304",
+    "1 undecodable text (kept, with U+FFFD): 107",
+    "1 files with no label (left out): 900",
+]
 
 
 def check_single_conversion(out, root) -> None:
@@ -130,8 +162,10 @@ def test_the_multiple_layout_takes_the_label_two_of_three_annotators_gave(tmp_pa
     assert record["rules"] == {
         "no label two of three annotators gave the text (dropped)": 1,
         "no label two of three annotators gave the image (dropped)": 1,
-        "text and image agree (kept)": 30, "neutral yields to the polar label (kept)": 2,
-        "positive against negative (dropped)": 1}
+        "text and image agree (kept)": 30,
+        "neutral yields to the polar label (kept)": 2,
+        "positive against negative (dropped)": 1,
+    }
     labels = manifest.set_index("id")["label"]
     assert labels["1"] == "positive" and labels["5"] == "negative" and not {"2", "3", "4"} & set(labels.index)
 
@@ -157,12 +191,20 @@ def test_the_split_is_8_1_1_stratified_and_seeded(tmp_path):
 
 def test_a_given_split_as_a_csv_or_as_id_lists(tmp_path):
     root = write_mvsa(tmp_path / "mvsa", plain_tweets(1, per_class=2), unlabelled=())
-    pd.DataFrame({"id": ["1", "2", "3", "4", "5", "99"], "split": ["train", "train", "val", "test", "TRAIN", "test"]}
-                 ).to_csv(tmp_path / "split.csv", index=False)
+    pd.DataFrame(
+        {"id": ["1", "2", "3", "4", "5", "99"], "split": ["train", "train", "val", "test", "TRAIN", "test"]}
+    ).to_csv(tmp_path / "split.csv", index=False)
     manifest, record = mvsa.convert(root, tmp_path / "given.csv", split_file=tmp_path / "split.csv")
-    assert manifest.set_index("id")["split"].to_dict() == {"1": "train", "2": "train", "3": "val", "4": "test",
-                                                           "5": "train"}
-    assert record["problems"]["not in the split file (left out)"] == ["6"] and record["split"] == {"file": str(tmp_path / "split.csv")}
+    assert manifest.set_index("id")["split"].to_dict() == {
+        "1": "train",
+        "2": "train",
+        "3": "val",
+        "4": "test",
+        "5": "train",
+    }
+    assert record["problems"]["not in the split file (left out)"] == ["6"] and record["split"] == {
+        "file": str(tmp_path / "split.csv")
+    }
 
     lists = tmp_path / "lists"
     lists.mkdir()

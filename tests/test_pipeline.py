@@ -26,8 +26,12 @@ from conftest import interrupt_after_epoch
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 RUN = "t-f1-s0"  # the sweep's whole-split setting
-PROB_FILES = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv",
-              "Late_fusion": "late_prob.csv"}
+PROB_FILES = {
+    "TER": "text_prob.csv",
+    "IER": "img_prob.csv",
+    "Intermediate_fusion": "inter_prob.csv",
+    "Late_fusion": "late_prob.csv",
+}
 
 
 def data(demo):
@@ -53,7 +57,9 @@ def test_the_args_json_keeps_the_users_flags_apart_from_what_the_run_found(pipel
         assert not {"data", "distribution", "training_ids", "training_id_list", "split_leakage"} & set(written["flags"])
         assert written["run"]["data"]["rows"] == len(pd.read_csv(small_demo / MANIFEST_NAME)), phase
         assert set(written["run"]["versions"]) == {"keras", "tensorflow", "numpy"}
-    ier, fusion = (json.loads((checkpoints / f"{phase}.args.json").read_text()) for phase in ("IER", "Intermediate_fusion"))
+    ier, fusion = (
+        json.loads((checkpoints / f"{phase}.args.json").read_text()) for phase in ("IER", "Intermediate_fusion")
+    )
     assert ier["flags"]["precision"] == fusion["flags"]["precision"] == "auto"  # what the user asked (the default)
     assert ier["run"]["precision"] in ("float32", "bfloat16") and fusion["run"]["precision"] == ier["run"]["precision"]
     assert fusion["flags"]["pooling"] is None and fusion["run"]["pooling"] == ier["run"]["pooling"] == "flatten"
@@ -61,8 +67,14 @@ def test_the_args_json_keeps_the_users_flags_apart_from_what_the_run_found(pipel
     late = json.loads((checkpoints / "Late_fusion.args.json").read_text())
     assert late["run"]["manifest"] == str(small_demo / MANIFEST_NAME)  # the one its phases read
 
-    flat = {"argv": ier["argv"], **ier["flags"], "precision": ier["run"]["precision"], "pooling": ier["run"]["pooling"],
-            **{key: ier["run"][key] for key in ("data", "training_ids", "distribution")}, **ier["run"]["versions"]}
+    flat = {
+        "argv": ier["argv"],
+        **ier["flags"],
+        "precision": ier["run"]["precision"],
+        "pooling": ier["run"]["pooling"],
+        **{key: ier["run"][key] for key in ("data", "training_ids", "distribution")},
+        **ier["run"]["versions"],
+    }
     (tmp_path / "IER.args.json").write_text(json.dumps(flat))
     old, new = read_run_config(tmp_path / "IER.args.json"), read_run_config(checkpoints / "IER.args.json")
     assert old.argv == new.argv
@@ -101,9 +113,12 @@ def test_every_phase_writes_every_output(pipeline, small_demo):
 
 
 def scikit_scores(labels, predictions):
-    return {"n": len(labels), "accuracy": accuracy_score(labels, predictions),
-            "macro_f1": f1_score(labels, predictions, average="macro", labels=CLASSES, zero_division=0),
-            "weighted_f1": f1_score(labels, predictions, average="weighted", labels=CLASSES, zero_division=0)}
+    return {
+        "n": len(labels),
+        "accuracy": accuracy_score(labels, predictions),
+        "macro_f1": f1_score(labels, predictions, average="macro", labels=CLASSES, zero_division=0),
+        "weighted_f1": f1_score(labels, predictions, average="weighted", labels=CLASSES, zero_division=0),
+    }
 
 
 def point(scores):
@@ -150,21 +165,30 @@ def test_baselines_are_what_scikit_learn_computes_directly(pipeline, small_demo)
     labels = frame["label"].map(CLASSES.index).to_numpy()
     train, val, test = ((frame["split"] == split).to_numpy() for split in ("train", "val", "test"))
     assert len(manifest) == len(frame) and train.sum() >= 100  # terms in at least two training texts are kept
-    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32).fit(manifest["text"][train])
+    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32).fit(
+        manifest["text"][train]
+    )
     text = words.transform(manifest["text"])
     ier = json.loads((pipeline / "ckpt" / RUN / "IER.metrics.json").read_text())
-    cache = phase_features(read_manifest(small_demo / MANIFEST_NAME, small_demo), ier,
-                           read_run_config(pipeline / "ckpt" / RUN / "IER.args.json"))
+    cache = phase_features(
+        read_manifest(small_demo / MANIFEST_NAME, small_demo),
+        ier,
+        read_run_config(pipeline / "ckpt" / RUN / "IER.args.json"),
+    )
     pooled = np.asarray(cache.features[:], dtype=np.float32).mean(axis=(1, 2))
     image = StandardScaler().fit(pooled[train]).transform(pooled) / np.sqrt(pooled.shape[1])
     inputs = {"Baseline_text": text, "Baseline_image": image, "Baseline_both": sparse.hstack([text, image]).tocsr()}
     for name, x in inputs.items():
         weighting = summary["baselines"][name]["class_weight"]  # the phase of the same modality's
-        assert weighting == read_run_config(pipeline / "ckpt" / RUN / f"{COMPARED_PHASE[name]}.args.json").flags["class_weight"]
+        assert (
+            weighting
+            == read_run_config(pipeline / "ckpt" / RUN / f"{COMPARED_PHASE[name]}.args.json").flags["class_weight"]
+        )
 
         def fitted(C, x=x, weighting=weighting):
-            return LogisticRegression(C=C, max_iter=2000, random_state=0, class_weight=None if weighting == "none"
-                                      else weighting).fit(x[train].astype(np.float64), labels[train])
+            return LogisticRegression(
+                C=C, max_iter=2000, random_state=0, class_weight=None if weighting == "none" else weighting
+            ).fit(x[train].astype(np.float64), labels[train])
 
         val_scores = [f1_score(labels[val], fitted(C).predict(x[val]), average="macro") for C in C_GRID]
         chosen = summary["baselines"][name]["C"]
@@ -183,21 +207,37 @@ def test_fusion_with_baselines_searches_six_members(pipeline):
     assert sum(six.values()) == pytest.approx(1.0) and metrics["grid_step_with_baselines"] == 0.2
     assert set(metrics["weights"]) == {"TER", "IER", "Intermediate_fusion"}  # the paper's three stay the default
     fused = read_probs(pipeline, "Late_fusion")
-    members = {phase: read_probs(pipeline, phase)[CLASSES].to_numpy() for phase in ("TER", "IER", "Intermediate_fusion")}
+    members = {
+        phase: read_probs(pipeline, phase)[CLASSES].to_numpy() for phase in ("TER", "IER", "Intermediate_fusion")
+    }
     expected = sum(metrics["weights"][phase] * p for phase, p in members.items())
     np.testing.assert_allclose(fused[CLASSES].to_numpy(), expected, atol=1e-6)  # late_prob.csv: the paper's fusion
 
 
 def test_predict_reproduces_the_phases_prob_files(pipeline, small_demo, tmp_path):
     out = tmp_path / "predictions.csv"
-    argv = ["--csv", str(small_demo / MANIFEST_NAME), "--out", str(out), "--checkpoint-dir", str(pipeline / "ckpt"),
-            "--run-name", RUN, "--batch-size", "128"]
+    argv = [
+        "--csv",
+        str(small_demo / MANIFEST_NAME),
+        "--out",
+        str(out),
+        "--checkpoint-dir",
+        str(pipeline / "ckpt"),
+        "--run-name",
+        RUN,
+        "--batch-size",
+        "128",
+    ]
     assert predict.main(argv) == 0
     predicted = pd.read_csv(out)
     assert predicted["image_ok"].all()
     for phase in PROB_FILES:
-        np.testing.assert_allclose(predicted[[f"{phase}_{c}" for c in CLASSES]].to_numpy(),
-                                   read_probs(pipeline, phase)[CLASSES].to_numpy(), atol=2e-3, err_msg=phase)
+        np.testing.assert_allclose(
+            predicted[[f"{phase}_{c}" for c in CLASSES]].to_numpy(),
+            read_probs(pipeline, phase)[CLASSES].to_numpy(),
+            atol=2e-3,
+            err_msg=phase,
+        )
     late = read_probs(pipeline, "Late_fusion")
     assert (predicted["prediction"] == np.array(CLASSES)[late[CLASSES].to_numpy().argmax(axis=1)]).mean() > 0.99
 
@@ -209,7 +249,9 @@ def test_predict_one_tweet_as_json_running_the_backbone_once(pipeline, small_dem
     image, text = str(small_demo / manifest["image"][0]), manifest["text"][0]
     argv = ["--image", image, "--text", text, "--json", "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
     ran, predict_on_batch = [], keras.Model.predict_on_batch
-    monkeypatch.setattr(keras.Model, "predict_on_batch", lambda self, x: ran.append(self.name) or predict_on_batch(self, x))
+    monkeypatch.setattr(
+        keras.Model, "predict_on_batch", lambda self, x: ran.append(self.name) or predict_on_batch(self, x)
+    )
     assert predict.main(argv) == 0
     assert ran.count("vgg16_extractor") == 1 and "ier_head" in ran and "fusion_network" in ran  # one image, one pass
     result = json.loads(capsys.readouterr().out)
@@ -221,7 +263,14 @@ def test_predict_one_tweet_as_json_running_the_backbone_once(pipeline, small_dem
 
 
 def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_demo, tmp_path, capsys):
-    empty = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "probs")]
+    empty = [
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+    ]
     assert run(Intermediate_fusion.main, [*data(small_demo), *empty]) == 2
     assert "TER.keras is missing" in capsys.readouterr().err
     assert run(Late_fusion.main, empty) == 2
@@ -229,12 +278,22 @@ def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_
     assert run(predict.main, ["--image", "x.jpg", "--text", "hi", "--checkpoint-dir", str(tmp_path / "ckpt")]) == 2
     assert "python TER.py" in capsys.readouterr().err
     # An empty text is refused as the page refuses it, one tweet or rows of a CSV.
-    assert run(predict.main, ["--image", "x.jpg", "--text", "  ", "--checkpoint-dir", str(pipeline / "ckpt"),
-                              "--run-name", RUN]) == 2
+    assert (
+        run(
+            predict.main,
+            ["--image", "x.jpg", "--text", "  ", "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN],
+        )
+        == 2
+    )
     assert "--text: type the tweet's text" in capsys.readouterr().err
     pd.DataFrame({"text": ["fine", "", "ok"], "image": ["a.jpg"] * 3}).to_csv(tmp_path / "blank.csv", index=False)
-    assert run(predict.main, ["--csv", str(tmp_path / "blank.csv"), "--checkpoint-dir", str(pipeline / "ckpt"),
-                              "--run-name", RUN]) == 2
+    assert (
+        run(
+            predict.main,
+            ["--csv", str(tmp_path / "blank.csv"), "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN],
+        )
+        == 2
+    )
     assert "1 row(s) with an empty text (data rows 2)" in capsys.readouterr().err
     assert not (tmp_path / "blank.predictions.csv").exists()
     shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
@@ -254,8 +313,15 @@ def test_fusion_refuses_a_missing_or_stale_feature_store(pipeline, small_demo, t
     (stale / "entries.jsonl").write_text("".join(entries[:10]))  # a store of other images
     metrics["feature_store"] = str(stale)
     metrics_file.write_text(json.dumps(metrics))
-    argv = [*data(small_demo), "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"),
-            "--prob-dir", str(tmp_path / "probs")]
+    argv = [
+        *data(small_demo),
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+    ]
     assert run(Intermediate_fusion.main, argv) == 2
     error = capsys.readouterr().err
     assert f"lacks {len(entries) - 10} of these" in error and "python IER.py" in error
@@ -273,8 +339,16 @@ def test_late_fusion_refuses_files_from_another_split(pipeline, tmp_path, capsys
     image = pd.read_csv(tmp_path / "probs" / "img_prob.csv", dtype={"id": str})
     image.loc[image["split"] == "test", "split"] = "val"
     image.to_csv(tmp_path / "probs" / "img_prob.csv", index=False)
-    argv = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir",
-            str(tmp_path / "probs"), "--results-dir", str(tmp_path / "results")]
+    argv = [
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+    ]
     assert run(Late_fusion.main, argv) == 2
     assert "disagree on the split" in capsys.readouterr().err
     assert not (tmp_path / "results").exists() and not (tmp_path / "probs" / "late_prob.csv").exists()
@@ -283,8 +357,18 @@ def test_late_fusion_refuses_files_from_another_split(pipeline, tmp_path, capsys
 def test_late_fusion_takes_the_manifest_the_phases_read_and_refuses_another(pipeline, small_demo, tmp_path, capsys):
     shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
     shutil.copytree(pipeline / "ckpt" / RUN, tmp_path / "ckpt")
-    argv = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir",
-            str(tmp_path / "probs"), "--results-dir", str(tmp_path / "results"), "--grid-step", "0.7"]
+    argv = [
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--grid-step",
+        "0.7",
+    ]
     assert run(Late_fusion.main, argv) == 0  # no --manifest: the phases' own; a step of 0.7: equal weights only
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert summary["dataset"] == str(small_demo / MANIFEST_NAME)
@@ -297,15 +381,29 @@ def test_late_fusion_takes_the_manifest_the_phases_read_and_refuses_another(pipe
         assert not (tmp_path / "results" / "summary.json").exists()
 
 
-def test_predict_scores_an_unreadable_image_row_by_text_alone_and_explains_the_others(pipeline, small_demo, tmp_path,
-                                                                                      capsys):
+def test_predict_scores_an_unreadable_image_row_by_text_alone_and_explains_the_others(
+    pipeline, small_demo, tmp_path, capsys
+):
     manifest = pd.read_csv(small_demo / MANIFEST_NAME).iloc[:3]
     (tmp_path / "broken.jpg").write_text("not an image")
-    tweets = pd.DataFrame({"text": manifest["text"], "image": [str(small_demo / manifest["image"][0]),
-                                                               str(tmp_path / "broken.jpg"), "missing.jpg"]})
+    tweets = pd.DataFrame(
+        {
+            "text": manifest["text"],
+            "image": [str(small_demo / manifest["image"][0]), str(tmp_path / "broken.jpg"), "missing.jpg"],
+        }
+    )
     tweets.to_csv(tmp_path / "tweets.csv", index=False)
-    argv = ["--csv", str(tmp_path / "tweets.csv"), "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN,
-            "--explain-dir", str(tmp_path / "explained"), "--json"]
+    argv = [
+        "--csv",
+        str(tmp_path / "tweets.csv"),
+        "--checkpoint-dir",
+        str(pipeline / "ckpt"),
+        "--run-name",
+        RUN,
+        "--explain-dir",
+        str(tmp_path / "explained"),
+        "--json",
+    ]
     assert predict.main(argv) == 0
     predicted = pd.read_csv(tmp_path / "tweets.predictions.csv")
     assert predicted["image_ok"].tolist() == [True, False, False]
@@ -345,13 +443,23 @@ def test_summary_scores_the_same_rows_and_tweets_with_intervals(pipeline, small_
         assert right == pytest.approx(scores["test_same_rows"]["accuracy"])
     assert summary["methods"]["TER"]["test_per_tweet"]["n"] == evaluation["same_rows_tweets"]
     difference = summary["fusion_vs_single"]
-    assert difference["better"] in ("Intermediate_fusion", "Baseline_both", "Average", "Late_fusion", "Stacker",
-                                    "Late_fusion_with_baselines", "Stacker_with_baselines")
+    assert difference["better"] in (
+        "Intermediate_fusion",
+        "Baseline_both",
+        "Average",
+        "Late_fusion",
+        "Stacker",
+        "Late_fusion_with_baselines",
+        "Stacker_with_baselines",
+    )
     assert difference["than"] in ("TER", "IER", "Baseline_text", "Baseline_image")
     for chosen, group in ((difference["better"], FUSION_METHODS), (difference["than"], SINGLE_MODALITY)):
         val = {m: summary["methods"][m]["val"]["macro_f1"] for m in group if m in summary["methods"]}
         assert chosen == max(val, key=val.get)  # chosen on validation, never on test
-    assert summary["labels_used"] == {"training": summary["split_sizes"]["train"], "validation": summary["split_sizes"]["val"]}
+    assert summary["labels_used"] == {
+        "training": summary["split_sizes"]["train"],
+        "validation": summary["split_sizes"]["val"],
+    }
     markdown = (pipeline / "results" / RUN / "summary.md").read_text()
     assert "same rows: macro-F1" in markdown and "Best fusion against the best single modality" in markdown
     for phase in ("TER", "IER", "Intermediate_fusion", "Late_fusion"):  # one manifest and split, recorded by each
@@ -364,8 +472,14 @@ def run_copy(pipeline, tmp_path):
     """A copy of the pipeline's run (checkpoints and probabilities) and the flags that point a phase at it."""
     shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
     shutil.copytree(pipeline / "ckpt" / RUN, tmp_path / "ckpt")
-    return ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir",
-            str(tmp_path / "probs")]
+    return [
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+    ]
 
 
 def test_later_phases_refuse_a_redrawn_split_and_a_changed_manifest(pipeline, small_demo, tmp_path, capsys):
@@ -377,14 +491,19 @@ def test_later_phases_refuse_a_redrawn_split_and_a_changed_manifest(pipeline, sm
     copied = run_copy(pipeline, tmp_path)
     manifest = shutil.copy(small_demo / MANIFEST_NAME, tmp_path / "now.csv")
     redrawn = draw_split(read_manifest(manifest, small_demo).frame, seed=7)
-    pd.DataFrame({"id": read_manifest(manifest, small_demo).frame["id"], "split": redrawn}).to_csv(split_path(manifest), index=False)
+    pd.DataFrame({"id": read_manifest(manifest, small_demo).frame["id"], "split": redrawn}).to_csv(
+        split_path(manifest), index=False
+    )
     for phase in ("TER", "IER", "Intermediate_fusion"):  # as if the phases had read this file
         config = tmp_path / "ckpt" / f"{phase}.args.json"
         config.write_text(config.read_text().replace(str(small_demo / MANIFEST_NAME), str(manifest)))
     late = [*copied, "--results-dir", str(tmp_path / "results")]
     assert run(Late_fusion.main, late) == 2
     error = capsys.readouterr().err
-    assert all(f"- {phase} (" in error for phase in ("TER", "IER", "Intermediate_fusion")) and "used another split" in error
+    assert (
+        all(f"- {phase} (" in error for phase in ("TER", "IER", "Intermediate_fusion"))
+        and "used another split" in error
+    )
     assert "Rerun TER.py, IER.py and Intermediate_fusion.py" in error
     assert not (tmp_path / "results").exists()
     fusion = ["--manifest", str(manifest), "--image-root", str(small_demo), "--epoch", "1", *copied]
@@ -406,7 +525,9 @@ def test_predict_refuses_models_and_weights_from_different_splits(pipeline, smal
     copied = run_copy(pipeline, tmp_path)
     config = tmp_path / "ckpt" / "TER.args.json"
     recorded = json.loads(config.read_text())
-    recorded["run"]["data"]["split_sha256"] = "0" * 64  # TER retrained on another split after Late_fusion chose its weights
+    recorded["run"]["data"]["split_sha256"] = (
+        "0" * 64
+    )  # TER retrained on another split after Late_fusion chose its weights
     config.write_text(json.dumps(recorded))
     manifest = pd.read_csv(small_demo / MANIFEST_NAME)
     argv = ["--image", str(small_demo / manifest["image"][0]), "--text", "hi", copied[0], copied[1]]
@@ -419,7 +540,16 @@ def test_an_interrupted_ier_resumes_and_ends_as_an_uninterrupted_run(pipeline, s
     fit_best): stopped after epoch 2 of 4 (a kill between epochs), the same command resumes at epoch 3 and writes
     what an uninterrupted run writes. (TER's test kills a real process: tests/test_resume.py.)"""
     phase, module = "IER", IER
-    own = ["--image-weights", "none", "--image-size", "32", "--batch-size", "32", "--cache-dir", str(pipeline / "features")]
+    own = [
+        "--image-weights",
+        "none",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "32",
+        "--cache-dir",
+        str(pipeline / "features"),
+    ]
     runs = {name: run_copy(pipeline, tmp_path / name) for name in ("whole", "resumed")}
 
     def argv(name):
@@ -438,5 +568,7 @@ def test_an_interrupted_ier_resumes_and_ends_as_an_uninterrupted_run(pipeline, s
         del metrics["resumed"][timing], metrics["whole"][timing]
     assert metrics["resumed"] == metrics["whole"]
     prob_file = PROB_FILES[phase]
-    assert (tmp_path / "resumed" / "probs" / prob_file).read_bytes() == (tmp_path / "whole" / "probs" / prob_file).read_bytes()
+    assert (tmp_path / "resumed" / "probs" / prob_file).read_bytes() == (
+        tmp_path / "whole" / "probs" / prob_file
+    ).read_bytes()
     assert not (tmp_path / "resumed" / "ckpt" / f".{phase}.backup").exists()

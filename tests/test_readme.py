@@ -40,8 +40,23 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WEIGHTS = "keras_home/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # What each marked block is: the names this module runs. A new marked block needs a test here.
-TESTED = {"phases", "demo-phases", "load", "predict", "explain", "tensorboard", "serve", "demo", "sweep", "bt4sa", "mvsa",
-          "text-encoder", "image-encoder", "real-data", "real-data-defaults"}
+TESTED = {
+    "phases",
+    "demo-phases",
+    "load",
+    "predict",
+    "explain",
+    "tensorboard",
+    "serve",
+    "demo",
+    "sweep",
+    "bt4sa",
+    "mvsa",
+    "text-encoder",
+    "image-encoder",
+    "real-data",
+    "real-data-defaults",
+}
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # every page whose blocks are run
 # Flags appended to a command to keep it small, by script or module.
 SMALL = {
@@ -102,8 +117,10 @@ def run_block(name: str, cwd: Path, at_once: bool = False) -> list[subprocess.Co
 def run_together(lines: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
     """Start the README commands ``lines`` all at once, each in a fresh process, then wait for each in order;
     fail with the output of one that does not exit 0."""
-    started = [(words, subprocess.Popen(argv_of(words), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)) for words in lines]
+    started = [
+        (words, subprocess.Popen(argv_of(words), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for words in lines
+    ]
     results = []
     for words, process in started:
         stdout, stderr = process.communicate(timeout=400)
@@ -129,18 +146,31 @@ def test_the_phases_block_runs_the_four_phases_on_data_in_the_real_places(traine
         assert len(probs) == 120 and list(probs.columns[3:]) == CLASSES
     summary = json.loads((trained / "results/summary.json").read_text())
     assert summary["dataset"] == "data_files/image_labels.csv"  # the manifest the phases read
-    assert [c.split()[1] for c in summary["commands"]] == ["TER.py", "IER.py", "Intermediate_fusion.py", "Late_fusion.py"]
+    assert [c.split()[1] for c in summary["commands"]] == [
+        "TER.py",
+        "IER.py",
+        "Intermediate_fusion.py",
+        "Late_fusion.py",
+    ]
 
 
 def test_the_demo_phases_block_is_what_make_demo_runs_and_runs_each_phase_on_the_demo(trained):
     lines = [shlex.join(words) for words in commands(block("demo-phases"))]
     printed = subprocess.run(["make", "-n", "-B", "demo"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    made = [line.replace(".venv/bin/python ", "python ", 1) for line in printed.splitlines()
-            if line.startswith(".venv/bin/python ") and " -m pip " not in line]
+    made = [
+        line.replace(".venv/bin/python ", "python ", 1)
+        for line in printed.splitlines()
+        if line.startswith(".venv/bin/python ") and " -m pip " not in line
+    ]
     assert [shlex.join(shlex.split(line)) for line in made] == lines  # the README says what make demo does
     summary = json.loads((trained / "demo-phases-results/summary.json").read_text())
     assert summary["dataset"] == "data_t4sa/demo/image_labels.csv" and summary["split_sizes"]["test"] > 0
-    assert [c.split()[1] for c in summary["commands"]] == ["TER.py", "IER.py", "Intermediate_fusion.py", "Late_fusion.py"]
+    assert [c.split()[1] for c in summary["commands"]] == [
+        "TER.py",
+        "IER.py",
+        "Intermediate_fusion.py",
+        "Late_fusion.py",
+    ]
 
 
 # Run after the README's loading example, in its interpreter (a second fresh one would cost the suite one more
@@ -173,7 +203,11 @@ def test_the_loading_example_runs_and_saved_models_reproduce_the_prob_files_in_a
     loaded = run_command(["python", "readme_load.py"], trained)
     assert len(re.findall(r"^\[\[", loaded.stdout, re.M)) == 3  # the README's example: three (1, classes) arrays
     scored = json.loads(loaded.stdout.splitlines()[-1])
-    for phase, prob_file in (("TER", "text_prob.csv"), ("IER", "img_prob.csv"), ("Intermediate_fusion", "inter_prob.csv")):
+    for phase, prob_file in (
+        ("TER", "text_prob.csv"),
+        ("IER", "img_prob.csv"),
+        ("Intermediate_fusion", "inter_prob.csv"),
+    ):
         written = pd.read_csv(trained / "data_files" / prob_file).iloc[scored["rows"]][CLASSES].to_numpy()
         np.testing.assert_allclose(scored[phase], written, atol=2e-3, err_msg=phase)  # image features cached as float16
 
@@ -192,8 +226,9 @@ def test_the_predict_and_explain_blocks_in_each_form(trained):
     assert predictions["prediction"].isin(CLASSES).all() and (predictions["label"] == manifest["label"]).all()
 
     # One tweet explained: the summary printed, the picture and the JSON written.
-    assert re.search(r"^fused probability of \w+: both [\d.]+, text alone [\d.]+, image alone [\d.]+$",
-                     explained.stdout, re.M)
+    assert re.search(
+        r"^fused probability of \w+: both [\d.]+, text alone [\d.]+, image alone [\d.]+$", explained.stdout, re.M
+    )
     data = json.loads((trained / "explanations/example.json").read_text())
     assert data["prediction"] in CLASSES and set(data["probabilities"]) == {*MEMBERS, "Late_fusion"}
     assert data["words"]["TER"] and data["words"]["Intermediate_fusion"]
@@ -217,8 +252,13 @@ def test_the_predict_and_explain_blocks_in_each_form(trained):
 def test_the_tensorboard_command_serves_the_run_on_127_0_0_1(trained):
     (words,) = commands(block("tensorboard"))
     port = free_port()
-    server = subprocess.Popen([*argv_of(words), "--host", "127.0.0.1", "--port", str(port)], cwd=trained,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [*argv_of(words), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=trained,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         runs = first_answer(f"http://127.0.0.1:{port}/data/runs", server, 90)
         assert runs is not None, f"tensorboard did not answer: {server.poll()=}"
@@ -234,8 +274,13 @@ def test_the_serve_block_answers_good_and_bad_uploads_and_keeps_serving(trained)
 
     (words,) = [c for c in commands(block("serve")) if c[0] != "make"]
     port = free_port()
-    server = subprocess.Popen([*argv_of(words), "--port", str(port), "--max-upload-mb", "1"], cwd=trained,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [*argv_of(words), "--port", str(port), "--max-upload-mb", "1"],
+        cwd=trained,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         page = first_answer(url + "/", server, 120)
@@ -256,7 +301,12 @@ def test_the_serve_block_answers_good_and_bad_uploads_and_keeps_serving(trained)
         Image.new("L", (8000, 7000)).save(huge, format="PNG")  # 56 megapixels in a small file
         for fields, upload, expected, message in [
             ({"text": "what a day"}, ("notes.jpg", b"not an image at all"), 400, "is not an image"),
-            ({"text": "what a day"}, ("big.jpg", np.random.default_rng(0).bytes(1_300_000)), 413, "over this page's limit"),
+            (
+                {"text": "what a day"},
+                ("big.jpg", np.random.default_rng(0).bytes(1_300_000)),
+                413,
+                "over this page's limit",
+            ),
             ({"text": "what a day"}, ("huge.png", huge.getvalue()), 413, "megapixels"),
             ({"text": "   "}, ("photo.jpg", photo), 400, "type the tweet's text"),
             ({"text": "what a day", "run": "no-such-run"}, ("photo.jpg", photo), 404, "no trained run named"),
@@ -270,8 +320,9 @@ def test_the_serve_block_answers_good_and_bad_uploads_and_keeps_serving(trained)
         assert json.loads(answer)["text_cut"] is None
 
         # Latin-1 bytes (not UTF-8) are refused, not read as replacement characters.
-        status, answer = post(url + "/api/predict", {"text": "TEXT"}, ("photo.jpg", photo),
-                              raw_text="tr\xe8s bien".encode("latin-1"))
+        status, answer = post(
+            url + "/api/predict", {"text": "TEXT"}, ("photo.jpg", photo), raw_text="tr\xe8s bien".encode("latin-1")
+        )
         assert status == 400 and "the text is not UTF-8" in json.loads(answer)["error"], answer
         # A text longer than the models read is answered, and the answer says it was cut.
         status, answer = post(url + "/api/predict", {"text": "what a day " * 400}, ("photo.jpg", photo))
@@ -373,8 +424,9 @@ def test_the_image_encoder_block_with_a_folder_in_the_hugging_face_layout(traine
     (words,) = commands(block("image-encoder"))
     folder = words[words.index("--backbone") + 1]
     write_hugging_face_vit(trained / folder)
-    done = subprocess.run([sys.executable, *words[1:], "--epoch", "1"], cwd=trained, capture_output=True, text=True,
-                          timeout=400)
+    done = subprocess.run(
+        [sys.executable, *words[1:], "--epoch", "1"], cwd=trained, capture_output=True, text=True, timeout=400
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     metrics = json.loads((trained / "model_checkpoints/vit/IER.metrics.json").read_text())
     assert metrics["image_size"] == 32 and metrics["weights_identity"].startswith("hub-")

@@ -37,8 +37,9 @@ def studied(tmp_path_factory):
     vocabulary = sorted({word for _, text in tweets.values() for word in text.decode().split()})
     lines = commands(block("real-data")) + commands(block("real-data-defaults"))
     (text_folder,) = {words[words.index("--text-encoder") + 1] for words in lines if "--text-encoder" in words}
-    write_hugging_face_folder(root / text_folder, list(dict.fromkeys(SPECIAL + list("abcdefghijklmnopqrstuvwxyz")
-                                                                      + vocabulary)))
+    write_hugging_face_folder(
+        root / text_folder, list(dict.fromkeys(SPECIAL + list("abcdefghijklmnopqrstuvwxyz") + vocabulary))
+    )
     write_timm_checkpoint(root / "models/tf_efficientnet_lite0", image_size=32)
     rng = np.random.default_rng(0)
     (root / "data_files").mkdir()
@@ -74,10 +75,12 @@ def test_each_configuration_ran_the_encoders_the_page_names(studied):
     for words in lines:
         prefix = words[words.index("--run-prefix") + 1]
         run = root / "model_checkpoints" / f"{prefix}-f0.5-s0"
-        ter, ier, fusion = (json.loads((run / f"{phase}.metrics.json").read_text())
-                            for phase in ("TER", "IER", "Intermediate_fusion"))
-        ter_flags, ier_flags, inter_flags = (words[words.index(f"--{phase}-args") + 1]
-                                             for phase in ("ter", "ier", "inter"))
+        ter, ier, fusion = (
+            json.loads((run / f"{phase}.metrics.json").read_text()) for phase in ("TER", "IER", "Intermediate_fusion")
+        )
+        ter_flags, ier_flags, inter_flags = (
+            words[words.index(f"--{phase}-args") + 1] for phase in ("ter", "ier", "inter")
+        )
         text_models[prefix] = ter.get("text_model", {}).get("model", "paper")
         store = ier["feature_store"].split("/")[-1]
         # Balanced unless the page says none: IER's and the fusion's default.

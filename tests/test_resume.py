@@ -25,8 +25,23 @@ TIMING = ("fit_seconds", "seconds_per_epoch", "resumed_at_epoch")
 def tiny_ter(tiny_dataset, out: Path, *flags: str) -> list[str]:
     """TER's flags for the tiny data set, without GloVe, writing under ``out``; then ``flags``."""
     manifest, root = tiny_dataset
-    return ["--manifest", str(manifest), "--image-root", str(root), "--glove", "none", "--batch-size", "8",
-            "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"), *flags]
+    return [
+        "--manifest",
+        str(manifest),
+        "--image-root",
+        str(root),
+        "--glove",
+        "none",
+        "--batch-size",
+        "8",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        *flags,
+    ]
 
 
 def without_timing(metrics: dict) -> dict:
@@ -57,8 +72,7 @@ def test_ter_killed_mid_training_resumes_at_the_next_epoch_and_ends_as_an_uninte
         uninterrupted = subprocess.Popen(command(whole), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     state = killed / "ckpt" / ".TER.backup" / "state.json"
-    process = subprocess.Popen(command(killed), cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command(killed), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         if state.exists() and json.loads(state.read_text())["epochs_done"] >= 2:
@@ -86,7 +100,8 @@ def test_ter_killed_mid_training_resumes_at_the_next_epoch_and_ends_as_an_uninte
     assert epoch_steps(killed / "tb" / "TER" / "train") == list(range(epochs))  # continued, not restarted
     assert not state.parent.exists()  # a finished phase leaves no backup behind
     assert sorted(path.name for path in (killed / "ckpt").iterdir()) == sorted(
-        path.name for path in (whole / "ckpt").iterdir())
+        path.name for path in (whole / "ckpt").iterdir()
+    )
 
 
 def test_a_changed_command_line_starts_fresh_and_says_why(tiny_dataset, tmp_path, monkeypatch, capsys):
@@ -97,15 +112,18 @@ def test_a_changed_command_line_starts_fresh_and_says_why(tiny_dataset, tmp_path
     assert (tmp_path / "ckpt" / ".TER.backup" / "state.json").exists()
 
     assert TER.main(tiny_ter(tiny_dataset, tmp_path, "--epoch", "5", "--lr", "2e-3", "--no-deterministic")) == 0
-    assert ("is not resumed: it was made by another command (--deterministic True then, False now; --epochs 4 then, "
-            "5 now; --lr 0.001 then, 0.002 now). Training starts fresh.") in capsys.readouterr().err
+    assert (
+        "is not resumed: it was made by another command (--deterministic True then, False now; --epochs 4 then, "
+        "5 now; --lr 0.001 then, 0.002 now). Training starts fresh."
+    ) in capsys.readouterr().err
     metrics = json.loads((tmp_path / "ckpt" / "TER.metrics.json").read_text())
     assert metrics["resumed_at_epoch"] is None and metrics["epochs_run"] == 5
     assert json.loads((tmp_path / "ckpt" / "TER.args.json").read_text())["flags"]["deterministic"] is False
 
 
-def test_a_kill_after_training_but_before_saving_resumes_without_training_again(tiny_dataset, tmp_path, monkeypatch,
-                                                                                 capsys):
+def test_a_kill_after_training_but_before_saving_resumes_without_training_again(
+    tiny_dataset, tmp_path, monkeypatch, capsys
+):
     import emorec.runs
 
     def killed_while_saving(*args):
@@ -124,7 +142,9 @@ def test_a_kill_after_training_but_before_saving_resumes_without_training_again(
     assert "3 of 3 epochs done (training had ended)" in resumed.err and "Epoch " not in resumed.out
     metrics = json.loads((tmp_path / "ckpt" / "TER.metrics.json").read_text())
     assert metrics["best_epoch"] == backed_up["stopper"]["best_epoch"] + 1 and metrics["resumed_at_epoch"] == 4
-    assert metrics["splits"]["val"]["macro_f1"] == pytest.approx(backed_up["history"]["val_macro_f1"][metrics["best_epoch"] - 1])
+    assert metrics["splits"]["val"]["macro_f1"] == pytest.approx(
+        backed_up["history"]["val_macro_f1"][metrics["best_epoch"] - 1]
+    )
 
 
 def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path):
@@ -144,11 +164,13 @@ def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path):
     y = (x[:, 0] > 0).astype(np.int64)
     inputs = keras.Input((8,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-    outputs = PhaseOutputs.of(argparse.Namespace(run_name=None, checkpoint_dir=tmp_path, log_dir=tmp_path / "tb",
-                                                 prob_dir=tmp_path), "Toy")
+    outputs = PhaseOutputs.of(
+        argparse.Namespace(run_name=None, checkpoint_dir=tmp_path, log_dir=tmp_path / "tb", prob_dir=tmp_path), "Toy"
+    )
 
-    summary = fit_best(model, ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, 1 - y),
-                       TrainingOptions(20, 0.1, patience=2), outputs)
+    summary = fit_best(
+        model, ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, 1 - y), TrainingOptions(20, 0.1, patience=2), outputs
+    )
 
     assert summary["epochs_run"] == 3 and summary["stopped_early"] and summary["best_epoch"] == 1
     assert len(pd.read_csv(outputs.epochs_csv)) == 3
@@ -172,10 +194,15 @@ def test_adam_falls_back_to_keras_adam_when_its_state_is_elsewhere_and_trains_wi
         fit.seed_everything(0)
         inputs = keras.Input((8,))
         model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-        outputs = PhaseOutputs.of(argparse.Namespace(run_name=None, checkpoint_dir=tmp_path / name,
-                                                     log_dir=tmp_path / name / "tb", prob_dir=tmp_path), "Toy")
-        summary = fit.fit_best(model, batches.ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, y),
-                                TrainingOptions(3, 0.05), outputs)
+        outputs = PhaseOutputs.of(
+            argparse.Namespace(
+                run_name=None, checkpoint_dir=tmp_path / name, log_dir=tmp_path / name / "tb", prob_dir=tmp_path
+            ),
+            "Toy",
+        )
+        summary = fit.fit_best(
+            model, batches.ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, y), TrainingOptions(3, 0.05), outputs
+        )
         return summary, model.get_weights()
 
     caplog.set_level("INFO", logger="emorec")
@@ -185,7 +212,9 @@ def test_adam_falls_back_to_keras_adam_when_its_state_is_elsewhere_and_trains_wi
     monkeypatch.setattr(optimizer, "ADAM_STATE", ("_first_moments", "_second_moments"))  # as a later Keras might
     assert type(optimizer.adam(1e-3)) is keras.optimizers.Adam
     summary, weights = trained("fallback")
-    assert "optimizer: keras.optimizers.Adam, the same update unfused" in caplog.text and "_first_moments" in caplog.text
+    assert (
+        "optimizer: keras.optimizers.Adam, the same update unfused" in caplog.text and "_first_moments" in caplog.text
+    )
     assert summary["epochs_run"] == 3 and summary["best_val_loss"] < 0.6  # it learnt the rule (chance: 0.69)
     for got, expected in zip(weights, fused):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)  # the same update, in another order of ops

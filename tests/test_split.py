@@ -70,11 +70,27 @@ def test_a_manifest_too_small_to_split_is_refused_leaving_no_file_behind(tmp_pat
     import TER
     from emorec.cli import run
 
-    rows = [{"label": name, "text": f"word{i} text", "image": f"{i}.jpg"} for i, name in enumerate(["happy", "sad", "hate"])]
+    rows = [
+        {"label": name, "text": f"word{i} text", "image": f"{i}.jpg"} for i, name in enumerate(["happy", "sad", "hate"])
+    ]
     manifest = write_manifest(tmp_path / "data" / "three.csv", rows)
     images = [write_image(tmp_path / "data" / row["image"], seed=i) for i, row in enumerate(rows)]
-    argv = ["--manifest", str(manifest), "--image-root", str(tmp_path / "data"), "--glove", "none", "--epoch", "1",
-            "--checkpoint-dir", str(tmp_path / "ck"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "p")]
+    argv = [
+        "--manifest",
+        str(manifest),
+        "--image-root",
+        str(tmp_path / "data"),
+        "--glove",
+        "none",
+        "--epoch",
+        "1",
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "p"),
+    ]
     assert run(TER.main, argv) == 2
     error = capsys.readouterr().err
     assert "class 'happy' has 1 (per class: happy: 1, sad: 1, hate: 1)" in error
@@ -124,7 +140,6 @@ def test_a_manifest_with_its_own_split_keeps_it(tmp_path):
     assert not split_path(manifest).exists()
 
 
-
 def test_a_drawn_split_keeps_tweets_and_normalised_texts_whole():
     """Adversarial: chains of four tweets whose texts TER cannot tell apart (case, numbers, links, '#',
     punctuation), some of them tweets with two images; no tweet and no normalised text may straddle two splits."""
@@ -132,11 +147,17 @@ def test_a_drawn_split_keeps_tweets_and_normalised_texts_whole():
 
     frame = synthetic_frame(tweets=600, seed=1)
     frame["text"] = [f"plain text number {chr(97 + int(g) % 26)}{chr(97 + int(g) // 26 % 26)}" for g in frame["group"]]
-    variants = ["Great GAME tonight 7 https://t.co/a", "great game TONIGHT 12!! http://x.co/b",
-                "#great game tonight 3. www.y.org", "great game... tonight 42 <url>"]
+    variants = [
+        "Great GAME tonight 7 https://t.co/a",
+        "great game TONIGHT 12!! http://x.co/b",
+        "#great game tonight 3. www.y.org",
+        "great game... tonight 42 <url>",
+    ]
     for chain in range(40):  # each chain: four tweets whose texts normalise alike
         for link, text in enumerate(variants):
-            frame.loc[frame["group"] == str(chain * 4 + link), "text"] = text + f" chain{chr(97 + chain % 26)}{chain // 26}"
+            frame.loc[frame["group"] == str(chain * 4 + link), "text"] = (
+                text + f" chain{chr(97 + chain % 26)}{chain // 26}"
+            )
     for seed in range(3):
         split = draw_split(frame, seed=seed)
         leakage = split_leakage(frame.assign(split=split.to_numpy()))
@@ -158,17 +179,26 @@ def leaky_manifest(folder):
     """A manifest with its own split: tweet 5 has images in train and test, tweets 1 and 2 share a text
     (to TER: case, a number, a link) across train and val, tweets 3 and 4 share one within test."""
     rows = [
-        ("1", "1-1", "Good MORNING world 7 https://t.co/x", "train"), ("2", "2-1", "good morning world 12 http://bit.ly/q", "val"),
-        ("3", "3-1", "same in test", "test"), ("4", "4-1", "Same in test!", "test"),
-        ("5", "5-1", "two photos", "train"), ("5", "5-2", "two photos", "test"),
-        *[(str(t), f"{t}-1", f"text {chr(97 + t)}", split) for t, split in
-          ((6, "train"), (7, "train"), (8, "val"), (9, "test"))],
+        ("1", "1-1", "Good MORNING world 7 https://t.co/x", "train"),
+        ("2", "2-1", "good morning world 12 http://bit.ly/q", "val"),
+        ("3", "3-1", "same in test", "test"),
+        ("4", "4-1", "Same in test!", "test"),
+        ("5", "5-1", "two photos", "train"),
+        ("5", "5-2", "two photos", "test"),
+        *[
+            (str(t), f"{t}-1", f"text {chr(97 + t)}", split)
+            for t, split in ((6, "train"), (7, "train"), (8, "val"), (9, "test"))
+        ],
     ]
     for _, image_id, _, _ in rows:
         write_image(folder / f"{image_id}.jpg")
-    return write_manifest(folder / "leaky.csv", [
-        {"label": str(i % 4), "text": text, "image": f"{image_id}.jpg", "split": split}
-        for i, (_, image_id, text, split) in enumerate(rows)])
+    return write_manifest(
+        folder / "leaky.csv",
+        [
+            {"label": str(i % 4), "text": text, "image": f"{image_id}.jpg", "split": split}
+            for i, (_, image_id, text, split) in enumerate(rows)
+        ],
+    )
 
 
 def test_a_given_split_that_leaks_is_counted_and_refused_with_strict_split(tmp_path, caplog, capsys):
@@ -179,15 +209,29 @@ def test_a_given_split_that_leaks_is_counted_and_refused_with_strict_split(tmp_p
     leakage = load_dataset(manifest, tmp_path).split_leakage
     assert (leakage["straddling_tweets"], leakage["straddling_texts"], leakage["rows_involved"]) == (1, 2, 4)
     assert leakage["examples"]["tweets"] == ["'5' in test/train"]
-    assert leakage["examples"]["texts"] == ["'good morning world <number> <url>' in train/val",
-                                            "'two photos' in test/train"]
+    assert leakage["examples"]["texts"] == [
+        "'good morning world <number> <url>' in train/val",
+        "'two photos' in test/train",
+    ]
     assert "the split (manifest) leaks: 1 tweet(s) and 2 normalised text(s)" in caplog.text
     with pytest.raises(InputError, match="--strict-split makes this an error"):
         load_dataset(manifest, tmp_path, strict_split=True)
     # The phase refuses before any training: exit 2, nothing written.
-    out = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "p")]
-    assert run(TER.main, ["--manifest", str(manifest), "--image-root", str(tmp_path), "--glove", "none",
-                          "--strict-split", *out]) == 2
+    out = [
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "p"),
+    ]
+    assert (
+        run(
+            TER.main,
+            ["--manifest", str(manifest), "--image-root", str(tmp_path), "--glove", "none", "--strict-split", *out],
+        )
+        == 2
+    )
     assert "occur in more than one split" in capsys.readouterr().err
     assert not (tmp_path / "ckpt").exists()
 

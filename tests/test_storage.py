@@ -56,17 +56,37 @@ def read_only(monkeypatch, folder: Path) -> None:
 
 def tiny_ier(tiny_dataset, out: Path, *flags: str) -> list[str]:
     manifest, root = tiny_dataset
-    return ["--manifest", str(manifest), "--image-root", str(root), "--image-weights", "none", "--image-size", "32",
-            "--epoch", "1", "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"),
-            "--prob-dir", str(out / "probs"), "--cache-dir", str(out / "features"), *flags]
+    return [
+        "--manifest",
+        str(manifest),
+        "--image-root",
+        str(root),
+        "--image-weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epoch",
+        "1",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        "--cache-dir",
+        str(out / "features"),
+        *flags,
+    ]
 
 
 def test_two_ier_runs_started_together_on_an_empty_store_compute_each_image_once(tiny_dataset, tmp_path):
     """Two real processes, two runs, one empty feature store and no split yet: one draws the split and runs the
     backbone over the 40 images, the other waits for each and reuses them; both finish, one complete store results."""
     commands = [[sys.executable, "IER.py", *tiny_ier(tiny_dataset, tmp_path, "--run-name", name)] for name in "ab"]
-    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for command in commands]
+    processes = [
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
     logs = [process.communicate(timeout=300)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], logs
     computed = [log for log in logs if "image features: 40 images computed into" in log]
@@ -82,19 +102,52 @@ def test_two_ier_runs_started_together_on_an_empty_store_compute_each_image_once
 
 def test_the_same_run_started_twice_at_once_is_refused(tiny_dataset, tmp_path, capsys):
     manifest, root = tiny_dataset
-    first = subprocess.Popen([sys.executable, "TER.py", "--manifest", str(manifest), "--image-root", str(root),
-                              "--glove", "none",
-                              "--epoch", "1000", "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir",
-                              str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "probs"), "--run-name", "r"],
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "TER.py",
+            "--manifest",
+            str(manifest),
+            "--image-root",
+            str(root),
+            "--glove",
+            "none",
+            "--epoch",
+            "1000",
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--log-dir",
+            str(tmp_path / "tb"),
+            "--prob-dir",
+            str(tmp_path / "probs"),
+            "--run-name",
+            "r",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "ckpt" / "r" / ".TER.backup" / "state.json").exists():  # training: the lock is held
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
-        second = ["--manifest", str(manifest), "--image-root", str(root), "--glove", "none",
-                  "--checkpoint-dir", str(tmp_path / "ckpt"),
-                  "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "probs"), "--run-name", "r"]
+        second = [
+            "--manifest",
+            str(manifest),
+            "--image-root",
+            str(root),
+            "--glove",
+            "none",
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--log-dir",
+            str(tmp_path / "tb"),
+            "--prob-dir",
+            str(tmp_path / "probs"),
+            "--run-name",
+            "r",
+        ]
         assert run(TER.main, second) == 2
         error = capsys.readouterr().err
         assert f"TER.py is already running in {tmp_path / 'ckpt' / 'r'}" in error and "another --run-name" in error
@@ -109,34 +162,65 @@ def test_a_read_only_output_folder_is_an_error_before_any_work(tiny_dataset, tmp
     locked = tmp_path / "locked"
     locked.mkdir()
     read_only(monkeypatch, locked)
-    argv = ["--manifest", str(manifest), "--image-root", str(root), "--glove", "none",
-            "--checkpoint-dir", str(locked / "ckpt"),
-            "--log-dir", str(locked), "--prob-dir", str(tmp_path / "probs")]
+    argv = [
+        "--manifest",
+        str(manifest),
+        "--image-root",
+        str(root),
+        "--glove",
+        "none",
+        "--checkpoint-dir",
+        str(locked / "ckpt"),
+        "--log-dir",
+        str(locked),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+    ]
     assert run(TER.main, argv) == 2
     error = capsys.readouterr().err
     assert f"error: cannot write to {locked / 'ckpt'} (--checkpoint-dir), {locked} (--log-dir)" in error
     assert "Nothing was done" in error and not split_path(manifest).exists()  # not even the split was drawn
 
 
-def test_beside_read_only_inputs_the_split_and_glove_cache_go_to_the_fallback_folder(tiny_dataset, tmp_path_factory,
-                                                                                      monkeypatch, capsys):
+def test_beside_read_only_inputs_the_split_and_glove_cache_go_to_the_fallback_folder(
+    tiny_dataset, tmp_path_factory, monkeypatch, capsys
+):
     """A shared, read-only data set: TER stores its split and GloVe cache in $EMOREC_CACHE_DIR, says so, writes
     nothing beside the inputs, and the next run finds both there."""
     from emorec.glove import load_glove_vectors
 
     manifest, root = tiny_dataset
     glove = manifest.parent / "glove.tiny.200d.txt"
-    glove.write_text("".join(f"{word} " + " ".join(["0.5"] * 200) + "\n" for word in ("tweet", "text", "aa")),
-                     encoding="utf-8")
+    glove.write_text(
+        "".join(f"{word} " + " ".join(["0.5"] * 200) + "\n" for word in ("tweet", "text", "aa")), encoding="utf-8"
+    )
     before = sorted(path.name for path in manifest.parent.iterdir())
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     monkeypatch.setenv("EMOREC_CACHE_DIR", str(elsewhere / "fallback"))
     read_only(monkeypatch, manifest.parent)
     assert not is_writable(manifest.parent)
     out = elsewhere / "out"
-    assert TER.main(["--manifest", str(manifest), "--image-root", str(root), "--glove", str(glove), "--epoch", "1",
-                     "--checkpoint-dir",
-                     str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs")]) == 0
+    assert (
+        TER.main(
+            [
+                "--manifest",
+                str(manifest),
+                "--image-root",
+                str(root),
+                "--glove",
+                str(glove),
+                "--epoch",
+                "1",
+                "--checkpoint-dir",
+                str(out / "ckpt"),
+                "--log-dir",
+                str(out / "tb"),
+                "--prob-dir",
+                str(out / "probs"),
+            ]
+        )
+        == 0
+    )
     log = capsys.readouterr().err
     split = beside_or_fallback(split_path(manifest), "the split")
     assert split.is_relative_to(elsewhere / "fallback") and split.exists()
@@ -148,8 +232,9 @@ def test_beside_read_only_inputs_the_split_and_glove_cache_go_to_the_fallback_fo
     assert "from the cache" in capsys.readouterr().err
 
 
-def test_a_disk_that_fills_while_extracting_is_an_error_and_the_store_goes_on_from_there(tiny_dataset, tmp_path,
-                                                                                       monkeypatch, capsys):
+def test_a_disk_that_fills_while_extracting_is_an_error_and_the_store_goes_on_from_there(
+    tiny_dataset, tmp_path, monkeypatch, capsys
+):
     """No room while the second chunk's entries are recorded: exit 2 naming the file, no traceback, the first chunk
     kept; with room again the same command computes only the rest."""
     monkeypatch.setattr(extraction, "stored_features", functools.partial(extraction.stored_features, chunk=16))
@@ -187,17 +272,31 @@ def test_no_room_for_the_features_fails_before_extraction_not_with_sigbus(tiny_d
     assert "error: no space left on the device of" in error and "for the image features: they need 0.0 MB more" in error
 
 
-def test_a_disk_that_fills_while_saving_leaves_no_half_file_and_the_run_resumes(tiny_dataset, tmp_path, monkeypatch,
-                                                                                capsys):
+def test_a_disk_that_fills_while_saving_leaves_no_half_file_and_the_run_resumes(
+    tiny_dataset, tmp_path, monkeypatch, capsys
+):
     import keras
 
     def full_disk(self, filepath, *args, **kwargs):
         Path(filepath).write_bytes(b"PK\x03\x04 half a zip")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filepath))
 
-    argv = ["--manifest", str(tiny_dataset[0]), "--image-root", str(tiny_dataset[1]), "--glove", "none", "--epoch", "2",
-            "--checkpoint-dir",
-            str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "probs")]
+    argv = [
+        "--manifest",
+        str(tiny_dataset[0]),
+        "--image-root",
+        str(tiny_dataset[1]),
+        "--glove",
+        "none",
+        "--epoch",
+        "2",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "probs"),
+    ]
     with monkeypatch.context() as patch:
         patch.setattr(keras.Model, "save", full_disk)
         assert run(TER.main, argv) == 2

@@ -20,9 +20,27 @@ from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 
 def ter_argv(demo, out, *extra):
     return [
-        "--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo), "--glove", str(demo / GLOVE_NAME),
-        "--epoch", "4", "--batch-size", "32", "--lr", "3e-3", "--seed", "0",
-        "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"), *extra,
+        "--manifest",
+        str(demo / MANIFEST_NAME),
+        "--image-root",
+        str(demo),
+        "--glove",
+        str(demo / GLOVE_NAME),
+        "--epoch",
+        "4",
+        "--batch-size",
+        "32",
+        "--lr",
+        "3e-3",
+        "--seed",
+        "0",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        *extra,
     ]
 
 
@@ -128,11 +146,18 @@ def test_help_documents_every_flag_with_its_default():
     result = subprocess.run([sys.executable, "TER.py", "--help"], capture_output=True, text=True, check=True)
     text = " ".join(result.stdout.split())  # argparse wraps long lines
     for flag, default in [
-        ("--manifest", "data_files/image_labels.csv"), ("--glove", "data_files/glove.twitter.27B.200d.txt"),
-        ("--max-words", "40000"), ("--seq-len", "30 (paper), 64 (fine-tuned), 64 (frozen)"),
-        ("--batch-size", "256 (paper), 32 (fine-tuned), 64 (frozen)"), ("--lr", "0.001 (paper), 5e-05 (fine-tuned), 0.001 (frozen)"),
-        ("--text-encoder", "paper"), ("--cache-dir", "data_files/features"),
-        ("--seed", "0"), ("--checkpoint-dir", "model_checkpoints"), ("--log-dir", "tb_logs"), ("--image-root", "data_t4sa"),
+        ("--manifest", "data_files/image_labels.csv"),
+        ("--glove", "data_files/glove.twitter.27B.200d.txt"),
+        ("--max-words", "40000"),
+        ("--seq-len", "30 (paper), 64 (fine-tuned), 64 (frozen)"),
+        ("--batch-size", "256 (paper), 32 (fine-tuned), 64 (frozen)"),
+        ("--lr", "0.001 (paper), 5e-05 (fine-tuned), 0.001 (frozen)"),
+        ("--text-encoder", "paper"),
+        ("--cache-dir", "data_files/features"),
+        ("--seed", "0"),
+        ("--checkpoint-dir", "model_checkpoints"),
+        ("--log-dir", "tb_logs"),
+        ("--image-root", "data_t4sa"),
     ]:
         assert flag in text and f"(default: {default})" in text, flag
     assert "--epoch EPOCHS, --epochs EPOCHS" in text and "--run-name" in text
@@ -146,13 +171,25 @@ def test_text_only_manifest_trains_ter_and_its_own_classes(small_demo, tmp_path,
 
     demo = pd.read_csv(small_demo / MANIFEST_NAME).head(200)
     classes = ["anger", "fear", "joy", "sadness"]
-    texts = pd.DataFrame({"id": [f"t{i}" for i in range(len(demo))],
-                          "label": [classes[i % 4] for i in range(len(demo))],
-                          "text": demo["text"], "image": ""})
+    texts = pd.DataFrame(
+        {
+            "id": [f"t{i}" for i in range(len(demo))],
+            "label": [classes[i % 4] for i in range(len(demo))],
+            "text": demo["text"],
+            "image": "",
+        }
+    )
     manifest = tmp_path / "tweets.csv"
     texts.to_csv(manifest, index=False)
     (tmp_path / "tweets.classes.txt").write_text("\n".join(classes) + "\n")
-    out = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"), "--prob-dir", str(tmp_path / "p")]
+    out = [
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--log-dir",
+        str(tmp_path / "tb"),
+        "--prob-dir",
+        str(tmp_path / "p"),
+    ]
     assert TER.main(["--manifest", str(manifest), "--glove", "none", "--epoch", "1", *out]) == 0
     probs = pd.read_csv(tmp_path / "p" / "text_prob.csv")
     assert list(probs.columns) == ["id", "split", "label", *classes] and len(probs) == len(texts)

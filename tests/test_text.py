@@ -18,7 +18,18 @@ def normalise(sentence: str) -> list[str]:
 
 def test_tweet_normalisation():
     assert normalise("@JustSports Shame on the #Election2020 😡😡 https://t.co/Hci6fukfw7 in 2020, 3.5 can't...") == [
-        "<user>", "shame", "on", "the", "election2020", "😡", "😡", "<url>", "in", "<number>", "<number>", "can't",
+        "<user>",
+        "shame",
+        "on",
+        "the",
+        "election2020",
+        "😡",
+        "😡",
+        "<url>",
+        "in",
+        "<number>",
+        "<number>",
+        "can't",
     ]
     assert normalise("I ❤️ NY!!! www.example.com #café") == ["i", "❤", "ny", "<url>", "café"]
 

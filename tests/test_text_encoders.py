@@ -47,17 +47,25 @@ def hugging_face_weights(vocabulary_size: int, seed: int = 0) -> dict[str, np.nd
     """Random weights of a tiny BERT under Hugging Face's names and shapes (``BertModel``; out x in kernels)."""
     rng = np.random.default_rng(seed)
     hidden, inner, positions = TINY["hidden_dim"], TINY["intermediate_dim"], TINY["max_sequence_length"]
-    shapes = {"embeddings.word_embeddings.weight": (vocabulary_size, hidden),
-              "embeddings.position_embeddings.weight": (positions, hidden),
-              "embeddings.token_type_embeddings.weight": (2, hidden),
-              "embeddings.LayerNorm.weight": (hidden,), "embeddings.LayerNorm.bias": (hidden,),
-              "pooler.dense.weight": (hidden, hidden), "pooler.dense.bias": (hidden,)}
+    shapes = {
+        "embeddings.word_embeddings.weight": (vocabulary_size, hidden),
+        "embeddings.position_embeddings.weight": (positions, hidden),
+        "embeddings.token_type_embeddings.weight": (2, hidden),
+        "embeddings.LayerNorm.weight": (hidden,),
+        "embeddings.LayerNorm.bias": (hidden,),
+        "pooler.dense.weight": (hidden, hidden),
+        "pooler.dense.bias": (hidden,),
+    }
     for layer in range(TINY["num_layers"]):
         prefix = f"encoder.layer.{layer}."
         for part in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
             shapes |= {f"{prefix}{part}.weight": (hidden, hidden), f"{prefix}{part}.bias": (hidden,)}
-        shapes |= {f"{prefix}intermediate.dense.weight": (inner, hidden), f"{prefix}intermediate.dense.bias": (inner,),
-                   f"{prefix}output.dense.weight": (hidden, inner), f"{prefix}output.dense.bias": (hidden,)}
+        shapes |= {
+            f"{prefix}intermediate.dense.weight": (inner, hidden),
+            f"{prefix}intermediate.dense.bias": (inner,),
+            f"{prefix}output.dense.weight": (hidden, inner),
+            f"{prefix}output.dense.bias": (hidden,),
+        }
         for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
             shapes |= {f"{prefix}{norm}.weight": (hidden,), f"{prefix}{norm}.bias": (hidden,)}
     return {name: (0.2 * rng.standard_normal(shape)).astype(np.float32) for name, shape in shapes.items()}
@@ -69,15 +77,26 @@ def write_hugging_face_folder(folder: Path, vocabulary: list[str]) -> Path:
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True)
-    config = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": len(vocabulary),
-              "hidden_size": TINY["hidden_dim"], "num_hidden_layers": TINY["num_layers"],
-              "num_attention_heads": TINY["num_heads"], "intermediate_size": TINY["intermediate_dim"],
-              "max_position_embeddings": TINY["max_sequence_length"], "type_vocab_size": 2, "hidden_act": "gelu",
-              "layer_norm_eps": 1e-12, "pad_token_id": 0}
+    config = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": len(vocabulary),
+        "hidden_size": TINY["hidden_dim"],
+        "num_hidden_layers": TINY["num_layers"],
+        "num_attention_heads": TINY["num_heads"],
+        "intermediate_size": TINY["intermediate_dim"],
+        "max_position_embeddings": TINY["max_sequence_length"],
+        "type_vocab_size": 2,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     save_file(hugging_face_weights(len(vocabulary)), str(folder / "model.safetensors"))
     (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"})
+    )
     return folder
 
 
@@ -86,17 +105,40 @@ def presets(small_demo, tmp_path_factory):
     """The two folders: {"keras_hub": ..., "hugging_face": ...}."""
     root = tmp_path_factory.mktemp("presets")
     vocabulary = demo_vocabulary(small_demo)
-    return {"keras_hub": write_keras_hub_preset(root / "tiny_bert", vocabulary),
-            "hugging_face": write_hugging_face_folder(root / "tiny_bert_hf", vocabulary)}
+    return {
+        "keras_hub": write_keras_hub_preset(root / "tiny_bert", vocabulary),
+        "hugging_face": write_hugging_face_folder(root / "tiny_bert_hf", vocabulary),
+    }
 
 
 def ter(demo: Path, out: Path, *extra: str, python: list[str] | None = None) -> subprocess.CompletedProcess:
     """``python TER.py`` on the small demo in a fresh process, writing under ``out``."""
-    argv = ["--manifest", str(demo / MANIFEST_NAME), "--image-root", str(demo), "--epoch", "2", "--seq-len", "16",
-            "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
-            "--cache-dir", str(out / "features"), *extra]
-    return subprocess.run([*(python or [sys.executable]), str(REPO / "TER.py"), *argv], capture_output=True,
-                          text=True, cwd=REPO, timeout=600)
+    argv = [
+        "--manifest",
+        str(demo / MANIFEST_NAME),
+        "--image-root",
+        str(demo),
+        "--epoch",
+        "2",
+        "--seq-len",
+        "16",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        "--cache-dir",
+        str(out / "features"),
+        *extra,
+    ]
+    return subprocess.run(
+        [*(python or [sys.executable]), str(REPO / "TER.py"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
 
 
 LOAD_AND_PREDICT = """
@@ -111,8 +153,13 @@ print(json.dumps(model.predict(tf.constant(texts), verbose=0).tolist()))
 
 def saved_model_probabilities(model: Path, texts: list[str]) -> np.ndarray:
     """The saved model's probabilities for ``texts``, loaded in a fresh process with the one documented import."""
-    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(model), json.dumps(texts)], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(model), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return np.array(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -122,8 +169,9 @@ def test_hugging_face_weights_are_the_ones_written(presets):
 
     encoder = load_text_encoder(str(presets["hugging_face"]), 16)
     written = hugging_face_weights(encoder.backbone.vocabulary_size)
-    np.testing.assert_array_equal(encoder.backbone.get_layer("token_embedding").embeddings.numpy(),
-                                  written["embeddings.word_embeddings.weight"])
+    np.testing.assert_array_equal(
+        encoder.backbone.get_layer("token_embedding").embeddings.numpy(), written["embeddings.word_embeddings.weight"]
+    )
     tokens = encoder.preprocessor(["[UNK] zzzz"])["token_ids"].numpy()[0]
     assert tokens[0] == SPECIAL.index("[CLS]") and SPECIAL.index("[SEP]") in tokens
 
@@ -148,10 +196,26 @@ def test_a_preset_that_cannot_be_loaded_is_one_clear_error(small_demo, tmp_path,
     from emorec.cli import run
 
     (tmp_path / "empty").mkdir()
-    for preset, says in ((f"{tmp_path}/no_such_folder", "no such folder"), (f"{tmp_path}/empty", "could not be loaded")):
-        argv = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--text-encoder", preset,
-                "--checkpoint-dir", str(tmp_path / "ckpt"), "--log-dir", str(tmp_path / "tb"),
-                "--prob-dir", str(tmp_path / "probs"), "--cache-dir", str(tmp_path / "features")]
+    for preset, says in (
+        (f"{tmp_path}/no_such_folder", "no such folder"),
+        (f"{tmp_path}/empty", "could not be loaded"),
+    ):
+        argv = [
+            "--manifest",
+            str(small_demo / MANIFEST_NAME),
+            "--image-root",
+            str(small_demo),
+            "--text-encoder",
+            preset,
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--log-dir",
+            str(tmp_path / "tb"),
+            "--prob-dir",
+            str(tmp_path / "probs"),
+            "--cache-dir",
+            str(tmp_path / "features"),
+        ]
         assert run(TER.main, argv) == 2
         error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(error) == 1 and preset in error[0] and says in error[0] and "KerasHub name" in error[0]
@@ -164,8 +228,10 @@ def test_a_preset_that_cannot_be_loaded_is_one_clear_error(small_demo, tmp_path,
         assert stopped.value.code == 2 and "--freeze-text-encoder needs --text-encoder" in capsys.readouterr().err
 
 
-HIDE_KERAS_HUB = "import runpy, sys; sys.modules['keras_hub'] = None; sys.argv = sys.argv[1:]; " \
-                 "runpy.run_path(sys.argv[0], run_name='__main__')"
+HIDE_KERAS_HUB = (
+    "import runpy, sys; sys.modules['keras_hub'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 def test_the_paper_network_needs_no_keras_hub(presets, small_demo, tmp_path):
@@ -182,13 +248,22 @@ def test_the_paper_network_needs_no_keras_hub(presets, small_demo, tmp_path):
 
 def script(name: str, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """``python <name>.py ARGV`` in a fresh process, from the repository root."""
-    return subprocess.run([sys.executable, str(REPO / f"{name}.py"), *argv], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / f"{name}.py"), *argv], capture_output=True, text=True, cwd=REPO, timeout=timeout
+    )
 
 
 def outputs(out: Path, run: str) -> list[str]:
-    return ["--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
-            "--run-name", run]
+    return [
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        "--run-name",
+        run,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -199,34 +274,76 @@ def frozen_sweep(presets, image_presets, small_demo, tmp_path_factory):
     out = tmp_path_factory.mktemp("frozen_sweep")
     image_flags = f"--backbone {image_presets['clip']} --precision float32 --batch-size 32 --lr 1e-3"
     prompts = shutil.copy(DEFAULT_PROMPTS, out / "prompts.json")  # the default prompts, passed through by the sweep
-    done = script("sweep", "--fractions", "1.0", "--seeds", "0", "--epoch", "1", "--run-prefix", "frozen",
-                  "--text-encoder", str(presets["hugging_face"]), "--freeze-text-encoder",
-                  "--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo),
-                  "--ter-args", f"--seq-len 16 --cache-dir {out / 'features'}",
-                  "--ier-args", f"{image_flags} --cache-dir {out / 'features'}",
-                  "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs"),
-                  "--results-dir", str(out / "results"), "--prompts", str(prompts))
+    done = script(
+        "sweep",
+        "--fractions",
+        "1.0",
+        "--seeds",
+        "0",
+        "--epoch",
+        "1",
+        "--run-prefix",
+        "frozen",
+        "--text-encoder",
+        str(presets["hugging_face"]),
+        "--freeze-text-encoder",
+        "--manifest",
+        str(small_demo / MANIFEST_NAME),
+        "--image-root",
+        str(small_demo),
+        "--ter-args",
+        f"--seq-len 16 --cache-dir {out / 'features'}",
+        "--ier-args",
+        f"{image_flags} --cache-dir {out / 'features'}",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "tb"),
+        "--prob-dir",
+        str(out / "probs"),
+        "--results-dir",
+        str(out / "results"),
+        "--prompts",
+        str(prompts),
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return out, "frozen-f1-s0", done
 
 
 def predictions_of(out: Path, run: str, demo: Path, csv: Path) -> pd.DataFrame:
     """predict.py --csv on the demo's manifest with the run, in a fresh process."""
-    done = script("predict", "--csv", str(demo / MANIFEST_NAME), "--out", str(csv), "--batch-size", "128",
-                  "--checkpoint-dir", str(out / "ckpt"), "--run-name", run)
+    done = script(
+        "predict",
+        "--csv",
+        str(demo / MANIFEST_NAME),
+        "--out",
+        str(csv),
+        "--batch-size",
+        "128",
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--run-name",
+        run,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return pd.read_csv(csv)
 
 
-def assert_reproduces_prob_files(predicted: pd.DataFrame, out: Path, run: str, atol: float,
-                                 image_atol: float | None = None) -> None:
+def assert_reproduces_prob_files(
+    predicted: pd.DataFrame, out: Path, run: str, atol: float, image_atol: float | None = None
+) -> None:
     """predict.py's probabilities against those the phases wrote, within ``atol`` (``image_atol`` for IER and the
     fusion, whose phases read the image features from the float16 store where predict.py computes them)."""
-    for phase, prob_file in (("TER", "text_prob.csv"), ("IER", "img_prob.csv"), ("Intermediate_fusion", "inter_prob.csv")):
+    for phase, prob_file in (
+        ("TER", "text_prob.csv"),
+        ("IER", "img_prob.csv"),
+        ("Intermediate_fusion", "inter_prob.csv"),
+    ):
         written = pd.read_csv(out / "probs" / run / prob_file)[CLASSES].to_numpy()
         tolerance = atol if phase == "TER" or image_atol is None else image_atol
-        np.testing.assert_allclose(predicted[[f"{phase}_{c}" for c in CLASSES]].to_numpy(), written, atol=tolerance,
-                                   err_msg=phase)
+        np.testing.assert_allclose(
+            predicted[[f"{phase}_{c}" for c in CLASSES]].to_numpy(), written, atol=tolerance, err_msg=phase
+        )
 
 
 CLASSES = ["happy", "sad", "hate", "anger"]
@@ -256,8 +373,20 @@ def test_frozen_encoder_through_the_sweep_fusion_late_fusion_and_predict(frozen_
     # One tweet explained: whole words deleted from the text, whatever the tokenizer makes of them.
     manifest = pd.read_csv(small_demo / MANIFEST_NAME, dtype=str, keep_default_na=False)
     text, image = manifest["text"][0], str(small_demo / manifest["image"][0])
-    done = script("predict", "--image", image, "--text", text, "--json", "--explain-dir", str(tmp_path / "why"),
-                  "--checkpoint-dir", str(out / "ckpt"), "--run-name", run)
+    done = script(
+        "predict",
+        "--image",
+        image,
+        "--text",
+        text,
+        "--json",
+        "--explain-dir",
+        str(tmp_path / "why"),
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--run-name",
+        run,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     explanation = json.loads(next((tmp_path / "why").glob("*.json")).read_text())
     for model in ("TER", "Intermediate_fusion"):
@@ -269,9 +398,23 @@ def test_frozen_encoder_through_the_sweep_fusion_late_fusion_and_predict(frozen_
 
     # TER again on the same store: read, not computed, and the same probabilities to the byte.
     written = (out / "probs" / run / "text_prob.csv").read_bytes()
-    again = script("TER", "--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--epoch", "1",
-                   "--seq-len", "16", "--text-encoder", str(presets["hugging_face"]), "--freeze-text-encoder",
-                   "--cache-dir", str(out / "features"), *outputs(out, run))
+    again = script(
+        "TER",
+        "--manifest",
+        str(small_demo / MANIFEST_NAME),
+        "--image-root",
+        str(small_demo),
+        "--epoch",
+        "1",
+        "--seq-len",
+        "16",
+        "--text-encoder",
+        str(presets["hugging_face"]),
+        "--freeze-text-encoder",
+        "--cache-dir",
+        str(out / "features"),
+        *outputs(out, run),
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "text features: all" in again.stderr and "computing" not in again.stderr
     assert (out / "probs" / run / "text_prob.csv").read_bytes() == written
@@ -295,13 +438,17 @@ def test_the_zero_label_rows_score_the_test_posts_against_the_prompts(frozen_swe
     assert (zero["training_labels"] == 0).all() and (zero["validation_labels"] == 0).all()
     assert "| 0 | 0 | 0 | 1 |" in (out / "results/label_efficiency.md").read_text()
 
-    probabilities = {kind: pd.read_csv(out / "probs" / run / f"zero_shot_{kind}_prob.csv")
-                     for kind in ("image", "text", "both")}
+    probabilities = {
+        kind: pd.read_csv(out / "probs" / run / f"zero_shot_{kind}_prob.csv") for kind in ("image", "text", "both")
+    }
     test = (probabilities["text"]["split"] == "test").to_numpy()
     for table in probabilities.values():
         assert table.loc[~test, CLASSES].isna().all().all() and table.loc[test, CLASSES].notna().all().all()
-    np.testing.assert_allclose(probabilities["both"][CLASSES], (probabilities["image"][CLASSES]
-                                                                + probabilities["text"][CLASSES]) / 2, atol=1e-6)
+    np.testing.assert_allclose(
+        probabilities["both"][CLASSES],
+        (probabilities["image"][CLASSES] + probabilities["text"][CLASSES]) / 2,
+        atol=1e-6,
+    )
 
     backbone = keras_hub.models.CLIPBackbone.from_preset(str(image_presets["clip"]))
     converter = keras_hub.layers.CLIPImageConverter.from_preset(str(image_presets["clip"]))
@@ -339,11 +486,33 @@ def test_edited_prompts_another_preset_and_a_bad_file_or_preset(frozen_sweep, im
     shutil.copytree(out / "probs" / run_name, tmp_path / "probs")
     shutil.copytree(out / "ckpt" / run_name, tmp_path / "ckpt", ignore=shutil.ignore_patterns("*.keras"))
     try:
-        assert run(Late_fusion.main, [*outputs(out, run_name), "--results-dir", str(tmp_path / "results"),
-                                      "--prompts", str(tmp_path / "swapped.json")]) == 0
+        assert (
+            run(
+                Late_fusion.main,
+                [
+                    *outputs(out, run_name),
+                    "--results-dir",
+                    str(tmp_path / "results"),
+                    "--prompts",
+                    str(tmp_path / "swapped.json"),
+                ],
+            )
+            == 0
+        )
         after = pd.read_csv(out / "probs" / run_name / "zero_shot_text_prob.csv")
-        assert run(Late_fusion.main, [*outputs(out, run_name), "--results-dir", str(tmp_path / "results"),
-                                      "--zero-shot", str(tmp_path / "another_clip")]) == 0
+        assert (
+            run(
+                Late_fusion.main,
+                [
+                    *outputs(out, run_name),
+                    "--results-dir",
+                    str(tmp_path / "results"),
+                    "--zero-shot",
+                    str(tmp_path / "another_clip"),
+                ],
+            )
+            == 0
+        )
         image_after = pd.read_csv(out / "probs" / run_name / "zero_shot_image_prob.csv")
     finally:
         shutil.copytree(tmp_path / "probs", out / "probs" / run_name, dirs_exist_ok=True)
@@ -357,8 +526,10 @@ def test_edited_prompts_another_preset_and_a_bad_file_or_preset(frozen_sweep, im
 
     del prompts["anger"]
     (tmp_path / "no_anger.json").write_text(json.dumps(prompts))
-    for flags, says in ((["--prompts", str(tmp_path / "no_anger.json")], "has no prompt for anger"),
-                        (["--zero-shot", str(image_presets["vit"])], "ViTBackbone has no text tower")):
+    for flags, says in (
+        (["--prompts", str(tmp_path / "no_anger.json")], "has no prompt for anger"),
+        (["--zero-shot", str(image_presets["vit"])], "ViTBackbone has no text tower"),
+    ):
         assert run(Late_fusion.main, [*outputs(out, run_name), "--results-dir", str(tmp_path / "r2"), *flags]) == 2
         error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(error) == 1 and says in error[0], (flags, error)
@@ -382,8 +553,9 @@ def assert_occlusion_is_faithful(explanation: dict, ier_model: Path, image: str)
     masks = occlusion_masks(32, OCCLUSION_CELLS)
     blanked = [np.where(masks[cell], np.array(BLANK_RGB, np.float32), pixels) for cell in (cam.argmax(), cam.argmin())]
     predicted = explanation["class_names"].index(explanation["prediction"])
-    probability = keras.models.load_model(ier_model).predict_on_batch(
-        np.stack([pixels, *blanked]).astype(np.float32))[:, predicted]
+    probability = keras.models.load_model(ier_model).predict_on_batch(np.stack([pixels, *blanked]).astype(np.float32))[
+        :, predicted
+    ]
     drops = probability[0] - probability[1:]
     # The extractor runs in another batch than the explanation's, in IER's precision (float32 in this sweep; under
     # --precision auto it may be bfloat16): a drop within a few bfloat16 steps (8 bits: 0.4 %) of the probabilities.
@@ -399,8 +571,9 @@ def test_fine_tuned_encoder_warm_started_fusion_and_predict(frozen_sweep, preset
     (out / "probs" / run).mkdir(parents=True)
     shutil.copy(out / "probs" / frozen_run / "img_prob.csv", out / "probs" / run / "img_prob.csv")
     data = ["--manifest", str(small_demo / MANIFEST_NAME), "--image-root", str(small_demo), "--epoch", "1"]
-    done = script("TER", *data, "--text-encoder", str(presets["keras_hub"]), "--seq-len", "16", "--lr", "1e-3",
-                  *outputs(out, run))
+    done = script(
+        "TER", *data, "--text-encoder", str(presets["keras_hub"]), "--seq-len", "16", "--lr", "1e-3", *outputs(out, run)
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "optimizer: AdamW" in done.stderr and "BertBackbone" in done.stderr
     metrics = json.loads((out / "ckpt" / run / "TER.metrics.json").read_text())
@@ -429,8 +602,9 @@ def test_fine_tuned_encoder_warm_started_fusion_and_predict(frozen_sweep, preset
     # The saved models compute what the phases wrote (the same weights, float32; another batch shape). The image
     # phases read IER's float16 store of the tiny CLIP's 6-number embeddings: float16's 3 digits of 6 numbers move a
     # probability by a few 1e-4 (seen: 2e-4), where predict.py computes the embeddings in float32.
-    assert_reproduces_prob_files(predictions_of(out, run, small_demo, tmp_path / "p.csv"), out, run, atol=1e-4,
-                                 image_atol=1e-3)
+    assert_reproduces_prob_files(
+        predictions_of(out, run, small_demo, tmp_path / "p.csv"), out, run, atol=1e-4, image_atol=1e-3
+    )
 
 
 def test_precision_auto_names_the_store_that_the_saved_model_reads_back(presets, small_demo, tmp_path):
@@ -442,8 +616,17 @@ def test_precision_auto_names_the_store_that_the_saved_model_reads_back(presets,
     import emorec.models  # noqa: F401  (registers what TER.keras holds)
     from emorec.text_encoders import open_text_store, saved_text_encoder, text_keys
 
-    done = ter(small_demo, tmp_path, "--text-encoder", str(presets["keras_hub"]), "--freeze-text-encoder",
-               "--precision", "auto", "--epoch", "1")
+    done = ter(
+        small_demo,
+        tmp_path,
+        "--text-encoder",
+        str(presets["keras_hub"]),
+        "--freeze-text-encoder",
+        "--precision",
+        "auto",
+        "--epoch",
+        "1",
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     recorded = json.loads((tmp_path / "ckpt/TER.args.json").read_text())
     precision, described = recorded["run"]["precision"], recorded["run"]["text_model"]["encoder"]

@@ -25,11 +25,14 @@ def test_fit_best_restores_the_best_validation_epoch(tmp_path):
     # so the best epoch is the first and the last one is clearly worse.
     inputs = keras.Input((8,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-    args = argparse.Namespace(run_name=None, checkpoint_dir=tmp_path / "ckpt", log_dir=tmp_path / "tb",
-                              prob_dir=tmp_path / "probs")
+    args = argparse.Namespace(
+        run_name=None, checkpoint_dir=tmp_path / "ckpt", log_dir=tmp_path / "tb", prob_dir=tmp_path / "probs"
+    )
     outputs = PhaseOutputs.of(args, "Toy")
 
-    summary = fit_best(model, ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, 1 - y), TrainingOptions(6, 0.1), outputs)
+    summary = fit_best(
+        model, ArrayBatches(x, y, np.arange(64), 16, seed=0), (x, 1 - y), TrainingOptions(6, 0.1), outputs
+    )
 
     epochs = pd.read_csv(outputs.epochs_csv)
     assert summary["epochs_run"] == 6 and summary["best_epoch"] == 1
@@ -39,7 +42,11 @@ def test_fit_best_restores_the_best_validation_epoch(tmp_path):
     assert not model.compiled  # the optimizer stays with the training twin, out of the model a phase saves
     # Nothing else left behind but the run's lock file and the training backup, which the phase removes once its
     # outputs are written.
-    assert sorted(path.name for path in outputs.model.parent.iterdir()) == [".Toy.backup", ".Toy.lock", "Toy.epochs.csv"]
+    assert sorted(path.name for path in outputs.model.parent.iterdir()) == [
+        ".Toy.backup",
+        ".Toy.lock",
+        "Toy.epochs.csv",
+    ]
 
 
 def test_fused_adam_makes_keras_adams_updates(monkeypatch):
@@ -47,16 +54,24 @@ def test_fused_adam_makes_keras_adams_updates(monkeypatch):
     after a few steps match keras.optimizers.Adam's, and a second run repeats the first exactly."""
     fused_calls = []
     kernel = tf.raw_ops.ResourceApplyAdam
-    monkeypatch.setattr(tf.raw_ops, "ResourceApplyAdam", lambda **kw: fused_calls.append(tuple(kw["grad"].shape)) or kernel(**kw))
+    monkeypatch.setattr(
+        tf.raw_ops, "ResourceApplyAdam", lambda **kw: fused_calls.append(tuple(kw["grad"].shape)) or kernel(**kw)
+    )
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 50, size=(40, 6))
     labels = rng.integers(0, 3, size=40)
 
     def trained(optimizer):
         seed_everything(0)
-        model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(50, 8),
-                                  keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"),
-                                  keras.layers.Dense(3, activation="softmax")])
+        model = keras.Sequential(
+            [
+                keras.Input((6,), dtype="int32"),
+                keras.layers.Embedding(50, 8),
+                keras.layers.Flatten(),
+                keras.layers.Dense(16, activation="relu"),
+                keras.layers.Dense(3, activation="softmax"),
+            ]
+        )
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
         model.fit(tokens, labels, batch_size=8, epochs=2, shuffle=False, verbose=0)
         return model.get_weights()
@@ -94,8 +109,12 @@ def test_validation_macro_f1_of_each_epoch_is_scikit_learns_on_that_epochs_weigh
     x_val, y_val = x[80:], y[80:]
     inputs = keras.Input((6,))
     model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(inputs))
-    outputs = PhaseOutputs.of(argparse.Namespace(run_name=None, checkpoint_dir=tmp_path / "ckpt", log_dir=tmp_path / "tb",
-                                                 prob_dir=tmp_path / "probs"), "Toy")
+    outputs = PhaseOutputs.of(
+        argparse.Namespace(
+            run_name=None, checkpoint_dir=tmp_path / "ckpt", log_dir=tmp_path / "tb", prob_dir=tmp_path / "probs"
+        ),
+        "Toy",
+    )
     expected = []
 
     class ScoreWithScikitLearn(keras.callbacks.Callback):
@@ -111,8 +130,13 @@ def test_validation_macro_f1_of_each_epoch_is_scikit_learns_on_that_epochs_weigh
 
     monkeypatch.setattr(keras.Model, "fit", fit_with_callback)
     # Validation batches of 7 rows: a mean over batches would differ from the whole split's value.
-    summary = fit_best(model, ArrayBatches(x, y, np.arange(80), 16, seed=0), keras_batches(x_val, y_val, 7),
-                       TrainingOptions(5, 0.05, class_weight="balanced", monitor="val_macro_f1"), outputs)
+    summary = fit_best(
+        model,
+        ArrayBatches(x, y, np.arange(80), 16, seed=0),
+        keras_batches(x_val, y_val, 7),
+        TrainingOptions(5, 0.05, class_weight="balanced", monitor="val_macro_f1"),
+        outputs,
+    )
     logged = pd.read_csv(outputs.epochs_csv)["val_macro_f1"].to_numpy()
     np.testing.assert_allclose(logged, expected, atol=1e-6)
     assert len(set(np.round(expected, 6))) > 1  # the measure moved between epochs, so the check has teeth

@@ -41,8 +41,20 @@ def load_dataset(
     unless the manifest is valid.
     """
     manifest = read_manifest(manifest_path, image_root, class_names, images_required)
-    frame, source = assign_split(manifest.frame, manifest_path, seed=seed, fractions=fractions, resplit=resplit,
-                                 draw=draw, class_names=manifest.class_names)
-    return Dataset(frame, manifest.class_names, manifest.image_root, split_source=source,
-                   split_leakage=check_leakage(frame, strict_split, source),
-                   fingerprint=data_fingerprint(frame, source))
+    frame, source = assign_split(
+        manifest.frame,
+        manifest_path,
+        seed=seed,
+        fractions=fractions,
+        resplit=resplit,
+        draw=draw,
+        class_names=manifest.class_names,
+    )
+    return Dataset(
+        frame,
+        manifest.class_names,
+        manifest.image_root,
+        split_source=source,
+        split_leakage=check_leakage(frame, strict_split, source),
+        fingerprint=data_fingerprint(frame, source),
+    )

@@ -22,6 +22,7 @@ def data_fingerprint(frame: pd.DataFrame, split_source: str = "given") -> dict:
     equal fingerprints read the same rows and used the same split. ``split_source`` (see
     :func:`emorec.data.splits.assign_split`) is recorded beside them.
     """
+
     def sha256(*columns: pd.Series) -> str:
         digest = hashlib.sha256()
         for column in columns:
@@ -33,8 +34,9 @@ def data_fingerprint(frame: pd.DataFrame, split_source: str = "given") -> dict:
         "rows": len(frame),
         "split_counts": {split: int((frame["split"] == split).sum()) for split in SPLITS},
         "split_source": split_source,
-        "manifest_sha256": sha256(frame["id"], frame["label"], frame["text"], frame["group"],
-                                  frame["image_path"].map(os.path.basename)),
+        "manifest_sha256": sha256(
+            frame["id"], frame["label"], frame["text"], frame["group"], frame["image_path"].map(os.path.basename)
+        ),
         "split_sha256": sha256(frame["id"], frame["split"]),
     }
 
@@ -53,17 +55,23 @@ def check_same_data(expected: dict, recorded: dict, rerun: str) -> None:
         if theirs is None:
             problems.append(f"{phase} ({path}) recorded no data fingerprint (a run from an older version)")
         elif theirs["manifest_sha256"] != expected["manifest_sha256"]:
-            problems.append(f"{phase} ({path}) read other manifest rows ({theirs['rows']:,} rows, sha256 "
-                            f"{theirs['manifest_sha256'][:12]}; now {expected['rows']:,}, {expected['manifest_sha256'][:12]})")
+            problems.append(
+                f"{phase} ({path}) read other manifest rows ({theirs['rows']:,} rows, sha256 "
+                f"{theirs['manifest_sha256'][:12]}; now {expected['rows']:,}, {expected['manifest_sha256'][:12]})"
+            )
         elif theirs["split_sha256"] != expected["split_sha256"]:
-            problems.append(f"{phase} ({path}) used another split (sha256 {theirs['split_sha256'][:12]}, "
-                            f"{_counts_text(theirs['split_counts'])}; now {expected['split_sha256'][:12]}, "
-                            f"{_counts_text(expected['split_counts'])}): the split was redrawn (--resplit) or "
-                            "the manifest's split column changed")
+            problems.append(
+                f"{phase} ({path}) used another split (sha256 {theirs['split_sha256'][:12]}, "
+                f"{_counts_text(theirs['split_counts'])}; now {expected['split_sha256'][:12]}, "
+                f"{_counts_text(expected['split_counts'])}): the split was redrawn (--resplit) or "
+                "the manifest's split column changed"
+            )
     if problems:
-        raise InputError("inputs from phases that used other data than this run:\n"
-                         + "\n".join(f"- {problem}" for problem in problems)
-                         + f"\nRerun {rerun} on the manifest and split as they are now.")
+        raise InputError(
+            "inputs from phases that used other data than this run:\n"
+            + "\n".join(f"- {problem}" for problem in problems)
+            + f"\nRerun {rerun} on the manifest and split as they are now."
+        )
 
 
 def training_ids_fingerprint(ids: Sequence[str]) -> dict:

@@ -32,8 +32,10 @@ def read_split_file(path: str | os.PathLike) -> pd.Series:
         for split, names in LIST_NAMES.items():
             found = [path / name for name in names if (path / name).is_file()]
             if not found:
-                raise InputError(f"{path}: no {' or '.join(names)}; a split folder holds one id list per split "
-                                 f"({', '.join(names[0] for names in LIST_NAMES.values())}), one id per line.")
+                raise InputError(
+                    f"{path}: no {' or '.join(names)}; a split folder holds one id list per split "
+                    f"({', '.join(names[0] for names in LIST_NAMES.values())}), one id per line."
+                )
             listed = _id_list(found[0])
             ids += listed
             splits += [split] * len(listed)
@@ -45,15 +47,19 @@ def read_split_file(path: str | os.PathLike) -> pd.Series:
         given = given.assign(id=given["id"].str.strip(), split=given["split"].str.strip().str.lower())
         bad = given.index[~given["split"].isin(SPLITS)]
         if len(bad):
-            raise InputError(f"{path}: {len(bad)} row(s) with a split other than {', '.join(SPLITS)}:\n"
-                             + list_some(f"row {row + 2}: {given.at[row, 'split']!r}" for row in bad))
+            raise InputError(
+                f"{path}: {len(bad)} row(s) with a split other than {', '.join(SPLITS)}:\n"
+                + list_some(f"row {row + 2}: {given.at[row, 'split']!r}" for row in bad)
+            )
     else:
-        raise InputError(f"split file not found: {path} (an id,split CSV, or a folder with train.txt, val.txt "
-                         "and test.txt).")
+        raise InputError(
+            f"split file not found: {path} (an id,split CSV, or a folder with train.txt, val.txt and test.txt)."
+        )
     repeated = given["id"][given["id"].duplicated(keep=False)]
     if len(repeated):
-        raise InputError(f"{path}: {repeated.nunique()} id(s) given more than once:\n"
-                         + list_some(sorted(set(repeated))))
+        raise InputError(
+            f"{path}: {repeated.nunique()} id(s) given more than once:\n" + list_some(sorted(set(repeated)))
+        )
     return given.set_index("id")["split"]
 
 

@@ -68,9 +68,7 @@ def class_names_path(manifest_path: str | os.PathLike) -> Path:
     return manifest_path.with_name(f"{manifest_path.stem}.classes.txt")
 
 
-def read_class_names(
-    manifest_path: str | os.PathLike, class_names: Sequence[str] | None = None
-) -> tuple[str, ...]:
+def read_class_names(manifest_path: str | os.PathLike, class_names: Sequence[str] | None = None) -> tuple[str, ...]:
     """Return the class names of a manifest, in index order.
 
     Takes the manifest's path and optional explicit names. Explicit names win;
@@ -161,16 +159,28 @@ def read_manifest(
         f"(other classes: list them in {class_names_path(path).name}, one per line)",
         shown=raw["label"],
     )
-    flag(raw["text"] == "", "empty or missing text in {count} row(s)", "give every row its tweet's text, or remove the row")
+    flag(
+        raw["text"] == "",
+        "empty or missing text in {count} row(s)",
+        "give every row its tweet's text, or remove the row",
+    )
     empty_image = raw["image"] == ""
     if images_required:
-        flag(empty_image, "empty image path in {count} row(s)", "give every row its image file, relative to the image root")
+        flag(
+            empty_image,
+            "empty image path in {count} row(s)",
+            "give every row its image file, relative to the image root",
+        )
 
     stems = raw["image"].map(image_stem)
     ids = raw["id"] if "id" in raw.columns else stems
     empty_id = ids == ""
-    flag(empty_id, "empty id in {count} row(s)", "give every row an id, or drop the id column to use the image file names"
-         + ("" if images_required else " (a row without an image needs an id column)"))
+    flag(
+        empty_id,
+        "empty id in {count} row(s)",
+        "give every row an id, or drop the id column to use the image file names"
+        + ("" if images_required else " (a row without an image needs an id column)"),
+    )
     duplicated = ids.duplicated(keep=False) & ~empty_id
     if duplicated.any():
         repeats = line()[duplicated].groupby(ids[duplicated], sort=False).agg(list)

@@ -68,8 +68,10 @@ def assign_split(
     if stored.exists() and not resplit:
         splits, source = _reuse_split(stored, frame), "stored"
     elif not draw:
-        raise InputError(f"{stored}: the split of {manifest_path} is missing; the phases of this run stored it "
-                         "there. Rerun them (TER.py, IER.py, Intermediate_fusion.py) to draw and use a new one.")
+        raise InputError(
+            f"{stored}: the split of {manifest_path} is missing; the phases of this run stored it "
+            "there. Rerun them (TER.py, IER.py, Intermediate_fusion.py) to draw and use a new one."
+        )
     else:
         # Drawn before the lock is taken, so a manifest that cannot be split leaves no lock file behind; the same
         # seed draws the same split, so drawing it before knowing whether it will be stored costs only its time.
@@ -129,7 +131,9 @@ def normalised_texts(texts: pd.Series) -> list[str]:
 
 
 def draw_split(
-    frame: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    frame: pd.DataFrame,
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     class_names: Sequence[str] | None = None,
 ) -> pd.Series:
     """Draw a seeded train/val/test split, stratified by label and grouped by tweet and normalised text.
@@ -145,9 +149,7 @@ def draw_split(
     tweets = frame["label"].groupby(units, sort=True).first()
     train_fraction, val_fraction, test_fraction = fractions
     try:
-        rest, test = train_test_split(
-            tweets.index, test_size=test_fraction, stratify=tweets, random_state=seed
-        )
+        rest, test = train_test_split(tweets.index, test_size=test_fraction, stratify=tweets, random_state=seed)
         train, val = train_test_split(
             rest,
             test_size=val_fraction / (train_fraction + val_fraction),
@@ -189,9 +191,13 @@ def split_leakage(frame: pd.DataFrame, examples: int = 5) -> dict:
         "straddling_tweets": len(straddling["tweets"]),
         "straddling_texts": len(straddling["texts"]),
         "rows_involved": int(involved.sum()),
-        "examples": {kind: [f"{key!r} in " + "/".join(sorted(set(frame["split"][(keys == key).to_numpy()])))
-                            for key in found[:examples]]
-                     for (kind, found), keys in zip(straddling.items(), (frame["group"], normalised))},
+        "examples": {
+            kind: [
+                f"{key!r} in " + "/".join(sorted(set(frame["split"][(keys == key).to_numpy()])))
+                for key in found[:examples]
+            ]
+            for (kind, found), keys in zip(straddling.items(), (frame["group"], normalised))
+        },
     }
 
 
@@ -203,13 +209,17 @@ def check_leakage(frame: pd.DataFrame, strict: bool = False, source: str = "give
     """
     leakage = split_leakage(frame)
     if leakage["straddling_tweets"] or leakage["straddling_texts"]:
-        fix = {"manifest": "fix the manifest's split column (B-T4SA: convert it again with `python -m emorec.bt4sa ... --regroup`)",
-               "stored": "--resplit draws a split that keeps tweets and texts whole"}.get(source, "redraw the split")
-        message = (f"the split ({source}) leaks: {leakage['straddling_tweets']} tweet(s) and "
-                   f"{leakage['straddling_texts']} normalised text(s) occur in more than one split "
-                   f"({leakage['rows_involved']} rows involved).\n"
-                   + list_some([*leakage["examples"]["tweets"], *leakage["examples"]["texts"]])
-                   + f"\nTo fix: {fix}.")
+        fix = {
+            "manifest": "fix the manifest's split column (B-T4SA: convert it again with `python -m emorec.bt4sa ... --regroup`)",
+            "stored": "--resplit draws a split that keeps tweets and texts whole",
+        }.get(source, "redraw the split")
+        message = (
+            f"the split ({source}) leaks: {leakage['straddling_tweets']} tweet(s) and "
+            f"{leakage['straddling_texts']} normalised text(s) occur in more than one split "
+            f"({leakage['rows_involved']} rows involved).\n"
+            + list_some([*leakage["examples"]["tweets"], *leakage["examples"]["texts"]])
+            + f"\nTo fix: {fix}."
+        )
         if strict:
             raise InputError(message + " (--strict-split makes this an error.)")
         log.warning("%s Scores on such a split are optimistic; --strict-split refuses it.", message)
@@ -279,8 +289,13 @@ class TrainingRows:
     ids: list[str] | None
 
 
-def select_training_rows(frame: pd.DataFrame, class_names: Sequence[str], fraction: float | None = None,
-                         per_class: int | None = None, seed: int = 0) -> TrainingRows:
+def select_training_rows(
+    frame: pd.DataFrame,
+    class_names: Sequence[str],
+    fraction: float | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+) -> TrainingRows:
     """The training rows of a run: the whole train split, or the subsample that ``--label-fraction``
     (``fraction``) or ``--labels-per-class`` (``per_class``) asks for (:func:`labelled_training_rows`); a
     subsample's count per class is logged."""
@@ -288,9 +303,12 @@ def select_training_rows(frame: pd.DataFrame, class_names: Sequence[str], fracti
     if fraction is None and per_class is None:
         return TrainingRows(rows, None)
     per_class_counts = np.bincount(frame["label"][rows], minlength=len(class_names))
-    log.info("training on %d of %d labelled training examples (per class: %s)", rows.sum(),
-             int((frame["split"] == "train").sum()),
-             ", ".join(f"{name} {n}" for name, n in zip(class_names, per_class_counts)))
+    log.info(
+        "training on %d of %d labelled training examples (per class: %s)",
+        rows.sum(),
+        int((frame["split"] == "train").sum()),
+        ", ".join(f"{name} {n}" for name, n in zip(class_names, per_class_counts)),
+    )
     return TrainingRows(rows, frame["id"][rows].tolist())
 
 

@@ -11,7 +11,9 @@ import numpy as np
 log = logging.getLogger("emorec")
 
 
-def choose_examples(labels: np.ndarray, probabilities: np.ndarray, eligible: np.ndarray, count: int) -> list[tuple[int, str]]:
+def choose_examples(
+    labels: np.ndarray, probabilities: np.ndarray, eligible: np.ndarray, count: int
+) -> list[tuple[int, str]]:
     """The ``count`` rows to explain in a report: per true class, the most confident right prediction and the
     most confident wrong one, then the second most confident of each, and so on, classes in order.
 
@@ -49,8 +51,14 @@ def explain_examples(checkpoints: Path, dataset, labels, late, eligible, count: 
     pictures = {}
     for number, (row, kind) in enumerate(chosen, start=1):
         name = f"{number:02d}-{kind}-{names[labels[row]]}-{frame['id'].iloc[row]}"
-        _, (png, _) = explain_file(explainer, str(frame["text"].iloc[row]), frame["image_path"].iloc[row],
-                                   folder / name, str(frame["id"].iloc[row]), names[labels[row]])
+        _, (png, _) = explain_file(
+            explainer,
+            str(frame["text"].iloc[row]),
+            frame["image_path"].iloc[row],
+            folder / name,
+            str(frame["id"].iloc[row]),
+            names[labels[row]],
+        )
         pictures[f"explanation/{name}"] = png
     log.info("wrote %d explanations to %s", len(chosen), folder)
     return pictures

@@ -11,15 +11,21 @@ import numpy as np
 from emorec.fusion import MEMBERS
 
 
-WORD_METHOD = ("occlusion: importance = the predicted class's probability with the whole text minus with that "
-               "word deleted (from the token ids, the later tokens moving up one place; for a pretrained encoder, "
-               "from the text, tokenised again)")
-HEAT_METHOD = ("Grad-CAM: the last convolution's feature maps weighted by the mean gradient of the predicted "
-               "class's logit, summed, cut at zero and scaled to a peak of 1")
+WORD_METHOD = (
+    "occlusion: importance = the predicted class's probability with the whole text minus with that "
+    "word deleted (from the token ids, the later tokens moving up one place; for a pretrained encoder, "
+    "from the text, tokenised again)"
+)
+HEAT_METHOD = (
+    "Grad-CAM: the last convolution's feature maps weighted by the mean gradient of the predicted "
+    "class's logit, summed, cut at zero and scaled to a peak of 1"
+)
 OCCLUSION_CELLS = 7  # the image cut into 7x7 cells: VGG16's last feature map at 224 px, a ViT-B/32's patch grid
-OCCLUSION_METHOD = (f"occlusion (a KerasHub transformer, such as a ViT): the predicted class's probability with the "
-                    f"whole image minus with one of {OCCLUSION_CELLS}x{OCCLUSION_CELLS} cells blanked to the blank "
-                    "image's colour, cut at zero and scaled to a peak of 1")
+OCCLUSION_METHOD = (
+    f"occlusion (a KerasHub transformer, such as a ViT): the predicted class's probability with the "
+    f"whole image minus with one of {OCCLUSION_CELLS}x{OCCLUSION_CELLS} cells blanked to the blank "
+    "image's colour, cut at zero and scaled to a peak of 1"
+)
 BLANK_RGB = (123.68, 116.779, 103.939)  # ImageNet's mean pixel: what an image without content is, to the backbone
 MODALITIES = ("both", "text_only", "image_only")
 HEAT_MODELS = ("IER", "Intermediate_fusion")
@@ -67,9 +73,13 @@ class Explainer:
         import tensorflow as tf
 
         self.models = models
-        self._image_models = {phase: _ImageModel(extractor, network) for phase, extractor, network in (
-            ("IER", models.ier_extractor, models.ier_head),
-            ("Intermediate_fusion", models.fusion_extractor, models.fusion_network))}
+        self._image_models = {
+            phase: _ImageModel(extractor, network)
+            for phase, extractor, network in (
+                ("IER", models.ier_extractor, models.ier_head),
+                ("Intermediate_fusion", models.fusion_extractor, models.fusion_network),
+            )
+        }
         self._blank = np.broadcast_to(np.array(BLANK_RGB, np.float32), (models.image_size, models.image_size, 3))
         self._cells = occlusion_masks(models.image_size, OCCLUSION_CELLS)
         ier_blank, self._fusion_blank = models.image_features(self._blank[None], direct=True)  # for every tweet
@@ -95,9 +105,15 @@ class Explainer:
             features = maps["Intermediate_fusion"][1]
             text_rows = tf.nest.map_structure(lambda rows: tf.concat([rows, rows[:1]], axis=0), fusion_rows)
             fusion_logits = fusion.logits(
-                tf.concat([tf.repeat(features, tf.shape(tf.nest.flatten(fusion_rows)[0])[0], axis=0),
-                           tf.cast(self._fusion_blank, features.dtype)], axis=0),
-                models.fusion_reader.fusion_inputs(text_rows))
+                tf.concat(
+                    [
+                        tf.repeat(features, tf.shape(tf.nest.flatten(fusion_rows)[0])[0], axis=0),
+                        tf.cast(self._fusion_blank, features.dtype),
+                    ],
+                    axis=0,
+                ),
+                models.fusion_reader.fusion_inputs(text_rows),
+            )
         ter = tf.cast(models.ter_network(ter_rows, training=False), tf.float32)
         fusion_probabilities = tf.nn.softmax(fusion_logits)
         weights = tf.constant(models.weights / models.weights.sum(), tf.float32)
@@ -118,8 +134,13 @@ class Explainer:
             gradients = tf.cast(tape.gradient(logits, convolution, output_gradients=chosen), tf.float32)
             channel_weights = tf.reduce_mean(gradients[0], axis=(0, 1))
             cams[phase] = tf.nn.relu(tf.reduce_sum(tf.cast(convolution[0], tf.float32) * channel_weights, axis=-1))
-        return {"ier_logits": ier_logits, "ter": ter, "fusion": fusion_probabilities, "prediction": prediction,
-                "cams": cams}
+        return {
+            "ier_logits": ier_logits,
+            "ter": ter,
+            "fusion": fusion_probabilities,
+            "prediction": prediction,
+            "cams": cams,
+        }
 
     def _occluded_features(self, phase: str, pixels):
         """``phase``'s extractor on the image with each cell blanked: one batch of one image per cell."""
@@ -179,11 +200,21 @@ class Explainer:
             cam = np.asarray(out["cams"][phase], np.float64)
             peaks[phase] = float(cam.max())
             heat_maps[phase] = cam / peaks[phase] if peaks[phase] > 0 else cam
-        return Explanation(text=text, image=image, class_names=models.class_names, prediction=prediction,
-                           probabilities=probabilities, modalities=modalities, words=words, heat_maps=heat_maps,
-                           peaks=peaks, heat_layer=self._image_models["IER"].layer_name,
-                           pixels=np.asarray(pixels).astype(np.uint8), text_cut=text_cut,
-                           heat_method=OCCLUSION_METHOD if self._image_models["IER"].occlusion else HEAT_METHOD)
+        return Explanation(
+            text=text,
+            image=image,
+            class_names=models.class_names,
+            prediction=prediction,
+            probabilities=probabilities,
+            modalities=modalities,
+            words=words,
+            heat_maps=heat_maps,
+            peaks=peaks,
+            heat_layer=self._image_models["IER"].layer_name,
+            pixels=np.asarray(pixels).astype(np.uint8),
+            text_cut=text_cut,
+            heat_method=OCCLUSION_METHOD if self._image_models["IER"].occlusion else HEAT_METHOD,
+        )
 
 
 def occlusion_masks(image_size: int, cells: int) -> np.ndarray:
@@ -193,7 +224,7 @@ def occlusion_masks(image_size: int, cells: int) -> np.ndarray:
     masks = np.zeros((cells * cells, image_size, image_size, 1), bool)
     for k in range(cells * cells):
         row, column = divmod(k, cells)
-        masks[k, edges[row]:edges[row + 1], edges[column]:edges[column + 1]] = True
+        masks[k, edges[row] : edges[row + 1], edges[column] : edges[column + 1]] = True
     return masks
 
 
@@ -229,8 +260,9 @@ class _ImageModel:
             hidden_head = keras.Model(head_model.input, head.input)
             tokens = {name: tensor for name, tensor in inputs.items() if name != "image_features"}
             text_features = network.get_layer("text_encoder")(tokens)
-            self.hidden = keras.Model(inputs, hidden_head({"text_features": text_features,
-                                                           "image_features": inputs["image_features"]}))
+            self.hidden = keras.Model(
+                inputs, hidden_head({"text_features": text_features, "image_features": inputs["image_features"]})
+            )
         else:
             head = network.get_layer("probabilities")
             self.hidden = keras.Model(network.input, head.input)

@@ -25,9 +25,11 @@ def draw(explanation: Explanation, original=None):
     grid = figure.add_gridspec(3, 3, height_ratios=[3.2, 1.6, 2.2], hspace=0.4, wspace=0.25)
     title = explanation.text if len(explanation.text) <= 110 else explanation.text[:107] + "..."
     truth = f", true class: {explanation.label}" if explanation.label is not None else ""
-    figure.suptitle(f"prediction: {explanation.predicted_class} "
-                    f"({explanation.probabilities['Late_fusion'][explanation.prediction]:.2f}){truth}\n{title}",
-                    fontsize=11)
+    figure.suptitle(
+        f"prediction: {explanation.predicted_class} "
+        f"({explanation.probabilities['Late_fusion'][explanation.prediction]:.2f}){truth}\n{title}",
+        fontsize=11,
+    )
 
     axes = figure.add_subplot(grid[0, 0])
     axes.imshow(shown)
@@ -46,23 +48,39 @@ def draw(explanation: Explanation, original=None):
     axes.axis("off")
     scale = max([float(np.abs(v).max()) for _, v in explanation.words.values() if len(v)] + [1e-6])
     norm, cmap = TwoSlopeNorm(0.0, -scale, scale), colormaps["RdBu_r"]
-    axes.set_title(f"words: importance for {explanation.predicted_class} by occlusion "
-                   f"(red for, blue against; strongest {scale:.3f})", fontsize=10)
+    axes.set_title(
+        f"words: importance for {explanation.predicted_class} by occlusion "
+        f"(red for, blue against; strongest {scale:.3f})",
+        fontsize=10,
+    )
     lines = [(phase, line) for phase in WORD_MODELS for line in _wrapped(*explanation.words[phase])]
     for number, (phase, line) in enumerate(lines):
         y = 1.0 - (number + 0.5) / max(len(lines), 3)
         if number == 0 or lines[number - 1][0] != phase:
             axes.text(0.0, y, f"{model_name(phase)}:", fontsize=9, ha="left", va="center", transform=axes.transAxes)
         for x, token, value in line:
-            axes.text(x, y, token, fontsize=9, family="monospace", ha="left", va="center", transform=axes.transAxes,
-                      bbox={"boxstyle": "round,pad=0.2", "facecolor": cmap(norm(value)), "edgecolor": "none"})
+            axes.text(
+                x,
+                y,
+                token,
+                fontsize=9,
+                family="monospace",
+                ha="left",
+                va="center",
+                transform=axes.transAxes,
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": cmap(norm(value)), "edgecolor": "none"},
+            )
 
     axes = figure.add_subplot(grid[2, :2])
     models = [*MEMBERS, "Late_fusion"]
     width = 0.8 / len(models)
     for k, phase in enumerate(models):
-        axes.bar(np.arange(len(names)) + (k - (len(models) - 1) / 2) * width, explanation.probabilities[phase], width,
-                 label=model_name(phase))
+        axes.bar(
+            np.arange(len(names)) + (k - (len(models) - 1) / 2) * width,
+            explanation.probabilities[phase],
+            width,
+            label=model_name(phase),
+        )
     axes.set_xticks(range(len(names)), names)
     axes.set_ylim(0, 1)
     axes.set_ylabel("probability")
@@ -89,8 +107,9 @@ def png_bytes(explanation: Explanation, original=None) -> bytes:
     return buffer.getvalue()
 
 
-def _wrapped(tokens: list[str], importance: np.ndarray, start: float = 0.08, end: float = 1.0,
-             per_character: float = 0.0085) -> list[list[tuple[float, str, float]]]:
+def _wrapped(
+    tokens: list[str], importance: np.ndarray, start: float = 0.08, end: float = 1.0, per_character: float = 0.0085
+) -> list[list[tuple[float, str, float]]]:
     """The tokens laid out in lines across the axes (monospace): each line a list of (x, token, importance)."""
     lines, line, x = [], [], start
     for token, value in zip(tokens, importance):
@@ -106,4 +125,6 @@ def _wrapped(tokens: list[str], importance: np.ndarray, start: float = 0.08, end
 def _resized(cam: np.ndarray, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
+    return np.asarray(
+        Image.fromarray(cam.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    )

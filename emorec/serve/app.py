@@ -70,8 +70,11 @@ class Runs:
         from emorec.predictor import RunModels, run_files
 
         if name != ROOT_RUN and name not in self.names():  # never a path from the request: only runs that exist
-            raise BadInput(f"no trained run named {name!r} in {self.checkpoint_dir}/: run the phases with "
-                           f"--run-name {name}, or choose one of the runs listed", 404)
+            raise BadInput(
+                f"no trained run named {name!r} in {self.checkpoint_dir}/: run the phases with "
+                f"--run-name {name}, or choose one of the runs listed",
+                404,
+            )
         folder = self.checkpoint_dir / name
         try:
             stamp = tuple(path.stat().st_mtime_ns for path in run_files(folder))
@@ -102,15 +105,20 @@ def read_upload(data: bytes, filename: str, image_size: int):
         original = Image.open(io.BytesIO(data))
         width, height = original.size
         if width * height > MAX_PIXELS:
-            raise BadInput(f"{filename} is {width}x{height} pixels; the page takes images of at most "
-                           f"{MAX_PIXELS // 1_000_000} megapixels", 413)
+            raise BadInput(
+                f"{filename} is {width}x{height} pixels; the page takes images of at most "
+                f"{MAX_PIXELS // 1_000_000} megapixels",
+                413,
+            )
         original.load()
         original = upright(original)  # a phone photo stored sideways, shown as it was taken
     except Image.DecompressionBombError as error:
         raise BadInput(f"{filename} is too large an image: {error}", 413) from error
     except UnidentifiedImageError as error:
-        raise BadInput(f"{filename} is not an image this page can read: its format is none of those it knows "
-                       "(JPEG, PNG, GIF, WebP, BMP, ...)") from error
+        raise BadInput(
+            f"{filename} is not an image this page can read: its format is none of those it knows "
+            "(JPEG, PNG, GIF, WebP, BMP, ...)"
+        ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise BadInput(f"{filename} cannot be read as an image: the file is damaged or cut short ({error})") from error
     pixels, ok = load_image(io.BytesIO(data), image_size)
@@ -156,8 +164,10 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
         if image is None:
             raise BadInput("choose an image file")
         if UNDECODED in text:  # Werkzeug decodes form fields as UTF-8, replacing what is not with U+FFFD
-            raise BadInput("the text is not UTF-8: send it encoded as UTF-8 (bytes that are not UTF-8 would reach "
-                           "the models as the replacement character \ufffd)")
+            raise BadInput(
+                "the text is not UTF-8: send it encoded as UTF-8 (bytes that are not UTF-8 would reach "
+                "the models as the replacement character \ufffd)"
+            )
         try:
             require_texts([text], "the text box")  # the rule predict.py follows too
         except InputError as error:
@@ -170,8 +180,14 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
     def page(status: int = 200, image=None, **values):
         kept = None if image is None else {"name": image[0], "data": base64.b64encode(image[1]).decode("ascii")}
         return flask.render_template(
-            "page.html", runs=runs.names(), selected=values.pop("run", default), checkpoint_dir=str(checkpoint_dir),
-            limit_mb=max_upload_mb, kept=kept, **values), status
+            "page.html",
+            runs=runs.names(),
+            selected=values.pop("run", default),
+            checkpoint_dir=str(checkpoint_dir),
+            limit_mb=max_upload_mb,
+            kept=kept,
+            **values,
+        ), status
 
     @app.get("/")
     def index():
@@ -185,13 +201,21 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
             image = chosen_image(form, flask.request.files)
             result = answer(form, image)
         except BadInput as error:
-            return page(error.status, image=image, error=str(error), text=form.get("text", ""),
-                        run=form.get("run", default))
+            return page(
+                error.status, image=image, error=str(error), text=form.get("text", ""), run=form.get("run", default)
+            )
         explanation = result["explanation"]
         picture = base64.b64encode(png_bytes(explanation, result["original"])).decode("ascii")
         data = to_json(explanation)
-        return page(image=image, result=data, picture=picture, text=explanation.text, run=form.get("run", default),
-                    models=MODEL_NAMES, cut=cut_note(data["text_cut"]) if data["text_cut"] else None)
+        return page(
+            image=image,
+            result=data,
+            picture=picture,
+            text=explanation.text,
+            run=form.get("run", default),
+            models=MODEL_NAMES,
+            cut=cut_note(data["text_cut"]) if data["text_cut"] else None,
+        )
 
     @app.post("/api/predict")
     def api_predict():
@@ -201,9 +225,15 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
         except BadInput as error:
             return {"error": str(error)}, error.status
         data = to_json(explanation)
-        return {"run": form.get("run", default), "prediction": data["prediction"], "class_names": data["class_names"],
-                "probabilities": data["probabilities"], "text_cut": data["text_cut"],
-                **({"note": cut_note(data["text_cut"])} if data["text_cut"] else {}), "explanation": data}
+        return {
+            "run": form.get("run", default),
+            "prediction": data["prediction"],
+            "class_names": data["class_names"],
+            "probabilities": data["probabilities"],
+            "text_cut": data["text_cut"],
+            **({"note": cut_note(data["text_cut"])} if data["text_cut"] else {}),
+            "explanation": data,
+        }
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error):
@@ -240,10 +270,15 @@ def _flask():
     try:
         import flask
     except ImportError as error:
-        raise InputError("the web page needs Flask, which the core requirements leave out: "
-                         "pip install -r Requirements-serve.txt") from error
+        raise InputError(
+            "the web page needs Flask, which the core requirements leave out: pip install -r Requirements-serve.txt"
+        ) from error
     return flask
 
 
-MODEL_NAMES = {"TER": "TER (text)", "IER": "IER (image)", "Intermediate_fusion": "Intermediate fusion",
-               "Late_fusion": "Late fusion"}
+MODEL_NAMES = {
+    "TER": "TER (text)",
+    "IER": "IER (image)",
+    "Intermediate_fusion": "Intermediate fusion",
+    "Late_fusion": "Late fusion",
+}

@@ -31,11 +31,15 @@ def training_config(flags: dict, record: RunRecord) -> dict:
     # The first run draws the split, the resumed one reads it: the same split.
     config["data"] = {key: value for key, value in record.data.items() if key != "split_source"}
     config["training_ids"] = record.training_ids_fingerprint()
-    config |= {key: value for key, value in (("precision", record.precision), ("pooling", record.pooling))
-               if value is not None}
+    config |= {
+        key: value for key, value in (("precision", record.precision), ("pooling", record.pooling)) if value is not None
+    }
     if record.text_model is not None:  # defaults as resolved in the flags' place, and an encoder's identity
-        config |= {key: record.text_model[key] for key in ("lr", "batch_size", "seq_len")
-                   if key in record.text_model and config.get(key) is None}
+        config |= {
+            key: record.text_model[key]
+            for key in ("lr", "batch_size", "seq_len")
+            if key in record.text_model and config.get(key) is None
+        }
         if record.text_model["model"] != "paper":
             config |= {"text_model": record.text_model["model"], "text_encoder": record.text_model["encoder"]}
     return json.loads(json.dumps(config, default=str))  # as the backup's JSON will give it back
@@ -84,8 +88,11 @@ class TrainingBackup(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.state["epochs_done"]:
             stopper = self.state["stopper"]
-            self.stopper.best, self.stopper.best_epoch, self.stopper.wait = (stopper["best"], stopper["best_epoch"],
-                                                                             stopper["wait"])
+            self.stopper.best, self.stopper.best_epoch, self.stopper.wait = (
+                stopper["best"],
+                stopper["best_epoch"],
+                stopper["wait"],
+            )
             self.stopper.best_weights = load_arrays(self.folder / self.state["best_file"])
 
     def on_epoch_end(self, epoch, logs=None):
@@ -93,16 +100,24 @@ class TrainingBackup(keras.callbacks.Callback):
             self.state["history"].setdefault(name, []).append(float(value))
         self.folder.mkdir(parents=True, exist_ok=True)
         written = {"state_file": f"state-{epoch + 1}.npz"}
-        _save_arrays(self.folder / written["state_file"], [variable.numpy() for variable in _backup_variables(self.model)])
+        _save_arrays(
+            self.folder / written["state_file"], [variable.numpy() for variable in _backup_variables(self.model)]
+        )
         if self.stopper.best_epoch == epoch:
             written["best_file"] = f"best-{epoch + 1}.npz"
             _save_arrays(self.folder / written["best_file"], self.stopper.best_weights)
         replaced = {self.state.get(key) for key in written} - {None}
-        self.state.update(written, epochs_done=epoch + 1,
-                          finished=bool(self.model.stop_training) or epoch + 1 >= self.params["epochs"],
-                          stopper={"best": float(self.stopper.best), "best_epoch": int(self.stopper.best_epoch),
-                                   "wait": int(self.stopper.wait)},
-                          variables=_variable_shapes(self.model))
+        self.state.update(
+            written,
+            epochs_done=epoch + 1,
+            finished=bool(self.model.stop_training) or epoch + 1 >= self.params["epochs"],
+            stopper={
+                "best": float(self.stopper.best),
+                "best_epoch": int(self.stopper.best_epoch),
+                "wait": int(self.stopper.wait),
+            },
+            variables=_variable_shapes(self.model),
+        )
         write_json_atomic(self.folder / "state.json", self.state)
         for name in replaced:
             (self.folder / name).unlink(missing_ok=True)
@@ -123,10 +138,17 @@ def resumable_state(folder: Path, config: dict, trainer: keras.Model) -> dict | 
         variables = _backup_variables(trainer)
         if state["config"] != config:
             old = state["config"]
-            why = "it was made by another command (" + "; ".join(
-                "other data (the manifest's rows or the split changed)" if key == "data" else
-                f"--{key.replace('_', '-')} {old.get(key)!r} then, {config.get(key)!r} now"
-                for key in sorted(set(old) | set(config)) if old.get(key) != config.get(key)) + ")"
+            why = (
+                "it was made by another command ("
+                + "; ".join(
+                    "other data (the manifest's rows or the split changed)"
+                    if key == "data"
+                    else f"--{key.replace('_', '-')} {old.get(key)!r} then, {config.get(key)!r} now"
+                    for key in sorted(set(old) | set(config))
+                    if old.get(key) != config.get(key)
+                )
+                + ")"
+            )
         elif state["variables"] != _variable_shapes(trainer):
             why = "it holds another model's variables"
         else:

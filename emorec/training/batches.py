@@ -51,8 +51,13 @@ class ArrayBatches(keras.utils.PyDataset):
                 self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
             return self._orders[epoch]
 
-    def dataset(self, first_epoch: int = 0, epochs: int = 1, class_weight: dict[int, float] | None = None,
-                strategy: tf.distribute.Strategy | None = None):
+    def dataset(
+        self,
+        first_epoch: int = 0,
+        epochs: int = 1,
+        class_weight: dict[int, float] | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+    ):
         """Epochs ``first_epoch`` to ``epochs - 1`` of these batches, one after another, as a ``tf.data``
         pipeline: each batch read by a ``tf.numpy_function`` in parallel map calls and prefetched, so reading
         (a gather from memory-mapped shards, float16 to float32) overlaps the training steps instead of
@@ -65,22 +70,32 @@ class ArrayBatches(keras.utils.PyDataset):
         each worker's pipeline reads only the parts of its own replicas.
         """
         replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-        weights = None if class_weight is None else np.array(
-            [class_weight.get(c, 1.0) for c in range(max(class_weight) + 1)], np.float32)
+        weights = (
+            None
+            if class_weight is None
+            else np.array([class_weight.get(c, 1.0) for c in range(max(class_weight) + 1)], np.float32)
+        )
         if replicas == 1:
             return self._pipeline(first_epoch, epochs, weights, 1, range(1))
 
         def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
             local = replicas // context.num_input_pipelines
-            return self._pipeline(first_epoch, epochs, weights, replicas,
-                                  range(context.input_pipeline_id * local, (context.input_pipeline_id + 1) * local))
+            return self._pipeline(
+                first_epoch,
+                epochs,
+                weights,
+                replicas,
+                range(context.input_pipeline_id * local, (context.input_pipeline_id + 1) * local),
+            )
 
         return strategy.distribute_datasets_from_function(pipeline)
 
-    def _pipeline(self, first_epoch: int, epochs: int, weights: np.ndarray | None, parts: int,
-                  own_parts: range) -> tf.data.Dataset:
+    def _pipeline(
+        self, first_epoch: int, epochs: int, weights: np.ndarray | None, parts: int, own_parts: range
+    ) -> tf.data.Dataset:
         """The batches of epochs ``first_epoch`` to ``epochs - 1``, each cut into ``parts`` parts of which the
         ``own_parts`` come out in turn; with per-class ``weights``, each with its rows' weights."""
+
         def read(epoch, index, part):
             inputs, labels = self.batch(int(epoch), int(index))
             if parts > 1:
@@ -106,10 +121,13 @@ class ArrayBatches(keras.utils.PyDataset):
 
         steps, first_part, own = len(self), own_parts.start, len(own_parts)
         batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(
-            lambda epoch: tf.data.Dataset.range(steps * own).map(
-                lambda i: (epoch, i // own, first_part + i % own)))
-        return (batches.apply(tf.data.experimental.assert_cardinality((epochs - first_epoch) * steps * own))
-                .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE))
+            lambda epoch: tf.data.Dataset.range(steps * own).map(lambda i: (epoch, i // own, first_part + i % own))
+        )
+        return (
+            batches.apply(tf.data.experimental.assert_cardinality((epochs - first_epoch) * steps * own))
+            .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE)
+        )
 
 
 def _rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -50,8 +50,13 @@ def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
 
 
 def fit_best(
-    model: keras.Model, train: ArrayBatches, val, options: TrainingOptions, outputs: PhaseOutputs,
-    config: dict | None = None, strategy: tf.distribute.Strategy | None = None,
+    model: keras.Model,
+    train: ArrayBatches,
+    val,
+    options: TrainingOptions,
+    outputs: PhaseOutputs,
+    config: dict | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> dict:
     """Train ``model`` on the batches ``train``, validating on ``val``, as ``options`` say; end with the best
     epoch's weights.
@@ -77,11 +82,22 @@ def fit_best(
     else:
         write_epochs_csv(partial_log, state["history"])  # exactly the epochs backed up, whatever the kill left
         best = state["stopper"]
-        log.info("resuming from the training backup %s: %d of %d epochs done%s; best %s so far %.4f at epoch %d",
-                 outputs.backup, done, options.epochs, " (training had ended)" if state["finished"] else "",
-                 options.monitor, best["best"], best["best_epoch"] + 1)
-    stopper = keras.callbacks.EarlyStopping(monitor=options.monitor, mode=MONITORS[options.monitor],
-                                            patience=options.patience or options.epochs, restore_best_weights=True)
+        log.info(
+            "resuming from the training backup %s: %d of %d epochs done%s; best %s so far %.4f at epoch %d",
+            outputs.backup,
+            done,
+            options.epochs,
+            " (training had ended)" if state["finished"] else "",
+            options.monitor,
+            best["best"],
+            best["best_epoch"] + 1,
+        )
+    stopper = keras.callbacks.EarlyStopping(
+        monitor=options.monitor,
+        mode=MONITORS[options.monitor],
+        patience=options.patience or options.epochs,
+        restore_best_weights=True,
+    )
     backup = TrainingBackup(outputs.backup, config, stopper, state)
     if class_weight is not None:
         log.info("class weights: %s", ", ".join(f"{label}: {weight:.3f}" for label, weight in class_weight.items()))
@@ -95,11 +111,20 @@ def fit_best(
         # The class weights travel with the batches (as Keras would put them there): a distributed dataset
         # takes no class_weight.
         with strategy.scope():
-            trainer.fit(train.dataset(done, options.epochs, class_weight, strategy), steps_per_epoch=len(train),
-                        validation_data=val.dataset(strategy=strategy) if isinstance(val, ArrayBatches) else val,
-                        epochs=options.epochs, initial_epoch=done, shuffle=False, callbacks=[
-                            stopper, keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
-                            backup, keras.callbacks.CSVLogger(str(partial_log), append=done > 0)])
+            trainer.fit(
+                train.dataset(done, options.epochs, class_weight, strategy),
+                steps_per_epoch=len(train),
+                validation_data=val.dataset(strategy=strategy) if isinstance(val, ArrayBatches) else val,
+                epochs=options.epochs,
+                initial_epoch=done,
+                shuffle=False,
+                callbacks=[
+                    stopper,
+                    keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
+                    backup,
+                    keras.callbacks.CSVLogger(str(partial_log), append=done > 0),
+                ],
+            )
     seconds = time.perf_counter() - started
     # Epochs counted from 1, as Keras' progress bar, the log and the metrics' best_epoch count them.
     write_epochs_csv(outputs.epochs_csv, backup.state["history"], first=1)
@@ -109,13 +134,20 @@ def fit_best(
     log.info("weights fingerprint %s", fingerprint)
     return summary | {
         "class_weights": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
-        "resumed_at_epoch": None if state is None else done + 1, "weights_sha256": fingerprint,
+        "resumed_at_epoch": None if state is None else done + 1,
+        "weights_sha256": fingerprint,
         "xla": bool(trainer.jit_compile),
     }
 
 
-def _compiled_trainer(model: keras.Model, train: ArrayBatches, options: TrainingOptions,
-                      strategy: tf.distribute.Strategy, outputs: PhaseOutputs, config: dict):
+def _compiled_trainer(
+    model: keras.Model,
+    train: ArrayBatches,
+    options: TrainingOptions,
+    strategy: tf.distribute.Strategy,
+    outputs: PhaseOutputs,
+    config: dict,
+):
     """``model``'s training twin, compiled and built in ``strategy``'s scope, and the backup's state to resume
     from (None: a fresh start)."""
     # The twin is made outside the strategy's scope, compiled, built and trained in it. Made in the scope, Keras
@@ -127,16 +159,21 @@ def _compiled_trainer(model: keras.Model, train: ArrayBatches, options: Training
     trainer = Trainer(model.input, model.output, name=f"{model.name}_training")
     jit_compile = use_xla(options.deterministic, model)
     with strategy.scope():
-        trainer.compile(optimizer=make_optimizer(options.optimizer, options.lr, options.epochs * len(train)),
-                        loss="sparse_categorical_crossentropy",
-                        metrics=["accuracy", MacroF1(model.output.shape[-1])], jit_compile=jit_compile)
+        trainer.compile(
+            optimizer=make_optimizer(options.optimizer, options.lr, options.epochs * len(train)),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy", MacroF1(model.output.shape[-1])],
+            jit_compile=jit_compile,
+        )
         if hasattr(trainer, "_symbolic_build"):
             example_inputs, example_labels = train.batch(0, 0)
             trainer._symbolic_build(data_batch=(example_inputs, example_labels))  # what Keras' fit() calls in a scope
         state = resumable_state(outputs.backup, config, trainer)
     if jit_compile:  # Keras may have refused it (a layer without XLA support, or op determinism on)
-        log.info("training steps %s", "compiled with XLA" if trainer.jit_compile else
-                 "without XLA: Keras cannot compile this model with it")
+        log.info(
+            "training steps %s",
+            "compiled with XLA" if trainer.jit_compile else "without XLA: Keras cannot compile this model with it",
+        )
     return trainer, state
 
 
@@ -146,15 +183,27 @@ def _training_summary(state: dict, options: TrainingOptions, done: int, seconds:
     measures, monitor = state["history"], options.monitor
     best, run = state["stopper"]["best_epoch"], len(measures[monitor])  # the epoch whose weights were restored
     stopped = run < options.epochs
-    log.info("best %s %.4f at epoch %d of %d%s (val_loss %.4f, val_macro_f1 %.4f); its weights restored", monitor,
-             measures[monitor][best], best + 1, run, f", stopped early (patience {options.patience})" if stopped else "",
-             measures["val_loss"][best], measures["val_macro_f1"][best])
+    log.info(
+        "best %s %.4f at epoch %d of %d%s (val_loss %.4f, val_macro_f1 %.4f); its weights restored",
+        monitor,
+        measures[monitor][best],
+        best + 1,
+        run,
+        f", stopped early (patience {options.patience})" if stopped else "",
+        measures["val_loss"][best],
+        measures["val_macro_f1"][best],
+    )
     ran = run - done
     return {
-        "epochs_run": run, "monitor": monitor, "patience": options.patience, "stopped_early": stopped,
-        "best_epoch": best + 1, "best_val_loss": float(measures["val_loss"][best]),
+        "epochs_run": run,
+        "monitor": monitor,
+        "patience": options.patience,
+        "stopped_early": stopped,
+        "best_epoch": best + 1,
+        "best_val_loss": float(measures["val_loss"][best]),
         "best_val_macro_f1": float(measures["val_macro_f1"][best]),
-        "fit_seconds": round(seconds, 2), "seconds_per_epoch": round(seconds / ran, 2) if ran else None,
+        "fit_seconds": round(seconds, 2),
+        "seconds_per_epoch": round(seconds / ran, 2) if ran else None,
     }
 
 
@@ -195,8 +244,9 @@ def local_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.output, name=model.name)
 
 
-def start_training(strategy_name: str, seed: int, deterministic: bool,
-                   outputs: PhaseOutputs) -> tuple[tf.distribute.Strategy, PhaseOutputs, dict]:
+def start_training(
+    strategy_name: str, seed: int, deterministic: bool, outputs: PhaseOutputs
+) -> tuple[tf.distribute.Strategy, PhaseOutputs, dict]:
     """What every training phase does first: choose the strategy of ``--strategy`` (before TensorFlow's first
     operation), find where this process writes (:func:`emorec.runs.worker_outputs`) and seed everything.
     Returns the strategy, this process's outputs and the strategy as it runs
@@ -220,6 +270,7 @@ def evaluate_readable(network: keras.Model, inputs, dataset, readable: np.ndarra
     labels, rows = dataset.frame["label"].to_numpy(), np.flatnonzero(readable)
     probabilities = np.full((len(labels), len(dataset.class_names)), np.nan, dtype=np.float32)
     probabilities[rows] = local_model(network).predict(ArrayBatches(inputs, labels, rows, 256), verbose=0)
-    scores = classification_metrics(labels[rows], probabilities[rows], dataset.frame["split"].to_numpy()[rows],
-                                    dataset.class_names)
+    scores = classification_metrics(
+        labels[rows], probabilities[rows], dataset.frame["split"].to_numpy()[rows], dataset.class_names
+    )
     return probabilities, scores

@@ -34,9 +34,16 @@ class FusedAdam(keras.optimizers.Adam):
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         momentums, velocities = (getattr(self, name) for name in ADAM_STATE)
         tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=momentums[index].handle, v=velocities[index].handle,
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype),
-            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype),
+            var=variable.handle,
+            m=momentums[index].handle,
+            v=velocities[index].handle,
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
         )
 
 
@@ -56,28 +63,44 @@ def adam(lr: float) -> keras.optimizers.Adam:
         for name in ADAM_STATE:
             getattr(probe, name)[index]
     except (AttributeError, IndexError, KeyError, TypeError) as error:
-        log.info("optimizer: keras.optimizers.Adam, the same update unfused (Keras %s keeps Adam's state elsewhere "
-                 "than FusedAdam reads it: %s: %s)", keras.__version__, type(error).__name__, error)
+        log.info(
+            "optimizer: keras.optimizers.Adam, the same update unfused (Keras %s keeps Adam's state elsewhere "
+            "than FusedAdam reads it: %s: %s)",
+            keras.__version__,
+            type(error).__name__,
+            error,
+        )
         return keras.optimizers.Adam(lr)
-    log.info("optimizer: FusedAdam (Keras %s's Adam, each dense update by TensorFlow's fused kernel)",
-             keras.__version__)
+    log.info(
+        "optimizer: FusedAdam (Keras %s's Adam, each dense update by TensorFlow's fused kernel)", keras.__version__
+    )
     return FusedAdam(lr)
 
 
-def adamw_warmup(lr: float, total_steps: int, warmup_fraction: float = 0.1,
-                 weight_decay: float = 0.01) -> keras.optimizers.AdamW:
+def adamw_warmup(
+    lr: float, total_steps: int, warmup_fraction: float = 0.1, weight_decay: float = 0.01
+) -> keras.optimizers.AdamW:
     """The optimizer for fine-tuning a pretrained transformer: AdamW (decoupled weight decay ``weight_decay``,
     none on biases and layer norms) whose learning rate rises linearly from 0 to ``lr`` over the first
     ``warmup_fraction`` of ``total_steps``, then falls to 0 along a cosine (Keras' ``CosineDecay`` with warm-up).
     """
     warmup = int(round(total_steps * warmup_fraction))
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=max(1, total_steps - warmup), alpha=0.0,
-        warmup_target=lr, warmup_steps=warmup)
+        initial_learning_rate=0.0,
+        decay_steps=max(1, total_steps - warmup),
+        alpha=0.0,
+        warmup_target=lr,
+        warmup_steps=warmup,
+    )
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    log.info("optimizer: AdamW, learning rate warmed up to %g over %d of %d steps, then cosine decay; weight "
-             "decay %g", lr, warmup, total_steps, weight_decay)
+    log.info(
+        "optimizer: AdamW, learning rate warmed up to %g over %d of %d steps, then cosine decay; weight decay %g",
+        lr,
+        warmup,
+        total_steps,
+        weight_decay,
+    )
     return optimizer
 
 
