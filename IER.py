@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from emorec.cli import ArgumentParser, phase_parser, training_options, positive_int, run, setup_logging
+from emorec.cli import ArgumentParser, phase_parser, positive_int, run, setup_logging, training_options
 from emorec.data.manifest import manifest_fix
 from emorec.feature_store import CACHE_KEYS, POOLINGS
 from emorec.precision import PRECISIONS
@@ -193,9 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.extraction import read_features, stored_features
     from emorec.feature_store import FeatureStore, backbone_name, image_keys, store_folder
     from emorec.images import build_extractor
+    from emorec.metrics import probability_table
     from emorec.models import build_ier_head, image_model
     from emorec.precision import dtype_policy, resolve_precision
-    from emorec.metrics import probability_table
     from emorec.runs import RunRecord, save_phase
     from emorec.storage import beside_or_fallback
     from emorec.training.backup import training_config

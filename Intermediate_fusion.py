@@ -23,11 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
-from emorec.cli import ArgumentParser, phase_parser, training_options, run, setup_logging
+from emorec.cli import ArgumentParser, phase_parser, run, setup_logging, training_options
 from emorec.data.manifest import manifest_fix
 from emorec.errors import InputError
 from emorec.feature_store import POOLINGS
@@ -107,13 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import keras
     import numpy as np
 
+    import emorec.models  # noqa: F401  (registers what TER.keras and IER.keras hold, before loading them)
     from emorec.data.dataset import load_dataset
     from emorec.data.fingerprints import check_same_data
     from emorec.data.splits import select_training_rows
     from emorec.extraction import phase_features
-    import emorec.models  # noqa: F401  (registers what TER.keras and IER.keras hold, before loading them)
-    from emorec.precision import dtype_policy, resolve_precision
     from emorec.metrics import probability_table
+    from emorec.precision import dtype_policy, resolve_precision
     from emorec.runs import RunRecord, read_run_config, save_phase
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches

@@ -14,8 +14,8 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from emorec import fusion
 from emorec.cli import at_least, open_unit_fraction, phase_parser, run, setup_logging
@@ -188,7 +188,8 @@ def _member_runs(args) -> tuple[dict, dict]:
 
 
 def _fuse_methods(args, probabilities, labels, val, baselines: dict, zero_shot: dict) -> tuple[dict, dict, dict]:
-    """The paper's fusion of the three members (:func:`emorec.fusion.search_and_stack`) and, with ``--with-baselines``, of the members and
+    """The paper's fusion of the three members (:func:`emorec.fusion.search_and_stack`) and, with
+    ``--with-baselines``, of the members and
     the ``baselines``; returns both (the second empty without the flag) and every method's probabilities."""
     import numpy as np
 

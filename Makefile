@@ -23,11 +23,12 @@ PRECISION ?= float32
 SWEEP_FRACTIONS ?= 0.05 0.1 0.25 0.5 1.0
 SWEEP_SEEDS ?= 0 1 2
 
-.PHONY: help venv data demo sweep test serve test-browser
+.PHONY: help venv data demo sweep test lint format serve test-browser
 
 help:
 	@echo "make demo   set up .venv, generate the demo data set, run every phase on it (TER_EPOCHS=$(TER_EPOCHS), IER_EPOCHS=$(IER_EPOCHS), INTER_EPOCHS=$(INTER_EPOCHS), IMAGE_SIZE=$(IMAGE_SIZE), IMAGE_WEIGHTS=$(IMAGE_WEIGHTS), PRECISION=$(PRECISION))"
 	@echo "make test   set up .venv (with Requirements-serve.txt and Requirements-hub.txt), run the test suite"
+	@echo "make lint   check the code's format and lint with ruff (pyproject.toml); make format rewrites it"
 	@echo "make serve  the prediction page on the demo run, http://127.0.0.1:$(PORT)/ (after make demo)"
 	@echo "make test-browser  the page tested in headless Chromium (needs apt-get install chromium chromium-driver)"
 	@echo "make sweep  the label-efficiency sweep on the demo (SWEEP_FRACTIONS=$(SWEEP_FRACTIONS), SWEEP_SEEDS=$(SWEEP_SEEDS))"
@@ -87,6 +88,15 @@ serve: $(VENV)/.serve-installed
 TEST_PROCESSES ?= 2
 test: $(VENV)/.serve-installed $(VENV)/.hub-installed
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
+
+# The code's format and lint (ruff, configured in pyproject.toml): CI runs `make lint` before the tests.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 # The page in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium. It trains
 # a tiny run of its own, and leaves its screenshot of the page at $(SCREENSHOT).

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from emorec.cli import ArgumentParser, at_least, phase_parser, training_options, positive_int, run, setup_logging
+from emorec.cli import ArgumentParser, at_least, phase_parser, positive_int, run, setup_logging, training_options
 from emorec.data.manifest import manifest_fix
 from emorec.glove import DEFAULT_GLOVE, check_glove_dimension, glove_fix
 from emorec.precision import PRECISIONS
@@ -96,7 +96,8 @@ def build_parser() -> ArgumentParser:
     text.add_argument(
         "--glove",
         default=DEFAULT_GLOVE,
-        help="GloVe text file (glove.twitter.27B.200d.txt from glove.twitter.27B.zip); 'none' for random initialisation",
+        help="GloVe text file (glove.twitter.27B.200d.txt from glove.twitter.27B.zip); "
+        "'none' for random initialisation",
     )
     text.add_argument(
         "--embedding-dim", type=positive_int, default=200, help="embedding dimension; must match the GloVe file"
@@ -157,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from emorec.data.dataset import load_dataset
     from emorec.data.splits import select_training_rows
-    from emorec.precision import dtype_policy, resolve_precision
     from emorec.metrics import classification_metrics, probability_table
+    from emorec.precision import dtype_policy, resolve_precision
     from emorec.runs import RunRecord, save_phase
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches

@@ -25,8 +25,8 @@ import logging
 import math
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, setup_logging
 from emorec.errors import InputError, list_some

@@ -17,7 +17,7 @@ called through :data:`PHASES`, each one's ``main`` in this process.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import IER
 import Intermediate_fusion

@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import emorec.training.backup  # noqa: E402
-from emorec.runs import PhaseOutputs  # noqa: E402
 from emorec.models import build_ier_head  # noqa: E402
+from emorec.runs import PhaseOutputs  # noqa: E402
 from emorec.training.batches import ArrayBatches  # noqa: E402
 from emorec.training.fit import fit_best, seed_everything  # noqa: E402
 from emorec.training.options import TrainingOptions  # noqa: E402

@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def texts_per_second(preset: str, texts: list[str], seq_len: int, batch: int, repeats: int, policy: str) -> float:
-    """Texts per second through the preprocessor and the pooled encoder under ``policy`` (a --precision: float32, or mixed bfloat16)."""
+    """Texts per second through the preprocessor and the pooled encoder under ``policy`` (a --precision: float32,
+    or mixed bfloat16)."""
     import keras
 
     from emorec.precision import dtype_policy
@@ -58,10 +59,10 @@ def main() -> int:
 
     import keras
     import pandas as pd
+    from text_vs_baseline import write_text_manifest
 
     import TER
     from emorec.precision import resolve_precision
-    from text_vs_baseline import write_text_manifest
 
     tweets = pd.read_csv(args.tweets, dtype=str).head(args.texts)
     texts = tweets["text"].tolist()

@@ -156,14 +156,14 @@ def main() -> int:
 
     import numpy as np
     import pandas as pd
+    from text_vs_baseline import write_text_manifest
 
     from emorec.baselines import SideBySide, fit_baseline, image_features, run_baselines, text_features
-    from emorec.feature_store import FeatureStore
     from emorec.data.dataset import load_dataset
+    from emorec.feature_store import FeatureStore
     from emorec.fusion import choose_weights, fuse, weight_grid
     from emorec.intervals import point_scores, seeds_and_tweets_difference, seeds_and_tweets_interval
     from emorec.text_encoders import text_keys
-    from text_vs_baseline import write_text_manifest
 
     args.out.mkdir(parents=True, exist_ok=True)
     manifest, class_names = write_text_manifest(pd.read_csv(args.tweets, dtype=str), args.out)

@@ -40,10 +40,8 @@ else:
 y = rng.integers(0, 4, size=len(x))
 data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).repeat()
 what = f"IER head on {args.features} features" if args.network == "ier" else f"TER, {args.vocabulary} words"
-print(
-    f"device: {'GPU ' + tf.config.list_physical_devices('GPU')[0].name if tf.config.list_physical_devices('GPU') else 'CPU'}; "
-    f"{what}, batch {args.batch_size}, {args.steps} steps"
-)
+gpus = tf.config.list_physical_devices("GPU")
+print(f"device: {'GPU ' + gpus[0].name if gpus else 'CPU'}; {what}, batch {args.batch_size}, {args.steps} steps")
 for precision in args.precisions.split(","):
     seconds = {}
     for xla in (False, True):
@@ -60,6 +58,7 @@ for precision in args.precisions.split(","):
         head.fit(data, steps_per_epoch=args.steps, epochs=1, verbose=0)
         seconds[xla] = (time.perf_counter() - started) / args.steps
     print(
-        f"{precision:9s} without XLA {seconds[False] * 1e3:8.2f} ms/step   with XLA {seconds[True] * 1e3:8.2f} ms/step   "
+        f"{precision:9s} without XLA {seconds[False] * 1e3:8.2f} ms/step   "
+        f"with XLA {seconds[True] * 1e3:8.2f} ms/step   "
         f"XLA speed-up {seconds[False] / seconds[True]:.2f}x"
     )

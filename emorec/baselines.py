@@ -28,8 +28,8 @@ every row is scored in blocks of :data:`SCORE_CHUNK`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import sparse
@@ -103,7 +103,7 @@ def pooled_features(features: np.ndarray, chunk: int = POOL_CHUNK) -> np.ndarray
     return pooled
 
 
-def image_features(pooled: np.ndarray, train: np.ndarray) -> "ImageRows":
+def image_features(pooled: np.ndarray, train: np.ndarray) -> ImageRows:
     """Standardise pooled features in place with the ``train`` rows' mean and deviation (``pooled`` float32, as
     :func:`pooled_features` gives it); return them as :class:`ImageRows`, the image baseline's design matrix."""
     StandardScaler(copy=False).fit(pooled[train]).transform(pooled)

@@ -25,8 +25,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -174,7 +174,8 @@ def _check_straddling(manifest: pd.DataFrame, regroup: bool) -> tuple[pd.DataFra
     if leakage["straddling_tweets"] or leakage["straddling_texts"]:
         log.warning(
             "the official split has %d tweet(s) with images in more than one split and %d normalised text(s) in "
-            "more than one split (%d images involved); TER would be validated or tested on texts it was trained on.\n%s\n%s",
+            "more than one split (%d images involved); TER would be validated or tested on texts it was trained "
+            "on.\n%s\n%s",
             leakage["straddling_tweets"],
             leakage["straddling_texts"],
             leakage["rows_involved"],

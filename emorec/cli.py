@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from emorec.data.manifest import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.distribute import STRATEGIES, STRATEGY_HELP

@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-
 CLASS_PRIORS = (0.05, 0.25, 0.18, 0.52)  # happy, sad, hate, anger: the paper's 1k subset
 TONE_OF_CLASS = (0, 0, 1, 1)  # 0 calm, 1 hostile: what the text shows
 LIGHT_OF_CLASS = (0, 1, 0, 1)  # 0 bright warm, 1 dark cool: what the image shows
@@ -69,7 +68,8 @@ CLASS_WORDS = (
 CLASS_EMOJI = ("😂 😍 🎉", "😢 💔 😞", "🤮 🙄 😒", "😡 🤬 💢")
 NEUTRAL_EMOJI = "👀 🔥 🙏 👍 🤔 ✨ 📷 🎶".split()
 TOPICS = {
-    "football": "match goal team league keeper penalty striker season coach fans stadium derby referee transfer kickoff",
+    "football": "match goal team league keeper penalty striker season coach fans stadium derby referee transfer "
+    "kickoff",
     "weather": "sun rain storm cloudy forecast wind snow summer winter umbrella heat morning sky cold weekend",
     "work": "office meeting boss deadline email project monday shift coffee desk salary colleague report overtime",
     "food": "pizza burger dinner lunch breakfast chocolate pasta recipe kitchen sandwich tacos dessert cake soup",

@@ -7,7 +7,7 @@ exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 MAX_LISTED = 10
 

@@ -21,9 +21,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -144,7 +144,7 @@ class FeatureStore:
         self.reload()
 
     @classmethod
-    def open(cls, folder: Path, config: dict | None = None) -> "FeatureStore":
+    def open(cls, folder: Path, config: dict | None = None) -> FeatureStore:
         """Open the store in ``folder``; with ``config`` (the configuration and ``feature_shape``), create it
         when missing. Raises :class:`DamagedCache` when its configuration cannot be read or differs."""
         path = folder / CONFIG

@@ -7,8 +7,8 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from emorec.errors import InputError
 

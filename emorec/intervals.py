@@ -16,7 +16,7 @@ every weight is 1.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ def confusion_scores(confusions: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
-    """Each row's predicted class (the argmax of its probabilities, rows x classes), -1 where a row has no score (NaN)."""
+    """Each row's predicted class (the argmax of its probabilities, rows x classes), -1 where it has no score (NaN)."""
     probabilities = np.asarray(probabilities)
     return np.where(np.isnan(probabilities).any(axis=1), -1, np.nan_to_num(probabilities).argmax(axis=1))
 
@@ -111,7 +111,8 @@ def interval(values: np.ndarray, level: float = LEVEL) -> list[float]:
 
 
 def point_scores(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Accuracy, macro-F1 and weighted-F1 of the rows with a prediction (``predicted`` >= 0), from their confusion matrix."""
+    """Accuracy, macro-F1 and weighted-F1 of the rows with a prediction (``predicted`` >= 0), from their
+    confusion matrix."""
     scored = predicted >= 0
     confusion = np.zeros((n_classes, n_classes))
     np.add.at(confusion, (labels[scored], predicted[scored]), 1)

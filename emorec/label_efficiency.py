@@ -11,8 +11,9 @@ import json
 import logging
 import shlex
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHODS
@@ -142,7 +143,7 @@ def _call(phases: Mapping[str, PhaseMain], phase: str, argv: list[str]) -> None:
         raise InputError(f"{phase}.py stopped with status {status}")
 
 
-def collect(args, settings) -> tuple["pd.DataFrame", dict, list[str]]:
+def collect(args, settings) -> tuple[pd.DataFrame, dict, list[str]]:
     """Read every setting's report: one row per (setting, method) with fraction, seed, training labels,
     validation labels, method, test accuracy and macro-F1; each setting's test predictions
     (``results/<run>/test_predictions.csv``), keyed by (fraction, seed); and the class names. The zero-label

@@ -40,7 +40,7 @@ INTERVALS_NOTE = (
 )
 
 
-def seed_intervals(table, predictions: dict, class_names: list[str]) -> "pd.DataFrame":
+def seed_intervals(table, predictions: dict, class_names: list[str]) -> pd.DataFrame:
     """Per fraction and method: the mean over seeds of test accuracy, macro-F1 and weighted-F1 with 95 % intervals
     (:func:`emorec.intervals.seeds_and_tweets_interval`: seeds and test tweets redrawn together), and the
     training and validation labels. ``predictions`` are :func:`collect`'s, naming ``class_names``."""
@@ -70,7 +70,7 @@ def seed_intervals(table, predictions: dict, class_names: list[str]) -> "pd.Data
     return pd.DataFrame(stats)
 
 
-def fusion_gains(table, predictions: dict, class_names: list[str]) -> "pd.DataFrame":
+def fusion_gains(table, predictions: dict, class_names: list[str]) -> pd.DataFrame:
     """Per fraction and fusion: its mean test score over seeds minus the better single modality's (TER or IER,
     the higher mean test macro-F1, which favours the modality), with a paired interval over seeds and tweets
     (:func:`emorec.intervals.seeds_and_tweets_difference`), for macro-F1 and accuracy."""

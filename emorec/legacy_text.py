@@ -25,7 +25,7 @@ badness measure does not flag ``¡°``.
 from __future__ import annotations
 
 import unicodedata
-from typing import Sequence
+from collections.abc import Sequence
 
 # GB18030 is GBK's superset (the euro sign, the rest of Unicode): a GBK file decodes the same under it.
 DEFAULT_LEGACY_ENCODINGS = ("gb18030", "cp1252")

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from emorec.runs import read_run_config, require_files
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS
+from emorec.runs import read_run_config, require_files
 
 log = logging.getLogger("emorec")
 
@@ -89,7 +89,7 @@ class RunModels:
     image_size: int
 
     @classmethod
-    def load(cls, checkpoints: str | Path) -> "RunModels":
+    def load(cls, checkpoints: str | Path) -> RunModels:
         """Load the run in ``checkpoints`` (``model_checkpoints/`` or ``model_checkpoints/<run name>/``).
 
         Raises :class:`InputError` when a file is missing, or when the phases

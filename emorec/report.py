@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from emorec.data.manifest import SPLITS
-from emorec.fusion import listed
 from emorec.fileio import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
+from emorec.fusion import listed
 from emorec.intervals import predicted_classes
 
 
@@ -247,7 +247,7 @@ def _with_interval(scores: dict, metric: str, signed: bool = False) -> str:
 
 
 def log_results_to_tensorboard(log_dir, markdown: str, pictures: dict) -> None:
-    """Write the summary table (a text summary) and the pictures (``{name: png path}``, image summaries) to TensorBoard."""
+    """Write the summary table (a text summary) and the pictures (``{name: png path}``) to TensorBoard."""
     import tensorflow as tf
 
     writer = tf.summary.create_file_writer(str(log_dir))

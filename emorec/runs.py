@@ -38,7 +38,7 @@ class PhaseOutputs:
     epochs_csv: Path
     tensorboard: Path
     prob_dir: Path
-    backup: Path  # the training state while training runs (emorec.training.backup.TrainingBackup), removed when the phase ends
+    backup: Path  # the training state while training runs (training.backup.TrainingBackup), gone when it ends
 
     def claim(self) -> None:
         """Take, before the first write, this phase's lock on the run (:func:`emorec.storage.hold_run`): the same
@@ -46,7 +46,7 @@ class PhaseOutputs:
         hold_run(self.model.parent, self.model.stem)
 
     @classmethod
-    def of(cls, args: argparse.Namespace, phase: str) -> "PhaseOutputs":
+    def of(cls, args: argparse.Namespace, phase: str) -> PhaseOutputs:
         """The outputs of ``phase`` for the parsed command line ``args``."""
         run = args.run_name or ""
         checkpoints = Path(args.checkpoint_dir) / run

@@ -9,7 +9,7 @@ TER checkpoint maps raw strings to probabilities once this module is imported
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np

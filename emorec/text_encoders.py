@@ -29,9 +29,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -274,10 +274,8 @@ def text_store_folder(cache_dir: str | os.PathLike, encoder: TextEncoder) -> Pat
     text, the precision and the weights' hash."""
     from emorec.feature_store import backbone_name
 
-    return (
-        Path(cache_dir)
-        / f"text_{backbone_name(encoder.preset)}_{encoder.seq_len}tok_mean_{encoder.precision}_{encoder.weights_sha256[:12]}"
-    )
+    name = f"{backbone_name(encoder.preset)}_{encoder.seq_len}tok_mean_{encoder.precision}"
+    return Path(cache_dir) / f"text_{name}_{encoder.weights_sha256[:12]}"
 
 
 def stored_text_features(

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -209,8 +209,8 @@ def zero_shot_rows(
     CLIP-style); ``prompts_file`` the prompts' JSON. The image embeddings are IER's stored features of
     ``dataset``'s rows (``ier_features``, :func:`emorec.extraction.phase_features`'; ``ier_config``, IER's
     ``.args.json`` as a :class:`~emorec.runs.RunConfig`) when IER ran the preset with ``--pooling embedding``, else
-    computed into a store of their own in IER's ``--cache-dir``. Raises :class:`InputError` for a prompts file without a class, or a
-    preset that cannot be loaded or has no text tower.
+    computed into a store of their own in IER's ``--cache-dir``. Raises :class:`InputError` for a prompts file
+    without a class, or a preset that cannot be loaded or has no text tower.
     """
     from emorec.images import BACKBONES
 

@@ -272,7 +272,6 @@ def clone(tmp_path_factory):
     per session: test_readme runs the README's and the docs' commands in it, test_explain reads the run they
     trained)."""
     import keras
-
     from test_readme import WEIGHTS
 
     root = link_clone(tmp_path_factory.mktemp("clone"))
@@ -285,7 +284,7 @@ def clone(tmp_path_factory):
 def trained(clone):
     """The docs' demo block; the README's block of each phase on the demo; the demo's data placed as the real
     data goes, then the block of the paper's four commands: the clone, whose default run is the last one's."""
-    from test_readme import commands, block, run_block, run_command, run_together, target
+    from test_readme import block, commands, run_block, run_command, run_together, target
 
     demo = run_block("demo", clone)
     assert "demo baselines" in demo[0].stdout

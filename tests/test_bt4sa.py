@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import write_image
 
 from emorec import bt4sa
 from emorec.cli import run
@@ -11,8 +12,6 @@ from emorec.data.dataset import load_dataset
 from emorec.data.manifest import class_names_path
 from emorec.data.splits import split_path
 from emorec.errors import InputError
-
-from conftest import write_image
 
 TWEETS = {
     "758014713804587008": ("Just landed in #Rome!! 😍 https://t.co/abc", 2, 2, "train"),

@@ -1,8 +1,9 @@
-"""CNN image backbones by KerasHub preset and from timm checkpoints (issue 42), offline: a tiny random ResNet saved as
-KerasHub saves a preset, and random EfficientNet-Lite0 checkpoints written in timm's exact format (``config.json`` with ``pretrained_cfg``, ``model.safetensors`` with timm's names), one under
-timm's name for TensorFlow-ported weights (``tf_efficientnet_lite0``) and one under the PyTorch-trained name; each
-checked against an independent computation of the same layers in TensorFlow's own ops, and IER run on one as a user
-runs it, its saved model loaded again in a fresh process."""
+"""CNN image backbones by KerasHub preset and from timm checkpoints (issue 42), offline: a tiny random ResNet saved
+as KerasHub saves a preset, and random EfficientNet-Lite0 checkpoints written in timm's exact format
+(``config.json`` with ``pretrained_cfg``, ``model.safetensors`` with timm's names), one under timm's name for
+TensorFlow-ported weights (``tf_efficientnet_lite0``) and one under the PyTorch-trained name; each checked against
+an independent computation of the same layers in TensorFlow's own ops, and IER run on one as a user runs it, its
+saved model loaded again in a fresh process."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from safetensors.numpy import load_file
-
 from conftest import TINY_NORMALISATION, write_timm_checkpoint
+from safetensors.numpy import load_file
+from test_image_encoders import REPO, ier
+
 from emorec.data.manifest import read_manifest
 from emorec.demo import MANIFEST_NAME
 from emorec.image_encoders import build_hub_extractor, load_image_encoder
-from test_image_encoders import REPO, ier
 
 STRIDES = (1, 2, 2, 2, 1, 2, 1)  # EfficientNet-Lite0's first block of each stage
 

@@ -1,4 +1,4 @@
-"""The demo data set: deterministic, in the real formats, and with cues split between the modalities (issue 3, point 7)."""
+"""The demo data set: deterministic, in the real formats, and with cues split between the modalities."""
 
 from __future__ import annotations
 

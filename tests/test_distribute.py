@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_same_stored_features
 
 from emorec.distribute import CPU_DEVICES_ENV
-
-from conftest import assert_same_stored_features
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = """
@@ -26,8 +25,8 @@ from emorec.cli import run
 import TER, IER, Intermediate_fusion
 data, out, cache, strategy = sys.argv[1:5], sys.argv[5:11], sys.argv[11:13], sys.argv[13:]
 for phase, flags in ((TER, ["--glove", "none", "--epoch", "3"]),
-                     (IER, [*cache, "--image-weights", "none", "--image-size", "32", "--precision", "float32", "--epoch", "3",
-                            "--batch-size", "8"]),
+                     (IER, [*cache, "--image-weights", "none", "--image-size", "32", "--precision", "float32",
+                            "--epoch", "3", "--batch-size", "8"]),
                      (Intermediate_fusion, ["--precision", "float32", "--epoch", "2", "--batch-size", "8"])):
     status = run(phase.main, [*data, *out, *strategy, *flags])
     if status:

@@ -4,7 +4,6 @@ between the pages landing on a file and a heading that exist, and every flag of 
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 import sys

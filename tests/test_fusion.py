@@ -1,4 +1,4 @@
-"""Late fusion's pieces: the weight grid and search (against brute force), renormalised fusion, joined files (issue 6)."""
+"""Late fusion's pieces: the weight grid and search (against brute force), renormalised fusion, joined files."""
 
 from __future__ import annotations
 

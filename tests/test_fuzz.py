@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import write_image
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +22,6 @@ from emorec.cli import run
 from emorec.data.manifest import read_manifest
 from emorec.errors import InputError
 from emorec.legacy_text import decode_text
-
-from conftest import write_image
 
 EXAMPLES = 150
 FUZZ = settings(

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import counting, demo_extraction, dying_extractor
 
 import IER
 from emorec import extraction, images
@@ -21,8 +22,6 @@ from emorec.extraction import compute_features, phase_features, stored_features
 from emorec.feature_store import FeatureStore, image_keys
 from emorec.images import load_image
 from emorec.runs import read_run_config
-
-from conftest import counting, demo_extraction, dying_extractor
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 

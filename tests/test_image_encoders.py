@@ -13,8 +13,8 @@ from pathlib import Path
 import keras_hub  # Requirements-hub.txt, which make test installs
 import numpy as np
 import pytest
-
 from conftest import TINY_NORMALISATION, assert_same_stored_features, dying_extractor, hugging_face_vit_weights
+
 from emorec.demo import MANIFEST_NAME
 
 REPO = Path(__file__).resolve().parents[1]

@@ -118,7 +118,8 @@ def test_paired_difference_of_the_best_fusion_and_the_best_single_modality():
         result, ["fusion"], ["text", "image"], chosen_by={"fusion": 0.5, "text": 0.4, "image": 0.3}
     )
     assert (difference["better"], difference["than"]) == ("fusion", "text")
-    # The choice is chosen_by's (validation's), whatever the test rows say: image against fusion, though text scores higher.
+    # The choice is chosen_by's (validation's), whatever the test rows say: image against fusion, though text
+    # scores higher.
     chosen = paired_difference(
         result, ["fusion"], ["text", "image"], chosen_by={"fusion": 0.5, "text": 0.3, "image": 0.4}
     )

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import interrupt_after_epoch
 
 import Intermediate_fusion
 import sweep
@@ -19,8 +20,6 @@ from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 from emorec.errors import InputError
 from emorec.fusion import METHODS
 from emorec.zero_shot import ZERO_SHOT_NAMES
-
-from conftest import interrupt_after_epoch
 
 # Every method but the zero-label ones, which a VGG16 run (no text tower: --zero-shot auto leaves them out) lacks.
 REPORTED = [method for method in METHODS if method not in ZERO_SHOT_NAMES]

@@ -6,13 +6,12 @@ import re
 
 import pandas as pd
 import pytest
+from conftest import write_image, write_manifest
 
 from emorec.data.dataset import load_dataset
 from emorec.data.manifest import DEFAULT_CLASS_NAMES, read_manifest
 from emorec.data.splits import split_path
 from emorec.errors import InputError
-
-from conftest import write_image, write_manifest
 
 
 def test_reads_the_tier_form(tiny_dataset):

@@ -82,8 +82,8 @@ def test_the_fusion_network_pools_a_whole_feature_map_when_asked_and_passes_pool
 def test_fusion_pooling_follows_ier_and_refuses_what_a_pooled_store_cannot_give():
     import pytest
 
-    from Intermediate_fusion import _image_pooling
     from emorec.errors import InputError
+    from Intermediate_fusion import _image_pooling
 
     assert _image_pooling(None, "max") == "max" and _image_pooling("avg", "flatten") == "avg"
     with pytest.raises(InputError, match="stored features pooled by max.*python IER.py --pooling avg"):

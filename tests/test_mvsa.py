@@ -8,6 +8,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import write_image
 
 from emorec import mvsa
 from emorec.cli import run
@@ -16,13 +17,11 @@ from emorec.data.manifest import class_names_path
 from emorec.errors import InputError
 from emorec.legacy_text import decode_text
 
-from conftest import write_image
-
 CLASSES = ("negative", "neutral", "positive")
 # Text files as MVSA has them: UTF-8 (with an emoji, with a byte-order mark), GBK as a Chinese-locale re-save left
 # them (“ is A1 B0; Japanese), and a Latin text in cp1252 that GBK would also decode, into nonsense.
 SPECIAL_TEXTS = {
-    "101": ("positive,positive", "Just landed in #Rome!! 😍".encode("utf-8")),
+    "101": ("positive,positive", "Just landed in #Rome!! 😍".encode()),
     "102": ("neutral,positive", "\ufeffnew phone, who dis".encode("utf-8")),
     "103": ("negative,neutral", "“@rickygervais: Just got thrown out… #fail”".encode("gbk")),
     "104": ("neutral,neutral", "E-girls 藤井姉妹 ロック画面 #Egirls".encode("gbk")),

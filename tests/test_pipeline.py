@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import interrupt_after_epoch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -19,10 +20,8 @@ import predict
 from emorec.cli import run
 from emorec.demo import MANIFEST_NAME
 from emorec.fusion import FUSION_METHODS, METHOD_NAMES, METHODS, SINGLE_MODALITY
-from emorec.zero_shot import ZERO_SHOT_NAMES
 from emorec.runs import read_run_config
-
-from conftest import interrupt_after_epoch
+from emorec.zero_shot import ZERO_SHOT_NAMES
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 RUN = "t-f1-s0"  # the sweep's whole-split setting

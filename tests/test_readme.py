@@ -175,8 +175,8 @@ def test_the_demo_phases_block_is_what_make_demo_runs_and_runs_each_phase_on_the
 
 # Run after the README's loading example, in its interpreter (a second fresh one would cost the suite one more
 # TensorFlow start): loads each saved model with the README's one import (and emorec.training, which holds the
-# training optimizer, never imported, by the example or by this), then scores raw rows: texts and image files as the manifest
-# gives them.
+# training optimizer, never imported, by the example or by this), then scores raw rows: texts and image files as the
+# manifest gives them.
 FRESH_LOAD = """
 import json, sys
 import keras
@@ -193,7 +193,8 @@ texts = tf.constant(rows["text"].tolist())
 images = np.stack([load_image(p, models["IER"].input_shape[1])[0] for p in paths]).astype("float32")
 out = {"rows": rows.index.tolist(), "TER": models["TER"].predict(texts, verbose=0).tolist(),
        "IER": models["IER"].predict(images, verbose=0).tolist(),
-       "Intermediate_fusion": models["Intermediate_fusion"].predict({"text": texts, "image": images}, verbose=0).tolist()}
+       "Intermediate_fusion": models["Intermediate_fusion"].predict({"text": texts, "image": images},
+                                                                   verbose=0).tolist()}
 print(json.dumps(out))
 """
 

@@ -13,10 +13,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import interrupt_after_epoch
 
 import TER
-
-from conftest import interrupt_after_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("fit_seconds", "seconds_per_epoch", "resumed_at_epoch")
@@ -183,9 +182,9 @@ def test_adam_falls_back_to_keras_adam_when_its_state_is_elsewhere_and_trains_wi
     in its one optimizer line, and trains as FusedAdam does (the same update: weights within float rounding)."""
     import argparse
 
+    from emorec.runs import PhaseOutputs
     from emorec.training import batches, fit, optimizer
     from emorec.training.options import TrainingOptions
-    from emorec.runs import PhaseOutputs
 
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_image, write_manifest
 
 from emorec.data.dataset import load_dataset
 from emorec.data.splits import draw_split, split_path
 from emorec.errors import InputError
-
-from conftest import write_image, write_manifest
 
 
 def synthetic_frame(tweets: int = 1500, seed: int = 0) -> pd.DataFrame:

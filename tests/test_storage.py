@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_same_stored_features, counting, demo_extraction
 
 import IER
 import TER
@@ -23,8 +24,6 @@ from emorec.data.splits import split_path
 from emorec.extraction import phase_features, stored_features
 from emorec.feature_store import FeatureStore
 from emorec.storage import beside_or_fallback, is_writable
-
-from conftest import assert_same_stored_features, counting, demo_extraction
 
 REPO = Path(__file__).resolve().parents[1]
 

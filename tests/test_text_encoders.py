@@ -13,9 +13,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import keras_hub  # Requirements-hub.txt, which make test installs
 import numpy as np
 import pandas as pd
-import keras_hub  # Requirements-hub.txt, which make test installs
 import pytest
 
 from emorec.demo import MANIFEST_NAME
@@ -191,8 +191,8 @@ def test_an_encoder_takes_the_precision_of_the_block_it_is_loaded_in(presets, tm
 
 
 def test_a_preset_that_cannot_be_loaded_is_one_clear_error(small_demo, tmp_path, capsys):
-    import TER
     import sweep
+    import TER
     from emorec.cli import run
 
     (tmp_path / "empty").mkdir()

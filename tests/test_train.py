@@ -12,8 +12,8 @@ import tensorflow as tf
 from emorec.runs import PhaseOutputs
 from emorec.training.batches import ArrayBatches
 from emorec.training.fit import class_weights, fit_best, seed_everything
-from emorec.training.options import TrainingOptions
 from emorec.training.optimizer import FusedAdam
+from emorec.training.options import TrainingOptions
 
 
 def test_fit_best_restores_the_best_validation_epoch(tmp_path):

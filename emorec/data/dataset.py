@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from emorec.data.fingerprints import data_fingerprint
 from emorec.data.manifest import DEFAULT_IMAGE_ROOT, Manifest, read_manifest

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -210,7 +210,8 @@ def check_leakage(frame: pd.DataFrame, strict: bool = False, source: str = "give
     leakage = split_leakage(frame)
     if leakage["straddling_tweets"] or leakage["straddling_texts"]:
         fix = {
-            "manifest": "fix the manifest's split column (B-T4SA: convert it again with `python -m emorec.bt4sa ... --regroup`)",
+            "manifest": "fix the manifest's split column (B-T4SA: convert it again with "
+            "`python -m emorec.bt4sa ... --regroup`)",
             "stored": "--resplit draws a split that keeps tweets and texts whole",
         }.get(source, "redraw the split")
         message = (

@@ -10,7 +10,6 @@ import numpy as np
 
 from emorec.fusion import MEMBERS
 
-
 WORD_METHOD = (
     "occlusion: importance = the predicted class's probability with the whole text minus with that "
     "word deleted (from the token ids, the later tokens moving up one place; for a pretrained encoder, "
