@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from emorec.cli import ArgumentParser, phase_parser, positive_int, run, setup_logging, training_options
+from emorec.cli import ArgumentParser, phase_parser, positive_int, run, run_folders, setup_logging, training_options
 from emorec.data.manifest import manifest_fix
 from emorec.feature_store import CACHE_KEYS, POOLINGS
 from emorec.precision import PRECISIONS
@@ -183,21 +183,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_files({args.manifest: manifest_fix(args.manifest)})
     if args.backbone not in MIN_IMAGE_SIZE:
         require_local_preset(args.backbone, "--backbone", IMAGE_PRESET_FORMS)
-    outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
+    outputs = writable_outputs(run_folders(args), PHASE)  # every output folder writable, before any work
     import numpy as np
     import tensorflow as tf
 
     from emorec.data.dataset import load_dataset
     from emorec.data.splits import select_training_rows
     from emorec.distribute import wait_for_all, worker_count, worker_index
-    from emorec.extraction import read_features, stored_features
-    from emorec.feature_store import FeatureStore, backbone_name, image_keys, store_folder
+    from emorec.extraction import Extraction, ensure_features, open_image_store, read_features
+    from emorec.feature_store import image_keys
     from emorec.images import build_extractor
     from emorec.metrics import probability_table
     from emorec.models import build_ier_head, image_model
     from emorec.precision import dtype_policy, resolve_precision
     from emorec.runs import RunRecord, save_phase
-    from emorec.storage import beside_or_fallback
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
     from emorec.training.fit import evaluate_readable, fit_best, seed_everything, start_training
@@ -227,33 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.backbone, weights, args.image_size, args.backbone_seed, pooling, precision
         )
     image_size = int(extractor.input_shape[1])
-    folder = beside_or_fallback(
-        store_folder(args.cache_dir, args.backbone, weights_identity, image_size, pooling, precision),
-        "the image feature store",
-    )
-    store = FeatureStore.open(
-        folder,
-        {
-            "backbone": backbone_name(args.backbone),
-            "weights": weights_identity,
-            "image_size": image_size,
-            "pooling": pooling,
-            "precision": precision,
-            "feature_shape": list(extractor.output_shape[1:]),
-        },
-    )
+    store = open_image_store(args.cache_dir, args.backbone, weights_identity, extractor, pooling, precision)
     paths, keys = frame["image_path"].tolist(), image_keys(frame["image_path"], dataset.image_root, args.cache_key)
-    cache = stored_features(
-        store,
-        paths,
-        keys,
-        extractor,
-        image_size,
-        args.extract_batch_size,
-        args.on_bad_image,
-        share=share,
-        strategy=extraction,
-    )
+    backbone = Extraction(extractor, args.extract_batch_size, strategy=extraction)
+    image_features = ensure_features(store, paths, keys, backbone, args.on_bad_image, share)
     if args.num_shards > 1:
         log.info(
             "share %d of %d done. Once every share is, run IER.py without --num-shards: it finds the images "
@@ -265,12 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if workers > 1:
         wait_for_all(strategy)  # every worker's share is in the store
         store.reload()
-        cache = read_features(store, paths, keys, args.on_bad_image)
+        image_features = read_features(store, paths, keys, args.on_bad_image)
     labels = frame["label"].to_numpy()
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
     rows = {
-        "train": np.flatnonzero(training_rows.mask & cache.ok),
-        "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok),
+        "train": np.flatnonzero(training_rows.mask & image_features.ok),
+        "val": np.flatnonzero((frame["split"] == "val").to_numpy() & image_features.ok),
     }
     record = RunRecord(
         data=dataset.fingerprint,
@@ -284,12 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Model and training, on the cached features.
     seed_everything(args.seed, args.deterministic)
     with dtype_policy(precision), strategy.scope():
-        head = build_ier_head(cache.features.shape[1:], len(class_names))
+        head = build_ier_head(image_features.features.shape[1:], len(class_names))
     config = training_config(build_parser().training_flags(args), record)
     training = fit_best(
         head,
-        ArrayBatches(cache.features, labels, rows["train"], args.batch_size, seed=args.seed),
-        ArrayBatches(cache.features, labels, rows["val"], 256),
+        ArrayBatches(image_features.features, labels, rows["train"], args.batch_size, seed=args.seed),
+        ArrayBatches(image_features.features, labels, rows["val"], 256),
         training_options(args, args.lr),
         outputs,
         config,
@@ -297,21 +273,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     # Evaluation on every readable image, on this process's device; unreadable ones keep empty probabilities.
-    probabilities, metrics = evaluate_readable(head, cache.features, dataset, cache.ok)
+    probabilities, metrics = evaluate_readable(head, image_features.features, dataset, image_features.ok)
     save_phase(
         outputs,
         PHASE,
         image_model(extractor, head),
-        args=args,
+        flags=vars(args),
         argv=argv,
         record=record,
         metrics={
             "class_names": list(class_names),
             "training_labels": len(rows["train"]),
-            "feature_store": str(folder),
+            "feature_store": str(store.folder),
             "weights_identity": weights_identity,
             "image_size": image_size,
-            "unreadable_images": int((~cache.ok).sum()),
+            "unreadable_images": int((~image_features.ok).sum()),
             "split_leakage": dataset.split_leakage,
             **training,
             **metrics,

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from emorec.cli import ArgumentParser, phase_parser, run, setup_logging, training_options
+from emorec.cli import ArgumentParser, phase_parser, run, run_folders, setup_logging, training_options
 from emorec.data.manifest import manifest_fix
 from emorec.errors import InputError
 from emorec.feature_store import POOLINGS
@@ -87,12 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train the fusion model and write its model, metrics and probabilities; returns 0."""
     args = parse_args(argv)
     setup_logging()
-    ter_files, ier_files = PhaseOutputs.of(args, "TER"), PhaseOutputs.of(args, "IER")
+    ter_files, ier_files = PhaseOutputs.of(run_folders(args), "TER"), PhaseOutputs.of(run_folders(args), "IER")
     require_files(
         {
             args.manifest: manifest_fix(args.manifest),
             **{
-                path: phase_output_fix(phase, args)
+                path: phase_output_fix(phase, run_folders(args))
                 for path, phase in (
                     (ter_files.model, "TER"),
                     (ter_files.args_json, "TER"),
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
         }
     )
-    outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
+    outputs = writable_outputs(run_folders(args), PHASE)  # every output folder writable, before any work
     import keras
     import numpy as np
 
@@ -150,10 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ier = keras.models.load_model(ier_files.model)
     extractor = next(layer for layer in ier.layers if layer.name.endswith("_extractor"))
     ier_head = ier.get_layer("ier_head")
-    cache = phase_features(dataset, json.loads(ier_files.metrics_json.read_text()), earlier["IER"])
+    image_features = phase_features(dataset, json.loads(ier_files.metrics_json.read_text()), earlier["IER"])
     rows = {
-        "train": np.flatnonzero(training_rows.mask & cache.ok),
-        "val": np.flatnonzero((frame["split"] == "val").to_numpy() & cache.ok),
+        "train": np.flatnonzero(training_rows.mask & image_features.ok),
+        "val": np.flatnonzero((frame["split"] == "val").to_numpy() & image_features.ok),
     }
 
     # Text and model: TER's text pipeline (its vectorizer and GloVe matrix, or its encoder), joined with the image.
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed_everything(args.seed, args.deterministic)
     with dtype_policy(precision), strategy.scope():
         build = paper_fusion if text_settings["model"] == "paper" else encoder_fusion
-        fusion = build(args, ter, text_settings, frame, cache.features, len(class_names), record.pooling)
+        fusion = build(args, ter, text_settings, frame, image_features.features, len(class_names), record.pooling)
     warm_started = fusion.warm_start(ier_head) if args.init_from_unimodal else []
     if warm_started:
         log.info("warm start from TER and IER: %s", ", ".join(warm_started))
@@ -179,21 +179,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.
-    probabilities, metrics = evaluate_readable(fusion.network, fusion.inputs, dataset, cache.ok)
+    probabilities, metrics = evaluate_readable(fusion.network, fusion.inputs, dataset, image_features.ok)
     save_phase(
         outputs,
         PHASE,
         fusion.saved_model(extractor),
-        args=args,
+        flags=vars(args),
         argv=argv,
         record=record,
         metrics={
             "class_names": list(class_names),
             "training_labels": len(rows["train"]),
-            "feature_store": str(cache.folder),
+            "feature_store": str(image_features.folder),
             "warm_started_layers": warm_started,
             "text_model": text_settings,
-            "unreadable_images": int((~cache.ok).sum()),
+            "unreadable_images": int((~image_features.ok).sum()),
             "split_leakage": dataset.split_leakage,
             **training,
             **metrics,
@@ -258,11 +258,11 @@ def encoder_fusion(args, ter, text_settings, frame, image_features, n_classes: i
     from emorec.text_encoders import (
         EncodedFusionModel,
         build_text_features,
+        ensure_text_features,
         load_text_encoder,
         open_text_store,
         preprocess,
         saved_text_encoder,
-        stored_text_features,
     )
 
     encoder, ter_features = saved_text_encoder(ter, text_settings["encoder"])
@@ -270,7 +270,7 @@ def encoder_fusion(args, ter, text_settings, frame, image_features, n_classes: i
     texts = frame["text"].tolist()
     if text_settings["model"] == "frozen":
         store = open_text_store(Path(text_settings["encoder"]["feature_store"]), encoder)
-        inputs = {"text_features": stored_text_features(store, encoder, texts), "image_features": image_features}
+        inputs = {"text_features": ensure_text_features(store, encoder, texts), "image_features": image_features}
         return FusionParts(
             head,
             inputs,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emorec import fusion
-from emorec.cli import at_least, open_unit_fraction, phase_parser, run, setup_logging
+from emorec.cli import at_least, open_unit_fraction, phase_parser, run, run_folders, setup_logging
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES
 from emorec.runs import (
@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     phases, recorded = _member_runs(args)
     manifest = members_manifest(recorded, args.manifest)
-    outputs = writable_outputs(args, PHASE, **{"--results-dir": args.results_dir})  # all writable, before any work
+    outputs = writable_outputs(
+        run_folders(args), PHASE, **{"--results-dir": args.results_dir}
+    )  # all writable, before any work
     import numpy as np
 
     from emorec.baselines import baseline_record, phase_weighting, run_baselines
@@ -119,17 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (splits == "val").any():
         raise InputError(f"{paths['TER']} has no validation rows: the weights are chosen on the val split")
     # IER's stored image features (never computed here), for the baselines and the zero-label rows.
-    ier_features = phase_features(dataset, json.loads(phases["IER"].metrics_json.read_text()), recorded["IER"])
+    image_features = phase_features(dataset, json.loads(phases["IER"].metrics_json.read_text()), recorded["IER"])
     # The zero-label baseline: a CLIP-style model's towers against the class prompts, on the test rows (before any
     # output is written: a bad prompts file or preset stops the run with nothing changed).
     prompts = args.prompts or DEFAULT_PROMPTS
-    zero_shot, zero_shot_record = zero_shot_rows(args.zero_shot, prompts, dataset, ier_features, recorded["IER"])
+    zero_shot, zero_shot_record = zero_shot_rows(args.zero_shot, prompts, dataset, image_features, recorded["IER"])
     outputs.claim()  # the inputs are sound: from here on this process writes the run's fusion, and no other one
 
     # The simple baselines, on the run's own training rows, scored like the members.
     weighting = phase_weighting(recorded)
     train = _training_rows(dataset, rows, recorded["TER"])
-    image = (ier_features.features, ier_features.ok)
+    image = (image_features.features, image_features.ok)
     baselines = run_baselines(dataset.frame, train, len(class_names), image, weighting, recorded["TER"].flags["seed"])
 
     # The paper's weight grid, searched on validation only, and the stacker; again with the baselines as members.
@@ -152,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     search = _search_record(paths, paper, extended)
     write_json_atomic(outputs.metrics_json, {**search, **choices, "methods": scores["methods"]})
-    write_run_config(outputs, args, argv, record)
+    write_run_config(outputs, vars(args), argv, record)
 
     # The results report: tables, confusion matrices and examples, and the same in TensorBoard.
     # The labels the run learnt from: the weights, the stacker (and every best epoch) add val's to training's.
@@ -177,10 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _member_runs(args) -> tuple[dict, dict]:
     """The three members' outputs in this run (:class:`PhaseOutputs`) and their recorded ``.args.json``
     (:class:`~emorec.runs.RunConfig`); a missing file stops with the command that makes it."""
-    phases = {member: PhaseOutputs.of(args, member) for member in MEMBERS}
-    needed = {phases[member].prob_dir / file: phase_output_fix(member, args) for member, file in MEMBERS.items()}
-    needed |= {files.args_json: phase_output_fix(member, args) for member, files in phases.items()}
-    needed[phases["IER"].metrics_json] = phase_output_fix("IER", args)
+    folders = run_folders(args)
+    phases = {member: PhaseOutputs.of(folders, member) for member in MEMBERS}
+    needed = {phases[member].prob_dir / file: phase_output_fix(member, folders) for member, file in MEMBERS.items()}
+    needed |= {files.args_json: phase_output_fix(member, folders) for member, files in phases.items()}
+    needed[phases["IER"].metrics_json] = phase_output_fix("IER", folders)
     if args.prompts:
         needed[args.prompts] = f"pass the JSON file of class prompts, or leave --prompts out ({DEFAULT_PROMPTS.name})"
     require_files(needed)

@@ -21,7 +21,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from emorec.cli import ArgumentParser, at_least, phase_parser, positive_int, run, setup_logging, training_options
+from emorec.cli import (
+    ArgumentParser,
+    at_least,
+    phase_parser,
+    positive_int,
+    run,
+    run_folders,
+    setup_logging,
+    training_options,
+)
 from emorec.data.manifest import manifest_fix
 from emorec.glove import DEFAULT_GLOVE, check_glove_dimension, glove_fix
 from emorec.precision import PRECISIONS
@@ -151,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_local_preset(args.text_encoder, "--text-encoder")
     if mode == "paper" and args.glove is not None:
         check_glove_dimension(args.glove, args.embedding_dim)
-    outputs = writable_outputs(args, PHASE)  # every output folder writable, before any work
+    outputs = writable_outputs(run_folders(args), PHASE)  # every output folder writable, before any work
     # Heavy imports after parsing, so --help and argument errors answer at once.
     import numpy as np
     import tensorflow as tf
@@ -227,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs,
         PHASE,
         model,
-        args=args,
+        flags=vars(args),
         argv=argv,
         record=record,
         metrics={
@@ -268,11 +277,11 @@ def encoder_text_model(args, frame, seq_len: int, n_classes: int):
         EncodedTextModel,
         build_text_features,
         build_text_head,
+        ensure_text_features,
         join_text_network,
         load_text_encoder,
         open_text_store,
         preprocess,
-        stored_text_features,
         text_store_folder,
     )
 
@@ -296,7 +305,7 @@ def encoder_text_model(args, frame, seq_len: int, n_classes: int):
     described["feature_store"] = str(folder)  # where the fusion reads them
     return (
         head,
-        stored_text_features(open_text_store(folder, encoder), encoder, frame["text"].tolist()),
+        ensure_text_features(open_text_store(folder, encoder), encoder, frame["text"].tolist()),
         model,
         described,
     )

@@ -16,15 +16,17 @@ called through :data:`PHASES`, each one's ``main`` in this process.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import IER
 import Intermediate_fusion
 import Late_fusion
 import TER
-from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, setup_logging, unit_fraction
-from emorec.label_efficiency import PASS_THROUGH, run_sweep
+from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, run_folders, setup_logging, unit_fraction
+from emorec.label_efficiency import PASS_THROUGH, Sweep, run_sweep
 from emorec.presets import require_local_preset
 
 # What every setting runs, in order: each phase's name and its entry point.
@@ -129,8 +131,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     if args.text_encoder != "paper":
         require_local_preset(args.text_encoder, "--text-encoder")  # a missing folder stops it before any setting
-    run_sweep(args, PHASES)
+    run_sweep(sweep_plan(args), PHASES)
     return 0
+
+
+def sweep_plan(args) -> Sweep:
+    """What the parsed ``args`` ask each setting to run: the phases' flags, passed through."""
+    manifest = ["--manifest", args.manifest] if args.manifest else []
+    data = [*manifest, *(["--image-root", args.image_root] if args.image_root else [])]
+    extra = {phase: shlex.split(getattr(args, flag[2:].replace("-", "_"))) for phase, flag in PASS_THROUGH.items()}
+    if args.text_encoder != "paper":  # TER's text model, which the fusion follows
+        frozen = ["--freeze-text-encoder"] if args.freeze_text_encoder else []
+        extra["TER"][:0] = ["--text-encoder", args.text_encoder, *frozen]
+    late = [
+        "--results-dir",
+        args.results_dir,
+        *(["--with-baselines"] if args.with_baselines else []),
+        *(["--zero-shot", args.zero_shot] if args.zero_shot else []),
+        *(["--prompts", args.prompts] if args.prompts else []),
+    ]
+    return Sweep(
+        args.fractions,
+        args.seeds,
+        args.run_prefix,
+        run_folders(args),
+        Path(args.results_dir),
+        leading={**{phase: data for phase in PASS_THROUGH}, "Late_fusion": manifest},
+        training=["--epoch", str(args.epochs)] if args.epochs else [],
+        trailing={**extra, "Late_fusion": late},
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ import resource, sys
 import pandas as pd
 sys.path.insert(0, {str(ROOT)!r})
 from benchmarks.image_features import write_images
-from emorec.feature_store import FeatureStore, image_keys, stored_features
+from emorec.extraction import Extraction, ensure_features
+from emorec.feature_store import FeatureStore, image_keys
 from emorec.images import build_extractor
 from pathlib import Path
 folder = Path({str(folder)!r}) / "n{count}"
@@ -79,7 +80,7 @@ folder.mkdir()
 paths = write_images(folder, {count})
 extractor, _ = build_extractor("vgg16", "none", {image_size}, 0)
 store = FeatureStore.open(folder / "features", {{"feature_shape": list(extractor.output_shape[1:])}})
-stored_features(store, paths, image_keys(paths, folder), extractor, {image_size}, 16, "skip", chunk=64)
+ensure_features(store, paths, image_keys(paths, folder), Extraction(extractor, 16, chunk=64))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from emorec.data.manifest import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.distribute import STRATEGIES, STRATEGY_HELP
 from emorec.errors import InputError
+from emorec.runs import RunFolders
 from emorec.storage import storage_error
 from emorec.training.options import TrainingOptions
 
@@ -283,3 +284,8 @@ def training_options(args: argparse.Namespace, lr: float, optimizer: str = "adam
     return TrainingOptions(
         args.epochs, lr, args.class_weight, args.monitor, args.patience, args.deterministic, optimizer
     )
+
+
+def run_folders(args: argparse.Namespace) -> RunFolders:
+    """Where the run of the parsed ``args`` writes: its output flags."""
+    return RunFolders(args.checkpoint_dir, args.log_dir, args.prob_dir, args.run_name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ import keras
 import numpy as np
 
 from emorec.errors import InputError, list_some
-from emorec.feature_store import DamagedCache, FeatureStore, StoredFeatures, image_keys
+from emorec.feature_store import DamagedCache, FeatureStore, StoredFeatures, backbone_name, image_keys, store_folder
 from emorec.storage import exclusive
 
 if TYPE_CHECKING:
@@ -25,27 +26,58 @@ if TYPE_CHECKING:
 log = logging.getLogger("emorec")
 
 
-def stored_features(
+@dataclass(frozen=True)
+class Extraction:
+    """How the backbone runs over the images: ``extractor`` (from :func:`emorec.images.build_extractor`),
+    ``batch_size`` images at a time, the store's entries recorded every ``chunk`` images, on the devices of
+    ``strategy`` (:func:`emorec.images.backbone_runner`; None: this process's)."""
+
+    extractor: keras.Model
+    batch_size: int = 32
+    chunk: int = 512
+    strategy: object = None
+
+    @property
+    def image_size(self) -> int:
+        return int(self.extractor.input_shape[1])
+
+
+def open_image_store(
+    cache_dir, backbone: str, weights_identity: str, extractor, pooling: str, precision: str
+) -> FeatureStore:
+    """The feature store of one backbone configuration under ``cache_dir`` (or the fallback folder where it is
+    read-only, :func:`emorec.storage.beside_or_fallback`), made with its configuration if new: ``backbone`` a
+    CNN's name or a preset, ``extractor`` what :func:`emorec.images.build_extractor` built with
+    ``weights_identity``, ``pooling`` and ``precision``."""
+    from emorec.storage import beside_or_fallback
+
+    size = int(extractor.input_shape[1])
+    folder = store_folder(cache_dir, backbone, weights_identity, size, pooling, precision)
+    config = {
+        "backbone": backbone_name(backbone),
+        "weights": weights_identity,
+        "image_size": size,
+        "pooling": pooling,
+        "precision": precision,
+        "feature_shape": list(extractor.output_shape[1:]),
+    }
+    return FeatureStore.open(beside_or_fallback(folder, "the image feature store"), config)
+
+
+def ensure_features(
     store: FeatureStore,
     paths: Sequence[str],
     keys: Sequence[str],
-    extractor: keras.Model,
-    image_size: int,
-    batch_size: int,
-    on_bad_image: str,
-    chunk: int = 512,
+    extraction: Extraction,
+    on_bad_image: str = "skip",
     share: tuple[int, int] = (0, 1),
-    strategy=None,
 ) -> StoredFeatures | None:
     """The features of the images ``paths`` (with their store ``keys``), computing those the store lacks first.
 
-    ``extractor`` (from :func:`emorec.images.build_extractor`) runs only on
-    missing images, one process at a time per share. Unreadable images are recorded as
-    such (``ok`` False) and left out with one warning, or, with
-    ``on_bad_image='error'``, stop the run naming the files.
-    ``share`` ``(i, K)`` computes only share ``i`` of ``K`` (:func:`share_of`), while other processes may fill
-    the others, and returns None: the features are to be read once every share is done. ``strategy``: see
-    :func:`emorec.images.backbone_runner`.
+    The backbone (``extraction``) runs only on missing images, one process at a time per share. Unreadable images
+    are recorded as such (``ok`` False) and left out with one warning, or, with ``on_bad_image='error'``, stop
+    the run naming the files. ``share`` ``(i, K)`` computes only share ``i`` of ``K`` (:func:`share_of`), while
+    other processes may fill the others, and returns None: the features are read once every share is done.
     """
     index, count = share
     own, own_paths = keys, paths
@@ -58,9 +90,7 @@ def stored_features(
         lock = ".lock" if count == 1 else f".lock-{index}of{count}"
         with exclusive(store.folder / lock, f"computing image features into {store.folder}"):
             store.reload()  # what another process added while this one waited
-            computed = compute_features(
-                store, own_paths, own, extractor, image_size, batch_size, on_bad_image, chunk, strategy
-            )
+            computed = compute_features(store, own_paths, own, extraction, on_bad_image)
     if count > 1:
         log.info(
             "image features: share %d of %d (0 first): %d images computed, %d were in the store %s",
@@ -95,20 +125,12 @@ def read_features(store: FeatureStore, paths: Sequence[str], keys: Sequence[str]
 
 
 def compute_features(
-    store: FeatureStore,
-    paths: Sequence[str],
-    keys: Sequence[str],
-    extractor: keras.Model,
-    image_size: int,
-    batch_size: int,
-    on_bad_image: str,
-    chunk: int = 512,
-    strategy=None,
+    store: FeatureStore, paths: Sequence[str], keys: Sequence[str], extraction: Extraction, on_bad_image: str
 ) -> int:
     """Run the backbone over the images whose keys the store lacks, through one input pipeline, into the store
-    (call it holding the store's lock; see :func:`stored_features`); return how many it computed.
+    (call it holding the store's lock; see :func:`ensure_features`); return how many it computed.
 
-    Every ``chunk`` images the shards are flushed and their entries appended.
+    Every ``extraction.chunk`` images the shards are flushed and their entries appended.
     The backbone runs in a worker thread, so that Ctrl-C (SIGINT), which
     Python delivers to the main thread only between bytecodes, is not held up
     by a batch that takes seconds inside TensorFlow: the main thread records
@@ -121,7 +143,7 @@ def compute_features(
     missing = store.missing(keys)
     if not missing:
         return 0
-    backbone = backbone_runner(extractor, strategy)
+    backbone = backbone_runner(extraction.extractor, extraction.strategy)
     path_of = dict(zip(keys, paths))
     distinct = len(dict.fromkeys(keys))
     if len(missing) == distinct:
@@ -142,7 +164,7 @@ def compute_features(
 
     def extract() -> None:
         try:
-            batches = image_batches([path_of[key] for key in missing], image_size, batch_size)
+            batches = image_batches([path_of[key] for key in missing], extraction.image_size, extraction.batch_size)
             for pixels, ok in batches:
                 first, ok = done[0], ok.numpy()
                 if on_bad_image == "error" and not ok.all():
@@ -155,7 +177,7 @@ def compute_features(
                         store.writable(shard)[row] = features[offset]
                         pending.append((missing[first + offset], shard, row, bool(ok[offset])))
                     done[0] = first + len(ok)
-                    if len(pending) >= chunk:
+                    if len(pending) >= extraction.chunk:
                         keep_progress()
                 bar.update(done[0])
             with lock:

@@ -164,7 +164,7 @@ def load_image_encoder(preset: str, pooling: str = "embedding") -> ImageEncoder:
         _vision_network(backbone, tower, pooling, image_size), name=f"{backbone_name(preset)}_vision"
     )
     vision.trainable = False
-    from emorec.training.fit import weights_fingerprint
+    from emorec.runs import weights_fingerprint
 
     architecture = timm["architecture"] if timm else type(backbone).__name__
     return ImageEncoder(

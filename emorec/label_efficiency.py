@@ -12,12 +12,14 @@ import logging
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHODS
 from emorec.label_efficiency_report import write_label_efficiency
+from emorec.runs import RunFolders
 from emorec.zero_shot import ZERO_SHOT_NAMES
 
 if TYPE_CHECKING:
@@ -37,21 +39,61 @@ def run_name(prefix: str, fraction: float, seed: int) -> str:
     return f"{prefix}-f{fraction:g}-s{seed}"
 
 
-def run_sweep(args, phases: Mapping[str, PhaseMain]) -> None:
-    """Run every setting of ``args`` (the parsed flags of ``python sweep.py``) not yet done, through ``phases``
-    (each phase's name, TER, IER, Intermediate_fusion and Late_fusion, to its ``main``), then write the
-    label-efficiency table and figure."""
-    # Largest fraction first: its vocabulary holds the smaller subsamples', so its GloVe cache serves them all.
-    settings = [(fraction, seed) for fraction in sorted(set(args.fractions), reverse=True) for seed in args.seeds]
-    results = Path(args.results_dir)
+@dataclass(frozen=True)
+class Sweep:
+    """What a sweep runs: each (fraction, seed) setting through the phases as the named run
+    ``<prefix>-f<fraction>-s<seed>`` under ``folders``, its report in ``results_dir``.
+
+    Each phase's command line is ``leading[phase]``, ``--seed``, (for the training phases) ``--label-fraction``
+    and ``training``, the outputs, then ``trailing[phase]``.
+    """
+
+    fractions: list[float]
+    seeds: list[int]
+    prefix: str
+    folders: RunFolders
+    results_dir: Path
+    leading: dict[str, list[str]]
+    training: list[str]
+    trailing: dict[str, list[str]]
+
+    def settings(self) -> list[tuple[float, int]]:
+        """Every (fraction, seed), largest fraction first: its vocabulary holds the smaller subsamples', so its
+        GloVe cache serves them all."""
+        return [(fraction, seed) for fraction in sorted(set(self.fractions), reverse=True) for seed in self.seeds]
+
+    def argv(self, phase: str, name: str, fraction: float, seed: int) -> list[str]:
+        """The command line of ``phase`` in the setting ``name`` (``fraction``, ``seed``)."""
+        folders = self.folders
+        outputs = [
+            "--run-name",
+            name,
+            "--checkpoint-dir",
+            str(folders.checkpoint_dir),
+            "--log-dir",
+            str(folders.log_dir),
+            "--prob-dir",
+            str(folders.prob_dir),
+        ]
+        training = []
+        if phase in MEMBERS:
+            training = [*(["--label-fraction", f"{fraction:g}"] if fraction < 1 else []), *self.training]
+        return [*self.leading[phase], "--seed", str(seed), *training, *outputs, *self.trailing[phase]]
+
+
+def run_sweep(sweep: Sweep, phases: Mapping[str, PhaseMain]) -> None:
+    """Run every setting of ``sweep`` not yet done, through ``phases`` (each phase's name, TER, IER,
+    Intermediate_fusion and Late_fusion, to its ``main``), then write the label-efficiency table and figure."""
+    settings = sweep.settings()
+    results = Path(sweep.results_dir)
     started, durations = time.perf_counter(), []
     for number, (fraction, seed) in enumerate(settings, 1):
-        name = run_name(args.run_prefix, fraction, seed)
+        name = run_name(sweep.prefix, fraction, seed)
         if (results / name / "summary.json").exists():
             log.info("[%d/%d] %s: already done, skipped", number, len(settings), name)
             continue
         setting_started = time.perf_counter()
-        run_setting(args, name, fraction, seed, phases)
+        run_setting(sweep, name, fraction, seed, phases)
         durations.append((fraction, time.perf_counter() - setting_started))
         left = time_left(durations, [f for f, _ in settings[number:]])
         log.info(
@@ -63,7 +105,7 @@ def run_sweep(args, phases: Mapping[str, PhaseMain]) -> None:
             time.perf_counter() - started,
             left,
         )
-    write_label_efficiency(*collect(args, settings), results)
+    write_label_efficiency(*collect(sweep, settings), results)
     log.info("wrote %s, .md and .png", results / "label_efficiency.csv")
 
 
@@ -83,57 +125,17 @@ def time_left(durations: list[tuple[float, float]], fractions_left: list[float])
     return float(np.maximum(intercept + slope * np.array(fractions_left), seconds.min()).sum())
 
 
-def run_setting(args, name: str, fraction: float, seed: int, phases: Mapping[str, PhaseMain]) -> None:
+def run_setting(sweep: Sweep, name: str, fraction: float, seed: int, phases: Mapping[str, PhaseMain]) -> None:
     """Run the ``phases`` of one setting in this process, skipping a phase whose probability file already exists."""
     import keras
 
-    outputs = [
-        "--run-name",
-        name,
-        "--checkpoint-dir",
-        args.checkpoint_dir,
-        "--log-dir",
-        args.log_dir,
-        "--prob-dir",
-        args.prob_dir,
-    ]
-    manifest = ["--manifest", args.manifest] if args.manifest else []
-    data = [*manifest, *(["--image-root", args.image_root] if args.image_root else []), "--seed", str(seed)]
-    training = [
-        *(["--label-fraction", f"{fraction:g}"] if fraction < 1 else []),
-        *(["--epoch", str(args.epochs)] if args.epochs else []),
-    ]
-    extra = {phase: shlex.split(getattr(args, flag[2:].replace("-", "_"))) for phase, flag in PASS_THROUGH.items()}
-    if getattr(args, "text_encoder", "paper") != "paper":  # TER's text model, which the fusion follows
-        extra["TER"][:0] = [
-            "--text-encoder",
-            args.text_encoder,
-            *(["--freeze-text-encoder"] if args.freeze_text_encoder else []),
-        ]
     for phase, prob_file in MEMBERS.items():
-        if (Path(args.prob_dir) / name / prob_file).exists():
+        if (Path(sweep.folders.prob_dir) / name / prob_file).exists():
             log.info("%s: %s already done, skipped", name, phase)
             continue
-        _call(phases, phase, [*data, *training, *outputs, *extra[phase]])
+        _call(phases, phase, sweep.argv(phase, name, fraction, seed))
         keras.backend.clear_session()  # which collects the garbage too (free_memory=True)
-    zero_shot = [
-        *(["--zero-shot", args.zero_shot] if getattr(args, "zero_shot", None) else []),
-        *(["--prompts", args.prompts] if getattr(args, "prompts", None) else []),
-    ]
-    _call(
-        phases,
-        "Late_fusion",
-        [
-            *manifest,
-            "--seed",
-            str(seed),
-            *outputs,
-            "--results-dir",
-            args.results_dir,
-            *(["--with-baselines"] if args.with_baselines else []),
-            *zero_shot,
-        ],
-    )
+    _call(phases, "Late_fusion", sweep.argv("Late_fusion", name, fraction, seed))
 
 
 def _call(phases: Mapping[str, PhaseMain], phase: str, argv: list[str]) -> None:
@@ -143,7 +145,7 @@ def _call(phases: Mapping[str, PhaseMain], phase: str, argv: list[str]) -> None:
         raise InputError(f"{phase}.py stopped with status {status}")
 
 
-def collect(args, settings) -> tuple[pd.DataFrame, dict, list[str]]:
+def collect(sweep: Sweep, settings) -> tuple[pd.DataFrame, dict, list[str]]:
     """Read every setting's report: one row per (setting, method) with fraction, seed, training labels,
     validation labels, method, test accuracy and macro-F1; each setting's test predictions
     (``results/<run>/test_predictions.csv``), keyed by (fraction, seed); and the class names. The zero-label
@@ -156,8 +158,8 @@ def collect(args, settings) -> tuple[pd.DataFrame, dict, list[str]]:
 
     rows, predictions, splits, zero_label_setting = [], {}, {}, {}  # the last: per seed, the setting read at 0 labels
     for fraction, seed in settings:
-        name = run_name(args.run_prefix, fraction, seed)
-        folder = Path(args.results_dir) / name
+        name = run_name(sweep.prefix, fraction, seed)
+        folder = Path(sweep.results_dir) / name
         summary = json.loads((folder / "summary.json").read_text())
         if "data" not in summary or not (folder / "test_predictions.csv").exists():
             raise InputError(
@@ -167,7 +169,9 @@ def collect(args, settings) -> tuple[pd.DataFrame, dict, list[str]]:
             )
         splits[name] = summary["data"]["split_sha256"]
         predictions[fraction, seed] = pd.read_csv(folder / "test_predictions.csv", dtype=str, keep_default_na=False)
-        labels = json.loads((Path(args.checkpoint_dir) / name / "TER.metrics.json").read_text())["training_labels"]
+        labels = json.loads((Path(sweep.folders.checkpoint_dir) / name / "TER.metrics.json").read_text())[
+            "training_labels"
+        ]
         for method in (m for m in METHODS if m in summary["methods"]):  # the fusions with baselines are optional
             test = summary["methods"][method]["test"]
             zero = method in ZERO_SHOT_NAMES

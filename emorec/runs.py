@@ -4,7 +4,7 @@ model (the user's flags apart from what the run found)."""
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -29,6 +29,17 @@ log = logging.getLogger("emorec")
 
 
 @dataclass(frozen=True)
+class RunFolders:
+    """Where a run writes: its models and JSON, its TensorBoard logs, its probability files, each one folder deeper
+    under ``run_name`` when given (the flags of the "outputs" group)."""
+
+    checkpoint_dir: Path | str
+    log_dir: Path | str
+    prob_dir: Path | str
+    run_name: str | None = None
+
+
+@dataclass(frozen=True)
 class PhaseOutputs:
     """Where one phase of one run writes: every path moves one folder deeper with --run-name."""
 
@@ -46,25 +57,25 @@ class PhaseOutputs:
         hold_run(self.model.parent, self.model.stem)
 
     @classmethod
-    def of(cls, args: argparse.Namespace, phase: str) -> PhaseOutputs:
-        """The outputs of ``phase`` for the parsed command line ``args``."""
-        run = args.run_name or ""
-        checkpoints = Path(args.checkpoint_dir) / run
+    def of(cls, folders: RunFolders, phase: str) -> PhaseOutputs:
+        """The outputs of ``phase`` in the run's ``folders``."""
+        run = folders.run_name or ""
+        checkpoints = Path(folders.checkpoint_dir) / run
         return cls(
             model=checkpoints / f"{phase}.keras",
             args_json=checkpoints / f"{phase}.args.json",
             metrics_json=checkpoints / f"{phase}.metrics.json",
             epochs_csv=checkpoints / f"{phase}.epochs.csv",
-            tensorboard=Path(args.log_dir) / run / phase,
-            prob_dir=Path(args.prob_dir) / run,
+            tensorboard=Path(folders.log_dir) / run / phase,
+            prob_dir=Path(folders.prob_dir) / run,
             backup=checkpoints / f".{phase}.backup",
         )
 
 
-def writable_outputs(args: argparse.Namespace, phase: str, **more_folders) -> PhaseOutputs:
-    """The outputs of ``phase`` for ``args``, once every folder they go to (and ``more_folders``: flag -> folder)
+def writable_outputs(folders: RunFolders, phase: str, **more_folders) -> PhaseOutputs:
+    """The outputs of ``phase`` in ``folders``, once every folder they go to (and ``more_folders``: flag -> folder)
     is known to be writable (:func:`emorec.storage.require_writable`: an :class:`InputError` before any work)."""
-    outputs = PhaseOutputs.of(args, phase)
+    outputs = PhaseOutputs.of(folders, phase)
     require_writable(
         {
             "--checkpoint-dir": outputs.model.parent,
@@ -76,9 +87,9 @@ def writable_outputs(args: argparse.Namespace, phase: str, **more_folders) -> Ph
     return outputs
 
 
-def phase_output_fix(phase: str, args: argparse.Namespace) -> str:
-    """How to make a file that the phase ``phase`` writes: the command to run first, for this run's outputs."""
-    same = " --run-name " + args.run_name if args.run_name else ""
+def phase_output_fix(phase: str, folders: RunFolders) -> str:
+    """How to make a file that the phase ``phase`` writes: the command to run first, for the run in ``folders``."""
+    same = " --run-name " + folders.run_name if folders.run_name else ""
     return f"written by `python {phase}.py`: run that first, with the same --manifest{same} and output folders."
 
 
@@ -115,6 +126,15 @@ def worker_outputs(outputs: PhaseOutputs, strategy: tf.distribute.Strategy) -> P
         shutil.copytree(outputs.backup, moved.backup, dirs_exist_ok=True)
     log.info("not the chief: this worker's outputs go to %s, removed when it ends", folder)
     return moved
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """The sha256 of ``model``'s weights (their bytes, in order): equal for equal weights, as every worker of a
+    multiworker run ends with."""
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -194,8 +214,8 @@ def read_run_config(path: Path) -> RunConfig:
     return RunConfig(Path(path), written.get("argv", []), flags, run)
 
 
-def write_run_config(outputs: PhaseOutputs, args: argparse.Namespace, argv, record: RunRecord) -> None:
-    """Write ``<phase>.args.json``: the command line, the user's flags (``args`` as parsed) and, apart from them,
+def write_run_config(outputs: PhaseOutputs, flags: dict, argv, record: RunRecord) -> None:
+    """Write ``<phase>.args.json``: the command line, the user's ``flags`` (as parsed) and, apart from them,
     what the run found (``record``) with the library versions; a subsample's training ids go beside it, one per
     line (:func:`emorec.data.fingerprints.training_ids_file`), the JSON keeping their fingerprint."""
     import keras
@@ -207,7 +227,7 @@ def write_run_config(outputs: PhaseOutputs, args: argparse.Namespace, argv, reco
         outputs.args_json,
         {
             "argv": list(sys.argv[1:] if argv is None else argv),
-            "flags": vars(args),
+            "flags": dict(flags),
             "run": {
                 **record.facts(),
                 "versions": {"keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__},
@@ -221,7 +241,7 @@ def save_phase(
     phase: str,
     model: keras.Model,
     *,
-    args: argparse.Namespace,
+    flags: dict,
     argv,
     record: RunRecord,
     metrics: dict,
@@ -232,14 +252,14 @@ def save_phase(
 
     Writes ``model`` (whole, ``.keras``), ``<phase>.metrics.json`` (``metrics``
     with the phase's name; ``metrics["splits"]`` is logged), ``<phase>.args.json``
-    (:func:`write_run_config`: the flags ``args``, apart from what the run found, ``record``) and the
+    (:func:`write_run_config`: the ``flags``, apart from what the run found, ``record``) and the
     probability table ``probabilities`` as ``prob_file`` in the run's prob folder.
     """
     for split, scores in metrics["splits"].items():
         log.info("%s: accuracy %.3f, macro-F1 %.3f (n=%d)", split, scores["accuracy"], scores["macro_f1"], scores["n"])
     save_model(model, outputs.model)
     write_json_atomic(outputs.metrics_json, {"phase": phase, **metrics})
-    write_run_config(outputs, args, argv, record)
+    write_run_config(outputs, flags, argv, record)
     write_csv_atomic(probabilities, outputs.prob_dir / prob_file)
     shutil.rmtree(outputs.backup, ignore_errors=True)  # the phase is done: nothing left to resume
     log.info("wrote %s, %s and %s", outputs.model, outputs.metrics_json, outputs.prob_dir / prob_file)

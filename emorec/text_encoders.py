@@ -191,7 +191,7 @@ def load_text_encoder(preset: str, seq_len: int) -> TextEncoder:
             f"text encoder {preset!r}: {type(backbone).__name__} is not a text encoder with hidden "
             "states; choose a BERT-class preset"
         )
-    from emorec.training.fit import weights_fingerprint
+    from emorec.runs import weights_fingerprint
 
     return TextEncoder(preset, backbone, preprocessor, seq_len, weights_fingerprint(backbone))
 
@@ -278,7 +278,7 @@ def text_store_folder(cache_dir: str | os.PathLike, encoder: TextEncoder) -> Pat
     return Path(cache_dir) / f"text_{name}_{encoder.weights_sha256[:12]}"
 
 
-def stored_text_features(
+def ensure_text_features(
     store, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 128, chunk: int = 1024
 ) -> np.ndarray:
     """Each text's features ``(n, dim)`` float32, from the store (a :class:`emorec.feature_store.FeatureStore`),

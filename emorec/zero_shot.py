@@ -242,27 +242,12 @@ def zero_shot_rows(
 def _image_embeddings(preset: str, rows, image_root, ier_flags: dict):
     """The image embeddings of ``preset`` for ``rows`` (a manifest's rows), from a feature store of their own in
     IER's ``--cache-dir``, computed there first where missing (float32; the store's resume and locks)."""
-    from emorec.extraction import stored_features
-    from emorec.feature_store import FeatureStore, backbone_name, image_keys, store_folder
+    from emorec.extraction import Extraction, ensure_features, open_image_store
+    from emorec.feature_store import image_keys
     from emorec.images import build_extractor
-    from emorec.storage import beside_or_fallback
 
     extractor, identity = build_extractor(preset, "preset", None, 0, "embedding", "float32")
-    size = int(extractor.input_shape[1])
-    folder = beside_or_fallback(
-        store_folder(ier_flags.get("cache_dir", "data_files/features"), preset, identity, size, "embedding", "float32"),
-        "the image feature store",
-    )
-    store = FeatureStore.open(
-        folder,
-        {
-            "backbone": backbone_name(preset),
-            "weights": identity,
-            "image_size": size,
-            "pooling": "embedding",
-            "precision": "float32",
-            "feature_shape": list(extractor.output_shape[1:]),
-        },
-    )
+    cache_dir = ier_flags.get("cache_dir", "data_files/features")
+    store = open_image_store(cache_dir, preset, identity, extractor, "embedding", "float32")
     keys = image_keys(rows["image_path"], image_root, ier_flags.get("cache_key", "stat"))
-    return stored_features(store, rows["image_path"].tolist(), keys, extractor, size, 32, "skip")
+    return ensure_features(store, rows["image_path"].tolist(), keys, Extraction(extractor))

@@ -175,19 +175,12 @@ def demo_extraction(demo: Path, cache_dir: Path, rows: int):
     from emorec import images
     from emorec.data.manifest import read_manifest
     from emorec.demo import MANIFEST_NAME
-    from emorec.feature_store import FeatureStore, image_keys, store_folder
+    from emorec.extraction import open_image_store
+    from emorec.feature_store import image_keys
 
     frame = read_manifest(demo / MANIFEST_NAME, demo).frame.iloc[:rows]
     extractor, identity = images.build_extractor("vgg16", "none", 32, seed=0)
-    config = {
-        "backbone": "vgg16",
-        "weights": identity,
-        "image_size": 32,
-        "pooling": "flatten",
-        "precision": "float32",
-        "feature_shape": list(extractor.output_shape[1:]),
-    }
-    store = FeatureStore.open(store_folder(cache_dir, "vgg16", identity, 32, "flatten", "float32"), config)
+    store = open_image_store(cache_dir, "vgg16", identity, extractor, "flatten", "float32")
     return frame, extractor, store, image_keys(frame["image_path"], demo)
 
 

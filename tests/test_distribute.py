@@ -161,7 +161,7 @@ def test_two_workers_on_localhost_train_ter_to_identical_weights_and_only_the_ch
 def test_two_shard_processes_fill_one_store_equal_to_a_single_extraction(tiny_dataset, tmp_path):
     from emorec import images
     from emorec.data.manifest import read_manifest
-    from emorec.extraction import stored_features
+    from emorec.extraction import Extraction, ensure_features
     from emorec.feature_store import FeatureStore, image_keys, store_folder
 
     manifest, root = tiny_dataset
@@ -179,7 +179,7 @@ def test_two_shard_processes_fill_one_store_equal_to_a_single_extraction(tiny_da
         },
     )
     keys = image_keys(frame["image_path"], root)
-    expected = stored_features(single, frame["image_path"].tolist(), keys, extractor, 32, 4, "skip")
+    expected = ensure_features(single, frame["image_path"].tolist(), keys, Extraction(extractor, 4), "skip")
     flags = [
         "IER.py",
         "--manifest",

@@ -18,7 +18,7 @@ from emorec.cli import run
 from emorec.data.manifest import read_manifest
 from emorec.demo import MANIFEST_NAME
 from emorec.errors import InputError
-from emorec.extraction import compute_features, phase_features, stored_features
+from emorec.extraction import Extraction, compute_features, ensure_features, phase_features
 from emorec.feature_store import FeatureStore, image_keys
 from emorec.images import load_image
 from emorec.runs import read_run_config
@@ -250,17 +250,19 @@ def test_killed_extraction_resumes_where_it_stopped(small_demo, tmp_path, caplog
         pass
 
     with pytest.raises(Killed):  # dies in the second chunk of 16
-        compute_features(store, paths, keys, dying_extractor(extractor, 3, Killed, calls), 32, 8, "skip", chunk=16)
+        compute_features(
+            store, paths, keys, Extraction(dying_extractor(extractor, 3, Killed, calls), 8, chunk=16), "skip"
+        )
     assert len(FeatureStore.open(store.folder).entries) == 16  # the batches done before, recorded
     caplog.set_level("INFO", logger="emorec")
     calls.clear()
-    resumed = stored_features(
-        FeatureStore.open(store.folder), paths, keys, counting(extractor, calls), 32, 8, "skip", chunk=16
+    resumed = ensure_features(
+        FeatureStore.open(store.folder), paths, keys, Extraction(counting(extractor, calls), 8, chunk=16), "skip"
     )
     assert "computing 24 of 40 images" in caplog.text
     assert sum(calls) == 24  # only the images not done before
     _, _, fresh_store, _ = demo_extraction(small_demo, tmp_path / "fresh", 40)
-    fresh = stored_features(fresh_store, paths, keys, extractor, 32, 8, "skip", chunk=16)
+    fresh = ensure_features(fresh_store, paths, keys, Extraction(extractor, 8, chunk=16), "skip")
     np.testing.assert_array_equal(resumed.features[:], fresh.features[:])
     assert resumed.ok.all() and len(resumed.features) == 40
 
@@ -276,14 +278,11 @@ def test_the_store_computes_only_new_images_and_keeps_them_for_moved_folders_and
 
     def extract(frame, root, mode="stat"):
         calls.clear()
-        stored = stored_features(
+        stored = ensure_features(
             store,
             frame["image_path"].tolist(),
             image_keys(frame["image_path"], root, mode),
-            counting(extractor, calls),
-            32,
-            8,
-            "skip",
+            Extraction(counting(extractor, calls), 8),
         )
         return sum(calls), np.asarray(stored.features[:], dtype=np.float32)
 

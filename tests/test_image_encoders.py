@@ -103,7 +103,7 @@ def test_ier_with_a_preset_fills_the_store_in_shares_resumes_after_a_kill_and_tr
     from emorec import images
     from emorec.cli import run
     from emorec.data.manifest import read_manifest
-    from emorec.extraction import compute_features, share_of, stored_features
+    from emorec.extraction import Extraction, compute_features, ensure_features, share_of
     from emorec.feature_store import FeatureStore, image_keys, store_folder
 
     preset = str(image_presets["vit_hf"])
@@ -129,11 +129,8 @@ def test_ier_with_a_preset_fills_the_store_in_shares_resumes_after_a_kill_and_tr
             store,
             [path_of[key] for key in rest],
             rest,
-            dying_extractor(extractor, 3, Killed, []),
-            32,
-            32,
+            Extraction(dying_extractor(extractor, 3, Killed, []), 32, chunk=64),
             "skip",
-            chunk=64,
         )
     assert len(FeatureStore.open(folder).entries) == 300 + 64
 
@@ -145,7 +142,7 @@ def test_ier_with_a_preset_fills_the_store_in_shares_resumes_after_a_kill_and_tr
     assert json.loads((tmp_path / "ckpt" / "IER.args.json").read_text())["run"]["pooling"] == "embedding"
 
     single = FeatureStore.open(tmp_path / "single", dict(FeatureStore.open(folder).config))
-    expected = stored_features(single, paths, keys, extractor, 32, 32, "skip")
+    expected = ensure_features(single, paths, keys, Extraction(extractor, 32), "skip")
     # Three processes against one, in other batch shapes: within a float16 step (assert_same_stored_features).
     assert_same_stored_features(
         FeatureStore.open(folder).view(keys).features[:], expected.features[:], recomputed=len(keys)

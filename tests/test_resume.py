@@ -149,11 +149,10 @@ def test_a_kill_after_training_but_before_saving_resumes_without_training_again(
 def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path):
     """Validation labels opposite to the training ones: val_loss is best at epoch 1 and worsens after, so
     --patience 2 stops after epoch 3 and the model holds epoch 1's weights."""
-    import argparse
 
     import pandas as pd
 
-    from emorec.runs import PhaseOutputs
+    from emorec.runs import PhaseOutputs, RunFolders
     from emorec.training.batches import ArrayBatches
     from emorec.training.fit import fit_best, seed_everything
     from emorec.training.options import TrainingOptions
@@ -164,7 +163,7 @@ def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path):
     inputs = keras.Input((8,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
     outputs = PhaseOutputs.of(
-        argparse.Namespace(run_name=None, checkpoint_dir=tmp_path, log_dir=tmp_path / "tb", prob_dir=tmp_path), "Toy"
+        RunFolders(run_name=None, checkpoint_dir=tmp_path, log_dir=tmp_path / "tb", prob_dir=tmp_path), "Toy"
     )
 
     summary = fit_best(
@@ -180,9 +179,8 @@ def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path):
 def test_adam_falls_back_to_keras_adam_when_its_state_is_elsewhere_and_trains_with_it(tmp_path, monkeypatch, caplog):
     """A Keras release that keeps Adam's moments under other names: training takes keras.optimizers.Adam, says so
     in its one optimizer line, and trains as FusedAdam does (the same update: weights within float rounding)."""
-    import argparse
 
-    from emorec.runs import PhaseOutputs
+    from emorec.runs import PhaseOutputs, RunFolders
     from emorec.training import batches, fit, optimizer
     from emorec.training.options import TrainingOptions
 
@@ -194,7 +192,7 @@ def test_adam_falls_back_to_keras_adam_when_its_state_is_elsewhere_and_trains_wi
         inputs = keras.Input((8,))
         model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
         outputs = PhaseOutputs.of(
-            argparse.Namespace(
+            RunFolders(
                 run_name=None, checkpoint_dir=tmp_path / name, log_dir=tmp_path / name / "tb", prob_dir=tmp_path
             ),
             "Toy",

@@ -21,7 +21,7 @@ from emorec import extraction
 from emorec.cli import run
 from emorec.data.dataset import load_dataset
 from emorec.data.splits import split_path
-from emorec.extraction import phase_features, stored_features
+from emorec.extraction import Extraction, ensure_features, phase_features
 from emorec.feature_store import FeatureStore
 from emorec.storage import beside_or_fallback, is_writable
 
@@ -236,7 +236,7 @@ def test_a_disk_that_fills_while_extracting_is_an_error_and_the_store_goes_on_fr
 ):
     """No room while the second chunk's entries are recorded: exit 2 naming the file, no traceback, the first chunk
     kept; with room again the same command computes only the rest."""
-    monkeypatch.setattr(extraction, "stored_features", functools.partial(extraction.stored_features, chunk=16))
+    monkeypatch.setattr(extraction, "ensure_features", functools.partial(extraction.ensure_features, chunk=16))
     recorded = []
     real_record = FeatureStore.record
 
@@ -311,7 +311,7 @@ def test_a_disk_that_fills_while_saving_leaves_no_half_file_and_the_run_resumes(
 def test_a_damaged_store_computes_again_what_it_cannot_read(small_demo, tmp_path, caplog, damage):
     frame, extractor, store, keys = demo_extraction(small_demo, tmp_path, 24)
     paths = frame["image_path"].tolist()
-    expected = np.array(stored_features(store, paths, keys, extractor, 32, 8, "skip").features[:])
+    expected = np.array(ensure_features(store, paths, keys, Extraction(extractor, 8), "skip").features[:])
     entries = store.folder / "entries.jsonl"
     lines = entries.read_text().splitlines(keepends=True)
     if damage == "shard cut short":
@@ -322,7 +322,9 @@ def test_a_damaged_store_computes_again_what_it_cannot_read(small_demo, tmp_path
         entries.write_text("".join(lines)[:-10])
     caplog.set_level("INFO", logger="emorec")
     calls = []
-    repaired = stored_features(FeatureStore.open(store.folder), paths, keys, counting(extractor, calls), 32, 8, "skip")
+    repaired = ensure_features(
+        FeatureStore.open(store.folder), paths, keys, Extraction(counting(extractor, calls), 8), "skip"
+    )
     assert sum(calls) == {"shard cut short": 24, "a line unreadable": 1, "last line cut short": 1}[damage]
     if damage == "shard cut short":
         assert "shard-000000.npy cannot be read" in caplog.text
@@ -339,7 +341,7 @@ def test_the_fusion_phase_refuses_a_store_that_lacks_images_naming_what_to_rerun
     from emorec.runs import RunConfig
 
     frame, extractor, store, keys = demo_extraction(small_demo, tmp_path, 8)
-    stored_features(store, frame["image_path"].tolist(), keys, extractor, 32, 8, "skip")
+    ensure_features(store, frame["image_path"].tolist(), keys, Extraction(extractor, 8), "skip")
     os.truncate(store.folder / "shard-000000.npy", 100)
     manifest = Manifest(frame, DEFAULT_CLASS_NAMES, str(small_demo.resolve()))
     ier_config = RunConfig(tmp_path / "IER.args.json", [], {"cache_key": "stat"}, {})

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from emorec.runs import PhaseOutputs
+from emorec.runs import PhaseOutputs, RunFolders
 from emorec.training.batches import ArrayBatches
 from emorec.training.fit import class_weights, fit_best, seed_everything
 from emorec.training.optimizer import FusedAdam
@@ -25,7 +23,7 @@ def test_fit_best_restores_the_best_validation_epoch(tmp_path):
     # so the best epoch is the first and the last one is clearly worse.
     inputs = keras.Input((8,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-    args = argparse.Namespace(
+    args = RunFolders(
         run_name=None, checkpoint_dir=tmp_path / "ckpt", log_dir=tmp_path / "tb", prob_dir=tmp_path / "probs"
     )
     outputs = PhaseOutputs.of(args, "Toy")
@@ -110,7 +108,7 @@ def test_validation_macro_f1_of_each_epoch_is_scikit_learns_on_that_epochs_weigh
     inputs = keras.Input((6,))
     model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(inputs))
     outputs = PhaseOutputs.of(
-        argparse.Namespace(
+        RunFolders(
             run_name=None, checkpoint_dir=tmp_path / "ckpt", log_dir=tmp_path / "tb", prob_dir=tmp_path / "probs"
         ),
         "Toy",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -11,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emorec.runs import PhaseOutputs, worker_outputs
+from emorec.runs import PhaseOutputs, weights_fingerprint, worker_outputs
 from emorec.training.backup import TrainingBackup, load_arrays, resumable_state, write_epochs_csv
 from emorec.training.batches import ArrayBatches
 from emorec.training.metrics import MacroF1, Trainer
@@ -205,15 +204,6 @@ def _training_summary(state: dict, options: TrainingOptions, done: int, seconds:
         "fit_seconds": round(seconds, 2),
         "seconds_per_epoch": round(seconds / ran, 2) if ran else None,
     }
-
-
-def weights_fingerprint(model: keras.Model) -> str:
-    """The sha256 of ``model``'s weights (their bytes, in order): equal for equal weights, as every worker of a
-    multiworker run ends with."""
-    digest = hashlib.sha256()
-    for weights in model.get_weights():
-        digest.update(np.ascontiguousarray(weights).tobytes())
-    return digest.hexdigest()
 
 
 # On CPU (benchmarks/xla_step.py, two cores) XLA paid only for a small network without recurrent layers: IER's head
