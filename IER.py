@@ -19,7 +19,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from emorec.cli import ArgumentParser, phase_parser, positive_int, run, run_folders, setup_logging, training_options
+from emorec.cli import (
+    ArgumentParser,
+    TrainingDefaults,
+    phase_parser,
+    positive_int,
+    run,
+    run_folders,
+    setup_logging,
+    training_options,
+)
 from emorec.data.manifest import manifest_fix
 from emorec.feature_store import CACHE_KEYS, POOLINGS
 from emorec.precision import PRECISIONS
@@ -40,12 +49,16 @@ def build_parser() -> ArgumentParser:
     parser = phase_parser(
         PHASE,
         "Train the paper's image emotion recognition model.",
-        batch_size=20,
-        lr=1e-4,
-        class_weight="balanced",
-        monitor="val_macro_f1",
+        TrainingDefaults(batch_size=20, lr=1e-4, class_weight="balanced", monitor="val_macro_f1"),
     )
     image = parser.add_argument_group("image model")
+    _add_backbone_flags(image)
+    _add_store_flags(parser, image)
+    return parser
+
+
+def _add_backbone_flags(image) -> None:
+    """The image model's backbone: which network, its weights, the image size, pooling and precision."""
     image.add_argument(
         "--backbone",
         default="vgg16",
@@ -94,6 +107,10 @@ def build_parser() -> ArgumentParser:
         "float32); auto: bfloat16 where this machine's CPU or GPU runs it natively, else float32 (the log says "
         "which); stored features are float16 whatever it is",
     )
+
+
+def _add_store_flags(parser: ArgumentParser, image) -> None:
+    """Where and how the backbone's features are stored and extracted, and what an unreadable image does."""
     parser.add_outside_training(
         image,
         "--cache-key",
@@ -136,7 +153,6 @@ def build_parser() -> ArgumentParser:
         default="skip",
         help="an unreadable image: leave its row out (with one warning listing them) or stop the run",
     )
-    return parser
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -184,15 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backbone not in MIN_IMAGE_SIZE:
         require_local_preset(args.backbone, "--backbone", IMAGE_PRESET_FORMS)
     outputs = writable_outputs(run_folders(args), PHASE)  # every output folder writable, before any work
-    import numpy as np
-    import tensorflow as tf
 
     from emorec.data.dataset import load_dataset
-    from emorec.data.splits import select_training_rows
-    from emorec.distribute import wait_for_all, worker_count, worker_index
-    from emorec.extraction import Extraction, ensure_features, open_image_store, read_features
-    from emorec.feature_store import image_keys
-    from emorec.images import build_extractor
+    from emorec.data.splits import fit_rows, select_training_rows
     from emorec.metrics import probability_table
     from emorec.models import build_ier_head, image_model
     from emorec.precision import dtype_policy, resolve_precision
@@ -203,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
     precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
-    weights, pooling = image_settings(args)
+    _, pooling = image_settings(args)
 
     # Data: the same manifest and split as every phase.
     dataset = load_dataset(
@@ -217,37 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     frame, class_names = dataset.frame, dataset.class_names
 
     # Features: the frozen backbone runs once per image into the feature store; later runs read them there.
-    # Several workers (multiworker) each extract their share on their own device, then wait for each other.
-    workers = worker_count(strategy)
-    share = (worker_index(strategy), workers) if workers > 1 else (args.shard_index, args.num_shards)
-    extraction = strategy if workers == 1 else None
-    with (extraction or tf.distribute.get_strategy()).scope():
-        extractor, weights_identity = build_extractor(
-            args.backbone, weights, args.image_size, args.backbone_seed, pooling, precision
-        )
-    image_size = int(extractor.input_shape[1])
-    store = open_image_store(args.cache_dir, args.backbone, weights_identity, extractor, pooling, precision)
-    paths, keys = frame["image_path"].tolist(), image_keys(frame["image_path"], dataset.image_root, args.cache_key)
-    backbone = Extraction(extractor, args.extract_batch_size, strategy=extraction)
-    image_features = ensure_features(store, paths, keys, backbone, args.on_bad_image, share)
-    if args.num_shards > 1:
-        log.info(
-            "share %d of %d done. Once every share is, run IER.py without --num-shards: it finds the images "
-            "in the store and trains.",
-            args.shard_index,
-            args.num_shards,
-        )
+    extractor, weights_identity, image_features = extract_features(args, dataset, strategy, pooling, precision)
+    if image_features is None:  # --num-shards: this process's share is done
         return 0
-    if workers > 1:
-        wait_for_all(strategy)  # every worker's share is in the store
-        store.reload()
-        image_features = read_features(store, paths, keys, args.on_bad_image)
     labels = frame["label"].to_numpy()
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
-    rows = {
-        "train": np.flatnonzero(training_rows.mask & image_features.ok),
-        "val": np.flatnonzero((frame["split"] == "val").to_numpy() & image_features.ok),
-    }
+    rows = fit_rows(frame, training_rows.mask, image_features.ok)
     record = RunRecord(
         data=dataset.fingerprint,
         split_leakage=dataset.split_leakage,
@@ -262,31 +247,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     with dtype_policy(precision), strategy.scope():
         head = build_ier_head(image_features.features.shape[1:], len(class_names))
     config = training_config(build_parser().training_flags(args), record)
-    training = fit_best(
-        head,
-        ArrayBatches(image_features.features, labels, rows["train"], args.batch_size, seed=args.seed),
-        ArrayBatches(image_features.features, labels, rows["val"], 256),
-        training_options(args, args.lr),
-        outputs,
-        config,
-        strategy,
-    )
+    train = ArrayBatches(image_features.features, labels, rows["train"], args.batch_size, seed=args.seed)
+    val = ArrayBatches(image_features.features, labels, rows["val"], 256)
+    training = fit_best(head, train, val, training_options(args, args.lr), outputs, config, strategy)
 
     # Evaluation on every readable image, on this process's device; unreadable ones keep empty probabilities.
     probabilities, metrics = evaluate_readable(head, image_features.features, dataset, image_features.ok)
     save_phase(
         outputs,
-        PHASE,
         image_model(extractor, head),
         flags=vars(args),
         argv=argv,
         record=record,
         metrics={
+            "phase": PHASE,
             "class_names": list(class_names),
             "training_labels": len(rows["train"]),
-            "feature_store": str(store.folder),
+            "feature_store": str(image_features.folder),
             "weights_identity": weights_identity,
-            "image_size": image_size,
+            "image_size": int(extractor.input_shape[1]),
             "unreadable_images": int((~image_features.ok).sum()),
             "split_leakage": dataset.split_leakage,
             **training,
@@ -296,6 +275,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         prob_file=PROB_FILE,
     )
     return 0
+
+
+def extract_features(args, dataset, strategy, pooling: str, precision: str):
+    """The backbone of the flags and its features of ``dataset``'s images, from the feature store, computed there
+    where missing: by this process, its share under --num-shards (then the features are None), or each worker
+    of multiworker its share on its own device, waiting for the others. Returns (extractor, weights identity,
+    features)."""
+    import tensorflow as tf
+
+    from emorec.distribute import wait_for_all, worker_count, worker_index
+    from emorec.extraction import Extraction, ensure_features, open_image_store, read_features
+    from emorec.feature_store import image_keys
+    from emorec.images import build_extractor
+
+    workers = worker_count(strategy)
+    share = (worker_index(strategy), workers) if workers > 1 else (args.shard_index, args.num_shards)
+    extraction = strategy if workers == 1 else None
+    weights = image_settings(args)[0]
+    with (extraction or tf.distribute.get_strategy()).scope():
+        extractor, identity = build_extractor(
+            args.backbone, weights, args.image_size, args.backbone_seed, pooling, precision
+        )
+    store = open_image_store(args.cache_dir, args.backbone, identity, extractor, pooling, precision)
+    frame = dataset.frame
+    paths, keys = frame["image_path"].tolist(), image_keys(frame["image_path"], dataset.image_root, args.cache_key)
+    image_features = ensure_features(
+        store,
+        paths,
+        keys,
+        Extraction(extractor, args.extract_batch_size, strategy=extraction),
+        args.on_bad_image,
+        share,
+    )
+    if args.num_shards > 1:
+        log.info(
+            "share %d of %d done. Once every share is, run IER.py without --num-shards: it finds the images "
+            "in the store and trains.",
+            args.shard_index,
+            args.num_shards,
+        )
+        return extractor, identity, None
+    if workers > 1:
+        wait_for_all(strategy)  # every worker's share is in the store
+        store.reload()
+        image_features = read_features(store, paths, keys, args.on_bad_image)
+    return extractor, identity, image_features
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from emorec.cli import ArgumentParser, phase_parser, run, run_folders, setup_logging, training_options
+from emorec.cli import ArgumentParser, TrainingDefaults, phase_parser, run, run_folders, setup_logging, training_options
 from emorec.data.manifest import manifest_fix
 from emorec.errors import InputError
 from emorec.feature_store import POOLINGS
@@ -45,13 +45,15 @@ def build_parser() -> ArgumentParser:
     parser = phase_parser(
         PHASE,
         "Train the paper's intermediate-fusion model on TER's text pipeline and IER's cached image features.",
-        batch_size=32,
-        lr=None,
-        lr_help="learning rate: Adam's, or AdamW's peak (warmed up over the first 10%% of steps, "
-        "then cosine decay) when TER fine-tuned a text encoder, which trains here too (default: "
-        "1e-4; 5e-5 with a fine-tuned encoder)",
-        class_weight="balanced",
-        monitor="val_macro_f1",
+        TrainingDefaults(
+            batch_size=32,
+            lr=None,
+            lr_help="learning rate: Adam's, or AdamW's peak (warmed up over the first 10%% of steps, "
+            "then cosine decay) when TER fine-tuned a text encoder, which trains here too (default: "
+            "1e-4; 5e-5 with a fine-tuned encoder)",
+            class_weight="balanced",
+            monitor="val_macro_f1",
+        ),
         resplit=False,
     )
     fusion = parser.add_argument_group("fusion model")
@@ -87,34 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train the fusion model and write its model, metrics and probabilities; returns 0."""
     args = parse_args(argv)
     setup_logging()
-    ter_files, ier_files = PhaseOutputs.of(run_folders(args), "TER"), PhaseOutputs.of(run_folders(args), "IER")
-    require_files(
-        {
-            args.manifest: manifest_fix(args.manifest),
-            **{
-                path: phase_output_fix(phase, run_folders(args))
-                for path, phase in (
-                    (ter_files.model, "TER"),
-                    (ter_files.args_json, "TER"),
-                    (ier_files.model, "IER"),
-                    (ier_files.metrics_json, "IER"),
-                    (ier_files.args_json, "IER"),
-                )
-            },
-        }
-    )
+    ter_files, ier_files = _earlier_phases(args)
     outputs = writable_outputs(run_folders(args), PHASE)  # every output folder writable, before any work
     import keras
-    import numpy as np
 
     import emorec.models  # noqa: F401  (registers what TER.keras and IER.keras hold, before loading them)
     from emorec.data.dataset import load_dataset
-    from emorec.data.fingerprints import check_same_data
-    from emorec.data.splits import select_training_rows
+    from emorec.data.splits import fit_rows, select_training_rows
     from emorec.extraction import phase_features
     from emorec.metrics import probability_table
     from emorec.precision import dtype_policy, resolve_precision
-    from emorec.runs import RunRecord, read_run_config, save_phase
+    from emorec.runs import RunRecord, save_phase
     from emorec.training.backup import training_config
     from emorec.training.batches import ArrayBatches
     from emorec.training.fit import evaluate_readable, fit_best, seed_everything, start_training
@@ -126,12 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # TER's and IER's split, never a new one
     frame, class_names = dataset.frame, dataset.class_names
     # TER and IER must have read these rows with this split, and learnt from the examples this command would.
-    earlier = {"TER": read_run_config(ter_files.args_json), "IER": read_run_config(ier_files.args_json)}
-    check_same_data(
-        dataset.fingerprint,
-        {phase: (config.path, config.run) for phase, config in earlier.items()},
-        "TER.py and IER.py (then this phase)",
-    )
+    earlier = _earlier_records(dataset, ter_files, ier_files)
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
     text_settings = fusion_text_settings(args, earlier["TER"])
     record = RunRecord(
@@ -151,10 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extractor = next(layer for layer in ier.layers if layer.name.endswith("_extractor"))
     ier_head = ier.get_layer("ier_head")
     image_features = phase_features(dataset, json.loads(ier_files.metrics_json.read_text()), earlier["IER"])
-    rows = {
-        "train": np.flatnonzero(training_rows.mask & image_features.ok),
-        "val": np.flatnonzero((frame["split"] == "val").to_numpy() & image_features.ok),
-    }
+    rows = fit_rows(frame, training_rows.mask, image_features.ok)
 
     # Text and model: TER's text pipeline (its vectorizer and GloVe matrix, or its encoder), joined with the image.
     ter = keras.models.load_model(ter_files.model)
@@ -168,26 +145,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Adam; a text encoder trained here takes AdamW, warmed up, then decayed.
     optimizer = "adamw_warmup" if text_settings["model"] == "fine-tuned" else "adam"
     config = training_config(build_parser().training_flags(args), record)
-    training = fit_best(
-        fusion.network,
-        ArrayBatches(fusion.inputs, labels, rows["train"], args.batch_size, seed=args.seed),
-        ArrayBatches(fusion.inputs, labels, rows["val"], 256),
-        training_options(args, text_settings["lr"], optimizer),
-        outputs,
-        config,
-        strategy,
-    )
+    train = ArrayBatches(fusion.inputs, labels, rows["train"], args.batch_size, seed=args.seed)
+    val = ArrayBatches(fusion.inputs, labels, rows["val"], 256)
+    options = training_options(args, text_settings["lr"], optimizer)
+    training = fit_best(fusion.network, train, val, options, outputs, config, strategy)
 
     # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.
     probabilities, metrics = evaluate_readable(fusion.network, fusion.inputs, dataset, image_features.ok)
     save_phase(
         outputs,
-        PHASE,
         fusion.saved_model(extractor),
         flags=vars(args),
         argv=argv,
         record=record,
         metrics={
+            "phase": PHASE,
             "class_names": list(class_names),
             "training_labels": len(rows["train"]),
             "feature_store": str(image_features.folder),
@@ -202,6 +174,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         prob_file=PROB_FILE,
     )
     return 0
+
+
+def _earlier_phases(args) -> tuple[PhaseOutputs, PhaseOutputs]:
+    """TER's and IER's outputs in this run, every file this phase reads checked first (:func:`require_files`)."""
+    folders = run_folders(args)
+    ter_files, ier_files = PhaseOutputs.of(folders, "TER"), PhaseOutputs.of(folders, "IER")
+    needed = {args.manifest: manifest_fix(args.manifest)}
+    for path in (ter_files.model, ter_files.args_json):
+        needed[path] = phase_output_fix("TER", folders)
+    for path in (ier_files.model, ier_files.metrics_json, ier_files.args_json):
+        needed[path] = phase_output_fix("IER", folders)
+    require_files(needed)
+    return ter_files, ier_files
+
+
+def _earlier_records(dataset, ter_files: PhaseOutputs, ier_files: PhaseOutputs) -> dict:
+    """TER's and IER's recorded runs (:func:`emorec.runs.read_run_config`), refused unless they read
+    ``dataset``'s rows with its split."""
+    from emorec.data.fingerprints import check_same_data
+    from emorec.runs import read_run_config
+
+    earlier = {"TER": read_run_config(ter_files.args_json), "IER": read_run_config(ier_files.args_json)}
+    runs = {phase: (config.path, config.run) for phase, config in earlier.items()}
+    check_same_data(dataset.fingerprint, runs, "TER.py and IER.py (then this phase)")
+    return earlier
 
 
 LR = {"paper": 1e-4, "frozen": 1e-4, "fine-tuned": 5e-5}  # --lr's default by TER's text model (docs/text_encoders.md)

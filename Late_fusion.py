@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None = None):
         PHASE,
         "Fuse the three phases' class probabilities with weights chosen on the validation "
         "split, and write the results report with the simple baselines beside them.",
-        training=False,
+        training=None,
     )
     group = parser.add_argument_group("late fusion")
     group.add_argument(

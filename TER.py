@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from emorec.cli import (
     ArgumentParser,
+    TrainingDefaults,
     at_least,
     phase_parser,
     positive_int,
@@ -59,20 +60,48 @@ def build_parser() -> ArgumentParser:
     parser = phase_parser(
         PHASE,
         "Train the paper's text emotion recognition model, or a pretrained text encoder.",
-        batch_size=None,
-        lr=None,
-        class_weight="balanced",
-        monitor="val_macro_f1",
-        batch_size_help=f"examples per training batch (default: {defaults['batch_size']})",
-        lr_help=f"learning rate: Adam's for the paper's network and a frozen encoder's head, "
-        f"AdamW's peak (warmed up over the first 10%% of steps, then cosine decay) when "
-        f"fine-tuning an encoder (default: {defaults['lr']})",
+        TrainingDefaults(
+            batch_size=None,
+            lr=None,
+            class_weight="balanced",
+            monitor="val_macro_f1",
+            batch_size_help=f"examples per training batch (default: {defaults['batch_size']})",
+            lr_help=f"learning rate: Adam's for the paper's network and a frozen encoder's head, "
+            f"AdamW's peak (warmed up over the first 10%% of steps, then cosine decay) when "
+            f"fine-tuning an encoder (default: {defaults['lr']})",
+        ),
     )  # docs/phases.md: defaults that differ from the paper
     text = parser.add_argument_group(
         "text model",
         "--glove, --embedding-dim and --max-words are the paper's "
         "network's; an encoder brings its own tokenizer and vectors",
     )
+    _add_encoder_flags(parser, text)
+    text.add_argument(
+        "--glove",
+        default=DEFAULT_GLOVE,
+        help="GloVe text file (glove.twitter.27B.200d.txt from glove.twitter.27B.zip); "
+        "'none' for random initialisation",
+    )
+    text.add_argument(
+        "--embedding-dim", type=positive_int, default=200, help="embedding dimension; must match the GloVe file"
+    )
+    text.add_argument(
+        "--max-words", type=positive_int, default=40000, help="vocabulary size: the most frequent training words"
+    )
+    text.add_argument(
+        "--seq-len",
+        type=at_least(MIN_SEQ_LEN),
+        default=None,
+        help=f"tokens per text (longer texts are cut, shorter padded); at least {MIN_SEQ_LEN}, the "
+        f"paper's network's pooling width (default: {defaults['seq_len']}); an encoder's tokens "
+        "are its tokenizer's word pieces, with its start and end tokens",
+    )
+    return parser
+
+
+def _add_encoder_flags(parser: ArgumentParser, text) -> None:
+    """A pretrained text encoder instead of the paper's network: which, frozen or not, its store, its precision."""
     text.add_argument(
         "--text-encoder",
         default=PAPER,
@@ -102,27 +131,6 @@ def build_parser() -> ArgumentParser:
         "float16 (weights float32), which pays for a pretrained encoder where the hardware has it; auto: "
         "bfloat16 where this machine's CPU or GPU runs it natively, else float32 (the log says which)",
     )
-    text.add_argument(
-        "--glove",
-        default=DEFAULT_GLOVE,
-        help="GloVe text file (glove.twitter.27B.200d.txt from glove.twitter.27B.zip); "
-        "'none' for random initialisation",
-    )
-    text.add_argument(
-        "--embedding-dim", type=positive_int, default=200, help="embedding dimension; must match the GloVe file"
-    )
-    text.add_argument(
-        "--max-words", type=positive_int, default=40000, help="vocabulary size: the most frequent training words"
-    )
-    text.add_argument(
-        "--seq-len",
-        type=at_least(MIN_SEQ_LEN),
-        default=None,
-        help=f"tokens per text (longer texts are cut, shorter padded); at least {MIN_SEQ_LEN}, the "
-        f"paper's network's pooling width (default: {defaults['seq_len']}); an encoder's tokens "
-        "are its tokenizer's word pieces, with its start and end tokens",
-    )
-    return parser
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -151,15 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     mode = text_mode(args)
-    # Every missing input at once, before any work.
-    needed = {args.manifest: manifest_fix(args.manifest)}
-    if mode == "paper" and args.glove is not None:
-        needed[args.glove] = glove_fix(args.glove)
-    require_files(needed)
-    if mode != "paper":
-        require_local_preset(args.text_encoder, "--text-encoder")
-    if mode == "paper" and args.glove is not None:
-        check_glove_dimension(args.glove, args.embedding_dim)
+    _check_inputs(args, mode)  # every missing input at once, before any work
     outputs = writable_outputs(run_folders(args), PHASE)  # every output folder writable, before any work
     # Heavy imports after parsing, so --help and argument errors answer at once.
     import numpy as np
@@ -195,12 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Text model: the network to train, its inputs (one row per manifest row) and the model saved around it.
     with dtype_policy(precision), strategy.scope():
-        if mode == "paper":
-            network, inputs, model = paper_text_model(args, frame, train, settings["seq_len"], len(class_names))
-        else:
-            network, inputs, model, settings["encoder"] = encoder_text_model(
-                args, frame, settings["seq_len"], len(class_names)
-            )
+        build = paper_text_model if mode == "paper" else encoder_text_model
+        network, inputs, model, encoder = build(args, frame, train, settings["seq_len"], len(class_names))
+    if encoder is not None:
+        settings["encoder"] = encoder
     settings["training_steps"] = args.epochs * -(-int(train.sum()) // settings["batch_size"])
     record = RunRecord(
         data=dataset.fingerprint,
@@ -215,15 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = training_config(build_parser().training_flags(args), record)
 
     # Training, on the devices of --strategy.
-    training = fit_best(
-        network,
-        ArrayBatches(inputs, labels, np.flatnonzero(train), settings["batch_size"], seed=args.seed),
-        ArrayBatches(inputs, labels, np.flatnonzero(val), 1024),
-        options,
-        outputs,
-        config,
-        strategy,
-    )
+    train_batches = ArrayBatches(inputs, labels, np.flatnonzero(train), settings["batch_size"], seed=args.seed)
+    val_batches = ArrayBatches(inputs, labels, np.flatnonzero(val), 1024)
+    training = fit_best(network, train_batches, val_batches, options, outputs, config, strategy)
 
     # Evaluation, with the saved model itself on the texts (made outside the strategy: it predicts on one
     # device); a frozen encoder's head on the stored features, which the saved model computes again.
@@ -234,12 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
     save_phase(
         outputs,
-        PHASE,
         model,
         flags=vars(args),
         argv=argv,
         record=record,
         metrics={
+            "phase": PHASE,
             "class_names": list(class_names),
             "training_labels": int(train.sum()),
             "split_leakage": dataset.split_leakage,
@@ -253,9 +245,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _check_inputs(args, mode: str) -> None:
+    """Every input file of the flags at once (the manifest, GloVe's), then a pretrained encoder's folder and the
+    GloVe file's dimension."""
+    needed = {args.manifest: manifest_fix(args.manifest)}
+    if mode == "paper" and args.glove is not None:
+        needed[args.glove] = glove_fix(args.glove)
+    require_files(needed)
+    if mode != "paper":
+        require_local_preset(args.text_encoder, "--text-encoder")
+    if mode == "paper" and args.glove is not None:
+        check_glove_dimension(args.glove, args.embedding_dim)
+
+
 def paper_text_model(args, frame, train, seq_len: int, n_classes: int):
     """The paper's text pipeline and network: the vocabulary from the training rows only, GloVe vectors.
-    Returns the network, its token ids (one row per manifest row) and the saved model (raw strings in)."""
+    Returns the network, its token ids (one row per manifest row), the saved model (raw strings in) and None
+    (no encoder)."""
     from emorec.glove import embedding_matrix
     from emorec.models import build_ter_network, text_model
     from emorec.text import adapt_vectorizer, build_vectorizer, vectorize
@@ -265,13 +271,14 @@ def paper_text_model(args, frame, train, seq_len: int, n_classes: int):
     log.info("vocabulary: %s words from %s training texts", f"{len(vocabulary) - 2:,}", f"{train.sum():,}")
     embeddings = embedding_matrix(args.glove, vocabulary, args.embedding_dim, args.seed)
     network = build_ter_network(embeddings, seq_len, n_classes)
-    return network, vectorize(vectorizer, frame["text"]), text_model(vectorizer, network)
+    return network, vectorize(vectorizer, frame["text"]), text_model(vectorizer, network), None
 
 
-def encoder_text_model(args, frame, seq_len: int, n_classes: int):
+def encoder_text_model(args, frame, train, seq_len: int, n_classes: int):
     """A pretrained encoder (``--text-encoder``) and a softmax head. Fine-tuned: the network is both, on the
     preprocessor's token arrays. Frozen: the head alone, on each text's features from the store. Returns the
-    network, its inputs (one row per manifest row), the saved model (raw strings in) and the encoder's record."""
+    network, its inputs (one row per manifest row), the saved model (raw strings in) and the encoder's record.
+    ``train`` is unused: an encoder brings its own vocabulary (the signature is :func:`paper_text_model`'s)."""
     from emorec.storage import beside_or_fallback
     from emorec.text_encoders import (
         EncodedTextModel,

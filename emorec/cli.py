@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from emorec.data.manifest import DEFAULT_IMAGE_ROOT, DEFAULT_MANIFEST
 from emorec.distribute import STRATEGIES, STRATEGY_HELP
@@ -82,34 +83,55 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     return result if isinstance(result, int) else 0
 
 
-def phase_parser(
-    phase: str,
-    description: str,
-    *,
-    epochs: int = 100,
-    batch_size: int | None = 32,
-    lr: float | None = 1e-4,
-    class_weight: str = "none",
-    monitor: str = "val_loss",
-    training: bool = True,
-    resplit: bool = True,
-    batch_size_help: str = "examples per training batch",
-    lr_help: str = "Adam learning rate",
-) -> argparse.ArgumentParser:
-    """Return the parser every phase script starts from, with the phase's own training defaults
-    (``epochs``, ``batch_size``, ``lr``, ``class_weight``, ``monitor``: the paper's where the keyword's default is;
-    a None default is the phase's to resolve, and ``batch_size_help``/``lr_help`` then say how).
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """A training phase's defaults for the shared training flags: the paper's where the field's default is; a None
+    default is the phase's to resolve, and ``batch_size_help``/``lr_help`` then say how."""
 
-    Groups: data (--manifest, --image-root, --classes, --seed, --resplit, --strict-split),
-    training (--epoch/--epochs, --batch-size, --lr, --class-weight, --monitor,
-    --patience, --deterministic, --strategy, --label-fraction, --labels-per-class) and outputs (--run-name,
-    --checkpoint-dir, --log-dir, --prob-dir). A phase that trains nothing
-    (``training=False``) gets neither the training group nor the image and
-    split flags, and its --manifest defaults to the one the training phases
-    read. ``resplit=False`` leaves out --resplit (a phase that must use the
-    split of the phases before it). A phase adds its own flags to it.
+    epochs: int = 100
+    batch_size: int | None = 32
+    lr: float | None = 1e-4
+    class_weight: str = "none"
+    monitor: str = "val_loss"
+    batch_size_help: str = "examples per training batch"
+    lr_help: str = "Adam learning rate"
+
+
+def phase_parser(
+    phase: str, description: str, training: TrainingDefaults | None = TrainingDefaults(), resplit: bool = True
+) -> ArgumentParser:
+    """Return the parser every phase script starts from, with the phase's own ``training`` defaults.
+
+    Groups: data (--manifest, --image-root, --classes, --seed, --resplit, --strict-split), training (--epoch,
+    --batch-size, --lr, --class-weight, --monitor, --patience, --deterministic, --strategy, --label-fraction,
+    --labels-per-class) and outputs (--run-name, --checkpoint-dir, --log-dir, --prob-dir). A phase that trains
+    nothing (``training=None``) gets neither the training group nor the image and split flags, and its --manifest
+    defaults to the one the training phases read. ``resplit=False`` leaves out --resplit (a phase that must use
+    the split of the phases before it). A phase adds its own flags to it.
     """
     parser = ArgumentParser(prog=f"python {phase}.py", description=description, formatter_class=HelpFormatter)
+    _add_data_flags(parser, training is not None, resplit)
+    if training is not None:
+        _add_training_flags(parser, training)
+    outputs = parser.add_argument_group("outputs")
+    parser.add_outside_training(
+        outputs,
+        "--run-name",
+        type=_run_name,
+        default=None,
+        help="put every output one folder deeper (model_checkpoints/NAME/..., data_files/NAME/..., "
+        "tb_logs/NAME/...) so runs do not overwrite each other; later phases read the same run",
+    )
+    parser.add_outside_training(
+        outputs, "--checkpoint-dir", default="model_checkpoints", help="where models and their JSON go"
+    )
+    parser.add_outside_training(outputs, "--log-dir", default="tb_logs", help="where TensorBoard curves go")
+    parser.add_outside_training(outputs, "--prob-dir", default="data_files", help="where the class-probability CSVs go")
+    return parser
+
+
+def _add_data_flags(parser: ArgumentParser, training: bool, resplit: bool) -> None:
+    """The data group: which manifest, images, classes, seed and split (see :func:`phase_parser`)."""
     data = parser.add_argument_group("data")
     if not training:
         data.add_argument(
@@ -159,74 +181,63 @@ def phase_parser(
             help="refuse a split in which a tweet or a normalised text occurs in more than one split (without "
             "it, such leakage is logged and counted in the metrics JSON); a drawn split never has any",
         )
-        group = parser.add_argument_group("training")
-        group.add_argument(
-            "--epoch", "--epochs", dest="epochs", type=positive_int, default=epochs, help="training epochs"
-        )
-        group.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_size_help)
-        group.add_argument("--lr", type=_positive_float, default=lr, help=lr_help)
-        group.add_argument(
-            "--class-weight",
-            choices=("none", "balanced"),
-            default=class_weight,
-            help="weight each training example's loss by its class: balanced (inversely to the class's share of "
-            "the training rows, as scikit-learn's compute_class_weight) or none (the paper)",
-        )
-        group.add_argument(
-            "--monitor",
-            choices=("val_loss", "val_macro_f1"),
-            default=monitor,
-            help="the validation measure whose best epoch is kept: val_macro_f1 (over the whole validation "
-            "split) or val_loss (the paper)",
-        )
-        group.add_argument(
-            "--patience",
-            type=positive_int,
-            default=None,
-            metavar="N",
-            help="stop once --monitor has not improved for N epochs (default: every epoch runs, as in the paper); "
-            "either way the saved model holds the best epoch's weights",
-        )
-        group.add_argument(
-            "--deterministic",
-            action=argparse.BooleanOptionalAction,
-            default=True,
-            help="deterministic TensorFlow ops: the same --seed gives the same numbers; --no-deterministic "
-            "allows faster, non-deterministic GPU kernels and compiles the training steps with XLA on a GPU",
-        )
-        # A global batch is the same update on any number of replicas.
-        parser.add_outside_training(group, "--strategy", choices=STRATEGIES, default="auto", help=STRATEGY_HELP)
-        fewer = group.add_mutually_exclusive_group()
-        fewer.add_argument(
-            "--label-fraction",
-            type=unit_fraction,
-            default=None,
-            metavar="F",
-            help="train on a stratified, seeded subsample: this fraction of each class's training examples "
-            "(at least one per class); val and test are untouched, and the phases of one run use the same examples",
-        )
-        fewer.add_argument(
-            "--labels-per-class",
-            type=positive_int,
-            default=None,
-            metavar="K",
-            help="train on a seeded subsample of K training examples per class (all of a smaller class)",
-        )
-    outputs = parser.add_argument_group("outputs")
-    parser.add_outside_training(
-        outputs,
-        "--run-name",
-        type=_run_name,
+
+
+def _add_training_flags(parser: ArgumentParser, defaults: TrainingDefaults) -> None:
+    """The training group, with the phase's ``defaults`` (see :func:`phase_parser`)."""
+    group = parser.add_argument_group("training")
+    group.add_argument(
+        "--epoch", "--epochs", dest="epochs", type=positive_int, default=defaults.epochs, help="training epochs"
+    )
+    group.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help=defaults.batch_size_help)
+    group.add_argument("--lr", type=_positive_float, default=defaults.lr, help=defaults.lr_help)
+    group.add_argument(
+        "--class-weight",
+        choices=("none", "balanced"),
+        default=defaults.class_weight,
+        help="weight each training example's loss by its class: balanced (inversely to the class's share of "
+        "the training rows, as scikit-learn's compute_class_weight) or none (the paper)",
+    )
+    group.add_argument(
+        "--monitor",
+        choices=("val_loss", "val_macro_f1"),
+        default=defaults.monitor,
+        help="the validation measure whose best epoch is kept: val_macro_f1 (over the whole validation "
+        "split) or val_loss (the paper)",
+    )
+    group.add_argument(
+        "--patience",
+        type=positive_int,
         default=None,
-        help="put every output one folder deeper (model_checkpoints/NAME/..., data_files/NAME/..., "
-        "tb_logs/NAME/...) so runs do not overwrite each other; later phases read the same run",
+        metavar="N",
+        help="stop once --monitor has not improved for N epochs (default: every epoch runs, as in the paper); "
+        "either way the saved model holds the best epoch's weights",
     )
-    parser.add_outside_training(
-        outputs, "--checkpoint-dir", default="model_checkpoints", help="where models and their JSON go"
+    group.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="deterministic TensorFlow ops: the same --seed gives the same numbers; --no-deterministic "
+        "allows faster, non-deterministic GPU kernels and compiles the training steps with XLA on a GPU",
     )
-    parser.add_outside_training(outputs, "--log-dir", default="tb_logs", help="where TensorBoard curves go")
-    parser.add_outside_training(outputs, "--prob-dir", default="data_files", help="where the class-probability CSVs go")
-    return parser
+    # A global batch is the same update on any number of replicas.
+    parser.add_outside_training(group, "--strategy", choices=STRATEGIES, default="auto", help=STRATEGY_HELP)
+    fewer = group.add_mutually_exclusive_group()
+    fewer.add_argument(
+        "--label-fraction",
+        type=unit_fraction,
+        default=None,
+        metavar="F",
+        help="train on a stratified, seeded subsample: this fraction of each class's training examples "
+        "(at least one per class); val and test are untouched, and the phases of one run use the same examples",
+    )
+    fewer.add_argument(
+        "--labels-per-class",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="train on a seeded subsample of K training examples per class (all of a smaller class)",
+    )
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

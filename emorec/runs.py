@@ -238,7 +238,6 @@ def write_run_config(outputs: PhaseOutputs, flags: dict, argv, record: RunRecord
 
 def save_phase(
     outputs: PhaseOutputs,
-    phase: str,
     model: keras.Model,
     *,
     flags: dict,
@@ -250,15 +249,15 @@ def save_phase(
 ) -> None:
     """Log a phase's scores and write its outputs, each atomically, then remove the phase's training backup.
 
-    Writes ``model`` (whole, ``.keras``), ``<phase>.metrics.json`` (``metrics``
-    with the phase's name; ``metrics["splits"]`` is logged), ``<phase>.args.json``
+    Writes ``model`` (whole, ``.keras``), ``<phase>.metrics.json`` (``metrics``,
+    its "phase" first; ``metrics["splits"]`` is logged), ``<phase>.args.json``
     (:func:`write_run_config`: the ``flags``, apart from what the run found, ``record``) and the
     probability table ``probabilities`` as ``prob_file`` in the run's prob folder.
     """
     for split, scores in metrics["splits"].items():
         log.info("%s: accuracy %.3f, macro-F1 %.3f (n=%d)", split, scores["accuracy"], scores["macro_f1"], scores["n"])
     save_model(model, outputs.model)
-    write_json_atomic(outputs.metrics_json, {"phase": phase, **metrics})
+    write_json_atomic(outputs.metrics_json, metrics)
     write_run_config(outputs, flags, argv, record)
     write_csv_atomic(probabilities, outputs.prob_dir / prob_file)
     shutil.rmtree(outputs.backup, ignore_errors=True)  # the phase is done: nothing left to resume

@@ -290,6 +290,13 @@ class TrainingRows:
     ids: list[str] | None
 
 
+def fit_rows(frame, training: np.ndarray, usable: np.ndarray) -> dict[str, np.ndarray]:
+    """The row numbers a phase trains and validates on: its ``training`` rows (a mask) and the val split's, each
+    only where ``usable`` (an image that could be read)."""
+    val = (frame["split"] == "val").to_numpy()
+    return {"train": np.flatnonzero(training & usable), "val": np.flatnonzero(val & usable)}
+
+
 def select_training_rows(
     frame: pd.DataFrame,
     class_names: Sequence[str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -57,8 +58,7 @@ def fit_best(
     config: dict | None = None,
     strategy: tf.distribute.Strategy | None = None,
 ) -> dict:
-    """Train ``model`` on the batches ``train``, validating on ``val``, as ``options`` say; end with the best
-    epoch's weights.
+    """Train ``model`` on the batches ``train``, validating on ``val``, as ``options`` say; end with the best epoch's.
 
     The optimizer (:func:`make_optimizer`) minimises the sparse categorical cross-entropy of a training twin of
     ``model`` (:class:`Trainer`: the same layers and weights, compiled in its place), so the saved model carries no
@@ -72,31 +72,8 @@ def fit_best(
     config, strategy = config or {}, strategy or tf.distribute.get_strategy()
     class_weight = class_weights(train.labels[train.rows], options.class_weight)
     trainer, state = _compiled_trainer(model, train, options, strategy, outputs, config)
-    outputs.epochs_csv.parent.mkdir(parents=True, exist_ok=True)
-    partial_log = outputs.epochs_csv.with_name(f".{outputs.epochs_csv.name}.partial")
-    done = 0 if state is None else state["epochs_done"]
-    if state is None:
-        shutil.rmtree(outputs.tensorboard, ignore_errors=True)
-        partial_log.unlink(missing_ok=True)
-    else:
-        write_epochs_csv(partial_log, state["history"])  # exactly the epochs backed up, whatever the kill left
-        best = state["stopper"]
-        log.info(
-            "resuming from the training backup %s: %d of %d epochs done%s; best %s so far %.4f at epoch %d",
-            outputs.backup,
-            done,
-            options.epochs,
-            " (training had ended)" if state["finished"] else "",
-            options.monitor,
-            best["best"],
-            best["best_epoch"] + 1,
-        )
-    stopper = keras.callbacks.EarlyStopping(
-        monitor=options.monitor,
-        mode=MONITORS[options.monitor],
-        patience=options.patience or options.epochs,
-        restore_best_weights=True,
-    )
+    done, partial_log = _prepare_logs(outputs, state, options)
+    stopper = _early_stopping(options)
     backup = TrainingBackup(outputs.backup, config, stopper, state)
     if class_weight is not None:
         log.info("class weights: %s", ", ".join(f"{label}: {weight:.3f}" for label, weight in class_weight.items()))
@@ -117,12 +94,7 @@ def fit_best(
                 epochs=options.epochs,
                 initial_epoch=done,
                 shuffle=False,
-                callbacks=[
-                    stopper,
-                    keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False),
-                    backup,
-                    keras.callbacks.CSVLogger(str(partial_log), append=done > 0),
-                ],
+                callbacks=[stopper, _tensorboard(outputs), backup, _csv_logger(partial_log, done)],
             )
     seconds = time.perf_counter() - started
     # Epochs counted from 1, as Keras' progress bar, the log and the metrics' best_epoch count them.
@@ -137,6 +109,45 @@ def fit_best(
         "weights_sha256": fingerprint,
         "xla": bool(trainer.jit_compile),
     }
+
+
+def _prepare_logs(outputs: PhaseOutputs, state: dict | None, options: TrainingOptions) -> tuple[int, Path]:
+    """The epochs already done and the epochs' partial CSV: a fresh start (``state`` None) clears TensorBoard's
+    and the CSV's; a resumed one writes exactly the backed-up epochs to the CSV, whatever the kill left."""
+    outputs.epochs_csv.parent.mkdir(parents=True, exist_ok=True)
+    partial_log = outputs.epochs_csv.with_name(f".{outputs.epochs_csv.name}.partial")
+    if state is None:
+        shutil.rmtree(outputs.tensorboard, ignore_errors=True)
+        partial_log.unlink(missing_ok=True)
+        return 0, partial_log
+    write_epochs_csv(partial_log, state["history"])
+    done, best = state["epochs_done"], state["stopper"]
+    log.info(
+        "resuming from the training backup %s: %d of %d epochs done%s; best %s so far %.4f at epoch %d",
+        outputs.backup,
+        done,
+        options.epochs,
+        " (training had ended)" if state["finished"] else "",
+        options.monitor,
+        best["best"],
+        best["best_epoch"] + 1,
+    )
+    return done, partial_log
+
+
+def _early_stopping(options: TrainingOptions) -> keras.callbacks.EarlyStopping:
+    """Keeps the best epoch by ``options.monitor`` (its weights restored at the end), stopping after
+    ``options.patience`` epochs without a better one."""
+    mode, patience = MONITORS[options.monitor], options.patience or options.epochs
+    return keras.callbacks.EarlyStopping(options.monitor, mode=mode, patience=patience, restore_best_weights=True)
+
+
+def _tensorboard(outputs: PhaseOutputs) -> keras.callbacks.TensorBoard:
+    return keras.callbacks.TensorBoard(log_dir=str(outputs.tensorboard), write_graph=False)
+
+
+def _csv_logger(partial_log: Path, done: int) -> keras.callbacks.CSVLogger:
+    return keras.callbacks.CSVLogger(str(partial_log), append=done > 0)
 
 
 def _compiled_trainer(
