@@ -37,8 +37,8 @@ log = logging.getLogger("emorec")
 EXPLAIN_DIR = "explanations"
 
 
-def parse_args(argv: Sequence[str] | None = None):
-    """Parse predict.py's command line: one tweet (--image, --text), a CSV of them (--csv), or --serve."""
+def build_parser() -> ArgumentParser:
+    """predict.py's command line: one tweet (--image, --text), a CSV of them (--csv), or --serve."""
     parser = ArgumentParser(
         prog="python predict.py",
         formatter_class=HelpFormatter,
@@ -84,6 +84,12 @@ def parse_args(argv: Sequence[str] | None = None):
     run_group = parser.add_argument_group("trained run")
     run_group.add_argument("--checkpoint-dir", default="model_checkpoints", help="where the phases saved their models")
     run_group.add_argument("--run-name", default=None, help="the run's name, if the phases were given --run-name")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """Parse predict.py's command line (:func:`build_parser`), checked; --explain-dir implies --explain."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.explain = args.explain or args.explain_dir is not None
     args.explain_dir = Path(args.explain_dir or EXPLAIN_DIR)

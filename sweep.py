@@ -63,6 +63,20 @@ def parse_args(argv: Sequence[str] | None = None):
         default=None,
         help="epochs for TER, IER and Intermediate_fusion (default: the phases' own)",
     )
+    _add_phase_flags(parser)
+    parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
+    parser.add_argument("--checkpoint-dir", default="model_checkpoints", help="passed to every phase")
+    parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")
+    parser.add_argument("--prob-dir", default="data_files", help="passed to every phase")
+    parser.add_argument("--results-dir", default="results", help="where each setting's report and the curve go")
+    args = parser.parse_args(_attach_pass_through(sys.argv[1:] if argv is None else argv))
+    if args.freeze_text_encoder and args.text_encoder == "paper":
+        parser.error("--freeze-text-encoder needs --text-encoder PRESET")
+    return args
+
+
+def _add_phase_flags(parser: ArgumentParser) -> None:
+    """The flags passed through to the phases: more flags for each, TER's text model, late fusion's options."""
     for phase, flag in PASS_THROUGH.items():
         parser.add_argument(
             flag,
@@ -102,15 +116,6 @@ def parse_args(argv: Sequence[str] | None = None):
         metavar="PATH",
         help="passed to Late_fusion.py: the class prompts of the zero-label rows (a JSON file)",
     )
-    parser.add_argument("--run-prefix", default="labels", help="settings run as <prefix>-f<fraction>-s<seed>")
-    parser.add_argument("--checkpoint-dir", default="model_checkpoints", help="passed to every phase")
-    parser.add_argument("--log-dir", default="tb_logs", help="passed to every phase")
-    parser.add_argument("--prob-dir", default="data_files", help="passed to every phase")
-    parser.add_argument("--results-dir", default="results", help="where each setting's report and the curve go")
-    args = parser.parse_args(_attach_pass_through(sys.argv[1:] if argv is None else argv))
-    if args.freeze_text_encoder and args.text_encoder == "paper":
-        parser.error("--freeze-text-encoder needs --text-encoder PRESET")
-    return args
 
 
 def _attach_pass_through(argv: Sequence[str]) -> list[str]:

@@ -137,7 +137,7 @@ def compute_features(
     every batch finished so far and re-raises KeyboardInterrupt at once; the
     same command goes on after them.
     """
-    from emorec.images import backbone_runner, image_batches
+    from emorec.images import backbone_runner
 
     store.cut_incomplete_line()
     missing = store.missing(keys)
@@ -156,69 +156,86 @@ def compute_features(
             distinct - len(missing),
             store.folder,
         )
-    slots = store.free_slots(len(missing))
-    bar = keras.utils.Progbar(len(missing), unit_name="image")
-    bar.update(0)
-    lock, stop, failures, pending = threading.Lock(), threading.Event(), [], []
-    done = [0]
-
-    def extract() -> None:
-        try:
-            batches = image_batches([path_of[key] for key in missing], extraction.image_size, extraction.batch_size)
-            for pixels, ok in batches:
-                first, ok = done[0], ok.numpy()
-                if on_bad_image == "error" and not ok.all():
-                    raise _bad_images_error([path_of[key] for key in np.asarray(missing[first : first + len(ok)])[~ok]])
-                features = backbone(pixels).astype(np.float16)
-                with lock:
-                    if stop.is_set():  # interrupted meanwhile: what was recorded stays as it was
-                        return
-                    for offset, (shard, row) in enumerate(slots[first : first + len(ok)]):
-                        store.writable(shard)[row] = features[offset]
-                        pending.append((missing[first + offset], shard, row, bool(ok[offset])))
-                    done[0] = first + len(ok)
-                    if len(pending) >= extraction.chunk:
-                        keep_progress()
-                bar.update(done[0])
-            with lock:
-                keep_progress()
-        except BaseException as error:  # handed to the main thread, which raises it
-            failures.append(error)
-
-    def keep_progress() -> None:  # with the lock held
-        if pending:
-            store.record(pending)
-            pending.clear()
-
-    worker = threading.Thread(target=extract, name="feature-extraction", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(timeout=0.1)
-    except KeyboardInterrupt:
-        with lock:
-            stop.set()
-            keep_progress()
-            store.release()
-        log.warning(
-            "\nimage features: interrupted; the %d of %d images done are kept in %s. Run the same command "
-            "again to go on from there.",
-            done[0],
-            len(missing),
-            store.folder,
-        )
-        raise
-    if failures:
-        with lock:
-            try:  # keep the batches done before the failure, where the disk still allows it
-                keep_progress()
-            except OSError as error:
-                log.warning("image features: the last batches could not be recorded (%s)", error)
-            store.release()
-        raise failures[0]
-    store.release()
-    log.info("image features: %d images computed into %s", len(missing), store.folder)
+    run = _BackgroundExtraction(store, missing, [path_of[key] for key in missing], on_bad_image == "error")
+    run.start(backbone, extraction)
     return len(missing)
+
+
+class _BackgroundExtraction:
+    """One extraction of the ``missing`` keys' images (``paths``) into ``store``, the backbone in a worker thread:
+    Ctrl-C, which Python delivers to the main thread only between bytecodes, then stops at once, every batch
+    finished so far recorded, instead of waiting for a batch that takes seconds inside TensorFlow."""
+
+    def __init__(self, store: FeatureStore, missing: list[str], paths: list[str], bad_image_is_error: bool):
+        self.store, self.missing, self.paths, self.bad_image_is_error = store, missing, paths, bad_image_is_error
+        self.slots = store.free_slots(len(missing))
+        self.lock, self.stop, self.failures, self.pending, self.done = threading.Lock(), threading.Event(), [], [], 0
+
+    def start(self, backbone, extraction: Extraction) -> None:
+        """Run the extraction to its end; re-raise a failure or Ctrl-C after recording what was done."""
+        worker = threading.Thread(
+            target=self.extract, args=(backbone, extraction), name="feature-extraction", daemon=True
+        )
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(timeout=0.1)
+        except KeyboardInterrupt:
+            with self.lock:
+                self.stop.set()
+                self.keep_progress()
+                self.store.release()
+            log.warning(
+                "\nimage features: interrupted; the %d of %d images done are kept in %s. Run the same "
+                "command again to go on from there.",
+                self.done,
+                len(self.missing),
+                self.store.folder,
+            )
+            raise
+        if self.failures:
+            with self.lock:
+                try:  # keep the batches done before the failure, where the disk still allows it
+                    self.keep_progress()
+                except OSError as error:
+                    log.warning("image features: the last batches could not be recorded (%s)", error)
+                self.store.release()
+            raise self.failures[0]
+        self.store.release()
+        log.info("image features: %d images computed into %s", len(self.missing), self.store.folder)
+
+    def extract(self, backbone, extraction: Extraction) -> None:
+        """The worker thread: every batch through the backbone into the store, recorded every chunk."""
+        from emorec.images import image_batches
+
+        bar = keras.utils.Progbar(len(self.missing), unit_name="image")
+        bar.update(0)
+        try:
+            for pixels, ok in image_batches(self.paths, extraction.image_size, extraction.batch_size):
+                first, ok = self.done, ok.numpy()
+                if self.bad_image_is_error and not ok.all():
+                    raise _bad_images_error(np.asarray(self.paths[first : first + len(ok)])[~ok].tolist())
+                features = backbone(pixels).astype(np.float16)
+                with self.lock:
+                    if self.stop.is_set():  # interrupted meanwhile: what was recorded stays as it was
+                        return
+                    for offset, (shard, row) in enumerate(self.slots[first : first + len(ok)]):
+                        self.store.writable(shard)[row] = features[offset]
+                        self.pending.append((self.missing[first + offset], shard, row, bool(ok[offset])))
+                    self.done = first + len(ok)
+                    if len(self.pending) >= extraction.chunk:
+                        self.keep_progress()
+                bar.update(self.done)
+            with self.lock:
+                self.keep_progress()
+        except BaseException as error:  # handed to the main thread, which raises it
+            self.failures.append(error)
+
+    def keep_progress(self) -> None:
+        """Record the pending rows (with the lock held)."""
+        if self.pending:
+            self.store.record(self.pending)
+            self.pending.clear()
 
 
 def phase_features(manifest: Manifest, ier_metrics: dict, ier_config: RunConfig) -> StoredFeatures:

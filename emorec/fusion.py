@@ -73,24 +73,7 @@ def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, lis
     :class:`InputError` when the files disagree on ids, splits, labels or
     class columns, or one is malformed.
     """
-    tables = {}
-    for member, path in paths.items():
-        try:
-            table = pd.read_csv(path, dtype={"id": str, "split": str, "label": str})
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-            raise InputError(
-                f"{path}: cannot be read as a probability file ({error}). It is written by "
-                f"`python {member}.py`: run that phase again."
-            ) from error
-        if list(table.columns[:3]) != KEY_COLUMNS or table.shape[1] < 5:
-            raise InputError(
-                f"{path}: not a probability file (columns id,split,label,<one per class>), got "
-                f"{list(table.columns)}. It is written by `python {member}.py`: run that phase again."
-            )
-        duplicated = table["id"][table["id"].duplicated()]
-        if len(duplicated):
-            raise InputError(f"{path}: {len(duplicated)} duplicated id(s):\n{list_some(duplicated.tolist())}")
-        tables[member] = table
+    tables = {member: _read_probability_file(path, member) for member, path in paths.items()}
     (first_member, first), others = next(iter(tables.items())), list(tables.items())[1:]
     class_names = list(first.columns[3:])
     for member, table in others:
@@ -126,6 +109,26 @@ def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, lis
         }
     )
     return rows, class_names, probabilities
+
+
+def _read_probability_file(path: Path, member: str) -> pd.DataFrame:
+    """One member's probability file, refused (naming the phase to rerun) when malformed or ids repeat."""
+    try:
+        table = pd.read_csv(path, dtype={"id": str, "split": str, "label": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(
+            f"{path}: cannot be read as a probability file ({error}). It is written by "
+            f"`python {member}.py`: run that phase again."
+        ) from error
+    if list(table.columns[:3]) != KEY_COLUMNS or table.shape[1] < 5:
+        raise InputError(
+            f"{path}: not a probability file (columns id,split,label,<one per class>), got "
+            f"{list(table.columns)}. It is written by `python {member}.py`: run that phase again."
+        )
+    duplicated = table["id"][table["id"].duplicated()]
+    if len(duplicated):
+        raise InputError(f"{path}: {len(duplicated)} duplicated id(s):\n{list_some(duplicated.tolist())}")
+    return table
 
 
 def weight_grid(n_members: int, step: float = 0.1) -> np.ndarray:

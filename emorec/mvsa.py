@@ -100,6 +100,36 @@ def convert(
         "undecodable text (kept, with U+FFFD)": [],
         "files with no label (left out)": sorted(set(files) - set(labels["id"]), key=_id_order),
     }
+    rows, encodings = _usable_pairs(root, kept, files, legacy_encodings, problems)
+    _log_counts(labels, rules, encodings, problems)
+    if not rows:
+        raise InputError(
+            f"{root}: no usable image+text pair (every labelled tweet lacks a file, a text or a label "
+            "the protocol keeps); see the counts above."
+        )
+    manifest = pd.DataFrame(rows)
+
+    manifest, split_source = _with_split(manifest, root, seed, split_file, problems)
+
+    record = {
+        "source": str(root),
+        "layout": labels.attrs["layout"],
+        "pairs_in": len(labels),
+        "rules": rules,
+        "encodings": dict(encodings),
+        "problems": {kind: ids for kind, ids in problems.items() if ids},
+        "rows": len(manifest),
+        "classes": manifest["label"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict(),
+        "splits": manifest["split"].value_counts().reindex(SPLITS, fill_value=0).to_dict(),
+        "split": split_source,
+    }
+    _write_conversion(out, root, manifest, record)
+    return manifest, record
+
+
+def _usable_pairs(root: Path, kept: pd.Series, files: dict, legacy_encodings, problems: dict) -> tuple[list, Counter]:
+    """The manifest rows of the ``kept`` tweets (id -> label) whose text and image ``files`` exist and whose text
+    is not empty, and how many texts each encoding decoded; the others added to ``problems``."""
     encodings, rows = Counter(), []
     for tweet, label in kept.items():
         present = files.get(tweet, {})
@@ -116,14 +146,12 @@ def convert(
             problems["empty text (left out)"].append(tweet)
             continue
         rows.append({"label": label, "text": text.strip(), "image": f"{DATA_FOLDER}/{present['.jpg']}", "id": tweet})
-    _log_counts(labels, rules, encodings, problems)
-    if not rows:
-        raise InputError(
-            f"{root}: no usable image+text pair (every labelled tweet lacks a file, a text or a label "
-            "the protocol keeps); see the counts above."
-        )
-    manifest = pd.DataFrame(rows)
+    return rows, encodings
 
+
+def _with_split(manifest: pd.DataFrame, root: Path, seed: int, split_file, problems: dict) -> tuple[pd.DataFrame, dict]:
+    """``manifest`` with its split, drawn with ``seed`` or read from ``split_file`` (the rows it does not list
+    left out and added to ``problems``), and where the split came from."""
     if split_file is None:
         try:
             manifest["split"] = draw_split(manifest.assign(group=manifest["id"]), seed, FRACTIONS).to_numpy()
@@ -141,19 +169,11 @@ def convert(
         manifest, unlisted = _take_split(manifest, read_split_file(split_file))
         problems["not in the split file (left out)"] = unlisted
         split_source = {"file": str(split_file)}
+    return manifest, split_source
 
-    record = {
-        "source": str(root),
-        "layout": labels.attrs["layout"],
-        "pairs_in": len(labels),
-        "rules": rules,
-        "encodings": dict(encodings),
-        "problems": {kind: ids for kind, ids in problems.items() if ids},
-        "rows": len(manifest),
-        "classes": manifest["label"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict(),
-        "splits": manifest["split"].value_counts().reindex(SPLITS, fill_value=0).to_dict(),
-        "split": split_source,
-    }
+
+def _write_conversion(out: Path, root: Path, manifest: pd.DataFrame, record: dict) -> None:
+    """Write the manifest ``out`` (image paths relative to ``root``), its class names and conversion record."""
     write_csv_atomic(manifest[["label", "text", "image", "id", "split"]], out)
     write_text_atomic(class_names_path(out), "\n".join(CLASS_NAMES) + "\n")
     write_json_atomic(conversion_record_path(out), record)
@@ -166,7 +186,6 @@ def convert(
         ", ".join(CLASS_NAMES),
     )
     log.info("image paths are relative to %s: pass --manifest %s --image-root %s to the phases", root, out, root)
-    return manifest, record
 
 
 def _files_by_id(data: Path) -> dict[str, dict[str, str]]:

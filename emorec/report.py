@@ -219,18 +219,8 @@ def summary_markdown(
             f"| {names[method]} | {_with_interval(same, 'accuracy')} | {_with_interval(same, 'macro_f1')} | "
             f"{_with_interval(tweet, 'accuracy')} | {_with_interval(tweet, 'macro_f1')} |"
         )
-    difference = report["fusion_vs_single"]
-
-    def verdict(metric):
-        return "its interval excludes 0" if difference[f"{metric}_beyond_interval"] else "its interval includes 0"
-
+    lines += ["", _fusion_vs_single(report["fusion_vs_single"], names)]
     lines += [
-        "",
-        f"**Best fusion against the best single modality** (each the best by validation macro-F1, so the test "
-        f"rows choose nothing, though val is in-sample for the fusions it fitted; scored on the same test rows, paired "
-        f"bootstrap): {names[difference['better']]} minus {names[difference['than']]}: accuracy "
-        f"{_with_interval(difference, 'accuracy', signed=True)}, {verdict('accuracy')}; macro-F1 "
-        f"{_with_interval(difference, 'macro_f1', signed=True)}, {verdict('macro_f1')}.",
         "",
         "Validation scores (in summary.json) are in-sample: val chose each method's best epoch, the fusion weights, "
         "the stacker and the baselines' C.",
@@ -238,6 +228,21 @@ def summary_markdown(
         *notes,
     ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _fusion_vs_single(difference: dict, names: dict) -> str:
+    """The report's paragraph on the best fusion minus the best single modality (paired bootstrap)."""
+
+    def verdict(metric):
+        return "its interval excludes 0" if difference[f"{metric}_beyond_interval"] else "its interval includes 0"
+
+    return (
+        f"**Best fusion against the best single modality** (each the best by validation macro-F1, so the test "
+        f"rows choose nothing, though val is in-sample for the fusions it fitted; scored on the same test rows, paired "
+        f"bootstrap): {names[difference['better']]} minus {names[difference['than']]}: accuracy "
+        f"{_with_interval(difference, 'accuracy', signed=True)}, {verdict('accuracy')}; macro-F1 "
+        f"{_with_interval(difference, 'macro_f1', signed=True)}, {verdict('macro_f1')}."
+    )
 
 
 def _with_interval(scores: dict, metric: str, signed: bool = False) -> str:

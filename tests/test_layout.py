@@ -1,5 +1,6 @@
-"""The code's shape (issue 29): one job per module, no module over 350 lines, no import circle, the package never
-importing the scripts that use it, and only the commands importing the command line. Read from the source with
+"""The code's shape (issues 29 and 44): one job per module, no module over 350 lines, no function over 60 lines (a
+script's main: 90) or 8 parameters, no import circle, the package never importing the scripts that use it, and only
+the commands importing the command line. Read from the source with
 ``ast``: every import counts, the ones inside functions too."""
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_LINES = 350
+MAX_FUNCTION_LINES = 60  # a function reads on one screen
+MAX_MAIN_LINES = 90  # a script's main reads top to bottom like a method section: arguments to outputs
+MAX_PARAMETERS = 8  # beyond that a function takes a value object (TrainingOptions, RunFolders, Extraction, ...)
 SCRIPTS = {path.stem for path in REPO.glob("*.py")}  # TER, IER, ..., predict, sweep: the commands at the root
 
 
@@ -49,6 +53,40 @@ def test_no_module_is_over_350_lines():
     lengths = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in modules().items()}
     assert len(lengths) > 30  # the package and the scripts were found
     assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}
+
+
+def functions() -> list[tuple[str, ast.FunctionDef]]:
+    """Every function and method of the package and the scripts, with its module's name."""
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found.append((name, node))
+    return found
+
+
+def test_no_function_is_over_60_lines_but_a_scripts_main_over_90():
+    every = functions()
+    assert len(every) > 300  # the functions were found
+    too_long = {}
+    for module, node in every:
+        lines = node.end_lineno - node.lineno + 1
+        limit = MAX_MAIN_LINES if module in SCRIPTS and node.name == "main" else MAX_FUNCTION_LINES
+        if lines > limit:
+            too_long[f"{module}.{node.name}"] = lines
+    assert too_long == {}
+
+
+def test_no_function_takes_more_than_8_parameters():
+    too_many = {}
+    for module, node in functions():
+        arguments = node.args
+        names = [a.arg for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs)]
+        names += [a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None]
+        count = len([n for n in names if n not in ("self", "cls")])
+        if count > MAX_PARAMETERS:
+            too_many[f"{module}.{node.name}"] = count
+    assert too_many == {}
 
 
 def test_no_import_circle():

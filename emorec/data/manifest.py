@@ -101,120 +101,44 @@ def read_manifest(
 ) -> Manifest:
     """Read and check a manifest.
 
-    Takes the manifest CSV's path, the folder its image paths are relative to,
-    and optionally the class names (see :func:`read_class_names`). With
-    ``images_required=False`` (a text-only phase) the image column may be
-    missing or empty: such rows need an ``id`` and are their own group, and
-    their ``image_path`` is empty; images that are named must still exist. Returns a
-    DataFrame with columns ``id`` (str), ``label`` (int class index), ``text``,
-    ``image_path`` (absolute), ``group`` (the tweet the row belongs to) and,
-    when the manifest has one, ``split``: the :class:`Manifest`'s ``frame``, beside its class names and image
-    root.
+    Takes the manifest CSV's path, the folder its image paths are relative to, and optionally the class names
+    (see :func:`read_class_names`). With ``images_required=False`` (a text-only phase) the image column may be
+    missing or empty: such rows need an ``id`` and are their own group, and their ``image_path`` is empty; images
+    that are named must still exist. Returns the :class:`Manifest`: a frame with columns ``id`` (str), ``label``
+    (int class index), ``text``, ``image_path`` (absolute), ``group`` (the tweet the row belongs to) and, when
+    the manifest has one, ``split``, beside its class names and image root.
 
-    Raises one :class:`InputError` that lists every problem found (missing
-    file or columns; unknown labels, empty texts, duplicated ids, bad split
-    values, image files that do not exist), naming the file, the first rows of
-    each kind and what to do.
+    Raises one :class:`InputError` that lists every problem found (missing file or columns; unknown labels,
+    empty texts, duplicated ids, bad split values, image files that do not exist), naming the file, the first
+    rows of each kind and what to do.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path}\n{manifest_fix(path)}")
     names = read_class_names(path, class_names)
-    raw = read_csv_table(path, "manifest")
-    if not images_required and "image" not in raw.columns:
-        raw["image"] = ""
-    missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
-    if missing:
-        raise InputError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(raw.columns) or 'none'}.\n"
-            "A manifest needs the header label,text,image (optional: id, split, group)."
-        )
-    if raw.empty:
-        raise InputError(f"{path}: the manifest has a header but no rows.")
-
-    raw = raw.apply(lambda column: column.str.strip())
-    problems: list[str] = []
-
-    @functools.cache
-    def line() -> pd.Series:
-        """Each row's line as an editor shows it (the header is line 1; a text over several lines counts them all),
-        read only when there is a problem to report."""
-        try:
-            starts = record_lines(path)
-        except (ValueError, csv.Error):
-            starts = []
-        return pd.Series(starts if len(starts) == len(raw) else raw.index + 2, index=raw.index)
-
-    def flag(bad: pd.Series, title: str, fix: str, shown: pd.Series | None = None) -> None:
-        """Record a problem for the rows where ``bad`` holds: each by line, with its ``shown`` value."""
-        if bad.any():
-            rows = [f"line {line()[i]}" + ("" if shown is None else f": {shown[i]!r}") for i in raw.index[bad]]
-            problems.append(_problem(title.replace("{count}", str(bad.sum())), rows, fix))
-
-    labels = parse_labels(raw["label"], names)
-    flag(
-        labels.isna(),
-        "unknown label in {count} row(s)",
-        f"a label is a class index 0..{len(names) - 1} or one of: {', '.join(names)} "
-        f"(other classes: list them in {class_names_path(path).name}, one per line)",
-        shown=raw["label"],
-    )
-    flag(
-        raw["text"] == "",
-        "empty or missing text in {count} row(s)",
-        "give every row its tweet's text, or remove the row",
-    )
-    empty_image = raw["image"] == ""
+    raw = _read_rows(path, images_required)
+    problems = _Problems(path, raw)
+    labels = _checked_labels(problems, raw, names)
     if images_required:
-        flag(
-            empty_image,
+        problems.flag(
+            raw["image"] == "",
             "empty image path in {count} row(s)",
             "give every row its image file, relative to the image root",
         )
-
-    stems = raw["image"].map(image_stem)
-    ids = raw["id"] if "id" in raw.columns else stems
-    empty_id = ids == ""
-    flag(
-        empty_id,
-        "empty id in {count} row(s)",
-        "give every row an id, or drop the id column to use the image file names"
-        + ("" if images_required else " (a row without an image needs an id column)"),
-    )
-    duplicated = ids.duplicated(keep=False) & ~empty_id
-    if duplicated.any():
-        repeats = line()[duplicated].groupby(ids[duplicated], sort=False).agg(list)
-        problems.append(
-            _problem(
-                f"duplicated id in {duplicated.sum()} row(s)",
-                [f"id {key!r} on lines {', '.join(map(str, rows))}" for key, rows in repeats.items()],
-                "every row needs its own id (by default the image file's name without extension)",
-            )
-        )
-
+    ids, stems = _checked_ids(problems, raw, images_required)
     if "split" in raw.columns:
         raw["split"] = raw["split"].str.lower()
-        flag(
+        problems.flag(
             ~raw["split"].isin(SPLITS),
             "bad split value in {count} row(s)",
             f"a split is one of {', '.join(SPLITS)}; or drop the column to split automatically",
             shown=raw["split"],
         )
-
     image_root = Path(image_root)
-    image_paths, found = resolve_image_paths(raw["image"], image_root)
-    image_paths[empty_image] = ""
-    flag(
-        ~found & ~empty_image,
-        f"{{count}} image file(s) not found under the image root {image_root}",
-        "check --image-root; image paths are relative to it (the paper's "
-        "'/data_bt4sa/76809/<id>-1.jpg' also resolves as '<root>/76809/<id>-1.jpg')",
-        shown=image_paths,
-    )
-
-    if problems:
-        raise InputError(f"{path}: the manifest has problems.\n" + "\n".join(problems))
-
+    image_paths = _checked_images(problems, raw, image_root)
+    if problems.found:
+        raise InputError(f"{path}: the manifest has problems.\n" + "\n".join(problems.found))
+    empty_image = raw["image"] == ""
     frame = pd.DataFrame(
         {
             "id": ids,
@@ -227,6 +151,102 @@ def read_manifest(
     if "split" in raw.columns:
         frame["split"] = raw["split"]
     return Manifest(frame.reset_index(drop=True), names, str(image_root.resolve()))
+
+
+def _checked_labels(problems: _Problems, raw: pd.DataFrame, names: list[str]) -> pd.Series:
+    """Each row's class index (NaN where unknown); unknown labels and empty texts flagged."""
+    labels = parse_labels(raw["label"], names)
+    problems.flag(
+        labels.isna(),
+        "unknown label in {count} row(s)",
+        f"a label is a class index 0..{len(names) - 1} or one of: {', '.join(names)} "
+        f"(other classes: list them in {class_names_path(problems.path).name}, one per line)",
+        shown=raw["label"],
+    )
+    problems.flag(
+        raw["text"] == "",
+        "empty or missing text in {count} row(s)",
+        "give every row its tweet's text, or remove the row",
+    )
+    return labels
+
+
+def _read_rows(path: Path, images_required: bool) -> pd.DataFrame:
+    """The manifest's rows as text, stripped; refused without its columns or rows."""
+    raw = read_csv_table(path, "manifest")
+    if not images_required and "image" not in raw.columns:
+        raw["image"] = ""
+    missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(raw.columns) or 'none'}.\n"
+            "A manifest needs the header label,text,image (optional: id, split, group)."
+        )
+    if raw.empty:
+        raise InputError(f"{path}: the manifest has a header but no rows.")
+    return raw.apply(lambda column: column.str.strip())
+
+
+class _Problems:
+    """The problems found in a manifest's rows (``raw``), each with the first offending lines."""
+
+    def __init__(self, path: Path, raw: pd.DataFrame):
+        self.path, self.raw, self.found = path, raw, []
+
+    @functools.cached_property
+    def lines(self) -> pd.Series:
+        """Each row's line as an editor shows it (the header is line 1; a text over several lines counts them
+        all), read only when there is a problem to report."""
+        try:
+            starts = record_lines(self.path)
+        except (ValueError, csv.Error):
+            starts = []
+        return pd.Series(starts if len(starts) == len(self.raw) else self.raw.index + 2, index=self.raw.index)
+
+    def flag(self, bad: pd.Series, title: str, fix: str, shown: pd.Series | None = None) -> None:
+        """Record a problem for the rows where ``bad`` holds: each by line, with its ``shown`` value."""
+        if bad.any():
+            rows = [f"line {self.lines[i]}" + ("" if shown is None else f": {shown[i]!r}") for i in self.raw.index[bad]]
+            self.found.append(_problem(title.replace("{count}", str(bad.sum())), rows, fix))
+
+
+def _checked_ids(problems: _Problems, raw: pd.DataFrame, images_required: bool) -> tuple[pd.Series, pd.Series]:
+    """Each row's id (the id column, else its image file's stem) and image stem; empty and repeated ids flagged."""
+    stems = raw["image"].map(image_stem)
+    ids = raw["id"] if "id" in raw.columns else stems
+    empty_id = ids == ""
+    problems.flag(
+        empty_id,
+        "empty id in {count} row(s)",
+        "give every row an id, or drop the id column to use the image file names"
+        + ("" if images_required else " (a row without an image needs an id column)"),
+    )
+    duplicated = ids.duplicated(keep=False) & ~empty_id
+    if duplicated.any():
+        repeats = problems.lines[duplicated].groupby(ids[duplicated], sort=False).agg(list)
+        problems.found.append(
+            _problem(
+                f"duplicated id in {duplicated.sum()} row(s)",
+                [f"id {key!r} on lines {', '.join(map(str, rows))}" for key, rows in repeats.items()],
+                "every row needs its own id (by default the image file's name without extension)",
+            )
+        )
+    return ids, stems
+
+
+def _checked_images(problems: _Problems, raw: pd.DataFrame, image_root: Path) -> pd.Series:
+    """Each row's image path under ``image_root`` (empty for a row without one); missing images flagged."""
+    empty_image = raw["image"] == ""
+    image_paths, found = resolve_image_paths(raw["image"], image_root)
+    image_paths[empty_image] = ""
+    problems.flag(
+        ~found & ~empty_image,
+        f"{{count}} image file(s) not found under the image root {image_root}",
+        "check --image-root; image paths are relative to it (the paper's "
+        "'/data_bt4sa/76809/<id>-1.jpg' also resolves as '<root>/76809/<id>-1.jpg')",
+        shown=image_paths,
+    )
+    return image_paths
 
 
 def parse_labels(values: pd.Series, class_names: Sequence[str]) -> pd.Series:

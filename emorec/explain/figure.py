@@ -15,11 +15,8 @@ from emorec.fusion import MEMBERS
 def draw(explanation: Explanation, original=None):
     """The explanation as one matplotlib Figure: the image (``original``, a PIL image, or the pixels the model saw)
     with IER's and the fusion model's heat maps, the words coloured by importance, bars of the probabilities."""
-    from matplotlib import colormaps
-    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
 
-    names = explanation.class_names
     shown = np.asarray(original.convert("RGB")) if original is not None else explanation.pixels
     figure = Figure(figsize=(12, 8.2), dpi=100)
     grid = figure.add_gridspec(3, 3, height_ratios=[3.2, 1.6, 2.2], hspace=0.4, wspace=0.25)
@@ -31,6 +28,15 @@ def draw(explanation: Explanation, original=None):
         fontsize=11,
     )
 
+    _draw_images(figure, grid, explanation, shown)
+    _draw_words(figure.add_subplot(grid[1, :]), explanation)
+    _draw_probabilities(figure.add_subplot(grid[2, :2]), explanation)
+    _draw_modalities(figure.add_subplot(grid[2, 2]), explanation)
+    return figure
+
+
+def _draw_images(figure, grid, explanation: Explanation, shown: np.ndarray) -> None:
+    """The image, then each heat model's map over it, along the grid's first row."""
     axes = figure.add_subplot(grid[0, 0])
     axes.imshow(shown)
     axes.set_title("image", fontsize=10)
@@ -44,7 +50,12 @@ def draw(explanation: Explanation, original=None):
         axes.set_title(f"{model_name(phase)}: {method} for {explanation.predicted_class}", fontsize=10)
         axes.axis("off")
 
-    axes = figure.add_subplot(grid[1, :])
+
+def _draw_words(axes, explanation: Explanation) -> None:
+    """Each word model's words, as chips coloured by their importance for the predicted class."""
+    from matplotlib import colormaps
+    from matplotlib.colors import TwoSlopeNorm
+
     axes.axis("off")
     scale = max([float(np.abs(v).max()) for _, v in explanation.words.values() if len(v)] + [1e-6])
     norm, cmap = TwoSlopeNorm(0.0, -scale, scale), colormaps["RdBu_r"]
@@ -71,7 +82,10 @@ def draw(explanation: Explanation, original=None):
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": cmap(norm(value)), "edgecolor": "none"},
             )
 
-    axes = figure.add_subplot(grid[2, :2])
+
+def _draw_probabilities(axes, explanation: Explanation) -> None:
+    """Bars of each member's and the late fusion's probabilities, per class."""
+    names = explanation.class_names
     models = [*MEMBERS, "Late_fusion"]
     width = 0.8 / len(models)
     for k, phase in enumerate(models):
@@ -87,7 +101,9 @@ def draw(explanation: Explanation, original=None):
     axes.set_title("each model's probabilities", fontsize=10)
     axes.legend(fontsize=8, ncols=2)
 
-    axes = figure.add_subplot(grid[2, 2])
+
+def _draw_modalities(axes, explanation: Explanation) -> None:
+    """The late-fused probability of the predicted class from both modalities, the text alone, the image alone."""
     shares = [explanation.modalities[m][explanation.prediction] for m in MODALITIES]
     axes.barh(range(len(MODALITIES)), shares, color=["#555555", "#c44e52", "#4c72b0"])
     axes.set_yticks(range(len(MODALITIES)), ["both", "text alone", "image alone"], fontsize=9)
@@ -95,7 +111,6 @@ def draw(explanation: Explanation, original=None):
     axes.set_xlim(0, 1)
     axes.set_xlabel(f"late-fused probability of {explanation.predicted_class}")
     axes.set_title("modalities", fontsize=10)
-    return figure
 
 
 def png_bytes(explanation: Explanation, original=None) -> bytes:

@@ -150,16 +150,28 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
     flask = _flask()
     from werkzeug.exceptions import RequestEntityTooLarge
 
-    from emorec.explain.figure import png_bytes
-    from emorec.explain.output import cut_note, to_json
-    from emorec.predictor import require_texts
-
     app = flask.Flask("emorec", template_folder=TEMPLATES)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1_000_000)
-    runs = Runs(checkpoint_dir)
-    default = default_run or ROOT_RUN
+    site = _Site(flask, Runs(checkpoint_dir), default_run or ROOT_RUN, checkpoint_dir, max_upload_mb)
+    app.get("/")(site.index)
+    app.post("/")(site.submit)
+    app.post("/api/predict")(site.api_predict)
+    app.errorhandler(RequestEntityTooLarge)(site.too_large)
+    app.runs = site.runs
+    return app
 
-    def answer(form, image) -> dict:
+
+class _Site:
+    """The page's views over the runs in ``checkpoint_dir`` (:class:`Runs`), ``default`` preselected."""
+
+    def __init__(self, flask, runs: Runs, default: str, checkpoint_dir: Path, max_upload_mb: float):
+        self.flask, self.runs, self.default = flask, runs, default
+        self.checkpoint_dir, self.max_upload_mb = checkpoint_dir, max_upload_mb
+
+    def answer(self, form, image) -> dict:
+        """The explained prediction for the form's text and the uploaded ``image`` (name, bytes)."""
+        from emorec.predictor import require_texts
+
         text = form.get("text") or ""
         if image is None:
             raise BadInput("choose an image file")
@@ -172,78 +184,66 @@ def create_app(checkpoint_dir: Path, default_run: str | None = None, max_upload_
             require_texts([text], "the text box")  # the rule predict.py follows too
         except InputError as error:
             raise BadInput(str(error)) from error
-        models, explainer = runs.get(form.get("run", default))
+        models, explainer = self.runs.get(form.get("run", self.default))
         pixels, original = read_upload(image[1], image[0], models.image_size)
         explanation = explainer.explain(text.strip(), pixels, image[0])
         return {"explanation": explanation, "original": original}
 
-    def page(status: int = 200, image=None, **values):
+    def page(self, status: int = 200, image=None, **values):
         kept = None if image is None else {"name": image[0], "data": base64.b64encode(image[1]).decode("ascii")}
-        return flask.render_template(
+        return self.flask.render_template(
             "page.html",
-            runs=runs.names(),
-            selected=values.pop("run", default),
-            checkpoint_dir=str(checkpoint_dir),
-            limit_mb=max_upload_mb,
+            runs=self.runs.names(),
+            selected=values.pop("run", self.default),
+            checkpoint_dir=str(self.checkpoint_dir),
+            limit_mb=self.max_upload_mb,
             kept=kept,
             **values,
         ), status
 
-    @app.get("/")
-    def index():
-        return page()
+    def index(self):
+        return self.page()
 
-    @app.post("/")
-    def submit():
-        form = flask.request.form
-        image = None
+    def submit(self):
+        from emorec.explain.figure import png_bytes
+        from emorec.explain.output import cut_note, to_json
+
+        form, image = self.flask.request.form, None
+        run = form.get("run", self.default)
         try:
-            image = chosen_image(form, flask.request.files)
-            result = answer(form, image)
+            image = chosen_image(form, self.flask.request.files)
+            result = self.answer(form, image)
         except BadInput as error:
-            return page(
-                error.status, image=image, error=str(error), text=form.get("text", ""), run=form.get("run", default)
-            )
+            return self.page(error.status, image=image, error=str(error), text=form.get("text", ""), run=run)
         explanation = result["explanation"]
         picture = base64.b64encode(png_bytes(explanation, result["original"])).decode("ascii")
         data = to_json(explanation)
-        return page(
-            image=image,
-            result=data,
-            picture=picture,
-            text=explanation.text,
-            run=form.get("run", default),
-            models=MODEL_NAMES,
-            cut=cut_note(data["text_cut"]) if data["text_cut"] else None,
+        cut = cut_note(data["text_cut"]) if data["text_cut"] else None
+        return self.page(
+            image=image, result=data, picture=picture, text=explanation.text, run=run, models=MODEL_NAMES, cut=cut
         )
 
-    @app.post("/api/predict")
-    def api_predict():
-        form = flask.request.form
+    def api_predict(self):
+        from emorec.explain.output import cut_note, to_json
+
+        form = self.flask.request.form
         try:
-            explanation = answer(form, chosen_image(form, flask.request.files))["explanation"]
+            explanation = self.answer(form, chosen_image(form, self.flask.request.files))["explanation"]
         except BadInput as error:
             return {"error": str(error)}, error.status
         data = to_json(explanation)
         return {
-            "run": form.get("run", default),
-            "prediction": data["prediction"],
-            "class_names": data["class_names"],
-            "probabilities": data["probabilities"],
-            "text_cut": data["text_cut"],
+            "run": form.get("run", self.default),
+            **{key: data[key] for key in ("prediction", "class_names", "probabilities", "text_cut")},
             **({"note": cut_note(data["text_cut"])} if data["text_cut"] else {}),
             "explanation": data,
         }
 
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(error):
-        message = f"the upload is over this page's limit of {max_upload_mb:g} MB (--max-upload-mb)"
-        if flask.request.path.startswith("/api/"):
+    def too_large(self, error):
+        message = f"the upload is over this page's limit of {self.max_upload_mb:g} MB (--max-upload-mb)"
+        if self.flask.request.path.startswith("/api/"):
             return {"error": message}, 413
-        return page(413, error=message)
-
-    app.runs = runs
-    return app
+        return self.page(413, error=message)
 
 
 def serve(checkpoint_dir: Path, default_run: str | None, host: str, port: int, max_upload_mb: float) -> int:
