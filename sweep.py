@@ -25,9 +25,10 @@ import IER
 import Intermediate_fusion
 import Late_fusion
 import TER
-from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, run_folders, setup_logging, unit_fraction
+from emorec.cli import ArgumentParser, HelpFormatter, positive_int, run, setup_logging, unit_fraction
 from emorec.label_efficiency import PASS_THROUGH, Sweep, run_sweep
 from emorec.presets import require_local_preset
+from emorec.runs import RunFolders
 
 # What every setting runs, in order: each phase's name and its entry point.
 PHASES = {
@@ -159,7 +160,7 @@ def sweep_plan(args) -> Sweep:
         args.fractions,
         args.seeds,
         args.run_prefix,
-        run_folders(args),
+        RunFolders(args.checkpoint_dir, args.log_dir, args.prob_dir),
         Path(args.results_dir),
         leading={**{phase: data for phase in PASS_THROUGH}, "Late_fusion": manifest},
         training=["--epoch", str(args.epochs)] if args.epochs else [],

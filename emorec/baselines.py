@@ -187,7 +187,7 @@ def fit_baseline(
     x_val = x[val_rows]
     best = None
     # One BLAS thread: lbfgs makes many small products (rows x features by features x classes), where threads
-    # cost more than they give; on two CPU cores the fits ran 2 to 6 times faster (benchmarks/baselines_scale.py).
+    # cost more than they give (benchmarks/baselines_scale.py; figures in docs/phases.md).
     with threadpool_limits(1):
         for C in C_GRID:
             model = LogisticRegression(

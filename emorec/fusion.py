@@ -45,6 +45,20 @@ METHOD_NAMES = {
     "Late_fusion_with_baselines": "Late fusion of the three and the baselines (weights chosen on val)",
     "Stacker_with_baselines": "Stacker on the three and the baselines (fitted on val)",
 }
+# The same names, shorter where they would not fit a table column or a legend (the sweep's).
+SHORT_METHOD_NAMES = {
+    **METHOD_NAMES,
+    "Late_fusion": "Late fusion",
+    "Stacker": "LR stacker",
+    "Baseline_text": "TF-IDF + LR",
+    "Baseline_image": "Linear probe",
+    "Baseline_both": "LR text + image",
+    "Late_fusion_with_baselines": "Late fusion + baselines",
+    "Stacker_with_baselines": "LR stacker + baselines",
+    "ZeroShot_image": "0 labels: image",
+    "ZeroShot_text": "0 labels: text",
+    "ZeroShot_both": "0 labels: both",
+}
 # The comparison the summary makes: the best fusion of text and image against the best single modality, each the
 # best by validation macro-F1 (the test rows choose nothing).
 SINGLE_MODALITY = ("TER", "IER", "Baseline_text", "Baseline_image")

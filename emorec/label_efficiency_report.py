@@ -7,26 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emorec.baselines import BASELINE_NAMES
-from emorec.fusion import FUSIONS, FUSIONS_WITH_BASELINES, METHOD_NAMES, METHODS
+from emorec.fusion import FUSIONS, FUSIONS_WITH_BASELINES, METHODS, SHORT_METHOD_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-# The report's names, two of them shortened to fit a table column and a legend.
-LABELS = {
-    **METHOD_NAMES,
-    "Late_fusion": "Late fusion",
-    "Stacker": "LR stacker",
-    "Baseline_text": "TF-IDF + LR",
-    "Baseline_image": "Linear probe",
-    "Baseline_both": "LR text + image",
-    "Late_fusion_with_baselines": "Late fusion + baselines",
-    "Stacker_with_baselines": "LR stacker + baselines",
-    "ZeroShot_image": "0 labels: image",
-    "ZeroShot_text": "0 labels: text",
-    "ZeroShot_both": "0 labels: both",
-}
 
 
 INTERVALS_NOTE = (
@@ -115,7 +99,7 @@ def gains_block(gains) -> str:
         "accuracy [paired 95 % interval, seeds and test tweets resampled together]; the better modality is the "
         "one with the higher mean test macro-F1, a choice that favours it)",
         "",
-        "| fraction | better modality | " + " | ".join(LABELS[f] for f in fusions) + " |",
+        "| fraction | better modality | " + " | ".join(SHORT_METHOD_NAMES[f] for f in fusions) + " |",
         "|---:|---|" + "---|" * len(fusions),
     ]
     for fraction, rows in gains.groupby("fraction"):
@@ -127,7 +111,7 @@ def gains_block(gains) -> str:
             for row in rows.itertuples()
         }
         lines.append(
-            f"| {fraction:g} | {LABELS[rows['modality'].iloc[0]]} | "
+            f"| {fraction:g} | {SHORT_METHOD_NAMES[rows['modality'].iloc[0]]} | "
             + " | ".join(cells.get(f, "") for f in fusions)
             + " |"
         )
@@ -149,7 +133,9 @@ def write_label_efficiency(table, predictions: dict, class_names: list[str], res
     methods = [method for method in METHODS if method in set(table["method"])]
     stats = seed_intervals(table, predictions, class_names)
     header = [
-        "| fraction | training labels | + val labels | seeds | " + " | ".join(LABELS[m] for m in methods) + " |",
+        "| fraction | training labels | + val labels | seeds | "
+        + " | ".join(SHORT_METHOD_NAMES[m] for m in methods)
+        + " |",
         "|---:|---:|---:|---:|" + "---:|" * len(methods),
     ]
     blocks = [INTERVALS_NOTE]
@@ -202,7 +188,7 @@ def curve_figure(stats, methods: list[str]):
                 yerr=spread,
                 marker=MARKERS[index % len(MARKERS)],
                 capsize=3,
-                label=LABELS[method],
+                label=SHORT_METHOD_NAMES[method],
                 linestyle="--" if method in BASELINE_NAMES else "-",
             )
         ticks = sorted(stats["labels"].unique())

@@ -3,7 +3,7 @@
 bfloat16 and float16 run Keras' mixed-precision policies (``mixed_bfloat16``,
 ``mixed_float16``): weights stay float32, the arithmetic runs in the lower
 precision. They pay where the hardware has it: bfloat16 on CPUs with
-AVX512_BF16 or AMX (VGG16 ran about 2x faster than float32 on such a CPU) and
+AVX512_BF16 or AMX (docs/phases.md gives the figures) and
 on GPUs of compute capability 8.0 or more; float16 on GPUs of 7.0 or more.
 Elsewhere they are emulated and slower than float32. ``auto`` takes bfloat16
 where it is native and float32 elsewhere, and the log says which and why.

@@ -18,7 +18,7 @@ from emorec.data.dataset import load_dataset
 from emorec.data.splits import labelled_training_rows
 from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 from emorec.errors import InputError
-from emorec.fusion import METHODS
+from emorec.fusion import METHODS, SHORT_METHOD_NAMES
 from emorec.zero_shot import ZERO_SHOT_NAMES
 
 # Every method but the zero-label ones, which a VGG16 run (no text tower: --zero-shot auto leaves them out) lacks.
@@ -62,7 +62,7 @@ def test_the_sweep_writes_one_row_per_setting_and_method(small_sweep):
     weighted = markdown.split("**Test weighted-F1**")[1].split("**")[0]
     header, *rows = (line.split("|") for line in weighted.splitlines() if line.startswith("| "))
     fraction_row = next(cells for cells in rows if cells[1].strip() == "0.25")
-    late_cell = fraction_row[[cell.strip() for cell in header].index(label_efficiency_report.LABELS["Late_fusion"])]
+    late_cell = fraction_row[[cell.strip() for cell in header].index(SHORT_METHOD_NAMES["Late_fusion"])]
     assert float(late_cell.split()[0]) == pytest.approx(row["weighted_f1"], abs=5e-4)
     assert "redraws both the seeds and the test tweets" in markdown and "+ val labels" in markdown
     assert (table["validation_labels"] == summary["split_sizes"]["val"]).all()
@@ -78,7 +78,7 @@ def test_the_sweep_writes_one_row_per_setting_and_method(small_sweep):
     gains = markdown.split("**Fusion minus the better single modality**")[1]
     gain_row = next(line for line in gains.splitlines() if line.startswith("| 0.25 |"))
     cells = [cell.strip() for cell in gain_row.strip("|").split("|")]
-    assert cells[1] == label_efficiency_report.LABELS[modality]
+    assert cells[1] == SHORT_METHOD_NAMES[modality]
     late = cells[2:][["Intermediate_fusion", "Average", "Late_fusion", "Stacker"].index("Late_fusion")]
     assert float(late.split()[0]) == pytest.approx(means["Late_fusion"] - means[modality], abs=5e-4)
     low, high = (float(v) for v in late.split("/")[0].split("[")[1].rstrip("] ").split(","))
@@ -243,7 +243,7 @@ def test_the_curve_keeps_its_legend_clear_of_the_lines_and_tells_equal_curves_ap
     figure = label_efficiency_report.curve_figure(stats, methods)
     figure.canvas.draw()
     (legend,) = figure.legends
-    assert [text.get_text() for text in legend.get_texts()] == [label_efficiency_report.LABELS[m] for m in methods]
+    assert [text.get_text() for text in legend.get_texts()] == [SHORT_METHOD_NAMES[m] for m in methods]
     box = legend.get_window_extent()
     for axis in figure.axes:
         assert axis.get_legend() is None and not box.overlaps(axis.get_window_extent())

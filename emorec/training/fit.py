@@ -217,10 +217,8 @@ def _training_summary(state: dict, options: TrainingOptions, done: int, seconds:
     }
 
 
-# On CPU (benchmarks/xla_step.py, two cores) XLA paid only for a small network without recurrent layers: IER's head
-# on 512 pooled features 1.12x faster in float32, 2.12x in bfloat16; on VGG16's 25,088 flattened features 0.49x and
-# 0.77x (FusedAdam's one pass over the 25 M weights beats XLA's); TER's BiLSTM network 0.67x (5,000 words) and
-# 0.44x (40,000 words).
+# On CPU XLA pays only for a small network without recurrent layers: over a big Dense layer FusedAdam's one pass
+# beats it, and recurrent layers slow it (benchmarks/xla_step.py; figures in docs/long_runs.md).
 XLA_CPU_MAX_WEIGHTS = 5_000_000
 
 

@@ -19,9 +19,8 @@ class FusedAdam(keras.optimizers.Adam):
     formula; weights agree to float rounding). Without XLA, which stays off on
     CPU and under op determinism, Keras runs Adam as a dozen elementwise ops
     per weight tensor, each a pass over memory; the fused kernel makes one
-    pass. For the image heads' Dense layers at 224 px (25 M and 75 M weights)
-    a training step was 3.3x and 2.6x faster on two CPU cores
-    (``benchmarks/fused_adam.py``).
+    pass, which pays most for the image heads' large Dense layers
+    (``benchmarks/fused_adam.py``; figures in docs/phases.md).
     Sparse gradients (the tuned embedding's) and ``amsgrad`` take Keras' path.
     """
 
