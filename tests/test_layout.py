@@ -118,3 +118,19 @@ def test_only_the_commands_import_the_command_line():
     library = {name for name in graph if name.startswith("emorec") and not is_command(every[name])}
     assert "emorec.runs" in library and "emorec.demo" not in library
     assert {name for name in library if "emorec.cli" in graph[name]} == set()
+
+
+def test_no_library_function_takes_the_parsed_arguments():
+    """The library takes values (TrainingOptions, RunFolders, a dict of flags); only the command line module and
+    the commands (which parse their own) see an argparse Namespace."""
+    every = modules()
+    library = {name for name in every if name.startswith("emorec") and not is_command(every[name])} - {"emorec.cli"}
+    taking = set()
+    for module, node in functions():
+        if module in library:
+            arguments = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            if any(
+                a.arg == "args" or "Namespace" in ast.unparse(a.annotation or ast.Constant(None)) for a in arguments
+            ):
+                taking.add(f"{module}.{node.name}")
+    assert "emorec.runs" in library and taking == set()
