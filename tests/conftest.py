@@ -207,6 +207,11 @@ def assert_same_stored_features(actual, expected, recomputed: int = 0) -> None:
     )
 
 
+def _shapes(extractor) -> dict:
+    """What the extraction reads of an extractor besides its batches: its input and output shapes."""
+    return {"input_shape": extractor.input_shape, "output_shape": extractor.output_shape}
+
+
 def counting(extractor, calls: list):
     """``extractor``, recording the size of each batch it runs in ``calls``."""
 
@@ -214,9 +219,7 @@ def counting(extractor, calls: list):
         calls.append(len(batch))
         return extractor.predict_on_batch(batch)
 
-    return type(
-        "Counted", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(predict_on_batch)}
-    )
+    return type("Counted", (), {**_shapes(extractor), "predict_on_batch": staticmethod(predict_on_batch)})
 
 
 def dying_extractor(extractor, dies_at: int, error: type[BaseException], calls: list):
@@ -229,9 +232,7 @@ def dying_extractor(extractor, dies_at: int, error: type[BaseException], calls: 
             raise error()
         return extractor.predict_on_batch(batch)
 
-    return type(
-        "Dying", (), {"output_shape": extractor.output_shape, "predict_on_batch": staticmethod(predict_on_batch)}
-    )
+    return type("Dying", (), {**_shapes(extractor), "predict_on_batch": staticmethod(predict_on_batch)})
 
 
 def interrupt_after_epoch(monkeypatch, epoch: int) -> None:

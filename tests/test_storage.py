@@ -236,7 +236,7 @@ def test_a_disk_that_fills_while_extracting_is_an_error_and_the_store_goes_on_fr
 ):
     """No room while the second chunk's entries are recorded: exit 2 naming the file, no traceback, the first chunk
     kept; with room again the same command computes only the rest."""
-    monkeypatch.setattr(extraction, "ensure_features", functools.partial(extraction.ensure_features, chunk=16))
+    monkeypatch.setattr(extraction, "Extraction", functools.partial(extraction.Extraction, chunk=16))
     recorded = []
     real_record = FeatureStore.record
 
