@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.explain.examples import explain_examples
     from emorec.extraction import phase_features
     from emorec.fileio import write_json_atomic
-    from emorec.report import Report, fusion_notes, log_results_to_tensorboard
+    from emorec.report import Report, absent_class_notes, fusion_notes, log_results_to_tensorboard
     from emorec.runs import RunRecord, write_run_config
 
     # Data: the manifest and split as they are now, which every member must have used; their probabilities.
@@ -160,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The labels the run learnt from: the weights, the stacker (and every best epoch) add val's to training's.
     used = {"training": int(train.sum()), "validation": int((splits == "val").sum())}
     facts = {"data": dataset.fingerprint, "split_leakage": dataset.split_leakage, **choices, "labels_used": used}
+    facts["absent_classes"] = dataset.absent_classes
     notes = fusion_notes(paper["weights"], baselines, weighting, zero_shot_record, extended.get("weights"), fewer)
+    notes += absent_class_notes(dataset.absent_classes, len(class_names))
     commands = _phase_commands(recorded, argv)
     report = Report(manifest, rows, tweets, class_names, methods, scores, commands, facts, notes)
     results = Path(args.results_dir) / (args.run_name or "")

@@ -185,7 +185,7 @@ def fit_baseline(
     # SideBySide give float64 already: no copy then).
     x_train = x[train_rows].astype(np.float64, copy=False)
     x_val = x[val_rows]
-    best = None
+    best, val_classes = None, np.unique(labels[val_rows])
     # One BLAS thread: lbfgs makes many small products (rows x features by features x classes), where threads
     # cost more than they give (benchmarks/baselines_scale.py; figures in docs/phases.md).
     with threadpool_limits(1):
@@ -194,8 +194,8 @@ def fit_baseline(
                 C=C, max_iter=2000, class_weight=None if class_weight == "none" else class_weight, random_state=seed
             )
             model.fit(x_train, labels[train_rows])
-            score = f1_score(
-                labels[val_rows], model.predict(x_val), average="macro", labels=range(n_classes), zero_division=0
+            score = f1_score(  # over the classes val has, as every macro-F1 here (emorec.metrics.method_scores)
+                labels[val_rows], model.predict(x_val), average="macro", labels=val_classes, zero_division=0
             )
             if best is None or score > best[1]:
                 best = (model, score, C)

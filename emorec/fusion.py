@@ -188,7 +188,7 @@ def confusion_matrices(fused: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def accuracy_and_macro_f1(fused: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy and macro-F1 (scikit-learn's definition, 0 for a class never predicted nor present) per candidate.
+    """Accuracy and macro-F1 (over the classes with true rows, as everywhere here) per candidate.
 
     ``fused`` is (candidates, rows, classes), ``labels`` (rows,). Returns two (candidates,) arrays, computed from
     each candidate's confusion matrix (:func:`emorec.intervals.confusion_scores`).

@@ -10,8 +10,8 @@ are scored on the same resamples, and the interval is that of the difference.
 Accuracy, macro-F1 and weighted-F1 (the F1 of each class weighted by its true
 rows, what MVSA papers report) are computed from (weighted) confusion matrices,
 which gives exactly scikit-learn's ``accuracy_score`` and ``f1_score(average=
-"macro"`` or ``"weighted", labels=range(n_classes), zero_division=0)`` when
-every weight is 1.
+"macro"`` or ``"weighted", labels=<the classes present>, zero_division=0)`` when
+every weight is 1: macro-F1 averages the classes that have true rows.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ METRICS = ("accuracy", "macro_f1", "weighted_f1")
 def confusion_scores(confusions: np.ndarray) -> dict[str, np.ndarray]:
     """Accuracy, macro-F1 and weighted-F1 of confusion matrices (..., classes, classes; rows true, columns predicted).
 
-    A class that is neither true nor predicted anywhere has F1 0 (scikit-learn's
-    ``zero_division=0`` with every class listed). Returns ``{"accuracy", "macro_f1", "weighted_f1"}``, arrays of
+    Macro-F1 averages the classes with true rows (a class without any has no F1; one predicted but never
+    true still costs the others their precision). Returns ``{"accuracy", "macro_f1", "weighted_f1"}``, arrays of
     shape ``...``.
     """
     confusions = np.asarray(confusions, dtype=np.float64)
@@ -41,9 +41,10 @@ def confusion_scores(confusions: np.ndarray) -> dict[str, np.ndarray]:
     true, predicted = confusions.sum(axis=-1), confusions.sum(axis=-2)
     denominator = true + predicted
     f1 = np.divide(2 * hits, denominator, out=np.zeros_like(hits), where=denominator > 0)
+    present = true > 0
     return {
         "accuracy": hits.sum(axis=-1) / np.maximum(total, 1e-300),
-        "macro_f1": f1.mean(axis=-1),
+        "macro_f1": (f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1),
         "weighted_f1": (f1 * true).sum(axis=-1) / np.maximum(total, 1e-300),
     }
 

@@ -17,9 +17,10 @@ def classification_metrics(
     """Score predictions (the argmax of ``probabilities``) per split, with scikit-learn.
 
     Returns ``{"splits": {split: {"n", "accuracy", "macro_f1", "weighted_f1",
-    "majority_accuracy"}}, "test_per_class": {class: {"precision", "recall",
+    "majority_accuracy"[, "absent_classes"]}}, "test_per_class": {class: {"precision", "recall",
     "f1", "support"}}}`` (per split as :func:`method_scores`); the majority
-    rate predicts the most common training class.
+    rate predicts the most common training class; ``absent_classes`` names the classes a split has no row of
+    (its macro-F1 averages the others).
     """
     labels, splits = np.asarray(labels), np.asarray(splits)
     predictions = np.asarray(probabilities).argmax(axis=1)
@@ -27,6 +28,9 @@ def classification_metrics(
     per_split = method_scores(labels, probabilities, splits)
     for split, scores in per_split.items():
         scores["majority_accuracy"] = float((labels[splits == split] == majority).mean())
+        absent = sorted(set(range(len(class_names))) - set(labels[splits == split]))
+        if absent:  # macro-F1 leaves them out: say which
+            scores["absent_classes"] = [class_names[c] for c in absent]
     test = splits == "test"
     report = classification_report(
         labels[test],
@@ -73,7 +77,9 @@ def class_probabilities(model, x, n_classes: int) -> np.ndarray:
 def method_scores(labels: np.ndarray, probabilities: np.ndarray, splits: Sequence[str]) -> dict:
     """Accuracy, macro-F1 and weighted-F1 (scikit-learn) per split, on the rows this method scored (no NaN).
 
-    Returns ``{split: {"n", "accuracy", "macro_f1", "weighted_f1"}}``.
+    Macro-F1 averages the classes present in that split's rows (a class without rows there has no F1, and
+    counting it as 0 would lower the mean for a reason that is not the method's). Returns ``{split: {"n",
+    "accuracy", "macro_f1", "weighted_f1"}}``.
     """
     labels, splits, probabilities = np.asarray(labels), np.asarray(splits), np.asarray(probabilities)
     scored = ~np.isnan(probabilities).any(axis=1)
@@ -87,7 +93,7 @@ def method_scores(labels: np.ndarray, probabilities: np.ndarray, splits: Sequenc
                 "n": int(rows.sum()),
                 "accuracy": float(accuracy_score(truth, predicted)),
                 "macro_f1": float(
-                    f1_score(truth, predicted, average="macro", labels=range(n_classes), zero_division=0)
+                    f1_score(truth, predicted, average="macro", labels=np.unique(truth), zero_division=0)
                 ),
                 "weighted_f1": float(
                     f1_score(truth, predicted, average="weighted", labels=range(n_classes), zero_division=0)

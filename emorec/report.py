@@ -113,6 +113,15 @@ def fusion_notes(
     return notes
 
 
+def absent_class_notes(absent: dict[str, list[str]], n_classes: int) -> list[str]:
+    """A line for each split that lacks classes (``{split: [class, ...]}``): its macro-F1 averages the others."""
+    return [
+        f"The {split} split has no row of {', '.join(names)}: its macro-F1 averages the other "
+        f"{n_classes - len(names)} classes (a class without rows has no F1)."
+        for split, names in absent.items()
+    ]
+
+
 def test_predictions(rows: pd.DataFrame, tweets, methods: dict, class_names: Sequence[str]) -> pd.DataFrame:
     """Each method's prediction on every test row: ``id, tweet, label``, then one column per method with the
     predicted class name (empty where the method scored nothing). ``rows`` has id, split, label (index);

@@ -75,6 +75,22 @@ def test_point_scores_are_scikit_learns():
     )
 
 
+def test_every_macro_f1_averages_the_classes_with_true_rows():
+    """Issue 45: class 2 has no true row but is predicted once; the report's, the bootstrap's and the training
+    log's macro-F1 are all scikit-learn's over classes 0 and 1 (not a mean over three with a 0 for class 2)."""
+    from emorec.metrics import method_scores
+    from emorec.training.metrics import MacroF1
+
+    labels, predicted = np.array([0, 0, 1, 1, 1, 0]), np.array([0, 2, 1, 0, 1, 0])
+    expected = f1_score(labels, predicted, average="macro", labels=[0, 1])
+    assert expected != pytest.approx(f1_score(labels, predicted, average="macro", labels=range(3), zero_division=0))
+    assert point_scores(labels, predicted, 3)["macro_f1"] == pytest.approx(expected)
+    assert method_scores(labels, np.eye(3)[predicted], ["test"] * 6)["test"]["macro_f1"] == pytest.approx(expected)
+    metric = MacroF1(3)
+    metric.update_state(labels, np.eye(3)[predicted])
+    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
+
+
 def test_intervals_contain_the_estimate_shrink_with_more_tweets_and_repeat_with_the_seed():
     widths = []
     for n_tweets in (100, 1600):

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_image, write_manifest
+from sklearn.metrics import f1_score
 
 from emorec.data.dataset import load_dataset
 from emorec.data.splits import draw_split, split_path
 from emorec.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic_frame(tweets: int = 1500, seed: int = 0) -> pd.DataFrame:
@@ -130,13 +138,56 @@ def test_stored_split_that_no_longer_matches_is_an_error(tiny_dataset):
 
 def test_a_manifest_with_its_own_split_keeps_it(tmp_path):
     rows = []
-    for i, split in enumerate(["train", "val", "test", "TEST"]):
+    for i, split in enumerate(["train", "train", "val", "test", "TEST"]):
         write_image(tmp_path / f"{i}.jpg")
-        rows.append({"label": "0", "text": "t", "image": f"{i}.jpg", "split": split})
+        rows.append({"label": str(i % 2), "text": "t", "image": f"{i}.jpg", "split": split})
     manifest = write_manifest(tmp_path / "m.csv", rows)
-    frame = load_dataset(manifest, tmp_path, seed=0).frame
-    assert frame["split"].tolist() == ["train", "val", "test", "test"]
+    frame = load_dataset(manifest, tmp_path, seed=0, class_names=["yes", "no"]).frame
+    assert frame["split"].tolist() == ["train", "train", "val", "test", "test"]
     assert not split_path(manifest).exists()
+
+
+def test_a_class_a_given_split_lacks_is_named_and_left_out_of_macro_f1_and_one_without_training_rows_refused(
+    tmp_path, caplog
+):
+    """Issue 45: anger has training rows but none in test (a warning naming it, recorded for the report, and the
+    test macro-F1 over the other three); a class without training rows cannot be learnt (an error naming it)."""
+    from emorec.metrics import classification_metrics
+    from emorec.report import absent_class_notes
+
+    splits = ["train"] * 8 + ["val"] * 4 + ["test"] * 3
+    labels = [0, 1, 2, 3] * 2 + [0, 1, 2, 3] + [0, 1, 2]
+    rows = []
+    for i, (label, split) in enumerate(zip(labels, splits)):
+        write_image(tmp_path / f"{i}.jpg")
+        rows.append({"label": str(label), "text": f"text {i}", "image": f"{i}.jpg", "split": split})
+    dataset = load_dataset(write_manifest(tmp_path / "m.csv", rows), tmp_path)
+    assert dataset.absent_classes == {"test": ["anger"]}
+    assert "has no test rows of anger: test-set macro-F1 averages the other 3 classes" in caplog.text
+    probabilities = np.eye(4)[[0, 1, 2, 3] * 3 + [0, 3, 2]]  # test: happy right, sad called anger, hate right
+    scores = classification_metrics(labels, probabilities, splits, dataset.class_names)["splits"]["test"]
+    assert scores["absent_classes"] == ["anger"]
+    assert absent_class_notes(dataset.absent_classes, 4) == [
+        "The test split has no row of anger: its macro-F1 averages the other 3 classes (a class without rows has "
+        "no F1)."
+    ]
+    assert scores["macro_f1"] == pytest.approx((1 + 0 + 1) / 3)  # not (1 + 0 + 1 + 0) / 4
+    # The phase, as a user runs it: exit 0, the warning, and the test macro-F1 over the classes test has.
+    command = [sys.executable, str(REPO / "TER.py"), "--manifest", str(tmp_path / "m.csv"), "--glove", "none"]
+    outputs = ["--image-root", str(tmp_path), "--epoch", "1", "--checkpoint-dir", "c", "--prob-dir", "p"]
+    result = subprocess.run([*command, *outputs, "--log-dir", "l"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "has no test rows of anger: test-set macro-F1 averages the other 3 classes" in result.stderr
+    test = pd.read_csv(tmp_path / "p" / "text_prob.csv").query("split == 'test'")
+    truth, predicted = test["label"], test[["happy", "sad", "hate", "anger"]].idxmax(axis=1)
+    recorded = json.loads((tmp_path / "c" / "TER.metrics.json").read_text())["splits"]["test"]
+    assert recorded["macro_f1"] == pytest.approx(
+        f1_score(truth, predicted, average="macro", labels=["happy", "sad", "hate"], zero_division=0)
+    )
+    assert recorded["absent_classes"] == ["anger"]
+    rows[0]["split"] = rows[4]["split"] = "val"  # no happy row left in train
+    with pytest.raises(InputError, match=r"no training rows for 1 class\(es\): happy \(3 val, 1 test\)"):
+        load_dataset(write_manifest(tmp_path / "m.csv", rows), tmp_path)
 
 
 def test_a_drawn_split_keeps_tweets_and_normalised_texts_whole():
@@ -194,8 +245,8 @@ def leaky_manifest(folder):
     return write_manifest(
         folder / "leaky.csv",
         [
-            {"label": str(i % 4), "text": text, "image": f"{image_id}.jpg", "split": split}
-            for i, (_, image_id, text, split) in enumerate(rows)
+            {"label": label, "text": text, "image": f"{image_id}.jpg", "split": split}
+            for label, (_, image_id, text, split) in zip("0123112301", rows)  # every class in train
         ],
     )
 

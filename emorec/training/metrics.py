@@ -13,10 +13,10 @@ class MacroF1(keras.metrics.Metric):
 
     Accumulates the confusion matrix of sparse labels against
     ``argmax(y_pred)``, so an epoch's validation value is scikit-learn's
-    ``f1_score(average="macro", labels=range(num_classes), zero_division=0)``
-    on the whole validation split: a class neither present nor predicted
-    counts 0. Sample weights (from ``class_weight`` during training) weight
-    the counts.
+    ``f1_score(average="macro", labels=<the classes present>, zero_division=0)``
+    on the whole validation split: the mean over the classes with true rows
+    (:func:`emorec.metrics.method_scores`' rule). Sample weights (from
+    ``class_weight`` during training) weight the counts.
     """
 
     def __init__(self, num_classes: int, name: str = "macro_f1", **kwargs):
@@ -35,7 +35,8 @@ class MacroF1(keras.metrics.Metric):
         true_positive = ops.diagonal(self.confusion)
         denominator = ops.sum(self.confusion, axis=0) + ops.sum(self.confusion, axis=1)  # 2tp + fp + fn
         f1 = ops.where(denominator > 0, 2 * true_positive / ops.maximum(denominator, 1e-12), 0.0)
-        return ops.mean(f1)
+        present = ops.cast(ops.sum(self.confusion, axis=1) > 0, self.dtype)
+        return ops.sum(f1 * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self):
         self.confusion.assign(ops.zeros_like(self.confusion))
