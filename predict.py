@@ -132,10 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pandas as pd
 
     from emorec.data.manifest import resolve_image_paths
+    from emorec.fileio import record_lines
 
     if args.csv:
         table = _read_tweets(Path(args.csv))
-        require_texts(table["text"].tolist(), f"--csv {args.csv}")
+        require_texts(table["text"].tolist(), f"--csv {args.csv}", record_lines(args.csv))
         root = Path(args.image_root) if args.image_root else Path(args.csv).parent
         paths, exists = resolve_image_paths(table["image"].astype(str), root)
         if not exists.all():
@@ -232,9 +233,11 @@ def _read_tweets(path: Path):
 
 
 def _output_table(table, fused: dict):
-    """The input columns, then image_ok, each model's probabilities (<model>_<class>) and the prediction."""
+    """The input columns, then image_ok, text_cut, each model's probabilities (<model>_<class>) and the
+    prediction."""
     output = table.copy()
     output["image_ok"] = fused["image_ok"]
+    output["text_cut"] = fused["text_cut"]
     for phase in (*MEMBERS, "Late_fusion"):
         for column, name in enumerate(fused["class_names"]):
             output[f"{phase}_{name}"] = fused[phase][:, column]
@@ -246,7 +249,12 @@ def _json_rows(table, fused: dict) -> list[dict]:
     names = fused["class_names"]
     rows = []
     for i, (text, image) in enumerate(zip(table["text"], table["image"])):
-        row = {"text": text, "image": image, "image_ok": bool(fused["image_ok"][i])}
+        row = {
+            "text": text,
+            "image": image,
+            "image_ok": bool(fused["image_ok"][i]),
+            "text_cut": bool(fused["text_cut"][i]),
+        }
         for phase in (*MEMBERS, "Late_fusion"):
             scored = not any(map(math.isnan, fused[phase][i]))
             row[phase] = dict(zip(names, map(float, fused[phase][i]))) if scored else None
@@ -261,6 +269,8 @@ def _pretty(fused: dict) -> str:
     for phase in (*MEMBERS, "Late_fusion"):
         lines.append(f"{phase:<22}" + "".join(f"{p:9.3f}" for p in fused[phase][0]))
     lines.append(f"prediction: {names[int(fused['Late_fusion'][0].argmax())]}")
+    if fused["text_cut"][0]:
+        lines.append("text_cut: the text is longer than the text models read (--seq-len); only its first tokens count")
     return "\n".join(lines)
 
 

@@ -71,7 +71,9 @@ def read_csv_table(path: str | os.PathLike, what: str = "CSV file", lowercase: b
         with open(path, encoding="utf-8-sig", newline="") as lines:
             header = next(csv.reader(lines), [])
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (ValueError, csv.Error, OverflowError, OSError) as error:  # UnicodeDecodeError and pandas' are ValueErrors
+    except UnicodeDecodeError as error:
+        raise InputError(not_utf8(path, what)) from error
+    except (ValueError, csv.Error, OverflowError, OSError) as error:  # pandas' errors are ValueErrors
         raise InputError(
             f"{path}: the {what} cannot be read as a UTF-8 CSV file ({type(error).__name__}: {_short(error)})"
         ) from error
@@ -85,6 +87,26 @@ def read_csv_table(path: str | os.PathLike, what: str = "CSV file", lowercase: b
         raise InputError(f"{path}: the {what} names column(s) {', '.join(map(repr, repeated))} more than once.")
     table.columns = [name(column) for column in table.columns]
     return table
+
+
+def not_utf8(path: str | os.PathLike, what: str, limit: int = 10) -> str:
+    """The message for the text file ``path`` (a ``what``) that is not UTF-8: its first ``limit`` offending lines,
+    each with the column (in characters, as an editor counts them) and the byte that cannot be read."""
+    from emorec.errors import list_some
+
+    bad = []
+    with open(path, "rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                column = len(line[: error.start].decode("utf-8", errors="replace")) + 1
+                bad.append(f"line {number}, column {column}: byte 0x{line[error.start]:02x}")
+    return (
+        f"{path}: the {what} is not UTF-8 text ({len(bad)} line(s) with bytes UTF-8 cannot read):\n"
+        + list_some(bad, limit)
+        + "\n  what to do: save it as UTF-8 (a spreadsheet's 'CSV UTF-8', or `iconv -f latin1 -t utf-8`)"
+    )
 
 
 def record_lines(path: str | os.PathLike) -> list[int]:

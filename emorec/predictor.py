@@ -30,17 +30,18 @@ log = logging.getLogger("emorec")
 EMPTY_TEXT = "type the tweet's text (the text was empty)"
 
 
-def require_texts(texts: Sequence[str], where: str) -> None:
+def require_texts(texts: Sequence[str], where: str, lines: Sequence[int] | None = None) -> None:
     """The one rule for a tweet's text wherever it comes from (``predict.py --text``, ``--csv``, the page): not
-    empty, nor only blanks. Raises :class:`InputError` naming ``where`` (and the rows of a CSV) otherwise."""
-    empty = [number for number, text in enumerate(texts, start=1) if not str(text).strip()]
+    empty, nor only blanks. Raises :class:`InputError` naming ``where`` otherwise, and for a CSV the ``lines`` its
+    rows start on (:func:`emorec.fileio.record_lines`, as an editor numbers them)."""
+    empty = [row for row, text in enumerate(texts) if not str(text).strip()]
     if not empty:
         return
-    if len(texts) == 1:
+    if lines is None:
         raise InputError(f"{where}: {EMPTY_TEXT}")
-    shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+    shown = ", ".join(str(lines[row]) for row in empty[:10]) + (", ..." if len(empty) > 10 else "")
     raise InputError(
-        f"{where}: {len(empty)} row(s) with an empty text (data rows {shown}): every tweet needs "
+        f"{where}: {len(empty)} row(s) with an empty text (lines {shown}): every tweet needs "
         "its text; fill them in or leave those rows out"
     )
 
@@ -87,6 +88,7 @@ class RunModels:
     fusion_network: object
     shared_extractor: bool
     image_size: int
+    stored_images: StoredImages | None = None
 
     @classmethod
     def load(cls, checkpoints: str | Path) -> RunModels:
@@ -138,6 +140,7 @@ class RunModels:
             fusion_network=_network(models["Intermediate_fusion"], "fusion_network"),
             shared_extractor=shared,
             image_size=int(models["IER"].input_shape[1]),
+            stored_images=StoredImages.of_run(checkpoints, configs["IER"].flags) if shared else None,
         )
 
     def text_inputs(self, texts: Sequence[str]) -> tuple:
@@ -178,35 +181,118 @@ class RunModels:
 
         Returns ``{"class_names", "image_ok" (n,), <member> (n, classes) for each
         of TER, IER and Intermediate_fusion (NaN where the image is unreadable),
-        "Late_fusion" (n, classes)}``.
+        "Late_fusion" (n, classes), "text_cut" (n,)}``: ``text_cut`` marks the texts longer than a text model
+        reads (only their first tokens count), with one warning giving their count.
         """
         import keras
 
-        from emorec.images import image_batches
-
-        texts = list(texts)
-        scores = {phase: [] for phase in MEMBERS}
-        image_ok = []
+        texts, paths = list(texts), list(image_paths)
+        batch_size = max(1, min(batch_size, len(texts)))
+        members = {phase: np.full((len(texts), len(self.class_names)), np.nan) for phase in MEMBERS}
+        image_ok = np.zeros(len(texts), dtype=bool)
         bar = keras.utils.Progbar(len(texts), unit_name="tweet", verbose=1 if len(texts) > batch_size else 0)
-        for index, (pixels, ok) in enumerate(image_batches(list(image_paths), self.image_size, batch_size)):
-            ok = ok.numpy()
-            image_ok.append(ok)
-            batch = self.score(
-                *self.text_inputs(texts[index * batch_size : index * batch_size + len(ok)]),
-                *self.image_features(pixels),
-            )
+        for rows, ier_features, fusion_features, ok in self._feature_batches(paths, batch_size):
+            # Every batch padded to batch_size rows: each network traces once, whatever the last batch's size.
+            text = [_padded(inputs, batch_size) for inputs in self.text_inputs([texts[row] for row in rows])]
+            batch = self.score(*text, _padded(ier_features, batch_size), _padded(fusion_features, batch_size))
             for phase, probabilities in batch.items():
+                probabilities = probabilities[: len(rows)]
                 if phase != "TER":
                     probabilities[~ok] = np.nan
-                scores[phase].append(probabilities)
-            bar.add(len(ok))
-        members = {phase: np.concatenate(parts) for phase, parts in scores.items()}
+                members[phase][rows] = probabilities
+            image_ok[rows] = ok
+            bar.add(len(rows))
         return {
             "class_names": self.class_names,
-            "image_ok": np.concatenate(image_ok),
+            "image_ok": image_ok,
             **members,
             "Late_fusion": self.fuse(members),
+            "text_cut": self.texts_cut(texts),
         }
+
+    def _feature_batches(self, paths: list[str], batch_size: int):
+        """Yield (rows, IER's features, the fusion model's, readable) per batch of at most ``batch_size`` rows:
+        first the images the run's feature store holds, read from it, then the others through the backbone."""
+        from emorec.images import image_batches
+
+        stored, view = self.stored_images.lookup(paths) if self.stored_images else (np.zeros(len(paths), bool), None)
+        held = np.flatnonzero(stored)  # the view's rows, in this order
+        for start in range(0, len(held), batch_size):
+            part = slice(start, start + batch_size)
+            features = np.asarray(view.features[part], np.float32)
+            yield held[part], features, features, view.ok[part]
+        computed = np.flatnonzero(~stored)
+        batches = image_batches([paths[row] for row in computed], self.image_size, batch_size)
+        for index, (pixels, ok) in enumerate(batches):
+            rows = computed[index * batch_size : index * batch_size + len(ok)]
+            ier, fusion = self.image_features(_padded(pixels.numpy(), batch_size))
+            yield rows, ier[: len(rows)], fusion[: len(rows)], ok.numpy()
+
+    def texts_cut(self, texts: Sequence[str]) -> np.ndarray:
+        """Which of ``texts`` are longer than a text model reads (its --seq-len), logged as one warning."""
+        reads = {"TER": self.ter_reader.read, "the fusion model": self.fusion_reader.read}
+        cut = np.zeros(len(texts), dtype=bool)
+        for reader in (self.ter_reader, self.fusion_reader):
+            cut |= reader.token_counts(texts) > reader.read
+        if cut.any():
+            log.warning(
+                "%d of %d text(s) are longer than the text models read (%s tokens, their --seq-len): only their "
+                "first tokens count (text_cut in the output)",
+                cut.sum(),
+                len(texts),
+                " and ".join(f"{name} {read}" for name, read in reads.items()),
+            )
+        return cut
+
+
+@dataclass
+class StoredImages:
+    """IER's feature store of a run, with how IER keyed its images: the features of an image it holds are read
+    from it rather than computed again (they are what the phases scored, and the backbone is the slow part)."""
+
+    store: object
+    image_root: Path
+    cache_key: str
+
+    @classmethod
+    def of_run(cls, checkpoints: Path, ier_flags: dict) -> StoredImages | None:
+        """The store IER's metrics name, or None (logged) when it is not there or cannot be read."""
+        from emorec.feature_store import DamagedCache, FeatureStore
+
+        folder = json.loads((checkpoints / "IER.metrics.json").read_text()).get("feature_store")
+        try:
+            store = FeatureStore.open(Path(folder)) if folder and Path(folder).is_dir() else None
+        except DamagedCache as error:
+            log.info("the run's image feature store cannot be read (%s): every image goes through the backbone", error)
+            return None
+        if store is None:
+            log.info("the run's image feature store %s is not here: every image goes through the backbone", folder)
+            return None
+        return cls(store, Path(ier_flags.get("image_root", ".")), ier_flags.get("cache_key", "stat"))
+
+    def lookup(self, paths: Sequence[str]):
+        """Which of ``paths`` the store holds (a boolean mask), and their features (in the mask's order)."""
+        from emorec.feature_store import image_keys
+
+        keys = image_keys(paths, self.image_root, self.cache_key)
+        held = np.array([key in self.store.entries for key in keys], dtype=bool)
+        if held.any():
+            log.info(
+                "image features: %d of %d images read from the run's feature store %s%s",
+                held.sum(),
+                len(keys),
+                self.store.folder,
+                f"; the backbone runs on the other {(~held).sum()}" if not held.all() else "",
+            )
+        return held, self.store.view([key for key, stored in zip(keys, held) if stored])
+
+
+def _padded(inputs, size: int):
+    """``inputs`` (an array, or a dict of arrays) with its last row repeated up to ``size`` rows."""
+    if isinstance(inputs, dict):
+        return {name: _padded(value, size) for name, value in inputs.items()}
+    inputs = np.asarray(inputs)
+    return inputs if len(inputs) >= size else np.concatenate([inputs, np.repeat(inputs[-1:], size - len(inputs), 0)])
 
 
 def _network(model, name: str):

@@ -46,10 +46,39 @@ def require_local_preset(preset: str, what: str, forms: str = PRESET_FORMS) -> N
 
 def load_failure(what: str, preset: str, error: BaseException, forms: str = PRESET_FORMS) -> InputError:
     """The one error for a preset KerasHub could not load (not found, no network, another architecture): ``what``
-    it was to be, the exception's kind and first line, and the ``forms`` a preset takes."""
+    it was to be, the exception's kind and first line, and the ``forms`` a preset takes. A Hugging Face handle
+    that could not be downloaded says why (KerasHub reports only a missing config.json) and what to do."""
+    unreachable = hugging_face_unreachable() if preset.startswith("hf://") else None
+    if unreachable:
+        handle = preset.removeprefix("hf://")
+        folder = f"models/{handle.rsplit('/', 1)[-1]}"
+        return InputError(
+            f"{what} {preset!r} could not be downloaded: {unreachable}. Download it on a machine with network "
+            f"(`hf download {handle} --local-dir {folder}`), copy the folder here and name it instead of the "
+            f"handle ({folder}); {forms}"
+        )
     text = str(error).strip()
     first_line = text.splitlines()[0] if text else "no message"
     return InputError(f"{what} {preset!r} could not be loaded ({type(error).__name__}: {first_line}); {forms}")
+
+
+def hugging_face_unreachable(timeout: float = 3.0) -> str | None:
+    """Why nothing can be downloaded from the Hugging Face Hub (offline mode set, or its server not reached), or
+    None when its server answers a connection."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set, so nothing is downloaded"
+    address = urlsplit(constants.ENDPOINT)
+    host, port = address.hostname, address.port or (443 if address.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"no network: {host}:{port} cannot be reached ({error})"
+    return None
 
 
 def import_keras_hub():

@@ -40,6 +40,14 @@ class VocabularyReader:
 
     def __init__(self, vectorizer):
         self.vectorizer = vectorizer
+        self.read = int(vectorizer.get_config()["output_sequence_length"])
+
+    @staticmethod
+    def token_counts(texts) -> np.ndarray:
+        """How many tokens (normalised words) each of ``texts`` has, of which the model reads the first ``read``."""
+        from emorec.text import normalise_texts
+
+        return np.array([len(text.split()) for text in normalise_texts(list(texts))], dtype=np.int64)
 
     def inputs(self, texts) -> np.ndarray:
         """The token ids of ``texts``: int32 (n, sequence length)."""
@@ -67,7 +75,7 @@ class VocabularyReader:
         if len(words) != count:  # the split disagrees with the vectorizer's: show the vocabulary's own words
             vocabulary = self.vectorizer.get_vocabulary()
             words = [vocabulary[i] for i in ids[:count]]
-        return TextRows(rows, words, len(tokens), len(ids))
+        return TextRows(rows, words, len(tokens), self.read)
 
 
 class EncoderReader:
@@ -91,14 +99,22 @@ class EncoderReader:
         """What a fusion network takes of the text: the preprocessor's arrays themselves."""
         return inputs
 
+    def token_counts(self, texts) -> np.ndarray:
+        """How many tokens (word pieces, with the start and end tokens) each of ``texts`` has, of which the
+        encoder reads the first ``read``."""
+        import tensorflow as tf
+
+        pieces = self.preprocessor.tokenizer(tf.constant([str(text) for text in texts]))
+        lengths = pieces.row_lengths() if hasattr(pieces, "row_lengths") else [len(row) for row in pieces]
+        return np.asarray(lengths, dtype=np.int64) + 2
+
     def deletion_rows(self, text: str) -> TextRows:
         """:class:`TextRows` of ``text``: as many rows as 2 + the sequence length (a word past what the encoder
         reads changes nothing, and has no row)."""
         words = str(text).split()[: self.read]
         texts = [text, "", *(" ".join(words[:i] + words[i + 1 :]) for i in range(len(words)))]
         texts += [""] * (2 + self.read - len(texts))
-        tokens = len(np.asarray(self.preprocessor.tokenizer(str(text)))) + 2  # its start and end tokens too
-        return TextRows(self.inputs(texts), words, tokens, self.read)
+        return TextRows(self.inputs(texts), words, int(self.token_counts([text])[0]), self.read)
 
 
 def text_reader(model):

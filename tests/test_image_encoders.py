@@ -6,6 +6,7 @@ processes. The four phases, predict.py and the explanations with one are in test
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from conftest import TINY_NORMALISATION, assert_same_stored_features, dying_extractor, hugging_face_vit_weights
 
 from emorec.demo import MANIFEST_NAME
+from emorec.presets import hugging_face_unreachable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,7 +151,7 @@ def test_ier_with_a_preset_fills_the_store_in_shares_resumes_after_a_kill_and_tr
     )
 
 
-def test_a_preset_that_cannot_be_used_is_one_clear_error(image_presets, small_demo, tmp_path, capsys):
+def test_a_preset_that_cannot_be_used_is_one_clear_error(image_presets, small_demo, tmp_path, capsys, monkeypatch):
     import IER
     from emorec.cli import run
 
@@ -183,6 +185,19 @@ def test_a_preset_that_cannot_be_used_is_one_clear_error(image_presets, small_de
         error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(error) == 1 and says in error[0], (flags, error)
         assert not (tmp_path / "ckpt").exists() and not (tmp_path / "features").exists()  # nothing written
+    # A Hugging Face handle without network names the cause and the way out (issue 45), not a missing config.json.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert run(IER.main, [*data, "--backbone", "hf://google/vit-base-patch16-224"]) == 2
+    error = capsys.readouterr().err
+    assert "could not be downloaded: HF_HUB_OFFLINE is set" in error and "config.json" not in error.split("; ")[0]
+    assert "hf download google/vit-base-patch16-224 --local-dir models/vit-base-patch16-224" in error
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # a port nothing listens on: as a server that cannot be reached
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        assert hugging_face_unreachable().startswith(f"no network: 127.0.0.1:{closed.getsockname()[1]} cannot be")
     for flags, says in (
         (["--backbone", "some_preset", "--image-weights", "none"], "carries its own weights"),
         (["--pooling", "embedding"], "--pooling embedding is a KerasHub preset's"),

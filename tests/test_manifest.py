@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +15,8 @@ from emorec.data.dataset import load_dataset
 from emorec.data.manifest import DEFAULT_CLASS_NAMES, read_manifest
 from emorec.data.splits import split_path
 from emorec.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_reads_the_tier_form(tiny_dataset):
@@ -159,6 +164,21 @@ def test_bad_split_value(tmp_path):
     manifest = write_manifest(tmp_path / "m.csv", [{"label": "0", "text": "x", "image": "a.jpg", "split": "dev"}])
     with pytest.raises(InputError, match="(?s)bad split value .*'dev'"):
         read_manifest(manifest, tmp_path)
+
+
+def test_a_manifest_that_is_not_utf8_names_its_lines_and_columns_in_a_fresh_process(tmp_path):
+    """Issue 45: a Latin-1 save of a manifest (a multi-line text first) stops TER with the lines and columns of
+    the bytes UTF-8 cannot read, as an editor numbers them, not a byte offset; exit 2, no traceback."""
+    write_image(tmp_path / "a.jpg")
+    rows = ['0,"two\nlines",a.jpg', "1,caf\u00e9 au lait,a.jpg", "2,fine,a.jpg", "3,na\u00efve d\u00e9j\u00e0,a.jpg"]
+    text = "label,text,image\n" + "\n".join(rows) + "\n"
+    (tmp_path / "latin.csv").write_bytes(text.encode("latin-1"))
+    command = [sys.executable, str(REPO / "TER.py"), "--manifest", "latin.csv", "--image-root", ".", "--glove", "none"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "latin.csv: the manifest is not UTF-8 text (2 line(s) with bytes UTF-8 cannot read)" in result.stderr
+    assert "line 4, column 6: byte 0xe9" in result.stderr and "line 6, column 5: byte 0xef" in result.stderr
+    assert "position" not in result.stderr
 
 
 def test_nothing_is_written_when_the_input_is_bad(tmp_path):

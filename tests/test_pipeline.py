@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from emorec.runs import read_run_config
 from emorec.zero_shot import ZERO_SHOT_NAMES
 
 CLASSES = ["happy", "sad", "hate", "anger"]
+REPO = Path(__file__).resolve().parents[1]
 RUN = "t-f1-s0"  # the sweep's whole-split setting
 PROB_FILES = {
     "TER": "text_prob.csv",
@@ -213,7 +216,17 @@ def test_fusion_with_baselines_searches_six_members(pipeline):
     np.testing.assert_allclose(fused[CLASSES].to_numpy(), expected, atol=1e-6)  # late_prob.csv: the paper's fusion
 
 
-def test_predict_reproduces_the_phases_prob_files(pipeline, small_demo, tmp_path):
+def test_predict_reproduces_the_phases_prob_files(pipeline, small_demo, tmp_path, capsys, monkeypatch):
+    """From the features IER stored (the backbone does not run: issue 45), every batch of one size (the networks
+    trace once)."""
+    import keras
+
+    shapes, predict_on_batch = [], keras.Model.predict_on_batch
+    monkeypatch.setattr(
+        keras.Model,
+        "predict_on_batch",
+        lambda self, x: shapes.append((self.name, _rows(x))) or predict_on_batch(self, x),
+    )
     out = tmp_path / "predictions.csv"
     argv = [
         "--csv",
@@ -229,7 +242,10 @@ def test_predict_reproduces_the_phases_prob_files(pipeline, small_demo, tmp_path
     ]
     assert predict.main(argv) == 0
     predicted = pd.read_csv(out)
-    assert predicted["image_ok"].all()
+    assert predicted["image_ok"].all() and not predicted["text_cut"].any()
+    assert f"{len(predicted)} of {len(predicted)} images read from the run's feature store" in capsys.readouterr().err
+    assert len(predicted) % 128 and {rows for _, rows in shapes} == {128}  # the last batch too
+    assert not any(name.endswith("_extractor") for name, _ in shapes)
     for phase in PROB_FILES:
         np.testing.assert_allclose(
             predicted[[f"{phase}_{c}" for c in CLASSES]].to_numpy(),
@@ -241,11 +257,16 @@ def test_predict_reproduces_the_phases_prob_files(pipeline, small_demo, tmp_path
     assert (predicted["prediction"] == np.array(CLASSES)[late[CLASSES].to_numpy().argmax(axis=1)]).mean() > 0.99
 
 
-def test_predict_one_tweet_as_json_running_the_backbone_once(pipeline, small_demo, capsys, monkeypatch):
+def _rows(inputs) -> int:
+    """How many rows a batch of a model's inputs (an array, or a dict of them) has."""
+    return len(next(iter(inputs.values())) if isinstance(inputs, dict) else inputs)
+
+
+def test_predict_one_tweet_as_json_running_the_backbone_once(pipeline, small_demo, capsys, monkeypatch, tmp_path):
     import keras
 
     manifest = pd.read_csv(small_demo / MANIFEST_NAME)
-    image, text = str(small_demo / manifest["image"][0]), manifest["text"][0]
+    image, text = str(shutil.copy(small_demo / manifest["image"][0], tmp_path)), manifest["text"][0]  # not stored
     argv = ["--image", image, "--text", text, "--json", "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
     ran, predict_on_batch = [], keras.Model.predict_on_batch
     monkeypatch.setattr(
@@ -259,6 +280,23 @@ def test_predict_one_tweet_as_json_running_the_backbone_once(pipeline, small_dem
     assert row["prediction"] in CLASSES and row["image_ok"]
     for model in ("TER", "IER", "Intermediate_fusion", "Late_fusion"):
         assert sum(row[model].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_text_longer_than_the_models_read_is_marked_and_counted(pipeline, small_demo, tmp_path, capsys):
+    """Issue 45: a text past --seq-len counts by its first tokens only: the CSV's text_cut column and one warning
+    with the count (a fresh process), and a line under the one-tweet table."""
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME)
+    long_text = " ".join(["sunshine"] * 400)
+    images = [str(small_demo / image) for image in manifest["image"][:2]]
+    pd.DataFrame({"text": [long_text, "short"], "image": images}).to_csv(tmp_path / "long.csv", index=False)
+    command = [sys.executable, "predict.py", "--csv", str(tmp_path / "long.csv"), "--run-name", RUN]
+    result = subprocess.run([*command, "--checkpoint-dir", str(pipeline / "ckpt")], cwd=REPO, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert "1 of 2 text(s) are longer than the text models read" in result.stderr.decode()
+    assert pd.read_csv(tmp_path / "long.predictions.csv")["text_cut"].tolist() == [True, False]
+    argv = ["--image", images[0], "--text", long_text, "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
+    assert predict.main(argv) == 0
+    assert "text_cut: the text is longer than the text models read" in capsys.readouterr().out
 
 
 def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_demo, tmp_path, capsys):
@@ -285,15 +323,12 @@ def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_
         == 2
     )
     assert "--text: type the tweet's text" in capsys.readouterr().err
-    pd.DataFrame({"text": ["fine", "", "ok"], "image": ["a.jpg"] * 3}).to_csv(tmp_path / "blank.csv", index=False)
-    assert (
-        run(
-            predict.main,
-            ["--csv", str(tmp_path / "blank.csv"), "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN],
-        )
-        == 2
-    )
-    assert "1 row(s) with an empty text (data rows 2)" in capsys.readouterr().err
+    # Rows named by the line an editor shows (issue 45): a text over two lines moves the empty one to line 4.
+    texts = ["fine\nover two lines", "", "ok"]
+    pd.DataFrame({"text": texts, "image": ["a.jpg"] * 3}).to_csv(tmp_path / "blank.csv", index=False)
+    command = [sys.executable, "predict.py", "--csv", str(tmp_path / "blank.csv"), "--run-name", RUN]
+    result = subprocess.run([*command, "--checkpoint-dir", str(pipeline / "ckpt")], cwd=REPO, capture_output=True)
+    assert result.returncode == 2 and "1 row(s) with an empty text (lines 4)" in result.stderr.decode()
     assert not (tmp_path / "blank.predictions.csv").exists()
     shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
     (tmp_path / "probs" / "inter_prob.csv").unlink()

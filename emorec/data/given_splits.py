@@ -15,7 +15,7 @@ import pandas as pd
 
 from emorec.data.manifest import SPLITS
 from emorec.errors import InputError, list_some
-from emorec.fileio import read_csv_table
+from emorec.fileio import not_utf8, read_csv_table, record_lines
 
 LIST_NAMES = {"train": ("train.txt",), "val": ("val.txt", "dev.txt", "valid.txt"), "test": ("test.txt",)}
 
@@ -47,9 +47,10 @@ def read_split_file(path: str | os.PathLike) -> pd.Series:
         given = given.assign(id=given["id"].str.strip(), split=given["split"].str.strip().str.lower())
         bad = given.index[~given["split"].isin(SPLITS)]
         if len(bad):
+            lines = record_lines(path)
             raise InputError(
                 f"{path}: {len(bad)} row(s) with a split other than {', '.join(SPLITS)}:\n"
-                + list_some(f"row {row + 2}: {given.at[row, 'split']!r}" for row in bad)
+                + list_some(f"line {lines[row]}: {given.at[row, 'split']!r}" for row in bad)
             )
     else:
         raise InputError(
@@ -68,6 +69,6 @@ def _id_list(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not a UTF-8 list of ids ({error}).") from error
+        raise InputError(not_utf8(path, "list of ids")) from error
     ids = [line.replace(",", " ").split()[0] for line in lines if line.strip()]
     return ids[1:] if ids[:1] == ["id"] else ids
