@@ -87,3 +87,23 @@ for name in sys.argv[1:]:
             if option not in ("-h", "--help"):
                 print(name, option)
 """
+
+
+def test_every_command_that_reads_the_default_data_says_so_before_it():
+    """Issue 45: a command of a phase or the sweep without --manifest reads data_files/image_labels.csv, which
+    `make demo` does not make: the text just before its block must say that it needs a data set there."""
+    block = re.compile(r"```\w*\n(.*?)```", re.S)
+    unsaid = []
+    for page in PAGES:
+        text = page.read_text("utf-8")
+        for found in block.finditer(text):
+            lines = found[1].replace("\\\n", " ").splitlines()
+            reading = [
+                line
+                for line in lines
+                if re.search(r"python (TER|IER|Intermediate_fusion|sweep)\.py", line) and "--manifest" not in line
+            ]
+            before = text[max(0, found.start() - 600) : found.start()]
+            if reading and "data_files/image_labels.csv" not in before and "real data" not in before:
+                unsaid += [f"{page.name}: {line.strip()[:80]}" for line in reading]
+    assert not unsaid, "commands that read data_files/image_labels.csv without saying so:\n" + "\n".join(unsaid)

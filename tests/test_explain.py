@@ -155,3 +155,34 @@ def test_the_console_summary_lists_the_strongest_words_by_size_with_their_sign()
     )
     words = summary_lines(explanation, top=3)[1]
     assert words == "TER words for anger: useless -0.065, angry +0.053, ok -0.020"
+
+
+def test_the_picture_draws_emoji_or_their_names_reads_on_dark_chips_and_numbers_the_modalities(
+    explainer, example, monkeypatch
+):
+    """Issue 45: an emoji no installed font has is written as its name (never an empty box: no missing-glyph
+    warning); the strongest word's chip, the darkest, has white text; each modality bar carries its number."""
+    import io
+    import warnings
+
+    from matplotlib import colormaps
+
+    from emorec.explain import fonts
+    from emorec.explain.figure import draw, text_colour
+
+    monkeypatch.setattr(fonts, "installed_emoji_fonts", lambda: ())  # as on a system without an emoji font
+    assert fonts.drawable("sad \U0001f494 \u2665\ufe0f", "DejaVu Sans Mono") == "sad :broken heart: \u2665"
+    text, pixels, _ = example
+    explanation = explainer.explain(text + " \U0001f494", pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font" where it draws a box
+        figure = draw(explanation)
+        figure.savefig(io.BytesIO(), format="png")
+    assert ":broken heart:" in figure._suptitle.get_text()
+    chips = [t for axes in figure.axes for t in axes.texts if t.get_bbox_patch() is not None]
+    assert ":broken heart:" in {chip.get_text() for chip in chips}
+    darkest = min(chips, key=lambda chip: sum(chip.get_bbox_patch().get_facecolor()[:3]))
+    assert darkest.get_color() == "white" and text_colour(colormaps["RdBu_r"](0.5)) == "black"
+    (modalities,) = [axes for axes in figure.axes if axes.get_title() == "modalities"]
+    shown = {t.get_text() for t in modalities.texts}
+    assert shown == {f"{explanation.modalities[m][explanation.prediction]:.2f}" for m in explanation.modalities}

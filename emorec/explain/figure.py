@@ -4,11 +4,11 @@ probabilities."""
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 
 from emorec.explain.explainer import HEAT_MODELS, MODALITIES, WORD_MODELS, Explanation, model_name
+from emorec.explain.fonts import drawable, families
 from emorec.fusion import MEMBERS
 
 
@@ -24,8 +24,10 @@ def draw(explanation: Explanation, original=None):
     truth = f", true class: {explanation.label}" if explanation.label is not None else ""
     figure.suptitle(
         f"prediction: {explanation.predicted_class} "
-        f"({explanation.probabilities['Late_fusion'][explanation.prediction]:.2f}){truth}\n{title}",
+        f"({explanation.probabilities['Late_fusion'][explanation.prediction]:.2f}){truth}\n"
+        + drawable(title, "DejaVu Sans"),
         fontsize=11,
+        family=families("DejaVu Sans"),
     )
 
     _draw_images(figure, grid, explanation, shown)
@@ -64,23 +66,37 @@ def _draw_words(axes, explanation: Explanation) -> None:
         f"(red for, blue against; strongest {scale:.3f})",
         fontsize=10,
     )
-    lines = [(phase, line) for phase in WORD_MODELS for line in _wrapped(*explanation.words[phase])]
+    shown = {
+        phase: ([drawable(t, "DejaVu Sans Mono") for t in tokens], v)
+        for phase, (tokens, v) in explanation.words.items()
+    }
+    lines = [(phase, line) for phase in WORD_MODELS for line in _wrapped(*shown[phase])]
     for number, (phase, line) in enumerate(lines):
         y = 1.0 - (number + 0.5) / max(len(lines), 3)
         if number == 0 or lines[number - 1][0] != phase:
             axes.text(0.0, y, f"{model_name(phase)}:", fontsize=9, ha="left", va="center", transform=axes.transAxes)
         for x, token, value in line:
+            colour = cmap(norm(value))
             axes.text(
                 x,
                 y,
                 token,
                 fontsize=9,
-                family="monospace",
+                family=families("DejaVu Sans Mono"),
+                color=text_colour(colour),
                 ha="left",
                 va="center",
                 transform=axes.transAxes,
-                bbox={"boxstyle": "round,pad=0.2", "facecolor": cmap(norm(value)), "edgecolor": "none"},
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": colour, "edgecolor": "none"},
             )
+
+
+def text_colour(background) -> str:
+    """Black or white, whichever reads better on ``background`` (an RGB(A) colour, 0-1): white below a relative
+    luminance (WCAG's, of the linear sRGB channels) of 0.18, where white's contrast is the higher."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in background[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "white" if luminance < 0.18 else "black"
 
 
 def _draw_probabilities(axes, explanation: Explanation) -> None:
@@ -105,10 +121,12 @@ def _draw_probabilities(axes, explanation: Explanation) -> None:
 def _draw_modalities(axes, explanation: Explanation) -> None:
     """The late-fused probability of the predicted class from both modalities, the text alone, the image alone."""
     shares = [explanation.modalities[m][explanation.prediction] for m in MODALITIES]
-    axes.barh(range(len(MODALITIES)), shares, color=["#555555", "#c44e52", "#4c72b0"])
+    bars = axes.barh(range(len(MODALITIES)), shares, color=["#555555", "#c44e52", "#4c72b0"])
+    axes.bar_label(bars, fmt="%.2f", padding=3, fontsize=9)
     axes.set_yticks(range(len(MODALITIES)), ["both", "text alone", "image alone"], fontsize=9)
     axes.invert_yaxis()
-    axes.set_xlim(0, 1)
+    axes.set_xlim(0, 1.15)  # room for a number right of a bar at 1
+    axes.set_xticks([0, 0.25, 0.5, 0.75, 1])
     axes.set_xlabel(f"late-fused probability of {explanation.predicted_class}")
     axes.set_title("modalities", fontsize=10)
 
@@ -116,9 +134,7 @@ def _draw_modalities(axes, explanation: Explanation) -> None:
 def png_bytes(explanation: Explanation, original=None) -> bytes:
     """:func:`draw`'s picture as PNG bytes."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Glyph .* missing from font")  # emoji: drawn as a box, still coloured
-        draw(explanation, original).savefig(buffer, format="png")
+    draw(explanation, original).savefig(buffer, format="png")
     return buffer.getvalue()
 
 
