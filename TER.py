@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if mode == "frozen":
         probabilities = network.predict(ArrayBatches(inputs, labels, np.arange(len(labels)), 1024), verbose=0)
     else:
-        probabilities = score_texts(model, frame["text"].tolist(), 1024 if mode == "paper" else 64)
+        probabilities = score_texts(model, frame["text"].tolist(), progress=mode == "fine-tuned")
     metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
     save_phase(
         outputs,
@@ -273,19 +273,14 @@ def paper_text_model(args, frame, train, seq_len: int, n_classes: int):
     return network, vectorize(vectorizer, frame["text"]), text_model(vectorizer, network), None
 
 
-def score_texts(model, texts: list[str], batch_size: int):
-    """The saved model's probabilities for ``texts``, ``batch_size`` at a time, with a progress bar (a fine-tuned
-    encoder takes minutes over a few thousand texts on a CPU)."""
-    import keras
-    import numpy as np
+def score_texts(model, texts: list[str], progress: bool):
+    """The saved model's probabilities for ``texts``; with ``progress`` (a fine-tuned encoder, minutes over a few
+    thousand texts on a CPU) in batches of 64 under a progress bar, else 1,024 at a time, silently."""
     import tensorflow as tf
 
-    log.info("scoring the %d rows with the trained model", len(texts))
-    bar, parts = keras.utils.Progbar(len(texts), unit_name="text"), []
-    for start in range(0, len(texts), batch_size):
-        parts.append(np.asarray(model.predict_on_batch(tf.constant(texts[start : start + batch_size]))))
-        bar.add(len(parts[-1]))
-    return np.concatenate(parts)
+    if progress:
+        log.info("scoring the %d rows with the trained model", len(texts))
+    return model.predict(tf.constant(texts), batch_size=64 if progress else 1024, verbose=1 if progress else 0)
 
 
 def encoder_text_model(args, frame, train, seq_len: int, n_classes: int):

@@ -19,6 +19,7 @@ TWEETS = {
     "768097967425200128": ("meh, it's a monday", 1, 1, "val"),
     "768097967425200200": ("@someone what a GAME tonight", 2, 1, "test"),
     "768097967425200300": ("worst service ever", 0, 1, "test"),
+    "768097967425200400": ("just a tuesday, nothing more", 1, 1, "train"),  # every class has training rows
 }
 
 
@@ -45,7 +46,7 @@ def test_converts_to_a_manifest_with_its_split_and_class_names(tmp_path):
 
     manifest = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert list(manifest.columns) == ["label", "text", "image", "id", "split"]
-    assert len(manifest) == 6
+    assert len(manifest) == 7
     assert class_names_path(out).read_text().split() == ["negative", "neutral", "positive"]
     row = manifest.set_index("id").loc["758014713804587008-2"]
     assert (row.label, row.split, row.image) == ("positive", "train", "data/75801/758014713804587008-2.jpg")
@@ -62,7 +63,7 @@ def test_converts_to_a_manifest_with_its_split_and_class_names(tmp_path):
 def test_malformed_split_line_is_named(tmp_path):
     root = write_bt4sa(tmp_path, extra_lines=["data/75801/x-1.jpg positive"])
     with pytest.raises(
-        InputError, match=r"(?s)b-t4sa_train.txt: 1 malformed line\(s\).*line 4: 'data/75801/x-1.jpg positive'"
+        InputError, match=r"(?s)b-t4sa_train.txt: 1 malformed line\(s\).*line 5: 'data/75801/x-1.jpg positive'"
     ):
         bt4sa.convert(root, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
@@ -76,7 +77,7 @@ def test_missing_text_stops_or_is_dropped_on_request(tmp_path):
         bt4sa.convert(root, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
     manifest, _ = bt4sa.convert(root, tmp_path / "out.csv", drop_missing_text=True)
-    assert len(manifest) == 5
+    assert len(manifest) == 6
 
 
 def test_wrong_root_exits_2_with_a_message(tmp_path, capsys):
@@ -102,6 +103,7 @@ STRADDLING = {  # tweet id: text
     "758000000000000002": "GREAT day at the beach 2day? #sun 1",
     "758000000000000003": "great day at the beach 2day #SUN 22",  # the same text to TER (numbers and case)
     "758000000000000004": "a tweet kept whole",
+    **{f"75800000000000001{label}": f"training tweet number {label}" for label in range(3)},  # every class in train
 }
 
 
@@ -116,6 +118,7 @@ def test_straddling_tweets_and_texts_are_reported_and_regrouped(tmp_path, caplog
             ("758000000000000003", 1, 1, "val"),  # one text, two splits
             ("758000000000000004", 1, 0, "test"),
             ("758000000000000004", 2, 0, "test"),
+            *[(f"75800000000000001{label}", 1, label, "train") for label in range(3)],
         ],
     )
     pd.DataFrame({"id": list(STRADDLING), "text": list(STRADDLING.values())}).to_csv(
@@ -128,7 +131,7 @@ def test_straddling_tweets_and_texts_are_reported_and_regrouped(tmp_path, caplog
     assert "'great day at the beach 2day sun <number>' in train/val" in leakage["examples"]["texts"]
     assert "--regroup moves each wholly into one split" in caplog.text
     # Without --regroup the official split is kept, and the phases' leakage guard sees the same counts.
-    assert kept["split"].tolist() == ["train", "train", "val", "test", "test", "test"]
+    assert kept["split"].tolist() == ["train"] * 5 + ["val"] + ["test"] * 3
     assert load_dataset(tmp_path / "kept.csv", root).split_leakage["straddling_texts"] == 2
     with pytest.raises(InputError, match="1 tweet\\(s\\) and 2 normalised text\\(s\\) occur in more than one split"):
         load_dataset(tmp_path / "kept.csv", root, strict_split=True)
@@ -143,6 +146,7 @@ def test_straddling_tweets_and_texts_are_reported_and_regrouped(tmp_path, caplog
         "758000000000000003-1": "val",
         "758000000000000004-1": "test",
         "758000000000000004-2": "test",
+        **{f"75800000000000001{label}-1": "train" for label in range(3)},
     }
     leakage = load_dataset(tmp_path / "regrouped.csv", root, strict_split=True).split_leakage
     assert leakage["straddling_tweets"] == leakage["straddling_texts"] == 0
