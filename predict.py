@@ -10,8 +10,11 @@
 Uses only the saved models of a run (``TER.keras``, ``IER.keras``,
 ``Intermediate_fusion.keras``) and the weights in ``Late_fusion.metrics.json``;
 their ``.args.json`` must record one manifest and one split (else exit 2).
-A row whose image cannot be read is scored by TER alone (the fused weights are
-renormalised over the members that scored it, as in Late_fusion.py).
+A tweet may come with its text alone or its image alone (``--text`` or
+``--image`` alone, an empty cell in ``--csv``): the models that can score it
+do (TER the text, IER the image, the fusion model only both), and the fused
+weights are renormalised over them, as in Late_fusion.py; so is a row whose
+image cannot be read. Each output says which models it used.
 ``--explain`` adds why (:mod:`emorec.explain`): each modality's part, each
 word's importance (occlusion) and each image model's heat map (Grad-CAM; occlusion of image cells for a
 KerasHub backbone, such as a ViT).
@@ -101,8 +104,10 @@ def parse_args(argv: Sequence[str] | None = None):
         if not args.max_upload_mb > 0:
             parser.error("--max-upload-mb must be above 0")
         return args
-    if args.csv is None and (args.image is None or args.text is None):
-        parser.error("give --image and --text for one tweet, --csv FILE for many, or --serve for the web page")
+    if args.csv is None and args.image is None and args.text is None:
+        parser.error(
+            "give --image and --text for one tweet (or either alone), --csv FILE for many, or --serve for the page"
+        )
     if args.csv is not None and (args.image is not None or args.text is not None):
         parser.error("--csv cannot be combined with --image/--text")
     return args
@@ -118,10 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from emorec.serve.app import serve
 
         return serve(Path(args.checkpoint_dir), args.run_name, args.host, args.port, args.max_upload_mb)
-    from emorec.predictor import RunModels, require_run, require_texts
+    from emorec.predictor import RunModels, require_inputs, require_run
 
-    if args.text is not None:
-        require_texts([args.text], "--text")  # the page's rule, before anything is loaded
+    if not args.csv:
+        require_inputs([args.text or ""], [args.image or ""], "--text/--image")  # the page's rule, before loading
     require_run(checkpoints)
     out = (Path(args.out) if args.out else Path(args.csv).with_suffix(".predictions.csv")) if args.csv else None
     writable = ({"--out": out.parent} if out is not None else {}) | (
@@ -136,24 +141,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.csv:
         table = _read_tweets(Path(args.csv))
-        require_texts(table["text"].tolist(), f"--csv {args.csv}", record_lines(args.csv))
+        require_inputs(table["text"].tolist(), table["image"].tolist(), f"--csv {args.csv}", record_lines(args.csv))
         root = Path(args.image_root) if args.image_root else Path(args.csv).parent
         paths, exists = resolve_image_paths(table["image"].astype(str), root)
-        if not exists.all():
+        given = table["image"].astype(str) != ""
+        paths[~given] = ""  # no image: the text's models alone
+        if not exists[given].all():
             log.warning(
-                "%d image file(s) not found; those rows are scored by TER alone:\n%s",
-                (~exists).sum(),
-                list_some(table["image"][~exists].tolist()),
+                "%d image file(s) not found; those rows are scored by the text's models alone:\n%s",
+                (given & ~exists).sum(),
+                list_some(table["image"][given & ~exists].tolist()),
             )
     else:
-        if not Path(args.image).is_file():
+        if args.image is not None and not Path(args.image).is_file():
             raise InputError(f"--image {args.image}: no such file")
-        table = pd.DataFrame({"text": [args.text], "image": [args.image]})
-        paths = pd.Series([str(Path(args.image).resolve())])
+        table = pd.DataFrame({"text": [args.text or ""], "image": [args.image or ""]})
+        paths = pd.Series([str(Path(args.image).resolve()) if args.image else ""])
 
     models = RunModels.load(checkpoints)  # one manifest, one split, or exit 2
     fused = models.predict(table["text"].tolist(), paths.tolist(), args.batch_size)
-    if not args.csv and not fused["image_ok"][0]:
+    if not args.csv and args.image is not None and not fused["image_ok"][0]:
         raise InputError(f"--image {args.image}: cannot read it as an image")
     output = _output_table(table, fused)
     explained = (
@@ -180,19 +187,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, progress: bool) -> list:
-    """Explain every row with a readable image (the others are logged and left out) into ``folder``, the files
-    named by row number too when ``numbered``; a progress bar on stdout when ``progress``. Returns, per explained
-    row, (row number, the explanation's JSON data, (png, json) paths, its summary lines)."""
+    """Explain every row with a text and a readable image (the others are logged and left out: a modality's part
+    is not defined without the other) into ``folder``, the files named by row number too when ``numbered``; a
+    progress bar on stdout when ``progress``. Returns, per explained row, (row number, the explanation's JSON
+    data, (png, json) paths, its summary lines)."""
     import keras
 
     from emorec.explain.explainer import Explainer
     from emorec.explain.output import explain_file, summary_lines, to_json
+    from emorec.predictor import has_text
 
     explainer = Explainer(models)
-    skipped = [table["image"].iloc[i] for i in range(len(table)) if not image_ok[i]]
+    both = [bool(image_ok[i]) and has_text(table["text"].iloc[i]) for i in range(len(table))]
+    skipped = [f"row {i + 1}: {table['image'].iloc[i] or '(no image)'}" for i in range(len(table)) if not both[i]]
     if skipped:
-        log.warning("%d row(s) without a readable image are not explained:\n%s", len(skipped), list_some(skipped))
-    rows = [i for i in range(len(table)) if image_ok[i]]
+        log.warning(
+            "%d tweet(s) without a text or a readable image are not explained: the modalities' parts, and the "
+            "missing modality's words or heat map, are not defined for one modality:\n%s",
+            len(skipped),
+            list_some(skipped),
+        )
+    rows = [i for i in range(len(table)) if both[i]]
     bar = keras.utils.Progbar(len(rows), unit_name="explanation", verbose=1 if progress and len(rows) > 1 else 0)
     explained = []
     for i in rows:
@@ -238,6 +253,7 @@ def _output_table(table, fused: dict):
     output = table.copy()
     output["image_ok"] = fused["image_ok"]
     output["text_cut"] = fused["text_cut"]
+    output["models_used"] = fused["models_used"]
     for phase in (*MEMBERS, "Late_fusion"):
         for column, name in enumerate(fused["class_names"]):
             output[f"{phase}_{name}"] = fused[phase][:, column]
@@ -254,6 +270,7 @@ def _json_rows(table, fused: dict) -> list[dict]:
             "image": image,
             "image_ok": bool(fused["image_ok"][i]),
             "text_cut": bool(fused["text_cut"][i]),
+            "models_used": fused["models_used"][i].split("+"),
         }
         for phase in (*MEMBERS, "Late_fusion"):
             scored = not any(map(math.isnan, fused[phase][i]))
@@ -267,8 +284,9 @@ def _pretty(fused: dict) -> str:
     names = fused["class_names"]
     lines = [f"{'model':<22}" + "".join(f"{name:>9}" for name in names)]
     for phase in (*MEMBERS, "Late_fusion"):
-        lines.append(f"{phase:<22}" + "".join(f"{p:9.3f}" for p in fused[phase][0]))
-    lines.append(f"prediction: {names[int(fused['Late_fusion'][0].argmax())]}")
+        scored = not any(map(math.isnan, fused[phase][0]))
+        lines.append(f"{phase:<22}" + "".join(f"{p:9.3f}" if scored else f"{'-':>9}" for p in fused[phase][0]))
+    lines.append(f"prediction: {names[int(fused['Late_fusion'][0].argmax())]} (from {fused['models_used'][0]})")
     if fused["text_cut"][0]:
         lines.append("text_cut: the text is longer than the text models read (--seq-len); only its first tokens count")
     return "\n".join(lines)

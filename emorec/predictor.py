@@ -27,22 +27,28 @@ from emorec.runs import read_run_config, require_files
 log = logging.getLogger("emorec")
 
 
-EMPTY_TEXT = "type the tweet's text (the text was empty)"
+NOTHING_GIVEN = "give the tweet's text, its image, or both (both were empty)"
 
 
-def require_texts(texts: Sequence[str], where: str, lines: Sequence[int] | None = None) -> None:
-    """The one rule for a tweet's text wherever it comes from (``predict.py --text``, ``--csv``, the page): not
-    empty, nor only blanks. Raises :class:`InputError` naming ``where`` otherwise, and for a CSV the ``lines`` its
-    rows start on (:func:`emorec.fileio.record_lines`, as an editor numbers them)."""
-    empty = [row for row, text in enumerate(texts) if not str(text).strip()]
+def has_text(text) -> bool:
+    """Whether a tweet has a text: not empty, nor only blanks (the one rule of predict.py and the page)."""
+    return bool(str(text).strip())
+
+
+def require_inputs(texts: Sequence[str], images: Sequence[str], where: str, lines: Sequence[int] | None = None):
+    """The one rule for a tweet wherever it comes from (``predict.py --text/--image``, ``--csv``, the page): a
+    text (not only blanks), an image, or both; the models that can score what is there do. Raises
+    :class:`InputError` naming ``where``, and for a CSV the ``lines`` its rows start on
+    (:func:`emorec.fileio.record_lines`, as an editor numbers them), for a tweet with neither."""
+    empty = [row for row, (text, image) in enumerate(zip(texts, images)) if not has_text(text) and not str(image)]
     if not empty:
         return
     if lines is None:
-        raise InputError(f"{where}: {EMPTY_TEXT}")
+        raise InputError(f"{where}: {NOTHING_GIVEN}")
     shown = ", ".join(str(lines[row]) for row in empty[:10]) + (", ..." if len(empty) > 10 else "")
     raise InputError(
-        f"{where}: {len(empty)} row(s) with an empty text (lines {shown}): every tweet needs "
-        "its text; fill them in or leave those rows out"
+        f"{where}: {len(empty)} row(s) with neither a text nor an image (lines {shown}): a tweet needs one "
+        "of them; fill them in or leave those rows out"
     )
 
 
@@ -179,10 +185,13 @@ class RunModels:
     def predict(self, texts: Sequence[str], image_paths: Sequence[str], batch_size: int = 64) -> dict:
         """Score tweets (their texts and image files) with the three models and fuse them.
 
-        Returns ``{"class_names", "image_ok" (n,), <member> (n, classes) for each
-        of TER, IER and Intermediate_fusion (NaN where the image is unreadable),
-        "Late_fusion" (n, classes), "text_cut" (n,)}``: ``text_cut`` marks the texts longer than a text model
-        reads (only their first tokens count), with one warning giving their count.
+        A tweet may lack its text (empty) or its image (an empty path): the members that need it give NaN, and
+        the late fusion renormalises its weights over the others, as for an image that cannot be read. Returns
+        ``{"class_names", "image_ok" (n,), <member> (n, classes) for each of TER, IER and
+        Intermediate_fusion (NaN where the member cannot score the tweet), "Late_fusion" (n, classes),
+        "models_used" (n,) (the members that scored each tweet, joined by "+"), "text_cut" (n,)}``:
+        ``text_cut`` marks the texts longer than a text model reads (only their first tokens count), with one
+        warning giving their count.
         """
         import keras
 
@@ -195,10 +204,13 @@ class RunModels:
             # Every batch padded to batch_size rows: each network traces once, whatever the last batch's size.
             text = [_padded(inputs, batch_size) for inputs in self.text_inputs([texts[row] for row in rows])]
             batch = self.score(*text, _padded(ier_features, batch_size), _padded(fusion_features, batch_size))
+            texts_given = np.array([has_text(texts[row]) for row in rows])
             for phase, probabilities in batch.items():
                 probabilities = probabilities[: len(rows)]
                 if phase != "TER":
                     probabilities[~ok] = np.nan
+                if phase != "IER":
+                    probabilities[~texts_given] = np.nan
                 members[phase][rows] = probabilities
             image_ok[rows] = ok
             bar.add(len(rows))
@@ -207,6 +219,7 @@ class RunModels:
             "image_ok": image_ok,
             **members,
             "Late_fusion": self.fuse(members),
+            "models_used": models_used(members),
             "text_cut": self.texts_cut(texts),
         }
 
@@ -285,6 +298,13 @@ class StoredImages:
                 f"; the backbone runs on the other {(~held).sum()}" if not held.all() else "",
             )
         return held, self.store.view([key for key, stored in zip(keys, held) if stored])
+
+
+def models_used(members: dict[str, np.ndarray]) -> list[str]:
+    """Per tweet, the members that scored it (their probabilities are not NaN), joined by "+"."""
+    scored = {phase: ~np.isnan(p).any(axis=1) for phase, p in members.items()}
+    rows = len(next(iter(scored.values())))
+    return ["+".join(phase for phase in MEMBERS if scored[phase][row]) for row in range(rows)]
 
 
 def _padded(inputs, size: int):

@@ -299,6 +299,30 @@ def test_a_text_longer_than_the_models_read_is_marked_and_counted(pipeline, smal
     assert "text_cut: the text is longer than the text models read" in capsys.readouterr().out
 
 
+def test_predict_a_tweet_with_one_modality_from_the_models_that_can(pipeline, small_demo, tmp_path, capsys):
+    """Issue 46: --text alone (a fresh process) is TER's prediction, --image alone IER's, each saying which models
+    it used; a CSV mixes them row by row; --explain leaves a one-modality tweet out, saying why."""
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME)
+    image, text = str(small_demo / manifest["image"][0]), manifest["text"][0]
+    ckpt = ["--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]
+    alone = subprocess.run([sys.executable, "predict.py", "--text", text, *ckpt], cwd=REPO, capture_output=True)
+    assert alone.returncode == 0, alone.stderr.decode()[-2000:]
+    out = alone.stdout.decode()
+    assert "(from TER)" in out and next(line for line in out.splitlines() if line.startswith("IER")).split()[1] == "-"
+    assert predict.main(["--image", image, "--json", *ckpt]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["models_used"] == ["IER"] and row["TER"] is None and row["Intermediate_fusion"] is None
+    assert row["Late_fusion"] == pytest.approx(row["IER"])
+    rows = pd.DataFrame({"text": [text, "", text], "image": [image, image, ""]})
+    rows.to_csv(tmp_path / "mixed.csv", index=False)
+    assert predict.main(["--csv", str(tmp_path / "mixed.csv"), *ckpt]) == 0
+    written = pd.read_csv(tmp_path / "mixed.predictions.csv", keep_default_na=False)
+    assert written["models_used"].tolist() == ["TER+IER+Intermediate_fusion", "IER", "TER"]
+    explained = tmp_path / "explained"
+    assert predict.main(["--text", text, "--explain-dir", str(explained), *ckpt]) == 0
+    assert "not defined for one modality" in capsys.readouterr().err and not explained.exists()
+
+
 def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_demo, tmp_path, capsys):
     empty = [
         "--checkpoint-dir",
@@ -314,21 +338,15 @@ def test_a_missing_earlier_output_names_the_phase_that_makes_it(pipeline, small_
     assert "python TER.py" in capsys.readouterr().err
     assert run(predict.main, ["--image", "x.jpg", "--text", "hi", "--checkpoint-dir", str(tmp_path / "ckpt")]) == 2
     assert "python TER.py" in capsys.readouterr().err
-    # An empty text is refused as the page refuses it, one tweet or rows of a CSV.
-    assert (
-        run(
-            predict.main,
-            ["--image", "x.jpg", "--text", "  ", "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN],
-        )
-        == 2
-    )
-    assert "--text: type the tweet's text" in capsys.readouterr().err
+    # A tweet with neither a text nor an image is refused, one tweet or rows of a CSV (issue 46).
+    assert run(predict.main, ["--text", "  ", "--checkpoint-dir", str(pipeline / "ckpt"), "--run-name", RUN]) == 2
+    assert "--text/--image: give the tweet's text, its image, or both" in capsys.readouterr().err
     # Rows named by the line an editor shows (issue 45): a text over two lines moves the empty one to line 4.
     texts = ["fine\nover two lines", "", "ok"]
-    pd.DataFrame({"text": texts, "image": ["a.jpg"] * 3}).to_csv(tmp_path / "blank.csv", index=False)
+    pd.DataFrame({"text": texts, "image": ["a.jpg", "", "a.jpg"]}).to_csv(tmp_path / "blank.csv", index=False)
     command = [sys.executable, "predict.py", "--csv", str(tmp_path / "blank.csv"), "--run-name", RUN]
     result = subprocess.run([*command, "--checkpoint-dir", str(pipeline / "ckpt")], cwd=REPO, capture_output=True)
-    assert result.returncode == 2 and "1 row(s) with an empty text (lines 4)" in result.stderr.decode()
+    assert result.returncode == 2 and "1 row(s) with neither a text nor an image (lines 4)" in result.stderr.decode()
     assert not (tmp_path / "blank.predictions.csv").exists()
     shutil.copytree(pipeline / "probs" / RUN, tmp_path / "probs")
     (tmp_path / "probs" / "inter_prob.csv").unlink()
@@ -449,7 +467,7 @@ def test_predict_scores_an_unreadable_image_row_by_text_alone_and_explains_the_o
     captured = capsys.readouterr()
     rows = json.loads(captured.out)["rows"]
     assert [("explanation" in row) for row in rows] == [True, False, False]
-    assert "2 row(s) without a readable image are not explained" in captured.err
+    assert "2 tweet(s) without a text or a readable image are not explained" in captured.err
     stem = f"00000-{Path(manifest['image'][0]).stem}"
     assert sorted(path.name for path in (tmp_path / "explained").iterdir()) == [f"{stem}.json", f"{stem}.png"]
     written = json.loads((tmp_path / "explained" / f"{stem}.json").read_text())

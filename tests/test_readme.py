@@ -221,7 +221,7 @@ def test_the_predict_and_explain_blocks_in_each_form(trained):
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"")
     table, as_json, as_csv, explained, report = run_together(lines, trained)  # all independent
-    assert re.search(r"^prediction: (happy|sad|hate|anger)$", table.stdout, re.M)
+    assert re.search(r"^prediction: (happy|sad|hate|anger) \(from TER\+IER\+Intermediate_fusion\)$", table.stdout, re.M)
     assert json.loads(as_json.stdout)["rows"][0]["prediction"] in CLASSES
     predictions = pd.read_csv(trained / "predictions.csv")  # the demo's manifest, every row, its columns kept
     assert len(predictions) == len(manifest) and predictions["image_ok"].all()
