@@ -49,8 +49,8 @@ def build_parser() -> ArgumentParser:
         "weights; explain the predictions; or serve a web page that does both.",
     )
     one = parser.add_argument_group("one tweet")
-    one.add_argument("--image", help="the tweet's image file")
-    one.add_argument("--text", help="the tweet's text")
+    one.add_argument("--image", help="the tweet's image file (alone: IER's prediction)")
+    one.add_argument("--text", help="the tweet's text (alone: TER's prediction)")
     many = parser.add_argument_group("many tweets")
     many.add_argument("--csv", help="CSV with columns text,image (other columns are kept in the output)")
     many.add_argument("--image-root", help="folder the CSV's image paths are relative to (default: the CSV's folder)")

@@ -85,7 +85,7 @@ def test_demo_command_line_reports_a_user_error_without_traceback(tmp_path):
         ("TER", ["--epoch", "0"], "--epoch/--epochs: must be at least 1, got 0"),
         ("IER", ["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
         ("Intermediate_fusion", ["--lr", "-1"], "--lr: must be positive, got -1.0"),
-        ("predict", ["--image", "a.jpg"], "give --image and --text for one tweet"),
+        ("predict", ["--run-name", "x"], "give --image and --text for one tweet (or either alone)"),
     ],
 )
 def test_flags_out_of_range_are_refused_by_the_parser(script, argv, message, capsys):
