@@ -48,6 +48,8 @@ def studied(tmp_path_factory):
     for words in lines:  # the control's VGG16 at 32 pixels, not 224 (the last value of a flag holds)
         if "vgg16" in words[words.index("--ier-args") + 1]:
             words[words.index("--ier-args") + 1] += " --image-size 32"
+        for flag in ("--ter-args", "--inter-args"):  # one epoch, also where the page passes --epoch 4 through
+            words[words.index(flag) + 1] += " --epoch 1"
     # One after another: started together, the sweeps' thread pools fight over the cores and cost more in all.
     for words in lines:
         run_command(words, root)
