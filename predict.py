@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.predictor import RunModels, require_inputs, require_run
 
     if not args.csv:
-        require_inputs([args.text or ""], [args.image or ""], "--text/--image")  # the page's rule, before loading
+        require_inputs([args.text or ""], [args.image or ""], "--text/--image")  # before anything is loaded
     require_run(checkpoints)
     out = (Path(args.out) if args.out else Path(args.csv).with_suffix(".predictions.csv")) if args.csv else None
     writable = ({"--out": out.parent} if out is not None else {}) | (
@@ -139,9 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emorec.data.manifest import resolve_image_paths
     from emorec.fileio import record_lines
 
+    lines = None  # the editor line each CSV row starts on, to name rows by
     if args.csv:
-        table = _read_tweets(Path(args.csv))
-        require_inputs(table["text"].tolist(), table["image"].tolist(), f"--csv {args.csv}", record_lines(args.csv))
+        table, lines = _read_tweets(Path(args.csv)), record_lines(args.csv)
+        require_inputs(table["text"].tolist(), table["image"].tolist(), f"--csv {args.csv}", lines)
         root = Path(args.image_root) if args.image_root else Path(args.csv).parent
         paths, exists = resolve_image_paths(table["image"].astype(str), root)
         given = table["image"].astype(str) != ""
@@ -164,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"--image {args.image}: cannot read it as an image")
     output = _output_table(table, fused)
     explained = (
-        _explain_rows(models, table, paths, fused["image_ok"], args.explain_dir, bool(args.csv), not args.json)
+        _explain_rows(models, table, paths, fused["image_ok"], args.explain_dir, lines, not args.json)
         if args.explain
         else []
     )
@@ -186,11 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, progress: bool) -> list:
-    """Explain every row with a text and a readable image (the others are logged and left out: a modality's part
-    is not defined without the other) into ``folder``, the files named by row number too when ``numbered``; a
-    progress bar on stdout when ``progress``. Returns, per explained row, (row number, the explanation's JSON
-    data, (png, json) paths, its summary lines)."""
+def _explain_rows(models, table, paths, image_ok, folder: Path, lines: list[int] | None, progress: bool) -> list:
+    """Explain every row with a text and a readable image (the others are logged, by their CSV ``lines``, and
+    left out: a modality's part is not defined without the other) into ``folder``, the files named by row number
+    too for a CSV (``lines`` not None); a progress bar on stdout when ``progress``. Returns, per explained row,
+    (row number, the explanation's JSON data, (png, json) paths, its summary lines)."""
     import keras
 
     from emorec.explain.explainer import Explainer
@@ -199,7 +200,12 @@ def _explain_rows(models, table, paths, image_ok, folder: Path, numbered: bool, 
 
     explainer = Explainer(models)
     both = [bool(image_ok[i]) and has_text(table["text"].iloc[i]) for i in range(len(table))]
-    skipped = [f"row {i + 1}: {table['image'].iloc[i] or '(no image)'}" for i in range(len(table)) if not both[i]]
+    numbered = lines is not None
+    skipped = [
+        (f"line {lines[i]}: " if numbered else "") + (table["image"].iloc[i] or "(no image)")
+        for i in range(len(table))
+        if not both[i]
+    ]
     if skipped:
         log.warning(
             "%d tweet(s) without a text or a readable image are not explained: the modalities' parts, and the "

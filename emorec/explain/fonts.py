@@ -39,10 +39,16 @@ def _characters(family: str) -> frozenset[int]:
     return frozenset(FT2Font(path).get_charmap())
 
 
+@functools.cache
+def _covered(families_: tuple[str, ...]) -> frozenset[int]:
+    """The code points any of ``families_`` has a glyph for (once per list of families, not per word)."""
+    return frozenset().union(*(_characters(family) for family in families_))
+
+
 def drawable(text: str, base: str) -> str:
     """``text`` with each character that none of :func:`families` (``base``'s) can draw written as its lower-case
     Unicode name between colons; a variation selector or joiner without a glyph is dropped."""
-    covered = frozenset().union(*(_characters(family) for family in families(base)))
+    covered = _covered(tuple(families(base)))
     out = []
     for character in text:
         if ord(character) in covered or character.isspace():
