@@ -27,9 +27,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from emorec.cli import ArgumentParser, TrainingDefaults, phase_parser, run, run_folders, setup_logging, training_options
+from emorec.cli import (
+    ArgumentParser,
+    TrainingDefaults,
+    phase_parser,
+    probability,
+    run,
+    run_folders,
+    setup_logging,
+    training_options,
+)
 from emorec.data.manifest import manifest_fix
-from emorec.errors import InputError
 from emorec.feature_store import POOLINGS
 from emorec.precision import PRECISIONS
 from emorec.runs import PhaseOutputs, phase_output_fix, require_files, writable_outputs
@@ -64,6 +72,16 @@ def build_parser() -> ArgumentParser:
         "(off, as in the paper: random initialisation on top of the GloVe embeddings)",
     )
     fusion.add_argument(
+        "--modality-dropout",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="drop the text or the image (even odds) of each training post that has both, with probability P, "
+        "so that the network learns to score a post from one modality: it then learns from and scores the posts "
+        "that have only one as well (a missing image as zero features, a missing text as the empty text). 0, the "
+        "default and the paper's: the network learns from and scores only posts with both (docs/robustness.md)",
+    )
+    fusion.add_argument(
         "--pooling",
         choices=POOLINGS,
         default=None,
@@ -96,12 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import emorec.models  # noqa: F401  (registers what TER.keras and IER.keras hold, before loading them)
     from emorec.data.dataset import load_dataset
     from emorec.data.splits import fit_rows, select_training_rows
-    from emorec.extraction import phase_features
+    from emorec.extraction import image_pooling, phase_features
     from emorec.metrics import probability_table
     from emorec.precision import dtype_policy, resolve_precision
-    from emorec.runs import RunRecord, save_phase
+    from emorec.runs import RunRecord, check_same_training_rows, save_phase
     from emorec.training.backup import training_config
-    from emorec.training.batches import ArrayBatches
+    from emorec.training.batches import ArrayBatches, ModalityDropout
     from emorec.training.fit import evaluate_readable, fit_best, seed_everything, start_training
 
     strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
@@ -109,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = load_dataset(
         args.manifest, args.image_root, class_names=args.classes, strict_split=args.strict_split, draw=False
     )  # TER's and IER's split, never a new one
-    frame, class_names = dataset.frame, dataset.class_names
+    frame, class_names, labels = dataset.frame, dataset.class_names, dataset.frame["label"].to_numpy()
     # TER and IER must have read these rows with this split, and learnt from the examples this command would.
     earlier = _earlier_records(dataset, ter_files, ier_files)
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
@@ -121,37 +139,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         distribution=distribution,
         precision=precision,
         text_model=text_settings,
-        pooling=_image_pooling(args.pooling, earlier["IER"].run.get("pooling", "flatten")),
+        pooling=image_pooling(args.pooling, earlier["IER"].run.get("pooling", "flatten")),
     )
-    _check_same_training_rows(record.training_ids_fingerprint(), earlier)
-    labels = frame["label"].to_numpy()
+    check_same_training_rows(record.training_ids_fingerprint(), earlier)
 
     # Image: IER's feature store, checked against this manifest's images (never computed here).
     ier = keras.models.load_model(ier_files.model)
-    extractor = next(layer for layer in ier.layers if layer.name.endswith("_extractor"))
-    ier_head = ier.get_layer("ier_head")
+    extractor, ier_head = next(x for x in ier.layers if x.name.endswith("_extractor")), ier.get_layer("ier_head")
     image_features = phase_features(dataset, json.loads(ier_files.metrics_json.read_text()), earlier["IER"])
-    rows = fit_rows(frame, training_rows.mask, image_features.ok)
+    sides, usable = _posts_used(frame, image_features.ok, args.modality_dropout)
+    rows = fit_rows(frame, training_rows.mask, usable)
+    features = image_features.features.absent_as_zeros(sides["image"])
 
     # Text and model: TER's text pipeline (its vectorizer and GloVe matrix, or its encoder), joined with the image.
     ter = keras.models.load_model(ter_files.model)
     seed_everything(args.seed, args.deterministic)
     with dtype_policy(precision), strategy.scope():
         build = paper_fusion if text_settings["model"] == "paper" else encoder_fusion
-        fusion = build(args, ter, text_settings, frame, image_features.features, len(class_names), record.pooling)
+        fusion = build(args, ter, text_settings, frame, features, len(class_names), record.pooling)
     warm_started = fusion.warm_start(ier_head) if args.init_from_unimodal else []
     if warm_started:
         log.info("warm start from TER and IER: %s", ", ".join(warm_started))
-    # Adam; a text encoder trained here takes AdamW, warmed up, then decayed.
-    optimizer = "adamw_warmup" if text_settings["model"] == "fine-tuned" else "adam"
     config = training_config(build_parser().training_flags(args), record)
-    train = ArrayBatches(fusion.inputs, labels, rows["train"], args.batch_size, seed=args.seed)
+    dropout = ModalityDropout(args.modality_dropout, fusion.absent, sides["text"] & sides["image"], args.seed)
+    train = ArrayBatches(fusion.inputs, labels, rows["train"], args.batch_size, seed=args.seed, dropout=dropout)
     val = ArrayBatches(fusion.inputs, labels, rows["val"], 256)
-    options = training_options(args, text_settings["lr"], optimizer)
+    options = training_options(args, text_settings["lr"], OPTIMIZER[text_settings["model"]])
     training = fit_best(fusion.network, train, val, options, outputs, config, strategy)
 
-    # Evaluation on every row with a readable image, on this process's device; the others keep empty probabilities.
-    probabilities, metrics = evaluate_readable(fusion.network, fusion.inputs, dataset, image_features.ok)
+    # Evaluation on every post it can score, on this process's device; the others keep empty probabilities.
+    probabilities, metrics = evaluate_readable(fusion.network, fusion.inputs, dataset, usable)
     save_phase(
         outputs,
         fusion.saved_model(extractor),
@@ -165,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "feature_store": str(image_features.folder),
             "warm_started_layers": warm_started,
             "text_model": text_settings,
-            "unreadable_images": int((~image_features.ok).sum()),
+            **_sides_record(args.modality_dropout, sides),
             "split_leakage": dataset.split_leakage,
             **training,
             **metrics,
@@ -174,6 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         prob_file=PROB_FILE,
     )
     return 0
+
+
+def _posts_used(frame, image_ok, modality_dropout: float) -> tuple[dict, object]:
+    """Which side each post has, and the posts the network learns from and scores: those with both, or with
+    --modality-dropout those with either (the missing side shown as absent: zero image features, the empty text)."""
+    sides = {"text": (frame["text"] != "").to_numpy(), "image": image_ok}
+    return sides, (sides["text"] | sides["image"]) if modality_dropout else (sides["text"] & sides["image"])
+
+
+def _sides_record(modality_dropout: float, sides: dict) -> dict:
+    """What the metrics record of the posts' sides: the dropout and how many posts lack each side."""
+    return {"modality_dropout": modality_dropout, "posts_without": {s: int((~g).sum()) for s, g in sides.items()}}
 
 
 def _earlier_phases(args) -> tuple[PhaseOutputs, PhaseOutputs]:
@@ -201,6 +230,7 @@ def _earlier_records(dataset, ter_files: PhaseOutputs, ier_files: PhaseOutputs) 
     return earlier
 
 
+OPTIMIZER = {"paper": "adam", "frozen": "adam", "fine-tuned": "adamw_warmup"}  # an encoder trained here: AdamW
 LR = {"paper": 1e-4, "frozen": 1e-4, "fine-tuned": 5e-5}  # --lr's default by TER's text model (docs/text_encoders.md)
 
 
@@ -221,13 +251,26 @@ def fusion_text_settings(args, ter_config) -> dict:
 @dataclass
 class FusionParts:
     """What training and saving need of a fusion network: the ``network`` trained, its ``inputs`` (one row per
-    manifest row), ``warm_start(ier_head)`` (the layers it changed) and ``saved_model(extractor)`` (raw text and
-    pixels in)."""
+    manifest row), ``warm_start(ier_head)`` (the layers it changed), ``saved_model(extractor)`` (raw text and
+    pixels in) and the ``absent`` inputs of a missing side (``{"text": {input: the empty text's row}, "image":
+    {"image_features": zeros}}``, :class:`~emorec.training.batches.ModalityDropout`'s)."""
 
     network: object
     inputs: dict
     warm_start: Callable
     saved_model: Callable
+    absent: dict
+
+
+def absent_sides(text_inputs: dict, image_features) -> dict:
+    """The inputs that stand for a missing side: ``text_inputs`` (the fusion's text inputs of the empty text, one
+    row) and zero image features of ``image_features``' shape."""
+    import numpy as np
+
+    return {
+        "text": {name: np.asarray(array)[0] for name, array in text_inputs.items()},
+        "image": {"image_features": np.zeros(image_features.shape[1:], np.float32)},
+    }
 
 
 def paper_fusion(args, ter, text_settings, frame, image_features, n_classes: int, pooling: str) -> FusionParts:
@@ -244,6 +287,7 @@ def paper_fusion(args, ter, text_settings, frame, image_features, n_classes: int
         {"token_ids": token_ids, "image_features": image_features},
         lambda ier_head: warm_start(network, ter_network, ier_head),
         lambda extractor: fusion_model(vectorizer, extractor, network),
+        absent_sides({"token_ids": vectorize(vectorizer, [""])}, image_features),
     )
 
 
@@ -275,6 +319,7 @@ def encoder_fusion(args, ter, text_settings, frame, image_features, n_classes: i
             lambda extractor: EncodedFusionModel(
                 encoder.preprocessor, extractor, join_encoded_fusion(ter_features, head), name=PHASE
             ),
+            absent_sides({"text_features": ensure_text_features(store, encoder, [""])}, image_features),
         )
     features = ter_features
     if not args.init_from_unimodal:  # the preset's weights, as TER started from
@@ -297,41 +342,8 @@ def encoder_fusion(args, ter, text_settings, frame, image_features, n_classes: i
         {**preprocess(encoder, texts), "image_features": image_features},
         warm,
         lambda extractor: EncodedFusionModel(encoder.preprocessor, extractor, network, name=PHASE),
+        absent_sides(preprocess(encoder, [""]), image_features),
     )
-
-
-def _image_pooling(requested: str | None, ier_pooling: str) -> str:
-    """The pooling of the image features in the fusion network: ``requested`` (--pooling), else IER's
-    (``ier_pooling``); refused when IER stored features pooled otherwise, which cannot be undone."""
-    if requested is None or requested == ier_pooling:
-        return ier_pooling
-    if ier_pooling != "flatten":
-        raise InputError(
-            f"--pooling {requested}: IER.py stored features pooled by {ier_pooling}, from which "
-            f"{requested} cannot be had. Run `python IER.py --pooling {requested}` first, or leave "
-            "--pooling out."
-        )
-    return requested
-
-
-def _check_same_training_rows(training_ids, configs: dict) -> None:
-    """Refuse to fuse unimodal runs that learnt from other training examples than this command would
-    (``training_ids``: this command's subsample fingerprint; ``configs``: each phase's
-    :class:`~emorec.runs.RunConfig`)."""
-
-    def count(ids):
-        if ids is None:
-            return "the whole train split"
-        return f"{ids['count']} subsampled examples" if isinstance(ids, dict) else f"{len(ids)} listed inline"
-
-    for config in configs.values():
-        theirs = config.run.get("training_ids")
-        if theirs != training_ids:
-            raise InputError(
-                f"{config.path} trained on other examples ({count(theirs)}) than this command would "
-                f"({count(training_ids)}). Give every phase of a run the same --label-fraction or "
-                "--labels-per-class and --seed."
-            )
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ def parse_args(argv: Sequence[str] | None = None):
         "prompts (default: emorec/zero_shot_prompts.json, with the TIER emotions and B-T4SA's "
         "sentiments; copy and edit it)",
     )
+    _add_robustness_flag(group)
     group.add_argument(
         "--explain",
         type=at_least(0),
@@ -92,6 +93,17 @@ def parse_args(argv: Sequence[str] | None = None):
         "three saved models; see predict.py --explain)",
     )
     return parser.parse_args(argv)
+
+
+def _add_robustness_flag(group) -> None:
+    group.add_argument(
+        "--no-robustness",
+        dest="robustness",
+        action="store_false",
+        help="leave out the robustness table, which scores the test posts again with the image or the text "
+        "removed or damaged (image noise, JPEG quality 10, blur; words dropped or misspelt: the three models "
+        "run again, the damaged images' features stored in IER's feature store; docs/robustness.md)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts["absent_classes"] = dataset.absent_classes
     notes = fusion_notes(paper["weights"], baselines, weighting, zero_shot_record, extended.get("weights"), fewer)
     notes += absent_class_notes(dataset.absent_classes, len(class_names))
+    if args.robustness:  # the three saved models on the test posts with a side removed or damaged
+        facts["robustness"], table = _robustness(outputs, dataset, methods, image_features, recorded, paper, args.seed)
+        notes += ["", table]
     commands = _phase_commands(recorded, argv)
     report = Report(manifest, rows, tweets, class_names, methods, scores, commands, facts, notes)
     results = Path(args.results_dir) / (args.run_name or "")
@@ -176,6 +191,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("wrote %s, %s and %s", prob_files["Late_fusion"], outputs.metrics_json, results / "summary.md")
     print(markdown)
     return 0
+
+
+def _robustness(outputs, dataset, methods, image_features, recorded, paper, seed: int) -> tuple[dict, str]:
+    """The robustness table of the run (:func:`emorec.robustness.measure_robustness`) and its Markdown."""
+    from emorec.robustness import measure_robustness, robustness_markdown
+
+    cache_key = recorded["IER"].flags.get("cache_key", "stat")
+    checkpoints = outputs.args_json.parent
+    table = measure_robustness(checkpoints, dataset, methods, image_features, cache_key, paper["stacker_model"], seed)
+    return table, robustness_markdown(table, METHOD_NAMES)
 
 
 def _member_runs(args) -> tuple[dict, dict]:

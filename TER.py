@@ -12,7 +12,8 @@ softmax head, or, with ``--freeze-text-encoder``, frozen, its features stored
 once and only the head trained. Outputs: ``model_checkpoints/TER.keras``
 (raw strings in, probabilities out; ``import emorec.models`` before loading it),
 ``TER.args.json``, ``TER.metrics.json``, ``TER.epochs.csv``, TensorBoard curves
-in ``tb_logs/TER/`` and ``data_files/text_prob.csv``.
+in ``tb_logs/TER/`` and ``data_files/text_prob.csv`` (empty probabilities for
+posts without a text, which TER neither learns from nor scores).
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     strategy, outputs, distribution = start_training(args.strategy, args.seed, args.deterministic, outputs)
     precision = resolve_precision(args.precision)  # auto resolved: the run record says what ran
 
-    # Data: every phase reads the same manifest and the same split. TER also runs on text alone (empty image cells).
+    # Data: every phase reads the same manifest and the same split. TER also runs on text alone (no image column).
     dataset = load_dataset(
         args.manifest,
         args.image_root,
@@ -186,9 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         strict_split=args.strict_split,
         images_required=False,
     )
-    frame, class_names = dataset.frame, dataset.class_names
+    frame, class_names, texts_given = dataset.frame, dataset.class_names, (dataset.frame["text"] != "").to_numpy()
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
-    train, val = training_rows.mask, (frame["split"] == "val").to_numpy()
+    train, val = training_rows.mask & texts_given, (frame["split"] == "val").to_numpy() & texts_given
     labels = frame["label"].to_numpy()
     settings = {"model": mode, **{key: resolved(args, key) for key in ("lr", "batch_size", "seq_len")}}
 
@@ -222,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         probabilities = network.predict(ArrayBatches(inputs, labels, np.arange(len(labels)), 1024), verbose=0)
     else:
         probabilities = score_texts(model, frame["text"].tolist(), progress=mode == "fine-tuned")
-    metrics = classification_metrics(labels, probabilities, frame["split"], class_names)
+    probabilities[~texts_given] = np.nan  # a post without its text: the other phases' to score
+    metrics = classification_metrics(*(a[texts_given] for a in (labels, probabilities, frame["split"])), class_names)
     save_phase(
         outputs,
         model,
@@ -233,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "phase": PHASE,
             "class_names": list(class_names),
             "training_labels": int(train.sum()),
+            "rows_without_text": int((~texts_given).sum()),
             "split_leakage": dataset.split_leakage,
             "text_model": settings,
             **training,

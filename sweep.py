@@ -117,6 +117,12 @@ def _add_phase_flags(parser: ArgumentParser) -> None:
         metavar="PATH",
         help="passed to Late_fusion.py: the class prompts of the zero-label rows (a JSON file)",
     )
+    parser.add_argument(
+        "--robustness",
+        action="store_true",
+        help="passed to Late_fusion.py: keep each setting's robustness table (off by default: it runs the three "
+        "models again on the damaged test posts, and a sweep reports its curve)",
+    )
 
 
 def _attach_pass_through(argv: Sequence[str]) -> list[str]:
@@ -155,6 +161,7 @@ def sweep_plan(args) -> Sweep:
         *(["--with-baselines"] if args.with_baselines else []),
         *(["--zero-shot", args.zero_shot] if args.zero_shot else []),
         *(["--prompts", args.prompts] if args.prompts else []),
+        *([] if args.robustness else ["--no-robustness"]),
     ]
     return Sweep(
         args.fractions,

@@ -228,15 +228,16 @@ def run_baselines(
     """
     weighting = {name: (class_weights or {}).get(name, "none") for name in BASELINE_NAMES}
     texts, labels, splits = frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy()
-    val, everything = splits == "val", np.ones(len(labels), dtype=bool)
+    val, texts_given = splits == "val", frame["text"].str.strip().ne("").to_numpy()
     if not val.any():
         raise ValueError("the baselines choose C on the validation split, which is empty")
-    text = text_features(texts, train)
-    inputs = {"Baseline_text": (text, everything)}
+    text = text_features(texts, train & texts_given)
+    inputs = {"Baseline_text": (text, texts_given)}
     if image is not None:
         features, features_ok = image
         pooled = image_features(pooled_features(features), train & features_ok)
-        inputs |= {"Baseline_image": (pooled, features_ok), "Baseline_both": (SideBySide(text, pooled), features_ok)}
+        both = SideBySide(text, pooled)
+        inputs |= {"Baseline_image": (pooled, features_ok), "Baseline_both": (both, features_ok & texts_given)}
     fitted = {
         name: fit_baseline(x, labels, train, val, scored, n_classes, weighting[name], seed)
         for name, (x, scored) in inputs.items()

@@ -279,6 +279,14 @@ def open_unit_fraction(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
+    return value
+
+
 def _class_list(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(","))
 

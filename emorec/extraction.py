@@ -36,6 +36,7 @@ class Extraction:
     batch_size: int = 32
     chunk: int = 512
     strategy: object = None
+    batches: object = None  # (paths, image size, batch size) -> (pixels, ok) batches; None: emorec.images' decoding
 
     @property
     def image_size(self) -> int:
@@ -117,6 +118,7 @@ def read_features(store: FeatureStore, paths: Sequence[str], keys: Sequence[str]
     unreadable images, or, with ``on_bad_image='error'``, an :class:`InputError` naming them."""
     stored = store.view(keys)
     bad = np.asarray(paths)[~stored.ok]
+    bad = bad[bad != ""]  # a post without an image (an empty cell) is no bad image
     if len(bad):
         if on_bad_image == "error":
             raise _bad_images_error(bad)
@@ -211,10 +213,13 @@ class _BackgroundExtraction:
         bar = keras.utils.Progbar(len(self.missing), unit_name="image")
         bar.update(0)
         try:
-            for pixels, ok in image_batches(self.paths, extraction.image_size, extraction.batch_size):
+            batches = extraction.batches or image_batches
+            for pixels, ok in batches(self.paths, extraction.image_size, extraction.batch_size):
                 first, ok = self.done, ok.numpy()
-                if self.bad_image_is_error and not ok.all():
-                    raise _bad_images_error(np.asarray(self.paths[first : first + len(ok)])[~ok].tolist())
+                if self.bad_image_is_error:
+                    batch_paths = np.asarray(self.paths[first : first + len(ok)])
+                    if (~ok & (batch_paths != "")).any():
+                        raise _bad_images_error(batch_paths[~ok & (batch_paths != "")].tolist())
                 features = backbone(pixels).astype(np.float16)
                 with self.lock:
                     if self.stop.is_set():  # interrupted meanwhile: what was recorded stays as it was
@@ -265,13 +270,31 @@ def phase_features(manifest: Manifest, ier_metrics: dict, ier_config: RunConfig)
     stored = store.view(keys)
     if (~stored.ok).any():
         log.warning(
-            "%d row(s) whose image IER could not read are left out; their probabilities are empty", (~stored.ok).sum()
+            "%d row(s) without an image (none given, or IER could not read it); the image models leave them out",
+            (~stored.ok).sum(),
         )
     return stored
 
 
+def image_pooling(requested: str | None, ier_pooling: str) -> str:
+    """The pooling of the image features in the fusion network: ``requested`` (--pooling), else IER's
+    (``ier_pooling``); refused when IER stored features pooled otherwise, which cannot be undone."""
+    if requested is None or requested == ier_pooling:
+        return ier_pooling
+    if ier_pooling != "flatten":
+        raise InputError(
+            f"--pooling {requested}: IER.py stored features pooled by {ier_pooling}, from which "
+            f"{requested} cannot be had. Run `python IER.py --pooling {requested}` first, or leave "
+            "--pooling out."
+        )
+    return requested
+
+
 def _bad_images_message(paths: Sequence[str]) -> str:
-    return f"{len(paths)} image file(s) could not be read (empty, not an image, or damaged):\n{list_some(paths)}"
+    return (
+        f"{len(paths)} image file(s) could not be read (not there, empty, not an image, or damaged): their posts "
+        f"count as posts without an image:\n{list_some(paths)}"
+    )
 
 
 def _bad_images_error(paths: Sequence[str]) -> InputError:

@@ -103,18 +103,30 @@ class FeatureView:
             1 + len(feature_shape),
         )
 
+        self.zeroed: np.ndarray | None = None
+
     def __len__(self) -> int:
         return self.shape[0]
 
+    def absent_as_zeros(self, present: np.ndarray) -> FeatureView:
+        """This view with the rows where ``present`` is False read as zeros: how the fusion network is shown
+        that a post has no image (its file missing or unreadable, or none given)."""
+        view = FeatureView(self.shards, self.shard_of, self.row_of, self.shape[1:])
+        view.zeroed = ~np.asarray(present, dtype=bool)
+        return view
+
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
-            return self.shards[self.shard_of[index]][self.row_of[index]]
+            row = self.shards[self.shard_of[index]][self.row_of[index]]
+            return np.zeros_like(row) if self.zeroed is not None and self.zeroed[index] else row
         rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
         out = np.empty((len(rows), *self.shape[1:]), np.float16)
         shards = self.shard_of[rows]
         for shard in np.unique(shards):
             where = shards == shard
             out[where] = self.shards[shard][self.row_of[rows[where]]]
+        if self.zeroed is not None:
+            out[self.zeroed[rows]] = 0
         return out
 
     def __array__(self, dtype=None, copy=None):

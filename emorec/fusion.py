@@ -307,6 +307,7 @@ def search_and_stack(members: list[str], probabilities, labels, val, step: float
         "weights": weights,
         "late": fuse(grid[best], probabilities),
         "stacker": class_probabilities(stacker, features, probabilities.shape[2]),
+        "stacker_model": stacker,
         "grid_step": step,
         "candidates": len(grid),
         "val_accuracy": float(val_accuracy[best]),

@@ -95,6 +95,7 @@ class RunModels:
     shared_extractor: bool
     image_size: int
     stored_images: StoredImages | None = None
+    fusion_takes_one_modality: bool = False
 
     @classmethod
     def load(cls, checkpoints: str | Path) -> RunModels:
@@ -147,6 +148,7 @@ class RunModels:
             shared_extractor=shared,
             image_size=int(models["IER"].input_shape[1]),
             stored_images=StoredImages.of_run(checkpoints, configs["IER"].flags) if shared else None,
+            fusion_takes_one_modality=_modality_dropout(checkpoints) > 0,
         )
 
     def text_inputs(self, texts: Sequence[str]) -> tuple:
@@ -176,6 +178,30 @@ class RunModels:
             ),
         }
 
+    def score_posts(self, texts, ier_features, fusion_features, image_given, batch_size: int) -> dict:
+        """Each member's probabilities (n, classes) for one batch of at most ``batch_size`` posts: their texts
+        (empty: none), image features and whether each has an image. A member that needs a side a post lacks
+        gives NaN, but the fusion model that learnt with --modality-dropout scores a post with one side, the
+        missing image as zero features and the missing text as the empty text, as it learnt them."""
+        texts_given = np.array([has_text(text) for text in texts])
+        image_given = np.asarray(image_given, dtype=bool)
+        if self.fusion_takes_one_modality:
+            fusion_features = np.where(image_given.reshape(-1, *[1] * (fusion_features.ndim - 1)), fusion_features, 0)
+        # Every batch padded to batch_size rows: each network traces once, whatever the last batch's size.
+        text = [_padded(inputs, batch_size) for inputs in self.text_inputs(texts)]
+        batch = self.score(*text, _padded(ier_features, batch_size), _padded(fusion_features, batch_size))
+        members = {}
+        for phase, probabilities in batch.items():
+            probabilities = probabilities[: len(texts)]
+            if phase == "Intermediate_fusion" and self.fusion_takes_one_modality:
+                probabilities[~image_given & ~texts_given] = np.nan
+            else:
+                probabilities[~image_given if phase == "IER" else ~texts_given] = np.nan
+                if phase == "Intermediate_fusion":
+                    probabilities[~image_given] = np.nan
+            members[phase] = probabilities
+        return members
+
     def fuse(self, members: dict[str, np.ndarray]) -> np.ndarray:
         """The late-fused probabilities of the members' ``(n, classes)`` arrays (NaN rows: that member is left out)."""
         from emorec.fusion import fuse
@@ -185,8 +211,9 @@ class RunModels:
     def predict(self, texts: Sequence[str], image_paths: Sequence[str], batch_size: int = 64) -> dict:
         """Score tweets (their texts and image files) with the three models and fuse them.
 
-        A tweet may lack its text (empty) or its image (an empty path): the members that need it give NaN, and
-        the late fusion renormalises its weights over the others, as for an image that cannot be read. Returns
+        A tweet may lack its text (empty) or its image (an empty path, or a file that cannot be read): the members
+        that need it give NaN (the fusion model scores it all the same when it learnt with --modality-dropout),
+        and the late fusion renormalises its weights over the others. Returns
         ``{"class_names", "image_ok" (n,), <member> (n, classes) for each of TER, IER and
         Intermediate_fusion (NaN where the member cannot score the tweet), "Late_fusion" (n, classes),
         "models_used" (n,) (the members that scored each tweet, joined by "+"), "text_cut" (n,)}``:
@@ -201,16 +228,8 @@ class RunModels:
         image_ok = np.zeros(len(texts), dtype=bool)
         bar = keras.utils.Progbar(len(texts), unit_name="tweet", verbose=1 if len(texts) > batch_size else 0)
         for rows, ier_features, fusion_features, ok in self._feature_batches(paths, batch_size):
-            # Every batch padded to batch_size rows: each network traces once, whatever the last batch's size.
-            text = [_padded(inputs, batch_size) for inputs in self.text_inputs([texts[row] for row in rows])]
-            batch = self.score(*text, _padded(ier_features, batch_size), _padded(fusion_features, batch_size))
-            texts_given = np.array([has_text(texts[row]) for row in rows])
+            batch = self.score_posts([texts[row] for row in rows], ier_features, fusion_features, ok, batch_size)
             for phase, probabilities in batch.items():
-                probabilities = probabilities[: len(rows)]
-                if phase != "TER":
-                    probabilities[~ok] = np.nan
-                if phase != "IER":
-                    probabilities[~texts_given] = np.nan
                 members[phase][rows] = probabilities
             image_ok[rows] = ok
             bar.add(len(rows))
@@ -298,6 +317,12 @@ class StoredImages:
                 f"; the backbone runs on the other {(~held).sum()}" if not held.all() else "",
             )
         return held, self.store.view([key for key, stored in zip(keys, held) if stored])
+
+
+def _modality_dropout(checkpoints: Path) -> float:
+    """The --modality-dropout the run's fusion model learnt with (0: it scores only posts with both sides)."""
+    path = checkpoints / "Intermediate_fusion.metrics.json"
+    return float(json.loads(path.read_text()).get("modality_dropout", 0)) if path.is_file() else 0.0
 
 
 def models_used(members: dict[str, np.ndarray]) -> list[str]:

@@ -291,3 +291,23 @@ def members_manifest(recorded: dict, given: str | None) -> str:
                 f"with --manifest {given} first."
             )
     return manifest
+
+
+def check_same_training_rows(training_ids, configs: dict) -> None:
+    """Refuse to fuse unimodal runs that learnt from other training examples than this command would
+    (``training_ids``: this command's subsample fingerprint; ``configs``: each phase's
+    :class:`~emorec.runs.RunConfig`)."""
+
+    def count(ids):
+        if ids is None:
+            return "the whole train split"
+        return f"{ids['count']} subsampled examples" if isinstance(ids, dict) else f"{len(ids)} listed inline"
+
+    for config in configs.values():
+        theirs = config.run.get("training_ids")
+        if theirs != training_ids:
+            raise InputError(
+                f"{config.path} trained on other examples ({count(theirs)}) than this command would "
+                f"({count(training_ids)}). Give every phase of a run the same --label-fraction or "
+                "--labels-per-class and --seed."
+            )

@@ -113,14 +113,21 @@ def test_unknown_label_names_line_and_value(tmp_path):
     assert "happy, sad, hate, anger" in message
 
 
-def test_empty_or_missing_text(tmp_path):
-    manifest = tmp_path / "m.csv"
+def test_a_post_may_lack_its_text_or_its_image_but_not_both(tmp_path):
+    """Issue 46: an empty text, an empty image cell or an image file that is not there leave the post its other
+    side; a row with neither is refused, counted and named by line."""
     write_image(tmp_path / "a.jpg"), write_image(tmp_path / "b.jpg"), write_image(tmp_path / "c.jpg")
-    manifest.write_text('label,text,image\n0,hello,a.jpg\n1,"   ",b.jpg\n2,,c.jpg\n')
+    rows = "0,hello,a.jpg\nx1,1,,b.jpg\nx2,2,there,\nx3,3,again,gone.jpg\n"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,label,text,image\nx0," + rows)
+    frame = read_manifest(manifest, tmp_path).frame
+    assert frame["text"].tolist() == ["hello", "", "there", "again"]
+    assert frame["image_path"].tolist()[2] == "" and frame["image_path"].tolist()[3].endswith("gone.jpg")
+    manifest.write_text("id,label,text,image\nx0," + rows + 'x4,0,"   ",\nx5,1,,gone.jpg\n')
     with pytest.raises(InputError) as error:
         read_manifest(manifest, tmp_path)
-    assert "empty or missing text in 2 row(s)" in str(error.value)
-    assert "line 3" in str(error.value) and "line 4" in str(error.value)
+    assert "2 row(s) with neither a text nor an image file that is there" in str(error.value)
+    assert "line 6" in str(error.value) and "line 7" in str(error.value)
 
 
 def test_duplicated_id(tmp_path):
@@ -143,7 +150,7 @@ def test_every_missing_image_is_counted_and_the_first_ten_listed(tmp_path):
     with pytest.raises(InputError) as error:
         read_manifest(manifest, tmp_path)
     message = str(error.value)
-    assert "12 image file(s) not found" in message
+    assert "12 of 13 image file(s) not found" in message
     assert len(re.findall(r"line \d+: .*\.jpg", message)) == 10
     assert "... and 2 more (12 in all)" in message
     assert "--image-root" in message
@@ -155,7 +162,7 @@ def test_all_problems_are_reported_at_once(tmp_path):
     with pytest.raises(InputError) as error:
         read_manifest(manifest, tmp_path)
     message = str(error.value)
-    for part in ("unknown label", "empty or missing text", "image file(s) not found"):
+    for part in ("unknown label", "with neither a text nor an image", "image file(s) not found"):
         assert part in message
 
 
@@ -198,8 +205,10 @@ def test_a_text_only_phase_reads_rows_without_images_that_have_ids(tmp_path):
     frame = read_manifest(manifest, tmp_path, images_required=False).frame
     assert frame["image_path"].tolist() == ["", str((tmp_path / "a.jpg").resolve()), ""]
     assert frame["group"].tolist() == ["x1", "a", "x3"]  # a row without an image is its own group
-    with pytest.raises(InputError, match=r"empty image path in 2 row\(s\)"):
-        read_manifest(manifest, tmp_path)  # the image phases need every image
+    assert read_manifest(manifest, tmp_path).frame.equals(frame)  # the image phases read the one image
+    (tmp_path / "t.csv").write_text("id,label,text,image\nx1,0,hello,\nx2,1,there,\n")
+    with pytest.raises(InputError, match="no row has an image"):
+        read_manifest(tmp_path / "t.csv", tmp_path)
     (tmp_path / "n.csv").write_text("label,text\n0,hello\n1,there\n")
     with pytest.raises(InputError, match=r"(?s)empty id in 2 row\(s\).*a row without an image needs an id column"):
         read_manifest(tmp_path / "n.csv", tmp_path, images_required=False)

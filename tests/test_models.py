@@ -83,11 +83,11 @@ def test_fusion_pooling_follows_ier_and_refuses_what_a_pooled_store_cannot_give(
     import pytest
 
     from emorec.errors import InputError
-    from Intermediate_fusion import _image_pooling
+    from emorec.extraction import image_pooling
 
-    assert _image_pooling(None, "max") == "max" and _image_pooling("avg", "flatten") == "avg"
+    assert image_pooling(None, "max") == "max" and image_pooling("avg", "flatten") == "avg"
     with pytest.raises(InputError, match="stored features pooled by max.*python IER.py --pooling avg"):
-        _image_pooling("avg", "max")
+        image_pooling("avg", "max")
 
 
 def test_auto_precision_says_what_it_chose_and_why(monkeypatch, caplog):

@@ -166,7 +166,7 @@ def test_help_documents_every_flag_with_its_default():
 
 def test_text_only_manifest_trains_ter_and_its_own_classes(small_demo, tmp_path, capsys):
     """A corpus without images (an empty image column, an id column, its own classes file) trains TER; the
-    image phases still refuse it, naming the empty image cells."""
+    image phases still refuse it: no row has an image."""
     import IER
 
     demo = pd.read_csv(small_demo / MANIFEST_NAME).head(200)
@@ -194,4 +194,4 @@ def test_text_only_manifest_trains_ter_and_its_own_classes(small_demo, tmp_path,
     probs = pd.read_csv(tmp_path / "p" / "text_prob.csv")
     assert list(probs.columns) == ["id", "split", "label", *classes] and len(probs) == len(texts)
     assert run(IER.main, ["--manifest", str(manifest), "--image-weights", "none", "--image-size", "32", *out]) == 2
-    assert "empty image path in 200 row(s)" in capsys.readouterr().err
+    assert "no row has an image: the image phases need images" in capsys.readouterr().err

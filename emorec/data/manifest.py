@@ -38,6 +38,8 @@ DEFAULT_MANIFEST = "data_files/image_labels.csv"
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("label", "text", "image")
 DEMO_FOLDER = "data_t4sa/demo"
+# More than this share of the named image files missing is a wrong --image-root, not posts whose image was deleted.
+MOST_MISSING = 0.5
 
 
 @dataclass(frozen=True)
@@ -102,15 +104,17 @@ def read_manifest(
     """Read and check a manifest.
 
     Takes the manifest CSV's path, the folder its image paths are relative to, and optionally the class names
-    (see :func:`read_class_names`). With ``images_required=False`` (a text-only phase) the image column may be
-    missing or empty: such rows need an ``id`` and are their own group, and their ``image_path`` is empty; images
-    that are named must still exist. Returns the :class:`Manifest`: a frame with columns ``id`` (str), ``label``
-    (int class index), ``text``, ``image_path`` (absolute), ``group`` (the tweet the row belongs to) and, when
-    the manifest has one, ``split``, beside its class names and image root.
+    (see :func:`read_class_names`). A post may lack its text or its image (an empty cell, or an image file that is
+    not there: counted as no image, as one that does not decode), not both; a row without an image needs an
+    ``id`` and is its own group, and its ``image_path`` is empty. With ``images_required=False`` (a text-only
+    phase) the image column may be missing; otherwise some row must have an image. Returns the
+    :class:`Manifest`: a frame with columns ``id`` (str), ``label`` (int class index), ``text``, ``image_path``
+    (absolute), ``group`` (the tweet the row belongs to) and, when the manifest has one, ``split``, beside its
+    class names and image root.
 
     Raises one :class:`InputError` that lists every problem found (missing file or columns; unknown labels,
-    empty texts, duplicated ids, bad split values, image files that do not exist), naming the file, the first
-    rows of each kind and what to do.
+    rows with neither text nor image, duplicated ids, bad split values, most image files not there), naming the
+    file, the first rows of each kind and what to do.
     """
     path = Path(path)
     if not path.is_file():
@@ -119,13 +123,7 @@ def read_manifest(
     raw = _read_rows(path, images_required)
     problems = _Problems(path, raw)
     labels = _checked_labels(problems, raw, names)
-    if images_required:
-        problems.flag(
-            raw["image"] == "",
-            "empty image path in {count} row(s)",
-            "give every row its image file, relative to the image root",
-        )
-    ids, stems = _checked_ids(problems, raw, images_required)
+    ids, stems = _checked_ids(problems, raw)
     if "split" in raw.columns:
         raw["split"] = raw["split"].str.lower()
         problems.flag(
@@ -135,7 +133,8 @@ def read_manifest(
             shown=raw["split"],
         )
     image_root = Path(image_root)
-    image_paths = _checked_images(problems, raw, image_root)
+    image_paths, found = _checked_images(problems, raw, image_root)
+    _checked_sides(problems, raw, found, images_required)
     if problems.found:
         raise InputError(f"{path}: the manifest has problems.\n" + "\n".join(problems.found))
     empty_image = raw["image"] == ""
@@ -153,6 +152,21 @@ def read_manifest(
     return Manifest(frame.reset_index(drop=True), names, str(image_root.resolve()))
 
 
+def _checked_sides(problems: _Problems, raw: pd.DataFrame, found: pd.Series, images_required: bool) -> None:
+    """Rows with neither a text nor an image flagged; for an image phase, a manifest without any image."""
+    problems.flag(
+        (raw["text"] == "") & ~found,
+        "{count} row(s) with neither a text nor an image file that is there",
+        "a post needs its text, its image or both: fill them in, or remove those rows",
+    )
+    if images_required and not found.any() and not problems.found:
+        problems.found.append(
+            "- no row has an image: the image phases need images (the image column is empty, or its files are "
+            "not under --image-root)\n  what to do: give the rows their image files, relative to --image-root; a "
+            "text-only data set runs TER.py alone"
+        )
+
+
 def _checked_labels(problems: _Problems, raw: pd.DataFrame, names: list[str]) -> pd.Series:
     """Each row's class index (NaN where unknown); unknown labels and empty texts flagged."""
     labels = parse_labels(raw["label"], names)
@@ -162,11 +176,6 @@ def _checked_labels(problems: _Problems, raw: pd.DataFrame, names: list[str]) ->
         f"a label is a class index 0..{len(names) - 1} or one of: {', '.join(names)} "
         f"(other classes: list them in {class_names_path(problems.path).name}, one per line)",
         shown=raw["label"],
-    )
-    problems.flag(
-        raw["text"] == "",
-        "empty or missing text in {count} row(s)",
-        "give every row its tweet's text, or remove the row",
     )
     return labels
 
@@ -210,7 +219,7 @@ class _Problems:
             self.found.append(_problem(title.replace("{count}", str(bad.sum())), rows, fix))
 
 
-def _checked_ids(problems: _Problems, raw: pd.DataFrame, images_required: bool) -> tuple[pd.Series, pd.Series]:
+def _checked_ids(problems: _Problems, raw: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Each row's id (the id column, else its image file's stem) and image stem; empty and repeated ids flagged."""
     stems = raw["image"].map(image_stem)
     ids = raw["id"] if "id" in raw.columns else stems
@@ -218,8 +227,8 @@ def _checked_ids(problems: _Problems, raw: pd.DataFrame, images_required: bool) 
     problems.flag(
         empty_id,
         "empty id in {count} row(s)",
-        "give every row an id, or drop the id column to use the image file names"
-        + ("" if images_required else " (a row without an image needs an id column)"),
+        "give every row an id, or drop the id column to use the image file names (a row without an image "
+        "needs an id column)",
     )
     duplicated = ids.duplicated(keep=False) & ~empty_id
     if duplicated.any():
@@ -234,19 +243,25 @@ def _checked_ids(problems: _Problems, raw: pd.DataFrame, images_required: bool) 
     return ids, stems
 
 
-def _checked_images(problems: _Problems, raw: pd.DataFrame, image_root: Path) -> pd.Series:
-    """Each row's image path under ``image_root`` (empty for a row without one); missing images flagged."""
+def _checked_images(problems: _Problems, raw: pd.DataFrame, image_root: Path) -> tuple[pd.Series, pd.Series]:
+    """Each row's image path under ``image_root`` (empty for a row without one) and whether its file is there.
+
+    A file that is not there counts as no image for its row, as one that does not decode (the image phases list
+    both); most of the named files missing is an error, since that is a wrong ``--image-root``, not missing posts.
+    """
     empty_image = raw["image"] == ""
     image_paths, found = resolve_image_paths(raw["image"], image_root)
     image_paths[empty_image] = ""
-    problems.flag(
-        ~found & ~empty_image,
-        f"{{count}} image file(s) not found under the image root {image_root}",
-        "check --image-root; image paths are relative to it (the paper's "
-        "'/data_bt4sa/76809/<id>-1.jpg' also resolves as '<root>/76809/<id>-1.jpg')",
-        shown=image_paths,
-    )
-    return image_paths
+    missing = ~found & ~empty_image
+    if missing.sum() > MOST_MISSING * (~empty_image).sum():
+        problems.flag(
+            missing,
+            f"{{count}} of {(~empty_image).sum()} image file(s) not found under the image root {image_root}",
+            "check --image-root; image paths are relative to it (the paper's "
+            "'/data_bt4sa/76809/<id>-1.jpg' also resolves as '<root>/76809/<id>-1.jpg')",
+            shown=image_paths,
+        )
+    return image_paths, found & ~empty_image
 
 
 def parse_labels(values: pd.Series, class_names: Sequence[str]) -> pd.Series:

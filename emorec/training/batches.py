@@ -21,9 +21,12 @@ class ArrayBatches(keras.utils.PyDataset):
     ``predict`` does) gives epoch 0's batches.
     """
 
-    def __init__(self, inputs, labels, rows, batch_size: int, seed: int | None = None):
+    def __init__(
+        self, inputs, labels, rows, batch_size: int, seed: int | None = None, dropout: ModalityDropout | None = None
+    ):
         super().__init__()
         self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
+        self.dropout = dropout
         self.rows = np.array(rows)
         self._orders: dict[int, np.ndarray] = {}
         self._orders_lock = threading.Lock()
@@ -38,7 +41,10 @@ class ArrayBatches(keras.utils.PyDataset):
         """Batch ``index`` of epoch ``epoch``: (inputs, labels) of its rows, in the store's order within it."""
         rows = np.sort(self.order_of(epoch)[index * self.batch_size : (index + 1) * self.batch_size])
         if isinstance(self.inputs, dict):
-            return {name: _rows_of(array, rows) for name, array in self.inputs.items()}, self.labels[rows]
+            inputs = {name: _rows_of(array, rows) for name, array in self.inputs.items()}
+            if self.dropout is not None:
+                self.dropout.apply(inputs, rows, (epoch, index))
+            return inputs, self.labels[rows]
         return _rows_of(self.inputs, rows), self.labels[rows]
 
     def order_of(self, epoch: int) -> np.ndarray:
@@ -128,6 +134,26 @@ class ArrayBatches(keras.utils.PyDataset):
             .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE)
         )
+
+
+class ModalityDropout:
+    """Modality dropout for a fusion network's training batches: each training row that has both its text and its
+    image loses one of them (text or image, even odds) with ``probability``, replaced by the ``absent`` inputs
+    (``{"text": {input name: one row}, "image": {...}}``) that also stand for a post's missing side, so that the
+    network learns to score a post from one modality. The draws come from (``seed``, epoch, batch) alone: a
+    resumed run sees the batches an uninterrupted one would."""
+
+    def __init__(self, probability: float, absent: dict, complete: np.ndarray, seed: int):
+        self.probability, self.absent, self.complete, self.seed = probability, absent, complete, seed
+
+    def apply(self, inputs: dict, rows: np.ndarray, batch: tuple[int, int]) -> None:
+        """Drop a side of some of ``rows`` (the batch's row numbers) in ``inputs`` (its arrays), in place."""
+        draws = np.random.default_rng([self.seed, *batch, 7])
+        dropped = (draws.random(len(rows)) < self.probability) & self.complete[rows]
+        image_side = draws.random(len(rows)) < 0.5
+        for side, where in (("text", dropped & ~image_side), ("image", dropped & image_side)):
+            for name, row in self.absent[side].items():
+                inputs[name][where] = row
 
 
 def _rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
