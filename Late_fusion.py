@@ -21,6 +21,7 @@ from emorec import fusion
 from emorec.cli import at_least, open_unit_fraction, phase_parser, run, run_folders, setup_logging
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS, METHOD_NAMES
+from emorec.probability_files import read_probability_files
 from emorec.runs import (
     PhaseOutputs,
     members_manifest,
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = _members_dataset(recorded)
     record = RunRecord(data=dataset.fingerprint, split_leakage=dataset.split_leakage, manifest=manifest)
     paths = {member: phases[member].prob_dir / file for member, file in MEMBERS.items()}
-    rows, class_names, probabilities = fusion.read_probability_files(paths)
+    rows, class_names, probabilities = read_probability_files(paths)
     labels, splits = rows["label"].to_numpy(), rows["split"].to_numpy()
     if not (splits == "val").any():
         raise InputError(f"{paths['TER']} has no validation rows: the weights are chosen on the val split")
@@ -148,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The paper's weight grid, searched on validation only, and the stacker; again with the baselines as members.
     paper, extended, methods = _fuse_methods(args, probabilities, labels, splits == "val", baselines, zero_shot)
+    # The saved models again: the one-sided weights (with --modality-dropout) and the robustness table need them.
+    image_store = (image_features, recorded["IER"].flags.get("cache_key", "stat"), paper["stacker_model"])
+    run, one_sided = _one_sided(args, outputs, dataset, recorded, paper, image_store, methods, probabilities)
     tweets = dataset.frame["group"].to_numpy()
     scores = fusion.score_methods(methods, labels, splits, tweets, len(class_names), args.seed)
     fewer = {split: fusion.rows_fused_from_fewer(probabilities, splits == split) for split in ("train", "val", "test")}
@@ -160,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "class_names": class_names,
         "weights": paper["weights"],
         **({"weights_with_baselines": extended["weights"]} if extended else {}),
+        **({"one_sided_weights": one_sided} if one_sided else {}),
         "baselines": baseline_record(baselines, weighting, prob_files),
         "zero_shot": zero_shot_record,
         "rows_fused_from_fewer_members": fewer,
@@ -176,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = fusion_notes(paper["weights"], baselines, weighting, zero_shot_record, extended.get("weights"), fewer)
     notes += absent_class_notes(dataset.absent_classes, len(class_names))
     if args.robustness:  # the three saved models on the test posts with a side removed or damaged
-        facts["robustness"], table = _robustness(outputs, dataset, methods, image_features, recorded, paper, args.seed)
+        facts["robustness"], table = _robustness(run, dataset, image_store, methods, args.seed)
         notes += ["", table]
     commands = _phase_commands(recorded, argv)
     report = Report(manifest, rows, tweets, class_names, methods, scores, commands, facts, notes)
@@ -193,14 +198,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _robustness(outputs, dataset, methods, image_features, recorded, paper, seed: int) -> tuple[dict, str]:
-    """The robustness table of the run (:func:`emorec.robustness.measure_robustness`) and its Markdown."""
-    from emorec.robustness import measure_robustness, robustness_markdown
+def _robustness(run, dataset, image_store: tuple, methods: dict, seed: int) -> tuple[dict, str]:
+    """The robustness table of the test posts (:func:`emorec.robustness.measure_robustness`) and its Markdown."""
+    from emorec.robustness import measure_robustness, posts, robustness_markdown
 
-    cache_key = recorded["IER"].flags.get("cache_key", "stat")
-    checkpoints = outputs.args_json.parent
-    table = measure_robustness(checkpoints, dataset, methods, image_features, cache_key, paper["stacker_model"], seed)
+    table = measure_robustness(posts(run, dataset, "test", *image_store, seed), dataset, methods, seed)
     return table, robustness_markdown(table, METHOD_NAMES)
+
+
+def _one_sided(args, outputs, dataset, recorded: dict, paper: dict, image_store: tuple, methods, probabilities):
+    """The run's saved models (:class:`~emorec.predictor.RunModels`; None when neither the one-sided weights nor
+    the robustness table needs them) and, when the fusion model learnt with --modality-dropout, the late fusion's
+    weights for posts without an image and without a text, chosen on val posts with that side taken away (then
+    ``methods``' late fusion of the members' ``probabilities`` takes them)."""
+    from emorec.predictor import RunModels, member_weights
+    from emorec.robustness import one_sided_members, posts
+
+    one_sided = recorded["Intermediate_fusion"].flags.get("modality_dropout", 0) > 0
+    if not (one_sided or args.robustness):
+        return None, {}
+    late = {"class_names": dataset.class_names, "weights": paper["weights"]}
+    run = RunModels.load(outputs.args_json.parent, late=late)
+    if not one_sided:
+        return run, {}
+    val = (dataset.frame["split"] == "val").to_numpy()
+    members = one_sided_members(posts(run, dataset, "val", *image_store[:2], None, args.seed))
+    late["one_sided_weights"] = fusion.one_sided_weights(members, dataset.frame["label"].to_numpy()[val])
+    run.weights = member_weights(late)
+    methods["Late_fusion"] = fusion.fuse_by_sides(run.weights, probabilities)
+    return run, late["one_sided_weights"]
 
 
 def _member_runs(args) -> tuple[dict, dict]:

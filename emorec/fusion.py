@@ -12,19 +12,16 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from emorec.baselines import BASELINE_NAMES
-from emorec.errors import InputError, list_some
+from emorec.errors import InputError
 from emorec.intervals import confusion_scores, evaluate_test, paired_difference
 from emorec.metrics import class_probabilities, method_scores
 from emorec.zero_shot import ZERO_SHOT_NAMES
 
-KEY_COLUMNS = ["id", "split", "label"]
 # The fused members, in the order of the weights: the phase that writes each, and its probability file.
 MEMBERS = {"TER": "text_prob.csv", "IER": "img_prob.csv", "Intermediate_fusion": "inter_prob.csv"}
 # Every method Late_fusion.py reports: the members alone, the baselines, the zero-label baseline (with a CLIP-style
@@ -78,73 +75,6 @@ log = logging.getLogger("emorec")
 WEIGHT_CHUNK = 2**24  # candidates x rows x classes evaluated at once by choose_weights (128 MB of float64)
 
 
-def read_probability_files(paths: Mapping[str, Path]) -> tuple[pd.DataFrame, list[str], np.ndarray]:
-    """Read and join the members' probability files (``{member: path}``) on ``id``.
-
-    Returns ``(rows, class_names, probabilities)``: ``rows`` has ``id, split,
-    label`` (class index) in the first file's order, ``probabilities`` is
-    (members, rows, classes) with NaN where a member has no score. Raises
-    :class:`InputError` when the files disagree on ids, splits, labels or
-    class columns, or one is malformed.
-    """
-    tables = {member: _read_probability_file(path, member) for member, path in paths.items()}
-    (first_member, first), others = next(iter(tables.items())), list(tables.items())[1:]
-    class_names = list(first.columns[3:])
-    for member, table in others:
-        where = f"{paths[member]} and {paths[first_member]}"
-        if list(table.columns[3:]) != class_names:
-            raise InputError(f"{where} have different class columns: {list(table.columns[3:])} vs {class_names}")
-        missing, extra = set(first["id"]) - set(table["id"]), set(table["id"]) - set(first["id"])
-        if missing or extra:
-            raise InputError(
-                f"{where} hold different ids ({len(missing)} only in the second, {len(extra)} only in the first):\n"
-                f"{list_some(sorted(missing | extra))}\nRun every phase on the same manifest (and --run-name)."
-            )
-        aligned = table.set_index("id").loc[first["id"]]
-        for column in ("split", "label"):
-            differ = first["id"][aligned[column].to_numpy() != first[column].to_numpy()]
-            if len(differ):
-                raise InputError(
-                    f"{where} disagree on the {column} of {len(differ)} id(s):\n"
-                    f"{list_some(differ.tolist())}\nRun every phase on the same manifest and split."
-                )
-        tables[member] = aligned.reset_index()
-    unknown = ~first["label"].isin(class_names)
-    if unknown.any():
-        raise InputError(
-            f"{paths[first_member]}: labels that are not class columns: {sorted(set(first['label'][unknown]))}"
-        )
-    probabilities = np.stack([table[class_names].to_numpy(np.float64) for table in tables.values()])
-    rows = pd.DataFrame(
-        {
-            "id": first["id"],
-            "split": first["split"],
-            "label": first["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy(),
-        }
-    )
-    return rows, class_names, probabilities
-
-
-def _read_probability_file(path: Path, member: str) -> pd.DataFrame:
-    """One member's probability file, refused (naming the phase to rerun) when malformed or ids repeat."""
-    try:
-        table = pd.read_csv(path, dtype={"id": str, "split": str, "label": str})
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(
-            f"{path}: cannot be read as a probability file ({error}). It is written by "
-            f"`python {member}.py`: run that phase again."
-        ) from error
-    if list(table.columns[:3]) != KEY_COLUMNS or table.shape[1] < 5:
-        raise InputError(
-            f"{path}: not a probability file (columns id,split,label,<one per class>), got "
-            f"{list(table.columns)}. It is written by `python {member}.py`: run that phase again."
-        )
-    duplicated = table["id"][table["id"].duplicated()]
-    if len(duplicated):
-        raise InputError(f"{path}: {len(duplicated)} duplicated id(s):\n{list_some(duplicated.tolist())}")
-    return table
-
-
 def weight_grid(n_members: int, step: float = 0.1) -> np.ndarray:
     """Every combination of weights step, 2*step, ... < 1 per member, normalised to sum to 1, duplicates dropped.
 
@@ -176,6 +106,47 @@ def fuse(weights: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     mass = np.einsum("km,mn->kn", weights, scored.astype(float))[:, :, None]
     fused = totals / np.where(mass > 0, mass, np.nan)
     return fused[0] if single else fused
+
+
+def fuse_by_sides(weights: Mapping[str, np.ndarray], probabilities: np.ndarray) -> np.ndarray:
+    """:func:`fuse` with ``weights["both"]``, but a post IER could not score (no image) with
+    ``weights["without_image"]`` and one TER could not score (no text) with ``weights["without_text"]`` where
+    those are given (:func:`one_sided_weights`); ``probabilities`` is (members, rows, classes) in
+    :data:`MEMBERS` order."""
+    fused = fuse(weights["both"], probabilities)
+    missing = {member: np.isnan(probabilities[i]).any(axis=1) for i, member in enumerate(MEMBERS)}
+    for case, lacking, other in (("without_image", "IER", "TER"), ("without_text", "TER", "IER")):
+        if case in weights:
+            rows = missing[lacking] & ~missing[other]
+            fused[rows] = fuse(weights[case], probabilities[:, rows])
+    return fused
+
+
+def one_sided_weights(one_sided: Mapping[str, np.ndarray], labels: np.ndarray, step: float = 0.1) -> dict:
+    """The weights of the late fusion for posts without an image and without a text, each chosen on validation
+    posts with that side taken away: ``one_sided`` maps ``without_image`` and ``without_text`` to the members'
+    probabilities there (members, rows, classes), ``labels`` the rows'. The candidates run from the remaining
+    unimodal member alone to the fusion model alone in ``step``s (0 included: the fusion model's one-sided
+    predictions join only where they help on val). Returns {case: {member: weight}}."""
+    chosen = {}
+    for case, probabilities in one_sided.items():
+        alone = "TER" if case == "without_image" else "IER"
+        shares = np.round(np.arange(0, 1 + step / 2, step), 9)
+        grid = np.zeros((len(shares), len(MEMBERS)))
+        grid[:, list(MEMBERS).index(alone)], grid[:, list(MEMBERS).index("Intermediate_fusion")] = 1 - shares, shares
+        best, accuracy, macro_f1 = choose_weights(grid, probabilities, labels)
+        chosen[case] = {
+            alone: float(grid[best, list(MEMBERS).index(alone)]),
+            "Intermediate_fusion": float(shares[best]),
+        }
+        log.info(
+            "late fusion %s: weights chosen on val posts with that side taken away (accuracy %.3f, macro-F1 %.3f): %s",
+            case.replace("_", " "),
+            accuracy[best],
+            macro_f1[best],
+            listed(chosen[case]),
+        )
+    return chosen
 
 
 def confusion_matrices(fused: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 from emorec.errors import InputError
 from emorec.fusion import MEMBERS
 from emorec.runs import read_run_config, require_files
+from emorec.stored_images import StoredImages
 
 log = logging.getLogger("emorec")
 
@@ -79,12 +80,12 @@ class RunModels:
     :mod:`emorec.text_readers` reader) -> probabilities;
     ``ier_extractor``/``ier_head``: RGB pixels (0-255) -> frozen backbone features -> probabilities;
     ``fusion_reader``/``fusion_extractor``/``fusion_network``: the same for the intermediate fusion;
-    ``weights``: the late-fusion weights in the order of :data:`emorec.fusion.MEMBERS`.
+    ``weights``: the late-fusion weights (:func:`member_weights`).
     """
 
     checkpoints: Path
     class_names: list[str]
-    weights: np.ndarray
+    weights: dict
     ter_reader: object
     ter_network: object
     ier_extractor: object
@@ -98,34 +99,21 @@ class RunModels:
     fusion_takes_one_modality: bool = False
 
     @classmethod
-    def load(cls, checkpoints: str | Path) -> RunModels:
+    def load(cls, checkpoints: str | Path, late: dict | None = None) -> RunModels:
         """Load the run in ``checkpoints`` (``model_checkpoints/`` or ``model_checkpoints/<run name>/``).
 
-        Raises :class:`InputError` when a file is missing, or when the phases
-        (TER, IER, Intermediate_fusion, Late_fusion) used different data.
+        ``late``: the late fusion's choices (``class_names``, ``weights`` and the one-sided weights) when
+        Late_fusion.py is making them, else read from its ``.metrics.json``. Raises :class:`InputError` when a file
+        is missing, or when the phases (TER, IER, Intermediate_fusion, Late_fusion) used different data.
         """
         checkpoints = Path(checkpoints)
-        require_run(checkpoints)
-        from emorec.data.fingerprints import check_same_data
-
-        configs = {phase: read_run_config(checkpoints / f"{phase}.args.json") for phase in (*MEMBERS, "Late_fusion")}
-        late_config = configs.pop("Late_fusion")
-        if "data" not in late_config.run:
-            raise InputError(
-                f"{late_config.path} recorded no data fingerprint (a run from an older version): rerun Late_fusion.py"
-            )
-        check_same_data(
-            late_config.run["data"],
-            {phase: (config.path, config.run) for phase, config in configs.items()},
-            "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py",
-        )
-
+        ier_flags = _checked_run(checkpoints, late is None)
         import keras
 
         import emorec.models  # noqa: F401  (registers the custom objects the saved models hold)
         from emorec.text_readers import text_reader
 
-        late = json.loads((checkpoints / "Late_fusion.metrics.json").read_text())
+        late = late or json.loads((checkpoints / "Late_fusion.metrics.json").read_text())
         models = {phase: keras.models.load_model(checkpoints / f"{phase}.keras") for phase in MEMBERS}
         extractors = [
             next(layer for layer in models[phase].layers if layer.name.endswith("_extractor"))
@@ -137,7 +125,7 @@ class RunModels:
         return cls(
             checkpoints=checkpoints,
             class_names=list(late["class_names"]),
-            weights=np.array([late["weights"][phase] for phase in MEMBERS], dtype=np.float64),
+            weights=member_weights(late),
             ter_reader=text_reader(models["TER"]),
             ter_network=_network(models["TER"], "ter_network"),
             ier_extractor=extractors[0],
@@ -147,7 +135,7 @@ class RunModels:
             fusion_network=_network(models["Intermediate_fusion"], "fusion_network"),
             shared_extractor=shared,
             image_size=int(models["IER"].input_shape[1]),
-            stored_images=StoredImages.of_run(checkpoints, configs["IER"].flags) if shared else None,
+            stored_images=StoredImages.of_run(checkpoints, ier_flags) if shared else None,
             fusion_takes_one_modality=_modality_dropout(checkpoints) > 0,
         )
 
@@ -203,10 +191,11 @@ class RunModels:
         return members
 
     def fuse(self, members: dict[str, np.ndarray]) -> np.ndarray:
-        """The late-fused probabilities of the members' ``(n, classes)`` arrays (NaN rows: that member is left out)."""
-        from emorec.fusion import fuse
+        """The late-fused probabilities of the members' ``(n, classes)`` arrays (NaN rows: that member is left out;
+        a one-sided post takes its one-sided weights where the run has them)."""
+        from emorec.fusion import fuse_by_sides
 
-        return fuse(self.weights, np.stack([members[phase] for phase in MEMBERS]))
+        return fuse_by_sides(self.weights, np.stack([members[phase] for phase in MEMBERS]))
 
     def predict(self, texts: Sequence[str], image_paths: Sequence[str], batch_size: int = 64) -> dict:
         """Score tweets (their texts and image files) with the three models and fuse them.
@@ -277,46 +266,37 @@ class RunModels:
         return cut
 
 
-@dataclass
-class StoredImages:
-    """IER's feature store of a run, with how IER keyed its images: the features of an image it holds are read
-    from it rather than computed again (they are what the phases scored, and the backbone is the slow part)."""
+def _checked_run(checkpoints: Path, with_late_fusion: bool) -> dict:
+    """Check that the run in ``checkpoints`` is whole (``with_late_fusion``: Late_fusion.py's files too) and that
+    its phases used one manifest and split; returns IER's recorded flags."""
+    from emorec.data.fingerprints import check_same_data
 
-    store: object
-    image_root: Path
-    cache_key: str
+    if not with_late_fusion:
+        require_files(
+            {checkpoints / f"{p}{suffix}": f"run {p}.py" for p in MEMBERS for suffix in (".keras", ".args.json")}
+        )
+        return read_run_config(checkpoints / "IER.args.json").flags
+    require_run(checkpoints)
+    configs = {phase: read_run_config(checkpoints / f"{phase}.args.json") for phase in (*MEMBERS, "Late_fusion")}
+    late_config = configs.pop("Late_fusion")
+    if "data" not in late_config.run:
+        raise InputError(
+            f"{late_config.path} recorded no data fingerprint (a run from an older version): rerun Late_fusion.py"
+        )
+    check_same_data(
+        late_config.run["data"],
+        {phase: (config.path, config.run) for phase, config in configs.items()},
+        "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py",
+    )
+    return configs["IER"].flags
 
-    @classmethod
-    def of_run(cls, checkpoints: Path, ier_flags: dict) -> StoredImages | None:
-        """The store IER's metrics name, or None (logged) when it is not there or cannot be read."""
-        from emorec.feature_store import DamagedCache, FeatureStore
 
-        folder = json.loads((checkpoints / "IER.metrics.json").read_text()).get("feature_store")
-        try:
-            store = FeatureStore.open(Path(folder)) if folder and Path(folder).is_dir() else None
-        except DamagedCache as error:
-            log.info("the run's image feature store cannot be read (%s): every image goes through the backbone", error)
-            return None
-        if store is None:
-            log.info("the run's image feature store %s is not here: every image goes through the backbone", folder)
-            return None
-        return cls(store, Path(ier_flags.get("image_root", ".")), ier_flags.get("cache_key", "stat"))
-
-    def lookup(self, paths: Sequence[str]):
-        """Which of ``paths`` the store holds (a boolean mask), and their features (in the mask's order)."""
-        from emorec.feature_store import image_keys
-
-        keys = image_keys(paths, self.image_root, self.cache_key)
-        held = np.array([key in self.store.entries for key in keys], dtype=bool)
-        if held.any():
-            log.info(
-                "image features: %d of %d images read from the run's feature store %s%s",
-                held.sum(),
-                len(keys),
-                self.store.folder,
-                f"; the backbone runs on the other {(~held).sum()}" if not held.all() else "",
-            )
-        return held, self.store.view([key for key, stored in zip(keys, held) if stored])
+def member_weights(late: dict) -> dict[str, np.ndarray]:
+    """The late-fusion weights of a run's choices (``late``: Late_fusion.metrics.json's), each in the order of
+    :data:`MEMBERS`: ``both`` (the weights chosen on val) and, where the fusion model scores one-sided posts,
+    ``without_image`` and ``without_text`` (chosen on val posts with that side taken away)."""
+    chosen = {"both": late["weights"], **late.get("one_sided_weights", {})}
+    return {case: np.array([w.get(m, 0.0) for m in MEMBERS], dtype=np.float64) for case, w in chosen.items()}
 
 
 def _modality_dropout(checkpoints: Path) -> float:

@@ -125,6 +125,21 @@ def damaged_image_batches(kind: str, seed: int) -> Callable:
     return batches
 
 
+class Gathered:
+    """Some rows of an array or a :class:`~emorec.feature_store.FeatureView` (``rows``; -1: zeros), read as float32
+    only when indexed, so that a large test split's features never load whole."""
+
+    def __init__(self, source, rows: np.ndarray):
+        self.source, self.rows, self.shape = source, np.asarray(rows), (len(rows), *source.shape[1:])
+
+    def __getitem__(self, part) -> np.ndarray:
+        rows = self.rows[part]
+        out = np.zeros((len(rows), *self.shape[1:]), np.float32)
+        if (rows >= 0).any():
+            out[rows >= 0] = self.source[rows[rows >= 0]]
+        return out
+
+
 @dataclass
 class Robustness:
     """The inputs of the table: the run's models (:class:`emorec.predictor.RunModels`), the test posts (their
@@ -135,7 +150,7 @@ class Robustness:
     texts: list
     paths: list
     keys: list
-    features: np.ndarray
+    features: Gathered
     image_ok: np.ndarray
     store: object
     stacker: object
@@ -156,25 +171,25 @@ class Robustness:
             image_ok = image_ok & read
         return self.score(texts, features, image_ok)
 
-    def damaged_features(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        """The backbone's features of the damaged test images, from the store or computed into it."""
+    def damaged_features(self, kind: str) -> tuple[Gathered, np.ndarray]:
+        """The backbone's features of the damaged images (read on demand), from the store or computed into it,
+        and which of them were read."""
         from emorec.extraction import Extraction, ensure_features
 
         rows = np.flatnonzero(self.image_ok)
         keys = [f"{kind}@{self.seed}|{self.keys[row]}" for row in rows]
         extraction = Extraction(self.run.ier_extractor, batches=damaged_image_batches(kind, self.seed))
         stored = ensure_features(self.store, [self.paths[row] for row in rows], keys, extraction)
-        features = np.zeros((len(self.texts), *self.features.shape[1:]), np.float32)
-        read = np.zeros(len(self.texts), dtype=bool)
-        features[rows], read[rows] = np.asarray(stored.features[:], np.float32), stored.ok
-        return features, read
+        where, read = np.full(len(self.texts), -1), np.zeros(len(self.texts), dtype=bool)
+        where[rows], read[rows] = np.arange(len(rows)), stored.ok
+        return Gathered(stored.features, where), read
 
     def score(self, texts, features, image_ok, batch_size: int = 128) -> dict[str, np.ndarray]:
         """The members' probabilities of the posts (``texts``, image ``features``, ``image_ok``), by batch."""
         parts = []
         for start in range(0, len(texts), batch_size):
             rows = slice(start, start + batch_size)
-            batch = np.asarray(features[rows], np.float32)
+            batch = features[rows]
             parts.append(self.run.score_posts(texts[rows], batch, batch, image_ok[rows], batch_size))
         return {member: np.concatenate([part[member] for part in parts]) for member in MEMBERS}
 
@@ -267,30 +282,42 @@ def robustness_markdown(table: dict, names: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measure_robustness(checkpoints, dataset, clean: dict, image_features, cache_key: str, stacker, seed: int) -> dict:
-    """The robustness table (:func:`robustness_table`) of the run in ``checkpoints`` on ``dataset``'s test posts.
-
-    ``clean`` holds each method's probabilities on every row, ``image_features`` IER's stored features of the
-    rows (:func:`emorec.extraction.phase_features`), ``cache_key`` how IER keyed the images, ``stacker`` the late
-    fusion's fitted stacker and ``seed`` the damages' seed.
-    """
+def posts(run, dataset, split: str, image_features, cache_key: str, stacker, seed: int) -> Robustness:
+    """The :class:`Robustness` inputs of ``dataset``'s posts in ``split``: ``run`` the loaded
+    :class:`~emorec.predictor.RunModels`, ``image_features`` IER's stored features of the rows
+    (:func:`emorec.extraction.phase_features`), ``cache_key`` how IER keyed the images, ``stacker`` the late
+    fusion's fitted stacker (None: not needed) and ``seed`` the damages' seed."""
     from emorec.feature_store import FeatureStore, image_keys
-    from emorec.predictor import RunModels
 
     frame = dataset.frame
-    test = np.flatnonzero((frame["split"] == "test").to_numpy())
-    paths = frame["image_path"].to_numpy()[test]
-    robustness = Robustness(
-        RunModels.load(checkpoints),
-        frame["text"].to_numpy()[test].tolist(),
+    rows = np.flatnonzero((frame["split"] == split).to_numpy())
+    paths = frame["image_path"].to_numpy()[rows]
+    return Robustness(
+        run,
+        frame["text"].to_numpy()[rows].tolist(),
         paths.tolist(),
         image_keys(paths, dataset.image_root, cache_key),
-        np.asarray(image_features.features[test], np.float32),
-        image_features.ok[test],
+        Gathered(image_features.features, rows),
+        image_features.ok[rows],
         FeatureStore.open(image_features.folder),
         stacker,
         seed,
     )
+
+
+def one_sided_members(robustness: Robustness) -> dict[str, np.ndarray]:
+    """The members' probabilities (members, rows, classes) of the posts with their image taken away
+    (``without_image``) and with their text taken away (``without_text``), for
+    :func:`emorec.fusion.one_sided_weights`."""
+    cases = {"without_image": "image_removed", "without_text": "text_removed"}
+    return {case: np.stack([p for p in robustness.members(condition).values()]) for case, condition in cases.items()}
+
+
+def measure_robustness(test_posts: Robustness, dataset, clean: dict, seed: int) -> dict:
+    """The robustness table (:func:`robustness_table`) of the test posts (:func:`posts`) of ``dataset``; ``clean``
+    holds each method's probabilities on every row."""
+    frame = dataset.frame
+    test = (frame["split"] == "test").to_numpy()
     labels, tweets = frame["label"].to_numpy()[test], frame["group"].to_numpy()[test]
     clean_test = {method: p[test] for method, p in clean.items() if method in METHODS}
-    return robustness_table(robustness, clean_test, labels, tweets, len(dataset.class_names), seed)
+    return robustness_table(test_posts, clean_test, labels, tweets, len(dataset.class_names), seed)

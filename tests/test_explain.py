@@ -108,7 +108,7 @@ def test_heat_maps_are_not_zero_and_change_when_the_hottest_region_is_blanked(ex
 def test_modalities_are_the_late_fusion_of_each_model_without_the_other_modality(explainer, example, full):
     _, pixels, _ = example
     np.testing.assert_allclose(full.modalities["both"], full.probabilities["Late_fusion"])
-    weights = explainer.models.weights
+    weights = explainer.models.weights["both"]
     np.testing.assert_allclose(
         full.probabilities["Late_fusion"],
         sum(w * full.probabilities[m] for w, m in zip(weights, MEMBERS)) / weights.sum(),

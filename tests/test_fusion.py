@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from emorec import fusion
 from emorec.errors import InputError
 from emorec.metrics import class_probabilities
+from emorec.probability_files import read_probability_files
 
 CLASSES = ["happy", "sad", "hate", "anger"]
 
@@ -160,7 +161,7 @@ def prob_files(tmp_path):
 
 def test_files_are_joined_on_id(prob_files):
     paths, values, ids, _, labels = prob_files
-    rows, class_names, probabilities = fusion.read_probability_files(paths)
+    rows, class_names, probabilities = read_probability_files(paths)
     assert class_names == CLASSES and rows["id"].tolist() == ids
     assert rows["label"].tolist() == [CLASSES.index(name) for name in labels]
     np.testing.assert_allclose(probabilities, values)  # the reversed file is put back in order, NaN kept
@@ -183,7 +184,7 @@ def test_files_that_disagree_are_refused(prob_files, change, message):
     table = pd.read_csv(paths["Intermediate_fusion"], dtype={"id": str})
     change(table).to_csv(paths["Intermediate_fusion"], index=False)
     with pytest.raises(InputError, match=message):
-        fusion.read_probability_files(paths)
+        read_probability_files(paths)
 
 
 @pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00garbage\n", b"id,split,label\n"])
@@ -191,7 +192,7 @@ def test_empty_or_unreadable_probability_files_name_the_phase_to_rerun(prob_file
     paths = prob_files[0]
     paths["IER"].write_bytes(content)
     with pytest.raises(InputError, match=r"img_prob.csv.*`python IER.py`"):
-        fusion.read_probability_files(paths)
+        read_probability_files(paths)
 
 
 def test_stacker_fills_a_missing_member_with_the_others_mean():

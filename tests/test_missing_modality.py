@@ -87,6 +87,24 @@ def test_the_report_has_the_robustness_table_and_keeps_the_clean_features(one_si
     assert {key.split("|", 1)[1] for key in damaged} <= set(clean_keys)
 
 
+def test_a_one_sided_post_is_late_fused_with_weights_chosen_on_val_posts_lacking_that_side(one_sided):
+    out, manifest = one_sided
+    weights = json.loads((out / "ckpt" / "Late_fusion.metrics.json").read_text())["one_sided_weights"]
+    assert set(weights) == {"without_image", "without_text"}
+    assert set(weights["without_image"]) == {"TER", "Intermediate_fusion"}
+    assert all(sum(w.values()) == pytest.approx(1) for w in weights.values())
+    late, text, fused = (probabilities(out, f) for f in ("late_prob.csv", "text_prob.csv", "inter_prob.csv"))
+    classes = late.columns[2:]
+    for post, case, alone in (
+        ("post25", "without_image", text),
+        ("post5", "without_text", probabilities(out, "img_prob.csv")),
+    ):
+        w = weights[case]
+        member = "TER" if case == "without_image" else "IER"
+        expected = w[member] * alone.loc[post, classes] + w["Intermediate_fusion"] * fused.loc[post, classes]
+        np.testing.assert_allclose(late.loc[post, classes], expected, atol=1e-6)
+
+
 def test_predict_scores_a_one_sided_post_with_the_fusion_model_that_learnt_without_a_side(one_sided, capsys):
     import predict
 

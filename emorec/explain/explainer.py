@@ -115,7 +115,7 @@ class Explainer:
             )
         ter = tf.cast(models.ter_network(ter_rows, training=False), tf.float32)
         fusion_probabilities = tf.nn.softmax(fusion_logits)
-        weights = tf.constant(models.weights / models.weights.sum(), tf.float32)
+        weights = tf.constant(models.weights["both"] / models.weights["both"].sum(), tf.float32)
         both = weights[0] * ter[0] + weights[1] * tf.nn.softmax(ier_logits[0]) + weights[2] * fusion_probabilities[0]
         prediction = tf.argmax(both)
         choose = tf.one_hot([prediction], tf.shape(both)[0])  # the gradient of the predicted class's logit ...
