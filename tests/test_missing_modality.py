@@ -1,5 +1,5 @@
 """Issue 46: posts with a side missing or damaged. One run of the four phases (in-process, 1 epoch, 32 px) on the
-small demo with texts and images taken away, the fusion trained with --modality-dropout, and its robustness table."""
+first 240 posts of the small demo with texts and images taken away, the fusion trained with --modality-dropout, and its robustness table."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 NO_TEXT, NO_IMAGE, GONE, UNDECODABLE = range(0, 20), range(20, 40), range(40, 43), 43
+ROWS = 240  # of the small demo's 600: a drawn split of 168 / 24 / 48
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def one_sided(small_demo, tmp_path_factory):
     from emorec.demo import GLOVE_NAME, MANIFEST_NAME
 
     out = tmp_path_factory.mktemp("one_sided")
-    manifest = pd.read_csv(small_demo / MANIFEST_NAME, dtype=str, keep_default_na=False)
+    manifest = pd.read_csv(small_demo / MANIFEST_NAME, dtype=str, keep_default_na=False).head(ROWS)
     manifest.insert(0, "id", [f"post{i}" for i in range(len(manifest))])
     manifest.loc[list(NO_TEXT), "text"] = ""
     manifest.loc[list(NO_IMAGE), "image"] = ""

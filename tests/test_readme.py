@@ -310,7 +310,7 @@ def test_the_serve_block_answers_good_and_bad_uploads_and_keeps_serving(trained)
                 "over this page's limit",
             ),
             ({"text": "what a day"}, ("huge.png", huge.getvalue()), 413, "megapixels"),
-            ({"text": "   "}, ("photo.jpg", photo), 400, "type the tweet's text"),
+            ({"text": "   "}, None, 400, "give the tweet's text, its image, or both"),
             ({"text": "what a day", "run": "no-such-run"}, ("photo.jpg", photo), 404, "no trained run named"),
         ]:
             status, answer = post(url + "/api/predict", fields, upload)
@@ -336,8 +336,13 @@ def test_the_serve_block_answers_good_and_bad_uploads_and_keeps_serving(trained)
         kept = re.search(r'name="kept_image" value="([^"]+)"', html).group(1)
         status, html = post(url + "/", {"text": "so sad today", "kept_image": kept, "kept_name": "photo.jpg"}, None)
         assert status == 200 and 'id="probabilities"' in html and "photo.jpg, the image of the last answer" in html
+        # One side (issue 46): the image alone, or the text alone, from the models that can score it.
+        status, answer = post(url + "/api/predict", {"text": "  "}, ("photo.jpg", photo))
+        answer = json.loads(answer)
+        assert status == 200 and answer["models_used"] == ["IER"] and answer["probabilities"]["TER"] is None
+        assert answer["probabilities"]["Late_fusion"] == pytest.approx(answer["probabilities"]["IER"], abs=1e-6)
         status, html = post(url + "/", {"text": "so sad today"}, None)
-        assert status == 400 and "choose an image file" in html
+        assert status == 200 and 'id="one-sided"' in html and "From TER:" in html and "data:image/png" not in html
         # An image Pillow does not recognise is said in words, not by the name of Pillow's exception.
         status, html = post(url + "/", {"text": "what a day"}, ("notes.jpg", b"not an image at all"))
         assert "UnidentifiedImageError" not in html and "its format is none of those it knows" in html

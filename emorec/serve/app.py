@@ -169,21 +169,22 @@ class _Site:
         self.checkpoint_dir, self.max_upload_mb = checkpoint_dir, max_upload_mb
 
     def answer(self, form, image) -> dict:
-        """The explained prediction for the form's text and the uploaded ``image`` (name, bytes)."""
-        from emorec.predictor import has_text
+        """The prediction for the form's text and the uploaded ``image`` (name, bytes): explained when both are
+        given, else from the models that can score the one given (``one_sided``, :func:`one_sided_answer`)."""
+        from emorec.predictor import NOTHING_GIVEN, has_text
 
         text = form.get("text") or ""
-        if image is None:
-            raise BadInput("choose an image file")
         if UNDECODED in text:  # Werkzeug decodes form fields as UTF-8, replacing what is not with U+FFFD
             raise BadInput(
                 "the text is not UTF-8: send it encoded as UTF-8 (bytes that are not UTF-8 would reach "
                 "the models as the replacement character \ufffd)"
             )
-        if not has_text(text):  # the page explains a tweet, which needs both (predict.py scores one alone)
-            raise BadInput("the text box: type the tweet's text (the text was empty)")
+        if image is None and not has_text(text):
+            raise BadInput(NOTHING_GIVEN)
         models, explainer = self.runs.get(form.get("run", self.default))
-        pixels, original = read_upload(image[1], image[0], models.image_size)
+        pixels, original = read_upload(image[1], image[0], models.image_size) if image else (None, None)
+        if image is None or not has_text(text):  # the modalities' parts are not defined for one of them
+            return {"one_sided": one_sided_answer(models, text.strip(), pixels, image and image[0])}
         explanation = explainer.explain(text.strip(), pixels, image[0])
         return {"explanation": explanation, "original": original}
 
@@ -213,6 +214,9 @@ class _Site:
             result = self.answer(form, image)
         except BadInput as error:
             return self.page(error.status, image=image, error=str(error), text=form.get("text", ""), run=run)
+        if "one_sided" in result:
+            data = result["one_sided"]
+            return self.page(image=image, result=data, text=data["text"], run=run, models=MODEL_NAMES)
         explanation = result["explanation"]
         picture = base64.b64encode(png_bytes(explanation, result["original"])).decode("ascii")
         data = to_json(explanation)
@@ -226,10 +230,12 @@ class _Site:
 
         form = self.flask.request.form
         try:
-            explanation = self.answer(form, chosen_image(form, self.flask.request.files))["explanation"]
+            result = self.answer(form, chosen_image(form, self.flask.request.files))
         except BadInput as error:
             return {"error": str(error)}, error.status
-        data = to_json(explanation)
+        if "one_sided" in result:
+            return {"run": form.get("run", self.default), **result["one_sided"]}
+        data = to_json(result["explanation"])
         return {
             "run": form.get("run", self.default),
             **{key: data[key] for key in ("prediction", "class_names", "probabilities", "text_cut")},
@@ -262,6 +268,36 @@ def serve(checkpoint_dir: Path, default_run: str | None, host: str, port: int, m
     finally:
         server.server_close()
     return 0
+
+
+def one_sided_answer(models, text: str, pixels, image_name: str | None) -> dict:
+    """The prediction for a tweet with its text alone (``pixels`` None) or its image alone (``text`` empty), from
+    the models that can score it (:meth:`emorec.predictor.RunModels.score_posts`), as JSON data: the
+    probabilities by class name (None for a model that cannot score it), the prediction and the models used."""
+    import numpy as np
+
+    from emorec.predictor import models_used
+
+    given = pixels is not None
+    blank = np.zeros((1, models.image_size, models.image_size, 3), np.float32)
+    ier, fusion = models.image_features(pixels[None].astype(np.float32) if given else blank, direct=True)
+    members = models.score_posts([text], ier, fusion, np.array([given]), 1)
+    late = models.fuse(members)
+    names = models.class_names
+
+    def by_class(p):
+        return None if np.isnan(p).any() else {name: round(float(v), 6) for name, v in zip(names, p)}
+
+    return {
+        "text": text,
+        "image": image_name,
+        "class_names": names,
+        "prediction": names[int(np.argmax(late[0]))],
+        "probabilities": {m: by_class(p[0]) for m, p in {**members, "Late_fusion": late}.items()},
+        "models_used": models_used(members)[0].split("+"),
+        "text_cut": None,
+        "note": "one modality given: the models that can score it did (no explanation: its parts need both)",
+    }
 
 
 def _flask():
