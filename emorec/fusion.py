@@ -134,7 +134,8 @@ def one_sided_weights(one_sided: Mapping[str, np.ndarray], labels: np.ndarray, s
         shares = np.round(np.arange(0, 1 + step / 2, step), 9)
         grid = np.zeros((len(shares), len(MEMBERS)))
         grid[:, list(MEMBERS).index(alone)], grid[:, list(MEMBERS).index("Intermediate_fusion")] = 1 - shares, shares
-        best, accuracy, macro_f1 = choose_weights(grid, probabilities, labels)
+        scored = ~np.isnan(probabilities).all(axis=(0, 2))  # a val post with neither side left has no say
+        best, accuracy, macro_f1 = choose_weights(grid, probabilities[:, scored], labels[scored])
         chosen[case] = {
             alone: float(grid[best, list(MEMBERS).index(alone)]),
             "Intermediate_fusion": float(shares[best]),
