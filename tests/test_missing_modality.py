@@ -1,5 +1,6 @@
 """Issue 46: posts with a side missing or damaged. One run of the four phases (in-process, 1 epoch, 32 px) on the
-first 240 posts of the small demo with texts and images taken away, the fusion trained with --modality-dropout, and its robustness table."""
+first 240 posts of the small demo with texts and images taken away, the fusion trained with --modality-dropout,
+and its robustness table."""
 
 from __future__ import annotations
 
