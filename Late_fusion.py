@@ -200,9 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _robustness(run, dataset, image_store: tuple, methods: dict, seed: int) -> tuple[dict, str]:
     """The robustness table of the test posts (:func:`emorec.robustness.measure_robustness`) and its Markdown."""
+    import numpy as np
+
     from emorec.robustness import measure_robustness, posts, robustness_markdown
 
-    table = measure_robustness(posts(run, dataset, "test", *image_store, seed), dataset, methods, seed)
+    members = np.stack([methods[member] for member in MEMBERS])
+    table = measure_robustness(posts(run, dataset, "test", members, *image_store, seed), dataset, methods, seed)
     return table, robustness_markdown(table, METHOD_NAMES)
 
 
@@ -222,7 +225,7 @@ def _one_sided(args, outputs, dataset, recorded: dict, paper: dict, image_store:
     if not one_sided:
         return run, {}
     val = (dataset.frame["split"] == "val").to_numpy()
-    members = one_sided_members(posts(run, dataset, "val", *image_store[:2], None, args.seed))
+    members = one_sided_members(posts(run, dataset, "val", probabilities, *image_store[:2], None, args.seed))
     late["one_sided_weights"] = fusion.one_sided_weights(members, dataset.frame["label"].to_numpy()[val])
     run.weights = member_weights(late)
     methods["Late_fusion"] = fusion.fuse_by_sides(run.weights, probabilities)

@@ -139,11 +139,6 @@ class RunModels:
             fusion_takes_one_modality=_modality_dropout(checkpoints) > 0,
         )
 
-    def text_inputs(self, texts: Sequence[str]) -> tuple:
-        """TER's and the fusion model's inputs of ``texts`` (token ids (n, sequence length), or an encoder's dict
-        of token arrays), as each model's reader makes them."""
-        return self.ter_reader.inputs(texts), self.fusion_reader.inputs(texts)
-
     def image_features(self, pixels, direct: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """IER's and the fusion model's backbone features of ``pixels`` (n, size, size, 3), 0-255; ``direct``: call
         the models eagerly (for a few rows: nothing to trace) rather than through ``predict_on_batch``."""
@@ -154,31 +149,34 @@ class RunModels:
         features = run(self.ier_extractor)
         return features, features if self.shared_extractor else run(self.fusion_extractor)
 
-    def score(self, ter_text, fusion_text, ier_features, fusion_features) -> dict[str, np.ndarray]:
-        """Each member's class probabilities (float64, (n, classes)) from the text models' inputs
-        (:meth:`text_inputs`) and image features."""
-        return {
-            "TER": _batched(self.ter_network, ter_text),
-            "IER": _batched(self.ier_head, ier_features),
-            "Intermediate_fusion": _batched(
+    def score(self, ter_text, fusion_text, ier_features, fusion_features, members=MEMBERS) -> dict[str, np.ndarray]:
+        """The class probabilities (float64, (n, classes)) of each of ``members`` (all three by default) from the
+        text models' inputs (each reader's ``inputs``; None for a text model not asked) and image features."""
+        networks = {
+            "TER": lambda: _batched(self.ter_network, ter_text),
+            "IER": lambda: _batched(self.ier_head, ier_features),
+            "Intermediate_fusion": lambda: _batched(
                 self.fusion_network,
                 {**self.fusion_reader.fusion_inputs(fusion_text), "image_features": fusion_features},
             ),
         }
+        return {member: networks[member]() for member in members}
 
-    def score_posts(self, texts, ier_features, fusion_features, image_given, batch_size: int) -> dict:
-        """Each member's probabilities (n, classes) for one batch of at most ``batch_size`` posts: their texts
-        (empty: none), image features and whether each has an image. A member that needs a side a post lacks
-        gives NaN, but the fusion model that learnt with --modality-dropout scores a post with one side, the
-        missing image as zero features and the missing text as the empty text, as it learnt them."""
+    def score_posts(self, texts, ier_features, fusion_features, image_given, batch_size: int, members=MEMBERS) -> dict:
+        """The probabilities (n, classes) of each of ``members`` (all three by default) for one batch of at most
+        ``batch_size`` posts: their texts (empty: none), image features and whether each has an image. A member
+        that needs a side a post lacks gives NaN, but the fusion model that learnt with --modality-dropout scores
+        a post with one side, the missing image as zero features and the missing text as the empty text, as it
+        learnt them."""
         texts_given = np.array([has_text(text) for text in texts])
         image_given = np.asarray(image_given, dtype=bool)
         if self.fusion_takes_one_modality:
             fusion_features = np.where(image_given.reshape(-1, *[1] * (fusion_features.ndim - 1)), fusion_features, 0)
         # Every batch padded to batch_size rows: each network traces once, whatever the last batch's size.
-        text = [_padded(inputs, batch_size) for inputs in self.text_inputs(texts)]
-        batch = self.score(*text, _padded(ier_features, batch_size), _padded(fusion_features, batch_size))
-        members = {}
+        readers = {"TER": self.ter_reader, "Intermediate_fusion": self.fusion_reader}
+        text = [_padded(r.inputs(texts), batch_size) if m in members else None for m, r in readers.items()]
+        batch = self.score(*text, _padded(ier_features, batch_size), _padded(fusion_features, batch_size), members)
+        scored = {}
         for phase, probabilities in batch.items():
             probabilities = probabilities[: len(texts)]
             if phase == "Intermediate_fusion" and self.fusion_takes_one_modality:
@@ -187,8 +185,8 @@ class RunModels:
                 probabilities[~image_given if phase == "IER" else ~texts_given] = np.nan
                 if phase == "Intermediate_fusion":
                     probabilities[~image_given] = np.nan
-            members[phase] = probabilities
-        return members
+            scored[phase] = probabilities
+        return scored
 
     def fuse(self, members: dict[str, np.ndarray]) -> np.ndarray:
         """The late-fused probabilities of the members' ``(n, classes)`` arrays (NaN rows: that member is left out;

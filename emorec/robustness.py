@@ -142,9 +142,10 @@ class Gathered:
 
 @dataclass
 class Robustness:
-    """The inputs of the table: the run's models (:class:`emorec.predictor.RunModels`), the test posts (their
-    texts, image paths, image store keys, clean features and whether each image was read), IER's feature store,
-    the late fusion's stacker and the seed of the damages."""
+    """The inputs of the table: the run's models (:class:`emorec.predictor.RunModels`), the posts (their texts,
+    image paths, image store keys, clean features and whether each image was read), IER's feature store, the late
+    fusion's stacker, the seed of the damages and the members' ``clean`` probabilities of the posts (the phases'
+    probability files': what a member that does not see a changed side keeps)."""
 
     run: object
     texts: list
@@ -155,21 +156,30 @@ class Robustness:
     store: object
     stacker: object
     seed: int
+    clean: dict
 
     def members(self, condition: str) -> dict[str, np.ndarray]:
-        """The members' probabilities on the test posts under ``condition`` (a key of :data:`CONDITIONS` but
-        clean)."""
+        """The members' probabilities on the posts under ``condition`` (a key of :data:`CONDITIONS` but clean):
+        the members that do not see the side it changes keep their ``clean`` ones; a removed side's member has
+        none; the others run again."""
+        members = {member: np.array(self.clean[member], dtype=np.float64) for member in MEMBERS}
         texts, features, image_ok = self.texts, self.features, self.image_ok
-        if condition == "image_removed":
-            image_ok = np.zeros_like(image_ok)
-        elif condition == "text_removed":
-            texts = [""] * len(texts)
+        again = ["Intermediate_fusion"]
+        if condition in ("image_removed", "text_removed"):
+            members["IER" if condition == "image_removed" else "TER"][:] = np.nan
+            if condition == "image_removed":
+                image_ok = np.zeros_like(image_ok)
+            else:
+                texts = [""] * len(texts)
+            if not self.run.fusion_takes_one_modality:  # it scores only posts with both sides
+                members["Intermediate_fusion"][:] = np.nan
+                return members
         elif condition in TEXT_DAMAGES:
-            texts = damage_texts(texts, condition, self.seed)
+            texts, again = damage_texts(texts, condition, self.seed), ["TER", "Intermediate_fusion"]
         else:
-            features, read = self.damaged_features(condition)
+            (features, read), again = self.damaged_features(condition), ["IER", "Intermediate_fusion"]
             image_ok = image_ok & read
-        return self.score(texts, features, image_ok)
+        return members | self.score(texts, features, image_ok, again)
 
     def damaged_features(self, kind: str) -> tuple[Gathered, np.ndarray]:
         """The backbone's features of the damaged images (read on demand), from the store or computed into it,
@@ -184,14 +194,14 @@ class Robustness:
         where[rows], read[rows] = np.arange(len(rows)), stored.ok
         return Gathered(stored.features, where), read
 
-    def score(self, texts, features, image_ok, batch_size: int = 128) -> dict[str, np.ndarray]:
-        """The members' probabilities of the posts (``texts``, image ``features``, ``image_ok``), by batch."""
+    def score(self, texts, features, image_ok, members, batch_size: int = 128) -> dict[str, np.ndarray]:
+        """The probabilities of ``members`` on the posts (``texts``, image ``features``, ``image_ok``), by batch."""
         parts = []
         for start in range(0, len(texts), batch_size):
             rows = slice(start, start + batch_size)
             batch = features[rows]
-            parts.append(self.run.score_posts(texts[rows], batch, batch, image_ok[rows], batch_size))
-        return {member: np.concatenate([part[member] for part in parts]) for member in MEMBERS}
+            parts.append(self.run.score_posts(texts[rows], batch, batch, image_ok[rows], batch_size, members))
+        return {member: np.concatenate([part[member] for part in parts]) for member in members}
 
     def methods(self, members: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The members and their fusions (equal weights, the chosen weights, the stacker)."""
@@ -282,9 +292,10 @@ def robustness_markdown(table: dict, names: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def posts(run, dataset, split: str, image_features, cache_key: str, stacker, seed: int) -> Robustness:
+def posts(run, dataset, split: str, members, image_features, cache_key: str, stacker, seed: int) -> Robustness:
     """The :class:`Robustness` inputs of ``dataset``'s posts in ``split``: ``run`` the loaded
-    :class:`~emorec.predictor.RunModels`, ``image_features`` IER's stored features of the rows
+    :class:`~emorec.predictor.RunModels`, ``members`` the members' probabilities of every row (members, rows,
+    classes, in :data:`~emorec.fusion.MEMBERS` order), ``image_features`` IER's stored features of the rows
     (:func:`emorec.extraction.phase_features`), ``cache_key`` how IER keyed the images, ``stacker`` the late
     fusion's fitted stacker (None: not needed) and ``seed`` the damages' seed."""
     from emorec.feature_store import FeatureStore, image_keys
@@ -302,6 +313,7 @@ def posts(run, dataset, split: str, image_features, cache_key: str, stacker, see
         FeatureStore.open(image_features.folder),
         stacker,
         seed,
+        {member: members[i][rows] for i, member in enumerate(MEMBERS)},
     )
 
 
