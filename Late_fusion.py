@@ -155,8 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tweets = dataset.frame["group"].to_numpy()
     scores = fusion.score_methods(methods, labels, splits, tweets, len(class_names), args.seed)
     fewer = {split: fusion.rows_fused_from_fewer(probabilities, splits == split) for split in ("train", "val", "test")}
-    if any(fewer.values()):
-        log.warning("rows fused from fewer than all three members (a member could not score them): %s", fewer)
+    fusion.warn_fewer(fewer, probabilities, rows["id"])
 
     # Outputs: the fused and the baselines' probabilities, the metrics with the chosen weights, the configuration.
     prob_files = _write_probability_files(outputs.prob_dir, rows, class_names, methods)

@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from emorec.baselines import BASELINE_NAMES
-from emorec.errors import InputError
+from emorec.errors import InputError, list_some
 from emorec.intervals import confusion_scores, evaluate_test, paired_difference
 from emorec.metrics import class_probabilities, method_scores
 from emorec.zero_shot import ZERO_SHOT_NAMES
@@ -196,9 +196,12 @@ def choose_weights(
 
 
 def stacking_features(probabilities: np.ndarray) -> np.ndarray:
-    """Members' probabilities side by side (rows, members*classes); a missing member takes the others' mean."""
-    mean = np.nanmean(probabilities, axis=0)
-    filled = np.where(np.isnan(probabilities), mean[None], probabilities)
+    """Members' probabilities side by side (rows, members*classes); a missing member takes the others' mean (NaN
+    where no member scored the row)."""
+    scored = ~np.isnan(probabilities)
+    counts = scored.sum(axis=0)
+    mean = np.where(counts > 0, np.nansum(probabilities, axis=0) / np.maximum(counts, 1), np.nan)
+    filled = np.where(scored, probabilities, mean[None])
     return np.concatenate(list(filled), axis=1)
 
 
@@ -212,6 +215,21 @@ def fit_stacker(features: np.ndarray, labels: np.ndarray, seed: int) -> Logistic
 def rows_fused_from_fewer(probabilities: np.ndarray, rows: Sequence[bool] | np.ndarray) -> int:
     """How many of ``rows`` lack a score from at least one member (and were fused from fewer)."""
     return int((np.isnan(probabilities).any(axis=2).any(axis=0) & np.asarray(rows)).sum())
+
+
+def warn_fewer(fewer: dict, probabilities: np.ndarray, ids) -> None:
+    """Warn of the rows fused from fewer than all the members (``fewer``: their count per split), and name the
+    posts no member could score (no text, and an image that could not be read: found only when IER read it)."""
+    if any(fewer.values()):
+        log.warning("rows fused from fewer than all three members (a member could not score them): %s", fewer)
+    unscored = np.isnan(probabilities).any(axis=2).all(axis=0)
+    if unscored.any():
+        log.warning(
+            "%d post(s) with neither side any member could score, left out of every score (no text, and an image "
+            "that could not be read):\n%s",
+            unscored.sum(),
+            list_some(np.asarray(ids)[unscored].tolist()),
+        )
 
 
 def score_methods(
@@ -274,11 +292,14 @@ def search_and_stack(members: list[str], probabilities, labels, val, step: float
         listed(weights),
     )
     features = stacking_features(probabilities)
-    stacker = fit_stacker(features[val], labels[val], seed)
+    scored = ~np.isnan(features).any(axis=1)  # a row no member scored has no stacked prediction either
+    stacker = fit_stacker(features[val & scored], labels[val & scored], seed)
+    stacked = np.full(probabilities.shape[1:], np.nan)
+    stacked[scored] = class_probabilities(stacker, features[scored], probabilities.shape[2])
     return {
         "weights": weights,
         "late": fuse(grid[best], probabilities),
-        "stacker": class_probabilities(stacker, features, probabilities.shape[2]),
+        "stacker": stacked,
         "stacker_model": stacker,
         "grid_step": step,
         "candidates": len(grid),

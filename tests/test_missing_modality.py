@@ -10,14 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-NO_TEXT, NO_IMAGE, GONE, UNDECODABLE = range(0, 20), range(20, 40), range(40, 43), 43
+NO_TEXT, NO_IMAGE, GONE, UNDECODABLE, NEITHER = range(0, 20), range(20, 40), range(40, 43), 43, 44
 ROWS = 240  # of the small demo's 600: a drawn split of 168 / 24 / 48
 
 
 @pytest.fixture(scope="module")
 def one_sided(small_demo, tmp_path_factory):
     """The run's folder (ckpt/, probs/, results/, features/) and its manifest, rows NO_TEXT without a text, NO_IMAGE
-    without an image, GONE naming files that are not there and UNDECODABLE a file that is no image."""
+    without an image, GONE naming files that are not there, UNDECODABLE a file that is no image and NEITHER no
+    text and a file that is no image."""
     import IER
     import Intermediate_fusion
     import Late_fusion
@@ -32,6 +33,8 @@ def one_sided(small_demo, tmp_path_factory):
     manifest.loc[list(GONE), "image"] = [f"data/gone/{i}.jpg" for i in GONE]
     (out / "not_an_image.jpg").write_bytes(b"not a jpeg")
     manifest.loc[UNDECODABLE, "image"] = str(out / "not_an_image.jpg")
+    (out / "no_image_either.jpg").write_bytes(b"not a jpeg either")
+    manifest.loc[NEITHER, ["text", "image"]] = ["", str(out / "no_image_either.jpg")]  # found out only by IER
     manifest.to_csv(out / "posts.csv", index=False)
     folders = ["--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "tb"), "--prob-dir", str(out / "probs")]
     data = ["--manifest", str(out / "posts.csv"), "--image-root", str(small_demo), *folders]
@@ -49,18 +52,30 @@ def probabilities(out, file):
 
 def test_each_phase_learns_from_and_scores_what_each_post_has(one_sided):
     out, manifest = one_sided
-    no_text, no_image = manifest["id"][list(NO_TEXT)], manifest["id"][[*NO_IMAGE, *GONE, UNDECODABLE]]
+    no_text, no_image = manifest["id"][[*NO_TEXT, NEITHER]], manifest["id"][[*NO_IMAGE, *GONE, UNDECODABLE, NEITHER]]
     text, image, fused = (probabilities(out, f) for f in ("text_prob.csv", "img_prob.csv", "inter_prob.csv"))
     assert text.loc[no_text].iloc[:, 2:].isna().all().all() and not text.drop(no_text).iloc[:, 2:].isna().any().any()
     assert image.loc[no_image].iloc[:, 2:].isna().all().all()
     assert not image.drop(no_image).iloc[:, 2:].isna().any().any()
-    assert not fused.iloc[:, 2:].isna().any().any()  # with --modality-dropout: every post has a side
+    # With --modality-dropout every post with a side is scored; the one IER found to have neither is not.
+    neither = manifest["id"][NEITHER]
+    assert fused.loc[neither].iloc[2:].isna().all() and not fused.drop(neither).iloc[:, 2:].isna().any().any()
+    assert probabilities(out, "late_prob.csv").loc[neither].iloc[2:].isna().all()
     ter, ier, inter = (
         json.loads((out / "ckpt" / f"{p}.metrics.json").read_text()) for p in ("TER", "IER", "Intermediate_fusion")
     )
-    assert ter["rows_without_text"] == 20
-    assert (ier["posts_without_image"], ier["unreadable_images"]) == (24, 4)
-    assert inter["modality_dropout"] == 0.5 and inter["posts_without"] == {"text": 20, "image": 24}
+    assert ter["rows_without_text"] == 21
+    assert (ier["posts_without_image"], ier["unreadable_images"]) == (25, 5)
+    assert inter["modality_dropout"] == 0.5 and inter["posts_without"] == {"text": 21, "image": 25}
+
+
+def test_a_post_no_member_could_score_is_counted_and_named(caplog):
+    from emorec.fusion import warn_fewer
+
+    probabilities = np.full((3, 4, 2), 0.5)
+    probabilities[:, 1], probabilities[0, 2] = np.nan, np.nan
+    warn_fewer({"test": 2}, probabilities, ["a", "b", "c", "d"])
+    assert "1 post(s) with neither side any member could score" in caplog.text and "\n  b" in caplog.text
 
 
 def test_the_report_has_the_robustness_table_and_keeps_the_clean_features(one_sided):
