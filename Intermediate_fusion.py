@@ -37,7 +37,7 @@ from emorec.cli import (
     setup_logging,
     training_options,
 )
-from emorec.data.manifest import manifest_fix
+from emorec.data.manifest import manifest_fix, texts_given
 from emorec.feature_store import POOLINGS
 from emorec.precision import PRECISIONS
 from emorec.runs import PhaseOutputs, phase_output_fix, require_files, writable_outputs
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _posts_used(frame, image_ok, modality_dropout: float) -> tuple[dict, object]:
     """Which side each post has, and the posts the network learns from and scores: those with both, or with
     --modality-dropout those with either (the missing side shown as absent: zero image features, the empty text)."""
-    sides = {"text": (frame["text"] != "").to_numpy(), "image": image_ok}
+    sides = {"text": texts_given(frame), "image": image_ok}
     return sides, (sides["text"] | sides["image"]) if modality_dropout else (sides["text"] & sides["image"])
 
 

@@ -33,7 +33,7 @@ from emorec.cli import (
     setup_logging,
     training_options,
 )
-from emorec.data.manifest import manifest_fix
+from emorec.data.manifest import manifest_fix, texts_given
 from emorec.glove import DEFAULT_GLOVE, check_glove_dimension, glove_fix
 from emorec.precision import PRECISIONS
 from emorec.presets import require_local_preset
@@ -187,9 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         strict_split=args.strict_split,
         images_required=False,
     )
-    frame, class_names, texts_given = dataset.frame, dataset.class_names, (dataset.frame["text"] != "").to_numpy()
+    frame, class_names, with_text = dataset.frame, dataset.class_names, texts_given(dataset.frame)
     training_rows = select_training_rows(frame, class_names, args.label_fraction, args.labels_per_class, args.seed)
-    train, val = training_rows.mask & texts_given, (frame["split"] == "val").to_numpy() & texts_given
+    train, val = training_rows.mask & with_text, (frame["split"] == "val").to_numpy() & with_text
     labels = frame["label"].to_numpy()
     settings = {"model": mode, **{key: resolved(args, key) for key in ("lr", "batch_size", "seq_len")}}
 
@@ -223,8 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         probabilities = network.predict(ArrayBatches(inputs, labels, np.arange(len(labels)), 1024), verbose=0)
     else:
         probabilities = score_texts(model, frame["text"].tolist(), progress=mode == "fine-tuned")
-    probabilities[~texts_given] = np.nan  # a post without its text: the other phases' to score
-    metrics = classification_metrics(*(a[texts_given] for a in (labels, probabilities, frame["split"])), class_names)
+    probabilities[~with_text] = np.nan  # a post without its text: the other phases' to score
+    metrics = classification_metrics(*(a[with_text] for a in (labels, probabilities, frame["split"])), class_names)
     save_phase(
         outputs,
         model,
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "phase": PHASE,
             "class_names": list(class_names),
             "training_labels": int(train.sum()),
-            "rows_without_text": int((~texts_given).sum()),
+            "rows_without_text": int((~with_text).sum()),
             "split_leakage": dataset.split_leakage,
             "text_model": settings,
             **training,

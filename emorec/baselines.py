@@ -39,6 +39,7 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from emorec.data.manifest import texts_given
 from emorec.metrics import class_probabilities
 
 log = logging.getLogger("emorec")
@@ -228,16 +229,16 @@ def run_baselines(
     """
     weighting = {name: (class_weights or {}).get(name, "none") for name in BASELINE_NAMES}
     texts, labels, splits = frame["text"].tolist(), frame["label"].to_numpy(), frame["split"].to_numpy()
-    val, texts_given = splits == "val", frame["text"].str.strip().ne("").to_numpy()
+    val, with_text = splits == "val", texts_given(frame)
     if not val.any():
         raise ValueError("the baselines choose C on the validation split, which is empty")
-    text = text_features(texts, train & texts_given)
-    inputs = {"Baseline_text": (text, texts_given)}
+    text = text_features(texts, train & with_text)
+    inputs = {"Baseline_text": (text, with_text)}
     if image is not None:
         features, features_ok = image
         pooled = image_features(pooled_features(features), train & features_ok)
         both = SideBySide(text, pooled)
-        inputs |= {"Baseline_image": (pooled, features_ok), "Baseline_both": (both, features_ok & texts_given)}
+        inputs |= {"Baseline_image": (pooled, features_ok), "Baseline_both": (both, features_ok & with_text)}
     fitted = {
         name: fit_baseline(x, labels, train, val, scored, n_classes, weighting[name], seed)
         for name, (x, scored) in inputs.items()

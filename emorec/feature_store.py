@@ -102,31 +102,42 @@ class FeatureView:
             np.dtype(np.float16),
             1 + len(feature_shape),
         )
-
-        self.zeroed: np.ndarray | None = None
+        self.zeroed: np.ndarray | None = None  # rows read as zeros (take)
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def absent_as_zeros(self, present: np.ndarray) -> FeatureView:
-        """This view with the rows where ``present`` is False read as zeros: how the fusion network is shown
-        that a post has no image (its file missing or unreadable, or none given)."""
-        view = FeatureView(self.shards, self.shard_of, self.row_of, self.shape[1:])
-        view.zeroed = ~np.asarray(present, dtype=bool)
+    def take(self, rows) -> FeatureView:
+        """A view of ``rows`` of this one, in their order; a row -1 reads as zeros (a post without an image)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        zeroed = rows < 0
+        source = np.where(zeroed, 0, rows)
+        if len(self):
+            shard_of, row_of = self.shard_of[source], self.row_of[source]
+            if self.zeroed is not None:
+                zeroed |= self.zeroed[source]
+        else:  # nothing to point at: every row is -1
+            shard_of = row_of = np.zeros(len(rows), np.int64)
+        view = FeatureView(self.shards, shard_of, row_of, self.shape[1:])
+        view.zeroed = zeroed
         return view
+
+    def absent_as_zeros(self, present: np.ndarray) -> FeatureView:
+        """This view, the rows where ``present`` is False read as zeros (how the fusion sees a post's no image)."""
+        return self.take(np.where(present, np.arange(len(self)), -1))
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
-            row = self.shards[self.shard_of[index]][self.row_of[index]]
-            return np.zeros_like(row) if self.zeroed is not None and self.zeroed[index] else row
+            if self.zeroed is not None and self.zeroed[index]:
+                return np.zeros(self.shape[1:], np.float16)
+            return self.shards[self.shard_of[index]][self.row_of[index]]
         rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
-        out = np.empty((len(rows), *self.shape[1:]), np.float16)
+        out = np.zeros((len(rows), *self.shape[1:]), np.float16)
+        read = np.ones(len(rows), bool) if self.zeroed is None else ~self.zeroed[rows]
         shards = self.shard_of[rows]
-        for shard in np.unique(shards):
-            where = shards == shard
+        for shard in np.unique(shards[read]):
+            where = read & (shards == shard)
             out[where] = self.shards[shard][self.row_of[rows[where]]]
-        if self.zeroed is not None:
-            out[self.zeroed[rows]] = 0
         return out
 
     def __array__(self, dtype=None, copy=None):

@@ -61,13 +61,15 @@ def run_files(checkpoints: Path) -> dict[Path, str]:
     return needed
 
 
-def require_run(checkpoints: Path) -> None:
-    """Raise :class:`InputError` naming every file of the run in ``checkpoints`` that is missing, and what writes it."""
+def require_run(checkpoints: Path, with_late_fusion: bool = True) -> None:
+    """Raise :class:`InputError` naming every file of the run in ``checkpoints`` that is missing, and what writes it
+    (without ``with_late_fusion``: the three members' files only, for Late_fusion.py itself)."""
     require_files(
         {
             path: f"written by `python {phase}.py`: run the phases (TER, IER, Intermediate_fusion, "
             "Late_fusion) first, or point --checkpoint-dir/--run-name at their run."
             for path, phase in run_files(checkpoints).items()
+            if with_late_fusion or phase != "Late_fusion"
         }
     )
 
@@ -107,7 +109,7 @@ class RunModels:
         is missing, or when the phases (TER, IER, Intermediate_fusion, Late_fusion) used different data.
         """
         checkpoints = Path(checkpoints)
-        ier_flags = _checked_run(checkpoints, late is None)
+        flags = _checked_run(checkpoints, late is None)
         import keras
 
         import emorec.models  # noqa: F401  (registers the custom objects the saved models hold)
@@ -135,8 +137,8 @@ class RunModels:
             fusion_network=_network(models["Intermediate_fusion"], "fusion_network"),
             shared_extractor=shared,
             image_size=int(models["IER"].input_shape[1]),
-            stored_images=StoredImages.of_run(checkpoints, ier_flags) if shared else None,
-            fusion_takes_one_modality=_modality_dropout(checkpoints) > 0,
+            stored_images=StoredImages.of_run(checkpoints, flags["IER"]) if shared else None,
+            fusion_takes_one_modality=flags["Intermediate_fusion"].get("modality_dropout", 0) > 0,
         )
 
     def image_features(self, pixels, direct: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -266,27 +268,23 @@ class RunModels:
 
 def _checked_run(checkpoints: Path, with_late_fusion: bool) -> dict:
     """Check that the run in ``checkpoints`` is whole (``with_late_fusion``: Late_fusion.py's files too) and that
-    its phases used one manifest and split; returns IER's recorded flags."""
+    its phases used one manifest and split; returns each member's recorded flags."""
     from emorec.data.fingerprints import check_same_data
 
-    if not with_late_fusion:
-        require_files(
-            {checkpoints / f"{p}{suffix}": f"run {p}.py" for p in MEMBERS for suffix in (".keras", ".args.json")}
+    require_run(checkpoints, with_late_fusion)
+    configs = {phase: read_run_config(checkpoints / f"{phase}.args.json") for phase in MEMBERS}
+    if with_late_fusion:
+        late_config = read_run_config(checkpoints / "Late_fusion.args.json")
+        if "data" not in late_config.run:
+            raise InputError(
+                f"{late_config.path} recorded no data fingerprint (a run from an older version): rerun Late_fusion.py"
+            )
+        check_same_data(
+            late_config.run["data"],
+            {phase: (config.path, config.run) for phase, config in configs.items()},
+            "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py",
         )
-        return read_run_config(checkpoints / "IER.args.json").flags
-    require_run(checkpoints)
-    configs = {phase: read_run_config(checkpoints / f"{phase}.args.json") for phase in (*MEMBERS, "Late_fusion")}
-    late_config = configs.pop("Late_fusion")
-    if "data" not in late_config.run:
-        raise InputError(
-            f"{late_config.path} recorded no data fingerprint (a run from an older version): rerun Late_fusion.py"
-        )
-    check_same_data(
-        late_config.run["data"],
-        {phase: (config.path, config.run) for phase, config in configs.items()},
-        "TER.py, IER.py, Intermediate_fusion.py and Late_fusion.py",
-    )
-    return configs["IER"].flags
+    return {phase: config.flags for phase, config in configs.items()}
 
 
 def member_weights(late: dict) -> dict[str, np.ndarray]:
@@ -295,12 +293,6 @@ def member_weights(late: dict) -> dict[str, np.ndarray]:
     ``without_image`` and ``without_text`` (chosen on val posts with that side taken away)."""
     chosen = {"both": late["weights"], **late.get("one_sided_weights", {})}
     return {case: np.array([w.get(m, 0.0) for m in MEMBERS], dtype=np.float64) for case, w in chosen.items()}
-
-
-def _modality_dropout(checkpoints: Path) -> float:
-    """The --modality-dropout the run's fusion model learnt with (0: it scores only posts with both sides)."""
-    path = checkpoints / "Intermediate_fusion.metrics.json"
-    return float(json.loads(path.read_text()).get("modality_dropout", 0)) if path.is_file() else 0.0
 
 
 def models_used(members: dict[str, np.ndarray]) -> list[str]:

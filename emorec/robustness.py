@@ -125,21 +125,6 @@ def damaged_image_batches(kind: str, seed: int) -> Callable:
     return batches
 
 
-class Gathered:
-    """Some rows of an array or a :class:`~emorec.feature_store.FeatureView` (``rows``; -1: zeros), read as float32
-    only when indexed, so that a large test split's features never load whole."""
-
-    def __init__(self, source, rows: np.ndarray):
-        self.source, self.rows, self.shape = source, np.asarray(rows), (len(rows), *source.shape[1:])
-
-    def __getitem__(self, part) -> np.ndarray:
-        rows = self.rows[part]
-        out = np.zeros((len(rows), *self.shape[1:]), np.float32)
-        if (rows >= 0).any():
-            out[rows >= 0] = self.source[rows[rows >= 0]]
-        return out
-
-
 @dataclass
 class Robustness:
     """The inputs of the table: the run's models (:class:`emorec.predictor.RunModels`), the posts (their texts,
@@ -151,7 +136,7 @@ class Robustness:
     texts: list
     paths: list
     keys: list
-    features: Gathered
+    features: object  # a FeatureView of the posts' rows, read on demand
     image_ok: np.ndarray
     store: object
     stacker: object
@@ -181,7 +166,7 @@ class Robustness:
             image_ok = image_ok & read
         return members | self.score(texts, features, image_ok, again)
 
-    def damaged_features(self, kind: str) -> tuple[Gathered, np.ndarray]:
+    def damaged_features(self, kind: str) -> tuple[object, np.ndarray]:
         """The backbone's features of the damaged images (read on demand), from the store or computed into it,
         and which of them were read."""
         from emorec.extraction import Extraction, ensure_features
@@ -192,14 +177,14 @@ class Robustness:
         stored = ensure_features(self.store, [self.paths[row] for row in rows], keys, extraction)
         where, read = np.full(len(self.texts), -1), np.zeros(len(self.texts), dtype=bool)
         where[rows], read[rows] = np.arange(len(rows)), stored.ok
-        return Gathered(stored.features, where), read
+        return stored.features.take(where), read
 
     def score(self, texts, features, image_ok, members, batch_size: int = 128) -> dict[str, np.ndarray]:
         """The probabilities of ``members`` on the posts (``texts``, image ``features``, ``image_ok``), by batch."""
         parts = []
         for start in range(0, len(texts), batch_size):
             rows = slice(start, start + batch_size)
-            batch = features[rows]
+            batch = np.asarray(features[rows], np.float32)
             parts.append(self.run.score_posts(texts[rows], batch, batch, image_ok[rows], batch_size, members))
         return {member: np.concatenate([part[member] for part in parts]) for member in members}
 
@@ -308,7 +293,7 @@ def posts(run, dataset, split: str, members, image_features, cache_key: str, sta
         frame["text"].to_numpy()[rows].tolist(),
         paths.tolist(),
         image_keys(paths, dataset.image_root, cache_key),
-        Gathered(image_features.features, rows),
+        image_features.features.take(rows),
         image_features.ok[rows],
         FeatureStore.open(image_features.folder),
         stacker,

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from emorec.errors import InputError, list_some
@@ -262,6 +263,11 @@ def _checked_images(problems: _Problems, raw: pd.DataFrame, image_root: Path) ->
             shown=image_paths,
         )
     return image_paths, found & ~empty_image
+
+
+def texts_given(frame: pd.DataFrame) -> np.ndarray:
+    """Which rows of a manifest's frame (:func:`read_manifest`'s, its texts stripped) have a text."""
+    return (frame["text"] != "").to_numpy()
 
 
 def parse_labels(values: pd.Series, class_names: Sequence[str]) -> pd.Series:

@@ -279,8 +279,12 @@ def one_sided_answer(models, text: str, pixels, image_name: str | None) -> dict:
     from emorec.predictor import models_used
 
     given = pixels is not None
-    blank = np.zeros((1, models.image_size, models.image_size, 3), np.float32)
-    ier, fusion = models.image_features(pixels[None].astype(np.float32) if given else blank, direct=True)
+    if given:
+        ier, fusion = models.image_features(pixels[None].astype(np.float32), direct=True)
+    else:  # no image to run the backbone on: features of the right shape, which the models read as absent
+        ier, fusion = (
+            np.zeros((1, *e.output_shape[1:]), np.float32) for e in (models.ier_extractor, models.fusion_extractor)
+        )
     members = models.score_posts([text], ier, fusion, np.array([given]), 1)
     late = models.fuse(members)
     names = models.class_names
