@@ -117,8 +117,7 @@ def read_features(store: FeatureStore, paths: Sequence[str], keys: Sequence[str]
     """The features of ``keys`` (every one stored; ``paths`` their images), with one warning naming the
     unreadable images, or, with ``on_bad_image='error'``, an :class:`InputError` naming them."""
     stored = store.view(keys)
-    bad = np.asarray(paths)[~stored.ok]
-    bad = bad[bad != ""]  # a post without an image (an empty cell) is no bad image
+    bad = bad_images(paths, stored.ok)
     if len(bad):
         if on_bad_image == "error":
             raise _bad_images_error(bad)
@@ -216,10 +215,8 @@ class _BackgroundExtraction:
             batches = extraction.batches or image_batches
             for pixels, ok in batches(self.paths, extraction.image_size, extraction.batch_size):
                 first, ok = self.done, ok.numpy()
-                if self.bad_image_is_error:
-                    batch_paths = np.asarray(self.paths[first : first + len(ok)])
-                    if (~ok & (batch_paths != "")).any():
-                        raise _bad_images_error(batch_paths[~ok & (batch_paths != "")].tolist())
+                if self.bad_image_is_error and len(bad := bad_images(self.paths[first : first + len(ok)], ok)):
+                    raise _bad_images_error(bad.tolist())
                 features = backbone(pixels).astype(np.float16)
                 with self.lock:
                     if self.stop.is_set():  # interrupted meanwhile: what was recorded stays as it was
@@ -288,6 +285,13 @@ def image_pooling(requested: str | None, ier_pooling: str) -> str:
             "--pooling out."
         )
     return requested
+
+
+def bad_images(paths: Sequence[str], ok: np.ndarray) -> np.ndarray:
+    """The ``paths`` whose image could not be read (``ok`` False); a post without an image (an empty path) has
+    no bad image."""
+    paths = np.asarray(paths)
+    return paths[~np.asarray(ok) & (paths != "")]
 
 
 def _bad_images_message(paths: Sequence[str]) -> str:
